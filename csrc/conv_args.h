@@ -1,0 +1,33 @@
+// Argument checking and ConvShape construction shared by every backend (CPU, CUDA).
+// Defined in ops.cpp. Errors are raised with TORCH_CHECK_VALUE / TORCH_CHECK_TYPE so Python
+// sees ValueError / TypeError with a message naming the problem.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Optional.h>
+
+#include "conv_shape.h"
+
+namespace fullconv {
+
+// Validates the arguments of full_conv (and, with bias = nullopt, of full_conv_backward)
+// and returns the normalised problem shape. `input` may be batched (weight.dim() dims) or
+// unbatched (weight.dim() - 1 dims).
+ConvShape check_and_make_shape(const at::Tensor& input, const at::Tensor& weight,
+                               const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                               at::IntArrayRef dilation, int64_t groups, const char* op_name);
+
+// Shape of the output tensor (batched or not, as the input).
+std::vector<int64_t> output_shape(const ConvShape& shape, bool batched);
+
+// Memory format the output takes, following F.convNd: channels-last when the input or the
+// weight suggests it.
+at::MemoryFormat output_memory_format(const at::Tensor& input, const at::Tensor& weight);
+
+// Zero padding times a non-finite weight is NaN in the padded reference. The kernels skip
+// those products; this restores the reference's NaN on the outputs where a non-finite tap
+// meets the implicit padding. Cheap (a scan of the weight) and a no-op for finite weights.
+void apply_nonfinite_weight_padding(at::Tensor& output, const at::Tensor& weight,
+                                    const ConvShape& shape);
+
+}  // namespace fullconv

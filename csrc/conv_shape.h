@@ -1,0 +1,105 @@
+// Shape and index math of full convolution: the one place it lives.
+//
+// Full correlation along one spatial dim (input length L, taps 0..K-1, dilation d, stride s):
+//   padding p = d*(K-1) on both sides (implicit, never materialised)
+//   Lout      = (L + d*(K-1) - 1) / s + 1
+//   y[o]      = sum_k w[k] * x[o*s + k*d - p]   (terms whose input index leaves [0, L) are absent)
+//
+// Two views of the same index relation i = o*s + k*d - p are used by the kernels:
+//  * gather ("which taps reach output o?"): tap_range() clamps k to the taps whose input index
+//    is inside [0, L), so a direct kernel loops only over real taps.
+//  * scatter ("where does input i go through tap k?"): i reaches an output iff
+//    (i + p - k*d) is a multiple of s, and then always a valid one, o = (i + p - k*d) / s.
+//    Inputs fall into s residue classes r = i mod s; tap k serves exactly one class,
+//    tap_residue(); within a class the inputs r, r+s, r+2s, ... map to consecutive outputs
+//    starting at tap_output_start(). This is the padding-free GEMM + col2im formulation.
+//
+// Plain C++ with no torch includes; __host__ __device__ so the CUDA kernels share it.
+#pragma once
+
+#include <cstdint>
+
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define FULLCONV_HD __host__ __device__
+#else
+#define FULLCONV_HD
+#endif
+
+namespace fullconv {
+
+constexpr int kMaxSpatialDims = 3;
+
+FULLCONV_HD inline int64_t full_padding(int64_t kernel, int64_t dilation) {
+  return dilation * (kernel - 1);
+}
+
+// Output length of a full convolution along one dim (L >= 1, K >= 1, s >= 1, d >= 1).
+FULLCONV_HD inline int64_t full_output_size(int64_t L, int64_t K, int64_t s, int64_t d) {
+  return (L + d * (K - 1) - 1) / s + 1;
+}
+
+// Floor division for a possibly negative numerator and a positive denominator.
+FULLCONV_HD inline int64_t floor_div(int64_t a, int64_t b) {
+  return (a >= 0) ? a / b : -((-a + b - 1) / b);
+}
+
+// Taps [*k_lo, *k_hi] (inclusive; empty when k_lo > k_hi) whose input index
+// o*s + k*d - p lies inside [0, L) for output position o.
+FULLCONV_HD inline void tap_range(int64_t o, int64_t L, int64_t K, int64_t s, int64_t d,
+                                  int64_t* k_lo, int64_t* k_hi) {
+  const int64_t p = full_padding(K, d);
+  const int64_t base = o * s - p;  // input index of tap 0
+  int64_t lo = (base >= 0) ? 0 : (-base + d - 1) / d;
+  int64_t hi = floor_div(L - 1 - base, d);
+  if (hi > K - 1) hi = K - 1;
+  *k_lo = lo;
+  *k_hi = hi;
+}
+
+// Residue class (input index mod s) of the inputs that tap k sends to some output.
+FULLCONV_HD inline int64_t tap_residue(int64_t k, int64_t K, int64_t s, int64_t d) {
+  const int64_t p = full_padding(K, d);
+  // p - k*d >= 0 for every tap, so the C++ remainder is the mathematical one.
+  return (s - (p - k * d) % s) % s;
+}
+
+// Output position reached by input r (the first input of its residue class) through tap k.
+// Requires tap_residue(k, K, s, d) == r.
+FULLCONV_HD inline int64_t tap_output_start(int64_t r, int64_t k, int64_t K, int64_t s,
+                                            int64_t d) {
+  return (r + full_padding(K, d) - k * d) / s;
+}
+
+// Number of inputs i in [0, L) with i mod s == r.
+FULLCONV_HD inline int64_t residue_count(int64_t L, int64_t s, int64_t r) {
+  return (r < L) ? (L - r + s - 1) / s : 0;
+}
+
+// A full convolution problem, normalised to three spatial dims: an N-d problem (N = ndim)
+// occupies the last N slots, the leading unused slots have size 1, kernel 1, stride 1,
+// dilation 1, so every kernel can loop over three dims.
+struct ConvShape {
+  int ndim = 0;
+  int64_t batch = 0;
+  int64_t in_channels = 0;
+  int64_t out_channels = 0;
+  int64_t groups = 1;
+  int64_t in_size[kMaxSpatialDims] = {1, 1, 1};
+  int64_t kernel[kMaxSpatialDims] = {1, 1, 1};
+  int64_t stride[kMaxSpatialDims] = {1, 1, 1};
+  int64_t dilation[kMaxSpatialDims] = {1, 1, 1};
+  int64_t out_size[kMaxSpatialDims] = {1, 1, 1};
+
+  FULLCONV_HD int64_t in_channels_per_group() const { return in_channels / groups; }
+  FULLCONV_HD int64_t out_channels_per_group() const { return out_channels / groups; }
+  FULLCONV_HD int64_t in_spatial() const { return in_size[0] * in_size[1] * in_size[2]; }
+  FULLCONV_HD int64_t out_spatial() const { return out_size[0] * out_size[1] * out_size[2]; }
+  FULLCONV_HD int64_t kernel_volume() const { return kernel[0] * kernel[1] * kernel[2]; }
+  FULLCONV_HD int64_t padding(int dim) const { return full_padding(kernel[dim], dilation[dim]); }
+  FULLCONV_HD void compute_output_size() {
+    for (int i = 0; i < kMaxSpatialDims; ++i)
+      out_size[i] = full_output_size(in_size[i], kernel[i], stride[i], dilation[i]);
+  }
+};
+
+}  // namespace fullconv

@@ -1,0 +1,445 @@
+// CPU kernels of full convolution: padding-free "residue-class GEMM + col2im".
+//
+// Inputs are split into residue classes (input index mod stride, per dim; conv_shape.h).
+// Every tap serves exactly one class, and within a class the inputs map to a contiguous
+// block of outputs. For one class with T taps:
+//   forward      C[T*Cout_g, cols] = W_class[T*Cout_g, Cin_g] @ X_class[Cin_g, cols]
+//                then C is scatter-added (col2im) into the output blocks of its taps;
+//   grad_input   C = gather of grad_output blocks,  grad_X_class = W_class^T @ C;
+//   grad_weight  grad_W_class += C @ X_class^T.
+// With stride 1 there is one class and X_class is the input itself (no copy). Only products
+// of a weight with a real input element are computed: no padded tensor, no zero taps, and
+// for stride > 1 no products that a strided output would discard.
+//
+// Workspace bound: columns are processed in chunks of at most
+//   max(1, kColumnBudget / max(T*Cout_g, Cin_g))
+// so each column buffer (C, and the gathered X or grad_X chunk when stride > 1) holds at
+// most max(kColumnBudget, T*Cout_g, Cin_g) elements, per concurrently running task.
+// Reduced precision (float16, bfloat16) is computed in float32 and rounded once at the end.
+// Results are deterministic: every output element is accumulated by one thread in a fixed
+// order, and grad_weight is reduced over the batch sequentially.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "../conv_args.h"
+
+namespace fullconv {
+namespace {
+
+constexpr int64_t kColumnBudget = int64_t(1) << 20;
+
+// One residue class: the inputs i with i mod stride == r (per dim) and the taps serving them.
+struct ResidueClass {
+  int64_t count[kMaxSpatialDims];  // inputs of the class along each dim
+  int64_t columns = 0;             // count[0] * count[1] * count[2]
+  int64_t in_offset = 0;           // flat input offset of the class's first input
+  std::vector<int64_t> taps;       // flat tap indices, (k0 * K1 + k1) * K2 + k2
+  std::vector<int64_t> out_offset; // per tap: flat output offset reached by the first input
+};
+
+struct Plan {
+  ConvShape s;
+  std::vector<ResidueClass> classes;
+  bool identity_columns = false;  // stride 1 everywhere: one class whose columns are the input
+  int64_t in_step[kMaxSpatialDims];   // flat input step between class neighbours per dim
+  int64_t out_step[kMaxSpatialDims];  // flat output step per dim
+};
+
+Plan make_plan(const ConvShape& s) {
+  Plan plan;
+  plan.s = s;
+  const int64_t L1 = s.in_size[1], L2 = s.in_size[2];
+  const int64_t O1 = s.out_size[1], O2 = s.out_size[2];
+  plan.in_step[0] = s.stride[0] * L1 * L2;
+  plan.in_step[1] = s.stride[1] * L2;
+  plan.in_step[2] = s.stride[2];
+  plan.out_step[0] = O1 * O2;
+  plan.out_step[1] = O2;
+  plan.out_step[2] = 1;
+  plan.identity_columns = s.stride[0] == 1 && s.stride[1] == 1 && s.stride[2] == 1;
+
+  // Per dim: the residues that some tap serves and that hold at least one input,
+  // with their taps. At most K residues per dim, so at most K0*K1*K2 classes.
+  struct DimClass {
+    int64_t r;
+    std::vector<int64_t> taps;
+  };
+  std::vector<DimClass> per_dim[kMaxSpatialDims];
+  for (int i = 0; i < kMaxSpatialDims; ++i) {
+    for (int64_t k = 0; k < s.kernel[i]; ++k) {
+      const int64_t r = tap_residue(k, s.kernel[i], s.stride[i], s.dilation[i]);
+      if (residue_count(s.in_size[i], s.stride[i], r) == 0) continue;
+      auto it = std::find_if(per_dim[i].begin(), per_dim[i].end(),
+                             [&](const DimClass& c) { return c.r == r; });
+      if (it == per_dim[i].end()) {
+        per_dim[i].push_back({r, {}});
+        it = per_dim[i].end() - 1;
+      }
+      it->taps.push_back(k);
+    }
+  }
+  for (const auto& c0 : per_dim[0])
+    for (const auto& c1 : per_dim[1])
+      for (const auto& c2 : per_dim[2]) {
+        ResidueClass rc;
+        const DimClass* dc[3] = {&c0, &c1, &c2};
+        for (int i = 0; i < kMaxSpatialDims; ++i)
+          rc.count[i] = residue_count(s.in_size[i], s.stride[i], dc[i]->r);
+        rc.columns = rc.count[0] * rc.count[1] * rc.count[2];
+        rc.in_offset = (c0.r * L1 + c1.r) * L2 + c2.r;
+        for (int64_t k0 : c0.taps)
+          for (int64_t k1 : c1.taps)
+            for (int64_t k2 : c2.taps) {
+              const int64_t o0 = tap_output_start(c0.r, k0, s.kernel[0], s.stride[0], s.dilation[0]);
+              const int64_t o1 = tap_output_start(c1.r, k1, s.kernel[1], s.stride[1], s.dilation[1]);
+              const int64_t o2 = tap_output_start(c2.r, k2, s.kernel[2], s.stride[2], s.dilation[2]);
+              rc.taps.push_back((k0 * s.kernel[1] + k1) * s.kernel[2] + k2);
+              rc.out_offset.push_back((o0 * O1 + o1) * O2 + o2);
+            }
+        plan.classes.push_back(std::move(rc));
+      }
+  return plan;
+}
+
+int64_t chunk_columns(const Plan& plan, const ResidueClass& rc) {
+  const int64_t rows = static_cast<int64_t>(rc.taps.size()) * plan.s.out_channels_per_group();
+  const int64_t widest = std::max<int64_t>({rows, plan.s.in_channels_per_group(), 1});
+  return std::max<int64_t>(1, std::min(rc.columns, kColumnBudget / widest));
+}
+
+// Calls f(offset_in_chunk, a, b, c, run) for the runs of columns [j0, j1) of a class that are
+// contiguous along the innermost dim; (a, b, c) is the class-local index of the run's start.
+template <typename F>
+inline void for_each_run(const int64_t count[3], int64_t j0, int64_t j1, const F& f) {
+  int64_t j = j0;
+  while (j < j1) {
+    const int64_t c = j % count[2];
+    const int64_t ab = j / count[2];
+    const int64_t run = std::min(count[2] - c, j1 - j);
+    f(j - j0, ab / count[1], ab % count[1], c, run);
+    j += run;
+  }
+}
+
+// Tap weights of each class as GEMM operands: [G, T*Cout_g, Cin_g], row t*Cout_g + co.
+std::vector<at::Tensor> class_weights(const Plan& plan, const at::Tensor& weight) {
+  const auto& s = plan.s;
+  const auto w = weight.reshape({s.groups, s.out_channels_per_group(), s.in_channels_per_group(),
+                                 s.kernel_volume()})
+                     .permute({0, 3, 1, 2});  // [G, Ktot, Cout_g, Cin_g]
+  std::vector<at::Tensor> mats;
+  for (const auto& rc : plan.classes) {
+    const auto taps = at::tensor(rc.taps, at::kLong);
+    mats.push_back(w.index_select(1, taps)
+                       .reshape({s.groups, -1, s.in_channels_per_group()})
+                       .contiguous());
+  }
+  return mats;
+}
+
+// Copies the input columns [j0, j1) of a class, all channels of one group, into dst[Cin_g, n].
+template <typename scalar_t>
+void gather_input(const Plan& plan, const ResidueClass& rc, const scalar_t* x_group,
+                  int64_t j0, int64_t j1, scalar_t* dst) {
+  const auto& s = plan.s;
+  const int64_t n = j1 - j0, in_spatial = s.in_spatial();
+  at::parallel_for(0, s.in_channels_per_group(), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t ci = begin; ci < end; ++ci) {
+      const scalar_t* src = x_group + ci * in_spatial + rc.in_offset;
+      scalar_t* out = dst + ci * n;
+      for_each_run(rc.count, j0, j1, [&](int64_t off, int64_t a, int64_t b, int64_t c, int64_t run) {
+        const scalar_t* p = src + a * plan.in_step[0] + b * plan.in_step[1] + c * plan.in_step[2];
+        for (int64_t q = 0; q < run; ++q) out[off + q] = p[q * plan.in_step[2]];
+      });
+    }
+  });
+}
+
+// Inverse of gather_input: writes src[Cin_g, n] to the input positions of columns [j0, j1).
+template <typename scalar_t>
+void scatter_input(const Plan& plan, const ResidueClass& rc, const scalar_t* src,
+                   int64_t j0, int64_t j1, scalar_t* gx_group) {
+  const auto& s = plan.s;
+  const int64_t n = j1 - j0, in_spatial = s.in_spatial();
+  at::parallel_for(0, s.in_channels_per_group(), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t ci = begin; ci < end; ++ci) {
+      scalar_t* dst = gx_group + ci * in_spatial + rc.in_offset;
+      const scalar_t* in = src + ci * n;
+      for_each_run(rc.count, j0, j1, [&](int64_t off, int64_t a, int64_t b, int64_t c, int64_t run) {
+        scalar_t* p = dst + a * plan.in_step[0] + b * plan.in_step[1] + c * plan.in_step[2];
+        for (int64_t q = 0; q < run; ++q) p[q * plan.in_step[2]] = in[off + q];
+      });
+    }
+  });
+}
+
+// Output block of tap t for the columns [j0, j1): calls f(row t*Cout_g + co, pointer to the
+// output element of each run start, offset in chunk, run) for every output channel co.
+// Parallel over co; the taps of one channel are visited in order by one thread.
+template <typename scalar_t, typename F>
+void for_each_output_run(const Plan& plan, const ResidueClass& rc, scalar_t* y_group,
+                         int64_t j0, int64_t j1, const F& f) {
+  const auto& s = plan.s;
+  const int64_t cout_g = s.out_channels_per_group(), out_spatial = s.out_spatial();
+  const int64_t ntaps = static_cast<int64_t>(rc.taps.size());
+  at::parallel_for(0, cout_g, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t co = begin; co < end; ++co) {
+      for (int64_t t = 0; t < ntaps; ++t) {
+        scalar_t* base = y_group + co * out_spatial + rc.out_offset[t];
+        const int64_t row = t * cout_g + co;
+        for_each_run(rc.count, j0, j1, [&](int64_t off, int64_t a, int64_t b, int64_t c, int64_t run) {
+          f(row, base + a * plan.out_step[0] + b * plan.out_step[1] + c, off, run);
+        });
+      }
+    }
+  });
+}
+
+// Runs body(n, g) over all (sample, group) pairs. Each pair writes its own output slice, so
+// pairs run in parallel when there are enough of them; otherwise they run in turn and the
+// parallelism is inside (BLAS, gathers, scatters).
+template <typename F>
+void for_each_sample_group(const ConvShape& s, const F& body) {
+  const int64_t pairs = s.batch * s.groups;
+  // at::parallel_for runs inline only when the range is smaller than the grain.
+  const int64_t grain = (pairs >= 2 * at::get_num_threads()) ? 1 : pairs + 1;
+  at::parallel_for(0, pairs, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) body(p / s.groups, p % s.groups);
+  });
+}
+
+template <typename scalar_t>
+void forward_kernel(const Plan& plan, const at::Tensor& x, const std::vector<at::Tensor>& wmats,
+                    at::Tensor& y) {
+  const auto& s = plan.s;
+  const int64_t cin_g = s.in_channels_per_group(), cout_g = s.out_channels_per_group();
+  const int64_t in_spatial = s.in_spatial(), out_spatial = s.out_spatial();
+  const auto opts = x.options();
+  for_each_sample_group(s, [&](int64_t n, int64_t g) {
+    const scalar_t* x_group = x.const_data_ptr<scalar_t>() + (n * s.in_channels + g * cin_g) * in_spatial;
+    scalar_t* y_group = y.mutable_data_ptr<scalar_t>() + (n * s.out_channels + g * cout_g) * out_spatial;
+    const auto x_mat = x.select(0, n).narrow(0, g * cin_g, cin_g).reshape({cin_g, in_spatial});
+    for (size_t ci = 0; ci < plan.classes.size(); ++ci) {
+      const auto& rc = plan.classes[ci];
+      const auto w = wmats[ci].select(0, g);
+      const int64_t rows = w.size(0), chunk = chunk_columns(plan, rc);
+      auto cols = at::empty({rows * chunk}, opts);
+      auto xbuf = plan.identity_columns ? at::Tensor() : at::empty({cin_g * chunk}, opts);
+      for (int64_t j0 = 0; j0 < rc.columns; j0 += chunk) {
+        const int64_t j1 = std::min(rc.columns, j0 + chunk), n_cols = j1 - j0;
+        at::Tensor x_cols;
+        if (plan.identity_columns) {
+          x_cols = x_mat.narrow(1, j0, n_cols);
+        } else {
+          gather_input(plan, rc, x_group, j0, j1, xbuf.mutable_data_ptr<scalar_t>());
+          x_cols = xbuf.narrow(0, 0, cin_g * n_cols).view({cin_g, n_cols});
+        }
+        auto c = cols.narrow(0, 0, rows * n_cols).view({rows, n_cols});
+        at::mm_out(c, w, x_cols);
+        const scalar_t* cp = c.const_data_ptr<scalar_t>();
+        for_each_output_run(plan, rc, y_group, j0, j1,
+                            [&](int64_t row, scalar_t* dst, int64_t off, int64_t run) {
+                              const scalar_t* src = cp + row * n_cols + off;
+                              for (int64_t q = 0; q < run; ++q) dst[q] += src[q];
+                            });
+      }
+    }
+  });
+}
+
+// Gathers the grad_output blocks of columns [j0, j1) into cols[T*Cout_g, n].
+template <typename scalar_t>
+void gather_grad_output(const Plan& plan, const ResidueClass& rc, const scalar_t* gy_group,
+                        int64_t j0, int64_t j1, scalar_t* cols) {
+  const int64_t n_cols = j1 - j0;
+  for_each_output_run(plan, rc, const_cast<scalar_t*>(gy_group), j0, j1,
+                      [&](int64_t row, scalar_t* src, int64_t off, int64_t run) {
+                        std::copy(src, src + run, cols + row * n_cols + off);
+                      });
+}
+
+template <typename scalar_t>
+void grad_input_kernel(const Plan& plan, const at::Tensor& gy, const std::vector<at::Tensor>& wmats,
+                       at::Tensor& gx) {
+  const auto& s = plan.s;
+  const int64_t cin_g = s.in_channels_per_group(), cout_g = s.out_channels_per_group();
+  const int64_t in_spatial = s.in_spatial(), out_spatial = s.out_spatial();
+  const auto opts = gy.options();
+  for_each_sample_group(s, [&](int64_t n, int64_t g) {
+    const scalar_t* gy_group = gy.const_data_ptr<scalar_t>() + (n * s.out_channels + g * cout_g) * out_spatial;
+    scalar_t* gx_group = gx.mutable_data_ptr<scalar_t>() + (n * s.in_channels + g * cin_g) * in_spatial;
+    auto gx_mat = gx.select(0, n).narrow(0, g * cin_g, cin_g).view({cin_g, in_spatial});
+    for (size_t ci = 0; ci < plan.classes.size(); ++ci) {
+      const auto& rc = plan.classes[ci];
+      const auto w_t = wmats[ci].select(0, g).t();
+      const int64_t rows = w_t.size(1), chunk = chunk_columns(plan, rc);
+      auto cols = at::empty({rows * chunk}, opts);
+      auto gbuf = plan.identity_columns ? at::Tensor() : at::empty({cin_g * chunk}, opts);
+      for (int64_t j0 = 0; j0 < rc.columns; j0 += chunk) {
+        const int64_t j1 = std::min(rc.columns, j0 + chunk), n_cols = j1 - j0;
+        auto c = cols.narrow(0, 0, rows * n_cols).view({rows, n_cols});
+        gather_grad_output(plan, rc, gy_group, j0, j1, c.mutable_data_ptr<scalar_t>());
+        if (plan.identity_columns) {
+          auto dst = gx_mat.narrow(1, j0, n_cols);
+          at::mm_out(dst, w_t, c);
+        } else {
+          auto gcols = gbuf.narrow(0, 0, cin_g * n_cols).view({cin_g, n_cols});
+          at::mm_out(gcols, w_t, c);
+          scatter_input(plan, rc, gcols.const_data_ptr<scalar_t>(), j0, j1, gx_group);
+        }
+      }
+    }
+  });
+}
+
+// grad_W_class[g] = sum over samples and columns of C @ X^T, reduced in batch order.
+template <typename scalar_t>
+void grad_weight_kernel(const Plan& plan, const at::Tensor& gy, const at::Tensor& x,
+                        std::vector<at::Tensor>& gw_mats) {
+  const auto& s = plan.s;
+  const int64_t cin_g = s.in_channels_per_group(), cout_g = s.out_channels_per_group();
+  const int64_t in_spatial = s.in_spatial(), out_spatial = s.out_spatial();
+  const auto opts = x.options();
+  for (size_t ci = 0; ci < plan.classes.size(); ++ci) {
+    const auto& rc = plan.classes[ci];
+    const int64_t rows = gw_mats[ci].size(1), chunk = chunk_columns(plan, rc);
+    auto cols = at::empty({rows * chunk}, opts);
+    auto xbuf = plan.identity_columns ? at::Tensor() : at::empty({cin_g * chunk}, opts);
+    for (int64_t n = 0; n < s.batch; ++n) {
+      for (int64_t g = 0; g < s.groups; ++g) {
+        const scalar_t* gy_group = gy.const_data_ptr<scalar_t>() + (n * s.out_channels + g * cout_g) * out_spatial;
+        const scalar_t* x_group = x.const_data_ptr<scalar_t>() + (n * s.in_channels + g * cin_g) * in_spatial;
+        auto gw = gw_mats[ci].select(0, g);
+        for (int64_t j0 = 0; j0 < rc.columns; j0 += chunk) {
+          const int64_t j1 = std::min(rc.columns, j0 + chunk), n_cols = j1 - j0;
+          auto c = cols.narrow(0, 0, rows * n_cols).view({rows, n_cols});
+          gather_grad_output(plan, rc, gy_group, j0, j1, c.mutable_data_ptr<scalar_t>());
+          at::Tensor x_cols;
+          if (plan.identity_columns) {
+            x_cols = x.select(0, n).narrow(0, g * cin_g, cin_g).reshape({cin_g, in_spatial}).narrow(1, j0, n_cols);
+          } else {
+            gather_input(plan, rc, x_group, j0, j1, xbuf.mutable_data_ptr<scalar_t>());
+            x_cols = xbuf.narrow(0, 0, cin_g * n_cols).view({cin_g, n_cols});
+          }
+          gw.addmm_(c, x_cols.t());
+        }
+      }
+    }
+  }
+}
+
+at::ScalarType compute_dtype(at::ScalarType t) {
+  return (t == at::kHalf || t == at::kBFloat16) ? at::kFloat : t;
+}
+
+// Batched, contiguous view of a tensor in the compute dtype.
+at::Tensor prepare(const at::Tensor& t, bool batched) {
+  auto b = batched ? t : t.unsqueeze(0);
+  return b.to(compute_dtype(t.scalar_type())).contiguous();
+}
+
+at::Tensor full_conv_cpu(const at::Tensor& input, const at::Tensor& weight,
+                         const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                         at::IntArrayRef dilation, int64_t groups) {
+  const auto s = check_and_make_shape(input, weight, bias, stride, dilation, groups, "full_conv");
+  const bool batched = input.dim() == weight.dim();
+  const auto x = prepare(input, batched);
+  const auto w = weight.to(compute_dtype(weight.scalar_type())).contiguous();
+  auto y = at::empty(output_shape(s, true), x.options());
+  if (bias.has_value() && bias->defined()) {
+    y.view({s.batch, s.out_channels, -1}).copy_(bias->to(y.scalar_type()).view({1, -1, 1}).expand({s.batch, -1, s.out_spatial()}));
+  } else {
+    y.zero_();
+  }
+  if (x.numel() > 0) {
+    const auto plan = make_plan(s);
+    const auto wmats = class_weights(plan, w);
+    AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "full_conv_cpu", [&] {
+      forward_kernel<scalar_t>(plan, x, wmats, y);
+    });
+  }
+  apply_nonfinite_weight_padding(y, weight, s);
+  if (!batched) y = y.squeeze(0);
+  return y.to(input.scalar_type()).contiguous(output_memory_format(input, weight));
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cpu(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
+    at::IntArrayRef stride, at::IntArrayRef dilation, int64_t groups,
+    std::array<bool, 3> output_mask) {
+  const auto s = check_and_make_shape(input, weight, std::nullopt, stride, dilation, groups,
+                                      "full_conv_backward");
+  const bool batched = input.dim() == weight.dim();
+  const auto expected = output_shape(s, batched);
+  TORCH_CHECK_VALUE(grad_output.sizes() == at::IntArrayRef(expected),
+                    "full_conv_backward: grad_output must have the output's shape ", expected,
+                    ", got ", grad_output.sizes());
+  TORCH_CHECK_TYPE(grad_output.scalar_type() == input.scalar_type(),
+                   "full_conv_backward: grad_output must have dtype ", input.scalar_type(),
+                   ", got ", grad_output.scalar_type());
+  TORCH_CHECK_VALUE(grad_output.device() == input.device(),
+                    "full_conv_backward: grad_output must be on ", input.device(), ", got ",
+                    grad_output.device());
+  const auto empty = at::empty({0}, input.options());
+  at::Tensor grad_input = empty, grad_weight = empty, grad_bias = empty;
+  const auto gy = prepare(grad_output, batched);
+  if (output_mask[2]) {
+    std::vector<int64_t> dims = {0};
+    for (int64_t i = 2; i < gy.dim(); ++i) dims.push_back(i);
+    grad_bias = gy.sum(dims).to(input.scalar_type());
+  }
+  if (!output_mask[0] && !output_mask[1]) return {grad_input, grad_weight, grad_bias};
+
+  const auto plan = make_plan(s);
+  const auto w = weight.to(compute_dtype(weight.scalar_type())).contiguous();
+  if (output_mask[0]) {
+    auto gx = at::zeros({s.batch, s.in_channels, s.in_size[0], s.in_size[1], s.in_size[2]}, gy.options());
+    if (gy.numel() > 0 && s.in_channels > 0) {
+      const auto wmats = class_weights(plan, w);
+      AT_DISPATCH_FLOATING_TYPES(gx.scalar_type(), "full_conv_grad_input_cpu", [&] {
+        grad_input_kernel<scalar_t>(plan, gy, wmats, gx);
+      });
+    }
+    gx = gx.view(input.sizes().vec().size() == static_cast<size_t>(weight.dim())
+                     ? input.sizes()
+                     : input.unsqueeze(0).sizes());
+    if (!batched) gx = gx.squeeze(0);
+    grad_input = gx.to(input.scalar_type()).contiguous(input.suggest_memory_format());
+  }
+  if (output_mask[1]) {
+    const int64_t cout_g = s.out_channels_per_group(), cin_g = s.in_channels_per_group();
+    std::vector<at::Tensor> gw_mats;
+    for (const auto& rc : plan.classes)
+      gw_mats.push_back(at::zeros({s.groups, static_cast<int64_t>(rc.taps.size()) * cout_g, cin_g}, gy.options()));
+    if (gy.numel() > 0 && cin_g > 0) {
+      const auto x = prepare(input, batched);
+      AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "full_conv_grad_weight_cpu", [&] {
+        grad_weight_kernel<scalar_t>(plan, gy, x, gw_mats);
+      });
+    }
+    // [G, Ktot, Cout_g, Cin_g] -> weight layout [Cout, Cin_g, *kernel]
+    auto gw = at::zeros({s.groups, s.kernel_volume(), cout_g, cin_g}, gy.options());
+    for (size_t ci = 0; ci < plan.classes.size(); ++ci) {
+      const auto& rc = plan.classes[ci];
+      gw.index_copy_(1, at::tensor(rc.taps, at::kLong),
+                     gw_mats[ci].view({s.groups, -1, cout_g, cin_g}));
+    }
+    grad_weight = gw.permute({0, 2, 3, 1})
+                      .reshape(weight.sizes())
+                      .to(weight.scalar_type())
+                      .contiguous(weight.suggest_memory_format());
+  }
+  return {grad_input, grad_weight, grad_bias};
+}
+
+}  // namespace
+}  // namespace fullconv
+
+TORCH_LIBRARY_IMPL(fullconv, CPU, m) {
+  m.impl("full_conv", &fullconv::full_conv_cpu);
+  m.impl("full_conv_backward", &fullconv::full_conv_backward_cpu);
+}

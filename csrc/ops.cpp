@@ -1,0 +1,212 @@
+// The fullconv operator library: schemas, argument checks, autocast.
+#include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
+#include <Python.h>
+#include <torch/library.h>
+
+#include <sstream>
+
+#include "conv_args.h"
+
+namespace fullconv {
+
+namespace {
+
+std::string shape_str(at::IntArrayRef sizes) {
+  std::ostringstream os;
+  os << sizes;
+  return os.str();
+}
+
+}  // namespace
+
+ConvShape check_and_make_shape(const at::Tensor& input, const at::Tensor& weight,
+                               const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                               at::IntArrayRef dilation, int64_t groups, const char* op_name) {
+  TORCH_CHECK_TYPE(input.defined(), op_name, ": input is undefined");
+  TORCH_CHECK_TYPE(weight.defined(), op_name, ": weight is undefined");
+  const int64_t wdim = weight.dim();
+  TORCH_CHECK_VALUE(wdim >= 3 && wdim <= 5, op_name,
+                    ": weight must have 3, 4 or 5 dims (out_channels, in_channels/groups, "
+                    "*kernel_size) for 1-, 2- or 3-D convolution, got shape ",
+                    shape_str(weight.sizes()));
+  const int nd = static_cast<int>(wdim - 2);
+  const bool batched = input.dim() == wdim;
+  TORCH_CHECK_VALUE(batched || input.dim() == wdim - 1, op_name, ": expected ", wdim - 1,
+                    "-D (unbatched) or ", wdim, "-D (batched) input for a ", nd,
+                    "-D weight of shape ", shape_str(weight.sizes()), ", got input of shape ",
+                    shape_str(input.sizes()));
+  TORCH_CHECK_TYPE(input.scalar_type() == weight.scalar_type(), op_name,
+                   ": input and weight must have the same dtype, got ", input.scalar_type(),
+                   " and ", weight.scalar_type());
+  const auto dt = input.scalar_type();
+  TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kDouble || dt == at::kHalf ||
+                       dt == at::kBFloat16,
+                   op_name, ": unsupported dtype ", dt,
+                   " (supported: float64, float32, float16, bfloat16)");
+  TORCH_CHECK_VALUE(input.device() == weight.device(), op_name,
+                    ": input and weight must be on the same device, got ", input.device(),
+                    " and ", weight.device());
+  TORCH_CHECK_VALUE(static_cast<int64_t>(stride.size()) == nd, op_name, ": stride must have ",
+                    nd, " entries for a ", nd, "-D convolution, got ", stride.size());
+  TORCH_CHECK_VALUE(static_cast<int64_t>(dilation.size()) == nd, op_name,
+                    ": dilation must have ", nd, " entries for a ", nd,
+                    "-D convolution, got ", dilation.size());
+  for (int i = 0; i < nd; ++i) {
+    TORCH_CHECK_VALUE(stride[i] > 0, op_name, ": stride must be positive, got ", stride);
+    TORCH_CHECK_VALUE(dilation[i] > 0, op_name, ": dilation must be positive, got ", dilation);
+  }
+  TORCH_CHECK_VALUE(groups > 0, op_name, ": groups must be positive, got ", groups);
+
+  ConvShape s;
+  s.ndim = nd;
+  s.groups = groups;
+  s.batch = batched ? input.size(0) : 1;
+  const int64_t cdim = batched ? 1 : 0;
+  s.in_channels = input.size(cdim);
+  s.out_channels = weight.size(0);
+  TORCH_CHECK_VALUE(s.out_channels > 0, op_name, ": weight must have at least one output channel, got shape ",
+                    shape_str(weight.sizes()));
+  TORCH_CHECK_VALUE(s.out_channels % groups == 0, op_name, ": out_channels (", s.out_channels,
+                    ") must be divisible by groups (", groups, ")");
+  TORCH_CHECK_VALUE(weight.size(1) * groups == s.in_channels, op_name, ": input has ",
+                    s.in_channels, " channels but weight of shape ", shape_str(weight.sizes()),
+                    " with groups=", groups, " expects ", weight.size(1) * groups);
+  const int off = kMaxSpatialDims - nd;
+  for (int i = 0; i < nd; ++i) {
+    const int64_t k = weight.size(2 + i);
+    const int64_t L = input.size(cdim + 1 + i);
+    TORCH_CHECK_VALUE(k > 0, op_name, ": kernel size must be positive in every dim, got weight of shape ",
+                      shape_str(weight.sizes()));
+    TORCH_CHECK_VALUE(L > 0 || input.numel() == 0, op_name,
+                      ": spatial dims of the input must be non-empty, got input of shape ",
+                      shape_str(input.sizes()));
+    TORCH_CHECK_VALUE(L > 0, op_name,
+                      ": only zero batch or zero channel inputs may be empty, got input of shape ",
+                      shape_str(input.sizes()));
+    s.in_size[off + i] = L;
+    s.kernel[off + i] = k;
+    s.stride[off + i] = stride[i];
+    s.dilation[off + i] = dilation[i];
+  }
+  s.compute_output_size();
+  if (bias.has_value() && bias->defined()) {
+    const auto& b = *bias;
+    TORCH_CHECK_VALUE(b.dim() == 1 && b.size(0) == s.out_channels, op_name,
+                      ": bias must be 1-D with out_channels (", s.out_channels,
+                      ") elements, got shape ", shape_str(b.sizes()));
+    TORCH_CHECK_TYPE(b.scalar_type() == dt, op_name,
+                     ": bias must have the dtype of input and weight (", dt, "), got ",
+                     b.scalar_type());
+    TORCH_CHECK_VALUE(b.device() == input.device(), op_name,
+                      ": bias must be on the device of input and weight (", input.device(),
+                      "), got ", b.device());
+  }
+  return s;
+}
+
+std::vector<int64_t> output_shape(const ConvShape& shape, bool batched) {
+  std::vector<int64_t> out;
+  if (batched) out.push_back(shape.batch);
+  out.push_back(shape.out_channels);
+  for (int i = kMaxSpatialDims - shape.ndim; i < kMaxSpatialDims; ++i)
+    out.push_back(shape.out_size[i]);
+  return out;
+}
+
+at::MemoryFormat output_memory_format(const at::Tensor& input, const at::Tensor& weight) {
+  const int64_t wdim = weight.dim();
+  if (wdim != 4 && wdim != 5) return at::MemoryFormat::Contiguous;
+  const auto cl = (wdim == 4) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::ChannelsLast3d;
+  const bool input_cl = input.dim() == wdim && input.suggest_memory_format() == cl;
+  const bool weight_cl = weight.suggest_memory_format() == cl;
+  return (input_cl || weight_cl) ? cl : at::MemoryFormat::Contiguous;
+}
+
+void apply_nonfinite_weight_padding(at::Tensor& output, const at::Tensor& weight,
+                                    const ConvShape& s) {
+  if (output.numel() == 0 || weight.isfinite().all().item<bool>()) return;
+  // bad[co, t]: some input channel's weight at tap t of output channel co is not finite.
+  const auto bad = weight.isfinite().logical_not().flatten(2).any(1).cpu();
+  const auto bad_acc = bad.accessor<bool, 2>();
+  const int off = kMaxSpatialDims - s.ndim;
+  const bool batched = output.dim() == s.ndim + 2;
+  at::Tensor out = batched ? output : output.unsqueeze(0);
+  for (int64_t co = 0; co < s.out_channels; ++co) {
+    for (int64_t t = 0; t < bad.size(1); ++t) {
+      if (!bad_acc[co][t]) continue;
+      int64_t rem = t;
+      for (int i = kMaxSpatialDims - 1; i >= off; --i) {
+        const int64_t k = rem % s.kernel[i];
+        rem /= s.kernel[i];
+        // Outputs o where tap k reads padding: o*s + k*d - p < 0 (a prefix) or >= L (a suffix).
+        const int64_t p = s.padding(i);
+        const int64_t first_inside = (p - k * s.dilation[i] + s.stride[i] - 1) / s.stride[i];
+        const int64_t last_inside =
+            floor_div(s.in_size[i] - 1 + p - k * s.dilation[i], s.stride[i]);
+        const int64_t dim = 2 + (i - off);
+        auto plane = out.select(1, co);  // [N, spatial...]; spatial dim i is dim - 1 here
+        if (first_inside > 0)
+          plane.narrow(dim - 1, 0, std::min(first_inside, s.out_size[i])).fill_(NAN);
+        if (last_inside + 1 < s.out_size[i])
+          plane.narrow(dim - 1, last_inside + 1, s.out_size[i] - last_inside - 1).fill_(NAN);
+      }
+    }
+  }
+}
+
+namespace {
+
+// Autocast: run in the autocast dtype, as nn.ConvNd does (conv is on the lower-precision list).
+template <c10::DeviceType device_type>
+at::Tensor full_conv_autocast(const at::Tensor& input, const at::Tensor& weight,
+                              const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                              at::IntArrayRef dilation, int64_t groups) {
+  constexpr auto key = (device_type == c10::DeviceType::CUDA) ? c10::DispatchKey::AutocastCUDA
+                                                              : c10::DispatchKey::AutocastCPU;
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(key);
+  const auto dtype = at::autocast::get_autocast_dtype(device_type);
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("fullconv::full_conv", "")
+                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&,
+                                         const std::optional<at::Tensor>&, at::IntArrayRef,
+                                         at::IntArrayRef, int64_t)>();
+  std::optional<at::Tensor> cast_bias;
+  if (bias.has_value() && bias->defined())
+    cast_bias = at::autocast::cached_cast(dtype, *bias, device_type);
+  return op.call(at::autocast::cached_cast(dtype, input, device_type),
+                 at::autocast::cached_cast(dtype, weight, device_type), cast_bias, stride,
+                 dilation, groups);
+}
+
+}  // namespace
+
+}  // namespace fullconv
+
+TORCH_LIBRARY(fullconv, m) {
+  m.def(
+      "full_conv(Tensor input, Tensor weight, Tensor? bias, int[] stride, int[] dilation, "
+      "int groups) -> Tensor");
+  // Gradients of full_conv. Outputs not requested by output_mask are returned as empty
+  // (shape [0]) tensors and not computed.
+  m.def(
+      "full_conv_backward(Tensor grad_output, Tensor input, Tensor weight, int[] stride, "
+      "int[] dilation, int groups, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(fullconv, AutocastCPU, m) {
+  m.impl("full_conv", &fullconv::full_conv_autocast<c10::DeviceType::CPU>);
+}
+
+TORCH_LIBRARY_IMPL(fullconv, AutocastCUDA, m) {
+  m.impl("full_conv", &fullconv::full_conv_autocast<c10::DeviceType::CUDA>);
+}
+
+// The extension is imported as the Python module fullconv._C; the operators register
+// themselves through the static initialisers above when the library is loaded.
+extern "C" {
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}

@@ -1,0 +1,121 @@
+"""Drop-in full-convolution modules.
+
+``FullConv1d/2d/3d`` subclass ``nn.Conv1d/2d/3d``: same parameters, initialisation and
+state_dict, so weights move freely between the two. ``.padding`` reports the full padding
+``dilation * (kernel_size - 1)``; other paddings and padding modes are refused.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .errors import FullConvError
+from .ops import _tuple, full_conv1d, full_conv2d, full_conv3d
+
+__all__ = ["FullConv1d", "FullConv2d", "FullConv3d"]
+
+
+class _FullConvMixin:
+    _nd: int
+    _functional = None
+
+    def _init_full(self, conv_cls, in_channels, out_channels, kernel_size, stride, dilation,
+                   groups, bias, device, dtype, extra):
+        if "padding" in extra:
+            raise FullConvError(
+                f"{type(self).__name__} always uses full padding dilation*(kernel_size-1); "
+                f"do not pass padding= (got padding={extra['padding']!r})")
+        padding_mode = extra.pop("padding_mode", "zeros")
+        if padding_mode != "zeros":
+            raise FullConvError(
+                f"{type(self).__name__} supports only padding_mode='zeros' (full convolution "
+                f"zero-pads by definition), got padding_mode={padding_mode!r}")
+        if extra:
+            raise TypeError(f"{type(self).__name__}() got unexpected keyword arguments "
+                            f"{sorted(extra)}")
+        nd = self._nd
+        kernel = _tuple(kernel_size, nd, "kernel_size")
+        dil = _tuple(dilation, nd, "dilation")
+        _tuple(stride, nd, "stride")
+        if any(k <= 0 for k in kernel):
+            raise FullConvError(f"kernel_size must be positive, got {kernel}")
+        if any(d <= 0 for d in dil):
+            raise FullConvError(f"dilation must be positive, got {dil}")
+        padding = tuple(d * (k - 1) for d, k in zip(dil, kernel))
+        conv_cls.__init__(self, in_channels, out_channels, kernel, stride=stride,
+                          padding=padding, dilation=dil, groups=groups, bias=bias,
+                          padding_mode="zeros", device=device, dtype=dtype)
+        if any(s <= 0 for s in self.stride):
+            raise FullConvError(f"stride must be positive, got {self.stride}")
+
+    def forward(self, input: Tensor) -> Tensor:
+        return type(self)._functional(input, self.weight, self.bias, self.stride,
+                                      self.dilation, self.groups)
+
+    def extra_repr(self) -> str:
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}"
+        if self.stride != (1,) * self._nd:
+            s += f", stride={self.stride}"
+        if self.dilation != (1,) * self._nd:
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s + ", padding=full"
+
+    @classmethod
+    def from_conv(cls, conv: nn.Module):
+        """Builds a full convolution with the weights, stride, dilation, groups and bias of an
+        existing ``nn.ConvNd`` (its padding is replaced by the full padding). The parameters
+        are shared copies (new Parameters with the same values), on the same device/dtype."""
+        base = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[cls._nd]
+        if not isinstance(conv, base):
+            raise TypeError(f"{cls.__name__}.from_conv expects an nn.{base.__name__}, got "
+                            f"{type(conv).__name__}")
+        if getattr(conv, "transposed", False):
+            raise TypeError(f"{cls.__name__}.from_conv cannot convert a transposed convolution")
+        new = cls(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                  dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None,
+                  device=conv.weight.device, dtype=conv.weight.dtype)
+        with torch.no_grad():
+            new.weight.copy_(conv.weight)
+            new.weight.requires_grad_(conv.weight.requires_grad)
+            if conv.bias is not None:
+                new.bias.copy_(conv.bias)
+                new.bias.requires_grad_(conv.bias.requires_grad)
+        new.train(conv.training)
+        return new
+
+
+class FullConv1d(_FullConvMixin, nn.Conv1d):
+    """1-D full convolution; ``nn.Conv1d`` with ``padding = dilation*(kernel_size-1)``."""
+    _nd = 1
+    _functional = staticmethod(full_conv1d)
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, dilation=1, groups=1,
+                 bias=True, device=None, dtype=None, **kwargs):
+        self._init_full(nn.Conv1d, in_channels, out_channels, kernel_size, stride, dilation,
+                        groups, bias, device, dtype, kwargs)
+
+
+class FullConv2d(_FullConvMixin, nn.Conv2d):
+    """2-D full convolution; ``nn.Conv2d`` with ``padding = dilation*(kernel_size-1)``."""
+    _nd = 2
+    _functional = staticmethod(full_conv2d)
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, dilation=1, groups=1,
+                 bias=True, device=None, dtype=None, **kwargs):
+        self._init_full(nn.Conv2d, in_channels, out_channels, kernel_size, stride, dilation,
+                        groups, bias, device, dtype, kwargs)
+
+
+class FullConv3d(_FullConvMixin, nn.Conv3d):
+    """3-D full convolution; ``nn.Conv3d`` with ``padding = dilation*(kernel_size-1)``."""
+    _nd = 3
+    _functional = staticmethod(full_conv3d)
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, dilation=1, groups=1,
+                 bias=True, device=None, dtype=None, **kwargs):
+        self._init_full(nn.Conv3d, in_channels, out_channels, kernel_size, stride, dilation,
+                        groups, bias, device, dtype, kwargs)

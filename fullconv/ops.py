@@ -1,0 +1,279 @@
+"""Functional API, fake (meta) kernels and autograd of the ``fullconv`` operators.
+
+The schemas live in C++ (``csrc/ops.cpp``):
+
+* ``fullconv::full_conv(input, weight, bias, stride, dilation, groups) -> Tensor``
+* ``fullconv::full_conv_backward(grad_output, input, weight, stride, dilation, groups,
+  output_mask) -> (grad_input, grad_weight, grad_bias)``; gradients not requested by
+  ``output_mask`` come back as empty tensors of shape ``[0]``.
+
+Padding is always ``dilation * (kernel_size - 1)`` per side and never materialised.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Optional, Sequence, Union
+
+import torch
+import torch._prims_common as _prims_common
+from torch import Tensor
+
+from .errors import FullConvError, FullConvTypeError
+
+IntOrTuple = Union[int, Sequence[int]]
+
+_SUPPORTED_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+
+
+# --- shape math (mirrors csrc/conv_shape.h; the fake kernels use it) ------------------------
+
+def full_output_size(size: int, kernel_size: int, stride: int = 1, dilation: int = 1) -> int:
+    """Output length of a full convolution along one dim: ``(L + d(k-1) - 1) // s + 1``."""
+    return (size + dilation * (kernel_size - 1) - 1) // stride + 1
+
+
+def _tuple(value, n: int, name: str) -> tuple:
+    """Normalises an int or a length-n sequence of ints, as F.convNd accepts them."""
+    if isinstance(value, bool):
+        raise FullConvTypeError(f"{name} must be an int or a tuple of {n} ints, got a bool")
+    if isinstance(value, numbers.Integral):
+        return (int(value),) * n
+    if isinstance(value, (tuple, list, torch.Size)):
+        if len(value) == 1 and n > 1:
+            value = tuple(value) * n
+        if len(value) != n:
+            raise FullConvError(f"{name} must be an int or a tuple of {n} ints for a {n}-D "
+                                f"convolution, got {tuple(value)}")
+        out = []
+        for v in value:
+            if isinstance(v, bool) or not isinstance(v, (numbers.Integral, torch.SymInt)):
+                raise FullConvTypeError(f"{name} entries must be ints, got {tuple(value)}")
+            out.append(int(v) if isinstance(v, numbers.Integral) else v)
+        return tuple(out)
+    raise FullConvTypeError(f"{name} must be an int or a tuple of {n} ints, got "
+                            f"{type(value).__name__}")
+
+
+def check_arguments(input, weight, bias, stride, dilation, groups, op_name="full_conv"):
+    """Validates full_conv's arguments (mirrors the C++ checks) and returns
+    ``(batched, output_shape)``. Raises FullConvError / FullConvTypeError."""
+    if not isinstance(input, Tensor):
+        raise FullConvTypeError(f"{op_name}: input must be a Tensor, got {type(input).__name__}")
+    if not isinstance(weight, Tensor):
+        raise FullConvTypeError(f"{op_name}: weight must be a Tensor, got {type(weight).__name__}")
+    if bias is not None and not isinstance(bias, Tensor):
+        raise FullConvTypeError(f"{op_name}: bias must be a Tensor or None, got {type(bias).__name__}")
+    wdim = weight.dim()
+    if wdim not in (3, 4, 5):
+        raise FullConvError(f"{op_name}: weight must have 3, 4 or 5 dims (out_channels, "
+                            f"in_channels/groups, *kernel_size), got shape {tuple(weight.shape)}")
+    nd = wdim - 2
+    batched = input.dim() == wdim
+    if not batched and input.dim() != wdim - 1:
+        raise FullConvError(f"{op_name}: expected {wdim - 1}-D (unbatched) or {wdim}-D (batched) "
+                            f"input for a {nd}-D weight of shape {tuple(weight.shape)}, got input "
+                            f"of shape {tuple(input.shape)}")
+    if input.dtype != weight.dtype:
+        raise FullConvTypeError(f"{op_name}: input and weight must have the same dtype, got "
+                                f"{input.dtype} and {weight.dtype}")
+    if input.dtype not in _SUPPORTED_DTYPES:
+        raise FullConvTypeError(f"{op_name}: unsupported dtype {input.dtype} (supported: "
+                                "float64, float32, float16, bfloat16)")
+    if input.device != weight.device:
+        raise FullConvError(f"{op_name}: input and weight must be on the same device, got "
+                            f"{input.device} and {weight.device}")
+    if len(stride) != nd:
+        raise FullConvError(f"{op_name}: stride must have {nd} entries, got {tuple(stride)}")
+    if len(dilation) != nd:
+        raise FullConvError(f"{op_name}: dilation must have {nd} entries, got {tuple(dilation)}")
+    if any(s <= 0 for s in stride):
+        raise FullConvError(f"{op_name}: stride must be positive, got {tuple(stride)}")
+    if any(d <= 0 for d in dilation):
+        raise FullConvError(f"{op_name}: dilation must be positive, got {tuple(dilation)}")
+    if isinstance(groups, bool) or not isinstance(groups, (numbers.Integral, torch.SymInt)):
+        raise FullConvTypeError(f"{op_name}: groups must be an int, got {type(groups).__name__}")
+    if groups <= 0:
+        raise FullConvError(f"{op_name}: groups must be positive, got {groups}")
+    out_channels = weight.shape[0]
+    in_channels = input.shape[1 if batched else 0]
+    if out_channels <= 0:
+        raise FullConvError(f"{op_name}: weight must have at least one output channel, got "
+                            f"shape {tuple(weight.shape)}")
+    if out_channels % groups != 0:
+        raise FullConvError(f"{op_name}: out_channels ({out_channels}) must be divisible by "
+                            f"groups ({groups})")
+    if weight.shape[1] * groups != in_channels:
+        raise FullConvError(f"{op_name}: input has {in_channels} channels but weight of shape "
+                            f"{tuple(weight.shape)} with groups={groups} expects "
+                            f"{weight.shape[1] * groups}")
+    kernel = tuple(weight.shape[2:])
+    spatial = tuple(input.shape[-nd:])
+    if any(k <= 0 for k in kernel):
+        raise FullConvError(f"{op_name}: kernel size must be positive in every dim, got weight "
+                            f"of shape {tuple(weight.shape)}")
+    if any(L <= 0 for L in spatial):
+        raise FullConvError(f"{op_name}: only zero batch or zero channel inputs may be empty, "
+                            f"got input of shape {tuple(input.shape)}")
+    if bias is not None:
+        if bias.dim() != 1 or bias.shape[0] != out_channels:
+            raise FullConvError(f"{op_name}: bias must be 1-D with out_channels ({out_channels}) "
+                                f"elements, got shape {tuple(bias.shape)}")
+        if bias.dtype != input.dtype:
+            raise FullConvTypeError(f"{op_name}: bias must have the dtype of input and weight "
+                                    f"({input.dtype}), got {bias.dtype}")
+        if bias.device != input.device:
+            raise FullConvError(f"{op_name}: bias must be on the device of input and weight "
+                                f"({input.device}), got {bias.device}")
+    out_spatial = [full_output_size(L, k, s, d)
+                   for L, k, s, d in zip(spatial, kernel, stride, dilation)]
+    shape = ([input.shape[0]] if batched else []) + [out_channels] + out_spatial
+    return batched, shape
+
+
+def _output_memory_format(input: Tensor, weight: Tensor) -> torch.memory_format:
+    """Mirrors output_memory_format() in csrc/ops.cpp (and F.convNd): channels-last output
+    when the input or the weight is channels-last."""
+    if weight.dim() == 4:
+        cl = torch.channels_last
+    elif weight.dim() == 5:
+        cl = torch.channels_last_3d
+    else:
+        return torch.contiguous_format
+    input_cl = input.dim() == weight.dim() and _suggest_memory_format(input) == cl
+    return cl if input_cl or _suggest_memory_format(weight) == cl else torch.contiguous_format
+
+
+def _suggest_memory_format(t: Tensor) -> torch.memory_format:
+    # The stride heuristic of at::Tensor::suggest_memory_format, which the C++ kernels use.
+    return _prims_common.suggest_memory_format(t)
+
+
+# --- fake kernels ---------------------------------------------------------------------------
+
+@torch.library.register_fake("fullconv::full_conv")
+def _full_conv_fake(input, weight, bias, stride, dilation, groups):
+    _, shape = check_arguments(input, weight, bias, stride, dilation, groups)
+    return input.new_empty(shape).contiguous(memory_format=_output_memory_format(input, weight))
+
+
+@torch.library.register_fake("fullconv::full_conv_backward")
+def _full_conv_backward_fake(grad_output, input, weight, stride, dilation, groups, output_mask):
+    _, shape = check_arguments(input, weight, None, stride, dilation, groups, "full_conv_backward")
+    if list(grad_output.shape) != list(shape):
+        raise FullConvError(f"full_conv_backward: grad_output must have the output's shape "
+                            f"{list(shape)}, got {list(grad_output.shape)}")
+    empty = input.new_empty((0,))
+    grad_input = (torch.empty_like(input, memory_format=_suggest_memory_format(input))
+                  if output_mask[0] else empty)
+    grad_weight = (torch.empty_like(weight, memory_format=_suggest_memory_format(weight))
+                   if output_mask[1] else empty)
+    grad_bias = input.new_empty((weight.shape[0],)) if output_mask[2] else empty
+    return grad_input, grad_weight, grad_bias
+
+
+# --- autograd -------------------------------------------------------------------------------
+
+def _full_conv_setup_context(ctx, inputs, output):
+    input, weight, bias, stride, dilation, groups = inputs
+    ctx.save_for_backward(input, weight)
+    ctx.conv_args = (stride, dilation, groups)
+    ctx.has_bias = bias is not None
+
+
+def _full_conv_backward(ctx, grad_output):
+    input, weight = ctx.saved_tensors
+    stride, dilation, groups = ctx.conv_args
+    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1],
+            ctx.has_bias and ctx.needs_input_grad[2]]
+    grads = torch.ops.fullconv.full_conv_backward(
+        grad_output, input, weight, stride, dilation, groups, mask)
+    return (*(g if m else None for g, m in zip(grads, mask)), None, None, None)
+
+
+torch.library.register_autograd("fullconv::full_conv", _full_conv_backward,
+                                setup_context=_full_conv_setup_context)
+
+
+def _backward_setup_context(ctx, inputs, output):
+    grad_output, input, weight, stride, dilation, groups, output_mask = inputs
+    ctx.save_for_backward(grad_output, input, weight)
+    ctx.conv_args = (stride, dilation, groups)
+    ctx.output_mask = output_mask
+
+
+def _backward_backward(ctx, gg_input, gg_weight, gg_bias):
+    """Gradients of (grad_input, grad_weight, grad_bias) = full_conv_backward(gy, x, w).
+
+    grad_input is linear in gy (the adjoint of x -> full_conv(x, w)) and in w; grad_weight is
+    linear in gy and in x; grad_bias sums gy. Each adjoint is again a full convolution or its
+    backward, so higher derivatives come for free.
+    """
+    grad_output, input, weight = ctx.saved_tensors
+    stride, dilation, groups = ctx.conv_args
+    mask = ctx.output_mask
+    need_gy, need_x, need_w = ctx.needs_input_grad[:3]
+    use_gi = mask[0] and gg_input is not None
+    use_gw = mask[1] and gg_weight is not None
+    use_gb = mask[2] and gg_bias is not None
+    g_gy = g_x = g_w = None
+    conv = torch.ops.fullconv.full_conv
+    conv_bwd = torch.ops.fullconv.full_conv_backward
+    if need_gy:
+        g_gy = torch.zeros_like(grad_output)
+        if use_gi:
+            g_gy = g_gy + conv(gg_input, weight, None, stride, dilation, groups)
+        if use_gw:
+            g_gy = g_gy + conv(input, gg_weight, None, stride, dilation, groups)
+        if use_gb:
+            batched = grad_output.dim() == weight.dim()
+            shape = [1] * (grad_output.dim() - (2 if batched else 1))
+            g_gy = g_gy + gg_bias.view(-1, *shape)
+    if need_x and use_gw:
+        g_x = conv_bwd(grad_output, input, gg_weight, stride, dilation, groups,
+                       [True, False, False])[0]
+    if need_w and use_gi:
+        g_w = conv_bwd(grad_output, gg_input, weight, stride, dilation, groups,
+                       [False, True, False])[1]
+    return g_gy, g_x, g_w, None, None, None, None
+
+
+torch.library.register_autograd("fullconv::full_conv_backward", _backward_backward,
+                                setup_context=_backward_setup_context)
+
+
+# --- functional API -------------------------------------------------------------------------
+
+def _full_conv(nd: int, input: Tensor, weight: Tensor, bias: Optional[Tensor],
+               stride: IntOrTuple, dilation: IntOrTuple, groups: int) -> Tensor:
+    name = f"full_conv{nd}d"
+    if not isinstance(weight, Tensor):
+        raise FullConvTypeError(f"{name}: weight must be a Tensor, got {type(weight).__name__}")
+    if weight.dim() != nd + 2:
+        raise FullConvError(f"{name}: weight must be {nd + 2}-D (out_channels, "
+                            f"in_channels/groups, *kernel_size), got shape {tuple(weight.shape)}")
+    stride = _tuple(stride, nd, "stride")
+    dilation = _tuple(dilation, nd, "dilation")
+    check_arguments(input, weight, bias, stride, dilation, groups, name)
+    return torch.ops.fullconv.full_conv(input, weight, bias, list(stride), list(dilation),
+                                        int(groups))
+
+
+def full_conv1d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
+                stride: IntOrTuple = 1, dilation: IntOrTuple = 1, groups: int = 1) -> Tensor:
+    """1-D full convolution: ``F.conv1d(input, weight, bias, stride, padding=dilation*(k-1),
+    dilation, groups)`` without materialising the padding. Input ``(N, C, L)`` or ``(C, L)``."""
+    return _full_conv(1, input, weight, bias, stride, dilation, groups)
+
+
+def full_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
+                stride: IntOrTuple = 1, dilation: IntOrTuple = 1, groups: int = 1) -> Tensor:
+    """2-D full convolution: ``F.conv2d(..., padding=dilation*(k-1))`` without the padding.
+    Input ``(N, C, H, W)`` or ``(C, H, W)``."""
+    return _full_conv(2, input, weight, bias, stride, dilation, groups)
+
+
+def full_conv3d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
+                stride: IntOrTuple = 1, dilation: IntOrTuple = 1, groups: int = 1) -> Tensor:
+    """3-D full convolution: ``F.conv3d(..., padding=dilation*(k-1))`` without the padding.
+    Input ``(N, C, D, H, W)`` or ``(C, D, H, W)``."""
+    return _full_conv(3, input, weight, bias, stride, dilation, groups)

@@ -1,0 +1,85 @@
+"""Build of fullconv's C++ (and, when enabled, CUDA) operator library.
+
+Environment switches:
+  FORCE_CUDA=1           build the CUDA sources even when no GPU is visible (needs nvcc)
+  FORCE_CUDA=0           never build them
+  CUDA_HOME              CUDA toolkit to use (default: /usr/local/cuda when it exists)
+  TORCH_CUDA_ARCH_LIST   GPU architectures (default: "8.0;9.0")
+  DEBUG=1                -O0 -g
+  NVCC_FLAGS             extra nvcc flags
+  MAX_JOBS               parallel compile jobs (ninja)
+"""
+import glob
+import os
+import sys
+
+from setuptools import find_packages, setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+if os.environ.get("CUDA_HOME") is None and os.path.isdir("/usr/local/cuda"):
+    # torch's own detection can pick a different toolkit than the one on PATH.
+    os.environ["CUDA_HOME"] = "/usr/local/cuda"
+os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+
+import torch  # noqa: E402
+from torch.utils.cpp_extension import (  # noqa: E402
+    CUDA_HOME,
+    BuildExtension,
+    CppExtension,
+    CUDAExtension,
+)
+
+
+def want_cuda():
+    force = os.environ.get("FORCE_CUDA")
+    if force is not None:
+        return force == "1"
+    return torch.cuda.is_available() and CUDA_HOME is not None
+
+
+def sources(pattern):
+    return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
+
+
+debug = os.environ.get("DEBUG", "0") == "1"
+use_cuda = want_cuda() and bool(sources("csrc/cuda/*.cu"))
+cxx_flags = ["-O0", "-g"] if debug else ["-O3"]
+cxx_flags += ["-fdiagnostics-color=always", "-DPy_LIMITED_API=0x03090000"]
+nvcc_flags = ["-O0", "-g", "-lineinfo"] if debug else ["-O3", "-lineinfo"]
+nvcc_flags += os.environ.get("NVCC_FLAGS", "").split()
+
+srcs = sources("csrc/*.cpp") + sources("csrc/cpu/*.cpp")
+ext_cls = CppExtension
+extra = {"cxx": cxx_flags}
+if use_cuda:
+    srcs += sources("csrc/cuda/*.cu") + sources("csrc/cuda/*.cpp")
+    ext_cls = CUDAExtension
+    extra["nvcc"] = nvcc_flags
+
+print("fullconv build configuration:", file=sys.stderr)
+print(f"  torch {torch.__version__} (CUDA {torch.version.cuda}), python {sys.version.split()[0]}", file=sys.stderr)
+print(f"  CUDA extension: {'yes' if use_cuda else 'no'} (FORCE_CUDA={os.environ.get('FORCE_CUDA', 'unset')}, "
+      f"CUDA_HOME={CUDA_HOME}, TORCH_CUDA_ARCH_LIST={os.environ.get('TORCH_CUDA_ARCH_LIST')})", file=sys.stderr)
+print(f"  debug: {debug}; MAX_JOBS={os.environ.get('MAX_JOBS', 'default')}", file=sys.stderr)
+print(f"  sources: {' '.join(srcs)}", file=sys.stderr)
+
+setup(
+    name="fullconv",
+    version="0.1.0",
+    description="Full convolution (F-Conv) operators for PyTorch: C++/CUDA kernels, modules, converters",
+    packages=find_packages(include=["fullconv", "fullconv.*"]),
+    ext_modules=[
+        ext_cls(
+            name="fullconv._C",
+            sources=srcs,
+            include_dirs=[os.path.join(ROOT, "csrc")],
+            extra_compile_args=extra,
+            py_limited_api=True,
+        )
+    ],
+    cmdclass={"build_ext": BuildExtension},
+    options={"bdist_wheel": {"py_limited_api": "cp39"}},
+    python_requires=">=3.9",
+    install_requires=["torch>=2.4"],
+)
