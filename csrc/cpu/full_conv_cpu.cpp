@@ -351,7 +351,7 @@ at::Tensor full_conv_cpu(const at::Tensor& input, const at::Tensor& weight,
   const auto w = weight.to(compute_dtype(weight.scalar_type())).contiguous();
   auto y = at::empty(output_shape(s, true), x.options());
   if (bias.has_value() && bias->defined()) {
-    y.view({s.batch, s.out_channels, -1}).copy_(bias->to(y.scalar_type()).view({1, -1, 1}).expand({s.batch, -1, s.out_spatial()}));
+    y.view({s.batch, s.out_channels, s.out_spatial()}).copy_(bias->to(y.scalar_type()).view({1, -1, 1}).expand({s.batch, -1, s.out_spatial()}));
   } else {
     y.zero_();
   }

@@ -1,0 +1,128 @@
+"""fullconv vs F.convNd(padding=dilation*(k-1)): forward and every gradient over a generated
+grid of configurations, in every supported dtype."""
+import itertools
+
+import pytest
+import torch
+
+from helpers import check_against_reference
+
+DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
+
+# Non-square kernels and sizes, including size 1 and kernels larger than the input.
+KERNELS = {1: [(3,), (1,), (5,), (2,)], 2: [(3, 2), (1, 1), (5, 3), (2, 4)],
+           3: [(3, 2, 1), (1, 1, 1), (2, 3, 3), (3, 1, 2)]}
+SIZES = {1: [(7,), (1,), (2,), (12,)], 2: [(5, 6), (1, 1), (2, 7), (6, 3)],
+         3: [(3, 4, 5), (1, 1, 1), (2, 2, 3), (4, 1, 3)]}
+BATCHES = [0, 1, 3, None]  # None: unbatched
+LAYOUTS = ["contiguous", "noncontiguous", "channels_last"]
+
+
+def make_input(nd, batch, channels, size, layout, dtype):
+    shape = ((batch,) if batch is not None else ()) + (channels,) + size
+    if layout == "noncontiguous":
+        # every other element of a larger tensor along the last dim, channels permuted
+        big = torch.randn(*shape[:-1], shape[-1] * 2, dtype=torch.float64).to(dtype)
+        x = big[..., ::2]
+        assert not x.is_contiguous() or x.numel() <= 1
+        return x
+    x = torch.randn(shape, dtype=torch.float64).to(dtype)
+    if layout == "channels_last" and batch is not None and nd in (2, 3):
+        fmt = torch.channels_last if nd == 2 else torch.channels_last_3d
+        x = x.contiguous(memory_format=fmt)
+    return x
+
+
+def grid():
+    cases = []
+    i = 0
+    for nd, stride, dilation, groups in itertools.product((1, 2, 3), (1, 2, 3), (1, 2),
+                                                          ("1", "2", "depthwise")):
+        kernel = KERNELS[nd][i % 4]
+        size = SIZES[nd][(i // 4) % 4]
+        batch = BATCHES[i % 4]
+        layout = LAYOUTS[i % 3]
+        i += 1
+        cases.append((nd, stride, dilation, groups, kernel, size, batch, layout))
+    return cases
+
+
+def case_id(c):
+    nd, s, d, g, k, size, b, layout = c
+    return f"{nd}d-s{s}-d{d}-g{g}-k{'x'.join(map(str, k))}-in{'x'.join(map(str, size))}-b{b}-{layout}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", grid(), ids=case_id)
+def test_grid(case, dtype):
+    nd, stride, dilation, groups, kernel, size, batch, layout = case
+    cin, cout = {"1": (3, 4), "2": (4, 6), "depthwise": (4, 4)}[groups]
+    g = {"1": 1, "2": 2, "depthwise": 4}[groups]
+    x = make_input(nd, batch, cin, size, layout, dtype)
+    w = torch.randn(cout, cin // g, *kernel, dtype=torch.float64).to(dtype)
+    b = torch.randn(cout, dtype=torch.float64).to(dtype) if (hash(case) % 2 == 0) else None
+    check_against_reference(x, w, b, stride, dilation, g)
+
+
+@pytest.mark.parametrize("nd", [1, 2, 3])
+@pytest.mark.parametrize("batch", BATCHES, ids=lambda b: f"b{b}")
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_batch_and_layout(nd, batch, layout):
+    x = make_input(nd, batch, 4, SIZES[nd][0], layout, torch.float64)
+    w = torch.randn(6, 2, *KERNELS[nd][0], dtype=torch.float64)
+    b = torch.randn(6, dtype=torch.float64)
+    check_against_reference(x, w, b, 2, 1, 2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_larger_layer(dtype):
+    # enough channels and positions for the parallel paths and several column chunks
+    x = torch.randn(2, 32, 40, 40, dtype=torch.float64).to(dtype)
+    w = torch.randn(48, 32, 3, 3, dtype=torch.float64).to(dtype) / 10
+    b = torch.randn(48, dtype=torch.float64).to(dtype)
+    check_against_reference(x, w, b, 1, 1, 1)
+    check_against_reference(x, w, b, 2, 1, 1)
+
+
+def test_many_column_chunks():
+    # T * Cout_g * columns far above the column budget, so the chunking loop runs many times
+    x = torch.randn(1, 2, 300, 300, dtype=torch.float64)
+    w = torch.randn(64, 2, 5, 5, dtype=torch.float64)
+    check_against_reference(x, w, None, (1, 2), 1, 1)
+
+
+def test_output_layout_matches_reference():
+    x = torch.randn(2, 4, 6, 6).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(5, 4, 3, 3)
+    import fullconv
+    from fullconv.reference import full_conv_reference
+    y = fullconv.full_conv2d(x, w)
+    r = full_conv_reference(x, w)
+    assert y.is_contiguous(memory_format=torch.channels_last) == r.is_contiguous(memory_format=torch.channels_last)
+    wl = w.contiguous(memory_format=torch.channels_last)
+    y = fullconv.full_conv2d(x.contiguous(), wl)
+    r = full_conv_reference(x.contiguous(), wl)
+    assert y.is_contiguous(memory_format=torch.channels_last) == r.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_nonfinite_propagation(dtype):
+    import fullconv
+    from fullconv.reference import full_conv_reference
+    x = torch.randn(2, 3, 6, 5, dtype=dtype)
+    x[0, 1, 2, 3] = float("nan")
+    x[1, 0, 0, 0] = float("inf")
+    x[1, 2, 5, 4] = -float("inf")
+    w = torch.randn(4, 3, 3, 2, dtype=dtype)
+    y, r = fullconv.full_conv2d(x, w, stride=(1, 2)), full_conv_reference(x, w, stride=(1, 2))
+    torch.testing.assert_close(y, r, equal_nan=True)
+    # A non-finite weight: the padded reference multiplies it with the padding, and in IEEE
+    # arithmetic 0 * inf = nan. F.conv2d's float64 path does exactly that; oneDNN's float32
+    # path skips the padding for some shapes, so compare with the float64 reference.
+    x = torch.randn(2, 3, 6, 5, dtype=dtype)
+    w[1, 2, 0, 1] = float("inf")
+    w[3, 0, 2, 0] = float("nan")
+    y = fullconv.full_conv2d(x, w, dilation=(2, 1))
+    r = full_conv_reference(x.double(), w.double(), dilation=(2, 1)).to(dtype)
+    assert torch.equal(y.isnan(), r.isnan())
+    torch.testing.assert_close(y, r, equal_nan=True)
