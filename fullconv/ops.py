@@ -162,12 +162,11 @@ def _full_conv_backward_fake(grad_output, input, weight, stride, dilation, group
     if list(grad_output.shape) != list(shape):
         raise FullConvError(f"full_conv_backward: grad_output must have the output's shape "
                             f"{list(shape)}, got {list(grad_output.shape)}")
-    empty = input.new_empty((0,))
     grad_input = (torch.empty_like(input, memory_format=_suggest_memory_format(input))
-                  if output_mask[0] else empty)
+                  if output_mask[0] else input.new_empty((0,)))
     grad_weight = (torch.empty_like(weight, memory_format=_suggest_memory_format(weight))
-                   if output_mask[1] else empty)
-    grad_bias = input.new_empty((weight.shape[0],)) if output_mask[2] else empty
+                   if output_mask[1] else input.new_empty((0,)))
+    grad_bias = input.new_empty((weight.shape[0],)) if output_mask[2] else input.new_empty((0,))
     return grad_input, grad_weight, grad_bias
 
 

@@ -384,8 +384,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cpu(
   TORCH_CHECK_VALUE(grad_output.device() == input.device(),
                     "full_conv_backward: grad_output must be on ", input.device(), ", got ",
                     grad_output.device());
-  const auto empty = at::empty({0}, input.options());
-  at::Tensor grad_input = empty, grad_weight = empty, grad_bias = empty;
+  // Outputs not requested are distinct empty tensors (outputs of an op must not alias).
+  at::Tensor grad_input = at::empty({0}, input.options());
+  at::Tensor grad_weight = at::empty({0}, input.options());
+  at::Tensor grad_bias = at::empty({0}, input.options());
   const auto gy = prepare(grad_output, batched);
   if (output_mask[2]) {
     std::vector<int64_t> dims = {0};

@@ -1,0 +1,89 @@
+"""Every bad input gets a clear Python exception naming the problem; never a crash."""
+import pytest
+import torch
+
+import fullconv
+from fullconv import FullConvError, FullConvTypeError
+
+x2 = torch.randn(2, 4, 5, 5)
+w2 = torch.randn(6, 4, 3, 3)
+
+CASES = [
+    # (description, call, exception type, message fragment)
+    ("input not a tensor", lambda: fullconv.full_conv2d([[1.0]], w2), TypeError, "input must be a Tensor"),
+    ("weight not a tensor", lambda: fullconv.full_conv2d(x2, 3.0), TypeError, "weight must be a Tensor"),
+    ("bias not a tensor", lambda: fullconv.full_conv2d(x2, w2, [0.0] * 6), TypeError, "bias must be a Tensor"),
+    ("weight dims", lambda: fullconv.full_conv2d(x2, torch.randn(6, 4, 3)), ValueError, "weight must be 4-D"),
+    ("input dims", lambda: fullconv.full_conv2d(torch.randn(4, 5), w2), ValueError, r"expected 3-D \(unbatched\) or 4-D"),
+    ("input 5-D for 2-D", lambda: fullconv.full_conv2d(torch.randn(1, 2, 4, 5, 5), w2), ValueError, "expected 3-D"),
+    ("channel mismatch", lambda: fullconv.full_conv2d(torch.randn(2, 3, 5, 5), w2), ValueError, "channels"),
+    ("groups mismatch", lambda: fullconv.full_conv2d(x2, torch.randn(6, 4, 3, 3), groups=2), ValueError, "groups=2"),
+    ("out_channels not divisible", lambda: fullconv.full_conv2d(x2, torch.randn(5, 2, 3, 3), groups=2), ValueError, "divisible"),
+    ("groups zero", lambda: fullconv.full_conv2d(x2, w2, groups=0), ValueError, "groups must be positive"),
+    ("groups float", lambda: fullconv.full_conv2d(x2, w2, groups=1.5), TypeError, "groups must be an int"),
+    ("stride zero", lambda: fullconv.full_conv2d(x2, w2, stride=0), ValueError, "stride must be positive"),
+    ("stride negative", lambda: fullconv.full_conv2d(x2, w2, stride=(1, -1)), ValueError, "stride must be positive"),
+    ("dilation zero", lambda: fullconv.full_conv2d(x2, w2, dilation=0), ValueError, "dilation must be positive"),
+    ("stride tuple length", lambda: fullconv.full_conv2d(x2, w2, stride=(1, 2, 3)), ValueError, "stride must be an int or a tuple of 2"),
+    ("dilation tuple length", lambda: fullconv.full_conv2d(x2, w2, dilation=(1, 1, 1)), ValueError, "dilation must be an int or a tuple of 2"),
+    ("stride type", lambda: fullconv.full_conv2d(x2, w2, stride="2"), TypeError, "stride"),
+    ("stride float entries", lambda: fullconv.full_conv2d(x2, w2, stride=(1.0, 2.0)), TypeError, "stride entries"),
+    ("dtype mismatch", lambda: fullconv.full_conv2d(x2.double(), w2), TypeError, "same dtype"),
+    ("bias dtype", lambda: fullconv.full_conv2d(x2, w2, torch.zeros(6, dtype=torch.float64)), TypeError, "bias must have the dtype"),
+    ("bias shape", lambda: fullconv.full_conv2d(x2, w2, torch.zeros(5)), ValueError, "bias must be 1-D"),
+    ("bias 2-D", lambda: fullconv.full_conv2d(x2, w2, torch.zeros(6, 1)), ValueError, "bias must be 1-D"),
+    ("integer dtype", lambda: fullconv.full_conv2d(x2.long(), w2.long()), TypeError, "unsupported dtype"),
+    ("complex dtype", lambda: fullconv.full_conv2d(x2.to(torch.complex64), w2.to(torch.complex64)), TypeError, "unsupported dtype"),
+    ("zero-size kernel", lambda: fullconv.full_conv2d(x2, torch.randn(6, 4, 0, 3)), ValueError, "kernel size must be positive"),
+    ("zero out_channels", lambda: fullconv.full_conv2d(x2, torch.randn(0, 4, 3, 3)), ValueError, "at least one output channel"),
+    ("empty spatial", lambda: fullconv.full_conv2d(torch.randn(2, 4, 0, 5), w2), ValueError, "may be empty"),
+    ("device mismatch", lambda: fullconv.full_conv2d(x2, w2.to("meta")), ValueError, "same device"),
+    ("bias device", lambda: fullconv.full_conv2d(x2, w2, torch.zeros(6, device="meta")), ValueError, "device"),
+]
+
+
+@pytest.mark.parametrize("desc,call,exc,fragment", CASES, ids=[c[0] for c in CASES])
+def test_python_api_errors(desc, call, exc, fragment):
+    with pytest.raises(exc, match=fragment) as info:
+        call()
+    # code written against F.convNd catches RuntimeError; ours are RuntimeErrors too
+    assert isinstance(info.value, RuntimeError)
+    assert isinstance(info.value, (FullConvError, FullConvTypeError))
+
+
+OP_CASES = [
+    ("weight dims", (x2, torch.randn(6, 4), None, [1, 1], [1, 1], 1), "weight must have 3, 4 or 5 dims"),
+    ("input dims", (torch.randn(5, 5), w2, None, [1, 1], [1, 1], 1), "expected 3-D"),
+    ("stride length", (x2, w2, None, [1], [1, 1], 1), "stride must have 2 entries"),
+    ("dilation length", (x2, w2, None, [1, 1], [1, 1, 1], 1), "dilation must have 2 entries"),
+    ("stride zero", (x2, w2, None, [0, 1], [1, 1], 1), "stride must be positive"),
+    ("dilation negative", (x2, w2, None, [1, 1], [-1, 1], 1), "dilation must be positive"),
+    ("groups", (x2, w2, None, [1, 1], [1, 1], 0), "groups must be positive"),
+    ("channels", (torch.randn(2, 3, 5, 5), w2, None, [1, 1], [1, 1], 1), "channels"),
+    ("dtype", (x2.double(), w2, None, [1, 1], [1, 1], 1), "same dtype"),
+    ("int dtype", (x2.int(), w2.int(), None, [1, 1], [1, 1], 1), "unsupported dtype"),
+    ("bias", (x2, w2, torch.zeros(3), [1, 1], [1, 1], 1), "bias must be 1-D"),
+    ("empty kernel", (x2, torch.randn(6, 4, 3, 0), None, [1, 1], [1, 1], 1), "kernel size must be positive"),
+]
+
+
+@pytest.mark.parametrize("desc,args,fragment", OP_CASES, ids=[c[0] for c in OP_CASES])
+def test_raw_op_errors(desc, args, fragment):
+    # Direct calls to torch.ops.fullconv.* are checked in C++ (ValueError / TypeError).
+    with pytest.raises((ValueError, TypeError), match=fragment):
+        torch.ops.fullconv.full_conv(*args)
+
+
+def test_backward_op_errors():
+    y = fullconv.full_conv2d(x2, w2)
+    with pytest.raises(ValueError, match="grad_output must have the output's shape"):
+        torch.ops.fullconv.full_conv_backward(y[:, :, 1:], x2, w2, [1, 1], [1, 1], 1, [True, True, True])
+    with pytest.raises(TypeError, match="grad_output must have dtype"):
+        torch.ops.fullconv.full_conv_backward(y.double(), x2, w2, [1, 1], [1, 1], 1, [True, True, True])
+
+
+def test_meta_shape_errors_match():
+    # The fake kernel refuses the same inputs (torch.compile / meta tensors).
+    with pytest.raises(ValueError, match="channels"):
+        torch.ops.fullconv.full_conv(torch.empty(2, 3, 5, 5, device="meta"),
+                                     torch.empty(6, 4, 3, 3, device="meta"), None, [1, 1], [1, 1], 1)

@@ -1,0 +1,81 @@
+"""FullConv1d/2d/3d: nn.ConvNd compatibility, from_conv, state_dict."""
+import pytest
+import torch
+from torch import nn
+
+import fullconv
+from fullconv.reference import full_conv_reference
+
+PAIRS = [(1, nn.Conv1d, fullconv.FullConv1d), (2, nn.Conv2d, fullconv.FullConv2d),
+         (3, nn.Conv3d, fullconv.FullConv3d)]
+
+
+@pytest.mark.parametrize("nd,base,cls", PAIRS)
+def test_subclass_state_dict_and_init(nd, base, cls):
+    torch.manual_seed(1)
+    m = cls(4, 6, 3, stride=2, dilation=2, groups=2)
+    torch.manual_seed(1)
+    r = base(4, 6, 3, stride=2, padding=4, dilation=2, groups=2)
+    assert isinstance(m, base)
+    assert m.padding == (4,) * nd and m.padding_mode == "zeros"
+    assert m.state_dict().keys() == r.state_dict().keys()
+    for k in r.state_dict():
+        assert torch.equal(m.state_dict()[k], r.state_dict()[k])  # same initialisation
+    m2 = cls(4, 6, 3, stride=2, dilation=2, groups=2)
+    m2.load_state_dict(r.state_dict())
+    x = torch.randn(2, 4, *(7,) * nd)
+    torch.testing.assert_close(m2(x), r(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("nd,base,cls", PAIRS)
+def test_from_conv(nd, base, cls):
+    conv = base(3, 4, (2, 3, 1)[:nd] if nd > 1 else 3, stride=(2, 1, 1)[:nd] if nd > 1 else 2,
+                padding=1, bias=False).double()
+    conv.eval()
+    f = cls.from_conv(conv)
+    assert f.weight.dtype == torch.float64 and not f.training
+    assert f.bias is None and f.stride == conv.stride and f.kernel_size == conv.kernel_size
+    assert f.weight.data_ptr() != conv.weight.data_ptr()
+    x = torch.randn(2, 3, *(5,) * nd, dtype=torch.float64)
+    torch.testing.assert_close(f(x), full_conv_reference(x, conv.weight, None, conv.stride))
+    with pytest.raises(TypeError):
+        cls.from_conv(nn.Linear(2, 2))
+
+
+def test_unbatched_module_and_repr():
+    m = fullconv.FullConv2d(3, 2, (3, 2), stride=(2, 1), bias=False)
+    x = torch.randn(3, 5, 6)
+    assert m(x).shape == (2, 4, 7)
+    assert "padding=full" in repr(m) and "bias=False" in repr(m)
+
+
+@pytest.mark.parametrize("kwargs,exc", [
+    (dict(padding=1), ValueError), (dict(padding="same"), ValueError),
+    (dict(padding_mode="circular"), ValueError), (dict(padding_mode="reflect"), ValueError),
+    (dict(foo=1), TypeError), (dict(stride=0), ValueError), (dict(dilation=0), ValueError),
+    (dict(kernel_size=0), ValueError), (dict(groups=3), ValueError),
+    (dict(stride=(1, 2, 3)), ValueError),
+])
+def test_module_bad_arguments(kwargs, exc):
+    args = dict(in_channels=4, out_channels=4, kernel_size=3)
+    args.update(kwargs)
+    with pytest.raises(exc):
+        fullconv.FullConv2d(**args)
+
+
+def test_module_device_dtype_and_meta_to_empty():
+    m = fullconv.FullConv1d(2, 3, 3, dtype=torch.float64)
+    assert m.weight.dtype == torch.float64
+    m = fullconv.FullConv2d(2, 3, 3, device="meta").to_empty(device="cpu")
+    m.reset_parameters()
+    assert m(torch.randn(1, 2, 4, 4)).shape == (1, 3, 6, 6)
+
+
+def test_reduced_precision_module():
+    for dtype in (torch.bfloat16, torch.float16):
+        m = fullconv.FullConv2d(3, 4, 3).to(dtype)
+        x = torch.randn(2, 3, 6, 6, dtype=dtype)
+        y = m(x)
+        assert y.dtype == dtype
+        r = full_conv_reference(x.float(), m.weight.float(), m.bias.float())
+        torch.testing.assert_close(y.float(), r, rtol=3e-2, atol=3e-2)
