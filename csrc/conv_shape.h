@@ -6,8 +6,8 @@
 //   y[o]      = sum_k w[k] * x[o*s + k*d - p]   (terms whose input index leaves [0, L) are absent)
 //
 // Two views of the same index relation i = o*s + k*d - p are used by the kernels:
-//  * gather ("which taps reach output o?"): tap_range() clamps k to the taps whose input index
-//    is inside [0, L), so a direct kernel loops only over real taps.
+//  * direct ("where does tap k meet real input?"): tap_output_range() gives the outputs at
+//    which tap k reads inside [0, L), so a direct kernel loops only over real products.
 //  * scatter ("where does input i go through tap k?"): i reaches an output iff
 //    (i + p - k*d) is a multiple of s, and then always a valid one, o = (i + p - k*d) / s.
 //    Inputs fall into s residue classes r = i mod s; tap k serves exactly one class,
@@ -43,17 +43,14 @@ FULLCONV_HD inline int64_t floor_div(int64_t a, int64_t b) {
   return (a >= 0) ? a / b : -((-a + b - 1) / b);
 }
 
-// Taps [*k_lo, *k_hi] (inclusive; empty when k_lo > k_hi) whose input index
-// o*s + k*d - p lies inside [0, L) for output position o.
-FULLCONV_HD inline void tap_range(int64_t o, int64_t L, int64_t K, int64_t s, int64_t d,
-                                  int64_t* k_lo, int64_t* k_hi) {
-  const int64_t p = full_padding(K, d);
-  const int64_t base = o * s - p;  // input index of tap 0
-  int64_t lo = (base >= 0) ? 0 : (-base + d - 1) / d;
-  int64_t hi = floor_div(L - 1 - base, d);
-  if (hi > K - 1) hi = K - 1;
-  *k_lo = lo;
-  *k_hi = hi;
+// Outputs [*o_lo, *o_hi] (inclusive; empty when o_lo > o_hi) at which tap k reads a real
+// input element, i.e. 0 <= o*s + k*d - p < L. Outside that range the tap meets padding and
+// a direct kernel skips it.
+FULLCONV_HD inline void tap_output_range(int64_t k, int64_t L, int64_t K, int64_t s, int64_t d,
+                                         int64_t* o_lo, int64_t* o_hi) {
+  const int64_t shift = full_padding(K, d) - k * d;  // >= 0 for every tap
+  *o_lo = (shift + s - 1) / s;
+  *o_hi = (L - 1 + shift) / s;
 }
 
 // Residue class (input index mod s) of the inputs that tap k sends to some output.

@@ -139,11 +139,10 @@ void apply_nonfinite_weight_padding(at::Tensor& output, const at::Tensor& weight
       for (int i = kMaxSpatialDims - 1; i >= off; --i) {
         const int64_t k = rem % s.kernel[i];
         rem /= s.kernel[i];
-        // Outputs o where tap k reads padding: o*s + k*d - p < 0 (a prefix) or >= L (a suffix).
-        const int64_t p = s.padding(i);
-        const int64_t first_inside = (p - k * s.dilation[i] + s.stride[i] - 1) / s.stride[i];
-        const int64_t last_inside =
-            floor_div(s.in_size[i] - 1 + p - k * s.dilation[i], s.stride[i]);
+        // Outputs outside [first_inside, last_inside] read padding through tap k.
+        int64_t first_inside, last_inside;
+        tap_output_range(k, s.in_size[i], s.kernel[i], s.stride[i], s.dilation[i], &first_inside,
+                         &last_inside);
         const int64_t dim = 2 + (i - off);
         auto plane = out.select(1, co);  // [N, spatial...]; spatial dim i is dim - 1 here
         if (first_inside > 0)

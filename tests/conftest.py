@@ -27,3 +27,14 @@ def pytest_collection_modifyitems(config, items):
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+ALGORITHMS = ["auto", "gemm", "direct"]
+
+
+@pytest.fixture(params=ALGORITHMS)
+def cpu_algorithm(request, monkeypatch):
+    """Forces each CPU formulation (GEMM + col2im, direct) so every path meets the reference,
+    not only the one the heuristic picks."""
+    monkeypatch.setenv("FULLCONV_CPU_ALGORITHM", request.param)
+    return request.param

@@ -26,7 +26,7 @@ def make(cfg, unbatched=False, dtype=torch.float64):
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c[0]}d-s{c[6]}-d{c[7]}-g{c[8]}")
-def test_gradcheck_gradgradcheck(cfg):
+def test_gradcheck_gradgradcheck(cfg, cpu_algorithm):
     x, w, b, stride, dilation, groups = make(cfg)
     inputs = (x, w) if b is None else (x, w, b)
 

@@ -89,15 +89,15 @@ def test_fake_tensor_mode_shapes_match_real():
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_deterministic_and_thread_count_independent(threads):
+def test_deterministic_and_thread_count_independent(threads, cpu_algorithm):
     old = torch.get_num_threads()
     x = torch.randn(8, 16, 20, 20, requires_grad=True)
-    w = torch.randn(32, 16, 3, 3, requires_grad=True)
+    w = torch.randn(32, 8, 3, 3, requires_grad=True)
     try:
         runs = []
         for t in (threads, threads):
             torch.set_num_threads(t)
-            y = fullconv.full_conv2d(x, w, stride=2)
+            y = fullconv.full_conv2d(x, w, stride=2, groups=2)
             gx, gw = torch.autograd.grad(y.square().sum(), (x, w))
             runs.append((y, gx, gw))
     finally:
@@ -127,3 +127,9 @@ def test_cuda_kernels_registered_when_built():
         assert C._dispatch_has_kernel_for_dispatch_key(op, "Autograd") or \
             C._dispatch_has_kernel_for_dispatch_key(op, "AutogradCPU")
     assert C._dispatch_has_kernel_for_dispatch_key("fullconv::full_conv", "AutocastCPU")
+
+
+def test_bad_algorithm_setting_is_reported(monkeypatch):
+    monkeypatch.setenv("FULLCONV_CPU_ALGORITHM", "fastest")
+    with pytest.raises(ValueError, match="FULLCONV_CPU_ALGORITHM"):
+        fullconv.full_conv2d(torch.randn(1, 2, 4, 4), torch.randn(2, 2, 3, 3))

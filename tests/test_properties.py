@@ -1,5 +1,7 @@
 """Property tests: random configurations vs the reference (hypothesis), and the paper's point
 that full convolution removes the border's absolute-position signal."""
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -24,19 +26,28 @@ def conv_config(draw):
     bias = draw(st.booleans())
     dtype = draw(st.sampled_from([torch.float64, torch.float32, torch.bfloat16, torch.float16]))
     seed = draw(st.integers(0, 2**31 - 1))
-    return nd, groups, cin, cout, kernel, size, stride, dilation, batch, bias, dtype, seed
+    algorithm = draw(st.sampled_from(["auto", "gemm", "direct"]))
+    return nd, groups, cin, cout, kernel, size, stride, dilation, batch, bias, dtype, seed, algorithm
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(conv_config())
 def test_random_configurations_match_reference(cfg):
-    nd, groups, cin, cout, kernel, size, stride, dilation, batch, bias, dtype, seed = cfg
+    nd, groups, cin, cout, kernel, size, stride, dilation, batch, bias, dtype, seed, algorithm = cfg
     g = torch.Generator().manual_seed(seed)
     shape = ((batch,) if batch is not None else ()) + (cin,) + size
     x = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
     w = torch.randn(cout, cin // groups, *kernel, generator=g, dtype=torch.float64).to(dtype)
     b = torch.randn(cout, generator=g, dtype=torch.float64).to(dtype) if bias else None
-    check_against_reference(x, w, b, stride, dilation, groups)
+    old = os.environ.get("FULLCONV_CPU_ALGORITHM")
+    os.environ["FULLCONV_CPU_ALGORITHM"] = algorithm
+    try:
+        check_against_reference(x, w, b, stride, dilation, groups)
+    finally:
+        if old is None:
+            del os.environ["FULLCONV_CPU_ALGORITHM"]
+        else:
+            os.environ["FULLCONV_CPU_ALGORITHM"] = old
 
 
 def _stack(convs, x, same_padding):

@@ -54,7 +54,7 @@ def case_id(c):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("case", grid(), ids=case_id)
-def test_grid(case, dtype):
+def test_grid(case, dtype, cpu_algorithm):
     nd, stride, dilation, groups, kernel, size, batch, layout = case
     cin, cout = {"1": (3, 4), "2": (4, 6), "depthwise": (4, 4)}[groups]
     g = {"1": 1, "2": 2, "depthwise": 4}[groups]
@@ -67,7 +67,7 @@ def test_grid(case, dtype):
 @pytest.mark.parametrize("nd", [1, 2, 3])
 @pytest.mark.parametrize("batch", BATCHES, ids=lambda b: f"b{b}")
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_batch_and_layout(nd, batch, layout):
+def test_batch_and_layout(nd, batch, layout, cpu_algorithm):
     x = make_input(nd, batch, 4, SIZES[nd][0], layout, torch.float64)
     w = torch.randn(6, 2, *KERNELS[nd][0], dtype=torch.float64)
     b = torch.randn(6, dtype=torch.float64)
@@ -75,7 +75,7 @@ def test_batch_and_layout(nd, batch, layout):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_larger_layer(dtype):
+def test_larger_layer(dtype, cpu_algorithm):
     # enough channels and positions for the parallel paths and several column chunks
     x = torch.randn(2, 32, 40, 40, dtype=torch.float64).to(dtype)
     w = torch.randn(48, 32, 3, 3, dtype=torch.float64).to(dtype) / 10
@@ -106,7 +106,7 @@ def test_output_layout_matches_reference():
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_nonfinite_propagation(dtype):
+def test_nonfinite_propagation(dtype, cpu_algorithm):
     import fullconv
     from fullconv.reference import full_conv_reference
     x = torch.randn(2, 3, 6, 5, dtype=dtype)

@@ -15,6 +15,11 @@
 //   max(1, kColumnBudget / max(T*Cout_g, Cin_g))
 // so each column buffer (C, and the gathered X or grad_X chunk when stride > 1) holds at
 // most max(kColumnBudget, T*Cout_g, Cin_g) elements, per concurrently running task.
+// Small channel counts per group (depthwise, RGB first layers) make that GEMM degenerate;
+// there a direct kernel is used instead: for each tap, tap_output_range() gives the outputs at
+// which it reads real input, and the products run as contiguous row loops.
+// FULLCONV_CPU_ALGORITHM=gemm|direct (default auto) forces one formulation (tests use it).
+//
 // Reduced precision (float16, bfloat16) is computed in float32 and rounded once at the end.
 // Results are deterministic: every output element is accumulated by one thread in a fixed
 // order, and grad_weight is reduced over the batch sequentially.
@@ -23,6 +28,8 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "../conv_args.h"
@@ -332,6 +339,174 @@ void grad_weight_kernel(const Plan& plan, const at::Tensor& gy, const at::Tensor
   }
 }
 
+
+// ---- direct formulation ------------------------------------------------------------------
+
+// Where tap (k0, k1, k2) meets real input: outputs lo..hi per dim; input index o*s + shift.
+struct TapWindow {
+  int64_t lo[kMaxSpatialDims], hi[kMaxSpatialDims], shift[kMaxSpatialDims];
+  bool empty = false;
+};
+
+TapWindow tap_window(const ConvShape& s, int64_t tap) {
+  TapWindow tw;
+  for (int i = kMaxSpatialDims - 1; i >= 0; --i) {
+    const int64_t k = tap % s.kernel[i];
+    tap /= s.kernel[i];
+    tap_output_range(k, s.in_size[i], s.kernel[i], s.stride[i], s.dilation[i], &tw.lo[i], &tw.hi[i]);
+    tw.shift[i] = k * s.dilation[i] - s.padding(i);
+    tw.empty = tw.empty || tw.lo[i] > tw.hi[i];
+  }
+  return tw;
+}
+
+// Calls f(out_row, in_row, count) for each innermost row of a tap window: output elements
+// out_row[0..count) pair with input elements in_row[0, s2, 2*s2, ...) (flat offsets).
+template <typename F>
+inline void for_each_tap_row(const ConvShape& s, const TapWindow& tw, const F& f) {
+  if (tw.empty) return;
+  const int64_t count = tw.hi[2] - tw.lo[2] + 1;
+  for (int64_t o0 = tw.lo[0]; o0 <= tw.hi[0]; ++o0) {
+    const int64_t i0 = o0 * s.stride[0] + tw.shift[0];
+    for (int64_t o1 = tw.lo[1]; o1 <= tw.hi[1]; ++o1) {
+      const int64_t i1 = o1 * s.stride[1] + tw.shift[1];
+      f((o0 * s.out_size[1] + o1) * s.out_size[2] + tw.lo[2],
+        (i0 * s.in_size[1] + i1) * s.in_size[2] + tw.lo[2] * s.stride[2] + tw.shift[2], count);
+    }
+  }
+}
+
+std::vector<TapWindow> tap_windows(const ConvShape& s) {
+  std::vector<TapWindow> w;
+  for (int64_t t = 0; t < s.kernel_volume(); ++t) w.push_back(tap_window(s, t));
+  return w;
+}
+
+template <typename scalar_t>
+void direct_forward_kernel(const ConvShape& s, const at::Tensor& x, const at::Tensor& weight,
+                           at::Tensor& y) {
+  const int64_t cin_g = s.in_channels_per_group(), cout_g = s.out_channels_per_group();
+  const int64_t in_sp = s.in_spatial(), out_sp = s.out_spatial(), ktot = s.kernel_volume();
+  const int64_t step = s.stride[2];
+  const auto windows = tap_windows(s);
+  const scalar_t* xp = x.const_data_ptr<scalar_t>();
+  const scalar_t* wp = weight.const_data_ptr<scalar_t>();
+  scalar_t* yp = y.mutable_data_ptr<scalar_t>();
+  at::parallel_for(0, s.batch * s.out_channels, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t nc = begin; nc < end; ++nc) {
+      const int64_t n = nc / s.out_channels, co = nc % s.out_channels, g = co / cout_g;
+      scalar_t* y_nc = yp + nc * out_sp;
+      for (int64_t ci = 0; ci < cin_g; ++ci) {
+        const scalar_t* x_nc = xp + (n * s.in_channels + g * cin_g + ci) * in_sp;
+        const scalar_t* w_tap = wp + (co * cin_g + ci) * ktot;
+        for (int64_t t = 0; t < ktot; ++t) {
+          const scalar_t wv = w_tap[t];
+          for_each_tap_row(s, windows[t], [&](int64_t out_row, int64_t in_row, int64_t count) {
+            scalar_t* yr = y_nc + out_row;
+            const scalar_t* xr = x_nc + in_row;
+            if (step == 1) {
+              for (int64_t q = 0; q < count; ++q) yr[q] += wv * xr[q];
+            } else {
+              for (int64_t q = 0; q < count; ++q) yr[q] += wv * xr[q * step];
+            }
+          });
+        }
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void direct_grad_input_kernel(const ConvShape& s, const at::Tensor& gy, const at::Tensor& weight,
+                              at::Tensor& gx) {
+  const int64_t cin_g = s.in_channels_per_group(), cout_g = s.out_channels_per_group();
+  const int64_t in_sp = s.in_spatial(), out_sp = s.out_spatial(), ktot = s.kernel_volume();
+  const int64_t step = s.stride[2];
+  const auto windows = tap_windows(s);
+  const scalar_t* gyp = gy.const_data_ptr<scalar_t>();
+  const scalar_t* wp = weight.const_data_ptr<scalar_t>();
+  scalar_t* gxp = gx.mutable_data_ptr<scalar_t>();
+  at::parallel_for(0, s.batch * s.in_channels, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t nc = begin; nc < end; ++nc) {
+      const int64_t n = nc / s.in_channels, c = nc % s.in_channels;
+      const int64_t g = c / cin_g, ci = c % cin_g;
+      scalar_t* gx_nc = gxp + nc * in_sp;
+      for (int64_t co = g * cout_g; co < (g + 1) * cout_g; ++co) {
+        const scalar_t* gy_nc = gyp + (n * s.out_channels + co) * out_sp;
+        const scalar_t* w_tap = wp + (co * cin_g + ci) * ktot;
+        for (int64_t t = 0; t < ktot; ++t) {
+          const scalar_t wv = w_tap[t];
+          for_each_tap_row(s, windows[t], [&](int64_t out_row, int64_t in_row, int64_t count) {
+            const scalar_t* gyr = gy_nc + out_row;
+            scalar_t* gxr = gx_nc + in_row;
+            if (step == 1) {
+              for (int64_t q = 0; q < count; ++q) gxr[q] += wv * gyr[q];
+            } else {
+              for (int64_t q = 0; q < count; ++q) gxr[q * step] += wv * gyr[q];
+            }
+          });
+        }
+      }
+    }
+  });
+}
+
+// Dot product in eight independent lanes (vectorisable, fixed summation order).
+template <typename scalar_t>
+inline scalar_t strided_dot(const scalar_t* a, const scalar_t* b, int64_t b_step, int64_t n) {
+  scalar_t lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t q = 0;
+  if (b_step == 1) {
+    for (; q + 8 <= n; q += 8)
+      for (int l = 0; l < 8; ++l) lanes[l] += a[q + l] * b[q + l];
+  }
+  for (; q < n; ++q) lanes[q & 7] += a[q] * b[q * b_step];
+  return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+}
+
+template <typename scalar_t>
+void direct_grad_weight_kernel(const ConvShape& s, const at::Tensor& gy, const at::Tensor& x,
+                               at::Tensor& gw) {
+  const int64_t cin_g = s.in_channels_per_group(), cout_g = s.out_channels_per_group();
+  const int64_t in_sp = s.in_spatial(), out_sp = s.out_spatial(), ktot = s.kernel_volume();
+  const int64_t step = s.stride[2];
+  const auto windows = tap_windows(s);
+  const scalar_t* gyp = gy.const_data_ptr<scalar_t>();
+  const scalar_t* xp = x.const_data_ptr<scalar_t>();
+  scalar_t* gwp = gw.mutable_data_ptr<scalar_t>();
+  at::parallel_for(0, s.out_channels * cin_g, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t pair = begin; pair < end; ++pair) {
+      const int64_t co = pair / cin_g, ci = pair % cin_g, g = co / cout_g;
+      for (int64_t t = 0; t < ktot; ++t) {
+        scalar_t acc = 0;
+        for (int64_t n = 0; n < s.batch; ++n) {
+          const scalar_t* gy_nc = gyp + (n * s.out_channels + co) * out_sp;
+          const scalar_t* x_nc = xp + (n * s.in_channels + g * cin_g + ci) * in_sp;
+          for_each_tap_row(s, windows[t], [&](int64_t out_row, int64_t in_row, int64_t count) {
+            acc += strided_dot(gy_nc + out_row, x_nc + in_row, step, count);
+          });
+        }
+        gwp[pair * ktot + t] = acc;
+      }
+    }
+  });
+}
+
+enum class Algorithm { kGemm, kDirect };
+
+// Direct when the per-group GEMM would be degenerate (few input or output channels per
+// group); GEMM + col2im otherwise. FULLCONV_CPU_ALGORITHM overrides (gemm | direct).
+Algorithm choose_algorithm(const ConvShape& s) {
+  if (const char* env = std::getenv("FULLCONV_CPU_ALGORITHM")) {
+    const std::string v(env);
+    if (v == "gemm") return Algorithm::kGemm;
+    if (v == "direct") return Algorithm::kDirect;
+    TORCH_CHECK_VALUE(v == "auto" || v.empty(), "FULLCONV_CPU_ALGORITHM must be auto, gemm or direct, got '", v, "'");
+  }
+  return (s.in_channels_per_group() <= 4 || s.out_channels_per_group() <= 4) ? Algorithm::kDirect
+                                                                            : Algorithm::kGemm;
+}
+
 at::ScalarType compute_dtype(at::ScalarType t) {
   return (t == at::kHalf || t == at::kBFloat16) ? at::kFloat : t;
 }
@@ -340,6 +515,14 @@ at::ScalarType compute_dtype(at::ScalarType t) {
 at::Tensor prepare(const at::Tensor& t, bool batched) {
   auto b = batched ? t : t.unsqueeze(0);
   return b.to(compute_dtype(t.scalar_type())).contiguous();
+}
+
+// grad_input computed batched and contiguous in the compute dtype -> the input's shape,
+// dtype and memory format.
+at::Tensor finish_grad_input(const at::Tensor& gx, const at::Tensor& input, bool batched) {
+  auto g = gx.view(batched ? input.sizes() : input.unsqueeze(0).sizes());
+  if (!batched) g = g.squeeze(0);
+  return g.to(input.scalar_type()).contiguous(input.suggest_memory_format());
 }
 
 at::Tensor full_conv_cpu(const at::Tensor& input, const at::Tensor& weight,
@@ -356,11 +539,17 @@ at::Tensor full_conv_cpu(const at::Tensor& input, const at::Tensor& weight,
     y.zero_();
   }
   if (x.numel() > 0) {
-    const auto plan = make_plan(s);
-    const auto wmats = class_weights(plan, w);
-    AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "full_conv_cpu", [&] {
-      forward_kernel<scalar_t>(plan, x, wmats, y);
-    });
+    if (choose_algorithm(s) == Algorithm::kDirect) {
+      AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "full_conv_cpu_direct", [&] {
+        direct_forward_kernel<scalar_t>(s, x, w, y);
+      });
+    } else {
+      const auto plan = make_plan(s);
+      const auto wmats = class_weights(plan, w);
+      AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "full_conv_cpu", [&] {
+        forward_kernel<scalar_t>(plan, x, wmats, y);
+      });
+    }
   }
   apply_nonfinite_weight_padding(y, weight, s);
   if (!batched) y = y.squeeze(0);
@@ -396,8 +585,30 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cpu(
   }
   if (!output_mask[0] && !output_mask[1]) return {grad_input, grad_weight, grad_bias};
 
-  const auto plan = make_plan(s);
   const auto w = weight.to(compute_dtype(weight.scalar_type())).contiguous();
+  if (choose_algorithm(s) == Algorithm::kDirect) {
+    if (output_mask[0]) {
+      auto gx = at::zeros({s.batch, s.in_channels, s.in_spatial()}, gy.options());
+      if (gy.numel() > 0 && s.in_channels > 0) {
+        AT_DISPATCH_FLOATING_TYPES(gx.scalar_type(), "full_conv_grad_input_cpu_direct", [&] {
+          direct_grad_input_kernel<scalar_t>(s, gy, w, gx);
+        });
+      }
+      grad_input = finish_grad_input(gx, input, batched);
+    }
+    if (output_mask[1]) {
+      auto gw = at::zeros(weight.sizes(), gy.options());
+      if (gy.numel() > 0 && weight.numel() > 0) {
+        const auto x = prepare(input, batched);
+        AT_DISPATCH_FLOATING_TYPES(gw.scalar_type(), "full_conv_grad_weight_cpu_direct", [&] {
+          direct_grad_weight_kernel<scalar_t>(s, gy, x, gw);
+        });
+      }
+      grad_weight = gw.to(weight.scalar_type()).contiguous(weight.suggest_memory_format());
+    }
+    return {grad_input, grad_weight, grad_bias};
+  }
+  const auto plan = make_plan(s);
   if (output_mask[0]) {
     auto gx = at::zeros({s.batch, s.in_channels, s.in_size[0], s.in_size[1], s.in_size[2]}, gy.options());
     if (gy.numel() > 0 && s.in_channels > 0) {
@@ -406,11 +617,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cpu(
         grad_input_kernel<scalar_t>(plan, gy, wmats, gx);
       });
     }
-    gx = gx.view(input.sizes().vec().size() == static_cast<size_t>(weight.dim())
-                     ? input.sizes()
-                     : input.unsqueeze(0).sizes());
-    if (!batched) gx = gx.squeeze(0);
-    grad_input = gx.to(input.scalar_type()).contiguous(input.suggest_memory_format());
+    grad_input = finish_grad_input(gx, input, batched);
   }
   if (output_mask[1]) {
     const int64_t cout_g = s.out_channels_per_group(), cin_g = s.in_channels_per_group();
