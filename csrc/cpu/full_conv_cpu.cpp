@@ -494,8 +494,10 @@ void direct_grad_weight_kernel(const ConvShape& s, const at::Tensor& gy, const a
 
 enum class Algorithm { kGemm, kDirect };
 
-// Direct when the per-group GEMM would be degenerate (few input or output channels per
-// group); GEMM + col2im otherwise. FULLCONV_CPU_ALGORITHM overrides (gemm | direct).
+// Direct where the per-group GEMM degenerates to outer products: depthwise-like layers
+// (one input channel per group, few outputs), and few input channels at stride 1 (the strided
+// direct loops gather and lose to the GEMM). Measured in benchmarks/NOTES.md.
+// FULLCONV_CPU_ALGORITHM overrides (gemm | direct).
 Algorithm choose_algorithm(const ConvShape& s) {
   if (const char* env = std::getenv("FULLCONV_CPU_ALGORITHM")) {
     const std::string v(env);
@@ -503,8 +505,10 @@ Algorithm choose_algorithm(const ConvShape& s) {
     if (v == "direct") return Algorithm::kDirect;
     TORCH_CHECK_VALUE(v == "auto" || v.empty(), "FULLCONV_CPU_ALGORITHM must be auto, gemm or direct, got '", v, "'");
   }
-  return (s.in_channels_per_group() <= 4 || s.out_channels_per_group() <= 4) ? Algorithm::kDirect
-                                                                            : Algorithm::kGemm;
+  const bool unit_stride = s.stride[0] == 1 && s.stride[1] == 1 && s.stride[2] == 1;
+  const int64_t cin_g = s.in_channels_per_group(), cout_g = s.out_channels_per_group();
+  const bool depthwise_like = cin_g == 1 && cout_g <= 4;
+  return (depthwise_like || (unit_stride && cin_g <= 4)) ? Algorithm::kDirect : Algorithm::kGemm;
 }
 
 at::ScalarType compute_dtype(at::ScalarType t) {
