@@ -17,6 +17,17 @@ ConvShape check_and_make_shape(const at::Tensor& input, const at::Tensor& weight
                                const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                                at::IntArrayRef dilation, int64_t groups, const char* op_name);
 
+// Checks of full_conv_backward's grad_output against the problem (shape, dtype, device).
+void check_grad_output(const at::Tensor& grad_output, const at::Tensor& input,
+                       const ConvShape& shape, bool batched);
+
+// grad_bias = grad_output summed over batch and space (accumulated in float32 or wider).
+at::Tensor grad_bias_from(const at::Tensor& grad_output, at::ScalarType dtype);
+
+// grad_input computed batched and contiguous (possibly in a wider dtype) -> the input's
+// shape, dtype and memory format.
+at::Tensor finish_grad_input(const at::Tensor& gx, const at::Tensor& input, bool batched);
+
 // Shape of the output tensor (batched or not, as the input).
 std::vector<int64_t> output_shape(const ConvShape& shape, bool batched);
 

@@ -7,7 +7,8 @@
 //
 // Two views of the same index relation i = o*s + k*d - p are used by the kernels:
 //  * direct ("where does tap k meet real input?"): tap_output_range() gives the outputs at
-//    which tap k reads inside [0, L), so a direct kernel loops only over real products.
+//    which tap k reads inside [0, L), so a direct kernel loops only over real products;
+//    tap_range() is the same relation seen from one output (which taps reach it).
 //  * scatter ("where does input i go through tap k?"): i reaches an output iff
 //    (i + p - k*d) is a multiple of s, and then always a valid one, o = (i + p - k*d) / s.
 //    Inputs fall into s residue classes r = i mod s; tap k serves exactly one class,
@@ -38,11 +39,6 @@ FULLCONV_HD inline int64_t full_output_size(int64_t L, int64_t K, int64_t s, int
   return (L + d * (K - 1) - 1) / s + 1;
 }
 
-// Floor division for a possibly negative numerator and a positive denominator.
-FULLCONV_HD inline int64_t floor_div(int64_t a, int64_t b) {
-  return (a >= 0) ? a / b : -((-a + b - 1) / b);
-}
-
 // Outputs [*o_lo, *o_hi] (inclusive; empty when o_lo > o_hi) at which tap k reads a real
 // input element, i.e. 0 <= o*s + k*d - p < L. Outside that range the tap meets padding and
 // a direct kernel skips it.
@@ -51,6 +47,18 @@ FULLCONV_HD inline void tap_output_range(int64_t k, int64_t L, int64_t K, int64_
   const int64_t shift = full_padding(K, d) - k * d;  // >= 0 for every tap
   *o_lo = (shift + s - 1) / s;
   *o_hi = (L - 1 + shift) / s;
+}
+
+// Taps [*k_lo, *k_hi] (inclusive; empty when k_lo > k_hi) whose input index o*s + k*d - p
+// lies inside [0, L) for output o: the gather view, for kernels that own one output each.
+FULLCONV_HD inline void tap_range(int64_t o, int64_t L, int64_t K, int64_t s, int64_t d,
+                                  int64_t* k_lo, int64_t* k_hi) {
+  const int64_t base = o * s - full_padding(K, d);  // input index of tap 0
+  const int64_t lo = (base >= 0) ? 0 : (-base + d - 1) / d;
+  const int64_t last = L - 1 - base;  // k*d <= last; last >= 0 for every valid output
+  int64_t hi = (last >= 0) ? last / d : -1;
+  *k_lo = lo;
+  *k_hi = (hi < K - 1) ? hi : K - 1;
 }
 
 // Residue class (input index mod s) of the inputs that tap k sends to some output.

@@ -105,6 +105,36 @@ ConvShape check_and_make_shape(const at::Tensor& input, const at::Tensor& weight
   return s;
 }
 
+void check_grad_output(const at::Tensor& grad_output, const at::Tensor& input,
+                       const ConvShape& shape, bool batched) {
+  const auto expected = output_shape(shape, batched);
+  TORCH_CHECK_VALUE(grad_output.sizes() == at::IntArrayRef(expected),
+                    "full_conv_backward: grad_output must have the output's shape ", expected,
+                    ", got ", grad_output.sizes());
+  TORCH_CHECK_TYPE(grad_output.scalar_type() == input.scalar_type(),
+                   "full_conv_backward: grad_output must have dtype ", input.scalar_type(),
+                   ", got ", grad_output.scalar_type());
+  TORCH_CHECK_VALUE(grad_output.device() == input.device(),
+                    "full_conv_backward: grad_output must be on ", input.device(), ", got ",
+                    grad_output.device());
+}
+
+at::Tensor grad_bias_from(const at::Tensor& grad_output, at::ScalarType dtype) {
+  const bool reduced = dtype == at::kHalf || dtype == at::kBFloat16;
+  std::vector<int64_t> dims;
+  // batched: reduce dim 0 and spatial dims; unbatched: only spatial dims
+  const int64_t first_spatial = grad_output.dim() >= 3 ? 2 : 1;
+  if (first_spatial == 2) dims.push_back(0);
+  for (int64_t i = first_spatial; i < grad_output.dim(); ++i) dims.push_back(i);
+  return grad_output.sum(dims, false, reduced ? at::kFloat : dtype).to(dtype);
+}
+
+at::Tensor finish_grad_input(const at::Tensor& gx, const at::Tensor& input, bool batched) {
+  auto g = gx.view(batched ? input.sizes() : input.unsqueeze(0).sizes());
+  if (!batched) g = g.squeeze(0);
+  return g.to(input.scalar_type()).contiguous(input.suggest_memory_format());
+}
+
 std::vector<int64_t> output_shape(const ConvShape& shape, bool batched) {
   std::vector<int64_t> out;
   if (batched) out.push_back(shape.batch);

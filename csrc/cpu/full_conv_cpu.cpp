@@ -521,14 +521,6 @@ at::Tensor prepare(const at::Tensor& t, bool batched) {
   return b.to(compute_dtype(t.scalar_type())).contiguous();
 }
 
-// grad_input computed batched and contiguous in the compute dtype -> the input's shape,
-// dtype and memory format.
-at::Tensor finish_grad_input(const at::Tensor& gx, const at::Tensor& input, bool batched) {
-  auto g = gx.view(batched ? input.sizes() : input.unsqueeze(0).sizes());
-  if (!batched) g = g.squeeze(0);
-  return g.to(input.scalar_type()).contiguous(input.suggest_memory_format());
-}
-
 at::Tensor full_conv_cpu(const at::Tensor& input, const at::Tensor& weight,
                          const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                          at::IntArrayRef dilation, int64_t groups) {
@@ -567,26 +559,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cpu(
   const auto s = check_and_make_shape(input, weight, std::nullopt, stride, dilation, groups,
                                       "full_conv_backward");
   const bool batched = input.dim() == weight.dim();
-  const auto expected = output_shape(s, batched);
-  TORCH_CHECK_VALUE(grad_output.sizes() == at::IntArrayRef(expected),
-                    "full_conv_backward: grad_output must have the output's shape ", expected,
-                    ", got ", grad_output.sizes());
-  TORCH_CHECK_TYPE(grad_output.scalar_type() == input.scalar_type(),
-                   "full_conv_backward: grad_output must have dtype ", input.scalar_type(),
-                   ", got ", grad_output.scalar_type());
-  TORCH_CHECK_VALUE(grad_output.device() == input.device(),
-                    "full_conv_backward: grad_output must be on ", input.device(), ", got ",
-                    grad_output.device());
+  check_grad_output(grad_output, input, s, batched);
   // Outputs not requested are distinct empty tensors (outputs of an op must not alias).
   at::Tensor grad_input = at::empty({0}, input.options());
   at::Tensor grad_weight = at::empty({0}, input.options());
   at::Tensor grad_bias = at::empty({0}, input.options());
   const auto gy = prepare(grad_output, batched);
-  if (output_mask[2]) {
-    std::vector<int64_t> dims = {0};
-    for (int64_t i = 2; i < gy.dim(); ++i) dims.push_back(i);
-    grad_bias = gy.sum(dims).to(input.scalar_type());
-  }
+  if (output_mask[2]) grad_bias = grad_bias_from(gy, input.scalar_type());
   if (!output_mask[0] && !output_mask[1]) return {grad_input, grad_weight, grad_bias};
 
   const auto w = weight.to(compute_dtype(weight.scalar_type())).contiguous();

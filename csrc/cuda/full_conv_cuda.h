@@ -1,0 +1,32 @@
+// Launchers of the CUDA full-convolution kernels. Torch-free: raw device pointers, the shared
+// ConvShape, a stream. Tensors are batched and contiguous (N, C, *spatial); the binding
+// (full_conv_binding.cpp) guarantees that. Every launcher returns the launch's cudaError_t.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include "../conv_shape.h"
+
+namespace fullconv {
+namespace cuda {
+
+enum class DType { kFloat64, kFloat32, kFloat16, kBFloat16 };
+
+// y = full_conv(x, w) + bias (bias may be null). Products accumulate in float32 (float64 for
+// float64); no atomics, so results are deterministic. nonfinite_weight (may be null) flags
+// the output channels whose weights hold inf/nan: their products with the implicit padding
+// are then taken into account (0 * inf = nan, as in the padded reference).
+cudaError_t forward(DType dtype, const void* x, const void* w, const void* bias,
+                    const unsigned char* nonfinite_weight, void* y, const ConvShape& s,
+                    cudaStream_t stream);
+
+// gx = grad of full_conv w.r.t. its input (every element written).
+cudaError_t grad_input(DType dtype, const void* grad_out, const void* w, void* grad_in,
+                       const ConvShape& s, cudaStream_t stream);
+
+// gw = grad of full_conv w.r.t. its weight (every element written; fixed-order block reduction).
+cudaError_t grad_weight(DType dtype, const void* grad_out, const void* x, void* grad_w,
+                        const ConvShape& s, cudaStream_t stream);
+
+}  // namespace cuda
+}  // namespace fullconv

@@ -1,0 +1,68 @@
+// Brute-force check of every helper in csrc/conv_shape.h against the defining relation
+// i = o*s + k*d - p, over all small (L, K, s, d). The CUDA kernels use the same helpers.
+#include <cstdio>
+
+#include "conv_shape.h"
+
+using namespace fullconv;
+
+static int failures = 0;
+#define EXPECT(cond, ...)                           \
+  do {                                              \
+    if (!(cond)) {                                  \
+      if (failures++ < 20) std::printf(__VA_ARGS__); \
+    }                                               \
+  } while (0)
+
+int main() {
+  long checks = 0;
+  for (int64_t L = 1; L <= 13; ++L)
+    for (int64_t K = 1; K <= 7; ++K)
+      for (int64_t s = 1; s <= 5; ++s)
+        for (int64_t d = 1; d <= 4; ++d) {
+          const int64_t p = full_padding(K, d);
+          const int64_t Lout = full_output_size(L, K, s, d);
+          // output size: the largest o with o*s <= L - 1 + p (the last input through tap 0)
+          EXPECT(Lout == (L + 2 * p - d * (K - 1) - 1) / s + 1, "Lout L=%ld K=%ld\n", (long)L, (long)K);
+          for (int64_t o = 0; o < Lout; ++o) {
+            int64_t lo, hi;
+            tap_range(o, L, K, s, d, &lo, &hi);
+            for (int64_t k = 0; k < K; ++k) {
+              const int64_t i = o * s + k * d - p;
+              const bool inside = 0 <= i && i < L;
+              EXPECT(inside == (lo <= k && k <= hi), "tap_range L=%ld K=%ld s=%ld d=%ld o=%ld k=%ld\n",
+                     (long)L, (long)K, (long)s, (long)d, (long)o, (long)k);
+              ++checks;
+            }
+          }
+          for (int64_t k = 0; k < K; ++k) {
+            int64_t olo, ohi;
+            tap_output_range(k, L, K, s, d, &olo, &ohi);
+            const int64_t r = tap_residue(k, K, s, d);
+            EXPECT(0 <= r && r < s, "residue range\n");
+            for (int64_t o = 0; o < Lout; ++o) {
+              const int64_t i = o * s + k * d - p;
+              const bool inside = 0 <= i && i < L;
+              EXPECT(inside == (olo <= o && o <= ohi), "tap_output_range L=%ld K=%ld s=%ld d=%ld k=%ld o=%ld\n",
+                     (long)L, (long)K, (long)s, (long)d, (long)k, (long)o);
+              ++checks;
+            }
+            // Scatter view: every input of class r reaches a valid output through tap k,
+            // consecutive inputs of the class reach consecutive outputs.
+            for (int64_t i = 0; i < L; ++i) {
+              const bool reaches = (i + p - k * d) % s == 0;
+              EXPECT(reaches == (i % s == r), "tap_residue L=%ld K=%ld s=%ld d=%ld k=%ld i=%ld\n",
+                     (long)L, (long)K, (long)s, (long)d, (long)k, (long)i);
+              if (reaches) {
+                const int64_t o = (i + p - k * d) / s;
+                EXPECT(0 <= o && o < Lout, "output out of range\n");
+                EXPECT(o == tap_output_start(r, k, K, s, d) + (i - r) / s, "tap_output_start\n");
+              }
+              ++checks;
+            }
+            EXPECT(residue_count(L, s, r) == (r < L ? (L - 1 - r) / s + 1 : 0), "residue_count\n");
+          }
+        }
+  std::printf("%ld checks, %d failures\n", checks, failures);
+  return failures == 0 ? 0 : 1;
+}
