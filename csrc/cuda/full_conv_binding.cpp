@@ -1,7 +1,7 @@
 // Tensors -> CUDA launchers: device guard, current stream, dtype mapping, a launch-error check
 // after every launch, and the CUDA registrations of both fullconv operators.
 #include <ATen/ATen.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -49,7 +49,7 @@ at::Tensor full_conv_cuda(const at::Tensor& input, const at::Tensor& weight,
   check_launch(cuda::forward(launcher_dtype(x.scalar_type()), x.const_data_ptr(), w.const_data_ptr(),
                              has_bias ? b.const_data_ptr() : nullptr,
                              nonfinite.const_data_ptr<uint8_t>(), y.mutable_data_ptr(), s,
-                             at::cuda::getCurrentCUDAStream()),
+                             c10::cuda::getCurrentCUDAStream()),
                "forward");
   if (!batched) y = y.squeeze(0);
   return y.contiguous(output_memory_format(input, weight));
@@ -65,7 +65,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cuda(
   check_grad_output(grad_output, input, s, batched);
   check_cuda(input, "input");
   const c10::cuda::CUDAGuard guard(input.device());
-  const auto stream = at::cuda::getCurrentCUDAStream();
+  const auto stream = c10::cuda::getCurrentCUDAStream();
   const auto dtype = launcher_dtype(input.scalar_type());
   const auto gy = (batched ? grad_output : grad_output.unsqueeze(0)).contiguous();
   at::Tensor grad_input = at::empty({0}, input.options());
