@@ -5,12 +5,16 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 export CUDA_HOME ?= /usr/local/cuda
+# Build the CUDA kernels whenever nvcc is present, GPU or not, so every CUDA source and the
+# binding are compiled (and their registration tested) on CPU-only machines too.
+export FORCE_CUDA ?= $(shell test -x "$(CUDA_HOME)/bin/nvcc" && echo 1 || echo 0)
+export FULLCONV_EXPECT_CUDA := $(FORCE_CUDA)
 
 DEPS_STAMP  := $(VENV)/.deps-installed
-BUILD_STAMP := $(VENV)/.fullconv-built
+BUILD_STAMP := $(VENV)/.fullconv-built-cuda$(FORCE_CUDA)
 SOURCES := setup.py $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.cpp csrc/cuda/*.cu csrc/cuda/*.cuh csrc/cuda/*.cpp csrc/cuda/*.h)
 
-.PHONY: test demo bench setup clean
+.PHONY: test demo bench setup clean gpu-check
 
 setup: $(BUILD_STAMP)
 
@@ -24,6 +28,7 @@ $(DEPS_STAMP): requirements/torch.txt requirements/test.txt | $(PY)
 	touch $@
 
 $(BUILD_STAMP): $(DEPS_STAMP) $(SOURCES)
+	rm -f $(VENV)/.fullconv-built-cuda*
 	$(PIP) install --no-build-isolation --no-deps -e .
 	touch $@
 
@@ -38,5 +43,10 @@ demo: $(BUILD_STAMP)
 bench: $(BUILD_STAMP)
 	$(PY) benchmarks/bench_cpu.py
 
+# On a GPU machine with torch preinstalled and no network: build with CUDA, run every test on
+# the GPU, compute-sanitizer, the GPU benchmark; logs + JSON to $(OUT).
+gpu-check:
+	OUT=$(or $(OUT),benchmarks/results) bash benchmarks/gpu_check.sh
+
 clean:
-	rm -rf build *.egg-info fullconv/_C*.so $(BUILD_STAMP)
+	rm -rf build *.egg-info fullconv/_C*.so $(VENV)/.fullconv-built-cuda*

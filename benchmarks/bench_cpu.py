@@ -26,48 +26,27 @@ import torch.nn.functional as F
 from torch.utils import benchmark
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fullconv  # noqa: E402
+import shapes  # noqa: E402
 
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 FULL = {1: fullconv.full_conv1d, 2: fullconv.full_conv2d, 3: fullconv.full_conv3d}
 
 
-def resnet18_full_layers(size=64, batch=16):
-    """Conv layers of an F-Conv ResNet-18 at size x size (authors' recipe: padding k-1,
-    2x2/2 stem max-pool; see benchmarks/README)."""
-    def out(L, k, s):
-        return fullconv.full_output_size(L, k, s)
-    layers = [("rn18 stem 7x7/2", batch, 3, 64, 7, 2, size)]
-    L = out(size, 7, 2) // 2  # 2x2 stride-2 max-pool
-    cin = 64
-    for stage, cout in enumerate((64, 128, 256, 512)):
-        for block in range(2):
-            s = 2 if (stage > 0 and block == 0) else 1
-            layers.append((f"rn18 l{stage + 1}.{block} conv1{'/2' if s == 2 else ''}", batch, cin, cout, 3, s, L))
-            L = out(L, 3, s)
-            layers.append((f"rn18 l{stage + 1}.{block} conv2", batch, cout, cout, 3, 1, L))
-            L = out(L, 3, 1)
-            cin = cout
-    return layers
-
-
 def suite(quick: bool):
     # (name, nd, batch, cin, cout, kernel, stride, dilation, groups, spatial size)
     cases = []
-    rn = resnet18_full_layers()
-    # one layer per distinct (cin, cout, stride) in quick mode, all distinct sizes otherwise
+    # F-Conv ResNet-18 at 64x64, batch 16: every distinct layer, or in quick mode one per
+    # distinct (channels, stride)
     seen = set()
-    for name, n, cin, cout, k, s, L in rn:
-        key = (cin, cout, s) if quick else (cin, cout, s, L)
-        if key in seen:
+    for layer in shapes.unique(shapes.resnet18_full_layers(size=64, batch=16)):
+        key = (layer[3], layer[4], layer[5], layer[6])
+        if quick and key in seen:
             continue
         seen.add(key)
-        cases.append((name, 2, n, cin, cout, k, s, 1, 1, L))
-    # Red-Green network (Table 1) at batch 200, F-Conv sizes
-    L = 32
-    for i, (cin, cout, s) in enumerate(((3, 32, 1), (32, 32, 2), (32, 64, 2), (64, 64, 2))):
-        cases.append((f"red-green conv{i + 1}", 2, 200, cin, cout, 3, s, 1, 1, L))
-        L = fullconv.full_output_size(L, 3, s)
+        cases.append(layer)
+    cases += shapes.red_green_layers(batch=200)  # Red-Green network (Table 1)
     cases += [
         ("k5 64->64", 2, 16, 64, 64, 5, 1, 1, 1, 32),
         ("k7 32->32", 2, 16, 32, 32, 7, 1, 1, 1, 32),
@@ -78,14 +57,6 @@ def suite(quick: bool):
         ("3-D 32->32 3x3x3", 3, 2, 32, 32, 3, 1, 1, 1, 16),
     ]
     return cases
-
-
-def useful_macs(nd, n, cin, cout, k, s, d, g, L):
-    """Multiply-adds of real products (weight x actual input element)."""
-    p = d * (k - 1)
-    Lout = fullconv.full_output_size(L, k, s, d)
-    per_dim = sum(1 for o in range(Lout) for t in range(k) if 0 <= o * s + t * d - p < L)
-    return n * cout * (cin // g) * per_dim ** nd
 
 
 def measure(stmt, env, min_time):
@@ -118,7 +89,7 @@ def run_case(case, min_time):
     for v, stmt in fwd.items():
         res["forward+backward"][v] = measure(
             f"torch.autograd.grad({stmt}.sum(), (x, w, b))", dict(env, torch=torch), min_time)
-    macs = useful_macs(nd, n, cin, cout, k, s, d, g, L)
+    macs = shapes.useful_macs(nd, n, cin, cout, k, s, d, g, L)
     return {"name": name, "nd": nd, "batch": n, "in_channels": cin, "out_channels": cout,
             "kernel": k, "stride": s, "dilation": d, "groups": g, "size": L,
             "useful_gflop_forward": 2 * macs / 1e9, "times_s": res}

@@ -13,14 +13,9 @@ import fullconv  # noqa: E402,F401  (registers the ops)
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-def pytest_collection_modifyitems(config, items):
-    # CUDA-parametrised tests skip cleanly when no GPU is present.
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="no CUDA device")
-    for item in items:
-        if "cuda" in getattr(item, "callspec", None).params.values() if hasattr(item, "callspec") else False:
-            item.add_marker(skip)
+# Reference convolutions on the GPU in true float32 (cuDNN would otherwise use TF32).
+torch.backends.cudnn.allow_tf32 = False
+torch.backends.cuda.matmul.allow_tf32 = False
 
 
 @pytest.fixture(autouse=True)
@@ -30,6 +25,14 @@ def _seed():
 
 
 ALGORITHMS = ["auto", "gemm", "direct"]
+# CUDA joins the parametrisations where a GPU is present (tests/test_cuda.py reports a clean
+# skip where it is not).
+BACKENDS = ["cpu-auto", "cpu-gemm", "cpu-direct"] + (["cuda"] if "cuda" in DEVICES else [])
+
+
+def require_cuda():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
 
 
 @pytest.fixture(params=ALGORITHMS)
@@ -37,4 +40,20 @@ def cpu_algorithm(request, monkeypatch):
     """Forces each CPU formulation (GEMM + col2im, direct) so every path meets the reference,
     not only the one the heuristic picks."""
     monkeypatch.setenv("FULLCONV_CPU_ALGORITHM", request.param)
+    return request.param
+
+
+@pytest.fixture(params=BACKENDS)
+def device(request, monkeypatch):
+    """Every kernel path: the CPU formulations, forced one by one, and CUDA (skipped cleanly
+    where no GPU is present). Returns the device to run on."""
+    if request.param == "cuda":
+        return "cuda"
+    monkeypatch.setenv("FULLCONV_CPU_ALGORITHM", request.param.split("-")[1])
+    return "cpu"
+
+
+@pytest.fixture(params=DEVICES)
+def any_device(request):
+    """cpu, and cuda where present."""
     return request.param

@@ -35,23 +35,27 @@ def assert_close_scaled(actual, expected, dtype, what=""):
                            f"{err.max().item():.3g} (scale {scale:.3g}, dtype {dtype})")
 
 
-def check_against_reference(x, w, b, stride, dilation, groups, grads=True):
-    """Forward and all three gradients of fullconv vs F.convNd(padding=d(k-1)): against the
-    fp64 reference of the same values, and against the reference in the working dtype."""
+def check_against_reference(x, w, b, stride, dilation, groups, grads=True, device="cpu"):
+    """Forward and all three gradients of fullconv on `device` vs F.convNd(padding=d(k-1)):
+    against the fp64 CPU reference of the same values, and against the reference in the
+    working dtype on the same device."""
     dtype = x.dtype
     nd = w.dim() - 2
     fn = functional(nd)
-    leaves = [t.detach().clone().requires_grad_(grads) if t is not None else None
+    leaves = [t.detach().to(device).requires_grad_(grads) if t is not None else None
               for t in (x, w, b)]
+    if device != "cpu" and x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        leaves[0] = leaves[0].detach().contiguous(memory_format=torch.channels_last).requires_grad_(grads)
     y = fn(leaves[0], leaves[1], leaves[2], stride, dilation, groups)
     ref_leaves = [t.detach().double().requires_grad_(grads) if t is not None else None
                   for t in (x, w, b)]
     y_ref = full_conv_reference(ref_leaves[0], ref_leaves[1], ref_leaves[2], stride, dilation,
                                 groups)
-    assert y.dtype == dtype
+    assert y.dtype == dtype and y.device.type == torch.device(device).type
     assert_close_scaled(y, y_ref, dtype, "forward vs fp64 reference")
     if dtype != torch.float64:
-        y_work = full_conv_reference(x, w, b, stride, dilation, groups)
+        y_work = full_conv_reference(*[t.detach().to(device) if t is not None else None
+                                       for t in (x, w, b)], stride, dilation, groups)
         assert_close_scaled(y, y_work, dtype, "forward vs working-dtype reference")
     if not grads:
         return y
@@ -60,7 +64,7 @@ def check_against_reference(x, w, b, stride, dilation, groups, grads=True):
     ref_inputs = [t for t in ref_leaves if t is not None]
     if y.numel() == 0:
         return y
-    got = torch.autograd.grad(y, inputs, gy.to(dtype))
+    got = torch.autograd.grad(y, inputs, gy.to(dtype).to(device))
     want = torch.autograd.grad(y_ref, ref_inputs, gy)
     for name, g, r, leaf in zip(("grad_input", "grad_weight", "grad_bias"), got, want, inputs):
         assert g.dtype == dtype and g.shape == leaf.shape, name

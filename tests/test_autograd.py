@@ -16,18 +16,19 @@ CONFIGS = [
 ]
 
 
-def make(cfg, unbatched=False, dtype=torch.float64):
+def make(cfg, unbatched=False, dtype=torch.float64, device="cpu"):
     nd, n, cin, cout, size, kernel, stride, dilation, groups, bias = cfg
     shape = ((cin,) if unbatched else (n, cin)) + size
-    x = torch.randn(shape, dtype=dtype, requires_grad=True)
-    w = torch.randn(cout, cin // groups, *kernel, dtype=dtype, requires_grad=True)
-    b = torch.randn(cout, dtype=dtype, requires_grad=True) if bias else None
+    opts = dict(dtype=dtype, device=device, requires_grad=True)
+    x = torch.randn(shape, **opts)
+    w = torch.randn(cout, cin // groups, *kernel, **opts)
+    b = torch.randn(cout, **opts) if bias else None
     return x, w, b, list(stride), list(dilation), groups
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c[0]}d-s{c[6]}-d{c[7]}-g{c[8]}")
-def test_gradcheck_gradgradcheck(cfg, cpu_algorithm):
-    x, w, b, stride, dilation, groups = make(cfg)
+def test_gradcheck_gradgradcheck(cfg, device):
+    x, w, b, stride, dilation, groups = make(cfg, device=device)
     inputs = (x, w) if b is None else (x, w, b)
 
     def fn(*args):
@@ -40,12 +41,13 @@ def test_gradcheck_gradgradcheck(cfg, cpu_algorithm):
 
 @pytest.mark.parametrize("mask", [(True, True, True), (True, False, False), (False, True, False),
                                   (False, False, True), (False, True, True)])
-def test_backward_op_gradcheck_and_mask(mask):
-    x, w, _, stride, dilation, groups = make(CONFIGS[3])
+def test_backward_op_gradcheck_and_mask(mask, any_device):
+    x, w, _, stride, dilation, groups = make(CONFIGS[3], device=any_device)
     y = torch.ops.fullconv.full_conv(x, w, None, stride, dilation, groups)
     gy = torch.randn_like(y, requires_grad=True)
     outs = torch.ops.fullconv.full_conv_backward(gy, x, w, stride, dilation, groups, list(mask))
     for o, m, like in zip(outs, mask, (x, w, torch.empty(w.shape[0]))):
+        assert o.device == x.device
         assert o.shape == (like.shape if m else (0,))
 
     def fn(gy_, x_, w_):
@@ -57,24 +59,24 @@ def test_backward_op_gradcheck_and_mask(mask):
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c[0]}d-s{c[6]}-d{c[7]}-g{c[8]}")
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_opcheck_full_conv(cfg, dtype):
-    x, w, b, stride, dilation, groups = make(cfg, dtype=dtype)
+def test_opcheck_full_conv(cfg, dtype, any_device):
+    x, w, b, stride, dilation, groups = make(cfg, dtype=dtype, device=any_device)
     torch.library.opcheck(torch.ops.fullconv.full_conv.default, (x, w, b, stride, dilation, groups))
 
 
 @pytest.mark.parametrize("cfg", CONFIGS[:4], ids=lambda c: f"{c[0]}d-s{c[6]}-g{c[8]}")
-def test_opcheck_unbatched_and_channels_last(cfg):
-    x, w, b, stride, dilation, groups = make(cfg, unbatched=True)
+def test_opcheck_unbatched_and_channels_last(cfg, any_device):
+    x, w, b, stride, dilation, groups = make(cfg, unbatched=True, device=any_device)
     torch.library.opcheck(torch.ops.fullconv.full_conv.default, (x, w, b, stride, dilation, groups))
     if cfg[0] == 2:
-        x, w, b, stride, dilation, groups = make(cfg)
+        x, w, b, stride, dilation, groups = make(cfg, device=any_device)
         x = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
         torch.library.opcheck(torch.ops.fullconv.full_conv.default, (x, w, b, stride, dilation, groups))
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c[0]}d-s{c[6]}-d{c[7]}-g{c[8]}")
-def test_opcheck_backward(cfg):
-    x, w, b, stride, dilation, groups = make(cfg)
+def test_opcheck_backward(cfg, any_device):
+    x, w, b, stride, dilation, groups = make(cfg, device=any_device)
     y = torch.ops.fullconv.full_conv(x, w, b, stride, dilation, groups)
     gy = torch.randn_like(y).requires_grad_()
     for mask in ([True, True, b is not None], [False, True, False], [True, False, False]):
@@ -82,10 +84,10 @@ def test_opcheck_backward(cfg):
                               (gy, x, w, stride, dilation, groups, mask))
 
 
-def test_empty_batch_gradients():
-    x = torch.randn(0, 4, 5, 5, requires_grad=True)
-    w = torch.randn(6, 2, 3, 3, requires_grad=True)
-    b = torch.randn(6, requires_grad=True)
+def test_empty_batch_gradients(device):
+    x = torch.randn(0, 4, 5, 5, device=device, requires_grad=True)
+    w = torch.randn(6, 2, 3, 3, device=device, requires_grad=True)
+    b = torch.randn(6, device=device, requires_grad=True)
     y = fullconv.full_conv2d(x, w, b, groups=2)
     assert y.shape == (0, 6, 7, 7)
     y.sum().backward()

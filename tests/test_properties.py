@@ -26,7 +26,8 @@ def conv_config(draw):
     bias = draw(st.booleans())
     dtype = draw(st.sampled_from([torch.float64, torch.float32, torch.bfloat16, torch.float16]))
     seed = draw(st.integers(0, 2**31 - 1))
-    algorithm = draw(st.sampled_from(["auto", "gemm", "direct"]))
+    algorithm = draw(st.sampled_from(["auto", "gemm", "direct"] +
+                                     (["cuda"] if torch.cuda.is_available() else [])))
     return nd, groups, cin, cout, kernel, size, stride, dilation, batch, bias, dtype, seed, algorithm
 
 
@@ -40,9 +41,10 @@ def test_random_configurations_match_reference(cfg):
     w = torch.randn(cout, cin // groups, *kernel, generator=g, dtype=torch.float64).to(dtype)
     b = torch.randn(cout, generator=g, dtype=torch.float64).to(dtype) if bias else None
     old = os.environ.get("FULLCONV_CPU_ALGORITHM")
-    os.environ["FULLCONV_CPU_ALGORITHM"] = algorithm
+    os.environ["FULLCONV_CPU_ALGORITHM"] = "auto" if algorithm == "cuda" else algorithm
     try:
-        check_against_reference(x, w, b, stride, dilation, groups)
+        check_against_reference(x, w, b, stride, dilation, groups,
+                                device="cuda" if algorithm == "cuda" else "cpu")
     finally:
         if old is None:
             del os.environ["FULLCONV_CPU_ALGORITHM"]

@@ -54,46 +54,46 @@ def case_id(c):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("case", grid(), ids=case_id)
-def test_grid(case, dtype, cpu_algorithm):
+def test_grid(case, dtype, device):
     nd, stride, dilation, groups, kernel, size, batch, layout = case
     cin, cout = {"1": (3, 4), "2": (4, 6), "depthwise": (4, 4)}[groups]
     g = {"1": 1, "2": 2, "depthwise": 4}[groups]
     x = make_input(nd, batch, cin, size, layout, dtype)
     w = torch.randn(cout, cin // g, *kernel, dtype=torch.float64).to(dtype)
     b = torch.randn(cout, dtype=torch.float64).to(dtype) if (hash(case) % 2 == 0) else None
-    check_against_reference(x, w, b, stride, dilation, g)
+    check_against_reference(x, w, b, stride, dilation, g, device=device)
 
 
 @pytest.mark.parametrize("nd", [1, 2, 3])
 @pytest.mark.parametrize("batch", BATCHES, ids=lambda b: f"b{b}")
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_batch_and_layout(nd, batch, layout, cpu_algorithm):
+def test_batch_and_layout(nd, batch, layout, device):
     x = make_input(nd, batch, 4, SIZES[nd][0], layout, torch.float64)
     w = torch.randn(6, 2, *KERNELS[nd][0], dtype=torch.float64)
     b = torch.randn(6, dtype=torch.float64)
-    check_against_reference(x, w, b, 2, 1, 2)
+    check_against_reference(x, w, b, 2, 1, 2, device=device)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_larger_layer(dtype, cpu_algorithm):
+def test_larger_layer(dtype, device):
     # enough channels and positions for the parallel paths and several column chunks
     x = torch.randn(2, 32, 40, 40, dtype=torch.float64).to(dtype)
     w = torch.randn(48, 32, 3, 3, dtype=torch.float64).to(dtype) / 10
     b = torch.randn(48, dtype=torch.float64).to(dtype)
-    check_against_reference(x, w, b, 1, 1, 1)
-    check_against_reference(x, w, b, 2, 1, 1)
+    check_against_reference(x, w, b, 1, 1, 1, device=device)
+    check_against_reference(x, w, b, 2, 1, 1, device=device)
 
 
-def test_many_column_chunks():
+def test_many_column_chunks():  # the GEMM path's chunking
     # T * Cout_g * columns far above the column budget, so the chunking loop runs many times
     x = torch.randn(1, 2, 300, 300, dtype=torch.float64)
     w = torch.randn(64, 2, 5, 5, dtype=torch.float64)
     check_against_reference(x, w, None, (1, 2), 1, 1)
 
 
-def test_output_layout_matches_reference():
-    x = torch.randn(2, 4, 6, 6).contiguous(memory_format=torch.channels_last)
-    w = torch.randn(5, 4, 3, 3)
+def test_output_layout_matches_reference(any_device):
+    x = torch.randn(2, 4, 6, 6, device=any_device).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(5, 4, 3, 3, device=any_device)
     import fullconv
     from fullconv.reference import full_conv_reference
     y = fullconv.full_conv2d(x, w)
@@ -106,7 +106,7 @@ def test_output_layout_matches_reference():
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_nonfinite_propagation(dtype, cpu_algorithm):
+def test_nonfinite_propagation(dtype, device):
     import fullconv
     from fullconv.reference import full_conv_reference
     x = torch.randn(2, 3, 6, 5, dtype=dtype)
@@ -114,7 +114,9 @@ def test_nonfinite_propagation(dtype, cpu_algorithm):
     x[1, 0, 0, 0] = float("inf")
     x[1, 2, 5, 4] = -float("inf")
     w = torch.randn(4, 3, 3, 2, dtype=dtype)
-    y, r = fullconv.full_conv2d(x, w, stride=(1, 2)), full_conv_reference(x, w, stride=(1, 2))
+    y = fullconv.full_conv2d(x.to(device), w.to(device), stride=(1, 2)).cpu()
+    r = full_conv_reference(x.double(), w.double(), stride=(1, 2)).to(dtype)
+    assert torch.equal(y.isnan(), r.isnan()) and torch.equal(y.isinf(), r.isinf())
     torch.testing.assert_close(y, r, equal_nan=True)
     # A non-finite weight: the padded reference multiplies it with the padding, and in IEEE
     # arithmetic 0 * inf = nan. F.conv2d's float64 path does exactly that; oneDNN's float32
@@ -122,7 +124,7 @@ def test_nonfinite_propagation(dtype, cpu_algorithm):
     x = torch.randn(2, 3, 6, 5, dtype=dtype)
     w[1, 2, 0, 1] = float("inf")
     w[3, 0, 2, 0] = float("nan")
-    y = fullconv.full_conv2d(x, w, dilation=(2, 1))
+    y = fullconv.full_conv2d(x.to(device), w.to(device), dilation=(2, 1)).cpu()
     r = full_conv_reference(x.double(), w.double(), dilation=(2, 1)).to(dtype)
     assert torch.equal(y.isnan(), r.isnan())
     torch.testing.assert_close(y, r, equal_nan=True)

@@ -1,0 +1,194 @@
+"""GPU benchmark: fullconv vs cuDNN's padded convolution, side by side in one run.
+
+Variants per shape (the first three compute the same full convolution):
+  fullconv   fullconv.full_convNd (CUDA kernels: no padded tensor, no zero taps)
+  cudnn      F.convNd(padding=d*(k-1)) with torch.backends.cudnn.benchmark = True
+  pad+conv   F.pad(x, d*(k-1)) then F.convNd(padding=0)
+  same       F.convNd(padding=d*(k-1)//2) (smaller output; context only)
+Modes: forward, forward+backward (grads of input, weight, bias). Dtypes: float32 (TF32 off
+on both sides unless --tf32), bfloat16, float16. Shapes: every conv layer of an F-Conv
+ResNet-18 and ResNet-50 at 224x224 batch 64, the Red-Green net, a 3-D ResNet-18 layer.
+Timing: CUDA events around each run, L2 flushed before it, warm-up, medians (min-max).
+Reported: useful TFLOP/s (real products only) and % of the card's peak, ratios
+baseline/fullconv (> 1: fullconv faster). --max-seconds bounds the run; shapes not reached
+are listed as not measured.
+
+    python benchmarks/bench_cuda.py [--quick] [--max-seconds S] [--out DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fullconv  # noqa: E402
+import shapes  # noqa: E402
+
+CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+FULL = {1: fullconv.full_conv1d, 2: fullconv.full_conv2d, 3: fullconv.full_conv3d}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# dense peak TFLOP/s per card and math mode (vendor data sheets, SXM parts)
+PEAKS = {"H100": {"float32": 67.0, "tf32": 494.7, "bfloat16": 989.4, "float16": 989.4},
+         "H200": {"float32": 67.0, "tf32": 494.7, "bfloat16": 989.4, "float16": 989.4},
+         "A100": {"float32": 19.5, "tf32": 156.0, "bfloat16": 312.0, "float16": 312.0}}
+
+
+def suite(quick):
+    batch = 16 if quick else 64
+    layers = shapes.unique(shapes.resnet18_full_layers(224, batch))
+    layers += shapes.red_green_layers(200)
+    layers.append(("r3d-18 layer2 conv 3x3x3", 3, 8 if quick else 32, 128, 128, 3, 1, 1, 1, 16))
+    layers += shapes.unique(shapes.resnet50_full_layers(224, batch))
+    return layers
+
+
+class Timer:
+    """CUDA events around each run with the L2 cache flushed before it (CPU: perf_counter)."""
+
+    def __init__(self, device):
+        self.device = device
+        self.flush = torch.empty(256 << 20, dtype=torch.uint8, device=device) if device == "cuda" else None
+
+    def run(self, fn, budget_s=0.5, min_reps=3, max_reps=25):
+        fn()  # warm-up (also cudnn.benchmark's algorithm search)
+        fn()
+        times = []
+        t_start = time.perf_counter()
+        while len(times) < max_reps and (len(times) < min_reps or time.perf_counter() - t_start < budget_s):
+            if self.device == "cuda":
+                self.flush.zero_()
+                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                a.record()
+                fn()
+                b.record()
+                b.synchronize()
+                times.append(a.elapsed_time(b) / 1e3)
+            else:
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+        times.sort()
+        return {"median": times[len(times) // 2], "min": times[0], "max": times[-1], "reps": len(times)}
+
+
+def run_case(case, dtype, timer, device):
+    name, nd, n, cin, cout, k, s, d, g, L = case
+    x = torch.randn(n, cin, *(L,) * nd, device=device, dtype=dtype)
+    w = (torch.randn(cout, cin // g, *(k,) * nd, device=device) / math.sqrt(cin // g * k ** nd)).to(dtype)
+    b = torch.randn(cout, device=device, dtype=dtype)
+    p = d * (k - 1)
+    conv, full = CONV[nd], FULL[nd]
+    pads = (p,) * (2 * nd)
+    fwd = {
+        "fullconv": lambda x, w, b: full(x, w, b, s, d, g),
+        "cudnn": lambda x, w, b: conv(x, w, b, s, p, d, g),
+        "pad+conv": lambda x, w, b: conv(F.pad(x, pads), w, b, s, 0, d, g),
+        "same": lambda x, w, b: conv(x, w, b, s, p // 2, d, g),
+    }
+    # the benchmark refuses to time a wrong answer
+    ref = fwd["cudnn"](x.float(), w.float(), b.float())
+    got = fwd["fullconv"](x, w, b).float()
+    tol = 1e-3 if dtype == torch.float32 else 3e-2
+    err = (got - ref).abs().max().item() / max(ref.abs().max().item(), 1.0)
+    assert err <= tol, f"{name} {dtype}: fullconv differs from the reference (rel. err {err:.3g})"
+    del ref, got
+    res = {"forward": {}, "forward+backward": {}}
+    for v, f in fwd.items():
+        res["forward"][v] = timer.run(lambda: f(x, w, b))
+    xg, wg, bg = (t.detach().clone().requires_grad_() for t in (x, w, b))
+    for v, f in fwd.items():
+        def step(f=f):
+            y = f(xg, wg, bg)
+            torch.autograd.grad(y, (xg, wg, bg), torch.ones_like(y))
+        res["forward+backward"][v] = timer.run(step)
+    return res
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="batch 16 instead of 64")
+    ap.add_argument("--dtypes", default="float32,bfloat16,float16")
+    ap.add_argument("--tf32", action="store_true", help="allow TF32 on both sides for float32")
+    ap.add_argument("--max-seconds", type=float, default=float("inf"))
+    ap.add_argument("--device", default="cuda", help="cuda (cpu only to smoke-test the script)")
+    ap.add_argument("--limit", type=int, default=None, help="first N shapes only")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    args = ap.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("bench_cuda.py: no CUDA device")
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.allow_tf32 = args.tf32
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
+    card = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
+    peaks = next((v for k, v in PEAKS.items() if k in card), None)
+    env = {"card": card, "torch": torch.__version__, "cuda": torch.version.cuda,
+           "cudnn": torch.backends.cudnn.version() if args.device == "cuda" else None,
+           "tf32": args.tf32, "date": datetime.datetime.now().isoformat(timespec="seconds")}
+    print(f"# fullconv GPU benchmark on {card}: torch {env['torch']}, CUDA {env['cuda']}, "
+          f"cuDNN {env['cudnn']}, TF32 {'on' if args.tf32 else 'off'} (both sides)")
+    cases = suite(args.quick)[: args.limit]
+    dtypes = [d for d in args.dtypes.split(",") if d]
+    timer = Timer(args.device)
+    t0 = time.perf_counter()
+    results, not_measured = [], []
+    hdr = (f"{'shape':<28}{'dtype':<9}{'mode':<8}{'fullconv ms':>12}{'TFLOP/s':>9}{'%peak':>7}"
+           f"{'cudnn/fc':>9}{'pad+conv/fc':>12}{'same/fc':>9}")
+    print(hdr)
+    print("-" * len(hdr))
+    for case in cases:
+        for dname in dtypes:
+            if time.perf_counter() - t0 > args.max_seconds:
+                not_measured.append(f"{case[0]} {dname}")
+                continue
+            res = run_case(case, DTYPES[dname], timer, args.device)
+            macs = shapes.useful_macs(*case[1:])
+            row = {"name": case[0], "shape": case[1:], "dtype": dname, "times_s": res, "ratios": {},
+                   "useful_tflops": {}}
+            for mode, tag, mult in (("forward", "fwd", 1), ("forward+backward", "fwd+bwd", 3)):
+                t = res[mode]
+                fc = t["fullconv"]["median"]
+                ratios = {v: t[v]["median"] / fc for v in ("cudnn", "pad+conv", "same")}
+                tflops = mult * 2 * macs / fc / 1e12
+                peak = peaks.get("tf32" if (dname == "float32" and args.tf32) else dname) if peaks else None
+                row["ratios"][mode] = ratios
+                row["useful_tflops"][mode] = tflops
+                pct = f"{100 * tflops / peak:6.1f}%" if peak else "     -"
+                print(f"{case[0]:<28}{dname:<9}{tag:<8}{fc * 1e3:>12.3f}{tflops:>9.2f}{pct:>7}"
+                      f"{ratios['cudnn']:>9.2f}{ratios['pad+conv']:>12.2f}{ratios['same']:>9.2f}", flush=True)
+            results.append(row)
+    summary = {}
+    for mode in ("forward", "forward+backward"):
+        for dname in dtypes:
+            rs = [r["ratios"][mode] for r in results if r["dtype"] == dname]
+            if not rs:
+                continue
+            summary[f"{mode} {dname}"] = {
+                v: {"geomean": math.exp(sum(math.log(r[v]) for r in rs) / len(rs)),
+                    "min": min(r[v] for r in rs), "max": max(r[v] for r in rs)}
+                for v in ("cudnn", "pad+conv", "same")}
+    print()
+    for k, s in summary.items():
+        print(f"{k:<28} vs cuDNN: geomean {s['cudnn']['geomean']:.2f}x (min {s['cudnn']['min']:.2f}, "
+              f"max {s['cudnn']['max']:.2f}); vs F.pad+conv: geomean {s['pad+conv']['geomean']:.2f}x")
+    if not_measured:
+        print(f"not measured (time budget {args.max_seconds:.0f} s): {len(not_measured)} shape/dtype pairs")
+    os.makedirs(args.out, exist_ok=True)
+    tag = card.replace(" ", "-")
+    path = os.path.join(args.out, f"cuda-{tag}{'-quick' if args.quick else ''}-{datetime.date.today().isoformat()}.json")
+    with open(path, "w") as f:
+        json.dump({"environment": env, "quick": args.quick, "summary": summary, "results": results,
+                   "not_measured": not_measured}, f, indent=1)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

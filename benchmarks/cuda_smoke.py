@@ -1,0 +1,33 @@
+"""Small CUDA workload for compute-sanitizer (memcheck, racecheck): every kernel of the
+family (forward, grad_input, grad_weight) in every dtype, with stride, dilation, groups,
+1-D/2-D/3-D, odd sizes that leave partial blocks, and a non-finite weight."""
+import torch
+
+import fullconv
+
+
+def main():
+    assert torch.cuda.is_available(), "cuda_smoke.py needs a GPU"
+    torch.manual_seed(0)
+    cases = [
+        (fullconv.full_conv1d, (2, 4, 13), (6, 2, 3), 2, 2, 2),
+        (fullconv.full_conv2d, (2, 3, 7, 5), (4, 3, 3, 2), (1, 2), (2, 1), 1),
+        (fullconv.full_conv2d, (1, 8, 9, 9), (8, 1, 3, 3), 1, 1, 8),
+        (fullconv.full_conv3d, (1, 2, 3, 4, 5), (2, 1, 2, 3, 1), (2, 1, 1), 1, 2),
+    ]
+    for dtype in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
+        for fn, xs, ws, stride, dilation, groups in cases:
+            x = torch.randn(xs, device="cuda", dtype=dtype, requires_grad=True)
+            w = torch.randn(ws, device="cuda", dtype=dtype, requires_grad=True)
+            b = torch.randn(ws[0], device="cuda", dtype=dtype, requires_grad=True)
+            y = fn(x, w, b, stride, dilation, groups)
+            torch.autograd.grad(y.float().square().sum(), (x, w, b))
+        w = torch.randn(4, 3, 3, 3, device="cuda", dtype=dtype)
+        w[0, 0, 0, 0] = float("inf")
+        fullconv.full_conv2d(torch.randn(1, 3, 5, 5, device="cuda", dtype=dtype), w)
+    torch.cuda.synchronize()
+    print("cuda_smoke: ok")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# `make gpu-check`: everything a GPU machine must verify, in one command.
+# Expects torch (with CUDA) preinstalled and no network. Writes logs and a JSON summary with
+# the card, driver, torch and CUDA versions to $OUT (default benchmarks/results/).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-benchmarks/results}"
+mkdir -p "$OUT"
+PY="${PYTHON:-python3}"
+STAMP="$(date -u +%Y-%m-%d)"
+export PYTHONUNBUFFERED=1
+export FORCE_CUDA=1 FULLCONV_EXPECT_CUDA=1
+if [ -z "${TORCH_CUDA_ARCH_LIST:-}" ]; then
+  # build for the card in this machine only (fast); CI and setup.py default to 8.0;9.0
+  TORCH_CUDA_ARCH_LIST="$($PY -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())')"
+  export TORCH_CUDA_ARCH_LIST
+fi
+if [ -z "${CUDA_HOME:-}" ]; then
+  CUDA_HOME="$(dirname "$(dirname "$(command -v nvcc)")")"
+  export CUDA_HOME
+fi
+CARD="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n1 | tr -c 'A-Za-z0-9\n' '-' | tr -s '-' | sed 's/-$//')"
+PREFIX="$OUT/gpu-$CARD-$STAMP"
+declare -A STATUS
+step() {  # step NAME LOGFILE COMMAND...
+  local name="$1" log="$2"; shift 2
+  local t0=$SECONDS
+  echo "== $name: $*" | tee -a "$PREFIX-summary.log"
+  "$@" >"$log" 2>&1
+  local rc=$?
+  STATUS[$name]="$rc $((SECONDS - t0))"
+  echo "   -> rc=$rc in $((SECONDS - t0)) s (log: $log)" | tee -a "$PREFIX-summary.log"
+  tail -n 5 "$log" | sed 's/^/   | /' | tee -a "$PREFIX-summary.log"
+  return 0
+}
+: >"$PREFIX-summary.log"
+nvidia-smi | tee -a "$PREFIX-summary.log"
+step build "$PREFIX-build.log" env MAX_JOBS="$(nproc)" $PY -m pip install --no-build-isolation --no-deps -e .
+step tests "$PREFIX-tests.log" $PY -m pytest tests -q -ra -p no:cacheprovider
+SAN="$(command -v compute-sanitizer || echo "${CUDA_HOME}/bin/compute-sanitizer")"
+step memcheck "$PREFIX-memcheck.log" "$SAN" --tool memcheck --error-exitcode 1 $PY benchmarks/cuda_smoke.py
+step racecheck "$PREFIX-racecheck.log" "$SAN" --tool racecheck --error-exitcode 1 $PY benchmarks/cuda_smoke.py
+step bench "$PREFIX-bench.log" $PY benchmarks/bench_cuda.py --out "$OUT" --max-seconds "${BENCH_SECONDS:-240}"
+# summary JSON
+STEPS=""
+for k in build tests memcheck racecheck bench; do
+  read -r rc secs <<<"${STATUS[$k]:-"-1 0"}"
+  STEPS="$STEPS\"$k\": {\"rc\": $rc, \"seconds\": $secs},"
+done
+$PY - "$PREFIX-check.json" "{${STEPS%,}}" <<'PYEOF'
+import json, subprocess, sys, datetime, torch
+out, steps = sys.argv[1], json.loads(sys.argv[2])
+smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+                     capture_output=True, text=True).stdout.strip()
+info = {"date": datetime.datetime.utcnow().isoformat(timespec="seconds") + "Z", "nvidia_smi": smi,
+        "torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+        "device": torch.cuda.get_device_name(0), "capability": list(torch.cuda.get_device_capability(0)),
+        "steps": steps, "passed": all(v["rc"] == 0 for v in steps.values())}
+json.dump(info, open(out, "w"), indent=1)
+print(json.dumps(info, indent=1))
+PYEOF
+echo "gpu-check: results in $OUT ($PREFIX-*)"
+for k in build tests memcheck racecheck bench; do
+  read -r rc _ <<<"${STATUS[$k]:-"-1 0"}"
+  [ "$rc" = "0" ] || { echo "gpu-check: step $k failed (rc=$rc)"; exit 1; }
+done
