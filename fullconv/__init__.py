@@ -32,3 +32,7 @@ __all__ = [
     "FullConv3d",
 ]
 __version__ = "0.1.0"
+
+from .convert import FullConvAlignmentError, convert  # noqa: E402
+
+__all__ += ["convert", "FullConvAlignmentError"]

@@ -1,0 +1,207 @@
+"""fullconv.convert on torchvision families and custom models."""
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import fullconv
+from fullconv import FullConvAlignmentError
+
+tv = pytest.importorskip("torchvision")
+from torchvision.models import video  # noqa: E402
+
+FAMILIES_2D = ["resnet18", "resnet50", "resnext50_32x4d", "wide_resnet50_2", "vgg11_bn", "densenet121"]
+FAMILIES_3D = ["r3d_18", "mc3_18", "r2plus1d_18"]
+
+
+def build(name):
+    torch.manual_seed(0)
+    ctor = getattr(tv.models, name, None) or getattr(video, name)
+    return ctor(num_classes=10)
+
+
+def n_convs(model):
+    return sum(isinstance(m, (nn.Conv2d, nn.Conv3d)) for m in model.modules())
+
+
+def n_full(model):
+    return sum(isinstance(m, (fullconv.FullConv2d, fullconv.FullConv3d)) for m in model.modules())
+
+
+@pytest.mark.parametrize("name", FAMILIES_2D + FAMILIES_3D)
+def test_family_converts_runs_and_keeps_state_dict(name):
+    model = build(name)
+    conv = fullconv.convert(model)
+    assert conv is not model
+    assert n_full(conv) == n_convs(model) and n_full(model) == 0
+    sd = model.state_dict()
+    assert list(conv.state_dict().keys()) == list(sd.keys())
+    for k, v in conv.state_dict().items():
+        assert torch.equal(v, sd[k]), k
+    fresh = fullconv.convert(build(name))
+    fresh.load_state_dict(sd)  # a pretrained state_dict loads into the converted model
+    x = torch.randn(2, 3, 8, 24, 24) if name in FAMILIES_3D else torch.randn(2, 3, 40, 40)
+    out = conv(x)
+    assert out.shape == (2, 10)
+    out.sum().backward()
+    assert all(p.grad is not None for p in conv.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("name,expected", [("resnet18", 21), ("resnet50", 21)])
+def test_resnet_final_map_matches_paper(name, expected):
+    # The paper: F-Conv ResNet-18/50 at 224 end at 21x21 (instead of 7x7).
+    model = fullconv.convert(build(name).to("meta"))
+    seen = {}
+    model.layer4.register_forward_hook(lambda m, i, o: seen.update(shape=tuple(o.shape)))
+    model(torch.empty(1, 3, 224, 224, device="meta"))
+    assert seen["shape"][-2:] == (expected, expected)
+    kept = fullconv.convert(build(name).to("meta"), stem_pool="keep")
+    assert isinstance(kept.maxpool, nn.MaxPool2d) and kept.maxpool.kernel_size == 3
+    assert model.maxpool.kernel_size == 2 and model.maxpool.stride == 2
+
+
+def test_authors_shortcut_paddings():
+    r18 = fullconv.convert(build("resnet18"))
+    assert r18.layer1[0].fullconv_shortcut_pad == (2, 2, 2, 2)  # BasicBlock identity
+    assert r18.layer2[0].fullconv_shortcut_pad == (3, 3, 3, 3)  # pad 3 before the 1x1/2
+    r50 = fullconv.convert(build("resnet50"))
+    assert r50.layer1[0].fullconv_shortcut_pad == (1, 1, 1, 1)  # Bottleneck (with 1x1 downsample)
+    assert r50.layer2[0].fullconv_shortcut_pad == (1, 1, 1, 1)
+    assert r50.layer3[2].fullconv_shortcut_pad == (1, 1, 1, 1)
+
+
+@pytest.mark.parametrize("block_name", ["basic", "basic_down", "bottleneck", "bottleneck_down"])
+@pytest.mark.parametrize("size", [7, 8, 13, 14])
+def test_block_alignment_odd_and_even_sizes(block_name, size):
+    from torchvision.models.resnet import BasicBlock, Bottleneck
+    torch.manual_seed(0)
+    if block_name.startswith("basic"):
+        stride = 2 if block_name.endswith("down") else 1
+        down = nn.Sequential(nn.Conv2d(8, 16, 1, stride, bias=False), nn.BatchNorm2d(16)) if stride == 2 else None
+        block = BasicBlock(8, 16 if down else 8, stride, down)
+    else:
+        stride = 2 if block_name.endswith("down") else 1
+        down = nn.Sequential(nn.Conv2d(8, 16, 1, stride, bias=False), nn.BatchNorm2d(16))
+        block = Bottleneck(8, 4, stride, down)
+    conv = fullconv.convert(block).eval()
+    with torch.no_grad():
+        # sizes agree (the probe would also refuse a mismatch)
+        y = conv(torch.randn(1, 8, size, size))
+        main = [m for n, m in conv.named_modules() if isinstance(m, nn.Conv2d) and not n.startswith("downsample")]
+        # kernel centres line up: with centre-tap-only kernels the main path moves an impulse
+        # exactly where the padded shortcut puts it
+        for m in conv.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.zero_()
+                m.weight[..., m.kernel_size[0] // 2, m.kernel_size[1] // 2] = 1.0
+        pad = conv.fullconv_shortcut_pad[0]
+        for pos in range(size):
+            if (pos + pad) % stride:
+                continue  # not sampled by the strided shortcut
+            x = torch.zeros(1, 8, size, size)
+            x[..., pos, size - 1 - pos] = 1.0
+            out = x
+            for i, m in enumerate(main):
+                out = m(out)
+            sc = F.pad(x, conv.fullconv_shortcut_pad)
+            if conv.downsample is not None:
+                sc = conv.downsample[0](sc)
+            assert out.shape == sc.shape == y.shape[:1] + out.shape[1:2] + y.shape[2:]
+            assert torch.equal(out.abs().sum(1) > 0, sc.abs().sum(1) > 0)
+
+
+def test_dense_block_concatenation_is_padded():
+    model = fullconv.convert(build("densenet121"))
+    block = model.features.denseblock1
+    assert type(block).__name__ == "FullDenseBlock"
+    assert block.denselayer1.fullconv_carry_pad == (1, 1, 1, 1)
+
+
+def test_shift_invariance_of_converted_stack():
+    # a bias-free, BN-free converted stack is exactly shift-invariant under shifts by its
+    # total stride inside a zero canvas; the same-padded original is not
+    torch.manual_seed(0)
+    stack = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.ReLU(),
+                          nn.Conv2d(4, 4, 3, stride=2, padding=1, bias=False), nn.ReLU(),
+                          nn.Conv2d(4, 4, 3, stride=2, padding=1, bias=False), nn.ReLU()).double()
+    full = fullconv.convert(stack)
+    obj = torch.rand(1, 1, 6, 6, dtype=torch.float64) + 0.5
+
+    def at(top, left):
+        c = torch.zeros(1, 1, 40, 40, dtype=torch.float64)
+        c[..., top:top + 6, left:left + 6] = obj
+        return c
+
+    with torch.no_grad():
+        pooled = [full(at(t, l)).amax((-2, -1)) for t, l in ((0, 0), (4, 8), (12, 28), (32, 32))]
+        for p in pooled[1:]:
+            torch.testing.assert_close(p, pooled[0], rtol=1e-12, atol=1e-12)
+        same = [stack(at(t, l)).amax((-2, -1)) for t, l in ((0, 0), (12, 12))]
+        assert not torch.allclose(same[0], same[1])
+
+
+class Unalignable(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x) + x  # a residual the converter does not know
+
+
+def test_unalignable_residual_raises_named_error():
+    with pytest.raises(FullConvAlignmentError, match=r"'<model>'|Unalignable|\(1, 4, 66, 66\)"):
+        fullconv.convert(nn.Sequential(nn.Conv2d(3, 4, 1), Unalignable()))
+    with pytest.raises(FullConvAlignmentError, match=r"module '1'.*\(1, 4, 66, 66\) and \(1, 4, 64, 64\)"):
+        fullconv.convert(nn.Sequential(nn.Conv2d(3, 4, 1), Unalignable()))
+    # excluding the residual branch's conv makes it valid again
+    ok = fullconv.convert(nn.Sequential(nn.Conv2d(3, 4, 1), Unalignable()), exclude="1.*")
+    assert isinstance(ok[1].conv, nn.Conv2d) and not isinstance(ok[1].conv, fullconv.FullConv2d)
+
+
+class CatNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 3, padding=1)
+        self.b = nn.Conv2d(3, 4, 1)
+
+    def forward(self, x):
+        return torch.cat([self.a(x), self.b(x)], 1)
+
+
+def test_unalignable_concatenation_raises():
+    with pytest.raises(FullConvAlignmentError, match="concatenation"):
+        fullconv.convert(CatNet(), example_input=torch.zeros(1, 3, 16, 16))
+
+
+def test_include_exclude_inplace_mode_dtype():
+    model = build("resnet18").double().eval()
+    out = fullconv.convert(model, include=["layer4.*"])
+    assert isinstance(out.layer4[0].conv1, fullconv.FullConv2d)
+    assert not isinstance(out.layer1[0].conv1, fullconv.FullConv2d)
+    assert not isinstance(out.conv1, fullconv.FullConv2d) and out.maxpool.kernel_size == 3
+    assert not out.training and out.layer4[0].conv1.weight.dtype == torch.float64
+    out(torch.randn(1, 3, 32, 32, dtype=torch.float64))
+    same = fullconv.convert(model, inplace=True, exclude=lambda name, m: name == "conv1")
+    assert same is model and not isinstance(model.conv1, fullconv.FullConv2d)
+    assert isinstance(model.layer1[0].conv1, fullconv.FullConv2d)
+
+
+def test_padding_modes_left_alone_with_warning():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, padding_mode="circular"), nn.Conv2d(4, 4, 3, padding=1))
+    with pytest.warns(UserWarning, match="circular"):
+        out = fullconv.convert(model)
+    assert not isinstance(out[0], fullconv.FullConv2d) and isinstance(out[1], fullconv.FullConv2d)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = fullconv.convert(model, convert_padding_modes=True)
+    assert isinstance(out[0], fullconv.FullConv2d)
+
+
+def test_convert_rejects_non_module():
+    with pytest.raises(TypeError):
+        fullconv.convert("resnet18")
+    with pytest.raises(ValueError):
+        fullconv.convert(nn.Conv2d(1, 1, 3), stem_pool="big")
