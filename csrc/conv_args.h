@@ -28,6 +28,14 @@ at::Tensor grad_bias_from(const at::Tensor& grad_output, at::ScalarType dtype);
 // shape, dtype and memory format.
 at::Tensor finish_grad_input(const at::Tensor& gx, const at::Tensor& input, bool batched);
 
+// Checks a residual to be added, zero-padded by `padding` per spatial dim on both sides, to a
+// tensor of shape `out_shape` (same batch and channels, same dtype and device as `like`).
+void check_residual(const at::Tensor& residual, at::IntArrayRef out_shape,
+                    at::IntArrayRef padding, const at::Tensor& like, const char* op_name);
+
+// The region of `out` (batched or not) that a residual padded by `padding` covers.
+at::Tensor residual_region(const at::Tensor& out, at::IntArrayRef padding);
+
 // Shape of the output tensor (batched or not, as the input).
 std::vector<int64_t> output_shape(const ConvShape& shape, bool batched);
 

@@ -135,6 +135,38 @@ at::Tensor finish_grad_input(const at::Tensor& gx, const at::Tensor& input, bool
   return g.to(input.scalar_type()).contiguous(input.suggest_memory_format());
 }
 
+void check_residual(const at::Tensor& residual, at::IntArrayRef out_shape,
+                    at::IntArrayRef padding, const at::Tensor& like, const char* op_name) {
+  TORCH_CHECK_TYPE(residual.defined(), op_name, ": residual is undefined");
+  const int64_t nd = static_cast<int64_t>(padding.size());
+  TORCH_CHECK_VALUE(residual.dim() == static_cast<int64_t>(out_shape.size()) && nd >= 1 &&
+                        nd <= kMaxSpatialDims && residual.dim() >= nd + 1,
+                    op_name, ": residual of shape ", residual.sizes(), " and padding ", padding,
+                    " do not fit an output of shape ", out_shape);
+  const int64_t first_spatial = residual.dim() - nd;
+  for (int64_t i = 0; i < residual.dim(); ++i) {
+    const int64_t pad = i >= first_spatial ? padding[i - first_spatial] : 0;
+    TORCH_CHECK_VALUE(pad >= 0, op_name, ": residual padding must be non-negative, got ", padding);
+    TORCH_CHECK_VALUE(residual.size(i) + 2 * pad == out_shape[i], op_name, ": residual of shape ",
+                      residual.sizes(), " padded by ", padding, " on each side does not match the output shape ",
+                      out_shape, " (dim ", i, ")");
+  }
+  TORCH_CHECK_TYPE(residual.scalar_type() == like.scalar_type(), op_name,
+                   ": residual must have dtype ", like.scalar_type(), ", got ", residual.scalar_type());
+  TORCH_CHECK_VALUE(residual.device() == like.device(), op_name, ": residual must be on ",
+                    like.device(), ", got ", residual.device());
+}
+
+at::Tensor residual_region(const at::Tensor& out, at::IntArrayRef padding) {
+  at::Tensor region = out;
+  const int64_t first_spatial = out.dim() - static_cast<int64_t>(padding.size());
+  for (size_t i = 0; i < padding.size(); ++i) {
+    const int64_t dim = first_spatial + static_cast<int64_t>(i);
+    region = region.narrow(dim, padding[i], out.size(dim) - 2 * padding[i]);
+  }
+  return region;
+}
+
 std::vector<int64_t> output_shape(const ConvShape& shape, bool batched) {
   std::vector<int64_t> out;
   if (batched) out.push_back(shape.batch);
@@ -208,6 +240,46 @@ at::Tensor full_conv_autocast(const at::Tensor& input, const at::Tensor& weight,
                  dilation, groups);
 }
 
+template <c10::DeviceType device_type>
+at::Tensor full_conv_residual_autocast(const at::Tensor& input, const at::Tensor& weight,
+                                       const std::optional<at::Tensor>& bias,
+                                       const at::Tensor& residual, at::IntArrayRef stride,
+                                       at::IntArrayRef dilation, int64_t groups,
+                                       at::IntArrayRef residual_padding, bool relu) {
+  constexpr auto key = (device_type == c10::DeviceType::CUDA) ? c10::DispatchKey::AutocastCUDA
+                                                              : c10::DispatchKey::AutocastCPU;
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(key);
+  const auto dtype = at::autocast::get_autocast_dtype(device_type);
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("fullconv::full_conv_residual", "")
+                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&,
+                                         const std::optional<at::Tensor>&, const at::Tensor&,
+                                         at::IntArrayRef, at::IntArrayRef, int64_t,
+                                         at::IntArrayRef, bool)>();
+  std::optional<at::Tensor> cast_bias;
+  if (bias.has_value() && bias->defined())
+    cast_bias = at::autocast::cached_cast(dtype, *bias, device_type);
+  return op.call(at::autocast::cached_cast(dtype, input, device_type),
+                 at::autocast::cached_cast(dtype, weight, device_type), cast_bias,
+                 at::autocast::cached_cast(dtype, residual, device_type), stride, dilation,
+                 groups, residual_padding, relu);
+}
+
+// padded_add is an addition: under autocast its operands are promoted to the wider dtype,
+// as `a + b` would be.
+template <c10::DeviceType device_type>
+at::Tensor padded_add_autocast(const at::Tensor& input, const at::Tensor& residual,
+                               at::IntArrayRef residual_padding, bool relu) {
+  constexpr auto key = (device_type == c10::DeviceType::CUDA) ? c10::DispatchKey::AutocastCUDA
+                                                              : c10::DispatchKey::AutocastCPU;
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(key);
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("fullconv::padded_add", "")
+                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, at::IntArrayRef, bool)>();
+  const auto dtype = at::result_type(input, residual);
+  return op.call(input.to(dtype), residual.to(dtype), residual_padding, relu);
+}
+
 }  // namespace
 
 }  // namespace fullconv
@@ -221,14 +293,26 @@ TORCH_LIBRARY(fullconv, m) {
   m.def(
       "full_conv_backward(Tensor grad_output, Tensor input, Tensor weight, int[] stride, "
       "int[] dilation, int groups, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  // Fused residual epilogue: full_conv(input, weight, bias) + residual zero-padded by
+  // residual_padding on both sides of each spatial dim, then ReLU if relu.
+  m.def(
+      "full_conv_residual(Tensor input, Tensor weight, Tensor? bias, Tensor residual, "
+      "int[] stride, int[] dilation, int groups, int[] residual_padding, bool relu) -> Tensor");
+  // input + residual zero-padded by residual_padding (centred), then ReLU if relu; one pass,
+  // no padded copy of the residual.
+  m.def("padded_add(Tensor input, Tensor residual, int[] residual_padding, bool relu) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(fullconv, AutocastCPU, m) {
   m.impl("full_conv", &fullconv::full_conv_autocast<c10::DeviceType::CPU>);
+  m.impl("full_conv_residual", &fullconv::full_conv_residual_autocast<c10::DeviceType::CPU>);
+  m.impl("padded_add", &fullconv::padded_add_autocast<c10::DeviceType::CPU>);
 }
 
 TORCH_LIBRARY_IMPL(fullconv, AutocastCUDA, m) {
   m.impl("full_conv", &fullconv::full_conv_autocast<c10::DeviceType::CUDA>);
+  m.impl("full_conv_residual", &fullconv::full_conv_residual_autocast<c10::DeviceType::CUDA>);
+  m.impl("padded_add", &fullconv::padded_add_autocast<c10::DeviceType::CUDA>);
 }
 
 // The extension is imported as the Python module fullconv._C; the operators register

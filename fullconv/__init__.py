@@ -17,7 +17,7 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
     ) from exc
 
 from .errors import FullConvError, FullConvTypeError  # noqa: E402
-from .ops import full_conv1d, full_conv2d, full_conv3d, full_output_size  # noqa: E402
+from .ops import full_conv1d, full_conv2d, full_conv3d, full_conv_residual, full_output_size, padded_add  # noqa: E402
 from .nn import FullConv1d, FullConv2d, FullConv3d  # noqa: E402
 
 __all__ = [
@@ -27,6 +27,8 @@ __all__ = [
     "full_conv2d",
     "full_conv3d",
     "full_output_size",
+    "full_conv_residual",
+    "padded_add",
     "FullConv1d",
     "FullConv2d",
     "FullConv3d",

@@ -104,9 +104,57 @@ def _convs_in(module: nn.Module, skip_prefix: Optional[str] = None):
 # Converted blocks keep their class's attributes and parameters (the state_dict is unchanged);
 # only forward changes, through a subclass assigned to __class__.
 
-def _padded_shortcut(block, x):
-    identity = F.pad(x, block.fullconv_shortcut_pad) if any(block.fullconv_shortcut_pad) else x
-    return block.downsample(identity) if block.downsample is not None else identity
+def _shortcut(block, x):
+    """The block's shortcut branch. With a downsample, the padding goes before it (it is part
+    of the downsample's input); the identity is returned unpadded and centred by the add."""
+    if block.downsample is not None:
+        spec = block.fullconv_shortcut_pad
+        return block.downsample(F.pad(x, spec) if any(spec) else x)
+    return x
+
+
+def _fold_bn(conv, bn):
+    """Weight and bias of conv followed by eval-mode BatchNorm, folded into one convolution."""
+    scale = torch.rsqrt(bn.running_var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    bias = -bn.running_mean * scale
+    if bn.bias is not None:
+        bias = bias + bn.bias
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    weight = conv.weight * scale.reshape(-1, *([1] * (conv.weight.dim() - 1)))
+    return weight, bias
+
+
+def _can_fold(block, conv, bn):
+    return (not block.training and isinstance(conv, (FullConv1d, FullConv2d, FullConv3d))
+            and isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.track_running_stats
+            and bn.running_mean is not None)
+
+
+def _residual_output(block, h, x, conv=None, bn=None, main=None):
+    """relu(bn(conv(h)) + centred shortcut(x)) (or relu(main + shortcut) when `main` is given).
+
+    Fused: in eval mode with BatchNorm folded into the convolution, one op computes
+    convolution + bias + padded residual + ReLU (full_conv_residual); otherwise the residual
+    is added with its padding and the ReLU in one pass (padded_add). `fullconv_fused = False`
+    on the block gives the unfused reference path (F.pad, add, ReLU), as the authors wrote it."""
+    from .ops import full_conv_residual, padded_add
+
+    shortcut = _shortcut(block, x)
+    if not getattr(block, "fullconv_fused", True):
+        out = main if main is not None else bn(conv(h))
+        if shortcut.shape[2:] != out.shape[2:]:
+            from .ops import centred_padding
+            shortcut = F.pad(shortcut, _f_pad_spec(centred_padding(out.shape, shortcut.shape, out.dim() - 2)))
+        return torch.relu(out + shortcut)
+    if main is None and _can_fold(block, conv, bn):
+        weight, bias = _fold_bn(conv, bn)
+        return full_conv_residual(h, weight, bias, shortcut, conv.stride, conv.dilation, conv.groups,
+                                  relu=True)
+    out = main if main is not None else bn(conv(h))
+    return padded_add(out, shortcut.to(out.dtype) if shortcut.dtype != out.dtype else shortcut, relu=True)
 
 
 def _resnet_block_classes():
@@ -114,16 +162,14 @@ def _resnet_block_classes():
 
     class FullBasicBlock(tv.BasicBlock):
         def forward(self, x):
-            out = self.relu(self.bn1(self.conv1(x)))
-            out = self.bn2(self.conv2(out))
-            return self.relu(out + _padded_shortcut(self, x))
+            h = self.relu(self.bn1(self.conv1(x)))
+            return _residual_output(self, h, x, self.conv2, self.bn2)
 
     class FullBottleneck(tv.Bottleneck):
         def forward(self, x):
-            out = self.relu(self.bn1(self.conv1(x)))
-            out = self.relu(self.bn2(self.conv2(out)))
-            out = self.bn3(self.conv3(out))
-            return self.relu(out + _padded_shortcut(self, x))
+            h = self.relu(self.bn1(self.conv1(x)))
+            h = self.relu(self.bn2(self.conv2(h)))
+            return _residual_output(self, h, x, self.conv3, self.bn3)
 
     return {tv.BasicBlock: FullBasicBlock, tv.Bottleneck: FullBottleneck}
 
@@ -133,13 +179,11 @@ def _video_block_classes():
 
     class FullVideoBasicBlock(tvv.BasicBlock):
         def forward(self, x):
-            out = self.conv2(self.conv1(x))
-            return self.relu(out + _padded_shortcut(self, x))
+            return _residual_output(self, None, x, main=self.conv2(self.conv1(x)))
 
     class FullVideoBottleneck(tvv.Bottleneck):
         def forward(self, x):
-            out = self.conv3(self.conv2(self.conv1(x)))
-            return self.relu(out + _padded_shortcut(self, x))
+            return _residual_output(self, None, x, main=self.conv3(self.conv2(self.conv1(x))))
 
     return {tvv.BasicBlock: FullVideoBasicBlock, tvv.Bottleneck: FullVideoBottleneck}
 

@@ -276,3 +276,140 @@ def full_conv3d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
     """3-D full convolution: ``F.conv3d(..., padding=dilation*(k-1))`` without the padding.
     Input ``(N, C, D, H, W)`` or ``(C, D, H, W)``."""
     return _full_conv(3, input, weight, bias, stride, dilation, groups)
+
+
+# --- fused residual epilogue ----------------------------------------------------------------
+
+def _check_residual(out_shape, residual, padding, like, op_name):
+    """Mirrors check_residual() in csrc/ops.cpp."""
+    if not isinstance(residual, Tensor):
+        raise FullConvTypeError(f"{op_name}: residual must be a Tensor, got {type(residual).__name__}")
+    nd = len(padding)
+    if residual.dim() != len(out_shape) or not 1 <= nd <= 3 or residual.dim() < nd + 1:
+        raise FullConvError(f"{op_name}: residual of shape {tuple(residual.shape)} and padding "
+                            f"{tuple(padding)} do not fit an output of shape {tuple(out_shape)}")
+    first = residual.dim() - nd
+    for i in range(residual.dim()):
+        pad = padding[i - first] if i >= first else 0
+        if pad < 0:
+            raise FullConvError(f"{op_name}: residual padding must be non-negative, got {tuple(padding)}")
+        if residual.shape[i] + 2 * pad != out_shape[i]:
+            raise FullConvError(f"{op_name}: residual of shape {tuple(residual.shape)} padded by "
+                                f"{tuple(padding)} on each side does not match the output shape "
+                                f"{tuple(out_shape)} (dim {i})")
+    if residual.dtype != like.dtype:
+        raise FullConvTypeError(f"{op_name}: residual must have dtype {like.dtype}, got {residual.dtype}")
+    if residual.device != like.device:
+        raise FullConvError(f"{op_name}: residual must be on {like.device}, got {residual.device}")
+
+
+def centred_padding(out_shape, residual_shape, nd: int) -> list:
+    """Symmetric padding that centres a residual in an output (per spatial dim)."""
+    pads = []
+    for o, r in zip(out_shape[-nd:], residual_shape[-nd:]):
+        if (o - r) % 2 or o < r:
+            raise FullConvError(f"cannot centre a residual of spatial size {tuple(residual_shape[-nd:])} "
+                                f"in an output of spatial size {tuple(out_shape[-nd:])}: the "
+                                "difference must be even and non-negative")
+        pads.append((o - r) // 2)
+    return pads
+
+
+def _centre(t: Tensor, padding) -> Tensor:
+    first = t.dim() - len(padding)
+    for i, p in enumerate(padding):
+        t = t.narrow(first + i, p, t.shape[first + i] - 2 * p)
+    return t
+
+
+@torch.library.register_fake("fullconv::full_conv_residual")
+def _full_conv_residual_fake(input, weight, bias, residual, stride, dilation, groups,
+                             residual_padding, relu):
+    _, shape = check_arguments(input, weight, bias, stride, dilation, groups, "full_conv_residual")
+    _check_residual(shape, residual, residual_padding, input, "full_conv_residual")
+    return input.new_empty(shape).contiguous(memory_format=_output_memory_format(input, weight))
+
+
+@torch.library.register_fake("fullconv::padded_add")
+def _padded_add_fake(input, residual, residual_padding, relu):
+    _check_residual(tuple(input.shape), residual, residual_padding, input, "padded_add")
+    return torch.empty_like(input, memory_format=_suggest_memory_format(input))
+
+
+def _relu_grad(grad, out, relu):
+    return grad * (out > 0).to(grad.dtype) if relu else grad
+
+
+def _residual_setup_context(ctx, inputs, output):
+    input, weight, bias, residual, stride, dilation, groups, residual_padding, relu = inputs
+    ctx.save_for_backward(input, weight, output if relu else None)
+    ctx.conv_args = (stride, dilation, groups)
+    ctx.residual_padding = residual_padding
+    ctx.relu = relu
+    ctx.has_bias = bias is not None
+
+
+def _residual_backward(ctx, grad_output):
+    input, weight, output = ctx.saved_tensors
+    stride, dilation, groups = ctx.conv_args
+    g = _relu_grad(grad_output, output, ctx.relu)
+    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
+    grads = [None, None, None]
+    if any(mask):
+        grads = torch.ops.fullconv.full_conv_backward(g, input, weight, stride, dilation, groups, mask)
+        grads = [t if m else None for t, m in zip(grads, mask)]
+    g_res = _centre(g, ctx.residual_padding) if ctx.needs_input_grad[3] else None
+    return (*grads, g_res, None, None, None, None, None)
+
+
+torch.library.register_autograd("fullconv::full_conv_residual", _residual_backward,
+                                setup_context=_residual_setup_context)
+
+
+def _padded_add_setup_context(ctx, inputs, output):
+    input, residual, residual_padding, relu = inputs
+    ctx.save_for_backward(output if relu else None)
+    ctx.residual_padding = residual_padding
+    ctx.relu = relu
+
+
+def _padded_add_backward(ctx, grad_output):
+    (output,) = ctx.saved_tensors
+    g = _relu_grad(grad_output, output, ctx.relu)
+    g_res = _centre(g, ctx.residual_padding) if ctx.needs_input_grad[1] else None
+    return (g if ctx.needs_input_grad[0] else None), g_res, None, None
+
+
+torch.library.register_autograd("fullconv::padded_add", _padded_add_backward,
+                                setup_context=_padded_add_setup_context)
+
+
+def padded_add(input: Tensor, residual: Tensor, relu: bool = False, nd: Optional[int] = None) -> Tensor:
+    """``input + residual`` with the residual zero-padded symmetrically (centred) to the
+    input's spatial size, then ReLU if ``relu``: one pass, no padded copy. ``nd``: number of
+    spatial dims (default ``input.dim() - 2``)."""
+    if not isinstance(input, Tensor) or not isinstance(residual, Tensor):
+        raise FullConvTypeError("padded_add: input and residual must be Tensors")
+    nd = input.dim() - 2 if nd is None else nd
+    if nd < 1 or nd > 3:
+        raise FullConvError(f"padded_add: expected 1 to 3 spatial dims, got input of shape {tuple(input.shape)}")
+    pads = centred_padding(input.shape, residual.shape, nd)
+    return torch.ops.fullconv.padded_add(input, residual, pads, bool(relu))
+
+
+def full_conv_residual(input: Tensor, weight: Tensor, bias: Optional[Tensor], residual: Tensor,
+                       stride: IntOrTuple = 1, dilation: IntOrTuple = 1, groups: int = 1,
+                       relu: bool = False) -> Tensor:
+    """Fused ``act(full_convNd(input, weight, bias, ...) + centred_zero_pad(residual))`` with
+    act = ReLU if ``relu``: the residual enters the convolution's epilogue, no padded copy."""
+    if not isinstance(weight, Tensor):
+        raise FullConvTypeError("full_conv_residual: weight must be a Tensor")
+    nd = weight.dim() - 2
+    stride = _tuple(stride, nd, "stride")
+    dilation = _tuple(dilation, nd, "dilation")
+    _, shape = check_arguments(input, weight, bias, stride, dilation, groups, "full_conv_residual")
+    if not isinstance(residual, Tensor):
+        raise FullConvTypeError("full_conv_residual: residual must be a Tensor")
+    pads = centred_padding(shape, residual.shape, nd)
+    return torch.ops.fullconv.full_conv_residual(input, weight, bias, residual, list(stride),
+                                                 list(dilation), int(groups), pads, bool(relu))

@@ -205,3 +205,36 @@ def test_convert_rejects_non_module():
         fullconv.convert("resnet18")
     with pytest.raises(ValueError):
         fullconv.convert(nn.Conv2d(1, 1, 3), stem_pool="big")
+
+
+def set_fused(model, fused):
+    for m in model.modules():
+        if hasattr(m, "fullconv_shortcut_pad"):
+            m.fullconv_fused = fused
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "r3d_18"])
+@pytest.mark.parametrize("train", [True, False])
+def test_fused_epilogue_matches_unfused_path(name, train):
+    model = fullconv.convert(build(name)).double()
+    with torch.no_grad():  # non-trivial BatchNorm statistics for the eval-mode folding
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+    model.train(train)
+    shape = (2, 3, 4, 20, 20) if name == "r3d_18" else (2, 3, 33, 30)
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    results = []
+    for fused in (True, False):
+        set_fused(model, fused)
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        y = model(x)
+        results.append((y, torch.autograd.grad(y.square().sum(), [x, *model.parameters()])))
+        model.load_state_dict(state)  # undo the running-statistics update of train mode
+    (y1, g1), (y2, g2) = results
+    torch.testing.assert_close(y1, y2, rtol=1e-10, atol=1e-10)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)

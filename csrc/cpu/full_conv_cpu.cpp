@@ -24,6 +24,7 @@
 // Results are deterministic: every output element is accumulated by one thread in a fixed
 // order, and grad_weight is reduced over the batch sequentially.
 #include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -521,11 +522,16 @@ at::Tensor prepare(const at::Tensor& t, bool batched) {
   return b.to(compute_dtype(t.scalar_type())).contiguous();
 }
 
-at::Tensor full_conv_cpu(const at::Tensor& input, const at::Tensor& weight,
-                         const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
-                         at::IntArrayRef dilation, int64_t groups) {
-  const auto s = check_and_make_shape(input, weight, bias, stride, dilation, groups, "full_conv");
+// Forward with an optional fused epilogue: the output starts as bias + the centred residual,
+// the kernels accumulate the convolution into it, and ReLU runs over it once at the end.
+at::Tensor full_conv_cpu_impl(const at::Tensor& input, const at::Tensor& weight,
+                              const std::optional<at::Tensor>& bias, const at::Tensor* residual,
+                              at::IntArrayRef stride, at::IntArrayRef dilation, int64_t groups,
+                              at::IntArrayRef residual_padding, bool relu, const char* op_name) {
+  const auto s = check_and_make_shape(input, weight, bias, stride, dilation, groups, op_name);
   const bool batched = input.dim() == weight.dim();
+  if (residual != nullptr)
+    check_residual(*residual, output_shape(s, batched), residual_padding, input, op_name);
   const auto x = prepare(input, batched);
   const auto w = weight.to(compute_dtype(weight.scalar_type())).contiguous();
   auto y = at::empty(output_shape(s, true), x.options());
@@ -534,6 +540,8 @@ at::Tensor full_conv_cpu(const at::Tensor& input, const at::Tensor& weight,
   } else {
     y.zero_();
   }
+  if (residual != nullptr)
+    residual_region(y, residual_padding).add_(batched ? *residual : residual->unsqueeze(0));
   if (x.numel() > 0) {
     if (choose_algorithm(s) == Algorithm::kDirect) {
       AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "full_conv_cpu_direct", [&] {
@@ -548,8 +556,65 @@ at::Tensor full_conv_cpu(const at::Tensor& input, const at::Tensor& weight,
     }
   }
   apply_nonfinite_weight_padding(y, weight, s);
+  if (relu) y.relu_();
   if (!batched) y = y.squeeze(0);
   return y.to(input.scalar_type()).contiguous(output_memory_format(input, weight));
+}
+
+at::Tensor full_conv_cpu(const at::Tensor& input, const at::Tensor& weight,
+                         const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                         at::IntArrayRef dilation, int64_t groups) {
+  return full_conv_cpu_impl(input, weight, bias, nullptr, stride, dilation, groups, {}, false,
+                            "full_conv");
+}
+
+at::Tensor full_conv_residual_cpu(const at::Tensor& input, const at::Tensor& weight,
+                                  const std::optional<at::Tensor>& bias, const at::Tensor& residual,
+                                  at::IntArrayRef stride, at::IntArrayRef dilation, int64_t groups,
+                                  at::IntArrayRef residual_padding, bool relu) {
+  return full_conv_cpu_impl(input, weight, bias, &residual, stride, dilation, groups,
+                            residual_padding, relu, "full_conv_residual");
+}
+
+// out = input + centred residual (+ ReLU), one pass over the output.
+at::Tensor padded_add_cpu(const at::Tensor& input, const at::Tensor& residual,
+                          at::IntArrayRef residual_padding, bool relu) {
+  check_residual(residual, input.sizes(), residual_padding, input, "padded_add");
+  const int64_t nd = static_cast<int64_t>(residual_padding.size());
+  // normalise to [planes, D0, D1, D2] with the spatial dims last
+  int64_t out_sz[3] = {1, 1, 1}, res_sz[3] = {1, 1, 1}, pad[3] = {0, 0, 0};
+  for (int64_t i = 0; i < nd; ++i) {
+    out_sz[3 - nd + i] = input.size(input.dim() - nd + i);
+    res_sz[3 - nd + i] = residual.size(residual.dim() - nd + i);
+    pad[3 - nd + i] = residual_padding[i];
+  }
+  const auto x = input.contiguous();
+  const auto r = residual.contiguous();
+  auto out = at::empty_like(x, at::MemoryFormat::Contiguous);
+  const int64_t planes = out_sz[0] * out_sz[1] * out_sz[2] == 0 ? 0 : x.numel() / (out_sz[0] * out_sz[1] * out_sz[2]);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "padded_add_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    const scalar_t* rp = r.const_data_ptr<scalar_t>();
+    scalar_t* op = out.mutable_data_ptr<scalar_t>();
+    const int64_t rows = planes * out_sz[0] * out_sz[1];
+    at::parallel_for(0, rows, 64, [&](int64_t begin, int64_t end) {
+      for (int64_t row = begin; row < end; ++row) {
+        const int64_t i1 = row % out_sz[1], i0 = (row / out_sz[1]) % out_sz[0], plane = row / (out_sz[1] * out_sz[0]);
+        const scalar_t* xr = xp + row * out_sz[2];
+        scalar_t* orow = op + row * out_sz[2];
+        const int64_t r0 = i0 - pad[0], r1 = i1 - pad[1];
+        const bool row_inside = 0 <= r0 && r0 < res_sz[0] && 0 <= r1 && r1 < res_sz[1];
+        const scalar_t* rr = row_inside ? rp + ((plane * res_sz[0] + r0) * res_sz[1] + r1) * res_sz[2] - pad[2] : nullptr;
+        for (int64_t i2 = 0; i2 < out_sz[2]; ++i2) {
+          acc_t v = static_cast<acc_t>(xr[i2]);
+          if (row_inside && i2 >= pad[2] && i2 < pad[2] + res_sz[2]) v += static_cast<acc_t>(rr[i2]);
+          orow[i2] = static_cast<scalar_t>(relu ? (v > acc_t(0) ? v : (v != v ? v : acc_t(0))) : v);
+        }
+      }
+    });
+  });
+  return out.contiguous(input.suggest_memory_format());
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cpu(
@@ -634,4 +699,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cpu(
 TORCH_LIBRARY_IMPL(fullconv, CPU, m) {
   m.impl("full_conv", &fullconv::full_conv_cpu);
   m.impl("full_conv_backward", &fullconv::full_conv_backward_cpu);
+  m.impl("full_conv_residual", &fullconv::full_conv_residual_cpu);
+  m.impl("padded_add", &fullconv::padded_add_cpu);
 }

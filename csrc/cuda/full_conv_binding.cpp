@@ -31,14 +31,35 @@ void check_cuda(const at::Tensor& t, const char* name) {
                     t.device());
 }
 
-at::Tensor full_conv_cuda(const at::Tensor& input, const at::Tensor& weight,
-                          const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
-                          at::IntArrayRef dilation, int64_t groups) {
-  const auto s = check_and_make_shape(input, weight, bias, stride, dilation, groups, "full_conv");
+// The residual's normalised extent and centring for the launchers.
+cuda::Epilogue make_epilogue(const at::Tensor* residual, at::IntArrayRef padding, bool relu) {
+  cuda::Epilogue ep;
+  ep.relu = relu;
+  if (residual != nullptr) {
+    ep.residual = residual->const_data_ptr();
+    const int64_t nd = static_cast<int64_t>(padding.size());
+    for (int64_t i = 0; i < nd; ++i) {
+      ep.res_size[kMaxSpatialDims - nd + i] = residual->size(residual->dim() - nd + i);
+      ep.pad[kMaxSpatialDims - nd + i] = padding[i];
+    }
+  }
+  return ep;
+}
+
+at::Tensor full_conv_cuda_impl(const at::Tensor& input, const at::Tensor& weight,
+                               const std::optional<at::Tensor>& bias, const at::Tensor* residual,
+                               at::IntArrayRef stride, at::IntArrayRef dilation, int64_t groups,
+                               at::IntArrayRef residual_padding, bool relu, const char* op_name) {
+  const auto s = check_and_make_shape(input, weight, bias, stride, dilation, groups, op_name);
   check_cuda(input, "input");
   check_cuda(weight, "weight");
   const c10::cuda::CUDAGuard guard(input.device());
   const bool batched = input.dim() == weight.dim();
+  at::Tensor res;
+  if (residual != nullptr) {
+    check_residual(*residual, output_shape(s, batched), residual_padding, input, op_name);
+    res = (batched ? *residual : residual->unsqueeze(0)).contiguous();
+  }
   const auto x = (batched ? input : input.unsqueeze(0)).contiguous();
   const auto w = weight.contiguous();
   const bool has_bias = bias.has_value() && bias->defined();
@@ -46,13 +67,52 @@ at::Tensor full_conv_cuda(const at::Tensor& input, const at::Tensor& weight,
   // Per output channel: does any weight hold inf/nan? (device-side, no host sync)
   const auto nonfinite = w.isfinite().logical_not().flatten(1).any(1).to(at::kByte);
   auto y = at::empty(output_shape(s, true), x.options());
-  check_launch(cuda::forward(launcher_dtype(x.scalar_type()), x.const_data_ptr(), w.const_data_ptr(),
-                             has_bias ? b.const_data_ptr() : nullptr,
-                             nonfinite.const_data_ptr<uint8_t>(), y.mutable_data_ptr(), s,
-                             c10::cuda::getCurrentCUDAStream()),
+  check_launch(cuda::forward_epilogue(launcher_dtype(x.scalar_type()), x.const_data_ptr(),
+                                      w.const_data_ptr(), has_bias ? b.const_data_ptr() : nullptr,
+                                      nonfinite.const_data_ptr<uint8_t>(),
+                                      make_epilogue(residual ? &res : nullptr, residual_padding, relu),
+                                      y.mutable_data_ptr(), s, c10::cuda::getCurrentCUDAStream()),
                "forward");
   if (!batched) y = y.squeeze(0);
   return y.contiguous(output_memory_format(input, weight));
+}
+
+at::Tensor full_conv_cuda(const at::Tensor& input, const at::Tensor& weight,
+                          const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                          at::IntArrayRef dilation, int64_t groups) {
+  return full_conv_cuda_impl(input, weight, bias, nullptr, stride, dilation, groups, {}, false,
+                             "full_conv");
+}
+
+at::Tensor full_conv_residual_cuda(const at::Tensor& input, const at::Tensor& weight,
+                                   const std::optional<at::Tensor>& bias, const at::Tensor& residual,
+                                   at::IntArrayRef stride, at::IntArrayRef dilation, int64_t groups,
+                                   at::IntArrayRef residual_padding, bool relu) {
+  return full_conv_cuda_impl(input, weight, bias, &residual, stride, dilation, groups,
+                             residual_padding, relu, "full_conv_residual");
+}
+
+at::Tensor padded_add_cuda(const at::Tensor& input, const at::Tensor& residual,
+                           at::IntArrayRef residual_padding, bool relu) {
+  check_residual(residual, input.sizes(), residual_padding, input, "padded_add");
+  check_cuda(input, "input");
+  const c10::cuda::CUDAGuard guard(input.device());
+  const auto x = input.contiguous();
+  const auto r = residual.contiguous();
+  auto out = at::empty_like(x, at::MemoryFormat::Contiguous);
+  const int64_t nd = static_cast<int64_t>(residual_padding.size());
+  int64_t sz[kMaxSpatialDims] = {1, 1, 1};
+  int64_t spatial = 1;
+  for (int64_t i = 0; i < nd; ++i) {
+    sz[kMaxSpatialDims - nd + i] = x.size(x.dim() - nd + i);
+    spatial *= sz[kMaxSpatialDims - nd + i];
+  }
+  const int64_t planes = spatial == 0 ? 0 : x.numel() / spatial;
+  check_launch(cuda::padded_add(launcher_dtype(x.scalar_type()), x.const_data_ptr(),
+                                make_epilogue(&r, residual_padding, relu), out.mutable_data_ptr(),
+                                planes, sz, c10::cuda::getCurrentCUDAStream()),
+               "padded_add");
+  return out.contiguous(input.suggest_memory_format());
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cuda(
@@ -96,4 +156,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cuda(
 TORCH_LIBRARY_IMPL(fullconv, CUDA, m) {
   m.impl("full_conv", &fullconv::full_conv_cuda);
   m.impl("full_conv_backward", &fullconv::full_conv_backward_cuda);
+  m.impl("full_conv_residual", &fullconv::full_conv_residual_cuda);
+  m.impl("padded_add", &fullconv::padded_add_cuda);
 }

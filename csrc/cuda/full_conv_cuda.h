@@ -20,6 +20,24 @@ cudaError_t forward(DType dtype, const void* x, const void* w, const void* bias,
                     const unsigned char* nonfinite_weight, void* y, const ConvShape& s,
                     cudaStream_t stream);
 
+// Fused residual epilogue of the forward: the residual (N, Cout, res_size...) is added to the
+// output centred (offset `pad` in each spatial dim, zero outside), then ReLU if relu.
+struct Epilogue {
+  const void* residual = nullptr;
+  int64_t res_size[kMaxSpatialDims] = {1, 1, 1};  // normalised like ConvShape
+  int64_t pad[kMaxSpatialDims] = {0, 0, 0};
+  bool relu = false;
+};
+
+cudaError_t forward_epilogue(DType dtype, const void* x, const void* w, const void* bias,
+                             const unsigned char* nonfinite_weight, const Epilogue& epilogue,
+                             void* y, const ConvShape& s, cudaStream_t stream);
+
+// out = input + centred residual (+ ReLU) over `planes` planes of out_size (normalised dims).
+cudaError_t padded_add(DType dtype, const void* input, const Epilogue& epilogue, void* out,
+                       int64_t planes, const int64_t out_size[kMaxSpatialDims],
+                       cudaStream_t stream);
+
 // gx = grad of full_conv w.r.t. its input (every element written).
 cudaError_t grad_input(DType dtype, const void* grad_out, const void* w, void* grad_in,
                        const ConvShape& s, cudaStream_t stream);

@@ -42,7 +42,7 @@ template <typename T>
 __global__ void forward_kernel(const T* __restrict__ x, const T* __restrict__ w,
                                const T* __restrict__ bias,
                                const unsigned char* __restrict__ nonfinite_weight,
-                               T* __restrict__ y, ConvShape s) {
+                               Epilogue ep, T* __restrict__ y, ConvShape s) {
   using A = typename Acc<T>::type;
   const int64_t out_sp = s.out_spatial(), in_sp = s.in_spatial();
   const int64_t total = s.batch * s.out_channels * out_sp;
@@ -88,7 +88,33 @@ __global__ void forward_kernel(const T* __restrict__ x, const T* __restrict__ w,
           if (!inside) acc += load(w + (co * cin_g + ci) * ktot + t) * A(0);
         }
     }
+    if (ep.residual != nullptr) {
+      const int64_t r0 = o0 - ep.pad[0], r1 = o1 - ep.pad[1], r2 = o2 - ep.pad[2];
+      if (0 <= r0 && r0 < ep.res_size[0] && 0 <= r1 && r1 < ep.res_size[1] && 0 <= r2 && r2 < ep.res_size[2])
+        acc += load(static_cast<const T*>(ep.residual) +
+                    ((nc * ep.res_size[0] + r0) * ep.res_size[1] + r1) * ep.res_size[2] + r2);
+    }
+    if (ep.relu) acc = (acc > A(0) || acc != acc) ? acc : A(0);
     y[idx] = store_as<T>(acc);
+  }
+}
+
+template <typename T>
+__global__ void padded_add_kernel(const T* __restrict__ x, Epilogue ep, T* __restrict__ out,
+                                  int64_t planes, int64_t d0, int64_t d1, int64_t d2) {
+  using A = typename Acc<T>::type;
+  const int64_t total = planes * d0 * d1 * d2;
+  for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < total;
+       idx += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t o2 = idx % d2, o1 = (idx / d2) % d1, o0 = (idx / (d2 * d1)) % d0;
+    const int64_t plane = idx / (d0 * d1 * d2);
+    A v = load(x + idx);
+    const int64_t r0 = o0 - ep.pad[0], r1 = o1 - ep.pad[1], r2 = o2 - ep.pad[2];
+    if (0 <= r0 && r0 < ep.res_size[0] && 0 <= r1 && r1 < ep.res_size[1] && 0 <= r2 && r2 < ep.res_size[2])
+      v += load(static_cast<const T*>(ep.residual) +
+                ((plane * ep.res_size[0] + r0) * ep.res_size[1] + r1) * ep.res_size[2] + r2);
+    if (ep.relu) v = (v > A(0) || v != v) ? v : A(0);
+    out[idx] = store_as<T>(v);
   }
 }
 
@@ -184,11 +210,11 @@ __global__ void grad_weight_kernel(const T* __restrict__ gy, const T* __restrict
 
 template <typename T>
 cudaError_t launch_forward(const void* x, const void* w, const void* b, const unsigned char* nf,
-                           void* y, const ConvShape& s, cudaStream_t stream) {
+                           Epilogue ep, void* y, const ConvShape& s, cudaStream_t stream) {
   const int64_t total = s.batch * s.out_channels * s.out_spatial();
   if (total == 0) return cudaSuccess;
   forward_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(
-      static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(b), nf,
+      static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(b), nf, ep,
       static_cast<T*>(y), s);
   return cudaGetLastError();
 }
@@ -214,6 +240,16 @@ cudaError_t launch_grad_weight(const void* gy, const void* x, void* gw, const Co
   return cudaGetLastError();
 }
 
+template <typename T>
+cudaError_t launch_padded_add(const void* x, Epilogue ep, void* out, int64_t planes,
+                              const int64_t* sz, cudaStream_t stream) {
+  const int64_t total = planes * sz[0] * sz[1] * sz[2];
+  if (total == 0) return cudaSuccess;
+  padded_add_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(
+      static_cast<const T*>(x), ep, static_cast<T*>(out), planes, sz[0], sz[1], sz[2]);
+  return cudaGetLastError();
+}
+
 template <template <typename> class Launch, typename... Args>
 cudaError_t dispatch(DType dtype, Args... args) {
   switch (dtype) {
@@ -227,8 +263,14 @@ cudaError_t dispatch(DType dtype, Args... args) {
 
 template <typename T> struct ForwardL {
   static cudaError_t run(const void* x, const void* w, const void* b, const unsigned char* nf,
-                         void* y, const ConvShape& s, cudaStream_t st) {
-    return launch_forward<T>(x, w, b, nf, y, s, st);
+                         Epilogue ep, void* y, const ConvShape& s, cudaStream_t st) {
+    return launch_forward<T>(x, w, b, nf, ep, y, s, st);
+  }
+};
+template <typename T> struct PaddedAddL {
+  static cudaError_t run(const void* x, Epilogue ep, void* out, int64_t planes, const int64_t* sz,
+                         cudaStream_t st) {
+    return launch_padded_add<T>(x, ep, out, planes, sz, st);
   }
 };
 template <typename T> struct GradInputL {
@@ -247,7 +289,19 @@ template <typename T> struct GradWeightL {
 cudaError_t forward(DType dtype, const void* x, const void* w, const void* bias,
                     const unsigned char* nonfinite_weight, void* y, const ConvShape& s,
                     cudaStream_t stream) {
-  return dispatch<ForwardL>(dtype, x, w, bias, nonfinite_weight, y, s, stream);
+  return dispatch<ForwardL>(dtype, x, w, bias, nonfinite_weight, Epilogue(), y, s, stream);
+}
+
+cudaError_t forward_epilogue(DType dtype, const void* x, const void* w, const void* bias,
+                             const unsigned char* nonfinite_weight, const Epilogue& epilogue,
+                             void* y, const ConvShape& s, cudaStream_t stream) {
+  return dispatch<ForwardL>(dtype, x, w, bias, nonfinite_weight, epilogue, y, s, stream);
+}
+
+cudaError_t padded_add(DType dtype, const void* input, const Epilogue& epilogue, void* out,
+                       int64_t planes, const int64_t out_size[kMaxSpatialDims],
+                       cudaStream_t stream) {
+  return dispatch<PaddedAddL>(dtype, input, epilogue, out, planes, out_size, stream);
 }
 
 cudaError_t grad_input(DType dtype, const void* grad_out, const void* w, void* grad_in,
