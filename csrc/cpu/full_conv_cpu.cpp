@@ -11,10 +11,11 @@
 // of a weight with a real input element are computed: no padded tensor, no zero taps, and
 // for stride > 1 no products that a strided output would discard.
 //
-// Workspace bound: columns are processed in chunks of at most
+// The columns of a class span the whole batch (column = sample x class position), so the
+// GEMMs stay large for small maps. Workspace bound: columns are processed in chunks of at most
 //   max(1, kColumnBudget / max(T*Cout_g, Cin_g))
-// so each column buffer (C, and the gathered X or grad_X chunk when stride > 1) holds at
-// most max(kColumnBudget, T*Cout_g, Cin_g) elements, per concurrently running task.
+// so each of the two column buffers (C, and the gathered X or grad_X chunk) holds at most
+// max(kColumnBudget, T*Cout_g, Cin_g) elements.
 // Small channel counts per group (depthwise, RGB first layers) make that GEMM degenerate;
 // there a direct kernel is used instead: for each tap, tap_output_range() gives the outputs at
 // which it reads real input, and the products run as contiguous row loops.
@@ -22,7 +23,7 @@
 //
 // Reduced precision (float16, bfloat16) is computed in float32 and rounded once at the end.
 // Results are deterministic: every output element is accumulated by one thread in a fixed
-// order, and grad_weight is reduced over the batch sequentially.
+// order; grad_weight partial sums of sample blocks are added in block order.
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -38,7 +39,9 @@
 namespace fullconv {
 namespace {
 
-constexpr int64_t kColumnBudget = int64_t(1) << 20;
+constexpr int64_t kColumnBudget = int64_t(1) << 22;
+constexpr int64_t kCacheColumnElems = int64_t(1) << 16;
+constexpr int64_t kMinChunkColumns = 128;
 
 // One residue class: the inputs i with i mod stride == r (per dim) and the taps serving them.
 struct ResidueClass {
@@ -113,23 +116,30 @@ Plan make_plan(const ConvShape& s) {
   return plan;
 }
 
+// Columns per chunk: enough for an efficient GEMM (kMinChunkColumns), few enough that the
+// column buffer stays cache-resident (kCacheColumnElems), never above the workspace bound.
 int64_t chunk_columns(const Plan& plan, const ResidueClass& rc) {
   const int64_t rows = static_cast<int64_t>(rc.taps.size()) * plan.s.out_channels_per_group();
   const int64_t widest = std::max<int64_t>({rows, plan.s.in_channels_per_group(), 1});
-  return std::max<int64_t>(1, std::min(rc.columns, kColumnBudget / widest));
+  const int64_t cached = std::max<int64_t>(kMinChunkColumns, kCacheColumnElems / widest);
+  const int64_t bound = std::max<int64_t>(1, kColumnBudget / widest);
+  return std::max<int64_t>(1, std::min({rc.columns * plan.s.batch, cached, bound}));
 }
 
-// Calls f(offset_in_chunk, a, b, c, run) for the runs of columns [j0, j1) of a class that are
-// contiguous along the innermost dim; (a, b, c) is the class-local index of the run's start.
+// The columns of a class run over the whole batch: column q is sample q / columns, class-local
+// position q % columns. Calls f(offset_in_chunk, n, a, b, c, run) for the runs of columns
+// [q0, q1) that are contiguous along the innermost dim (a run never crosses a row, hence
+// never a sample); (a, b, c) is the class-local index of the run's start.
 template <typename F>
-inline void for_each_run(const int64_t count[3], int64_t j0, int64_t j1, const F& f) {
-  int64_t j = j0;
-  while (j < j1) {
-    const int64_t c = j % count[2];
-    const int64_t ab = j / count[2];
-    const int64_t run = std::min(count[2] - c, j1 - j);
-    f(j - j0, ab / count[1], ab % count[1], c, run);
-    j += run;
+inline void for_each_run(const ResidueClass& rc, int64_t q0, int64_t q1, const F& f) {
+  int64_t q = q0;
+  while (q < q1) {
+    const int64_t n = q / rc.columns, j = q % rc.columns;
+    const int64_t c = j % rc.count[2];
+    const int64_t ab = j / rc.count[2];
+    const int64_t run = std::min(rc.count[2] - c, q1 - q);
+    f(q - q0, n, ab / rc.count[1], ab % rc.count[1], c, run);
+    q += run;
   }
 }
 
@@ -149,57 +159,73 @@ std::vector<at::Tensor> class_weights(const Plan& plan, const at::Tensor& weight
   return mats;
 }
 
-// Copies the input columns [j0, j1) of a class, all channels of one group, into dst[Cin_g, n].
+// Flat offset of the first input channel of group g in sample n.
+inline int64_t input_base(const ConvShape& s, int64_t n, int64_t g) {
+  return (n * s.in_channels + g * s.in_channels_per_group()) * s.in_spatial();
+}
+inline int64_t output_base(const ConvShape& s, int64_t n, int64_t g) {
+  return (n * s.out_channels + g * s.out_channels_per_group()) * s.out_spatial();
+}
+
+// Copies the input columns [q0, q1) of a class, all channels of group g, into dst[Cin_g, n].
 template <typename scalar_t>
-void gather_input(const Plan& plan, const ResidueClass& rc, const scalar_t* x_group,
-                  int64_t j0, int64_t j1, scalar_t* dst) {
+void gather_input(const Plan& plan, const ResidueClass& rc, const scalar_t* x, int64_t g,
+                  int64_t q0, int64_t q1, scalar_t* dst) {
   const auto& s = plan.s;
-  const int64_t n = j1 - j0, in_spatial = s.in_spatial();
+  const int64_t n_cols = q1 - q0, in_spatial = s.in_spatial();
   at::parallel_for(0, s.in_channels_per_group(), 1, [&](int64_t begin, int64_t end) {
     for (int64_t ci = begin; ci < end; ++ci) {
-      const scalar_t* src = x_group + ci * in_spatial + rc.in_offset;
-      scalar_t* out = dst + ci * n;
-      for_each_run(rc.count, j0, j1, [&](int64_t off, int64_t a, int64_t b, int64_t c, int64_t run) {
-        const scalar_t* p = src + a * plan.in_step[0] + b * plan.in_step[1] + c * plan.in_step[2];
-        for (int64_t q = 0; q < run; ++q) out[off + q] = p[q * plan.in_step[2]];
+      scalar_t* out = dst + ci * n_cols;
+      for_each_run(rc, q0, q1, [&](int64_t off, int64_t n, int64_t a, int64_t b, int64_t c, int64_t run) {
+        const scalar_t* p = x + input_base(s, n, g) + ci * in_spatial + rc.in_offset +
+                            a * plan.in_step[0] + b * plan.in_step[1] + c * plan.in_step[2];
+        const int64_t step = plan.in_step[2];
+        if (step == 1) {
+          std::copy(p, p + run, out + off);
+        } else {
+          for (int64_t q = 0; q < run; ++q) out[off + q] = p[q * step];
+        }
       });
     }
   });
 }
 
-// Inverse of gather_input: writes src[Cin_g, n] to the input positions of columns [j0, j1).
+// Inverse of gather_input: writes src[Cin_g, n] to the input positions of columns [q0, q1)
+// (each input belongs to one class and one column, so this is an assignment).
 template <typename scalar_t>
-void scatter_input(const Plan& plan, const ResidueClass& rc, const scalar_t* src,
-                   int64_t j0, int64_t j1, scalar_t* gx_group) {
+void scatter_input(const Plan& plan, const ResidueClass& rc, const scalar_t* src, int64_t g,
+                   int64_t q0, int64_t q1, scalar_t* gx) {
   const auto& s = plan.s;
-  const int64_t n = j1 - j0, in_spatial = s.in_spatial();
+  const int64_t n_cols = q1 - q0, in_spatial = s.in_spatial();
   at::parallel_for(0, s.in_channels_per_group(), 1, [&](int64_t begin, int64_t end) {
     for (int64_t ci = begin; ci < end; ++ci) {
-      scalar_t* dst = gx_group + ci * in_spatial + rc.in_offset;
-      const scalar_t* in = src + ci * n;
-      for_each_run(rc.count, j0, j1, [&](int64_t off, int64_t a, int64_t b, int64_t c, int64_t run) {
-        scalar_t* p = dst + a * plan.in_step[0] + b * plan.in_step[1] + c * plan.in_step[2];
-        for (int64_t q = 0; q < run; ++q) p[q * plan.in_step[2]] = in[off + q];
+      const scalar_t* in = src + ci * n_cols;
+      for_each_run(rc, q0, q1, [&](int64_t off, int64_t n, int64_t a, int64_t b, int64_t c, int64_t run) {
+        scalar_t* p = gx + input_base(s, n, g) + ci * in_spatial + rc.in_offset +
+                      a * plan.in_step[0] + b * plan.in_step[1] + c * plan.in_step[2];
+        const int64_t step = plan.in_step[2];
+        for (int64_t q = 0; q < run; ++q) p[q * step] = in[off + q];
       });
     }
   });
 }
 
-// Output block of tap t for the columns [j0, j1): calls f(row t*Cout_g + co, pointer to the
-// output element of each run start, offset in chunk, run) for every output channel co.
-// Parallel over co; the taps of one channel are visited in order by one thread.
+// Output blocks of the taps for the columns [q0, q1): calls f(row t*Cout_g + co, pointer to
+// the output element of each run start, offset in chunk, run) for every output channel co of
+// group g. Parallel over co; the taps of one channel are visited in order by one thread, so
+// accumulation into the output is deterministic.
 template <typename scalar_t, typename F>
-void for_each_output_run(const Plan& plan, const ResidueClass& rc, scalar_t* y_group,
-                         int64_t j0, int64_t j1, const F& f) {
+void for_each_output_run(const Plan& plan, const ResidueClass& rc, scalar_t* y, int64_t g,
+                         int64_t q0, int64_t q1, const F& f) {
   const auto& s = plan.s;
   const int64_t cout_g = s.out_channels_per_group(), out_spatial = s.out_spatial();
   const int64_t ntaps = static_cast<int64_t>(rc.taps.size());
   at::parallel_for(0, cout_g, 1, [&](int64_t begin, int64_t end) {
     for (int64_t co = begin; co < end; ++co) {
       for (int64_t t = 0; t < ntaps; ++t) {
-        scalar_t* base = y_group + co * out_spatial + rc.out_offset[t];
         const int64_t row = t * cout_g + co;
-        for_each_run(rc.count, j0, j1, [&](int64_t off, int64_t a, int64_t b, int64_t c, int64_t run) {
+        for_each_run(rc, q0, q1, [&](int64_t off, int64_t n, int64_t a, int64_t b, int64_t c, int64_t run) {
+          scalar_t* base = y + output_base(s, n, g) + co * out_spatial + rc.out_offset[t];
           f(row, base + a * plan.out_step[0] + b * plan.out_step[1] + c, off, run);
         });
       }
@@ -207,139 +233,126 @@ void for_each_output_run(const Plan& plan, const ResidueClass& rc, scalar_t* y_g
   });
 }
 
-// Runs body(n, g) over all (sample, group) pairs. Each pair writes its own output slice, so
-// pairs run in parallel when there are enough of them; otherwise they run in turn and the
-// parallelism is inside (BLAS, gathers, scatters).
-template <typename F>
-void for_each_sample_group(const ConvShape& s, const F& body) {
-  const int64_t pairs = s.batch * s.groups;
-  // at::parallel_for runs inline only when the range is smaller than the grain.
-  const int64_t grain = (pairs >= 2 * at::get_num_threads()) ? 1 : pairs + 1;
-  at::parallel_for(0, pairs, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t p = begin; p < end; ++p) body(p / s.groups, p % s.groups);
-  });
+// Input columns [q0, q1) of a class as a [Cin_g, n] matrix: a view of the input when the
+// chunk lies in one sample and the class is the whole input (stride 1), else gathered.
+template <typename scalar_t>
+at::Tensor input_columns(const Plan& plan, const ResidueClass& rc, const at::Tensor& x, int64_t g,
+                         int64_t q0, int64_t q1, at::Tensor& buffer) {
+  const auto& s = plan.s;
+  const int64_t cin_g = s.in_channels_per_group(), n_cols = q1 - q0;
+  const int64_t n = q0 / rc.columns;
+  if (plan.identity_columns && (q1 - 1) / rc.columns == n) {
+    return x.select(0, n).narrow(0, g * cin_g, cin_g).reshape({cin_g, s.in_spatial()})
+        .narrow(1, q0 - n * rc.columns, n_cols);
+  }
+  gather_input(plan, rc, x.const_data_ptr<scalar_t>(), g, q0, q1, buffer.mutable_data_ptr<scalar_t>());
+  return buffer.narrow(0, 0, cin_g * n_cols).view({cin_g, n_cols});
 }
 
+// Splits the batch into blocks of consecutive samples: one block per thread when the batch is
+// large enough (each block then runs its chunks with single-threaded BLAS: no synchronisation
+// inside a layer), else a single block whose GEMMs, gathers and scatters are parallel.
+// Calls body(block, n_begin, n_end); returns the number of blocks.
+template <typename F>
+int64_t for_each_sample_block(const ConvShape& s, const F& body) {
+  const int64_t threads = at::get_num_threads();
+  const int64_t blocks = (s.batch >= 2 * threads && threads > 1) ? threads : 1;
+  // at::parallel_for runs inline (no nested region) when the grain exceeds the range
+  at::parallel_for(0, blocks, blocks > 1 ? 1 : 2, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) body(b, b * s.batch / blocks, (b + 1) * s.batch / blocks);
+  });
+  return blocks;
+}
+
+int64_t sample_blocks(const ConvShape& s) {
+  const int64_t threads = at::get_num_threads();
+  return (s.batch >= 2 * threads && threads > 1) ? threads : 1;
+}
+
+// Forward: for each class and group, column chunks spanning the samples of a block (large
+// GEMMs even for small maps), C = W_class @ X_cols, then C is scatter-added into the output.
 template <typename scalar_t>
 void forward_kernel(const Plan& plan, const at::Tensor& x, const std::vector<at::Tensor>& wmats,
                     at::Tensor& y) {
   const auto& s = plan.s;
-  const int64_t cin_g = s.in_channels_per_group(), cout_g = s.out_channels_per_group();
-  const int64_t in_spatial = s.in_spatial(), out_spatial = s.out_spatial();
-  const auto opts = x.options();
-  for_each_sample_group(s, [&](int64_t n, int64_t g) {
-    const scalar_t* x_group = x.const_data_ptr<scalar_t>() + (n * s.in_channels + g * cin_g) * in_spatial;
-    scalar_t* y_group = y.mutable_data_ptr<scalar_t>() + (n * s.out_channels + g * cout_g) * out_spatial;
-    const auto x_mat = x.select(0, n).narrow(0, g * cin_g, cin_g).reshape({cin_g, in_spatial});
+  const int64_t cin_g = s.in_channels_per_group();
+  scalar_t* yp = y.mutable_data_ptr<scalar_t>();
+  for_each_sample_block(s, [&](int64_t, int64_t n_begin, int64_t n_end) {
     for (size_t ci = 0; ci < plan.classes.size(); ++ci) {
       const auto& rc = plan.classes[ci];
-      const auto w = wmats[ci].select(0, g);
-      const int64_t rows = w.size(0), chunk = chunk_columns(plan, rc);
-      auto cols = at::empty({rows * chunk}, opts);
-      auto xbuf = plan.identity_columns ? at::Tensor() : at::empty({cin_g * chunk}, opts);
-      for (int64_t j0 = 0; j0 < rc.columns; j0 += chunk) {
-        const int64_t j1 = std::min(rc.columns, j0 + chunk), n_cols = j1 - j0;
-        at::Tensor x_cols;
-        if (plan.identity_columns) {
-          x_cols = x_mat.narrow(1, j0, n_cols);
-        } else {
-          gather_input(plan, rc, x_group, j0, j1, xbuf.mutable_data_ptr<scalar_t>());
-          x_cols = xbuf.narrow(0, 0, cin_g * n_cols).view({cin_g, n_cols});
-        }
-        auto c = cols.narrow(0, 0, rows * n_cols).view({rows, n_cols});
-        at::mm_out(c, w, x_cols);
-        const scalar_t* cp = c.const_data_ptr<scalar_t>();
-        for_each_output_run(plan, rc, y_group, j0, j1,
-                            [&](int64_t row, scalar_t* dst, int64_t off, int64_t run) {
-                              const scalar_t* src = cp + row * n_cols + off;
-                              for (int64_t q = 0; q < run; ++q) dst[q] += src[q];
-                            });
-      }
-    }
-  });
-}
-
-// Gathers the grad_output blocks of columns [j0, j1) into cols[T*Cout_g, n].
-template <typename scalar_t>
-void gather_grad_output(const Plan& plan, const ResidueClass& rc, const scalar_t* gy_group,
-                        int64_t j0, int64_t j1, scalar_t* cols) {
-  const int64_t n_cols = j1 - j0;
-  for_each_output_run(plan, rc, const_cast<scalar_t*>(gy_group), j0, j1,
-                      [&](int64_t row, scalar_t* src, int64_t off, int64_t run) {
-                        std::copy(src, src + run, cols + row * n_cols + off);
-                      });
-}
-
-template <typename scalar_t>
-void grad_input_kernel(const Plan& plan, const at::Tensor& gy, const std::vector<at::Tensor>& wmats,
-                       at::Tensor& gx) {
-  const auto& s = plan.s;
-  const int64_t cin_g = s.in_channels_per_group(), cout_g = s.out_channels_per_group();
-  const int64_t in_spatial = s.in_spatial(), out_spatial = s.out_spatial();
-  const auto opts = gy.options();
-  for_each_sample_group(s, [&](int64_t n, int64_t g) {
-    const scalar_t* gy_group = gy.const_data_ptr<scalar_t>() + (n * s.out_channels + g * cout_g) * out_spatial;
-    scalar_t* gx_group = gx.mutable_data_ptr<scalar_t>() + (n * s.in_channels + g * cin_g) * in_spatial;
-    auto gx_mat = gx.select(0, n).narrow(0, g * cin_g, cin_g).view({cin_g, in_spatial});
-    for (size_t ci = 0; ci < plan.classes.size(); ++ci) {
-      const auto& rc = plan.classes[ci];
-      const auto w_t = wmats[ci].select(0, g).t();
-      const int64_t rows = w_t.size(1), chunk = chunk_columns(plan, rc);
-      auto cols = at::empty({rows * chunk}, opts);
-      auto gbuf = plan.identity_columns ? at::Tensor() : at::empty({cin_g * chunk}, opts);
-      for (int64_t j0 = 0; j0 < rc.columns; j0 += chunk) {
-        const int64_t j1 = std::min(rc.columns, j0 + chunk), n_cols = j1 - j0;
-        auto c = cols.narrow(0, 0, rows * n_cols).view({rows, n_cols});
-        gather_grad_output(plan, rc, gy_group, j0, j1, c.mutable_data_ptr<scalar_t>());
-        if (plan.identity_columns) {
-          auto dst = gx_mat.narrow(1, j0, n_cols);
-          at::mm_out(dst, w_t, c);
-        } else {
-          auto gcols = gbuf.narrow(0, 0, cin_g * n_cols).view({cin_g, n_cols});
-          at::mm_out(gcols, w_t, c);
-          scatter_input(plan, rc, gcols.const_data_ptr<scalar_t>(), j0, j1, gx_group);
-        }
-      }
-    }
-  });
-}
-
-// grad_W_class[g] = sum over samples and columns of C @ X^T, reduced in batch order.
-template <typename scalar_t>
-void grad_weight_kernel(const Plan& plan, const at::Tensor& gy, const at::Tensor& x,
-                        std::vector<at::Tensor>& gw_mats) {
-  const auto& s = plan.s;
-  const int64_t cin_g = s.in_channels_per_group(), cout_g = s.out_channels_per_group();
-  const int64_t in_spatial = s.in_spatial(), out_spatial = s.out_spatial();
-  const auto opts = x.options();
-  for (size_t ci = 0; ci < plan.classes.size(); ++ci) {
-    const auto& rc = plan.classes[ci];
-    const int64_t rows = gw_mats[ci].size(1), chunk = chunk_columns(plan, rc);
-    auto cols = at::empty({rows * chunk}, opts);
-    auto xbuf = plan.identity_columns ? at::Tensor() : at::empty({cin_g * chunk}, opts);
-    for (int64_t n = 0; n < s.batch; ++n) {
+      const int64_t rows = wmats[ci].size(1), chunk = chunk_columns(plan, rc);
+      auto cols = at::empty({rows * chunk}, x.options());
+      auto xbuf = at::empty({cin_g * chunk}, x.options());
       for (int64_t g = 0; g < s.groups; ++g) {
-        const scalar_t* gy_group = gy.const_data_ptr<scalar_t>() + (n * s.out_channels + g * cout_g) * out_spatial;
-        const scalar_t* x_group = x.const_data_ptr<scalar_t>() + (n * s.in_channels + g * cin_g) * in_spatial;
-        auto gw = gw_mats[ci].select(0, g);
-        for (int64_t j0 = 0; j0 < rc.columns; j0 += chunk) {
-          const int64_t j1 = std::min(rc.columns, j0 + chunk), n_cols = j1 - j0;
+        const auto w = wmats[ci].select(0, g);
+        for (int64_t q0 = n_begin * rc.columns; q0 < n_end * rc.columns; q0 += chunk) {
+          const int64_t q1 = std::min(n_end * rc.columns, q0 + chunk), n_cols = q1 - q0;
+          const auto x_cols = input_columns<scalar_t>(plan, rc, x, g, q0, q1, xbuf);
           auto c = cols.narrow(0, 0, rows * n_cols).view({rows, n_cols});
-          gather_grad_output(plan, rc, gy_group, j0, j1, c.mutable_data_ptr<scalar_t>());
-          at::Tensor x_cols;
-          if (plan.identity_columns) {
-            x_cols = x.select(0, n).narrow(0, g * cin_g, cin_g).reshape({cin_g, in_spatial}).narrow(1, j0, n_cols);
-          } else {
-            gather_input(plan, rc, x_group, j0, j1, xbuf.mutable_data_ptr<scalar_t>());
-            x_cols = xbuf.narrow(0, 0, cin_g * n_cols).view({cin_g, n_cols});
-          }
-          gw.addmm_(c, x_cols.t());
+          at::mm_out(c, w, x_cols);
+          const scalar_t* cp = c.const_data_ptr<scalar_t>();
+          for_each_output_run(plan, rc, yp, g, q0, q1,
+                              [&](int64_t row, scalar_t* dst, int64_t off, int64_t run) {
+                                const scalar_t* src = cp + row * n_cols + off;
+                                for (int64_t q = 0; q < run; ++q) dst[q] += src[q];
+                              });
         }
       }
     }
-  }
+  });
 }
 
+// Backward of the GEMM formulation. For each class, group and column chunk the grad_output
+// blocks are gathered once into C; then grad_X_cols = W_class^T @ C is written to grad_input
+// and grad_W_class += C @ X_cols^T. Sample blocks accumulate grad_weight into their own
+// partial sums, added in block order afterwards (deterministic for a given thread count).
+template <typename scalar_t>
+void backward_kernel(const Plan& plan, const at::Tensor& gy, const at::Tensor& x,
+                     const std::vector<at::Tensor>& wmats, at::Tensor* gx,
+                     std::vector<at::Tensor>* gw_mats) {
+  const auto& s = plan.s;
+  const int64_t cin_g = s.in_channels_per_group();
+  const scalar_t* gyp = gy.const_data_ptr<scalar_t>();
+  const int64_t blocks = sample_blocks(s);
+  std::vector<std::vector<at::Tensor>> partial(blocks);
+  if (gw_mats != nullptr) {
+    partial[0] = *gw_mats;
+    for (int64_t b = 1; b < blocks; ++b)
+      for (const auto& m : *gw_mats) partial[b].push_back(at::zeros_like(m));
+  }
+  for_each_sample_block(s, [&](int64_t block, int64_t n_begin, int64_t n_end) {
+    for (size_t ci = 0; ci < plan.classes.size(); ++ci) {
+      const auto& rc = plan.classes[ci];
+      const int64_t rows = wmats[ci].size(1), chunk = chunk_columns(plan, rc);
+      auto cols = at::empty({rows * chunk}, gy.options());
+      auto buf = at::empty({cin_g * chunk}, gy.options());
+      for (int64_t g = 0; g < s.groups; ++g) {
+        for (int64_t q0 = n_begin * rc.columns; q0 < n_end * rc.columns; q0 += chunk) {
+          const int64_t q1 = std::min(n_end * rc.columns, q0 + chunk), n_cols = q1 - q0;
+          auto c = cols.narrow(0, 0, rows * n_cols).view({rows, n_cols});
+          scalar_t* cp = c.mutable_data_ptr<scalar_t>();
+          for_each_output_run(plan, rc, const_cast<scalar_t*>(gyp), g, q0, q1,
+                              [&](int64_t row, scalar_t* src, int64_t off, int64_t run) {
+                                std::copy(src, src + run, cp + row * n_cols + off);
+                              });
+          if (gx != nullptr) {
+            auto g_cols = buf.narrow(0, 0, cin_g * n_cols).view({cin_g, n_cols});
+            at::mm_out(g_cols, wmats[ci].select(0, g).t(), c);
+            scatter_input(plan, rc, g_cols.const_data_ptr<scalar_t>(), g, q0, q1,
+                          gx->mutable_data_ptr<scalar_t>());
+          }
+          if (gw_mats != nullptr) {
+            const auto x_cols = input_columns<scalar_t>(plan, rc, x, g, q0, q1, buf);
+            partial[block][ci].select(0, g).addmm_(c, x_cols.t());
+          }
+        }
+      }
+    }
+  });
+  if (gw_mats != nullptr)
+    for (int64_t b = 1; b < blocks; ++b)
+      for (size_t ci = 0; ci < gw_mats->size(); ++ci) (*gw_mats)[ci].add_(partial[b][ci]);
+}
 
 // ---- direct formulation ------------------------------------------------------------------
 
@@ -657,27 +670,26 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cpu(
     return {grad_input, grad_weight, grad_bias};
   }
   const auto plan = make_plan(s);
-  if (output_mask[0]) {
-    auto gx = at::zeros({s.batch, s.in_channels, s.in_size[0], s.in_size[1], s.in_size[2]}, gy.options());
-    if (gy.numel() > 0 && s.in_channels > 0) {
-      const auto wmats = class_weights(plan, w);
-      AT_DISPATCH_FLOATING_TYPES(gx.scalar_type(), "full_conv_grad_input_cpu", [&] {
-        grad_input_kernel<scalar_t>(plan, gy, wmats, gx);
-      });
-    }
-    grad_input = finish_grad_input(gx, input, batched);
-  }
-  if (output_mask[1]) {
-    const int64_t cout_g = s.out_channels_per_group(), cin_g = s.in_channels_per_group();
-    std::vector<at::Tensor> gw_mats;
+  const int64_t cout_g = s.out_channels_per_group(), cin_g = s.in_channels_per_group();
+  at::Tensor gx;
+  std::vector<at::Tensor> gw_mats;
+  if (output_mask[0])
+    gx = at::zeros({s.batch, s.in_channels, s.in_spatial()}, gy.options());
+  if (output_mask[1])
     for (const auto& rc : plan.classes)
       gw_mats.push_back(at::zeros({s.groups, static_cast<int64_t>(rc.taps.size()) * cout_g, cin_g}, gy.options()));
-    if (gy.numel() > 0 && cin_g > 0) {
-      const auto x = prepare(input, batched);
-      AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "full_conv_grad_weight_cpu", [&] {
-        grad_weight_kernel<scalar_t>(plan, gy, x, gw_mats);
-      });
-    }
+  if (gy.numel() > 0 && cin_g > 0) {
+    const auto wmats = class_weights(plan, w);
+    const auto x = output_mask[1] ? prepare(input, batched) : at::Tensor();
+    // grad_input needs every input written: the kernel assigns the inputs of each class, the
+    // zeros above cover the inputs no tap reaches (stride larger than the kernel's reach)
+    AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "full_conv_backward_cpu", [&] {
+      backward_kernel<scalar_t>(plan, gy, x, wmats, output_mask[0] ? &gx : nullptr,
+                                output_mask[1] ? &gw_mats : nullptr);
+    });
+  }
+  if (output_mask[0]) grad_input = finish_grad_input(gx, input, batched);
+  if (output_mask[1]) {
     // [G, Ktot, Cout_g, Cin_g] -> weight layout [Cout, Cin_g, *kernel]
     auto gw = at::zeros({s.groups, s.kernel_volume(), cout_g, cin_g}, gy.options());
     for (size_t ci = 0; ci < plan.classes.size(); ++ci) {
