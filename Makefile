@@ -38,7 +38,7 @@ test: $(BUILD_STAMP)
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 demo: $(BUILD_STAMP)
-	$(PY) -m fullconv.demo
+	$(PY) -m experiments.demo
 
 bench: $(BUILD_STAMP)
 	$(PY) benchmarks/bench_cpu.py
