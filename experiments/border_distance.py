@@ -230,10 +230,8 @@ def main(argv=None):
               "Not run: frozen_pretrained needs local torchvision weights (--weights-dir); BagNet-33 has no "
               "torchvision weights." if not_run else ""]
     md = "\n".join(lines) + "\n"
-    results = dict(runs)
-    for v in not_run:
-        results[v] = None
-    path = common.write_results(args.out, NAME, cfg, common.environment(device), results, PAPER, md)
+    cfg["not_run"] = not_run
+    path = common.write_results(args.out, NAME, cfg, common.environment(device), runs, PAPER, md)
     plot(path.replace(".json", ".png"), runs, cfg["borders"])
     print(md)
     print(f"wrote {path} (+ .md, .png)")
