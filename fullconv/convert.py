@@ -11,6 +11,7 @@ networks; the known torchvision families are aligned here:
   on the same input pixels (derived from the convolutions of the block: BasicBlock pad 2,
   downsample pad 3 before the stride-2 1x1, Bottleneck pad 1, as the paper's authors did);
 * the ResNet stem max-pool: ``stem_pool="authors"`` uses their 2x2 stride-2 pool,
+  ``"full"`` the same pool with ceil_mode (no row/column dropped at odd sizes),
   ``"keep"`` leaves torchvision's 3x3/2 pool;
 * DenseNet dense blocks: the features carried along are zero-padded (centred) to the size of
   each new layer's output before the concatenation;
@@ -245,7 +246,9 @@ def convert(model: nn.Module, *, inplace: bool = False, include: Selector = None
             (fnmatch patterns, e.g. ``"layer4.*"``) or a predicate ``f(name, module)``.
             Default: all convolutions with ``padding_mode='zeros'``.
         stem_pool: ``"authors"`` replaces a ResNet's 3x3/2 stem max-pool by the paper's 2x2/2
-            pool; ``"keep"`` leaves it.
+            pool; ``"full"`` by the same pool with ceil_mode, which never drops the last
+            row/column of an odd-sized map (the authors' pool does, and so crops whatever lies
+            on the bottom/right image border); ``"keep"`` leaves torchvision's pool.
         convert_padding_modes: also convert convolutions with a non-zero padding mode
             (reflect, circular, ...); by default they are left alone with a warning.
         example_input: input used by the shape probe; by default one is made from the first
@@ -257,8 +260,8 @@ def convert(model: nn.Module, *, inplace: bool = False, include: Selector = None
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"convert expects an nn.Module, got {type(model).__name__}")
-    if stem_pool not in ("authors", "keep"):
-        raise FullConvError(f"stem_pool must be 'authors' or 'keep', got {stem_pool!r}")
+    if stem_pool not in ("authors", "full", "keep"):
+        raise FullConvError(f"stem_pool must be 'authors', 'full' or 'keep', got {stem_pool!r}")
     if not inplace:
         model = copy.deepcopy(model)
     want = _selector(include, True)
@@ -306,8 +309,8 @@ def convert(model: nn.Module, *, inplace: bool = False, include: Selector = None
         warnings.warn("fullconv.convert left convolutions with a non-zero padding mode unchanged: "
                       + ", ".join(skipped_modes) + " (pass convert_padding_modes=True to convert them)",
                       stacklevel=2)
-    if stem_pool == "authors":
-        _authors_stem_pool(model)
+    if stem_pool != "keep":
+        _authors_stem_pool(model, ceil_mode=stem_pool == "full")
     if check:
         probe_shapes(model, example_input)
     return model
@@ -333,14 +336,14 @@ def _align_block(block, name, new_cls, kind):
         block.__class__ = new_cls
 
 
-def _authors_stem_pool(model):
+def _authors_stem_pool(model, ceil_mode=False):
     try:
         from torchvision.models.resnet import ResNet
     except ImportError:
         return
     for module in model.modules():
         if isinstance(module, ResNet) and isinstance(module.maxpool, nn.MaxPool2d) and _is_full(module.conv1):
-            module.maxpool = nn.MaxPool2d(kernel_size=2, stride=2)
+            module.maxpool = nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=ceil_mode)
 
 
 # --- shape probe ----------------------------------------------------------------------------

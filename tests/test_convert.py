@@ -238,3 +238,22 @@ def test_fused_epilogue_matches_unfused_path(name, train):
     torch.testing.assert_close(y1, y2, rtol=1e-10, atol=1e-10)
     for a, b in zip(g1, g2):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_stem_pool_full_does_not_crop_the_border():
+    # The authors' 2x2/2 stem pool drops the last row/column of an odd-sized stem output, so
+    # content on the bottom/right image border is cropped; stem_pool="full" keeps it, and the
+    # BN-free (eval, default statistics) converted ResNet-18 is then exactly shift-invariant.
+    torch.manual_seed(0)
+    authors = fullconv.convert(build("resnet18")).eval().double()
+    full = fullconv.convert(build("resnet18"), stem_pool="full").eval().double()
+    assert full.maxpool.ceil_mode and not authors.maxpool.ceil_mode
+    p = torch.rand(1, 3, 28, 28, dtype=torch.float64)
+    a = torch.zeros(1, 3, 60, 60, dtype=torch.float64)
+    b = a.clone()
+    a[..., :28, :28] = p
+    b[..., 32:, 32:] = p  # touches the bottom-right edge; the stem output is 33x33 (odd)
+    feats = lambda m, x: m.layer4(m.layer3(m.layer2(m.layer1(m.maxpool(m.relu(m.bn1(m.conv1(x)))))))).amax((-2, -1))
+    with torch.no_grad():
+        torch.testing.assert_close(feats(full, a), feats(full, b), rtol=1e-12, atol=1e-12)
+        assert not torch.allclose(feats(authors, a), feats(authors, b))
