@@ -33,6 +33,17 @@ at::Tensor finish_grad_input(const at::Tensor& gx, const at::Tensor& input, bool
 void check_residual(const at::Tensor& residual, at::IntArrayRef out_shape,
                     at::IntArrayRef padding, const at::Tensor& like, const char* op_name);
 
+// A centred residual normalised like ConvShape (spatial dims last, unused leading dims 1):
+// the output's and the residual's extents, the padding, and the number of (N*C) planes.
+struct ResidualGeometry {
+  int64_t out_size[kMaxSpatialDims] = {1, 1, 1};
+  int64_t res_size[kMaxSpatialDims] = {1, 1, 1};
+  int64_t pad[kMaxSpatialDims] = {0, 0, 0};
+  int64_t planes = 0;
+};
+ResidualGeometry residual_geometry(at::IntArrayRef out_shape, const at::Tensor& residual,
+                                   at::IntArrayRef padding);
+
 // The region of `out` (batched or not) that a residual padded by `padding` covers.
 at::Tensor residual_region(const at::Tensor& out, at::IntArrayRef padding);
 

@@ -157,6 +157,23 @@ void check_residual(const at::Tensor& residual, at::IntArrayRef out_shape,
                     like.device(), ", got ", residual.device());
 }
 
+ResidualGeometry residual_geometry(at::IntArrayRef out_shape, const at::Tensor& residual,
+                                   at::IntArrayRef padding) {
+  ResidualGeometry geo;
+  const int64_t nd = static_cast<int64_t>(padding.size());
+  int64_t spatial = 1, total = 1;
+  for (int64_t i = 0; i < nd; ++i) {
+    const int64_t slot = kMaxSpatialDims - nd + i;
+    geo.out_size[slot] = out_shape[out_shape.size() - nd + i];
+    geo.res_size[slot] = residual.size(residual.dim() - nd + i);
+    geo.pad[slot] = padding[i];
+    spatial *= geo.out_size[slot];
+  }
+  for (const int64_t d : out_shape) total *= d;
+  geo.planes = spatial == 0 ? 0 : total / spatial;
+  return geo;
+}
+
 at::Tensor residual_region(const at::Tensor& out, at::IntArrayRef padding) {
   at::Tensor region = out;
   const int64_t first_spatial = out.dim() - static_cast<int64_t>(padding.size());
@@ -218,14 +235,18 @@ void apply_nonfinite_weight_padding(at::Tensor& output, const at::Tensor& weight
 
 namespace {
 
+template <c10::DeviceType device_type>
+constexpr c10::DispatchKey autocast_key() {
+  return device_type == c10::DeviceType::CUDA ? c10::DispatchKey::AutocastCUDA
+                                              : c10::DispatchKey::AutocastCPU;
+}
+
 // Autocast: run in the autocast dtype, as nn.ConvNd does (conv is on the lower-precision list).
 template <c10::DeviceType device_type>
 at::Tensor full_conv_autocast(const at::Tensor& input, const at::Tensor& weight,
                               const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                               at::IntArrayRef dilation, int64_t groups) {
-  constexpr auto key = (device_type == c10::DeviceType::CUDA) ? c10::DispatchKey::AutocastCUDA
-                                                              : c10::DispatchKey::AutocastCPU;
-  c10::impl::ExcludeDispatchKeyGuard no_autocast(key);
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(autocast_key<device_type>());
   const auto dtype = at::autocast::get_autocast_dtype(device_type);
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("fullconv::full_conv", "")
@@ -246,9 +267,7 @@ at::Tensor full_conv_residual_autocast(const at::Tensor& input, const at::Tensor
                                        const at::Tensor& residual, at::IntArrayRef stride,
                                        at::IntArrayRef dilation, int64_t groups,
                                        at::IntArrayRef residual_padding, bool relu) {
-  constexpr auto key = (device_type == c10::DeviceType::CUDA) ? c10::DispatchKey::AutocastCUDA
-                                                              : c10::DispatchKey::AutocastCPU;
-  c10::impl::ExcludeDispatchKeyGuard no_autocast(key);
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(autocast_key<device_type>());
   const auto dtype = at::autocast::get_autocast_dtype(device_type);
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("fullconv::full_conv_residual", "")
@@ -270,9 +289,7 @@ at::Tensor full_conv_residual_autocast(const at::Tensor& input, const at::Tensor
 template <c10::DeviceType device_type>
 at::Tensor padded_add_autocast(const at::Tensor& input, const at::Tensor& residual,
                                at::IntArrayRef residual_padding, bool relu) {
-  constexpr auto key = (device_type == c10::DeviceType::CUDA) ? c10::DispatchKey::AutocastCUDA
-                                                              : c10::DispatchKey::AutocastCPU;
-  c10::impl::ExcludeDispatchKeyGuard no_autocast(key);
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(autocast_key<device_type>());
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("fullconv::padded_add", "")
                        .typed<at::Tensor(const at::Tensor&, const at::Tensor&, at::IntArrayRef, bool)>();

@@ -593,18 +593,14 @@ at::Tensor full_conv_residual_cpu(const at::Tensor& input, const at::Tensor& wei
 at::Tensor padded_add_cpu(const at::Tensor& input, const at::Tensor& residual,
                           at::IntArrayRef residual_padding, bool relu) {
   check_residual(residual, input.sizes(), residual_padding, input, "padded_add");
-  const int64_t nd = static_cast<int64_t>(residual_padding.size());
-  // normalise to [planes, D0, D1, D2] with the spatial dims last
-  int64_t out_sz[3] = {1, 1, 1}, res_sz[3] = {1, 1, 1}, pad[3] = {0, 0, 0};
-  for (int64_t i = 0; i < nd; ++i) {
-    out_sz[3 - nd + i] = input.size(input.dim() - nd + i);
-    res_sz[3 - nd + i] = residual.size(residual.dim() - nd + i);
-    pad[3 - nd + i] = residual_padding[i];
-  }
+  const auto geo = residual_geometry(input.sizes(), residual, residual_padding);
+  const int64_t* out_sz = geo.out_size;
+  const int64_t* res_sz = geo.res_size;
+  const int64_t* pad = geo.pad;
+  const int64_t planes = geo.planes;
   const auto x = input.contiguous();
   const auto r = residual.contiguous();
   auto out = at::empty_like(x, at::MemoryFormat::Contiguous);
-  const int64_t planes = out_sz[0] * out_sz[1] * out_sz[2] == 0 ? 0 : x.numel() / (out_sz[0] * out_sz[1] * out_sz[2]);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "padded_add_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* xp = x.const_data_ptr<scalar_t>();

@@ -32,15 +32,16 @@ void check_cuda(const at::Tensor& t, const char* name) {
 }
 
 // The residual's normalised extent and centring for the launchers.
-cuda::Epilogue make_epilogue(const at::Tensor* residual, at::IntArrayRef padding, bool relu) {
+cuda::Epilogue make_epilogue(const at::Tensor* residual, at::IntArrayRef out_shape,
+                             at::IntArrayRef padding, bool relu) {
   cuda::Epilogue ep;
   ep.relu = relu;
   if (residual != nullptr) {
     ep.residual = residual->const_data_ptr();
-    const int64_t nd = static_cast<int64_t>(padding.size());
-    for (int64_t i = 0; i < nd; ++i) {
-      ep.res_size[kMaxSpatialDims - nd + i] = residual->size(residual->dim() - nd + i);
-      ep.pad[kMaxSpatialDims - nd + i] = padding[i];
+    const auto geo = residual_geometry(out_shape, *residual, padding);
+    for (int i = 0; i < kMaxSpatialDims; ++i) {
+      ep.res_size[i] = geo.res_size[i];
+      ep.pad[i] = geo.pad[i];
     }
   }
   return ep;
@@ -70,7 +71,7 @@ at::Tensor full_conv_cuda_impl(const at::Tensor& input, const at::Tensor& weight
   check_launch(cuda::forward_epilogue(launcher_dtype(x.scalar_type()), x.const_data_ptr(),
                                       w.const_data_ptr(), has_bias ? b.const_data_ptr() : nullptr,
                                       nonfinite.const_data_ptr<uint8_t>(),
-                                      make_epilogue(residual ? &res : nullptr, residual_padding, relu),
+                                      make_epilogue(residual ? &res : nullptr, y.sizes(), residual_padding, relu),
                                       y.mutable_data_ptr(), s, c10::cuda::getCurrentCUDAStream()),
                "forward");
   if (!batched) y = y.squeeze(0);
@@ -100,17 +101,10 @@ at::Tensor padded_add_cuda(const at::Tensor& input, const at::Tensor& residual,
   const auto x = input.contiguous();
   const auto r = residual.contiguous();
   auto out = at::empty_like(x, at::MemoryFormat::Contiguous);
-  const int64_t nd = static_cast<int64_t>(residual_padding.size());
-  int64_t sz[kMaxSpatialDims] = {1, 1, 1};
-  int64_t spatial = 1;
-  for (int64_t i = 0; i < nd; ++i) {
-    sz[kMaxSpatialDims - nd + i] = x.size(x.dim() - nd + i);
-    spatial *= sz[kMaxSpatialDims - nd + i];
-  }
-  const int64_t planes = spatial == 0 ? 0 : x.numel() / spatial;
+  const auto geo = residual_geometry(x.sizes(), r, residual_padding);
   check_launch(cuda::padded_add(launcher_dtype(x.scalar_type()), x.const_data_ptr(),
-                                make_epilogue(&r, residual_padding, relu), out.mutable_data_ptr(),
-                                planes, sz, c10::cuda::getCurrentCUDAStream()),
+                                make_epilogue(&r, x.sizes(), residual_padding, relu), out.mutable_data_ptr(),
+                                geo.planes, geo.out_size, c10::cuda::getCurrentCUDAStream()),
                "padded_add");
   return out.contiguous(input.suggest_memory_format());
 }
