@@ -46,6 +46,11 @@ debug = os.environ.get("DEBUG", "0") == "1"
 use_cuda = want_cuda() and bool(sources("csrc/cuda/*.cu"))
 cxx_flags = ["-O0", "-g"] if debug else ["-O3"]
 cxx_flags += ["-fdiagnostics-color=always", "-DPy_LIMITED_API=0x03090000"]
+# at::parallel_for is a header template: without OpenMP here it silently runs serially.
+extra_link = []
+if sys.platform != "darwin" and torch.backends.openmp.is_available():
+    cxx_flags.append("-fopenmp")
+    extra_link.append("-fopenmp")
 nvcc_flags = ["-O0", "-g", "-lineinfo"] if debug else ["-O3", "-lineinfo"]
 nvcc_flags += os.environ.get("NVCC_FLAGS", "").split()
 
@@ -61,6 +66,7 @@ print("fullconv build configuration:", file=sys.stderr)
 print(f"  torch {torch.__version__} (CUDA {torch.version.cuda}), python {sys.version.split()[0]}", file=sys.stderr)
 print(f"  CUDA extension: {'yes' if use_cuda else 'no'} (FORCE_CUDA={os.environ.get('FORCE_CUDA', 'unset')}, "
       f"CUDA_HOME={CUDA_HOME}, TORCH_CUDA_ARCH_LIST={os.environ.get('TORCH_CUDA_ARCH_LIST')})", file=sys.stderr)
+print(f"  OpenMP (at::parallel_for): {'yes' if extra_link else 'no'}")
 print(f"  debug: {debug}; MAX_JOBS={os.environ.get('MAX_JOBS', 'default')}", file=sys.stderr)
 print(f"  sources: {' '.join(srcs)}", file=sys.stderr)
 
@@ -75,6 +81,7 @@ setup(
             sources=srcs,
             include_dirs=[os.path.join(ROOT, "csrc")],
             extra_compile_args=extra,
+            extra_link_args=extra_link,
             py_limited_api=True,
         )
     ],

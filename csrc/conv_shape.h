@@ -39,26 +39,47 @@ FULLCONV_HD inline int64_t full_output_size(int64_t L, int64_t K, int64_t s, int
   return (L + d * (K - 1) - 1) / s + 1;
 }
 
+// Floor and ceiling of a / b for b > 0 and any sign of a.
+FULLCONV_HD inline int64_t floor_div(int64_t a, int64_t b) {
+  return (a >= 0) ? a / b : -((-a + b - 1) / b);
+}
+FULLCONV_HD inline int64_t ceil_div(int64_t a, int64_t b) { return -floor_div(-a, b); }
+
+// The relation i = o*s + k*d - pad for an arbitrary implicit padding `pad` (full convolution
+// has pad = d*(K-1); a stride-1 grad_input, seen as a correlation of grad_output with the
+// flipped kernel, has pad = 0). Outputs [*o_lo, *o_hi] (inclusive, within [0, Lout); empty
+// when o_lo > o_hi) at which tap k reads a real input, 0 <= i < L.
+FULLCONV_HD inline void tap_output_range_padded(int64_t k, int64_t L, int64_t Lout, int64_t s,
+                                                int64_t d, int64_t pad, int64_t* o_lo,
+                                                int64_t* o_hi) {
+  const int64_t shift = pad - k * d;
+  const int64_t lo = ceil_div(shift, s), hi = floor_div(L - 1 + shift, s);
+  *o_lo = lo > 0 ? lo : 0;
+  *o_hi = hi < Lout - 1 ? hi : Lout - 1;
+}
+
+// Taps [*k_lo, *k_hi] (inclusive; empty when k_lo > k_hi) whose input index o*s + k*d - pad
+// lies inside [0, L) for output o: the gather view, for kernels that own one output each.
+FULLCONV_HD inline void tap_range_padded(int64_t o, int64_t L, int64_t K, int64_t s, int64_t d,
+                                         int64_t pad, int64_t* k_lo, int64_t* k_hi) {
+  const int64_t base = o * s - pad;  // input index of tap 0
+  const int64_t lo = ceil_div(-base, d), hi = floor_div(L - 1 - base, d);
+  *k_lo = lo > 0 ? lo : 0;
+  *k_hi = hi < K - 1 ? hi : K - 1;
+}
+
 // Outputs [*o_lo, *o_hi] (inclusive; empty when o_lo > o_hi) at which tap k reads a real
 // input element, i.e. 0 <= o*s + k*d - p < L. Outside that range the tap meets padding and
 // a direct kernel skips it.
 FULLCONV_HD inline void tap_output_range(int64_t k, int64_t L, int64_t K, int64_t s, int64_t d,
                                          int64_t* o_lo, int64_t* o_hi) {
-  const int64_t shift = full_padding(K, d) - k * d;  // >= 0 for every tap
-  *o_lo = (shift + s - 1) / s;
-  *o_hi = (L - 1 + shift) / s;
+  tap_output_range_padded(k, L, full_output_size(L, K, s, d), s, d, full_padding(K, d), o_lo, o_hi);
 }
 
-// Taps [*k_lo, *k_hi] (inclusive; empty when k_lo > k_hi) whose input index o*s + k*d - p
-// lies inside [0, L) for output o: the gather view, for kernels that own one output each.
+// Taps reaching output o of a full convolution (pad = d*(K-1)).
 FULLCONV_HD inline void tap_range(int64_t o, int64_t L, int64_t K, int64_t s, int64_t d,
                                   int64_t* k_lo, int64_t* k_hi) {
-  const int64_t base = o * s - full_padding(K, d);  // input index of tap 0
-  const int64_t lo = (base >= 0) ? 0 : (-base + d - 1) / d;
-  const int64_t last = L - 1 - base;  // k*d <= last; last >= 0 for every valid output
-  int64_t hi = (last >= 0) ? last / d : -1;
-  *k_lo = lo;
-  *k_hi = (hi < K - 1) ? hi : K - 1;
+  tap_range_padded(o, L, K, s, d, full_padding(K, d), k_lo, k_hi);
 }
 
 // Residue class (input index mod s) of the inputs that tap k sends to some output.

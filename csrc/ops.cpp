@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "conv_args.h"
+#include "cpu/blocked_kernels.h"
 
 namespace fullconv {
 
@@ -318,6 +319,9 @@ TORCH_LIBRARY(fullconv, m) {
   // input + residual zero-padded by residual_padding (centred), then ReLU if relu; one pass,
   // no padded copy of the residual.
   m.def("padded_add(Tensor input, Tensor residual, int[] residual_padding, bool relu) -> Tensor");
+  // Whether this CPU runs the register-blocked kernels (AVX2 + FMA); tests force that path
+  // only where it exists.
+  m.def("_cpu_blocked_available() -> bool", []() { return fullconv::blocked::available(); });
 }
 
 TORCH_LIBRARY_IMPL(fullconv, AutocastCPU, m) {

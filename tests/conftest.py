@@ -24,10 +24,13 @@ def _seed():
     yield
 
 
-ALGORITHMS = ["auto", "gemm", "direct"]
+# The register-blocked kernels exist where the CPU has AVX2 + FMA (test_errors checks the
+# forced path's error elsewhere).
+BLOCKED = torch.ops.fullconv._cpu_blocked_available()
+ALGORITHMS = ["auto", "gemm", "direct"] + (["blocked"] if BLOCKED else [])
 # CUDA joins the parametrisations where a GPU is present (tests/test_cuda.py reports a clean
 # skip where it is not).
-BACKENDS = ["cpu-auto", "cpu-gemm", "cpu-direct"] + (["cuda"] if "cuda" in DEVICES else [])
+BACKENDS = [f"cpu-{a}" for a in ALGORITHMS] + (["cuda"] if "cuda" in DEVICES else [])
 
 
 def require_cuda():
@@ -37,7 +40,7 @@ def require_cuda():
 
 @pytest.fixture(params=ALGORITHMS)
 def cpu_algorithm(request, monkeypatch):
-    """Forces each CPU formulation (GEMM + col2im, direct) so every path meets the reference,
+    """Forces each CPU formulation (GEMM + col2im, direct, blocked) so every path meets the reference,
     not only the one the heuristic picks."""
     monkeypatch.setenv("FULLCONV_CPU_ALGORITHM", request.param)
     return request.param

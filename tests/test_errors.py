@@ -87,3 +87,19 @@ def test_meta_shape_errors_match():
     with pytest.raises(ValueError, match="channels"):
         torch.ops.fullconv.full_conv(torch.empty(2, 3, 5, 5, device="meta"),
                                      torch.empty(6, 4, 3, 3, device="meta"), None, [1, 1], [1, 1], 1)
+
+
+def test_unknown_cpu_algorithm_is_refused(monkeypatch):
+    monkeypatch.setenv("FULLCONV_CPU_ALGORITHM", "fastest")
+    with pytest.raises(ValueError, match="auto, gemm, direct or blocked"):
+        fullconv.full_conv2d(torch.randn(1, 2, 4, 4), torch.randn(3, 2, 3, 3))
+
+
+@pytest.mark.skipif(not torch.ops.fullconv._cpu_blocked_available(), reason="CPU without AVX2/FMA")
+def test_blocked_path_takes_reduced_precision_in_float32(monkeypatch):
+    monkeypatch.setenv("FULLCONV_CPU_ALGORITHM", "blocked")
+    x, w = torch.randn(2, 5, 6, 6), torch.randn(16, 5, 3, 3)
+    out = fullconv.full_conv2d(x.bfloat16(), w.bfloat16())
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), torch.nn.functional.conv2d(x.bfloat16().float(), w.bfloat16().float(), padding=2),
+                               rtol=2e-2, atol=2e-2)

@@ -19,7 +19,13 @@
 // Small channel counts per group (depthwise, RGB first layers) make that GEMM degenerate;
 // there a direct kernel is used instead: for each tap, tap_output_range() gives the outputs at
 // which it reads real input, and the products run as contiguous row loops.
-// FULLCONV_CPU_ALGORITHM=gemm|direct (default auto) forces one formulation (tests use it).
+// Where the CPU has AVX2 + FMA, float32/float64 layers with at least 8 output channels per
+// group use register-blocked direct kernels over channels-last copies instead
+// (blocked_kernels.h): a B-channel x 6-position tile of the output stays in registers while
+// every (tap, input channel) product is accumulated, skipping taps that meet only padding.
+// FULLCONV_CPU_ALGORITHM=gemm|direct|blocked (default auto) forces one formulation (tests
+// use it); the blocked path's strided grad_input uses the formulation auto would pick
+// among the other two.
 //
 // Reduced precision (float16, bfloat16) is computed in float32 and rounded once at the end.
 // Results are deterministic: every output element is accumulated by one thread in a fixed
@@ -27,6 +33,7 @@
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -35,6 +42,7 @@
 #include <vector>
 
 #include "../conv_args.h"
+#include "blocked_kernels.h"
 
 namespace fullconv {
 namespace {
@@ -257,8 +265,12 @@ template <typename F>
 int64_t for_each_sample_block(const ConvShape& s, const F& body) {
   const int64_t threads = at::get_num_threads();
   const int64_t blocks = (s.batch >= 2 * threads && threads > 1) ? threads : 1;
+  // The blocks call ATen ops (mm, empty): worker threads take the caller's thread-local
+  // state (grad mode, dispatch exclusions), as they would on the calling thread.
+  const at::ThreadLocalState caller_state;
   // at::parallel_for runs inline (no nested region) when the grain exceeds the range
   at::parallel_for(0, blocks, blocks > 1 ? 1 : 2, [&](int64_t b0, int64_t b1) {
+    const at::ThreadLocalStateGuard guard(caller_state);
     for (int64_t b = b0; b < b1; ++b) body(b, b * s.batch / blocks, (b + 1) * s.batch / blocks);
   });
   return blocks;
@@ -506,27 +518,44 @@ void direct_grad_weight_kernel(const ConvShape& s, const at::Tensor& gy, const a
   });
 }
 
-enum class Algorithm { kGemm, kDirect };
+enum class Algorithm { kGemm, kDirect, kBlocked };
 
-// Direct where the per-group GEMM degenerates to outer products: depthwise-like layers
-// (one input channel per group, few outputs), and few input channels at stride 1 (the strided
-// direct loops gather and lose to the GEMM). Measured in benchmarks/NOTES.md.
-// FULLCONV_CPU_ALGORITHM overrides (gemm | direct).
-Algorithm choose_algorithm(const ConvShape& s) {
+at::ScalarType compute_dtype(at::ScalarType t) {
+  return (t == at::kHalf || t == at::kBFloat16) ? at::kFloat : t;
+}
+
+bool unit_stride(const ConvShape& s) {
+  return s.stride[0] == 1 && s.stride[1] == 1 && s.stride[2] == 1;
+}
+
+// Between the GEMM and direct formulations: direct where the per-group GEMM degenerates to
+// outer products: depthwise-like layers (one input channel per group, few outputs), and few
+// input channels at stride 1 (the strided direct loops gather and lose to the GEMM).
+// Measured in benchmarks/NOTES.md.
+Algorithm choose_unblocked(const ConvShape& s) {
+  const int64_t cin_g = s.in_channels_per_group(), cout_g = s.out_channels_per_group();
+  const bool depthwise_like = cin_g == 1 && cout_g <= 4;
+  return (depthwise_like || (unit_stride(s) && cin_g <= 4)) ? Algorithm::kDirect : Algorithm::kGemm;
+}
+
+// The blocked kernels when the CPU has them, the dtype is float32/float64 (also the compute
+// dtype of float16/bfloat16) and a tile of B output channels is not mostly padding.
+// FULLCONV_CPU_ALGORITHM overrides (gemm | direct | blocked).
+Algorithm choose_algorithm(const ConvShape& s, at::ScalarType dtype) {
+  const bool blocked_ok = blocked::available() && (dtype == at::kFloat || dtype == at::kDouble);
   if (const char* env = std::getenv("FULLCONV_CPU_ALGORITHM")) {
     const std::string v(env);
     if (v == "gemm") return Algorithm::kGemm;
     if (v == "direct") return Algorithm::kDirect;
-    TORCH_CHECK_VALUE(v == "auto" || v.empty(), "FULLCONV_CPU_ALGORITHM must be auto, gemm or direct, got '", v, "'");
+    if (v == "blocked") {
+      TORCH_CHECK(blocked::available(), "FULLCONV_CPU_ALGORITHM=blocked needs a CPU with AVX2 and FMA");
+      TORCH_CHECK(blocked_ok, "FULLCONV_CPU_ALGORITHM=blocked supports float32/float64 computation, got ", dtype);
+      return Algorithm::kBlocked;
+    }
+    TORCH_CHECK_VALUE(v == "auto" || v.empty(), "FULLCONV_CPU_ALGORITHM must be auto, gemm, direct or blocked, got '", v, "'");
   }
-  const bool unit_stride = s.stride[0] == 1 && s.stride[1] == 1 && s.stride[2] == 1;
-  const int64_t cin_g = s.in_channels_per_group(), cout_g = s.out_channels_per_group();
-  const bool depthwise_like = cin_g == 1 && cout_g <= 4;
-  return (depthwise_like || (unit_stride && cin_g <= 4)) ? Algorithm::kDirect : Algorithm::kGemm;
-}
-
-at::ScalarType compute_dtype(at::ScalarType t) {
-  return (t == at::kHalf || t == at::kBFloat16) ? at::kFloat : t;
+  if (blocked_ok && s.out_channels_per_group() >= 8) return Algorithm::kBlocked;
+  return choose_unblocked(s);
 }
 
 // Batched, contiguous view of a tensor in the compute dtype.
@@ -535,8 +564,115 @@ at::Tensor prepare(const at::Tensor& t, bool batched) {
   return b.to(compute_dtype(t.scalar_type())).contiguous();
 }
 
+// ---- blocked formulation: channels-last tensors, register tiles (blocked_kernels.h) --------
+
+// A batched tensor with ndim spatial dims as a 5-D one (leading spatial dims of size 1).
+at::Tensor as_5d(const at::Tensor& t, int ndim) {
+  auto r = t;
+  for (int i = ndim; i < kMaxSpatialDims; ++i) r = r.unsqueeze(2);
+  return r;
+}
+at::Tensor from_5d(const at::Tensor& t, int ndim) {
+  auto r = t;
+  for (int i = ndim; i < kMaxSpatialDims; ++i) r = r.select(2, 0);
+  return r;
+}
+
+// Batched [N, S0, S1, S2, C] copy (or view, when already so laid out) in the compute dtype.
+at::Tensor channels_last_5d(const at::Tensor& t, bool batched, int ndim) {
+  const auto b = batched ? t : t.unsqueeze(0);
+  return as_5d(b.to(compute_dtype(t.scalar_type())), ndim).contiguous(at::MemoryFormat::ChannelsLast3d);
+}
+
+at::Tensor empty_channels_last_5d(int64_t n, int64_t c, const int64_t* size, const at::TensorOptions& opt) {
+  return at::empty({n, c, size[0], size[1], size[2]}, opt.memory_format(at::MemoryFormat::ChannelsLast3d));
+}
+
+blocked::Problem forward_problem(const ConvShape& s) {
+  blocked::Problem p;
+  p.batch = s.batch;
+  p.groups = s.groups;
+  p.in_channels = s.in_channels;
+  p.out_channels = s.out_channels;
+  for (int i = 0; i < kMaxSpatialDims; ++i) {
+    p.in_size[i] = s.in_size[i];
+    p.out_size[i] = s.out_size[i];
+    p.kernel[i] = s.kernel[i];
+    p.stride[i] = s.stride[i];
+    p.dilation[i] = s.dilation[i];
+    p.pad[i] = s.padding(i);
+  }
+  return p;
+}
+
+// Stride-1 grad_input as a problem of the same kind: grad_output correlated with the flipped
+// kernel, input and output channels swapped, no padding (every tap real):
+//   gx[i] = sum_k w[K-1-k] . gy[i + k*d]   since gy index i + p - (K-1-k)*d = i + k*d.
+blocked::Problem grad_input_problem(const ConvShape& s) {
+  blocked::Problem p = forward_problem(s);
+  std::swap(p.in_channels, p.out_channels);
+  for (int i = 0; i < kMaxSpatialDims; ++i) {
+    std::swap(p.in_size[i], p.out_size[i]);
+    p.pad[i] = 0;
+  }
+  return p;
+}
+
+// Taps of the weight as [G, K0, K1, K2, Cin_g, Cout_g].
+at::Tensor weight_taps(const ConvShape& s, const at::Tensor& w) {
+  return w.reshape({s.groups, s.out_channels_per_group(), s.in_channels_per_group(), s.kernel[0],
+                    s.kernel[1], s.kernel[2]})
+      .permute({0, 3, 4, 5, 2, 1});
+}
+
+// [G, K0, K1, K2, Cin', Cout'] -> [G, OCB, K0, K1, K2, Cin', B], zero past Cout'.
+at::Tensor pack_blocked(const at::Tensor& taps, int64_t block) {
+  const int64_t cout = taps.size(5), ocb = ceil_div(cout, block);
+  auto padded = at::constant_pad_nd(taps, {0, ocb * block - cout});
+  auto sizes = padded.sizes().vec();
+  sizes.back() = ocb;
+  sizes.push_back(block);
+  return padded.reshape(sizes).permute({0, 5, 1, 2, 3, 4, 6}).contiguous();
+}
+
+template <typename scalar_t>
+void blocked_forward(const blocked::Problem& p, const at::Tensor& in, const at::Tensor& w_packed,
+                     const at::Tensor* bias, bool accumulate, at::Tensor& out) {
+  const int64_t tasks = blocked::forward_task_count(p, blocked::oc_block<scalar_t>());
+  const scalar_t* ip = in.const_data_ptr<scalar_t>();
+  const scalar_t* wp = w_packed.const_data_ptr<scalar_t>();
+  const scalar_t* bp = bias != nullptr ? bias->const_data_ptr<scalar_t>() : nullptr;
+  scalar_t* op = out.mutable_data_ptr<scalar_t>();
+  at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
+    blocked::forward<scalar_t>(p, ip, wp, bp, accumulate, op, begin, end);
+  });
+}
+
+// grad_weight of the forward problem, in the weight's layout [Cout, Cin_g, *kernel].
+template <typename scalar_t>
+at::Tensor blocked_grad_weight(const ConvShape& s, const at::Tensor& gy5, const at::Tensor& x5,
+                               at::IntArrayRef weight_sizes) {
+  const auto p = forward_problem(s);
+  constexpr int64_t B = blocked::oc_block<scalar_t>();
+  const int64_t cout_g = s.out_channels_per_group(), cin_g = s.in_channels_per_group();
+  const int64_t ocb = ceil_div(cout_g, B);
+  auto packed = at::empty({s.groups, ocb, s.kernel[0], s.kernel[1], s.kernel[2], cin_g, B}, gy5.options());
+  const scalar_t* gyp = gy5.const_data_ptr<scalar_t>();
+  const scalar_t* xp = x5.const_data_ptr<scalar_t>();
+  scalar_t* gwp = packed.mutable_data_ptr<scalar_t>();
+  at::parallel_for(0, blocked::grad_weight_task_count(p, B), 1, [&](int64_t begin, int64_t end) {
+    blocked::grad_weight<scalar_t>(p, gyp, xp, gwp, begin, end);
+  });
+  // [G, OCB, K0, K1, K2, Cin_g, B] -> [G, OCB*B, Cin_g, K0, K1, K2] -> drop padding channels
+  return packed.permute({0, 1, 6, 5, 2, 3, 4})
+      .reshape({s.groups, ocb * B, cin_g, s.kernel[0], s.kernel[1], s.kernel[2]})
+      .narrow(1, 0, cout_g)
+      .reshape(weight_sizes);
+}
+
 // Forward with an optional fused epilogue: the output starts as bias + the centred residual,
 // the kernels accumulate the convolution into it, and ReLU runs over it once at the end.
+// (The blocked kernels add the bias in their tiles instead when there is no residual.)
 at::Tensor full_conv_cpu_impl(const at::Tensor& input, const at::Tensor& weight,
                               const std::optional<at::Tensor>& bias, const at::Tensor* residual,
                               at::IntArrayRef stride, at::IntArrayRef dilation, int64_t groups,
@@ -545,18 +681,42 @@ at::Tensor full_conv_cpu_impl(const at::Tensor& input, const at::Tensor& weight,
   const bool batched = input.dim() == weight.dim();
   if (residual != nullptr)
     check_residual(*residual, output_shape(s, batched), residual_padding, input, op_name);
-  const auto x = prepare(input, batched);
+  const auto dtype = compute_dtype(input.scalar_type());
+  const Algorithm algo = choose_algorithm(s, dtype);
+  const bool blocked_path = algo == Algorithm::kBlocked;
+  const auto x = blocked_path ? channels_last_5d(input, batched, s.ndim) : prepare(input, batched);
   const auto w = weight.to(compute_dtype(weight.scalar_type())).contiguous();
-  auto y = at::empty(output_shape(s, true), x.options());
-  if (bias.has_value() && bias->defined()) {
-    y.view({s.batch, s.out_channels, s.out_spatial()}).copy_(bias->to(y.scalar_type()).view({1, -1, 1}).expand({s.batch, -1, s.out_spatial()}));
+  const bool has_bias = bias.has_value() && bias->defined();
+  at::Tensor y5, y;
+  if (blocked_path) {
+    y5 = empty_channels_last_5d(s.batch, s.out_channels, s.out_size, x.options());
+    y = from_5d(y5, s.ndim);
   } else {
-    y.zero_();
+    y = at::empty(output_shape(s, true), x.options());
   }
-  if (residual != nullptr)
-    residual_region(y, residual_padding).add_(batched ? *residual : residual->unsqueeze(0));
+  // the blocked kernels write every output element themselves, bias included
+  const bool tiles_own_output = blocked_path && residual == nullptr && x.numel() > 0;
+  at::Tensor b;
+  if (has_bias) b = bias->to(dtype).contiguous();
+  if (!tiles_own_output) {
+    if (has_bias) {
+      std::vector<int64_t> bshape(y.dim(), 1);
+      bshape[1] = s.out_channels;
+      y.copy_(b.view(bshape).expand_as(y));
+    } else {
+      y.zero_();
+    }
+    if (residual != nullptr)
+      residual_region(y, residual_padding).add_(batched ? *residual : residual->unsqueeze(0));
+  }
   if (x.numel() > 0) {
-    if (choose_algorithm(s) == Algorithm::kDirect) {
+    if (blocked_path) {
+      AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "full_conv_cpu_blocked", [&] {
+        const auto wp = pack_blocked(weight_taps(s, w), blocked::oc_block<scalar_t>());
+        blocked_forward<scalar_t>(forward_problem(s), x, wp, tiles_own_output && has_bias ? &b : nullptr,
+                                  !tiles_own_output, y5);
+      });
+    } else if (algo == Algorithm::kDirect) {
       AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "full_conv_cpu_direct", [&] {
         direct_forward_kernel<scalar_t>(s, x, w, y);
       });
@@ -626,6 +786,71 @@ at::Tensor padded_add_cpu(const at::Tensor& input, const at::Tensor& residual,
   return out.contiguous(input.suggest_memory_format());
 }
 
+// grad_input and/or grad_weight with the GEMM or direct formulation (undefined when not
+// requested). `gy` batched, contiguous, compute dtype.
+std::pair<at::Tensor, at::Tensor> unblocked_backward(const ConvShape& s, Algorithm algo,
+                                                     const at::Tensor& gy, const at::Tensor& input,
+                                                     const at::Tensor& weight, const at::Tensor& w,
+                                                     bool batched, bool want_gx, bool want_gw) {
+  at::Tensor grad_input, grad_weight;
+  if (algo == Algorithm::kDirect) {
+    if (want_gx) {
+      auto gx = at::zeros({s.batch, s.in_channels, s.in_spatial()}, gy.options());
+      if (gy.numel() > 0 && s.in_channels > 0) {
+        AT_DISPATCH_FLOATING_TYPES(gx.scalar_type(), "full_conv_grad_input_cpu_direct", [&] {
+          direct_grad_input_kernel<scalar_t>(s, gy, w, gx);
+        });
+      }
+      grad_input = finish_grad_input(gx, input, batched);
+    }
+    if (want_gw) {
+      auto gw = at::zeros(weight.sizes(), gy.options());
+      if (gy.numel() > 0 && weight.numel() > 0) {
+        const auto x = prepare(input, batched);
+        AT_DISPATCH_FLOATING_TYPES(gw.scalar_type(), "full_conv_grad_weight_cpu_direct", [&] {
+          direct_grad_weight_kernel<scalar_t>(s, gy, x, gw);
+        });
+      }
+      grad_weight = gw.to(weight.scalar_type()).contiguous(weight.suggest_memory_format());
+    }
+    return {grad_input, grad_weight};
+  }
+  const auto plan = make_plan(s);
+  const int64_t cout_g = s.out_channels_per_group(), cin_g = s.in_channels_per_group();
+  at::Tensor gx;
+  std::vector<at::Tensor> gw_mats;
+  if (want_gx)
+    gx = at::zeros({s.batch, s.in_channels, s.in_spatial()}, gy.options());
+  if (want_gw)
+    for (const auto& rc : plan.classes)
+      gw_mats.push_back(at::zeros({s.groups, static_cast<int64_t>(rc.taps.size()) * cout_g, cin_g}, gy.options()));
+  if (gy.numel() > 0 && cin_g > 0) {
+    const auto wmats = class_weights(plan, w);
+    const auto x = want_gw ? prepare(input, batched) : at::Tensor();
+    // grad_input needs every input written: the kernel assigns the inputs of each class, the
+    // zeros above cover the inputs no tap reaches (stride larger than the kernel's reach)
+    AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "full_conv_backward_cpu", [&] {
+      backward_kernel<scalar_t>(plan, gy, x, wmats, want_gx ? &gx : nullptr,
+                                want_gw ? &gw_mats : nullptr);
+    });
+  }
+  if (want_gx) grad_input = finish_grad_input(gx, input, batched);
+  if (want_gw) {
+    // [G, Ktot, Cout_g, Cin_g] -> weight layout [Cout, Cin_g, *kernel]
+    auto gw = at::zeros({s.groups, s.kernel_volume(), cout_g, cin_g}, gy.options());
+    for (size_t ci = 0; ci < plan.classes.size(); ++ci) {
+      const auto& rc = plan.classes[ci];
+      gw.index_copy_(1, at::tensor(rc.taps, at::kLong),
+                     gw_mats[ci].view({s.groups, -1, cout_g, cin_g}));
+    }
+    grad_weight = gw.permute({0, 2, 3, 1})
+                      .reshape(weight.sizes())
+                      .to(weight.scalar_type())
+                      .contiguous(weight.suggest_memory_format());
+  }
+  return {grad_input, grad_weight};
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
     at::IntArrayRef stride, at::IntArrayRef dilation, int64_t groups,
@@ -638,65 +863,48 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cpu(
   at::Tensor grad_input = at::empty({0}, input.options());
   at::Tensor grad_weight = at::empty({0}, input.options());
   at::Tensor grad_bias = at::empty({0}, input.options());
-  const auto gy = prepare(grad_output, batched);
-  if (output_mask[2]) grad_bias = grad_bias_from(gy, input.scalar_type());
+  if (output_mask[2])
+    grad_bias = grad_bias_from(batched ? grad_output : grad_output.unsqueeze(0), input.scalar_type());
   if (!output_mask[0] && !output_mask[1]) return {grad_input, grad_weight, grad_bias};
 
   const auto w = weight.to(compute_dtype(weight.scalar_type())).contiguous();
-  if (choose_algorithm(s) == Algorithm::kDirect) {
-    if (output_mask[0]) {
-      auto gx = at::zeros({s.batch, s.in_channels, s.in_spatial()}, gy.options());
-      if (gy.numel() > 0 && s.in_channels > 0) {
-        AT_DISPATCH_FLOATING_TYPES(gx.scalar_type(), "full_conv_grad_input_cpu_direct", [&] {
-          direct_grad_input_kernel<scalar_t>(s, gy, w, gx);
-        });
-      }
-      grad_input = finish_grad_input(gx, input, batched);
-    }
-    if (output_mask[1]) {
-      auto gw = at::zeros(weight.sizes(), gy.options());
-      if (gy.numel() > 0 && weight.numel() > 0) {
-        const auto x = prepare(input, batched);
-        AT_DISPATCH_FLOATING_TYPES(gw.scalar_type(), "full_conv_grad_weight_cpu_direct", [&] {
-          direct_grad_weight_kernel<scalar_t>(s, gy, x, gw);
-        });
-      }
-      grad_weight = gw.to(weight.scalar_type()).contiguous(weight.suggest_memory_format());
-    }
+  const Algorithm algo = choose_algorithm(s, compute_dtype(input.scalar_type()));
+  const bool nonempty = grad_output.numel() > 0 && input.numel() > 0;
+  if (algo != Algorithm::kBlocked || !nonempty) {
+    const auto unblocked = algo == Algorithm::kBlocked ? choose_unblocked(s) : algo;
+    auto [gx, gw] = unblocked_backward(s, unblocked, prepare(grad_output, batched), input, weight, w,
+                                       batched, output_mask[0], output_mask[1]);
+    if (output_mask[0]) grad_input = gx;
+    if (output_mask[1]) grad_weight = gw;
     return {grad_input, grad_weight, grad_bias};
   }
-  const auto plan = make_plan(s);
-  const int64_t cout_g = s.out_channels_per_group(), cin_g = s.in_channels_per_group();
-  at::Tensor gx;
-  std::vector<at::Tensor> gw_mats;
-  if (output_mask[0])
-    gx = at::zeros({s.batch, s.in_channels, s.in_spatial()}, gy.options());
-  if (output_mask[1])
-    for (const auto& rc : plan.classes)
-      gw_mats.push_back(at::zeros({s.groups, static_cast<int64_t>(rc.taps.size()) * cout_g, cin_g}, gy.options()));
-  if (gy.numel() > 0 && cin_g > 0) {
-    const auto wmats = class_weights(plan, w);
-    const auto x = output_mask[1] ? prepare(input, batched) : at::Tensor();
-    // grad_input needs every input written: the kernel assigns the inputs of each class, the
-    // zeros above cover the inputs no tap reaches (stride larger than the kernel's reach)
-    AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "full_conv_backward_cpu", [&] {
-      backward_kernel<scalar_t>(plan, gy, x, wmats, output_mask[0] ? &gx : nullptr,
-                                output_mask[1] ? &gw_mats : nullptr);
-    });
-  }
-  if (output_mask[0]) grad_input = finish_grad_input(gx, input, batched);
+  const auto gy5 = channels_last_5d(grad_output, batched, s.ndim);
   if (output_mask[1]) {
-    // [G, Ktot, Cout_g, Cin_g] -> weight layout [Cout, Cin_g, *kernel]
-    auto gw = at::zeros({s.groups, s.kernel_volume(), cout_g, cin_g}, gy.options());
-    for (size_t ci = 0; ci < plan.classes.size(); ++ci) {
-      const auto& rc = plan.classes[ci];
-      gw.index_copy_(1, at::tensor(rc.taps, at::kLong),
-                     gw_mats[ci].view({s.groups, -1, cout_g, cin_g}));
+    const auto x5 = channels_last_5d(input, batched, s.ndim);
+    AT_DISPATCH_FLOATING_TYPES(gy5.scalar_type(), "full_conv_grad_weight_cpu_blocked", [&] {
+      grad_weight = blocked_grad_weight<scalar_t>(s, gy5, x5, weight.sizes());
+    });
+    grad_weight = grad_weight.to(weight.scalar_type()).contiguous(weight.suggest_memory_format());
+  }
+  if (output_mask[0]) {
+    if (unit_stride(s)) {
+      auto gx5 = empty_channels_last_5d(s.batch, s.in_channels, s.in_size, gy5.options());
+      AT_DISPATCH_FLOATING_TYPES(gy5.scalar_type(), "full_conv_grad_input_cpu_blocked", [&] {
+        // [G, K0, K1, K2, Cout_g, Cin_g] with the taps flipped
+        const auto taps = w.reshape({s.groups, s.out_channels_per_group(), s.in_channels_per_group(),
+                                     s.kernel[0], s.kernel[1], s.kernel[2]})
+                              .flip({3, 4, 5})
+                              .permute({0, 3, 4, 5, 1, 2});
+        const auto wp = pack_blocked(taps, blocked::oc_block<scalar_t>());
+        blocked_forward<scalar_t>(grad_input_problem(s), gy5, wp, nullptr, false, gx5);
+      });
+      grad_input = finish_grad_input(from_5d(gx5, s.ndim), input, batched);
+    } else {
+      // strided: inputs fall into residue classes with different taps; the other formulations
+      // handle them without padding
+      grad_input = unblocked_backward(s, choose_unblocked(s), prepare(grad_output, batched), input,
+                                      weight, w, batched, true, false).first;
     }
-    grad_weight = gw.permute({0, 2, 3, 1})
-                      .reshape(weight.sizes())
-                      .to(weight.scalar_type())
-                      .contiguous(weight.suggest_memory_format());
   }
   return {grad_input, grad_weight, grad_bias};
 }

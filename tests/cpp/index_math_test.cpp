@@ -63,6 +63,45 @@ int main() {
             EXPECT(residue_count(L, s, r) == (r < L ? (L - 1 - r) / s + 1 : 0), "residue_count\n");
           }
         }
+  // Arbitrary implicit padding (0 .. beyond full) and output lengths: the general forms the
+  // blocked CPU kernels use (a stride-1 grad_input is a correlation with pad = 0).
+  for (int64_t a = -9; a <= 9; ++a)
+    for (int64_t b = 1; b <= 4; ++b) {
+      int64_t f = 0;
+      while ((f + 1) * b <= a) ++f;
+      while (f * b > a) --f;
+      EXPECT(floor_div(a, b) == f, "floor_div %ld %ld\n", (long)a, (long)b);
+      EXPECT(ceil_div(a, b) == (f * b == a ? f : f + 1), "ceil_div %ld %ld\n", (long)a, (long)b);
+    }
+  for (int64_t L = 1; L <= 9; ++L)
+    for (int64_t K = 1; K <= 5; ++K)
+      for (int64_t s = 1; s <= 3; ++s)
+        for (int64_t d = 1; d <= 3; ++d)
+          for (int64_t pad = 0; pad <= d * (K - 1) + 2; ++pad)
+            for (int64_t Lout = 1; Lout <= 12; ++Lout) {
+              for (int64_t o = 0; o < Lout; ++o) {
+                int64_t lo, hi;
+                tap_range_padded(o, L, K, s, d, pad, &lo, &hi);
+                for (int64_t k = 0; k < K; ++k) {
+                  const int64_t i = o * s + k * d - pad;
+                  EXPECT((0 <= i && i < L) == (lo <= k && k <= hi),
+                         "tap_range_padded L=%ld K=%ld s=%ld d=%ld pad=%ld o=%ld k=%ld\n", (long)L,
+                         (long)K, (long)s, (long)d, (long)pad, (long)o, (long)k);
+                  ++checks;
+                }
+              }
+              for (int64_t k = 0; k < K; ++k) {
+                int64_t olo, ohi;
+                tap_output_range_padded(k, L, Lout, s, d, pad, &olo, &ohi);
+                for (int64_t o = 0; o < Lout; ++o) {
+                  const int64_t i = o * s + k * d - pad;
+                  EXPECT((0 <= i && i < L) == (olo <= o && o <= ohi),
+                         "tap_output_range_padded L=%ld K=%ld s=%ld d=%ld pad=%ld k=%ld o=%ld\n",
+                         (long)L, (long)K, (long)s, (long)d, (long)pad, (long)k, (long)o);
+                  ++checks;
+                }
+              }
+            }
   std::printf("%ld checks, %d failures\n", checks, failures);
   return failures == 0 ? 0 : 1;
 }

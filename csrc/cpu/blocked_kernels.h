@@ -1,0 +1,77 @@
+// Register-blocked direct convolution kernels over channels-last tensors (x86-64 AVX2 + FMA).
+//
+// The problem is a correlation with an implicit zero padding `pad` per spatial dim:
+//   out[n, o, g*Cout_g + co] = sum_{k, ci} w[g, co, ci, k] * in[n, o*s + k*d - pad, g*Cin_g + ci]
+// where only the taps whose input index lies inside [0, in_size) are summed; the padding is
+// never materialised and a tap that meets only padding is never visited. The forward of a
+// full convolution has pad = d*(K-1); its stride-1 grad_input is the same problem on
+// grad_output with the flipped, transposed kernel and pad = 0 (every tap real).
+//
+// Layouts (spatial dims normalised to three, as ConvShape):
+//   in, out      [N, S0, S1, S2, C]           channels last, C = all channels of all groups
+//   packed w     [G, OCB, K0, K1, K2, Cin_g, B] output channels in blocks of B (zero beyond
+//                                             Cout_g); B = oc_block<T>() = two SIMD vectors
+//   packed grad  same layout as packed w, assigned (not accumulated)
+// A register tile is B output channels x up to 6 output positions of one row (forward) or
+// B output channels x up to 6 input channels of one tap (grad_weight), accumulated in
+// registers over every (tap, input channel) or every (sample, position) and stored once.
+// Work is split into independent tasks (rows, or weight tiles) so callers can run task
+// ranges on threads; every output element is owned by one task and summed in a fixed order,
+// so results are deterministic.
+//
+// This header is torch-free; the kernels live in blocked_kernels_avx2.cpp, compiled for
+// AVX2 + FMA with function-level target attributes and used only when the CPU has them.
+#pragma once
+
+#include <cstdint>
+
+namespace fullconv {
+namespace blocked {
+
+struct Problem {
+  int64_t batch = 0;
+  int64_t groups = 1;
+  int64_t in_channels = 0;   // channels of `in` (all groups)
+  int64_t out_channels = 0;  // channels of `out` (all groups)
+  int64_t in_size[3] = {1, 1, 1};
+  int64_t out_size[3] = {1, 1, 1};
+  int64_t kernel[3] = {1, 1, 1};
+  int64_t stride[3] = {1, 1, 1};
+  int64_t dilation[3] = {1, 1, 1};
+  int64_t pad[3] = {0, 0, 0};
+
+  int64_t in_channels_per_group() const { return in_channels / groups; }
+  int64_t out_channels_per_group() const { return out_channels / groups; }
+  int64_t kernel_volume() const { return kernel[0] * kernel[1] * kernel[2]; }
+};
+
+// Output channels per register tile: two 256-bit vectors.
+template <typename T>
+constexpr int64_t oc_block() {
+  return 2 * 32 / static_cast<int64_t>(sizeof(T));
+}
+
+// Input channels per grad_weight tile.
+constexpr int64_t kGradWeightInputBlock = 6;
+
+// True when the CPU running this process supports AVX2 and FMA (checked once).
+bool available();
+
+// Forward: tasks are (group, oc block, sample, out row S0 x S1), in that order (consecutive
+// tasks share packed weights). Writes every element of the rows it owns: bias (per output
+// channel, may be null) + (accumulate ? the value already in `out` : 0) + the correlation.
+int64_t forward_task_count(const Problem& p, int64_t block);
+template <typename T>
+void forward(const Problem& p, const T* in, const T* w_packed, const T* bias, bool accumulate,
+             T* out, int64_t task_begin, int64_t task_end);
+
+// grad_weight: tasks are (group, oc block, input-channel block, tap), in that order. `grad_out`
+// and `in` are the forward's output gradient and input (channels last); writes the tiles of
+// the packed gradient it owns.
+int64_t grad_weight_task_count(const Problem& p, int64_t block);
+template <typename T>
+void grad_weight(const Problem& p, const T* grad_out, const T* in, T* gw_packed,
+                 int64_t task_begin, int64_t task_end);
+
+}  // namespace blocked
+}  // namespace fullconv

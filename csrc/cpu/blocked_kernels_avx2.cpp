@@ -1,0 +1,367 @@
+// AVX2 + FMA register-blocked kernels; see blocked_kernels.h for the problem and layouts.
+//
+// Only the functions marked FULLCONV_AVX2 use AVX2 instructions (function-level target
+// attributes, not a file-wide -mavx2), so this file links into a library that still loads on
+// CPUs without AVX2; callers check available() first. No torch headers here.
+#include "blocked_kernels.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "../conv_shape.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define FULLCONV_BLOCKED_X86 1
+#include <immintrin.h>
+#define FULLCONV_AVX2 __attribute__((target("avx2,fma")))
+#else
+#define FULLCONV_BLOCKED_X86 0
+#endif
+
+namespace fullconv {
+namespace blocked {
+
+int64_t forward_task_count(const Problem& p, int64_t block) {
+  const int64_t ocb = ceil_div(p.out_channels_per_group(), block);
+  return p.groups * ocb * p.batch * p.out_size[0] * p.out_size[1];
+}
+
+int64_t grad_weight_task_count(const Problem& p, int64_t block) {
+  const int64_t ocb = ceil_div(p.out_channels_per_group(), block);
+  const int64_t icb = ceil_div(p.in_channels_per_group(), kGradWeightInputBlock);
+  return p.groups * ocb * icb * p.kernel_volume();
+}
+
+#if FULLCONV_BLOCKED_X86
+
+bool available() {
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return ok;
+}
+
+namespace {
+
+constexpr int kMaxPositions = 6;
+
+template <typename T>
+struct Simd;
+
+template <>
+struct Simd<float> {
+  using V = __m256;
+  using M = __m256i;
+  static constexpr int kLanes = 8;
+  FULLCONV_AVX2 static inline V zero() { return _mm256_setzero_ps(); }
+  FULLCONV_AVX2 static inline V load(const float* p) { return _mm256_loadu_ps(p); }
+  FULLCONV_AVX2 static inline void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  FULLCONV_AVX2 static inline V masked_load(const float* p, M m) { return _mm256_maskload_ps(p, m); }
+  FULLCONV_AVX2 static inline void masked_store(float* p, M m, V v) { _mm256_maskstore_ps(p, m, v); }
+  FULLCONV_AVX2 static inline V broadcast(const float* p) { return _mm256_broadcast_ss(p); }
+  FULLCONV_AVX2 static inline V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  FULLCONV_AVX2 static inline V add(V a, V b) { return _mm256_add_ps(a, b); }
+  // the first n lanes (n <= 0: none, n >= 8: all)
+  FULLCONV_AVX2 static inline M mask(int64_t n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(std::clamp<int64_t>(n, 0, 8))),
+                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  }
+};
+
+template <>
+struct Simd<double> {
+  using V = __m256d;
+  using M = __m256i;
+  static constexpr int kLanes = 4;
+  FULLCONV_AVX2 static inline V zero() { return _mm256_setzero_pd(); }
+  FULLCONV_AVX2 static inline V load(const double* p) { return _mm256_loadu_pd(p); }
+  FULLCONV_AVX2 static inline void store(double* p, V v) { _mm256_storeu_pd(p, v); }
+  FULLCONV_AVX2 static inline V masked_load(const double* p, M m) { return _mm256_maskload_pd(p, m); }
+  FULLCONV_AVX2 static inline void masked_store(double* p, M m, V v) { _mm256_maskstore_pd(p, m, v); }
+  FULLCONV_AVX2 static inline V broadcast(const double* p) { return _mm256_broadcast_sd(p); }
+  FULLCONV_AVX2 static inline V fma(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
+  FULLCONV_AVX2 static inline V add(V a, V b) { return _mm256_add_pd(a, b); }
+  FULLCONV_AVX2 static inline M mask(int64_t n) {
+    return _mm256_cmpgt_epi64(_mm256_set1_epi64x(std::clamp<int64_t>(n, 0, 4)),
+                              _mm256_setr_epi64x(0, 1, 2, 3));
+  }
+};
+
+// A vector of channels that may run past the last valid one (kTail): masked, so lanes beyond
+// it are neither read (they may lie past the end of the tensor) nor written.
+template <typename T, bool kTail>
+FULLCONV_AVX2 inline typename Simd<T>::V load_channels(const T* p, typename Simd<T>::M m) {
+  if constexpr (kTail) return Simd<T>::masked_load(p, m);
+  else return Simd<T>::load(p);
+}
+template <typename T, bool kTail>
+FULLCONV_AVX2 inline void store_channels(T* p, typename Simd<T>::M m, typename Simd<T>::V v) {
+  if constexpr (kTail) Simd<T>::masked_store(p, m, v);
+  else Simd<T>::store(p, v);
+}
+
+// One run of products for a forward tile: for i < len, position j reads x[j][i] and the
+// packed weight row w + i*B (B output channels).
+template <typename T>
+struct Segment {
+  const T* x[kMaxPositions];
+  const T* w;
+  int64_t len;
+};
+
+// B output channels x P positions, accumulated over all segments, then stored once.
+template <typename T, int P, bool kTail>
+FULLCONV_AVX2 void forward_tile(const Segment<T>* seg, int64_t nseg, const T* bias, bool accumulate,
+                                T* out, int64_t out_step, int64_t valid) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int L = S::kLanes;
+  const auto m0 = S::mask(valid), m1 = S::mask(valid - L);
+  V b0 = S::zero(), b1 = S::zero();
+  if (bias != nullptr) {
+    b0 = load_channels<T, kTail>(bias, m0);
+    b1 = load_channels<T, kTail>(bias + L, m1);
+  }
+  V a0[P], a1[P];
+#pragma GCC unroll 8
+  for (int j = 0; j < P; ++j) {
+    if (accumulate) {
+      a0[j] = S::add(b0, load_channels<T, kTail>(out + j * out_step, m0));
+      a1[j] = S::add(b1, load_channels<T, kTail>(out + j * out_step + L, m1));
+    } else {
+      a0[j] = b0;
+      a1[j] = b1;
+    }
+  }
+  for (int64_t q = 0; q < nseg; ++q) {
+    const T* w = seg[q].w;
+    const int64_t len = seg[q].len;
+    const T* xp[P];
+#pragma GCC unroll 8
+    for (int j = 0; j < P; ++j) xp[j] = seg[q].x[j];
+    for (int64_t i = 0; i < len; ++i, w += 2 * L) {
+      const V w0 = S::load(w), w1 = S::load(w + L);
+#pragma GCC unroll 8
+      for (int j = 0; j < P; ++j) {
+        const V b = S::broadcast(xp[j] + i);
+        a0[j] = S::fma(w0, b, a0[j]);
+        a1[j] = S::fma(w1, b, a1[j]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int j = 0; j < P; ++j) {
+    store_channels<T, kTail>(out + j * out_step, m0, a0[j]);
+    store_channels<T, kTail>(out + j * out_step + L, m1, a1[j]);
+  }
+}
+
+template <typename T, bool kTail>
+FULLCONV_AVX2 void forward_tile_n(int positions, const Segment<T>* seg, int64_t nseg, const T* bias,
+                                  bool accumulate, T* out, int64_t out_step, int64_t valid) {
+  switch (positions) {
+    case 1: return forward_tile<T, 1, kTail>(seg, nseg, bias, accumulate, out, out_step, valid);
+    case 2: return forward_tile<T, 2, kTail>(seg, nseg, bias, accumulate, out, out_step, valid);
+    case 3: return forward_tile<T, 3, kTail>(seg, nseg, bias, accumulate, out, out_step, valid);
+    case 4: return forward_tile<T, 4, kTail>(seg, nseg, bias, accumulate, out, out_step, valid);
+    case 5: return forward_tile<T, 5, kTail>(seg, nseg, bias, accumulate, out, out_step, valid);
+    default: return forward_tile<T, 6, kTail>(seg, nseg, bias, accumulate, out, out_step, valid);
+  }
+}
+
+// B output channels x NI input channels of one tap, summed over every sample and every
+// output position where the tap reads real input (one contiguous range per dim).
+template <typename T, int NI, bool kTail>
+FULLCONV_AVX2 void grad_weight_tile(const Problem& p, const T* gy, const T* x, int64_t g,
+                                    int64_t ocb, int64_t ic0, const int64_t* k, T* dst,
+                                    int64_t valid) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int L = S::kLanes;
+  constexpr int64_t B = oc_block<T>();
+  const auto m0 = S::mask(valid), m1 = S::mask(valid - L);
+  V a0[NI], a1[NI];
+#pragma GCC unroll 8
+  for (int j = 0; j < NI; ++j) a0[j] = a1[j] = S::zero();
+  int64_t lo[3], hi[3];
+  bool empty = false;
+  for (int i = 0; i < 3; ++i) {
+    tap_output_range_padded(k[i], p.in_size[i], p.out_size[i], p.stride[i], p.dilation[i],
+                            p.pad[i], &lo[i], &hi[i]);
+    empty = empty || lo[i] > hi[i];
+  }
+  if (!empty) {
+    const int64_t C = p.in_channels, Cout = p.out_channels;
+    const int64_t count = hi[2] - lo[2] + 1, x_step = p.stride[2] * C;
+    const int64_t x_chan = p.in_channels_per_group() * g + ic0;
+    const int64_t gy_chan = p.out_channels_per_group() * g + ocb * B;
+    const int64_t i2 = lo[2] * p.stride[2] + k[2] * p.dilation[2] - p.pad[2];
+    for (int64_t n = 0; n < p.batch; ++n)
+      for (int64_t o0 = lo[0]; o0 <= hi[0]; ++o0) {
+        const int64_t i0 = o0 * p.stride[0] + k[0] * p.dilation[0] - p.pad[0];
+        for (int64_t o1 = lo[1]; o1 <= hi[1]; ++o1) {
+          const int64_t i1 = o1 * p.stride[1] + k[1] * p.dilation[1] - p.pad[1];
+          const T* gp = gy + (((n * p.out_size[0] + o0) * p.out_size[1] + o1) * p.out_size[2] + lo[2]) * Cout + gy_chan;
+          const T* xp = x + (((n * p.in_size[0] + i0) * p.in_size[1] + i1) * p.in_size[2] + i2) * C + x_chan;
+          for (int64_t q = 0; q < count; ++q, gp += Cout, xp += x_step) {
+            const V w0 = load_channels<T, kTail>(gp, m0), w1 = load_channels<T, kTail>(gp + L, m1);
+#pragma GCC unroll 8
+            for (int j = 0; j < NI; ++j) {
+              const V b = S::broadcast(xp + j);
+              a0[j] = S::fma(w0, b, a0[j]);
+              a1[j] = S::fma(w1, b, a1[j]);
+            }
+          }
+        }
+      }
+  }
+#pragma GCC unroll 8
+  for (int j = 0; j < NI; ++j) {
+    S::store(dst + j * B, a0[j]);
+    S::store(dst + j * B + L, a1[j]);
+  }
+}
+
+template <typename T, bool kTail>
+FULLCONV_AVX2 void grad_weight_tile_n(int channels, const Problem& p, const T* gy, const T* x,
+                                      int64_t g, int64_t ocb, int64_t ic0, const int64_t* k, T* dst,
+                                      int64_t valid) {
+  static_assert(kGradWeightInputBlock == 6, "tile dispatch covers 1..6 input channels");
+  switch (channels) {
+    case 1: return grad_weight_tile<T, 1, kTail>(p, gy, x, g, ocb, ic0, k, dst, valid);
+    case 2: return grad_weight_tile<T, 2, kTail>(p, gy, x, g, ocb, ic0, k, dst, valid);
+    case 3: return grad_weight_tile<T, 3, kTail>(p, gy, x, g, ocb, ic0, k, dst, valid);
+    case 4: return grad_weight_tile<T, 4, kTail>(p, gy, x, g, ocb, ic0, k, dst, valid);
+    case 5: return grad_weight_tile<T, 5, kTail>(p, gy, x, g, ocb, ic0, k, dst, valid);
+    default: return grad_weight_tile<T, 6, kTail>(p, gy, x, g, ocb, ic0, k, dst, valid);
+  }
+}
+
+}  // namespace
+
+template <typename T>
+FULLCONV_AVX2 void forward(const Problem& p, const T* in, const T* w_packed, const T* bias,
+                           bool accumulate, T* out, int64_t task_begin, int64_t task_end) {
+  using S = Simd<T>;
+  constexpr int64_t B = oc_block<T>();
+  const int64_t cin_g = p.in_channels_per_group(), cout_g = p.out_channels_per_group();
+  const int64_t OCB = ceil_div(cout_g, B), ktot = p.kernel_volume();
+  const int64_t K1 = p.kernel[1], K2 = p.kernel[2];
+  const int64_t O0 = p.out_size[0], O1 = p.out_size[1], O2 = p.out_size[2];
+  const int64_t I0 = p.in_size[0], I1 = p.in_size[1], I2 = p.in_size[2];
+  const int64_t C = p.in_channels, Cout = p.out_channels;
+  const int64_t s2 = p.stride[2], d2 = p.dilation[2], pad2 = p.pad[2];
+  // (tap k2, input channel) pairs are contiguous in `in` and in the packed weight: one run
+  const bool merge_taps = d2 == 1 && C == cin_g;
+  // positions along dim 2 at which every tap reads real input
+  const int64_t inner_lo = std::max<int64_t>(0, ceil_div(pad2, s2));
+  const int64_t inner_hi = std::min<int64_t>(O2 - 1, floor_div(I2 - 1 - (K2 - 1) * d2 + pad2, s2));
+  std::vector<Segment<T>> seg(static_cast<size_t>(ktot));
+  const std::vector<T> zeros(static_cast<size_t>(cin_g), T(0));  // stands in for padding at edges
+
+  for (int64_t task = task_begin; task < task_end; ++task) {
+    int64_t t = task;
+    const int64_t o1 = t % O1;
+    t /= O1;
+    const int64_t o0 = t % O0;
+    t /= O0;
+    const int64_t n = t % p.batch;
+    t /= p.batch;
+    const int64_t ocb = t % OCB, g = t / OCB;
+    int64_t k0_lo, k0_hi, k1_lo, k1_hi;
+    tap_range_padded(o0, I0, p.kernel[0], p.stride[0], p.dilation[0], p.pad[0], &k0_lo, &k0_hi);
+    tap_range_padded(o1, I1, K1, p.stride[1], p.dilation[1], p.pad[1], &k1_lo, &k1_hi);
+    const int64_t valid = std::min(B, cout_g - ocb * B);
+    const T* w_block = w_packed + (g * OCB + ocb) * ktot * cin_g * B;
+    const T* b_block = bias != nullptr ? bias + g * cout_g + ocb * B : nullptr;
+    T* out_row = out + ((n * O0 + o0) * O1 + o1) * O2 * Cout + g * cout_g + ocb * B;
+
+    for (int64_t ow0 = 0; ow0 < O2; ow0 += kMaxPositions) {
+      const int P = static_cast<int>(std::min<int64_t>(kMaxPositions, O2 - ow0));
+      const bool inner = ow0 >= inner_lo && ow0 + P - 1 <= inner_hi;
+      int64_t nseg = 0;
+      for (int64_t k0 = k0_lo; k0 <= k0_hi; ++k0) {
+        const int64_t i0 = o0 * p.stride[0] + k0 * p.dilation[0] - p.pad[0];
+        for (int64_t k1 = k1_lo; k1 <= k1_hi; ++k1) {
+          const int64_t i1 = o1 * p.stride[1] + k1 * p.dilation[1] - p.pad[1];
+          const T* x_row = in + ((n * I0 + i0) * I1 + i1) * I2 * C + g * cin_g;
+          const T* w_row = w_block + (k0 * K1 + k1) * K2 * cin_g * B;
+          if (inner && merge_taps) {
+            Segment<T>& sg = seg[nseg++];
+            for (int j = 0; j < P; ++j) sg.x[j] = x_row + ((ow0 + j) * s2 - pad2) * C;
+            sg.w = w_row;
+            sg.len = K2 * cin_g;
+            continue;
+          }
+          for (int64_t k2 = 0; k2 < K2; ++k2) {
+            Segment<T>& sg = seg[nseg];
+            bool any = false;
+            for (int j = 0; j < P; ++j) {
+              const int64_t i2 = (ow0 + j) * s2 + k2 * d2 - pad2;
+              const bool real = 0 <= i2 && i2 < I2;
+              sg.x[j] = real ? x_row + i2 * C : zeros.data();
+              any = any || real;
+            }
+            if (!any) continue;  // the tap meets only padding at every position of the tile
+            sg.w = w_row + k2 * cin_g * B;
+            sg.len = cin_g;
+            ++nseg;
+          }
+        }
+      }
+      if (valid == B)
+        forward_tile_n<T, false>(P, seg.data(), nseg, b_block, accumulate, out_row + ow0 * Cout, Cout, valid);
+      else
+        forward_tile_n<T, true>(P, seg.data(), nseg, b_block, accumulate, out_row + ow0 * Cout, Cout, valid);
+    }
+  }
+}
+
+template <typename T>
+FULLCONV_AVX2 void grad_weight(const Problem& p, const T* grad_out, const T* in, T* gw_packed,
+                               int64_t task_begin, int64_t task_end) {
+  using S = Simd<T>;
+  constexpr int64_t B = oc_block<T>();
+  const int64_t cin_g = p.in_channels_per_group(), cout_g = p.out_channels_per_group();
+  const int64_t OCB = ceil_div(cout_g, B), ICB = ceil_div(cin_g, kGradWeightInputBlock);
+  const int64_t ktot = p.kernel_volume();
+  for (int64_t task = task_begin; task < task_end; ++task) {
+    int64_t t = task;
+    const int64_t tap = t % ktot;
+    t /= ktot;
+    const int64_t icb = t % ICB;
+    t /= ICB;
+    const int64_t ocb = t % OCB, g = t / OCB;
+    const int64_t k[3] = {tap / (p.kernel[1] * p.kernel[2]), (tap / p.kernel[2]) % p.kernel[1],
+                          tap % p.kernel[2]};
+    const int64_t ic0 = icb * kGradWeightInputBlock;
+    const int channels = static_cast<int>(std::min<int64_t>(kGradWeightInputBlock, cin_g - ic0));
+    const int64_t valid = std::min(B, cout_g - ocb * B);
+    T* dst = gw_packed + (((g * OCB + ocb) * ktot + tap) * cin_g + ic0) * B;
+    if (valid == B)
+      grad_weight_tile_n<T, false>(channels, p, grad_out, in, g, ocb, ic0, k, dst, valid);
+    else
+      grad_weight_tile_n<T, true>(channels, p, grad_out, in, g, ocb, ic0, k, dst, valid);
+  }
+}
+
+#else  // not x86-64 with GCC/Clang: no blocked kernels; callers check available()
+
+bool available() { return false; }
+
+template <typename T>
+void forward(const Problem&, const T*, const T*, const T*, bool, T*, int64_t, int64_t) {}
+template <typename T>
+void grad_weight(const Problem&, const T*, const T*, T*, int64_t, int64_t) {}
+
+#endif
+
+template void forward<float>(const Problem&, const float*, const float*, const float*, bool, float*,
+                             int64_t, int64_t);
+template void forward<double>(const Problem&, const double*, const double*, const double*, bool,
+                              double*, int64_t, int64_t);
+template void grad_weight<float>(const Problem&, const float*, const float*, float*, int64_t, int64_t);
+template void grad_weight<double>(const Problem&, const double*, const double*, double*, int64_t,
+                                  int64_t);
+
+}  // namespace blocked
+}  // namespace fullconv
