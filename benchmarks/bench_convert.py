@@ -70,7 +70,9 @@ def measure(model, x, y, train, min_time):
         def step():
             with torch.no_grad():
                 model(x)
-    m = benchmark.Timer("step()", globals={"step": step}).blocked_autorange(min_run_time=min_time)
+    # Timer runs with ONE thread unless told otherwise
+    m = benchmark.Timer("step()", globals={"step": step}, num_threads=torch.get_num_threads()).blocked_autorange(
+        min_run_time=min_time)
     return {"median": m.median, "min": min(m.times), "max": max(m.times)}
 
 

@@ -60,7 +60,9 @@ def suite(quick: bool):
 
 
 def measure(stmt, env, min_time):
-    m = benchmark.Timer(stmt, globals=env).blocked_autorange(min_run_time=min_time)
+    # Timer runs with ONE thread unless told otherwise
+    m = benchmark.Timer(stmt, globals=env, num_threads=torch.get_num_threads()).blocked_autorange(
+        min_run_time=min_time)
     return {"median": m.median, "min": min(m.times), "max": max(m.times)}
 
 

@@ -38,7 +38,12 @@ struct Problem {
   int64_t kernel[3] = {1, 1, 1};
   int64_t stride[3] = {1, 1, 1};
   int64_t dilation[3] = {1, 1, 1};
-  int64_t pad[3] = {0, 0, 0};
+  int64_t pad[3] = {0, 0, 0};   // may be negative: an offset into the input
+  // Element steps of `out` between neighbouring positions per spatial dim and between
+  // samples; 0 means dense ([N, S0, S1, S2, C]). A strided grad_input writes one residue
+  // class of input positions per problem through these.
+  int64_t out_step[3] = {0, 0, 0};
+  int64_t out_batch_step = 0;
 
   int64_t in_channels_per_group() const { return in_channels / groups; }
   int64_t out_channels_per_group() const { return out_channels / groups; }
@@ -65,13 +70,18 @@ template <typename T>
 void forward(const Problem& p, const T* in, const T* w_packed, const T* bias, bool accumulate,
              T* out, int64_t task_begin, int64_t task_end);
 
-// grad_weight: tasks are (group, oc block, input-channel block, tap), in that order. `grad_out`
-// and `in` are the forward's output gradient and input (channels last); writes the tiles of
-// the packed gradient it owns.
+// grad_weight: tasks are (group, oc block, input-channel block, tap), in that order. Reads
+// channel-blocked copies of the forward's output gradient and input, zero past the last
+// channel of a group, so each tile streams both operands sequentially:
+//   gy_blocked  [G, OCB, N, O0, O1, O2, B]
+//   x_blocked   [G, ICB, N, I0, I1, I2, kGradWeightInputBlock]
+// Sums over samples [n_begin, n_end) and writes (or, with accumulate, adds to) the tiles of
+// the packed gradient it owns; callers split large batches so that the slices one thread
+// reuses across taps stay in cache.
 int64_t grad_weight_task_count(const Problem& p, int64_t block);
 template <typename T>
-void grad_weight(const Problem& p, const T* grad_out, const T* in, T* gw_packed,
-                 int64_t task_begin, int64_t task_end);
+void grad_weight(const Problem& p, const T* gy_blocked, const T* x_blocked, int64_t n_begin,
+                 int64_t n_end, bool accumulate, T* gw_packed, int64_t task_begin, int64_t task_end);
 
 }  // namespace blocked
 }  // namespace fullconv

@@ -169,16 +169,16 @@ FULLCONV_AVX2 void forward_tile_n(int positions, const Segment<T>* seg, int64_t 
 }
 
 // B output channels x NI input channels of one tap, summed over every sample and every
-// output position where the tap reads real input (one contiguous range per dim).
-template <typename T, int NI, bool kTail>
-FULLCONV_AVX2 void grad_weight_tile(const Problem& p, const T* gy, const T* x, int64_t g,
-                                    int64_t ocb, int64_t ic0, const int64_t* k, T* dst,
-                                    int64_t valid) {
+// output position where the tap reads real input (one contiguous range per dim). Reads the
+// channel-blocked copies (blocked_kernels.h), so both operands stream sequentially.
+template <typename T, int NI>
+FULLCONV_AVX2 void grad_weight_tile(const Problem& p, const T* gy_block, const T* x_block,
+                                    const int64_t* k, int64_t n_begin, int64_t n_end,
+                                    bool accumulate, T* dst) {
   using S = Simd<T>;
   using V = typename S::V;
   constexpr int L = S::kLanes;
-  constexpr int64_t B = oc_block<T>();
-  const auto m0 = S::mask(valid), m1 = S::mask(valid - L);
+  constexpr int64_t B = oc_block<T>(), BI = kGradWeightInputBlock;
   V a0[NI], a1[NI];
 #pragma GCC unroll 8
   for (int j = 0; j < NI; ++j) a0[j] = a1[j] = S::zero();
@@ -190,20 +190,17 @@ FULLCONV_AVX2 void grad_weight_tile(const Problem& p, const T* gy, const T* x, i
     empty = empty || lo[i] > hi[i];
   }
   if (!empty) {
-    const int64_t C = p.in_channels, Cout = p.out_channels;
-    const int64_t count = hi[2] - lo[2] + 1, x_step = p.stride[2] * C;
-    const int64_t x_chan = p.in_channels_per_group() * g + ic0;
-    const int64_t gy_chan = p.out_channels_per_group() * g + ocb * B;
+    const int64_t count = hi[2] - lo[2] + 1, x_step = p.stride[2] * BI;
     const int64_t i2 = lo[2] * p.stride[2] + k[2] * p.dilation[2] - p.pad[2];
-    for (int64_t n = 0; n < p.batch; ++n)
+    for (int64_t n = n_begin; n < n_end; ++n)
       for (int64_t o0 = lo[0]; o0 <= hi[0]; ++o0) {
         const int64_t i0 = o0 * p.stride[0] + k[0] * p.dilation[0] - p.pad[0];
         for (int64_t o1 = lo[1]; o1 <= hi[1]; ++o1) {
           const int64_t i1 = o1 * p.stride[1] + k[1] * p.dilation[1] - p.pad[1];
-          const T* gp = gy + (((n * p.out_size[0] + o0) * p.out_size[1] + o1) * p.out_size[2] + lo[2]) * Cout + gy_chan;
-          const T* xp = x + (((n * p.in_size[0] + i0) * p.in_size[1] + i1) * p.in_size[2] + i2) * C + x_chan;
-          for (int64_t q = 0; q < count; ++q, gp += Cout, xp += x_step) {
-            const V w0 = load_channels<T, kTail>(gp, m0), w1 = load_channels<T, kTail>(gp + L, m1);
+          const T* gp = gy_block + (((n * p.out_size[0] + o0) * p.out_size[1] + o1) * p.out_size[2] + lo[2]) * B;
+          const T* xp = x_block + (((n * p.in_size[0] + i0) * p.in_size[1] + i1) * p.in_size[2] + i2) * BI;
+          for (int64_t q = 0; q < count; ++q, gp += B, xp += x_step) {
+            const V w0 = S::load(gp), w1 = S::load(gp + L);
 #pragma GCC unroll 8
             for (int j = 0; j < NI; ++j) {
               const V b = S::broadcast(xp + j);
@@ -216,23 +213,27 @@ FULLCONV_AVX2 void grad_weight_tile(const Problem& p, const T* gy, const T* x, i
   }
 #pragma GCC unroll 8
   for (int j = 0; j < NI; ++j) {
+    if (accumulate) {
+      a0[j] = S::add(a0[j], S::load(dst + j * B));
+      a1[j] = S::add(a1[j], S::load(dst + j * B + L));
+    }
     S::store(dst + j * B, a0[j]);
     S::store(dst + j * B + L, a1[j]);
   }
 }
 
-template <typename T, bool kTail>
-FULLCONV_AVX2 void grad_weight_tile_n(int channels, const Problem& p, const T* gy, const T* x,
-                                      int64_t g, int64_t ocb, int64_t ic0, const int64_t* k, T* dst,
-                                      int64_t valid) {
+template <typename T>
+FULLCONV_AVX2 void grad_weight_tile_n(int channels, const Problem& p, const T* gy_block,
+                                      const T* x_block, const int64_t* k, int64_t n_begin,
+                                      int64_t n_end, bool accumulate, T* dst) {
   static_assert(kGradWeightInputBlock == 6, "tile dispatch covers 1..6 input channels");
   switch (channels) {
-    case 1: return grad_weight_tile<T, 1, kTail>(p, gy, x, g, ocb, ic0, k, dst, valid);
-    case 2: return grad_weight_tile<T, 2, kTail>(p, gy, x, g, ocb, ic0, k, dst, valid);
-    case 3: return grad_weight_tile<T, 3, kTail>(p, gy, x, g, ocb, ic0, k, dst, valid);
-    case 4: return grad_weight_tile<T, 4, kTail>(p, gy, x, g, ocb, ic0, k, dst, valid);
-    case 5: return grad_weight_tile<T, 5, kTail>(p, gy, x, g, ocb, ic0, k, dst, valid);
-    default: return grad_weight_tile<T, 6, kTail>(p, gy, x, g, ocb, ic0, k, dst, valid);
+    case 1: return grad_weight_tile<T, 1>(p, gy_block, x_block, k, n_begin, n_end, accumulate, dst);
+    case 2: return grad_weight_tile<T, 2>(p, gy_block, x_block, k, n_begin, n_end, accumulate, dst);
+    case 3: return grad_weight_tile<T, 3>(p, gy_block, x_block, k, n_begin, n_end, accumulate, dst);
+    case 4: return grad_weight_tile<T, 4>(p, gy_block, x_block, k, n_begin, n_end, accumulate, dst);
+    case 5: return grad_weight_tile<T, 5>(p, gy_block, x_block, k, n_begin, n_end, accumulate, dst);
+    default: return grad_weight_tile<T, 6>(p, gy_block, x_block, k, n_begin, n_end, accumulate, dst);
   }
 }
 
@@ -241,7 +242,6 @@ FULLCONV_AVX2 void grad_weight_tile_n(int channels, const Problem& p, const T* g
 template <typename T>
 FULLCONV_AVX2 void forward(const Problem& p, const T* in, const T* w_packed, const T* bias,
                            bool accumulate, T* out, int64_t task_begin, int64_t task_end) {
-  using S = Simd<T>;
   constexpr int64_t B = oc_block<T>();
   const int64_t cin_g = p.in_channels_per_group(), cout_g = p.out_channels_per_group();
   const int64_t OCB = ceil_div(cout_g, B), ktot = p.kernel_volume();
@@ -250,6 +250,10 @@ FULLCONV_AVX2 void forward(const Problem& p, const T* in, const T* w_packed, con
   const int64_t I0 = p.in_size[0], I1 = p.in_size[1], I2 = p.in_size[2];
   const int64_t C = p.in_channels, Cout = p.out_channels;
   const int64_t s2 = p.stride[2], d2 = p.dilation[2], pad2 = p.pad[2];
+  const int64_t os2 = p.out_step[2] != 0 ? p.out_step[2] : Cout;
+  const int64_t os1 = p.out_step[1] != 0 ? p.out_step[1] : O2 * Cout;
+  const int64_t os0 = p.out_step[0] != 0 ? p.out_step[0] : O1 * O2 * Cout;
+  const int64_t osn = p.out_batch_step != 0 ? p.out_batch_step : O0 * O1 * O2 * Cout;
   // (tap k2, input channel) pairs are contiguous in `in` and in the packed weight: one run
   const bool merge_taps = d2 == 1 && C == cin_g;
   // positions along dim 2 at which every tap reads real input
@@ -273,7 +277,7 @@ FULLCONV_AVX2 void forward(const Problem& p, const T* in, const T* w_packed, con
     const int64_t valid = std::min(B, cout_g - ocb * B);
     const T* w_block = w_packed + (g * OCB + ocb) * ktot * cin_g * B;
     const T* b_block = bias != nullptr ? bias + g * cout_g + ocb * B : nullptr;
-    T* out_row = out + ((n * O0 + o0) * O1 + o1) * O2 * Cout + g * cout_g + ocb * B;
+    T* out_row = out + n * osn + o0 * os0 + o1 * os1 + g * cout_g + ocb * B;
 
     for (int64_t ow0 = 0; ow0 < O2; ow0 += kMaxPositions) {
       const int P = static_cast<int>(std::min<int64_t>(kMaxPositions, O2 - ow0));
@@ -309,21 +313,23 @@ FULLCONV_AVX2 void forward(const Problem& p, const T* in, const T* w_packed, con
         }
       }
       if (valid == B)
-        forward_tile_n<T, false>(P, seg.data(), nseg, b_block, accumulate, out_row + ow0 * Cout, Cout, valid);
+        forward_tile_n<T, false>(P, seg.data(), nseg, b_block, accumulate, out_row + ow0 * os2, os2, valid);
       else
-        forward_tile_n<T, true>(P, seg.data(), nseg, b_block, accumulate, out_row + ow0 * Cout, Cout, valid);
+        forward_tile_n<T, true>(P, seg.data(), nseg, b_block, accumulate, out_row + ow0 * os2, os2, valid);
     }
   }
 }
 
 template <typename T>
-FULLCONV_AVX2 void grad_weight(const Problem& p, const T* grad_out, const T* in, T* gw_packed,
+FULLCONV_AVX2 void grad_weight(const Problem& p, const T* gy_blocked, const T* x_blocked,
+                               int64_t n_begin, int64_t n_end, bool accumulate, T* gw_packed,
                                int64_t task_begin, int64_t task_end) {
-  using S = Simd<T>;
-  constexpr int64_t B = oc_block<T>();
+  constexpr int64_t B = oc_block<T>(), BI = kGradWeightInputBlock;
   const int64_t cin_g = p.in_channels_per_group(), cout_g = p.out_channels_per_group();
-  const int64_t OCB = ceil_div(cout_g, B), ICB = ceil_div(cin_g, kGradWeightInputBlock);
+  const int64_t OCB = ceil_div(cout_g, B), ICB = ceil_div(cin_g, BI);
   const int64_t ktot = p.kernel_volume();
+  const int64_t out_points = p.batch * p.out_size[0] * p.out_size[1] * p.out_size[2];
+  const int64_t in_points = p.batch * p.in_size[0] * p.in_size[1] * p.in_size[2];
   for (int64_t task = task_begin; task < task_end; ++task) {
     int64_t t = task;
     const int64_t tap = t % ktot;
@@ -333,14 +339,12 @@ FULLCONV_AVX2 void grad_weight(const Problem& p, const T* grad_out, const T* in,
     const int64_t ocb = t % OCB, g = t / OCB;
     const int64_t k[3] = {tap / (p.kernel[1] * p.kernel[2]), (tap / p.kernel[2]) % p.kernel[1],
                           tap % p.kernel[2]};
-    const int64_t ic0 = icb * kGradWeightInputBlock;
-    const int channels = static_cast<int>(std::min<int64_t>(kGradWeightInputBlock, cin_g - ic0));
-    const int64_t valid = std::min(B, cout_g - ocb * B);
+    const int64_t ic0 = icb * BI;
+    const int channels = static_cast<int>(std::min<int64_t>(BI, cin_g - ic0));
     T* dst = gw_packed + (((g * OCB + ocb) * ktot + tap) * cin_g + ic0) * B;
-    if (valid == B)
-      grad_weight_tile_n<T, false>(channels, p, grad_out, in, g, ocb, ic0, k, dst, valid);
-    else
-      grad_weight_tile_n<T, true>(channels, p, grad_out, in, g, ocb, ic0, k, dst, valid);
+    grad_weight_tile_n<T>(channels, p, gy_blocked + (g * OCB + ocb) * out_points * B,
+                          x_blocked + (g * ICB + icb) * in_points * BI, k, n_begin, n_end,
+                          accumulate, dst);
   }
 }
 
@@ -351,7 +355,7 @@ bool available() { return false; }
 template <typename T>
 void forward(const Problem&, const T*, const T*, const T*, bool, T*, int64_t, int64_t) {}
 template <typename T>
-void grad_weight(const Problem&, const T*, const T*, T*, int64_t, int64_t) {}
+void grad_weight(const Problem&, const T*, const T*, int64_t, int64_t, bool, T*, int64_t, int64_t) {}
 
 #endif
 
@@ -359,9 +363,10 @@ template void forward<float>(const Problem&, const float*, const float*, const f
                              int64_t, int64_t);
 template void forward<double>(const Problem&, const double*, const double*, const double*, bool,
                               double*, int64_t, int64_t);
-template void grad_weight<float>(const Problem&, const float*, const float*, float*, int64_t, int64_t);
-template void grad_weight<double>(const Problem&, const double*, const double*, double*, int64_t,
-                                  int64_t);
+template void grad_weight<float>(const Problem&, const float*, const float*, int64_t, int64_t, bool,
+                                 float*, int64_t, int64_t);
+template void grad_weight<double>(const Problem&, const double*, const double*, int64_t, int64_t,
+                                  bool, double*, int64_t, int64_t);
 
 }  // namespace blocked
 }  // namespace fullconv

@@ -50,6 +50,7 @@ namespace {
 constexpr int64_t kColumnBudget = int64_t(1) << 22;
 constexpr int64_t kCacheColumnElems = int64_t(1) << 16;
 constexpr int64_t kMinChunkColumns = 128;
+constexpr int64_t kGradWeightChunkBytes = int64_t(512) << 10;
 
 // One residue class: the inputs i with i mod stride == r (per dim) and the taps serving them.
 struct ResidueClass {
@@ -539,7 +540,8 @@ Algorithm choose_unblocked(const ConvShape& s) {
 }
 
 // The blocked kernels when the CPU has them, the dtype is float32/float64 (also the compute
-// dtype of float16/bfloat16) and a tile of B output channels is not mostly padding.
+// dtype of float16/bfloat16), the kernel has more than one tap and a tile of B output
+// channels is not mostly padding (measured in benchmarks/NOTES.md).
 // FULLCONV_CPU_ALGORITHM overrides (gemm | direct | blocked).
 Algorithm choose_algorithm(const ConvShape& s, at::ScalarType dtype) {
   const bool blocked_ok = blocked::available() && (dtype == at::kFloat || dtype == at::kDouble);
@@ -554,7 +556,8 @@ Algorithm choose_algorithm(const ConvShape& s, at::ScalarType dtype) {
     }
     TORCH_CHECK_VALUE(v == "auto" || v.empty(), "FULLCONV_CPU_ALGORITHM must be auto, gemm, direct or blocked, got '", v, "'");
   }
-  if (blocked_ok && s.out_channels_per_group() >= 8) return Algorithm::kBlocked;
+  // 1x1 kernels are plain GEMMs (no taps to skip): BLAS beats the tiles there.
+  if (blocked_ok && s.out_channels_per_group() >= 8 && s.kernel_volume() > 1) return Algorithm::kBlocked;
   return choose_unblocked(s);
 }
 
@@ -637,18 +640,92 @@ at::Tensor pack_blocked(const at::Tensor& taps, int64_t block) {
 
 template <typename scalar_t>
 void blocked_forward(const blocked::Problem& p, const at::Tensor& in, const at::Tensor& w_packed,
-                     const at::Tensor* bias, bool accumulate, at::Tensor& out) {
+                     const at::Tensor* bias, bool accumulate, scalar_t* out) {
   const int64_t tasks = blocked::forward_task_count(p, blocked::oc_block<scalar_t>());
   const scalar_t* ip = in.const_data_ptr<scalar_t>();
   const scalar_t* wp = w_packed.const_data_ptr<scalar_t>();
   const scalar_t* bp = bias != nullptr ? bias->const_data_ptr<scalar_t>() : nullptr;
-  scalar_t* op = out.mutable_data_ptr<scalar_t>();
   at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
-    blocked::forward<scalar_t>(p, ip, wp, bp, accumulate, op, begin, end);
+    blocked::forward<scalar_t>(p, ip, wp, bp, accumulate, out, begin, end);
   });
 }
 
+// Strided grad_input, one residue class of input positions at a time (conv_shape.h): the
+// inputs i = r + s*j of a class meet exactly the taps k with tap_residue(k) == r, reading
+// grad_output at tap_output_start(r, k) + j. Per class this is a stride-1 correlation of
+// grad_output with the class's taps in reverse order (dilation: the step of
+// tap_output_start between them; padding: minus the first start, an offset), written into
+// every s-th input position. Inputs that no tap reaches get zero.
+template <typename scalar_t>
+void blocked_grad_input_strided(const ConvShape& s, const at::Tensor& gy5, const at::Tensor& w,
+                                at::Tensor& gx5) {
+  struct DimClass {
+    int64_t r;
+    std::vector<int64_t> taps;  // descending
+  };
+  std::vector<DimClass> per_dim[kMaxSpatialDims];
+  bool all_reached = true;
+  for (int i = 0; i < kMaxSpatialDims; ++i) {
+    for (int64_t r = 0; r < std::min(s.stride[i], s.in_size[i]); ++r) {
+      DimClass c{r, {}};
+      for (int64_t k = s.kernel[i] - 1; k >= 0; --k)
+        if (tap_residue(k, s.kernel[i], s.stride[i], s.dilation[i]) == r) c.taps.push_back(k);
+      if (c.taps.empty()) all_reached = false;
+      else per_dim[i].push_back(std::move(c));
+    }
+  }
+  if (!all_reached) gx5.zero_();
+  const int64_t cin = s.in_channels;
+  const auto w6 = w.reshape({s.groups, s.out_channels_per_group(), s.in_channels_per_group(),
+                             s.kernel[0], s.kernel[1], s.kernel[2]});
+  scalar_t* gxp = gx5.mutable_data_ptr<scalar_t>();
+  for (const auto& c0 : per_dim[0])
+    for (const auto& c1 : per_dim[1])
+      for (const auto& c2 : per_dim[2]) {
+        const DimClass* dc[3] = {&c0, &c1, &c2};
+        blocked::Problem p = forward_problem(s);
+        std::swap(p.in_channels, p.out_channels);
+        auto taps = w6;
+        for (int i = 0; i < kMaxSpatialDims; ++i) {
+          const auto& kk = dc[i]->taps;
+          const int64_t K = s.kernel[i], st = s.stride[i], d = s.dilation[i];
+          const int64_t first = tap_output_start(dc[i]->r, kk[0], K, st, d);
+          p.in_size[i] = s.out_size[i];
+          p.out_size[i] = residue_count(s.in_size[i], st, dc[i]->r);
+          p.kernel[i] = static_cast<int64_t>(kk.size());
+          p.stride[i] = 1;
+          p.dilation[i] = kk.size() > 1 ? tap_output_start(dc[i]->r, kk[1], K, st, d) - first : 1;
+          p.pad[i] = -first;
+          taps = taps.index_select(3 + i, at::tensor(kk, at::kLong));
+        }
+        p.out_step[2] = s.stride[2] * cin;
+        p.out_step[1] = s.stride[1] * s.in_size[2] * cin;
+        p.out_step[0] = s.stride[0] * s.in_size[1] * s.in_size[2] * cin;
+        p.out_batch_step = s.in_spatial() * cin;
+        const int64_t offset = ((c0.r * s.in_size[1] + c1.r) * s.in_size[2] + c2.r) * cin;
+        const auto wp = pack_blocked(taps.permute({0, 3, 4, 5, 1, 2}), blocked::oc_block<scalar_t>());
+        blocked_forward<scalar_t>(p, gy5, wp, nullptr, false, gxp + offset);
+      }
+}
+
+// [N, C, S0, S1, S2] (any layout; C = groups x Cg) -> [G, CB, N, S0, S1, S2, block] with
+// CB = ceil(Cg / block), zero past each group's channels: one copy.
+at::Tensor channel_blocked(const at::Tensor& t5, int64_t groups, int64_t block) {
+  const int64_t n = t5.size(0), cg = t5.size(1) / groups, cb = ceil_div(cg, block);
+  const auto v = t5.reshape({n, groups, cg, t5.size(2), t5.size(3), t5.size(4)})
+                     .permute({1, 0, 3, 4, 5, 2});  // [G, N, S0, S1, S2, Cg]
+  auto out = at::empty({groups, cb, n, t5.size(2), t5.size(3), t5.size(4), block}, t5.options());
+  auto dst = out.permute({0, 2, 3, 4, 5, 1, 6});  // [G, N, S0, S1, S2, CB, block]
+  if (cb * block == cg) {
+    dst.copy_(v.unflatten(-1, {cb, block}));
+  } else {
+    dst.copy_(at::constant_pad_nd(v, {0, cb * block - cg}).unflatten(-1, {cb, block}));
+  }
+  return out;
+}
+
 // grad_weight of the forward problem, in the weight's layout [Cout, Cin_g, *kernel].
+// `gy5`, `x5`: batched 5-D tensors in the compute dtype, any layout.
 template <typename scalar_t>
 at::Tensor blocked_grad_weight(const ConvShape& s, const at::Tensor& gy5, const at::Tensor& x5,
                                at::IntArrayRef weight_sizes) {
@@ -656,13 +733,23 @@ at::Tensor blocked_grad_weight(const ConvShape& s, const at::Tensor& gy5, const 
   constexpr int64_t B = blocked::oc_block<scalar_t>();
   const int64_t cout_g = s.out_channels_per_group(), cin_g = s.in_channels_per_group();
   const int64_t ocb = ceil_div(cout_g, B);
+  const auto gy_blocked = channel_blocked(gy5, s.groups, B);
+  const auto x_blocked = channel_blocked(x5, s.groups, blocked::kGradWeightInputBlock);
   auto packed = at::empty({s.groups, ocb, s.kernel[0], s.kernel[1], s.kernel[2], cin_g, B}, gy5.options());
-  const scalar_t* gyp = gy5.const_data_ptr<scalar_t>();
-  const scalar_t* xp = x5.const_data_ptr<scalar_t>();
+  const scalar_t* gyp = gy_blocked.const_data_ptr<scalar_t>();
+  const scalar_t* xp = x_blocked.const_data_ptr<scalar_t>();
   scalar_t* gwp = packed.mutable_data_ptr<scalar_t>();
-  at::parallel_for(0, blocked::grad_weight_task_count(p, B), 1, [&](int64_t begin, int64_t end) {
-    blocked::grad_weight<scalar_t>(p, gyp, xp, gwp, begin, end);
-  });
+  // Samples in chunks whose slices of one oc block and one input-channel block stay in a
+  // core's L2 while a thread runs the taps of that pair (the chunks are summed in order).
+  const int64_t sample_bytes = static_cast<int64_t>(sizeof(scalar_t)) *
+      (B * s.out_spatial() + blocked::kGradWeightInputBlock * s.in_spatial());
+  const int64_t chunk = std::clamp<int64_t>(kGradWeightChunkBytes / std::max<int64_t>(sample_bytes, 1), 1, s.batch);
+  for (int64_t n0 = 0; n0 < s.batch; n0 += chunk) {
+    const int64_t n1 = std::min(s.batch, n0 + chunk);
+    at::parallel_for(0, blocked::grad_weight_task_count(p, B), 1, [&](int64_t begin, int64_t end) {
+      blocked::grad_weight<scalar_t>(p, gyp, xp, n0, n1, n0 > 0, gwp, begin, end);
+    });
+  }
   // [G, OCB, K0, K1, K2, Cin_g, B] -> [G, OCB*B, Cin_g, K0, K1, K2] -> drop padding channels
   return packed.permute({0, 1, 6, 5, 2, 3, 4})
       .reshape({s.groups, ocb * B, cin_g, s.kernel[0], s.kernel[1], s.kernel[2]})
@@ -714,7 +801,7 @@ at::Tensor full_conv_cpu_impl(const at::Tensor& input, const at::Tensor& weight,
       AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "full_conv_cpu_blocked", [&] {
         const auto wp = pack_blocked(weight_taps(s, w), blocked::oc_block<scalar_t>());
         blocked_forward<scalar_t>(forward_problem(s), x, wp, tiles_own_output && has_bias ? &b : nullptr,
-                                  !tiles_own_output, y5);
+                                  !tiles_own_output, y5.mutable_data_ptr<scalar_t>());
       });
     } else if (algo == Algorithm::kDirect) {
       AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "full_conv_cpu_direct", [&] {
@@ -878,33 +965,34 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cpu(
     if (output_mask[1]) grad_weight = gw;
     return {grad_input, grad_weight, grad_bias};
   }
-  const auto gy5 = channels_last_5d(grad_output, batched, s.ndim);
+  const auto dtype = compute_dtype(input.scalar_type());
+  const auto batched_5d = [&](const at::Tensor& t) {
+    return as_5d((batched ? t : t.unsqueeze(0)).to(dtype), s.ndim);
+  };
   if (output_mask[1]) {
-    const auto x5 = channels_last_5d(input, batched, s.ndim);
-    AT_DISPATCH_FLOATING_TYPES(gy5.scalar_type(), "full_conv_grad_weight_cpu_blocked", [&] {
-      grad_weight = blocked_grad_weight<scalar_t>(s, gy5, x5, weight.sizes());
+    AT_DISPATCH_FLOATING_TYPES(dtype, "full_conv_grad_weight_cpu_blocked", [&] {
+      grad_weight = blocked_grad_weight<scalar_t>(s, batched_5d(grad_output), batched_5d(input), weight.sizes());
     });
     grad_weight = grad_weight.to(weight.scalar_type()).contiguous(weight.suggest_memory_format());
   }
   if (output_mask[0]) {
-    if (unit_stride(s)) {
-      auto gx5 = empty_channels_last_5d(s.batch, s.in_channels, s.in_size, gy5.options());
-      AT_DISPATCH_FLOATING_TYPES(gy5.scalar_type(), "full_conv_grad_input_cpu_blocked", [&] {
+    const auto gy5 = channels_last_5d(grad_output, batched, s.ndim);
+    auto gx5 = empty_channels_last_5d(s.batch, s.in_channels, s.in_size, gy5.options());
+    AT_DISPATCH_FLOATING_TYPES(gy5.scalar_type(), "full_conv_grad_input_cpu_blocked", [&] {
+      if (unit_stride(s)) {
         // [G, K0, K1, K2, Cout_g, Cin_g] with the taps flipped
         const auto taps = w.reshape({s.groups, s.out_channels_per_group(), s.in_channels_per_group(),
                                      s.kernel[0], s.kernel[1], s.kernel[2]})
                               .flip({3, 4, 5})
                               .permute({0, 3, 4, 5, 1, 2});
         const auto wp = pack_blocked(taps, blocked::oc_block<scalar_t>());
-        blocked_forward<scalar_t>(grad_input_problem(s), gy5, wp, nullptr, false, gx5);
-      });
-      grad_input = finish_grad_input(from_5d(gx5, s.ndim), input, batched);
-    } else {
-      // strided: inputs fall into residue classes with different taps; the other formulations
-      // handle them without padding
-      grad_input = unblocked_backward(s, choose_unblocked(s), prepare(grad_output, batched), input,
-                                      weight, w, batched, true, false).first;
-    }
+        blocked_forward<scalar_t>(grad_input_problem(s), gy5, wp, nullptr, false,
+                                  gx5.mutable_data_ptr<scalar_t>());
+      } else {
+        blocked_grad_input_strided<scalar_t>(s, gy5, w, gx5);
+      }
+    });
+    grad_input = finish_grad_input(from_5d(gx5, s.ndim), input, batched);
   }
   return {grad_input, grad_weight, grad_bias};
 }
