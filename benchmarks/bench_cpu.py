@@ -7,9 +7,16 @@ Variants per shape (all compute the same full convolution, except same-padding):
   same       F.convNd(padding=d*(k-1)//2)          (a smaller output; context only)
 Modes: forward, and forward+backward (grad of input, weight and bias).
 Reported: median time (min-max), useful GFLOP/s (2 * multiply-adds of real, non-padding
-products), and ratios baseline/fullconv (> 1: fullconv faster).
+products), and ratios baseline/fullconv (> 1: fullconv faster). Also measured in the same
+run: the machine's sgemm GFLOP/s (torch.mm, the same threads) and the fraction of it that
+fullconv reaches on 64-512-channel 3x3 layers; the peak memory of forward+backward for
+fullconv and the padded reference (each in a fresh subprocess, high-water mark of the resident
+set above the inputs); a train step of an F-Conv ResNet-18 (64x64, batch 16; fullconv.convert)
+against the same network built the authors' way (nn.Conv2d(padding=k-1) + padded residuals).
+The issue's targets are printed beside what was measured.
 
-    python benchmarks/bench_cpu.py [--quick] [--threads N] [--out benchmarks/results]
+    python benchmarks/bench_cpu.py [--quick] [--threads N] [--no-memory] [--no-network]
+                                   [--out benchmarks/results]
 """
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ import json
 import math
 import os
 import platform
+import subprocess
 import sys
 
 import torch
@@ -97,6 +105,71 @@ def run_case(case, min_time):
             "useful_gflop_forward": 2 * macs / 1e9, "times_s": res}
 
 
+def sgemm_gflops(min_time):
+    """The machine's single-precision GEMM rate with the benchmark's threads (best of a few
+    square and layer-like sizes)."""
+    best = 0.0
+    for m, k, n in ((1024, 1024, 1024), (2048, 2048, 2048), (512, 4608, 1600), (256, 2304, 6400)):
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        t = measure("torch.mm(a, b)", {"torch": torch, "a": a, "b": b}, min_time)["median"]
+        best = max(best, 2 * m * k * n / t / 1e9)
+    return best
+
+
+_MEMORY_SCRIPT = r"""
+import json, sys, torch
+import torch.nn.functional as F
+sys.path.insert(0, sys.argv[3])
+import fullconv
+torch.set_num_threads(int(sys.argv[2]))
+name, nd, n, cin, cout, k, s, d, g, L = json.loads(sys.argv[1])
+variant = sys.argv[4]
+conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[nd]
+full = {1: fullconv.full_conv1d, 2: fullconv.full_conv2d, 3: fullconv.full_conv3d}[nd]
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+def run(n, L):
+    x = torch.randn(n, cin, *(L,) * nd, requires_grad=True)
+    w = torch.randn(cout, cin // g, *(k,) * nd, requires_grad=True)
+    b = torch.randn(cout, requires_grad=True)
+    base = status("VmRSS:")
+    open("/proc/self/clear_refs", "w").write("5")  # reset the high-water mark
+    y = full(x, w, b, s, d, g) if variant == "fullconv" else conv(x, w, b, s, d * (k - 1), d, g)
+    torch.autograd.grad(y.sum(), (x, w, b))
+    return status("VmHWM:") - base
+# warm-up on a tiny problem: thread pools and lazily initialised kernels are not the op's
+# memory, and almost nothing is left in the allocator's cache for the measured run to reuse
+run(1, 2)
+print(json.dumps({"peak_bytes": run(n, L)}))
+"""
+
+
+def peak_memory(case, threads):
+    """Peak extra resident memory of one forward+backward, fullconv and padded reference,
+    each measured in a fresh process (no allocator state shared between the two)."""
+    out = {}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for variant in ("fullconv", "padded"):
+        r = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, json.dumps(case), str(threads), root, variant],
+                           capture_output=True, text=True, check=True)
+        out[variant] = json.loads(r.stdout.strip().splitlines()[-1])["peak_bytes"]
+    return out
+
+
+def resnet18_train_step(min_time, threads):
+    """Train step of an F-Conv ResNet-18 (fullconv.convert) vs the authors' construction."""
+    import bench_convert
+    x = torch.randn(16, 3, 64, 64)
+    y = torch.randint(0, 10, (16,))
+    models = bench_convert.variants("resnet18")
+    res = {}
+    for v in ("fullconv (fused)", "authors (padded conv)"):
+        res[v] = bench_convert.measure(models[v], x, y, True, min_time)
+    return res
+
+
 def geomean(xs):
     return math.exp(sum(math.log(v) for v in xs) / len(xs)) if xs else float("nan")
 
@@ -106,6 +179,8 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="fewer shapes, shorter timing")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--min-time", type=float, default=None, help="seconds per measurement")
+    ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    ap.add_argument("--no-network", action="store_true", help="skip the ResNet-18 train step")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -123,6 +198,11 @@ def main(argv=None):
             return it
     cases = suite(args.quick)
     results = [run_case(c, min_time) for c in tqdm(cases, desc="shapes", file=sys.stderr)]
+    sgemm = sgemm_gflops(min_time)
+    if not args.no_memory and sys.platform.startswith("linux"):
+        for c, r in zip(tqdm(cases, desc="peak memory", file=sys.stderr), results):
+            r["peak_memory_bytes"] = peak_memory(c, args.threads)
+    network = None if args.no_network else resnet18_train_step(max(min_time, 1.0), args.threads)
     hdr = (f"{'shape':<26}{'mode':<8}{'fullconv ms':>12}{'GFLOP/s':>9}"
            f"{'padded/fc':>10}{'pad+conv/fc':>12}{'same/fc':>9}")
     print(hdr)
@@ -148,6 +228,39 @@ def main(argv=None):
         print(f"{mode:<18} ratio vs padded F.conv: geomean {s['padded']['geomean']:.2f}x "
               f"(min {s['padded']['min']:.2f}, max {s['padded']['max']:.2f}); vs F.pad+conv: "
               f"geomean {s['pad+conv']['geomean']:.2f}x")
+    wide = [r for r in results if r["kernel"] == 3 and r["groups"] == 1 and r["nd"] == 2
+            and 64 <= r["in_channels"] <= 512 and 64 <= r["out_channels"] <= 512]
+    wide_fraction = [r["useful_gflops"]["forward"] / sgemm for r in wide]
+    print(f"sgemm (torch.mm, {env['threads']} threads): {sgemm:.1f} GFLOP/s; fullconv forward on "
+          f"64-512-channel 3x3 layers: {min(wide_fraction):.0%}-{max(wide_fraction):.0%} of it "
+          f"(median {sorted(wide_fraction)[len(wide_fraction) // 2]:.0%})" if wide else f"sgemm: {sgemm:.1f} GFLOP/s")
+    summary["sgemm_gflops"] = sgemm
+    summary["wide_layer_sgemm_fraction"] = {"min": min(wide_fraction), "max": max(wide_fraction)} if wide else None
+    mem_ratios = [r["peak_memory_bytes"]["fullconv"] / max(r["peak_memory_bytes"]["padded"], 1)
+                  for r in results if "peak_memory_bytes" in r]
+    if mem_ratios:
+        worst = max(zip(mem_ratios, (r["name"] for r in results if "peak_memory_bytes" in r)))
+        print(f"peak memory of forward+backward, fullconv / padded reference: geomean {geomean(mem_ratios):.2f} "
+              f"(max {worst[0]:.2f} on {worst[1]}); shapes above 1: {sum(m > 1 for m in mem_ratios)} of {len(mem_ratios)}")
+        summary["peak_memory_ratio"] = {"geomean": geomean(mem_ratios), "max": worst[0], "worst_shape": worst[1],
+                                        "above_1": sum(m > 1 for m in mem_ratios)}
+    if network is not None:
+        fc, au = network["fullconv (fused)"]["median"], network["authors (padded conv)"]["median"]
+        print(f"ResNet-18 train step (64x64, batch 16): fullconv {fc * 1e3:.1f} ms, authors' construction "
+              f"{au * 1e3:.1f} ms: {au / fc:.2f}x")
+        summary["resnet18_train_step"] = {"times_s": network, "speedup": au / fc}
+    print("\ntargets (issue): forward and forward+backward geomean >= 1.3x and none < 0.9x vs padded; "
+          ">= 70% of sgemm on 64-512-channel 3x3 layers; peak memory <= reference; ResNet-18 train step >= 1.25x")
+    for mode in ("forward", "forward+backward"):
+        sp = summary[mode]["padded"]
+        print(f"  {mode:<18} geomean {sp['geomean']:.2f}x {'met' if sp['geomean'] >= 1.3 else 'NOT met'}; "
+              f"min {sp['min']:.2f}x {'met' if sp['min'] >= 0.9 else 'NOT met'}")
+    if wide:
+        print(f"  sgemm fraction     min {min(wide_fraction):.0%} {'met' if min(wide_fraction) >= 0.7 else 'NOT met'}")
+    if mem_ratios:
+        print(f"  peak memory        max ratio {worst[0]:.2f} {'met' if worst[0] <= 1.0 else 'NOT met'}")
+    if network is not None:
+        print(f"  ResNet-18 step     {au / fc:.2f}x {'met' if au / fc >= 1.25 else 'NOT met'}")
     os.makedirs(args.out, exist_ok=True)
     stamp = datetime.date.today().isoformat()
     path = os.path.join(args.out, f"cpu-{env['machine']}-{env['threads']}t{'-quick' if args.quick else ''}-{stamp}.json")
