@@ -759,7 +759,7 @@ at::Tensor blocked_grad_weight(const ConvShape& s, const at::Tensor& gy5, const 
 
 // Forward with an optional fused epilogue: the output starts as bias + the centred residual,
 // the kernels accumulate the convolution into it, and ReLU runs over it once at the end.
-// (The blocked kernels add the bias in their tiles instead when there is no residual.)
+// (The blocked kernels add the bias in their tiles and the residual is added after them.)
 at::Tensor full_conv_cpu_impl(const at::Tensor& input, const at::Tensor& weight,
                               const std::optional<at::Tensor>& bias, const at::Tensor* residual,
                               at::IntArrayRef stride, at::IntArrayRef dilation, int64_t groups,
@@ -781,8 +781,9 @@ at::Tensor full_conv_cpu_impl(const at::Tensor& input, const at::Tensor& weight,
   } else {
     y = at::empty(output_shape(s, true), x.options());
   }
-  // the blocked kernels write every output element themselves, bias included
-  const bool tiles_own_output = blocked_path && residual == nullptr && x.numel() > 0;
+  // the blocked kernels write every output element themselves, bias included (the residual
+  // is added afterwards: cheaper than prefilling the output and re-reading it in the tiles)
+  const bool tiles_own_output = blocked_path && x.numel() > 0;
   at::Tensor b;
   if (has_bias) b = bias->to(dtype).contiguous();
   if (!tiles_own_output) {
@@ -815,6 +816,8 @@ at::Tensor full_conv_cpu_impl(const at::Tensor& input, const at::Tensor& weight,
       });
     }
   }
+  if (tiles_own_output && residual != nullptr)
+    residual_region(y, residual_padding).add_(batched ? *residual : residual->unsqueeze(0));
   apply_nonfinite_weight_padding(y, weight, s);
   if (relu) y.relu_();
   if (!batched) y = y.squeeze(0);
