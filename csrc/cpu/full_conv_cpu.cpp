@@ -581,10 +581,14 @@ at::Tensor from_5d(const at::Tensor& t, int ndim) {
   return r;
 }
 
+// Batched 5-D view (any layout) in the compute dtype.
+at::Tensor batched_5d(const at::Tensor& t, bool batched, int ndim) {
+  return as_5d((batched ? t : t.unsqueeze(0)).to(compute_dtype(t.scalar_type())), ndim);
+}
+
 // Batched [N, S0, S1, S2, C] copy (or view, when already so laid out) in the compute dtype.
 at::Tensor channels_last_5d(const at::Tensor& t, bool batched, int ndim) {
-  const auto b = batched ? t : t.unsqueeze(0);
-  return as_5d(b.to(compute_dtype(t.scalar_type())), ndim).contiguous(at::MemoryFormat::ChannelsLast3d);
+  return batched_5d(t, batched, ndim).contiguous(at::MemoryFormat::ChannelsLast3d);
 }
 
 at::Tensor empty_channels_last_5d(int64_t n, int64_t c, const int64_t* size, const at::TensorOptions& opt) {
@@ -621,11 +625,15 @@ blocked::Problem grad_input_problem(const ConvShape& s) {
   return p;
 }
 
+// The weight as [G, Cout_g, Cin_g, K0, K1, K2].
+at::Tensor weight_6d(const ConvShape& s, const at::Tensor& w) {
+  return w.reshape({s.groups, s.out_channels_per_group(), s.in_channels_per_group(), s.kernel[0],
+                    s.kernel[1], s.kernel[2]});
+}
+
 // Taps of the weight as [G, K0, K1, K2, Cin_g, Cout_g].
 at::Tensor weight_taps(const ConvShape& s, const at::Tensor& w) {
-  return w.reshape({s.groups, s.out_channels_per_group(), s.in_channels_per_group(), s.kernel[0],
-                    s.kernel[1], s.kernel[2]})
-      .permute({0, 3, 4, 5, 2, 1});
+  return weight_6d(s, w).permute({0, 3, 4, 5, 2, 1});
 }
 
 // [G, K0, K1, K2, Cin', Cout'] -> [G, OCB, K0, K1, K2, Cin', B], zero past Cout'.
@@ -676,8 +684,7 @@ void blocked_grad_input_strided(const ConvShape& s, const at::Tensor& gy5, const
   }
   if (!all_reached) gx5.zero_();
   const int64_t cin = s.in_channels;
-  const auto w6 = w.reshape({s.groups, s.out_channels_per_group(), s.in_channels_per_group(),
-                             s.kernel[0], s.kernel[1], s.kernel[2]});
+  const auto w6 = weight_6d(s, w);
   scalar_t* gxp = gx5.mutable_data_ptr<scalar_t>();
   for (const auto& c0 : per_dim[0])
     for (const auto& c1 : per_dim[1])
@@ -968,13 +975,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cpu(
     if (output_mask[1]) grad_weight = gw;
     return {grad_input, grad_weight, grad_bias};
   }
-  const auto dtype = compute_dtype(input.scalar_type());
-  const auto batched_5d = [&](const at::Tensor& t) {
-    return as_5d((batched ? t : t.unsqueeze(0)).to(dtype), s.ndim);
-  };
   if (output_mask[1]) {
-    AT_DISPATCH_FLOATING_TYPES(dtype, "full_conv_grad_weight_cpu_blocked", [&] {
-      grad_weight = blocked_grad_weight<scalar_t>(s, batched_5d(grad_output), batched_5d(input), weight.sizes());
+    AT_DISPATCH_FLOATING_TYPES(compute_dtype(input.scalar_type()), "full_conv_grad_weight_cpu_blocked", [&] {
+      grad_weight = blocked_grad_weight<scalar_t>(s, batched_5d(grad_output, batched, s.ndim),
+                                                  batched_5d(input, batched, s.ndim), weight.sizes());
     });
     grad_weight = grad_weight.to(weight.scalar_type()).contiguous(weight.suggest_memory_format());
   }
@@ -984,10 +988,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cpu(
     AT_DISPATCH_FLOATING_TYPES(gy5.scalar_type(), "full_conv_grad_input_cpu_blocked", [&] {
       if (unit_stride(s)) {
         // [G, K0, K1, K2, Cout_g, Cin_g] with the taps flipped
-        const auto taps = w.reshape({s.groups, s.out_channels_per_group(), s.in_channels_per_group(),
-                                     s.kernel[0], s.kernel[1], s.kernel[2]})
-                              .flip({3, 4, 5})
-                              .permute({0, 3, 4, 5, 1, 2});
+        const auto taps = weight_6d(s, w).flip({3, 4, 5}).permute({0, 3, 4, 5, 1, 2});
         const auto wp = pack_blocked(taps, blocked::oc_block<scalar_t>());
         blocked_forward<scalar_t>(grad_input_problem(s), gy5, wp, nullptr, false,
                                   gx5.mutable_data_ptr<scalar_t>());
