@@ -27,7 +27,7 @@ def _seed():
 # The register-blocked kernels exist where the CPU has AVX2 + FMA (test_errors checks the
 # forced path's error elsewhere).
 BLOCKED = torch.ops.fullconv._cpu_blocked_available()
-ALGORITHMS = ["auto", "gemm", "direct"] + (["blocked"] if BLOCKED else [])
+ALGORITHMS = ["auto", "gemm", "direct"] + (["blocked", "blocked-inplace"] if BLOCKED else [])
 # CUDA joins the parametrisations where a GPU is present (tests/test_cuda.py reports a clean
 # skip where it is not).
 BACKENDS = [f"cpu-{a}" for a in ALGORITHMS] + (["cuda"] if "cuda" in DEVICES else [])
@@ -38,11 +38,19 @@ def require_cuda():
         pytest.skip("no CUDA device")
 
 
+def set_cpu_algorithm(monkeypatch, name):
+    """name: auto | gemm | direct | blocked (inputs copied to channels last where the heuristic
+    says so) | blocked-inplace (every input read in its own layout)."""
+    algorithm, _, input_mode = name.partition("-")
+    monkeypatch.setenv("FULLCONV_CPU_ALGORITHM", algorithm)
+    monkeypatch.setenv("FULLCONV_CPU_BLOCKED_INPUT", input_mode or "auto")
+
+
 @pytest.fixture(params=ALGORITHMS)
 def cpu_algorithm(request, monkeypatch):
     """Forces each CPU formulation (GEMM + col2im, direct, blocked) so every path meets the reference,
     not only the one the heuristic picks."""
-    monkeypatch.setenv("FULLCONV_CPU_ALGORITHM", request.param)
+    set_cpu_algorithm(monkeypatch, request.param)
     return request.param
 
 
@@ -52,7 +60,7 @@ def device(request, monkeypatch):
     where no GPU is present). Returns the device to run on."""
     if request.param == "cuda":
         return "cuda"
-    monkeypatch.setenv("FULLCONV_CPU_ALGORITHM", request.param.split("-")[1])
+    set_cpu_algorithm(monkeypatch, request.param.split("-", 1)[1])
     return "cpu"
 
 

@@ -42,16 +42,19 @@ def test_random_configurations_match_reference(cfg):
     x = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
     w = torch.randn(cout, cin // groups, *kernel, generator=g, dtype=torch.float64).to(dtype)
     b = torch.randn(cout, generator=g, dtype=torch.float64).to(dtype) if bias else None
-    old = os.environ.get("FULLCONV_CPU_ALGORITHM")
-    os.environ["FULLCONV_CPU_ALGORITHM"] = "auto" if algorithm == "cuda" else algorithm
+    saved = {k: os.environ.get(k) for k in ("FULLCONV_CPU_ALGORITHM", "FULLCONV_CPU_BLOCKED_INPUT")}
+    name, _, input_mode = ("auto" if algorithm == "cuda" else algorithm).partition("-")
+    os.environ["FULLCONV_CPU_ALGORITHM"] = name
+    os.environ["FULLCONV_CPU_BLOCKED_INPUT"] = input_mode or "auto"
     try:
         check_against_reference(x, w, b, stride, dilation, groups,
                                 device="cuda" if algorithm == "cuda" else "cpu")
     finally:
-        if old is None:
-            del os.environ["FULLCONV_CPU_ALGORITHM"]
-        else:
-            os.environ["FULLCONV_CPU_ALGORITHM"] = old
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _stack(convs, x, same_padding):

@@ -128,3 +128,27 @@ def test_nonfinite_propagation(dtype, device):
     r = full_conv_reference(x.double(), w.double(), dilation=(2, 1)).to(dtype)
     assert torch.equal(y.isnan(), r.isnan())
     torch.testing.assert_close(y, r, equal_nan=True)
+
+
+def _unusual_layouts(n, c, h, w):
+    base = torch.randn(n, c, h, w, dtype=torch.float64)
+    return {
+        "expanded-batch": torch.randn(1, c, h, w, dtype=torch.float64).expand(n, c, h, w),
+        "channel-slice": torch.randn(n, 2 * c, h, w, dtype=torch.float64)[:, ::2],
+        "nwhc": base.permute(0, 3, 2, 1).contiguous().permute(0, 3, 2, 1),
+        "hw-transposed": base.transpose(2, 3).contiguous().transpose(2, 3),
+        "channels-last-window": torch.randn(n, h + 3, w + 2, c + 5, dtype=torch.float64)[:, 1:h + 1, 2:w + 2, 3:c + 3]
+                                     .permute(0, 3, 1, 2),
+    }
+
+
+@pytest.mark.parametrize("layout", ["expanded-batch", "channel-slice", "nwhc", "hw-transposed",
+                                    "channels-last-window"])
+@pytest.mark.parametrize("stride,dilation,groups", [(1, 1, 1), (2, 1, 1), (1, 2, 2), (3, 1, 1)])
+def test_unusual_input_strides(layout, stride, dilation, groups, device):
+    # wide enough for whole and partial tiles of output channels, and more than the 16 input
+    # channels per group below which the blocked path copies its input to channels last
+    x = _unusual_layouts(2, 36, 9, 8)[layout]
+    w = torch.randn(20, 36 // groups, 3, 2, dtype=torch.float64)
+    b = torch.randn(20, dtype=torch.float64)
+    check_against_reference(x, w, b, stride, dilation, groups, device=device)

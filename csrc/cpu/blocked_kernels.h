@@ -8,11 +8,13 @@
 // grad_output with the flipped, transposed kernel and pad = 0 (every tap real).
 //
 // Layouts (spatial dims normalised to three, as ConvShape):
-//   in, out      [N, S0, S1, S2, C]           channels last, C = all channels of all groups
+//   in, out      [N, C, S0, S1, S2] with the element strides in Problem (forward), C = all
+//                channels of all groups
 //   packed w     [G, OCB, K0, K1, K2, Cin_g, B] output channels in blocks of B (zero beyond
 //                                             Cout_g); B = oc_block<T>() = two SIMD vectors
 //   packed grad  same layout as packed w, assigned (not accumulated)
-// A register tile is B output channels x up to 6 output positions of one row (forward) or
+// A register tile is B output channels x up to 6 output positions of one row (forward; each
+// (tap, channel) run covers only the tile positions where that tap reads real input) or
 // B output channels x up to 6 input channels of one tap (grad_weight), accumulated in
 // registers over every (tap, input channel) or every (sample, position) and stored once.
 // Work is split into independent tasks (rows, or weight tiles) so callers can run task
@@ -39,11 +41,12 @@ struct Problem {
   int64_t stride[3] = {1, 1, 1};
   int64_t dilation[3] = {1, 1, 1};
   int64_t pad[3] = {0, 0, 0};   // may be negative: an offset into the input
-  // Element steps of `out` between neighbouring positions per spatial dim and between
-  // samples; 0 means dense ([N, S0, S1, S2, C]). A strided grad_input writes one residue
-  // class of input positions per problem through these.
-  int64_t out_step[3] = {0, 0, 0};
-  int64_t out_batch_step = 0;
+  // Element strides of `in` and `out` (sample, channel, spatial dims): any layout. Forward
+  // reads are fastest with unit channel stride (channels last); other layouts are read in
+  // place (no copy) and written through a small transpose per tile. A strided grad_input
+  // writes one residue class of input positions per problem through the output strides.
+  int64_t in_stride_n = 0, in_stride_c = 1, in_stride[3] = {0, 0, 0};
+  int64_t out_stride_n = 0, out_stride_c = 1, out_stride[3] = {0, 0, 0};
 
   int64_t in_channels_per_group() const { return in_channels / groups; }
   int64_t out_channels_per_group() const { return out_channels / groups; }

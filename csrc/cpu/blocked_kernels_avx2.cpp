@@ -99,22 +99,76 @@ FULLCONV_AVX2 inline void store_channels(T* p, typename Simd<T>::M m, typename S
   else Simd<T>::store(p, v);
 }
 
-// One run of products for a forward tile: for i < len, position j reads x[j][i] and the
-// packed weight row w + i*B (B output channels).
+// One run of products for a forward tile: for i < len, tile position j in [j0, j1) reads
+// x[j][i * channel_step] and the packed weight row w + i*B (B output channels). Positions
+// outside [j0, j1) are those where the run's tap meets only padding: they are not touched.
 template <typename T>
 struct Segment {
   const T* x[kMaxPositions];
   const T* w;
   int64_t len;
+  int j0, j1;
 };
 
-// B output channels x P positions, accumulated over all segments, then stored once.
-template <typename T, int P, bool kTail>
-FULLCONV_AVX2 void forward_tile(const Segment<T>* seg, int64_t nseg, const T* bias, bool accumulate,
-                                T* out, int64_t out_step, int64_t valid) {
+#define FULLCONV_AVX2_INLINE FULLCONV_AVX2 __attribute__((always_inline)) inline
+
+// The products of one segment for the positions [J0, J1) of a P-position tile.
+template <typename T, int P, int J0, int J1>
+FULLCONV_AVX2_INLINE void run_segment(const Segment<T>& sg, int64_t xc, typename Simd<T>::V (&a0)[P],
+                                      typename Simd<T>::V (&a1)[P]) {
   using S = Simd<T>;
   using V = typename S::V;
   constexpr int L = S::kLanes;
+  const T* w = sg.w;
+  const T* xp[P];
+#pragma GCC unroll 8
+  for (int j = J0; j < J1; ++j) xp[j] = sg.x[j];
+  const int64_t len = sg.len;
+  int64_t off = 0;
+  for (int64_t i = 0; i < len; ++i, off += xc, w += 2 * L) {
+    const V w0 = S::load(w), w1 = S::load(w + L);
+#pragma GCC unroll 8
+    for (int j = J0; j < J1; ++j) {
+      const V b = S::broadcast(xp[j] + off);
+      a0[j] = S::fma(w0, b, a0[j]);
+      a1[j] = S::fma(w1, b, a1[j]);
+    }
+  }
+}
+
+// A segment covering only part of the tile (row edges): one specialisation per range, so the
+// accumulators stay in registers and no product of padding is computed.
+template <typename T, int P>
+FULLCONV_AVX2_INLINE void run_partial_segment(const Segment<T>& sg, int64_t xc, typename Simd<T>::V (&a0)[P],
+                                              typename Simd<T>::V (&a1)[P]) {
+  static_assert(kMaxPositions == 6, "the cases below cover ranges within 6 positions");
+#define FULLCONV_RANGE_CASE(A, B)                                                   \
+  case (A) * 8 + (B):                                                               \
+    if constexpr ((B) <= P) run_segment<T, P, (A), (B)>(sg, xc, a0, a1);           \
+    return;
+  switch (sg.j0 * 8 + sg.j1) {
+    FULLCONV_RANGE_CASE(0, 1) FULLCONV_RANGE_CASE(0, 2) FULLCONV_RANGE_CASE(0, 3)
+    FULLCONV_RANGE_CASE(0, 4) FULLCONV_RANGE_CASE(0, 5) FULLCONV_RANGE_CASE(0, 6)
+    FULLCONV_RANGE_CASE(1, 2) FULLCONV_RANGE_CASE(1, 3) FULLCONV_RANGE_CASE(1, 4)
+    FULLCONV_RANGE_CASE(1, 5) FULLCONV_RANGE_CASE(1, 6) FULLCONV_RANGE_CASE(2, 3)
+    FULLCONV_RANGE_CASE(2, 4) FULLCONV_RANGE_CASE(2, 5) FULLCONV_RANGE_CASE(2, 6)
+    FULLCONV_RANGE_CASE(3, 4) FULLCONV_RANGE_CASE(3, 5) FULLCONV_RANGE_CASE(3, 6)
+    FULLCONV_RANGE_CASE(4, 5) FULLCONV_RANGE_CASE(4, 6) FULLCONV_RANGE_CASE(5, 6)
+    default: return;
+  }
+#undef FULLCONV_RANGE_CASE
+}
+
+// B output channels x P positions, accumulated over all segments, then stored once: vector
+// stores when the output's channels are contiguous (oc_step == 1), otherwise through a small
+// transpose (each channel's P positions written with pos_step).
+template <typename T, int P, bool kTail>
+FULLCONV_AVX2 void forward_tile(const Segment<T>* seg, int64_t nseg, int64_t xc, const T* bias,
+                                bool accumulate, T* out, int64_t pos_step, int64_t oc_step, int64_t valid) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int L = S::kLanes;
+  const bool vector_store = oc_step == 1;
   const auto m0 = S::mask(valid), m1 = S::mask(valid - L);
   V b0 = S::zero(), b1 = S::zero();
   if (bias != nullptr) {
@@ -124,47 +178,52 @@ FULLCONV_AVX2 void forward_tile(const Segment<T>* seg, int64_t nseg, const T* bi
   V a0[P], a1[P];
 #pragma GCC unroll 8
   for (int j = 0; j < P; ++j) {
-    if (accumulate) {
-      a0[j] = S::add(b0, load_channels<T, kTail>(out + j * out_step, m0));
-      a1[j] = S::add(b1, load_channels<T, kTail>(out + j * out_step + L, m1));
+    if (accumulate && vector_store) {
+      a0[j] = S::add(b0, load_channels<T, kTail>(out + j * pos_step, m0));
+      a1[j] = S::add(b1, load_channels<T, kTail>(out + j * pos_step + L, m1));
     } else {
       a0[j] = b0;
       a1[j] = b1;
     }
   }
   for (int64_t q = 0; q < nseg; ++q) {
-    const T* w = seg[q].w;
-    const int64_t len = seg[q].len;
-    const T* xp[P];
-#pragma GCC unroll 8
-    for (int j = 0; j < P; ++j) xp[j] = seg[q].x[j];
-    for (int64_t i = 0; i < len; ++i, w += 2 * L) {
-      const V w0 = S::load(w), w1 = S::load(w + L);
-#pragma GCC unroll 8
-      for (int j = 0; j < P; ++j) {
-        const V b = S::broadcast(xp[j] + i);
-        a0[j] = S::fma(w0, b, a0[j]);
-        a1[j] = S::fma(w1, b, a1[j]);
-      }
-    }
+    if (seg[q].j0 == 0 && seg[q].j1 == P) run_segment<T, P, 0, P>(seg[q], xc, a0, a1);
+    else run_partial_segment<T, P>(seg[q], xc, a0, a1);
   }
+  if (vector_store) {
+#pragma GCC unroll 8
+    for (int j = 0; j < P; ++j) {
+      store_channels<T, kTail>(out + j * pos_step, m0, a0[j]);
+      store_channels<T, kTail>(out + j * pos_step + L, m1, a1[j]);
+    }
+    return;
+  }
+  alignas(32) T buf[P][2 * L];
 #pragma GCC unroll 8
   for (int j = 0; j < P; ++j) {
-    store_channels<T, kTail>(out + j * out_step, m0, a0[j]);
-    store_channels<T, kTail>(out + j * out_step + L, m1, a1[j]);
+    S::store(buf[j], a0[j]);
+    S::store(buf[j] + L, a1[j]);
+  }
+  for (int64_t c = 0; c < valid; ++c) {
+    T* o = out + c * oc_step;
+    if (accumulate)
+      for (int j = 0; j < P; ++j) o[j * pos_step] += buf[j][c];
+    else
+      for (int j = 0; j < P; ++j) o[j * pos_step] = buf[j][c];
   }
 }
 
 template <typename T, bool kTail>
-FULLCONV_AVX2 void forward_tile_n(int positions, const Segment<T>* seg, int64_t nseg, const T* bias,
-                                  bool accumulate, T* out, int64_t out_step, int64_t valid) {
+FULLCONV_AVX2 void forward_tile_n(int positions, const Segment<T>* seg, int64_t nseg, int64_t xc,
+                                  const T* bias, bool accumulate, T* out, int64_t pos_step,
+                                  int64_t oc_step, int64_t valid) {
   switch (positions) {
-    case 1: return forward_tile<T, 1, kTail>(seg, nseg, bias, accumulate, out, out_step, valid);
-    case 2: return forward_tile<T, 2, kTail>(seg, nseg, bias, accumulate, out, out_step, valid);
-    case 3: return forward_tile<T, 3, kTail>(seg, nseg, bias, accumulate, out, out_step, valid);
-    case 4: return forward_tile<T, 4, kTail>(seg, nseg, bias, accumulate, out, out_step, valid);
-    case 5: return forward_tile<T, 5, kTail>(seg, nseg, bias, accumulate, out, out_step, valid);
-    default: return forward_tile<T, 6, kTail>(seg, nseg, bias, accumulate, out, out_step, valid);
+#define FULLCONV_TILE_CASE(N) \
+  case N: return forward_tile<T, N, kTail>(seg, nseg, xc, bias, accumulate, out, pos_step, oc_step, valid);
+    FULLCONV_TILE_CASE(1) FULLCONV_TILE_CASE(2) FULLCONV_TILE_CASE(3)
+    FULLCONV_TILE_CASE(4) FULLCONV_TILE_CASE(5)
+#undef FULLCONV_TILE_CASE
+    default: return forward_tile<T, 6, kTail>(seg, nseg, xc, bias, accumulate, out, pos_step, oc_step, valid);
   }
 }
 
@@ -247,20 +306,19 @@ FULLCONV_AVX2 void forward(const Problem& p, const T* in, const T* w_packed, con
   const int64_t OCB = ceil_div(cout_g, B), ktot = p.kernel_volume();
   const int64_t K1 = p.kernel[1], K2 = p.kernel[2];
   const int64_t O0 = p.out_size[0], O1 = p.out_size[1], O2 = p.out_size[2];
-  const int64_t I0 = p.in_size[0], I1 = p.in_size[1], I2 = p.in_size[2];
-  const int64_t C = p.in_channels, Cout = p.out_channels;
+  const int64_t I2 = p.in_size[2];
   const int64_t s2 = p.stride[2], d2 = p.dilation[2], pad2 = p.pad[2];
-  const int64_t os2 = p.out_step[2] != 0 ? p.out_step[2] : Cout;
-  const int64_t os1 = p.out_step[1] != 0 ? p.out_step[1] : O2 * Cout;
-  const int64_t os0 = p.out_step[0] != 0 ? p.out_step[0] : O1 * O2 * Cout;
-  const int64_t osn = p.out_batch_step != 0 ? p.out_batch_step : O0 * O1 * O2 * Cout;
-  // (tap k2, input channel) pairs are contiguous in `in` and in the packed weight: one run
-  const bool merge_taps = d2 == 1 && C == cin_g;
+  const int64_t isn = p.in_stride_n, isc = p.in_stride_c, is0 = p.in_stride[0], is1 = p.in_stride[1],
+                is2 = p.in_stride[2];
+  const int64_t osn = p.out_stride_n, osc = p.out_stride_c, os0 = p.out_stride[0], os1 = p.out_stride[1],
+                os2 = p.out_stride[2];
+  // (tap k2, input channel) pairs are evenly spaced in `in` and contiguous in the packed
+  // weight: one run per kernel row at tiles where every tap reads real input
+  const bool merge_taps = d2 == 1 && isc == 1 && is2 == cin_g;
   // positions along dim 2 at which every tap reads real input
   const int64_t inner_lo = std::max<int64_t>(0, ceil_div(pad2, s2));
   const int64_t inner_hi = std::min<int64_t>(O2 - 1, floor_div(I2 - 1 - (K2 - 1) * d2 + pad2, s2));
   std::vector<Segment<T>> seg(static_cast<size_t>(ktot));
-  const std::vector<T> zeros(static_cast<size_t>(cin_g), T(0));  // stands in for padding at edges
 
   for (int64_t task = task_begin; task < task_end; ++task) {
     int64_t t = task;
@@ -272,12 +330,12 @@ FULLCONV_AVX2 void forward(const Problem& p, const T* in, const T* w_packed, con
     t /= p.batch;
     const int64_t ocb = t % OCB, g = t / OCB;
     int64_t k0_lo, k0_hi, k1_lo, k1_hi;
-    tap_range_padded(o0, I0, p.kernel[0], p.stride[0], p.dilation[0], p.pad[0], &k0_lo, &k0_hi);
-    tap_range_padded(o1, I1, K1, p.stride[1], p.dilation[1], p.pad[1], &k1_lo, &k1_hi);
+    tap_range_padded(o0, p.in_size[0], p.kernel[0], p.stride[0], p.dilation[0], p.pad[0], &k0_lo, &k0_hi);
+    tap_range_padded(o1, p.in_size[1], K1, p.stride[1], p.dilation[1], p.pad[1], &k1_lo, &k1_hi);
     const int64_t valid = std::min(B, cout_g - ocb * B);
     const T* w_block = w_packed + (g * OCB + ocb) * ktot * cin_g * B;
     const T* b_block = bias != nullptr ? bias + g * cout_g + ocb * B : nullptr;
-    T* out_row = out + n * osn + o0 * os0 + o1 * os1 + g * cout_g + ocb * B;
+    T* out_row = out + n * osn + o0 * os0 + o1 * os1 + (g * cout_g + ocb * B) * osc;
 
     for (int64_t ow0 = 0; ow0 < O2; ow0 += kMaxPositions) {
       const int P = static_cast<int>(std::min<int64_t>(kMaxPositions, O2 - ow0));
@@ -287,35 +345,37 @@ FULLCONV_AVX2 void forward(const Problem& p, const T* in, const T* w_packed, con
         const int64_t i0 = o0 * p.stride[0] + k0 * p.dilation[0] - p.pad[0];
         for (int64_t k1 = k1_lo; k1 <= k1_hi; ++k1) {
           const int64_t i1 = o1 * p.stride[1] + k1 * p.dilation[1] - p.pad[1];
-          const T* x_row = in + ((n * I0 + i0) * I1 + i1) * I2 * C + g * cin_g;
+          const T* x_row = in + n * isn + i0 * is0 + i1 * is1 + g * cin_g * isc;
           const T* w_row = w_block + (k0 * K1 + k1) * K2 * cin_g * B;
           if (inner && merge_taps) {
             Segment<T>& sg = seg[nseg++];
-            for (int j = 0; j < P; ++j) sg.x[j] = x_row + ((ow0 + j) * s2 - pad2) * C;
+            for (int j = 0; j < P; ++j) sg.x[j] = x_row + ((ow0 + j) * s2 - pad2) * is2;
             sg.w = w_row;
             sg.len = K2 * cin_g;
+            sg.j0 = 0;
+            sg.j1 = P;
             continue;
           }
           for (int64_t k2 = 0; k2 < K2; ++k2) {
-            Segment<T>& sg = seg[nseg];
-            bool any = false;
-            for (int j = 0; j < P; ++j) {
-              const int64_t i2 = (ow0 + j) * s2 + k2 * d2 - pad2;
-              const bool real = 0 <= i2 && i2 < I2;
-              sg.x[j] = real ? x_row + i2 * C : zeros.data();
-              any = any || real;
-            }
-            if (!any) continue;  // the tap meets only padding at every position of the tile
+            // tile positions j whose input index (ow0 + j)*s2 + k2*d2 - pad2 lies in [0, I2)
+            const int64_t shift = k2 * d2 - pad2;
+            const int64_t j0 = std::max<int64_t>(0, ceil_div(-shift, s2) - ow0);
+            const int64_t j1 = std::min<int64_t>(P, floor_div(I2 - 1 - shift, s2) - ow0 + 1);
+            if (j0 >= j1) continue;  // the tap meets only padding at every position of the tile
+            Segment<T>& sg = seg[nseg++];
+            for (int64_t j = j0; j < j1; ++j) sg.x[j] = x_row + ((ow0 + j) * s2 + shift) * is2;
             sg.w = w_row + k2 * cin_g * B;
             sg.len = cin_g;
-            ++nseg;
+            sg.j0 = static_cast<int>(j0);
+            sg.j1 = static_cast<int>(j1);
           }
         }
       }
+      T* tile_out = out_row + ow0 * os2;
       if (valid == B)
-        forward_tile_n<T, false>(P, seg.data(), nseg, b_block, accumulate, out_row + ow0 * os2, os2, valid);
+        forward_tile_n<T, false>(P, seg.data(), nseg, isc, b_block, accumulate, tile_out, os2, osc, valid);
       else
-        forward_tile_n<T, true>(P, seg.data(), nseg, b_block, accumulate, out_row + ow0 * os2, os2, valid);
+        forward_tile_n<T, true>(P, seg.data(), nseg, isc, b_block, accumulate, tile_out, os2, osc, valid);
     }
   }
 }

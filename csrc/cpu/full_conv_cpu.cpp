@@ -575,24 +575,9 @@ at::Tensor as_5d(const at::Tensor& t, int ndim) {
   for (int i = ndim; i < kMaxSpatialDims; ++i) r = r.unsqueeze(2);
   return r;
 }
-at::Tensor from_5d(const at::Tensor& t, int ndim) {
-  auto r = t;
-  for (int i = ndim; i < kMaxSpatialDims; ++i) r = r.select(2, 0);
-  return r;
-}
-
 // Batched 5-D view (any layout) in the compute dtype.
 at::Tensor batched_5d(const at::Tensor& t, bool batched, int ndim) {
   return as_5d((batched ? t : t.unsqueeze(0)).to(compute_dtype(t.scalar_type())), ndim);
-}
-
-// Batched [N, S0, S1, S2, C] copy (or view, when already so laid out) in the compute dtype.
-at::Tensor channels_last_5d(const at::Tensor& t, bool batched, int ndim) {
-  return batched_5d(t, batched, ndim).contiguous(at::MemoryFormat::ChannelsLast3d);
-}
-
-at::Tensor empty_channels_last_5d(int64_t n, int64_t c, const int64_t* size, const at::TensorOptions& opt) {
-  return at::empty({n, c, size[0], size[1], size[2]}, opt.memory_format(at::MemoryFormat::ChannelsLast3d));
 }
 
 blocked::Problem forward_problem(const ConvShape& s) {
@@ -646,9 +631,53 @@ at::Tensor pack_blocked(const at::Tensor& taps, int64_t block) {
   return padded.reshape(sizes).permute({0, 5, 1, 2, 3, 4, 6}).contiguous();
 }
 
+// Element strides of a 5-D tensor as the blocked problem's input or output.
+void set_input_strides(blocked::Problem& p, const at::Tensor& t5) {
+  p.in_stride_n = t5.stride(0);
+  p.in_stride_c = t5.stride(1);
+  for (int i = 0; i < kMaxSpatialDims; ++i) p.in_stride[i] = t5.stride(2 + i);
+}
+void set_output_strides(blocked::Problem& p, const at::Tensor& t5) {
+  p.out_stride_n = t5.stride(0);
+  p.out_stride_c = t5.stride(1);
+  for (int i = 0; i < kMaxSpatialDims; ++i) p.out_stride[i] = t5.stride(2 + i);
+}
+
+// The blocked kernels read any input layout in place. A channels-last copy pays off where
+// rows of products are short (few channels per group) or where, with unit dilation and one
+// group, it lets a tile's kernel row run as one long (tap, channel) loop and the copy is
+// small next to the products each element takes part in (`macs_per_element`); measured in
+// benchmarks/NOTES.md, entry 8. `t5`: the 5-D input of a blocked problem with
+// `channels_per_group` channels per group.
+at::Tensor blocked_input(const at::Tensor& t5, int64_t channels_per_group, int64_t groups,
+                         int64_t dilation, double macs_per_element) {
+  if (t5.stride(1) == 1 || t5.size(1) == 1) return t5;
+  const char* env = std::getenv("FULLCONV_CPU_BLOCKED_INPUT");  // tests force both ways
+  const std::string mode = env != nullptr && *env != '\0' ? env : "auto";
+  TORCH_CHECK_VALUE(mode == "auto" || mode == "copy" || mode == "inplace",
+                    "FULLCONV_CPU_BLOCKED_INPUT must be auto, copy or inplace, got '", mode, "'");
+  const bool mergeable = groups == 1 && dilation == 1;
+  const bool copy = mode == "copy" ||
+      (mode == "auto" && (channels_per_group < 16 || (mergeable && macs_per_element >= 1024)));
+  return copy ? t5.contiguous(at::MemoryFormat::ChannelsLast3d) : t5;
+}
+
+int64_t max_dilation(const ConvShape& s) {
+  return *std::max_element(s.dilation, s.dilation + kMaxSpatialDims);
+}
+
+// Products each input element of the forward takes part in (about: edges aside).
+double forward_reuse(const ConvShape& s) {
+  double r = double(s.out_channels_per_group()) * s.kernel_volume();
+  for (int i = 0; i < kMaxSpatialDims; ++i) r /= double(s.stride[i]);
+  return r;
+}
+
+// `in`: 5-D, compute dtype, any layout; the output strides of `p` must be set.
 template <typename scalar_t>
-void blocked_forward(const blocked::Problem& p, const at::Tensor& in, const at::Tensor& w_packed,
+void blocked_forward(blocked::Problem p, const at::Tensor& in, const at::Tensor& w_packed,
                      const at::Tensor* bias, bool accumulate, scalar_t* out) {
+  set_input_strides(p, in);
   const int64_t tasks = blocked::forward_task_count(p, blocked::oc_block<scalar_t>());
   const scalar_t* ip = in.const_data_ptr<scalar_t>();
   const scalar_t* wp = w_packed.const_data_ptr<scalar_t>();
@@ -683,7 +712,6 @@ void blocked_grad_input_strided(const ConvShape& s, const at::Tensor& gy5, const
     }
   }
   if (!all_reached) gx5.zero_();
-  const int64_t cin = s.in_channels;
   const auto w6 = weight_6d(s, w);
   scalar_t* gxp = gx5.mutable_data_ptr<scalar_t>();
   for (const auto& c0 : per_dim[0])
@@ -705,11 +733,9 @@ void blocked_grad_input_strided(const ConvShape& s, const at::Tensor& gy5, const
           p.pad[i] = -first;
           taps = taps.index_select(3 + i, at::tensor(kk, at::kLong));
         }
-        p.out_step[2] = s.stride[2] * cin;
-        p.out_step[1] = s.stride[1] * s.in_size[2] * cin;
-        p.out_step[0] = s.stride[0] * s.in_size[1] * s.in_size[2] * cin;
-        p.out_batch_step = s.in_spatial() * cin;
-        const int64_t offset = ((c0.r * s.in_size[1] + c1.r) * s.in_size[2] + c2.r) * cin;
+        set_output_strides(p, gx5);
+        for (int i = 0; i < kMaxSpatialDims; ++i) p.out_stride[i] *= s.stride[i];
+        const int64_t offset = c0.r * gx5.stride(2) + c1.r * gx5.stride(3) + c2.r * gx5.stride(4);
         const auto wp = pack_blocked(taps.permute({0, 3, 4, 5, 1, 2}), blocked::oc_block<scalar_t>());
         blocked_forward<scalar_t>(p, gy5, wp, nullptr, false, gxp + offset);
       }
@@ -778,13 +804,17 @@ at::Tensor full_conv_cpu_impl(const at::Tensor& input, const at::Tensor& weight,
   const auto dtype = compute_dtype(input.scalar_type());
   const Algorithm algo = choose_algorithm(s, dtype);
   const bool blocked_path = algo == Algorithm::kBlocked;
-  const auto x = blocked_path ? channels_last_5d(input, batched, s.ndim) : prepare(input, batched);
+  const auto x = blocked_path ? blocked_input(batched_5d(input, batched, s.ndim), s.in_channels_per_group(),
+                                             s.groups, max_dilation(s), forward_reuse(s))
+                              : prepare(input, batched);
   const auto w = weight.to(compute_dtype(weight.scalar_type())).contiguous();
   const bool has_bias = bias.has_value() && bias->defined();
+  const auto out_format = output_memory_format(input, weight);
   at::Tensor y5, y;
   if (blocked_path) {
-    y5 = empty_channels_last_5d(s.batch, s.out_channels, s.out_size, x.options());
-    y = from_5d(y5, s.ndim);
+    // written in place in the layout returned: no layout copy of the output
+    y = at::empty(output_shape(s, true), x.options().memory_format(batched ? out_format : at::MemoryFormat::Contiguous));
+    y5 = as_5d(y, s.ndim);
   } else {
     y = at::empty(output_shape(s, true), x.options());
   }
@@ -808,7 +838,9 @@ at::Tensor full_conv_cpu_impl(const at::Tensor& input, const at::Tensor& weight,
     if (blocked_path) {
       AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "full_conv_cpu_blocked", [&] {
         const auto wp = pack_blocked(weight_taps(s, w), blocked::oc_block<scalar_t>());
-        blocked_forward<scalar_t>(forward_problem(s), x, wp, tiles_own_output && has_bias ? &b : nullptr,
+        auto p = forward_problem(s);
+        set_output_strides(p, y5);
+        blocked_forward<scalar_t>(p, x, wp, tiles_own_output && has_bias ? &b : nullptr,
                                   !tiles_own_output, y5.mutable_data_ptr<scalar_t>());
       });
     } else if (algo == Algorithm::kDirect) {
@@ -828,7 +860,7 @@ at::Tensor full_conv_cpu_impl(const at::Tensor& input, const at::Tensor& weight,
   apply_nonfinite_weight_padding(y, weight, s);
   if (relu) y.relu_();
   if (!batched) y = y.squeeze(0);
-  return y.to(input.scalar_type()).contiguous(output_memory_format(input, weight));
+  return y.to(input.scalar_type()).contiguous(out_format);
 }
 
 at::Tensor full_conv_cpu(const at::Tensor& input, const at::Tensor& weight,
@@ -983,20 +1015,27 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cpu(
     grad_weight = grad_weight.to(weight.scalar_type()).contiguous(weight.suggest_memory_format());
   }
   if (output_mask[0]) {
-    const auto gy5 = channels_last_5d(grad_output, batched, s.ndim);
-    auto gx5 = empty_channels_last_5d(s.batch, s.in_channels, s.in_size, gy5.options());
+    // every grad_output element meets every tap of every input channel of its group
+    const auto gy5 = blocked_input(batched_5d(grad_output, batched, s.ndim), s.out_channels_per_group(),
+                                   s.groups, max_dilation(s),
+                                   double(s.in_channels_per_group()) * s.kernel_volume());
+    // written in place in the input's layout: no layout copy of grad_input
+    auto gx = at::empty(batched ? input.sizes() : input.unsqueeze(0).sizes(),
+                        gy5.options().memory_format(batched ? input.suggest_memory_format() : at::MemoryFormat::Contiguous));
+    auto gx5 = as_5d(gx, s.ndim);
     AT_DISPATCH_FLOATING_TYPES(gy5.scalar_type(), "full_conv_grad_input_cpu_blocked", [&] {
       if (unit_stride(s)) {
         // [G, K0, K1, K2, Cout_g, Cin_g] with the taps flipped
         const auto taps = weight_6d(s, w).flip({3, 4, 5}).permute({0, 3, 4, 5, 1, 2});
         const auto wp = pack_blocked(taps, blocked::oc_block<scalar_t>());
-        blocked_forward<scalar_t>(grad_input_problem(s), gy5, wp, nullptr, false,
-                                  gx5.mutable_data_ptr<scalar_t>());
+        auto p = grad_input_problem(s);
+        set_output_strides(p, gx5);
+        blocked_forward<scalar_t>(p, gy5, wp, nullptr, false, gx5.mutable_data_ptr<scalar_t>());
       } else {
         blocked_grad_input_strided<scalar_t>(s, gy5, w, gx5);
       }
     });
-    grad_input = finish_grad_input(from_5d(gx5, s.ndim), input, batched);
+    grad_input = finish_grad_input(gx, input, batched);
   }
   return {grad_input, grad_weight, grad_bias};
 }
