@@ -146,6 +146,13 @@ print(json.dumps({"peak_bytes": run(n, L)}))
 """
 
 
+# glibc serves large blocks with mmap only below a threshold that it raises after each free of
+# a large block; freed memory then stays resident and VmHWM depends on allocation history
+# (±40% run to run). A fixed threshold (which also turns the adjustment off) returns every
+# large block to the system when freed, so the high-water mark is the live peak.
+_MEMORY_ENV = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
+
+
 def peak_memory(case, threads):
     """Peak extra resident memory of one forward+backward, fullconv and padded reference,
     each measured in a fresh process (no allocator state shared between the two)."""
@@ -153,7 +160,7 @@ def peak_memory(case, threads):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for variant in ("fullconv", "padded"):
         r = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, json.dumps(case), str(threads), root, variant],
-                           capture_output=True, text=True, check=True)
+                           capture_output=True, text=True, check=True, env=_MEMORY_ENV)
         out[variant] = json.loads(r.stdout.strip().splitlines()[-1])["peak_bytes"]
     return out
 

@@ -12,7 +12,6 @@
 //                channels of all groups
 //   packed w     [G, OCB, K0, K1, K2, Cin_g, B] output channels in blocks of B (zero beyond
 //                                             Cout_g); B = oc_block<T>() = two SIMD vectors
-//   packed grad  same layout as packed w, assigned (not accumulated)
 // A register tile is B output channels x up to 6 output positions of one row (forward; each
 // (tap, channel) run covers only the tile positions where that tap reads real input) or
 // B output channels x up to 6 input channels of one tap (grad_weight), accumulated in
@@ -73,18 +72,24 @@ template <typename T>
 void forward(const Problem& p, const T* in, const T* w_packed, const T* bias, bool accumulate,
              T* out, int64_t task_begin, int64_t task_end);
 
+// Element strides of a weight gradient [Cout, Cin_g, K0, K1, K2] (any layout).
+struct WeightStrides {
+  int64_t out_channel = 0, in_channel = 0, kernel[3] = {0, 0, 0};
+};
+
 // grad_weight: tasks are (group, oc block, input-channel block, tap), in that order. Reads
 // channel-blocked copies of the forward's output gradient and input, zero past the last
 // channel of a group, so each tile streams both operands sequentially:
 //   gy_blocked  [G, OCB, N, O0, O1, O2, B]
 //   x_blocked   [G, ICB, N, I0, I1, I2, kGradWeightInputBlock]
-// Sums over samples [n_begin, n_end) and writes (or, with accumulate, adds to) the tiles of
-// the packed gradient it owns; callers split large batches so that the slices one thread
-// reuses across taps stay in cache.
+// Sums over samples [n_begin, n_end) and writes (or, with accumulate, adds to) the elements
+// of the weight gradient `gw` (strides `ws`) it owns; callers split large batches so that the
+// slices one thread reuses across taps stay in cache.
 int64_t grad_weight_task_count(const Problem& p, int64_t block);
 template <typename T>
 void grad_weight(const Problem& p, const T* gy_blocked, const T* x_blocked, int64_t n_begin,
-                 int64_t n_end, bool accumulate, T* gw_packed, int64_t task_begin, int64_t task_end);
+                 int64_t n_end, bool accumulate, T* gw, const WeightStrides& ws, int64_t task_begin,
+                 int64_t task_end);
 
 }  // namespace blocked
 }  // namespace fullconv

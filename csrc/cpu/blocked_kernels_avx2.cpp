@@ -233,7 +233,8 @@ FULLCONV_AVX2 void forward_tile_n(int positions, const Segment<T>* seg, int64_t 
 template <typename T, int NI>
 FULLCONV_AVX2 void grad_weight_tile(const Problem& p, const T* gy_block, const T* x_block,
                                     const int64_t* k, int64_t n_begin, int64_t n_end,
-                                    bool accumulate, T* dst) {
+                                    bool accumulate, T* dst, int64_t oc_stride, int64_t ic_stride,
+                                    int64_t valid) {
   using S = Simd<T>;
   using V = typename S::V;
   constexpr int L = S::kLanes;
@@ -270,29 +271,38 @@ FULLCONV_AVX2 void grad_weight_tile(const Problem& p, const T* gy_block, const T
         }
       }
   }
+  // B x NI products of a whole reduction: a scalar transpose into the gradient's layout
+  alignas(32) T buf[NI][2 * L];
 #pragma GCC unroll 8
   for (int j = 0; j < NI; ++j) {
-    if (accumulate) {
-      a0[j] = S::add(a0[j], S::load(dst + j * B));
-      a1[j] = S::add(a1[j], S::load(dst + j * B + L));
-    }
-    S::store(dst + j * B, a0[j]);
-    S::store(dst + j * B + L, a1[j]);
+    S::store(buf[j], a0[j]);
+    S::store(buf[j] + L, a1[j]);
+  }
+  for (int64_t c = 0; c < valid; ++c) {
+    T* o = dst + c * oc_stride;
+    if (accumulate)
+      for (int j = 0; j < NI; ++j) o[j * ic_stride] += buf[j][c];
+    else
+      for (int j = 0; j < NI; ++j) o[j * ic_stride] = buf[j][c];
   }
 }
 
 template <typename T>
 FULLCONV_AVX2 void grad_weight_tile_n(int channels, const Problem& p, const T* gy_block,
                                       const T* x_block, const int64_t* k, int64_t n_begin,
-                                      int64_t n_end, bool accumulate, T* dst) {
+                                      int64_t n_end, bool accumulate, T* dst, int64_t oc_stride,
+                                      int64_t ic_stride, int64_t valid) {
   static_assert(kGradWeightInputBlock == 6, "tile dispatch covers 1..6 input channels");
   switch (channels) {
-    case 1: return grad_weight_tile<T, 1>(p, gy_block, x_block, k, n_begin, n_end, accumulate, dst);
-    case 2: return grad_weight_tile<T, 2>(p, gy_block, x_block, k, n_begin, n_end, accumulate, dst);
-    case 3: return grad_weight_tile<T, 3>(p, gy_block, x_block, k, n_begin, n_end, accumulate, dst);
-    case 4: return grad_weight_tile<T, 4>(p, gy_block, x_block, k, n_begin, n_end, accumulate, dst);
-    case 5: return grad_weight_tile<T, 5>(p, gy_block, x_block, k, n_begin, n_end, accumulate, dst);
-    default: return grad_weight_tile<T, 6>(p, gy_block, x_block, k, n_begin, n_end, accumulate, dst);
+#define FULLCONV_GW_CASE(N)                                                                       \
+  case N:                                                                                         \
+    return grad_weight_tile<T, N>(p, gy_block, x_block, k, n_begin, n_end, accumulate, dst, oc_stride, \
+                                  ic_stride, valid);
+    FULLCONV_GW_CASE(1) FULLCONV_GW_CASE(2) FULLCONV_GW_CASE(3) FULLCONV_GW_CASE(4) FULLCONV_GW_CASE(5)
+#undef FULLCONV_GW_CASE
+    default:
+      return grad_weight_tile<T, 6>(p, gy_block, x_block, k, n_begin, n_end, accumulate, dst, oc_stride,
+                                    ic_stride, valid);
   }
 }
 
@@ -382,8 +392,8 @@ FULLCONV_AVX2 void forward(const Problem& p, const T* in, const T* w_packed, con
 
 template <typename T>
 FULLCONV_AVX2 void grad_weight(const Problem& p, const T* gy_blocked, const T* x_blocked,
-                               int64_t n_begin, int64_t n_end, bool accumulate, T* gw_packed,
-                               int64_t task_begin, int64_t task_end) {
+                               int64_t n_begin, int64_t n_end, bool accumulate, T* gw,
+                               const WeightStrides& ws, int64_t task_begin, int64_t task_end) {
   constexpr int64_t B = oc_block<T>(), BI = kGradWeightInputBlock;
   const int64_t cin_g = p.in_channels_per_group(), cout_g = p.out_channels_per_group();
   const int64_t OCB = ceil_div(cout_g, B), ICB = ceil_div(cin_g, BI);
@@ -399,12 +409,14 @@ FULLCONV_AVX2 void grad_weight(const Problem& p, const T* gy_blocked, const T* x
     const int64_t ocb = t % OCB, g = t / OCB;
     const int64_t k[3] = {tap / (p.kernel[1] * p.kernel[2]), (tap / p.kernel[2]) % p.kernel[1],
                           tap % p.kernel[2]};
-    const int64_t ic0 = icb * BI;
+    const int64_t ic0 = icb * BI, oc0 = g * cout_g + ocb * B;
     const int channels = static_cast<int>(std::min<int64_t>(BI, cin_g - ic0));
-    T* dst = gw_packed + (((g * OCB + ocb) * ktot + tap) * cin_g + ic0) * B;
+    T* dst = gw + oc0 * ws.out_channel + ic0 * ws.in_channel + k[0] * ws.kernel[0] +
+             k[1] * ws.kernel[1] + k[2] * ws.kernel[2];
     grad_weight_tile_n<T>(channels, p, gy_blocked + (g * OCB + ocb) * out_points * B,
                           x_blocked + (g * ICB + icb) * in_points * BI, k, n_begin, n_end,
-                          accumulate, dst);
+                          accumulate, dst, ws.out_channel, ws.in_channel,
+                          std::min(B, cout_g - ocb * B));
   }
 }
 
@@ -415,7 +427,8 @@ bool available() { return false; }
 template <typename T>
 void forward(const Problem&, const T*, const T*, const T*, bool, T*, int64_t, int64_t) {}
 template <typename T>
-void grad_weight(const Problem&, const T*, const T*, int64_t, int64_t, bool, T*, int64_t, int64_t) {}
+void grad_weight(const Problem&, const T*, const T*, int64_t, int64_t, bool, T*, const WeightStrides&,
+                 int64_t, int64_t) {}
 
 #endif
 
@@ -424,9 +437,9 @@ template void forward<float>(const Problem&, const float*, const float*, const f
 template void forward<double>(const Problem&, const double*, const double*, const double*, bool,
                               double*, int64_t, int64_t);
 template void grad_weight<float>(const Problem&, const float*, const float*, int64_t, int64_t, bool,
-                                 float*, int64_t, int64_t);
+                                 float*, const WeightStrides&, int64_t, int64_t);
 template void grad_weight<double>(const Problem&, const double*, const double*, int64_t, int64_t,
-                                  bool, double*, int64_t, int64_t);
+                                  bool, double*, const WeightStrides&, int64_t, int64_t);
 
 }  // namespace blocked
 }  // namespace fullconv

@@ -616,19 +616,36 @@ at::Tensor weight_6d(const ConvShape& s, const at::Tensor& w) {
                     s.kernel[1], s.kernel[2]});
 }
 
-// Taps of the weight as [G, K0, K1, K2, Cin_g, Cout_g].
-at::Tensor weight_taps(const ConvShape& s, const at::Tensor& w) {
-  return weight_6d(s, w).permute({0, 3, 4, 5, 2, 1});
-}
-
-// [G, K0, K1, K2, Cin', Cout'] -> [G, OCB, K0, K1, K2, Cin', B], zero past Cout'.
-at::Tensor pack_blocked(const at::Tensor& taps, int64_t block) {
-  const int64_t cout = taps.size(5), ocb = ceil_div(cout, block);
-  auto padded = at::constant_pad_nd(taps, {0, ocb * block - cout});
-  auto sizes = padded.sizes().vec();
-  sizes.back() = ocb;
-  sizes.push_back(block);
-  return padded.reshape(sizes).permute({0, 5, 1, 2, 3, 4, 6}).contiguous();
+// A weight [G, Cout', Cin', K0, K1, K2] (any strides; with `flip` every kernel dim read in
+// reverse) packed for the blocked kernels as [G, OCB, K0, K1, K2, Cin', B], zero past Cout'.
+// One pass, no intermediate copies (the packed weight is the only allocation).
+template <typename scalar_t>
+at::Tensor pack_blocked(const at::Tensor& w6, bool flip) {
+  constexpr int64_t B = blocked::oc_block<scalar_t>();
+  const int64_t G = w6.size(0), cout = w6.size(1), cin = w6.size(2);
+  const int64_t K[3] = {w6.size(3), w6.size(4), w6.size(5)};
+  const int64_t ocb = ceil_div(cout, B), ktot = K[0] * K[1] * K[2];
+  auto packed = at::empty({G, ocb, K[0], K[1], K[2], cin, B}, w6.options());
+  const scalar_t* src = w6.const_data_ptr<scalar_t>();
+  scalar_t* dst = packed.mutable_data_ptr<scalar_t>();
+  const int64_t sg = w6.stride(0), so = w6.stride(1), si = w6.stride(2);
+  const int64_t sk[3] = {w6.stride(3), w6.stride(4), w6.stride(5)};
+  at::parallel_for(0, G * ocb * ktot, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t tap = t % ktot, gb = t / ktot, blk = gb % ocb, g = gb / ocb;
+      int64_t k[3] = {tap / (K[1] * K[2]), (tap / K[2]) % K[1], tap % K[2]};
+      if (flip)
+        for (int i = 0; i < 3; ++i) k[i] = K[i] - 1 - k[i];
+      const scalar_t* from = src + g * sg + k[0] * sk[0] + k[1] * sk[1] + k[2] * sk[2];
+      scalar_t* to = dst + t * cin * B;
+      const int64_t valid = std::min(B, cout - blk * B);
+      for (int64_t ci = 0; ci < cin; ++ci, to += B) {
+        for (int64_t b = 0; b < valid; ++b) to[b] = from[(blk * B + b) * so + ci * si];
+        for (int64_t b = valid; b < B; ++b) to[b] = scalar_t(0);
+      }
+    }
+  });
+  return packed;
 }
 
 // Element strides of a 5-D tensor as the blocked problem's input or output.
@@ -736,7 +753,7 @@ void blocked_grad_input_strided(const ConvShape& s, const at::Tensor& gy5, const
         set_output_strides(p, gx5);
         for (int i = 0; i < kMaxSpatialDims; ++i) p.out_stride[i] *= s.stride[i];
         const int64_t offset = c0.r * gx5.stride(2) + c1.r * gx5.stride(3) + c2.r * gx5.stride(4);
-        const auto wp = pack_blocked(taps.permute({0, 3, 4, 5, 1, 2}), blocked::oc_block<scalar_t>());
+        const auto wp = pack_blocked<scalar_t>(taps.transpose(1, 2), false);
         blocked_forward<scalar_t>(p, gy5, wp, nullptr, false, gxp + offset);
       }
 }
@@ -761,17 +778,21 @@ at::Tensor channel_blocked(const at::Tensor& t5, int64_t groups, int64_t block) 
 // `gy5`, `x5`: batched 5-D tensors in the compute dtype, any layout.
 template <typename scalar_t>
 at::Tensor blocked_grad_weight(const ConvShape& s, const at::Tensor& gy5, const at::Tensor& x5,
-                               at::IntArrayRef weight_sizes) {
+                               at::IntArrayRef weight_sizes, at::MemoryFormat weight_format) {
   const auto p = forward_problem(s);
   constexpr int64_t B = blocked::oc_block<scalar_t>();
-  const int64_t cout_g = s.out_channels_per_group(), cin_g = s.in_channels_per_group();
-  const int64_t ocb = ceil_div(cout_g, B);
   const auto gy_blocked = channel_blocked(gy5, s.groups, B);
   const auto x_blocked = channel_blocked(x5, s.groups, blocked::kGradWeightInputBlock);
-  auto packed = at::empty({s.groups, ocb, s.kernel[0], s.kernel[1], s.kernel[2], cin_g, B}, gy5.options());
+  // written in place in the weight's layout (5-D view with leading kernel dims of size 1)
+  auto gw = at::empty(weight_sizes, gy5.options().memory_format(weight_format));
+  const auto gw5 = as_5d(gw, s.ndim);
+  blocked::WeightStrides ws;
+  ws.out_channel = gw5.stride(0);
+  ws.in_channel = gw5.stride(1);
+  for (int i = 0; i < kMaxSpatialDims; ++i) ws.kernel[i] = gw5.stride(2 + i);
   const scalar_t* gyp = gy_blocked.const_data_ptr<scalar_t>();
   const scalar_t* xp = x_blocked.const_data_ptr<scalar_t>();
-  scalar_t* gwp = packed.mutable_data_ptr<scalar_t>();
+  scalar_t* gwp = gw.mutable_data_ptr<scalar_t>();
   // Samples in chunks whose slices of one oc block and one input-channel block stay in a
   // core's L2 while a thread runs the taps of that pair (the chunks are summed in order).
   const int64_t sample_bytes = static_cast<int64_t>(sizeof(scalar_t)) *
@@ -780,14 +801,10 @@ at::Tensor blocked_grad_weight(const ConvShape& s, const at::Tensor& gy5, const 
   for (int64_t n0 = 0; n0 < s.batch; n0 += chunk) {
     const int64_t n1 = std::min(s.batch, n0 + chunk);
     at::parallel_for(0, blocked::grad_weight_task_count(p, B), 1, [&](int64_t begin, int64_t end) {
-      blocked::grad_weight<scalar_t>(p, gyp, xp, n0, n1, n0 > 0, gwp, begin, end);
+      blocked::grad_weight<scalar_t>(p, gyp, xp, n0, n1, n0 > 0, gwp, ws, begin, end);
     });
   }
-  // [G, OCB, K0, K1, K2, Cin_g, B] -> [G, OCB*B, Cin_g, K0, K1, K2] -> drop padding channels
-  return packed.permute({0, 1, 6, 5, 2, 3, 4})
-      .reshape({s.groups, ocb * B, cin_g, s.kernel[0], s.kernel[1], s.kernel[2]})
-      .narrow(1, 0, cout_g)
-      .reshape(weight_sizes);
+  return gw;
 }
 
 // Forward with an optional fused epilogue: the output starts as bias + the centred residual,
@@ -837,7 +854,7 @@ at::Tensor full_conv_cpu_impl(const at::Tensor& input, const at::Tensor& weight,
   if (x.numel() > 0) {
     if (blocked_path) {
       AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "full_conv_cpu_blocked", [&] {
-        const auto wp = pack_blocked(weight_taps(s, w), blocked::oc_block<scalar_t>());
+        const auto wp = pack_blocked<scalar_t>(weight_6d(s, w), false);
         auto p = forward_problem(s);
         set_output_strides(p, y5);
         blocked_forward<scalar_t>(p, x, wp, tiles_own_output && has_bias ? &b : nullptr,
@@ -1010,7 +1027,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cpu(
   if (output_mask[1]) {
     AT_DISPATCH_FLOATING_TYPES(compute_dtype(input.scalar_type()), "full_conv_grad_weight_cpu_blocked", [&] {
       grad_weight = blocked_grad_weight<scalar_t>(s, batched_5d(grad_output, batched, s.ndim),
-                                                  batched_5d(input, batched, s.ndim), weight.sizes());
+                                                  batched_5d(input, batched, s.ndim), weight.sizes(),
+                                                  weight.suggest_memory_format());
     });
     grad_weight = grad_weight.to(weight.scalar_type()).contiguous(weight.suggest_memory_format());
   }
@@ -1025,9 +1043,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cpu(
     auto gx5 = as_5d(gx, s.ndim);
     AT_DISPATCH_FLOATING_TYPES(gy5.scalar_type(), "full_conv_grad_input_cpu_blocked", [&] {
       if (unit_stride(s)) {
-        // [G, K0, K1, K2, Cout_g, Cin_g] with the taps flipped
-        const auto taps = weight_6d(s, w).flip({3, 4, 5}).permute({0, 3, 4, 5, 1, 2});
-        const auto wp = pack_blocked(taps, blocked::oc_block<scalar_t>());
+        // input and output channels swapped, the taps flipped
+        const auto wp = pack_blocked<scalar_t>(weight_6d(s, w).transpose(1, 2), true);
         auto p = grad_input_problem(s);
         set_output_strides(p, gx5);
         blocked_forward<scalar_t>(p, gy5, wp, nullptr, false, gx5.mutable_data_ptr<scalar_t>());
