@@ -27,7 +27,10 @@ def _seed():
 # The register-blocked kernels exist where the CPU has AVX2 + FMA (test_errors checks the
 # forced path's error elsewhere).
 BLOCKED = torch.ops.fullconv._cpu_blocked_available()
-ALGORITHMS = ["auto", "gemm", "direct"] + (["blocked", "blocked-inplace"] if BLOCKED else [])
+# blocked: the CPU's widest build (AVX-512 where present), inputs copied to channels last where
+# the heuristic says so; -inplace: every input read in its own layout; -avx2: the AVX2 build
+# (on AVX-512 machines).
+ALGORITHMS = ["auto", "gemm", "direct"] + (["blocked", "blocked-inplace", "blocked-avx2-inplace"] if BLOCKED else [])
 # CUDA joins the parametrisations where a GPU is present (tests/test_cuda.py reports a clean
 # skip where it is not).
 BACKENDS = [f"cpu-{a}" for a in ALGORITHMS] + (["cuda"] if "cuda" in DEVICES else [])
@@ -38,12 +41,19 @@ def require_cuda():
         pytest.skip("no CUDA device")
 
 
+def cpu_algorithm_env(name):
+    """Environment for a CPU path name: auto | gemm | direct | blocked[-avx2|-avx512][-inplace|-copy]."""
+    algorithm, *options = name.split("-")
+    env = {"FULLCONV_CPU_ALGORITHM": algorithm, "FULLCONV_CPU_BLOCKED_INPUT": "auto",
+           "FULLCONV_CPU_BLOCKED_ISA": "auto"}
+    for o in options:
+        env["FULLCONV_CPU_BLOCKED_ISA" if o.startswith("avx") else "FULLCONV_CPU_BLOCKED_INPUT"] = o
+    return env
+
+
 def set_cpu_algorithm(monkeypatch, name):
-    """name: auto | gemm | direct | blocked (inputs copied to channels last where the heuristic
-    says so) | blocked-inplace (every input read in its own layout)."""
-    algorithm, _, input_mode = name.partition("-")
-    monkeypatch.setenv("FULLCONV_CPU_ALGORITHM", algorithm)
-    monkeypatch.setenv("FULLCONV_CPU_BLOCKED_INPUT", input_mode or "auto")
+    for k, v in cpu_algorithm_env(name).items():
+        monkeypatch.setenv(k, v)
 
 
 @pytest.fixture(params=ALGORITHMS)

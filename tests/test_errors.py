@@ -104,6 +104,14 @@ def test_unknown_blocked_input_mode_is_refused(monkeypatch):
 
 
 @pytest.mark.skipif(not torch.ops.fullconv._cpu_blocked_available(), reason="CPU without AVX2/FMA")
+def test_unknown_blocked_isa_is_refused(monkeypatch):
+    monkeypatch.setenv("FULLCONV_CPU_ALGORITHM", "blocked")
+    monkeypatch.setenv("FULLCONV_CPU_BLOCKED_ISA", "sse2")
+    with pytest.raises(ValueError, match="auto, avx2 or avx512"):
+        fullconv.full_conv2d(torch.randn(1, 20, 4, 4), torch.randn(8, 20, 3, 3))
+
+
+@pytest.mark.skipif(not torch.ops.fullconv._cpu_blocked_available(), reason="CPU without AVX2/FMA")
 def test_blocked_path_takes_reduced_precision_in_float32(monkeypatch):
     monkeypatch.setenv("FULLCONV_CPU_ALGORITHM", "blocked")
     x, w = torch.randn(2, 5, 6, 6), torch.randn(16, 5, 3, 3)

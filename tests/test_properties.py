@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fullconv
-from conftest import ALGORITHMS
+from conftest import ALGORITHMS, cpu_algorithm_env
 from helpers import check_against_reference
 
 
@@ -42,10 +42,9 @@ def test_random_configurations_match_reference(cfg):
     x = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
     w = torch.randn(cout, cin // groups, *kernel, generator=g, dtype=torch.float64).to(dtype)
     b = torch.randn(cout, generator=g, dtype=torch.float64).to(dtype) if bias else None
-    saved = {k: os.environ.get(k) for k in ("FULLCONV_CPU_ALGORITHM", "FULLCONV_CPU_BLOCKED_INPUT")}
-    name, _, input_mode = ("auto" if algorithm == "cuda" else algorithm).partition("-")
-    os.environ["FULLCONV_CPU_ALGORITHM"] = name
-    os.environ["FULLCONV_CPU_BLOCKED_INPUT"] = input_mode or "auto"
+    env = cpu_algorithm_env("auto" if algorithm == "cuda" else algorithm)
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     try:
         check_against_reference(x, w, b, stride, dilation, groups,
                                 device="cuda" if algorithm == "cuda" else "cpu")

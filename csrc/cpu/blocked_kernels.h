@@ -11,7 +11,7 @@
 //   in, out      [N, C, S0, S1, S2] with the element strides in Problem (forward), C = all
 //                channels of all groups
 //   packed w     [G, OCB, K0, K1, K2, Cin_g, B] output channels in blocks of B (zero beyond
-//                                             Cout_g); B = oc_block<T>() = two SIMD vectors
+//                                             Cout_g); B = oc_block<T>(isa) = two vectors
 // A register tile is B output channels x up to 6 output positions of one row (forward; each
 // (tap, channel) run covers only the tile positions where that tap reads real input) or
 // B output channels x up to 6 input channels of one tap (grad_weight), accumulated in
@@ -20,11 +20,18 @@
 // ranges on threads; every output element is owned by one task and summed in a fixed order,
 // so results are deterministic.
 //
-// This header is torch-free; the kernels live in blocked_kernels_avx2.cpp, compiled for
-// AVX2 + FMA with function-level target attributes and used only when the CPU has them.
+// This header is torch-free; the kernels live in blocked_kernels_impl.h, compiled once for
+// AVX2 + FMA (256-bit vectors) and once for AVX-512F (512-bit) with function-level target
+// attributes, and used only when the CPU has them (blocked_kernels.cpp dispatches).
 #pragma once
 
 #include <cstdint>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define FULLCONV_BLOCKED_X86 1
+#else
+#define FULLCONV_BLOCKED_X86 0
+#endif
 
 namespace fullconv {
 namespace blocked {
@@ -52,24 +59,31 @@ struct Problem {
   int64_t kernel_volume() const { return kernel[0] * kernel[1] * kernel[2]; }
 };
 
-// Output channels per register tile: two 256-bit vectors.
+// Instruction sets the kernels are built for (one build each, chosen at run time).
+enum class Isa { kNone, kAvx2, kAvx512 };
+
+// The build the kernels use: the widest the CPU supports (AVX-512F, else AVX2 + FMA, else
+// none), or FULLCONV_CPU_BLOCKED_ISA=avx2|avx512 (read on every call; refused if the CPU
+// lacks it). Callers read it once per operation and pass it on.
+Isa isa();
+const char* isa_name(Isa isa);
+inline bool available() { return isa() != Isa::kNone; }
+
+// Output channels per register tile: two vectors.
 template <typename T>
-constexpr int64_t oc_block() {
-  return 2 * 32 / static_cast<int64_t>(sizeof(T));
+constexpr int64_t oc_block(Isa isa) {
+  return 2 * (isa == Isa::kAvx512 ? 64 : 32) / static_cast<int64_t>(sizeof(T));
 }
 
 // Input channels per grad_weight tile.
 constexpr int64_t kGradWeightInputBlock = 6;
-
-// True when the CPU running this process supports AVX2 and FMA (checked once).
-bool available();
 
 // Forward: tasks are (group, oc block, sample, out row S0 x S1), in that order (consecutive
 // tasks share packed weights). Writes every element of the rows it owns: bias (per output
 // channel, may be null) + (accumulate ? the value already in `out` : 0) + the correlation.
 int64_t forward_task_count(const Problem& p, int64_t block);
 template <typename T>
-void forward(const Problem& p, const T* in, const T* w_packed, const T* bias, bool accumulate,
+void forward(Isa isa, const Problem& p, const T* in, const T* w_packed, const T* bias, bool accumulate,
              T* out, int64_t task_begin, int64_t task_end);
 
 // Element strides of a weight gradient [Cout, Cin_g, K0, K1, K2] (any layout).
@@ -87,7 +101,7 @@ struct WeightStrides {
 // slices one thread reuses across taps stay in cache.
 int64_t grad_weight_task_count(const Problem& p, int64_t block);
 template <typename T>
-void grad_weight(const Problem& p, const T* gy_blocked, const T* x_blocked, int64_t n_begin,
+void grad_weight(Isa isa, const Problem& p, const T* gy_blocked, const T* x_blocked, int64_t n_begin,
                  int64_t n_end, bool accumulate, T* gw, const WeightStrides& ws, int64_t task_begin,
                  int64_t task_end);
 

@@ -38,6 +38,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -529,6 +530,17 @@ bool unit_stride(const ConvShape& s) {
   return s.stride[0] == 1 && s.stride[1] == 1 && s.stride[2] == 1;
 }
 
+// The instruction set of the blocked kernels (FULLCONV_CPU_BLOCKED_ISA may pick a narrower
+// one than the CPU's best; an invalid value is a ValueError).
+blocked::Isa blocked_isa() {
+  try {
+    return blocked::isa();
+  } catch (const std::invalid_argument& e) {
+    TORCH_CHECK_VALUE(false, e.what());
+  }
+  return blocked::Isa::kNone;  // not reached
+}
+
 // Between the GEMM and direct formulations: direct where the per-group GEMM degenerates to
 // outer products: depthwise-like layers (one input channel per group, few outputs), and few
 // input channels at stride 1 (the strided direct loops gather and lose to the GEMM).
@@ -544,13 +556,13 @@ Algorithm choose_unblocked(const ConvShape& s) {
 // channels is not mostly padding (measured in benchmarks/NOTES.md).
 // FULLCONV_CPU_ALGORITHM overrides (gemm | direct | blocked).
 Algorithm choose_algorithm(const ConvShape& s, at::ScalarType dtype) {
-  const bool blocked_ok = blocked::available() && (dtype == at::kFloat || dtype == at::kDouble);
+  const bool blocked_ok = blocked_isa() != blocked::Isa::kNone && (dtype == at::kFloat || dtype == at::kDouble);
   if (const char* env = std::getenv("FULLCONV_CPU_ALGORITHM")) {
     const std::string v(env);
     if (v == "gemm") return Algorithm::kGemm;
     if (v == "direct") return Algorithm::kDirect;
     if (v == "blocked") {
-      TORCH_CHECK(blocked::available(), "FULLCONV_CPU_ALGORITHM=blocked needs a CPU with AVX2 and FMA");
+      TORCH_CHECK(blocked_isa() != blocked::Isa::kNone, "FULLCONV_CPU_ALGORITHM=blocked needs a CPU with AVX2 and FMA");
       TORCH_CHECK(blocked_ok, "FULLCONV_CPU_ALGORITHM=blocked supports float32/float64 computation, got ", dtype);
       return Algorithm::kBlocked;
     }
@@ -620,8 +632,8 @@ at::Tensor weight_6d(const ConvShape& s, const at::Tensor& w) {
 // reverse) packed for the blocked kernels as [G, OCB, K0, K1, K2, Cin', B], zero past Cout'.
 // One pass, no intermediate copies (the packed weight is the only allocation).
 template <typename scalar_t>
-at::Tensor pack_blocked(const at::Tensor& w6, bool flip) {
-  constexpr int64_t B = blocked::oc_block<scalar_t>();
+at::Tensor pack_blocked(blocked::Isa isa, const at::Tensor& w6, bool flip) {
+  const int64_t B = blocked::oc_block<scalar_t>(isa);
   const int64_t G = w6.size(0), cout = w6.size(1), cin = w6.size(2);
   const int64_t K[3] = {w6.size(3), w6.size(4), w6.size(5)};
   const int64_t ocb = ceil_div(cout, B), ktot = K[0] * K[1] * K[2];
@@ -692,15 +704,16 @@ double forward_reuse(const ConvShape& s) {
 
 // `in`: 5-D, compute dtype, any layout; the output strides of `p` must be set.
 template <typename scalar_t>
-void blocked_forward(blocked::Problem p, const at::Tensor& in, const at::Tensor& w_packed,
+void blocked_forward(blocked::Isa isa, blocked::Problem p, const at::Tensor& in, const at::Tensor& w_packed,
                      const at::Tensor* bias, bool accumulate, scalar_t* out) {
   set_input_strides(p, in);
-  const int64_t tasks = blocked::forward_task_count(p, blocked::oc_block<scalar_t>());
+  TORCH_INTERNAL_ASSERT(w_packed.size(-1) == blocked::oc_block<scalar_t>(isa));
+  const int64_t tasks = blocked::forward_task_count(p, blocked::oc_block<scalar_t>(isa));
   const scalar_t* ip = in.const_data_ptr<scalar_t>();
   const scalar_t* wp = w_packed.const_data_ptr<scalar_t>();
   const scalar_t* bp = bias != nullptr ? bias->const_data_ptr<scalar_t>() : nullptr;
   at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
-    blocked::forward<scalar_t>(p, ip, wp, bp, accumulate, out, begin, end);
+    blocked::forward<scalar_t>(isa, p, ip, wp, bp, accumulate, out, begin, end);
   });
 }
 
@@ -711,7 +724,7 @@ void blocked_forward(blocked::Problem p, const at::Tensor& in, const at::Tensor&
 // tap_output_start between them; padding: minus the first start, an offset), written into
 // every s-th input position. Inputs that no tap reaches get zero.
 template <typename scalar_t>
-void blocked_grad_input_strided(const ConvShape& s, const at::Tensor& gy5, const at::Tensor& w,
+void blocked_grad_input_strided(blocked::Isa isa, const ConvShape& s, const at::Tensor& gy5, const at::Tensor& w,
                                 at::Tensor& gx5) {
   struct DimClass {
     int64_t r;
@@ -753,8 +766,8 @@ void blocked_grad_input_strided(const ConvShape& s, const at::Tensor& gy5, const
         set_output_strides(p, gx5);
         for (int i = 0; i < kMaxSpatialDims; ++i) p.out_stride[i] *= s.stride[i];
         const int64_t offset = c0.r * gx5.stride(2) + c1.r * gx5.stride(3) + c2.r * gx5.stride(4);
-        const auto wp = pack_blocked<scalar_t>(taps.transpose(1, 2), false);
-        blocked_forward<scalar_t>(p, gy5, wp, nullptr, false, gxp + offset);
+        const auto wp = pack_blocked<scalar_t>(isa, taps.transpose(1, 2), false);
+        blocked_forward<scalar_t>(isa, p, gy5, wp, nullptr, false, gxp + offset);
       }
 }
 
@@ -777,10 +790,10 @@ at::Tensor channel_blocked(const at::Tensor& t5, int64_t groups, int64_t block) 
 // grad_weight of the forward problem, in the weight's layout [Cout, Cin_g, *kernel].
 // `gy5`, `x5`: batched 5-D tensors in the compute dtype, any layout.
 template <typename scalar_t>
-at::Tensor blocked_grad_weight(const ConvShape& s, const at::Tensor& gy5, const at::Tensor& x5,
+at::Tensor blocked_grad_weight(blocked::Isa isa, const ConvShape& s, const at::Tensor& gy5, const at::Tensor& x5,
                                at::IntArrayRef weight_sizes, at::MemoryFormat weight_format) {
   const auto p = forward_problem(s);
-  constexpr int64_t B = blocked::oc_block<scalar_t>();
+  const int64_t B = blocked::oc_block<scalar_t>(isa);
   const auto gy_blocked = channel_blocked(gy5, s.groups, B);
   const auto x_blocked = channel_blocked(x5, s.groups, blocked::kGradWeightInputBlock);
   // written in place in the weight's layout (5-D view with leading kernel dims of size 1)
@@ -801,7 +814,7 @@ at::Tensor blocked_grad_weight(const ConvShape& s, const at::Tensor& gy5, const 
   for (int64_t n0 = 0; n0 < s.batch; n0 += chunk) {
     const int64_t n1 = std::min(s.batch, n0 + chunk);
     at::parallel_for(0, blocked::grad_weight_task_count(p, B), 1, [&](int64_t begin, int64_t end) {
-      blocked::grad_weight<scalar_t>(p, gyp, xp, n0, n1, n0 > 0, gwp, ws, begin, end);
+      blocked::grad_weight<scalar_t>(isa, p, gyp, xp, n0, n1, n0 > 0, gwp, ws, begin, end);
     });
   }
   return gw;
@@ -854,10 +867,11 @@ at::Tensor full_conv_cpu_impl(const at::Tensor& input, const at::Tensor& weight,
   if (x.numel() > 0) {
     if (blocked_path) {
       AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "full_conv_cpu_blocked", [&] {
-        const auto wp = pack_blocked<scalar_t>(weight_6d(s, w), false);
+        const auto isa = blocked_isa();
+        const auto wp = pack_blocked<scalar_t>(isa, weight_6d(s, w), false);
         auto p = forward_problem(s);
         set_output_strides(p, y5);
-        blocked_forward<scalar_t>(p, x, wp, tiles_own_output && has_bias ? &b : nullptr,
+        blocked_forward<scalar_t>(isa, p, x, wp, tiles_own_output && has_bias ? &b : nullptr,
                                   !tiles_own_output, y5.mutable_data_ptr<scalar_t>());
       });
     } else if (algo == Algorithm::kDirect) {
@@ -1026,7 +1040,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cpu(
   }
   if (output_mask[1]) {
     AT_DISPATCH_FLOATING_TYPES(compute_dtype(input.scalar_type()), "full_conv_grad_weight_cpu_blocked", [&] {
-      grad_weight = blocked_grad_weight<scalar_t>(s, batched_5d(grad_output, batched, s.ndim),
+      grad_weight = blocked_grad_weight<scalar_t>(blocked_isa(), s, batched_5d(grad_output, batched, s.ndim),
                                                   batched_5d(input, batched, s.ndim), weight.sizes(),
                                                   weight.suggest_memory_format());
     });
@@ -1044,12 +1058,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cpu(
     AT_DISPATCH_FLOATING_TYPES(gy5.scalar_type(), "full_conv_grad_input_cpu_blocked", [&] {
       if (unit_stride(s)) {
         // input and output channels swapped, the taps flipped
-        const auto wp = pack_blocked<scalar_t>(weight_6d(s, w).transpose(1, 2), true);
+        const auto isa = blocked_isa();
+        const auto wp = pack_blocked<scalar_t>(isa, weight_6d(s, w).transpose(1, 2), true);
         auto p = grad_input_problem(s);
         set_output_strides(p, gx5);
-        blocked_forward<scalar_t>(p, gy5, wp, nullptr, false, gx5.mutable_data_ptr<scalar_t>());
+        blocked_forward<scalar_t>(isa, p, gy5, wp, nullptr, false, gx5.mutable_data_ptr<scalar_t>());
       } else {
-        blocked_grad_input_strided<scalar_t>(s, gy5, w, gx5);
+        blocked_grad_input_strided<scalar_t>(blocked_isa(), s, gy5, w, gx5);
       }
     });
     grad_input = finish_grad_input(gx, input, batched);

@@ -1,0 +1,120 @@
+// Run-time choice between the builds of the blocked kernels (blocked_kernels_impl.h) and the
+// parts that need no vector instructions. No torch headers here.
+#include "blocked_kernels.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "../conv_shape.h"
+
+namespace fullconv {
+namespace blocked {
+
+// Per-build kernels (blocked_kernels_avx2.cpp, blocked_kernels_avx512.cpp).
+#define FULLCONV_DECLARE_BUILD(NS)                                                                  \
+  namespace NS {                                                                                    \
+  template <typename T>                                                                             \
+  void forward(const Problem& p, const T* in, const T* w_packed, const T* bias, bool accumulate,   \
+               T* out, int64_t task_begin, int64_t task_end);                                       \
+  template <typename T>                                                                             \
+  void grad_weight(const Problem& p, const T* gy_blocked, const T* x_blocked, int64_t n_begin,     \
+                   int64_t n_end, bool accumulate, T* gw, const WeightStrides& ws,                 \
+                   int64_t task_begin, int64_t task_end);                                           \
+  }
+FULLCONV_DECLARE_BUILD(avx2)
+FULLCONV_DECLARE_BUILD(avx512)
+#undef FULLCONV_DECLARE_BUILD
+
+int64_t forward_task_count(const Problem& p, int64_t block) {
+  const int64_t ocb = ceil_div(p.out_channels_per_group(), block);
+  return p.groups * ocb * p.batch * p.out_size[0] * p.out_size[1];
+}
+
+int64_t grad_weight_task_count(const Problem& p, int64_t block) {
+  const int64_t ocb = ceil_div(p.out_channels_per_group(), block);
+  const int64_t icb = ceil_div(p.in_channels_per_group(), kGradWeightInputBlock);
+  return p.groups * ocb * icb * p.kernel_volume();
+}
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::kAvx512: return "avx512";
+    case Isa::kAvx2: return "avx2";
+    default: return "none";
+  }
+}
+
+#if FULLCONV_BLOCKED_X86
+
+namespace {
+Isa best_isa() {
+  static const Isa best = [] {
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return Isa::kNone;
+    return __builtin_cpu_supports("avx512f") ? Isa::kAvx512 : Isa::kAvx2;
+  }();
+  return best;
+}
+}  // namespace
+
+Isa isa() {
+  const Isa best = best_isa();
+  const char* env = std::getenv("FULLCONV_CPU_BLOCKED_ISA");
+  if (env == nullptr || *env == '\0' || std::strcmp(env, "auto") == 0) return best;
+  Isa want;
+  if (std::strcmp(env, "avx2") == 0) want = Isa::kAvx2;
+  else if (std::strcmp(env, "avx512") == 0) want = Isa::kAvx512;
+  else throw std::invalid_argument(std::string("FULLCONV_CPU_BLOCKED_ISA must be auto, avx2 or avx512, got '") + env + "'");
+  if (static_cast<int>(want) > static_cast<int>(best))
+    throw std::invalid_argument(std::string("FULLCONV_CPU_BLOCKED_ISA=") + env + ": this CPU supports only " + isa_name(best));
+  return want;
+}
+
+template <typename T>
+void forward(Isa isa, const Problem& p, const T* in, const T* w_packed, const T* bias, bool accumulate,
+             T* out, int64_t task_begin, int64_t task_end) {
+  if (isa == Isa::kAvx512) avx512::forward<T>(p, in, w_packed, bias, accumulate, out, task_begin, task_end);
+  else if (isa == Isa::kAvx2) avx2::forward<T>(p, in, w_packed, bias, accumulate, out, task_begin, task_end);
+  else throw std::logic_error("blocked kernels called without a supported instruction set");
+}
+
+template <typename T>
+void grad_weight(Isa isa, const Problem& p, const T* gy_blocked, const T* x_blocked, int64_t n_begin,
+                 int64_t n_end, bool accumulate, T* gw, const WeightStrides& ws, int64_t task_begin,
+                 int64_t task_end) {
+  if (isa == Isa::kAvx512)
+    avx512::grad_weight<T>(p, gy_blocked, x_blocked, n_begin, n_end, accumulate, gw, ws, task_begin, task_end);
+  else if (isa == Isa::kAvx2)
+    avx2::grad_weight<T>(p, gy_blocked, x_blocked, n_begin, n_end, accumulate, gw, ws, task_begin, task_end);
+  else throw std::logic_error("blocked kernels called without a supported instruction set");
+}
+
+#else  // not x86-64 with GCC/Clang: no blocked kernels; callers check available()
+
+Isa isa() { return Isa::kNone; }
+
+template <typename T>
+void forward(Isa, const Problem&, const T*, const T*, const T*, bool, T*, int64_t, int64_t) {
+  throw std::logic_error("blocked kernels are not built for this CPU");
+}
+template <typename T>
+void grad_weight(Isa, const Problem&, const T*, const T*, int64_t, int64_t, bool, T*, const WeightStrides&,
+                 int64_t, int64_t) {
+  throw std::logic_error("blocked kernels are not built for this CPU");
+}
+
+#endif
+
+template void forward<float>(Isa, const Problem&, const float*, const float*, const float*, bool, float*,
+                             int64_t, int64_t);
+template void forward<double>(Isa, const Problem&, const double*, const double*, const double*, bool,
+                              double*, int64_t, int64_t);
+template void grad_weight<float>(Isa, const Problem&, const float*, const float*, int64_t, int64_t, bool,
+                                 float*, const WeightStrides&, int64_t, int64_t);
+template void grad_weight<double>(Isa, const Problem&, const double*, const double*, int64_t, int64_t,
+                                  bool, double*, const WeightStrides&, int64_t, int64_t);
+
+}  // namespace blocked
+}  // namespace fullconv

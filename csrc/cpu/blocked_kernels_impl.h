@@ -1,0 +1,449 @@
+// Register-blocked kernels, written once and compiled once per instruction set: the file
+// including this header defines
+//   FULLCONV_BLOCKED_ISA     namespace of this build (avx2 | avx512)
+//   FULLCONV_TARGET          function attribute enabling its instructions
+//   FULLCONV_BLOCKED_WIDTH   vector width in bits (256 | 512)
+// and gets fullconv::blocked::FULLCONV_BLOCKED_ISA::{forward, grad_weight}. Only functions
+// carrying FULLCONV_TARGET use the wider instructions (no file-wide -m flags), so the library
+// still loads on CPUs without them; blocked_kernels.cpp picks the build at run time. See
+// blocked_kernels.h for the problem and layouts. No torch headers here.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "../conv_shape.h"
+#include "blocked_kernels.h"
+
+#if FULLCONV_BLOCKED_X86
+#include <immintrin.h>
+
+namespace fullconv {
+namespace blocked {
+namespace FULLCONV_BLOCKED_ISA {
+
+namespace {
+
+constexpr int kMaxPositions = 6;
+
+template <typename T>
+struct Simd;
+
+#if FULLCONV_BLOCKED_WIDTH == 512
+template <>
+struct Simd<float> {
+  using V = __m512;
+  using M = __mmask16;
+  static constexpr int kLanes = 16;
+  FULLCONV_TARGET static inline V zero() { return _mm512_setzero_ps(); }
+  FULLCONV_TARGET static inline V load(const float* p) { return _mm512_loadu_ps(p); }
+  FULLCONV_TARGET static inline void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+  FULLCONV_TARGET static inline V masked_load(const float* p, M m) { return _mm512_maskz_loadu_ps(m, p); }
+  FULLCONV_TARGET static inline void masked_store(float* p, M m, V v) { _mm512_mask_storeu_ps(p, m, v); }
+  FULLCONV_TARGET static inline V broadcast(const float* p) { return _mm512_set1_ps(*p); }
+  FULLCONV_TARGET static inline V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  FULLCONV_TARGET static inline V add(V a, V b) { return _mm512_add_ps(a, b); }
+  // the first n lanes (n <= 0: none, n >= 16: all)
+  FULLCONV_TARGET static inline M mask(int64_t n) {
+    return static_cast<M>(n <= 0 ? 0u : n >= 16 ? 0xFFFFu : (1u << n) - 1u);
+  }
+};
+
+template <>
+struct Simd<double> {
+  using V = __m512d;
+  using M = __mmask8;
+  static constexpr int kLanes = 8;
+  FULLCONV_TARGET static inline V zero() { return _mm512_setzero_pd(); }
+  FULLCONV_TARGET static inline V load(const double* p) { return _mm512_loadu_pd(p); }
+  FULLCONV_TARGET static inline void store(double* p, V v) { _mm512_storeu_pd(p, v); }
+  FULLCONV_TARGET static inline V masked_load(const double* p, M m) { return _mm512_maskz_loadu_pd(m, p); }
+  FULLCONV_TARGET static inline void masked_store(double* p, M m, V v) { _mm512_mask_storeu_pd(p, m, v); }
+  FULLCONV_TARGET static inline V broadcast(const double* p) { return _mm512_set1_pd(*p); }
+  FULLCONV_TARGET static inline V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
+  FULLCONV_TARGET static inline V add(V a, V b) { return _mm512_add_pd(a, b); }
+  FULLCONV_TARGET static inline M mask(int64_t n) {
+    return static_cast<M>(n <= 0 ? 0u : n >= 8 ? 0xFFu : (1u << n) - 1u);
+  }
+};
+#else
+template <>
+struct Simd<float> {
+  using V = __m256;
+  using M = __m256i;
+  static constexpr int kLanes = 8;
+  FULLCONV_TARGET static inline V zero() { return _mm256_setzero_ps(); }
+  FULLCONV_TARGET static inline V load(const float* p) { return _mm256_loadu_ps(p); }
+  FULLCONV_TARGET static inline void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  FULLCONV_TARGET static inline V masked_load(const float* p, M m) { return _mm256_maskload_ps(p, m); }
+  FULLCONV_TARGET static inline void masked_store(float* p, M m, V v) { _mm256_maskstore_ps(p, m, v); }
+  FULLCONV_TARGET static inline V broadcast(const float* p) { return _mm256_broadcast_ss(p); }
+  FULLCONV_TARGET static inline V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  FULLCONV_TARGET static inline V add(V a, V b) { return _mm256_add_ps(a, b); }
+  // the first n lanes (n <= 0: none, n >= 8: all)
+  FULLCONV_TARGET static inline M mask(int64_t n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(std::clamp<int64_t>(n, 0, 8))),
+                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  }
+};
+
+template <>
+struct Simd<double> {
+  using V = __m256d;
+  using M = __m256i;
+  static constexpr int kLanes = 4;
+  FULLCONV_TARGET static inline V zero() { return _mm256_setzero_pd(); }
+  FULLCONV_TARGET static inline V load(const double* p) { return _mm256_loadu_pd(p); }
+  FULLCONV_TARGET static inline void store(double* p, V v) { _mm256_storeu_pd(p, v); }
+  FULLCONV_TARGET static inline V masked_load(const double* p, M m) { return _mm256_maskload_pd(p, m); }
+  FULLCONV_TARGET static inline void masked_store(double* p, M m, V v) { _mm256_maskstore_pd(p, m, v); }
+  FULLCONV_TARGET static inline V broadcast(const double* p) { return _mm256_broadcast_sd(p); }
+  FULLCONV_TARGET static inline V fma(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
+  FULLCONV_TARGET static inline V add(V a, V b) { return _mm256_add_pd(a, b); }
+  FULLCONV_TARGET static inline M mask(int64_t n) {
+    return _mm256_cmpgt_epi64(_mm256_set1_epi64x(std::clamp<int64_t>(n, 0, 4)),
+                              _mm256_setr_epi64x(0, 1, 2, 3));
+  }
+};
+#endif
+
+// A vector of channels that may run past the last valid one (kTail): masked, so lanes beyond
+// it are neither read (they may lie past the end of the tensor) nor written.
+template <typename T, bool kTail>
+FULLCONV_TARGET inline typename Simd<T>::V load_channels(const T* p, typename Simd<T>::M m) {
+  if constexpr (kTail) return Simd<T>::masked_load(p, m);
+  else return Simd<T>::load(p);
+}
+template <typename T, bool kTail>
+FULLCONV_TARGET inline void store_channels(T* p, typename Simd<T>::M m, typename Simd<T>::V v) {
+  if constexpr (kTail) Simd<T>::masked_store(p, m, v);
+  else Simd<T>::store(p, v);
+}
+
+// One run of products for a forward tile: for i < len, tile position j in [j0, j1) reads
+// x[j][i * channel_step] and the packed weight row w + i*B (B output channels). Positions
+// outside [j0, j1) are those where the run's tap meets only padding: they are not touched.
+template <typename T>
+struct Segment {
+  const T* x[kMaxPositions];
+  const T* w;
+  int64_t len;
+  int j0, j1;
+};
+
+#define FULLCONV_TARGET_INLINE FULLCONV_TARGET __attribute__((always_inline)) inline
+
+// The products of one segment for the positions [J0, J1) of a P-position tile.
+template <typename T, int P, int J0, int J1>
+FULLCONV_TARGET_INLINE void run_segment(const Segment<T>& sg, int64_t xc, typename Simd<T>::V (&a0)[P],
+                                      typename Simd<T>::V (&a1)[P]) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int L = S::kLanes;
+  const T* w = sg.w;
+  const T* xp[P];
+#pragma GCC unroll 8
+  for (int j = J0; j < J1; ++j) xp[j] = sg.x[j];
+  const int64_t len = sg.len;
+  int64_t off = 0;
+  for (int64_t i = 0; i < len; ++i, off += xc, w += 2 * L) {
+    const V w0 = S::load(w), w1 = S::load(w + L);
+#pragma GCC unroll 8
+    for (int j = J0; j < J1; ++j) {
+      const V b = S::broadcast(xp[j] + off);
+      a0[j] = S::fma(w0, b, a0[j]);
+      a1[j] = S::fma(w1, b, a1[j]);
+    }
+  }
+}
+
+// A segment covering only part of the tile (row edges): one specialisation per range, so the
+// accumulators stay in registers and no product of padding is computed.
+template <typename T, int P>
+FULLCONV_TARGET_INLINE void run_partial_segment(const Segment<T>& sg, int64_t xc, typename Simd<T>::V (&a0)[P],
+                                              typename Simd<T>::V (&a1)[P]) {
+  static_assert(kMaxPositions == 6, "the cases below cover ranges within 6 positions");
+#define FULLCONV_RANGE_CASE(A, B)                                                   \
+  case (A) * 8 + (B):                                                               \
+    if constexpr ((B) <= P) run_segment<T, P, (A), (B)>(sg, xc, a0, a1);           \
+    return;
+  switch (sg.j0 * 8 + sg.j1) {
+    FULLCONV_RANGE_CASE(0, 1) FULLCONV_RANGE_CASE(0, 2) FULLCONV_RANGE_CASE(0, 3)
+    FULLCONV_RANGE_CASE(0, 4) FULLCONV_RANGE_CASE(0, 5) FULLCONV_RANGE_CASE(0, 6)
+    FULLCONV_RANGE_CASE(1, 2) FULLCONV_RANGE_CASE(1, 3) FULLCONV_RANGE_CASE(1, 4)
+    FULLCONV_RANGE_CASE(1, 5) FULLCONV_RANGE_CASE(1, 6) FULLCONV_RANGE_CASE(2, 3)
+    FULLCONV_RANGE_CASE(2, 4) FULLCONV_RANGE_CASE(2, 5) FULLCONV_RANGE_CASE(2, 6)
+    FULLCONV_RANGE_CASE(3, 4) FULLCONV_RANGE_CASE(3, 5) FULLCONV_RANGE_CASE(3, 6)
+    FULLCONV_RANGE_CASE(4, 5) FULLCONV_RANGE_CASE(4, 6) FULLCONV_RANGE_CASE(5, 6)
+    default: return;
+  }
+#undef FULLCONV_RANGE_CASE
+}
+
+// B output channels x P positions, accumulated over all segments, then stored once: vector
+// stores when the output's channels are contiguous (oc_step == 1), otherwise through a small
+// transpose (each channel's P positions written with pos_step).
+template <typename T, int P, bool kTail>
+FULLCONV_TARGET void forward_tile(const Segment<T>* seg, int64_t nseg, int64_t xc, const T* bias,
+                                bool accumulate, T* out, int64_t pos_step, int64_t oc_step, int64_t valid) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int L = S::kLanes;
+  const bool vector_store = oc_step == 1;
+  const auto m0 = S::mask(valid), m1 = S::mask(valid - L);
+  V b0 = S::zero(), b1 = S::zero();
+  if (bias != nullptr) {
+    b0 = load_channels<T, kTail>(bias, m0);
+    b1 = load_channels<T, kTail>(bias + L, m1);
+  }
+  V a0[P], a1[P];
+#pragma GCC unroll 8
+  for (int j = 0; j < P; ++j) {
+    if (accumulate && vector_store) {
+      a0[j] = S::add(b0, load_channels<T, kTail>(out + j * pos_step, m0));
+      a1[j] = S::add(b1, load_channels<T, kTail>(out + j * pos_step + L, m1));
+    } else {
+      a0[j] = b0;
+      a1[j] = b1;
+    }
+  }
+  for (int64_t q = 0; q < nseg; ++q) {
+    if (seg[q].j0 == 0 && seg[q].j1 == P) run_segment<T, P, 0, P>(seg[q], xc, a0, a1);
+    else run_partial_segment<T, P>(seg[q], xc, a0, a1);
+  }
+  if (vector_store) {
+#pragma GCC unroll 8
+    for (int j = 0; j < P; ++j) {
+      store_channels<T, kTail>(out + j * pos_step, m0, a0[j]);
+      store_channels<T, kTail>(out + j * pos_step + L, m1, a1[j]);
+    }
+    return;
+  }
+  alignas(64) T buf[P][2 * L];
+#pragma GCC unroll 8
+  for (int j = 0; j < P; ++j) {
+    S::store(buf[j], a0[j]);
+    S::store(buf[j] + L, a1[j]);
+  }
+  for (int64_t c = 0; c < valid; ++c) {
+    T* o = out + c * oc_step;
+    if (accumulate)
+      for (int j = 0; j < P; ++j) o[j * pos_step] += buf[j][c];
+    else
+      for (int j = 0; j < P; ++j) o[j * pos_step] = buf[j][c];
+  }
+}
+
+template <typename T, bool kTail>
+FULLCONV_TARGET void forward_tile_n(int positions, const Segment<T>* seg, int64_t nseg, int64_t xc,
+                                  const T* bias, bool accumulate, T* out, int64_t pos_step,
+                                  int64_t oc_step, int64_t valid) {
+  switch (positions) {
+#define FULLCONV_TILE_CASE(N) \
+  case N: return forward_tile<T, N, kTail>(seg, nseg, xc, bias, accumulate, out, pos_step, oc_step, valid);
+    FULLCONV_TILE_CASE(1) FULLCONV_TILE_CASE(2) FULLCONV_TILE_CASE(3)
+    FULLCONV_TILE_CASE(4) FULLCONV_TILE_CASE(5)
+#undef FULLCONV_TILE_CASE
+    default: return forward_tile<T, 6, kTail>(seg, nseg, xc, bias, accumulate, out, pos_step, oc_step, valid);
+  }
+}
+
+// B output channels x NI input channels of one tap, summed over every sample and every
+// output position where the tap reads real input (one contiguous range per dim). Reads the
+// channel-blocked copies (blocked_kernels.h), so both operands stream sequentially.
+template <typename T, int NI>
+FULLCONV_TARGET void grad_weight_tile(const Problem& p, const T* gy_block, const T* x_block,
+                                    const int64_t* k, int64_t n_begin, int64_t n_end,
+                                    bool accumulate, T* dst, int64_t oc_stride, int64_t ic_stride,
+                                    int64_t valid) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int L = S::kLanes;
+  constexpr int64_t B = 2 * Simd<T>::kLanes, BI = kGradWeightInputBlock;
+  V a0[NI], a1[NI];
+#pragma GCC unroll 8
+  for (int j = 0; j < NI; ++j) a0[j] = a1[j] = S::zero();
+  int64_t lo[3], hi[3];
+  bool empty = false;
+  for (int i = 0; i < 3; ++i) {
+    tap_output_range_padded(k[i], p.in_size[i], p.out_size[i], p.stride[i], p.dilation[i],
+                            p.pad[i], &lo[i], &hi[i]);
+    empty = empty || lo[i] > hi[i];
+  }
+  if (!empty) {
+    const int64_t count = hi[2] - lo[2] + 1, x_step = p.stride[2] * BI;
+    const int64_t i2 = lo[2] * p.stride[2] + k[2] * p.dilation[2] - p.pad[2];
+    for (int64_t n = n_begin; n < n_end; ++n)
+      for (int64_t o0 = lo[0]; o0 <= hi[0]; ++o0) {
+        const int64_t i0 = o0 * p.stride[0] + k[0] * p.dilation[0] - p.pad[0];
+        for (int64_t o1 = lo[1]; o1 <= hi[1]; ++o1) {
+          const int64_t i1 = o1 * p.stride[1] + k[1] * p.dilation[1] - p.pad[1];
+          const T* gp = gy_block + (((n * p.out_size[0] + o0) * p.out_size[1] + o1) * p.out_size[2] + lo[2]) * B;
+          const T* xp = x_block + (((n * p.in_size[0] + i0) * p.in_size[1] + i1) * p.in_size[2] + i2) * BI;
+          for (int64_t q = 0; q < count; ++q, gp += B, xp += x_step) {
+            const V w0 = S::load(gp), w1 = S::load(gp + L);
+#pragma GCC unroll 8
+            for (int j = 0; j < NI; ++j) {
+              const V b = S::broadcast(xp + j);
+              a0[j] = S::fma(w0, b, a0[j]);
+              a1[j] = S::fma(w1, b, a1[j]);
+            }
+          }
+        }
+      }
+  }
+  // B x NI products of a whole reduction: a scalar transpose into the gradient's layout
+  alignas(64) T buf[NI][2 * L];
+#pragma GCC unroll 8
+  for (int j = 0; j < NI; ++j) {
+    S::store(buf[j], a0[j]);
+    S::store(buf[j] + L, a1[j]);
+  }
+  for (int64_t c = 0; c < valid; ++c) {
+    T* o = dst + c * oc_stride;
+    if (accumulate)
+      for (int j = 0; j < NI; ++j) o[j * ic_stride] += buf[j][c];
+    else
+      for (int j = 0; j < NI; ++j) o[j * ic_stride] = buf[j][c];
+  }
+}
+
+template <typename T>
+FULLCONV_TARGET void grad_weight_tile_n(int channels, const Problem& p, const T* gy_block,
+                                      const T* x_block, const int64_t* k, int64_t n_begin,
+                                      int64_t n_end, bool accumulate, T* dst, int64_t oc_stride,
+                                      int64_t ic_stride, int64_t valid) {
+  static_assert(kGradWeightInputBlock == 6, "tile dispatch covers 1..6 input channels");
+  switch (channels) {
+#define FULLCONV_GW_CASE(N)                                                                       \
+  case N:                                                                                         \
+    return grad_weight_tile<T, N>(p, gy_block, x_block, k, n_begin, n_end, accumulate, dst, oc_stride, \
+                                  ic_stride, valid);
+    FULLCONV_GW_CASE(1) FULLCONV_GW_CASE(2) FULLCONV_GW_CASE(3) FULLCONV_GW_CASE(4) FULLCONV_GW_CASE(5)
+#undef FULLCONV_GW_CASE
+    default:
+      return grad_weight_tile<T, 6>(p, gy_block, x_block, k, n_begin, n_end, accumulate, dst, oc_stride,
+                                    ic_stride, valid);
+  }
+}
+
+}  // namespace
+
+template <typename T>
+FULLCONV_TARGET void forward(const Problem& p, const T* in, const T* w_packed, const T* bias,
+                           bool accumulate, T* out, int64_t task_begin, int64_t task_end) {
+  constexpr int64_t B = 2 * Simd<T>::kLanes;
+  const int64_t cin_g = p.in_channels_per_group(), cout_g = p.out_channels_per_group();
+  const int64_t OCB = ceil_div(cout_g, B), ktot = p.kernel_volume();
+  const int64_t K1 = p.kernel[1], K2 = p.kernel[2];
+  const int64_t O0 = p.out_size[0], O1 = p.out_size[1], O2 = p.out_size[2];
+  const int64_t I2 = p.in_size[2];
+  const int64_t s2 = p.stride[2], d2 = p.dilation[2], pad2 = p.pad[2];
+  const int64_t isn = p.in_stride_n, isc = p.in_stride_c, is0 = p.in_stride[0], is1 = p.in_stride[1],
+                is2 = p.in_stride[2];
+  const int64_t osn = p.out_stride_n, osc = p.out_stride_c, os0 = p.out_stride[0], os1 = p.out_stride[1],
+                os2 = p.out_stride[2];
+  // (tap k2, input channel) pairs are evenly spaced in `in` and contiguous in the packed
+  // weight: one run per kernel row at tiles where every tap reads real input
+  const bool merge_taps = d2 == 1 && isc == 1 && is2 == cin_g;
+  // positions along dim 2 at which every tap reads real input
+  const int64_t inner_lo = std::max<int64_t>(0, ceil_div(pad2, s2));
+  const int64_t inner_hi = std::min<int64_t>(O2 - 1, floor_div(I2 - 1 - (K2 - 1) * d2 + pad2, s2));
+  std::vector<Segment<T>> seg(static_cast<size_t>(ktot));
+
+  for (int64_t task = task_begin; task < task_end; ++task) {
+    int64_t t = task;
+    const int64_t o1 = t % O1;
+    t /= O1;
+    const int64_t o0 = t % O0;
+    t /= O0;
+    const int64_t n = t % p.batch;
+    t /= p.batch;
+    const int64_t ocb = t % OCB, g = t / OCB;
+    int64_t k0_lo, k0_hi, k1_lo, k1_hi;
+    tap_range_padded(o0, p.in_size[0], p.kernel[0], p.stride[0], p.dilation[0], p.pad[0], &k0_lo, &k0_hi);
+    tap_range_padded(o1, p.in_size[1], K1, p.stride[1], p.dilation[1], p.pad[1], &k1_lo, &k1_hi);
+    const int64_t valid = std::min(B, cout_g - ocb * B);
+    const T* w_block = w_packed + (g * OCB + ocb) * ktot * cin_g * B;
+    const T* b_block = bias != nullptr ? bias + g * cout_g + ocb * B : nullptr;
+    T* out_row = out + n * osn + o0 * os0 + o1 * os1 + (g * cout_g + ocb * B) * osc;
+
+    for (int64_t ow0 = 0; ow0 < O2; ow0 += kMaxPositions) {
+      const int P = static_cast<int>(std::min<int64_t>(kMaxPositions, O2 - ow0));
+      const bool inner = ow0 >= inner_lo && ow0 + P - 1 <= inner_hi;
+      int64_t nseg = 0;
+      for (int64_t k0 = k0_lo; k0 <= k0_hi; ++k0) {
+        const int64_t i0 = o0 * p.stride[0] + k0 * p.dilation[0] - p.pad[0];
+        for (int64_t k1 = k1_lo; k1 <= k1_hi; ++k1) {
+          const int64_t i1 = o1 * p.stride[1] + k1 * p.dilation[1] - p.pad[1];
+          const T* x_row = in + n * isn + i0 * is0 + i1 * is1 + g * cin_g * isc;
+          const T* w_row = w_block + (k0 * K1 + k1) * K2 * cin_g * B;
+          if (inner && merge_taps) {
+            Segment<T>& sg = seg[nseg++];
+            for (int j = 0; j < P; ++j) sg.x[j] = x_row + ((ow0 + j) * s2 - pad2) * is2;
+            sg.w = w_row;
+            sg.len = K2 * cin_g;
+            sg.j0 = 0;
+            sg.j1 = P;
+            continue;
+          }
+          for (int64_t k2 = 0; k2 < K2; ++k2) {
+            // tile positions j whose input index (ow0 + j)*s2 + k2*d2 - pad2 lies in [0, I2)
+            const int64_t shift = k2 * d2 - pad2;
+            const int64_t j0 = std::max<int64_t>(0, ceil_div(-shift, s2) - ow0);
+            const int64_t j1 = std::min<int64_t>(P, floor_div(I2 - 1 - shift, s2) - ow0 + 1);
+            if (j0 >= j1) continue;  // the tap meets only padding at every position of the tile
+            Segment<T>& sg = seg[nseg++];
+            for (int64_t j = j0; j < j1; ++j) sg.x[j] = x_row + ((ow0 + j) * s2 + shift) * is2;
+            sg.w = w_row + k2 * cin_g * B;
+            sg.len = cin_g;
+            sg.j0 = static_cast<int>(j0);
+            sg.j1 = static_cast<int>(j1);
+          }
+        }
+      }
+      T* tile_out = out_row + ow0 * os2;
+      if (valid == B)
+        forward_tile_n<T, false>(P, seg.data(), nseg, isc, b_block, accumulate, tile_out, os2, osc, valid);
+      else
+        forward_tile_n<T, true>(P, seg.data(), nseg, isc, b_block, accumulate, tile_out, os2, osc, valid);
+    }
+  }
+}
+
+template <typename T>
+FULLCONV_TARGET void grad_weight(const Problem& p, const T* gy_blocked, const T* x_blocked,
+                               int64_t n_begin, int64_t n_end, bool accumulate, T* gw,
+                               const WeightStrides& ws, int64_t task_begin, int64_t task_end) {
+  constexpr int64_t B = 2 * Simd<T>::kLanes, BI = kGradWeightInputBlock;
+  const int64_t cin_g = p.in_channels_per_group(), cout_g = p.out_channels_per_group();
+  const int64_t OCB = ceil_div(cout_g, B), ICB = ceil_div(cin_g, BI);
+  const int64_t ktot = p.kernel_volume();
+  const int64_t out_points = p.batch * p.out_size[0] * p.out_size[1] * p.out_size[2];
+  const int64_t in_points = p.batch * p.in_size[0] * p.in_size[1] * p.in_size[2];
+  for (int64_t task = task_begin; task < task_end; ++task) {
+    int64_t t = task;
+    const int64_t tap = t % ktot;
+    t /= ktot;
+    const int64_t icb = t % ICB;
+    t /= ICB;
+    const int64_t ocb = t % OCB, g = t / OCB;
+    const int64_t k[3] = {tap / (p.kernel[1] * p.kernel[2]), (tap / p.kernel[2]) % p.kernel[1],
+                          tap % p.kernel[2]};
+    const int64_t ic0 = icb * BI, oc0 = g * cout_g + ocb * B;
+    const int channels = static_cast<int>(std::min<int64_t>(BI, cin_g - ic0));
+    T* dst = gw + oc0 * ws.out_channel + ic0 * ws.in_channel + k[0] * ws.kernel[0] +
+             k[1] * ws.kernel[1] + k[2] * ws.kernel[2];
+    grad_weight_tile_n<T>(channels, p, gy_blocked + (g * OCB + ocb) * out_points * B,
+                          x_blocked + (g * ICB + icb) * in_points * BI, k, n_begin, n_end,
+                          accumulate, dst, ws.out_channel, ws.in_channel,
+                          std::min(B, cout_g - ocb * B));
+  }
+}
+
+}  // namespace FULLCONV_BLOCKED_ISA
+}  // namespace blocked
+}  // namespace fullconv
+
+#endif  // FULLCONV_BLOCKED_X86
