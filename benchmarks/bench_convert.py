@@ -19,10 +19,12 @@ import sys
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils import benchmark
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import fullconv  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timing import side_by_side, timer  # noqa: E402
 
 
 def set_fused(model, fused):
@@ -55,7 +57,7 @@ def variants(name):
     return {"fullconv (fused)": fused, "fullconv (unfused)": unfused, "authors (padded conv)": authors_style(fused)}
 
 
-def measure(model, x, y, train, min_time):
+def make_step(model, x, y, train):
     if train:
         model.train()
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -70,10 +72,13 @@ def measure(model, x, y, train, min_time):
         def step():
             with torch.no_grad():
                 model(x)
-    # Timer runs with ONE thread unless told otherwise
-    m = benchmark.Timer("step()", globals={"step": step}, num_threads=torch.get_num_threads()).blocked_autorange(
-        min_run_time=min_time)
-    return {"median": m.median, "min": min(m.times), "max": max(m.times)}
+    return step
+
+
+def measure(models, x, y, train, min_time):
+    """{variant: {median, min, max}} of one step of each model, timed side by side."""
+    return side_by_side({v: timer("step()", {"step": make_step(m, x, y, train)}) for v, m in models.items()},
+                        min_time)
 
 
 def main(argv=None):
@@ -102,7 +107,7 @@ def main(argv=None):
             ref = out if ref is None else ref
             torch.testing.assert_close(out, ref, rtol=1e-3, atol=1e-3)
         for mode, train in (("train step", True), ("eval step", False)):
-            row = {v: measure(m, x, y, train, args.min_time) for v, m in models.items()}
+            row = measure(models, x, y, train, args.min_time)
             base = row["authors (padded conv)"]["median"]
             results[f"{name} {mode}"] = row
             for v, t in row.items():

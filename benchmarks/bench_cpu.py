@@ -37,6 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fullconv  # noqa: E402
 import shapes  # noqa: E402
+from timing import side_by_side, timer  # noqa: E402
 
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 FULL = {1: fullconv.full_conv1d, 2: fullconv.full_conv2d, 3: fullconv.full_conv3d}
@@ -91,14 +92,11 @@ def run_case(case, min_time):
     # correctness guard: the benchmark refuses to time a wrong answer
     torch.testing.assert_close(FULL[nd](x, w, b, s, d, g), CONV[nd](x, w, b, s, p, d, g),
                                rtol=1e-3, atol=1e-3)
-    res = {"forward": {}, "forward+backward": {}}
-    for v, stmt in fwd.items():
-        res["forward"][v] = measure(stmt, env, min_time)
+    res = {"forward": side_by_side({v: timer(stmt, env) for v, stmt in fwd.items()}, min_time)}
     xg, wg, bg = (t.clone().requires_grad_() for t in (x, w, b))
-    env.update(x=xg, w=wg, b=bg)
-    for v, stmt in fwd.items():
-        res["forward+backward"][v] = measure(
-            f"torch.autograd.grad({stmt}.sum(), (x, w, b))", dict(env, torch=torch), min_time)
+    env.update(x=xg, w=wg, b=bg, torch=torch)
+    res["forward+backward"] = side_by_side(
+        {v: timer(f"torch.autograd.grad({stmt}.sum(), (x, w, b))", env) for v, stmt in fwd.items()}, min_time)
     macs = shapes.useful_macs(nd, n, cin, cout, k, s, d, g, L)
     return {"name": name, "nd": nd, "batch": n, "in_channels": cin, "out_channels": cout,
             "kernel": k, "stride": s, "dilation": d, "groups": g, "size": L,
@@ -171,10 +169,8 @@ def resnet18_train_step(min_time, threads):
     x = torch.randn(16, 3, 64, 64)
     y = torch.randint(0, 10, (16,))
     models = bench_convert.variants("resnet18")
-    res = {}
-    for v in ("fullconv (fused)", "authors (padded conv)"):
-        res[v] = bench_convert.measure(models[v], x, y, True, min_time)
-    return res
+    return bench_convert.measure({v: models[v] for v in ("fullconv (fused)", "authors (padded conv)")},
+                                 x, y, True, min_time)
 
 
 def geomean(xs):

@@ -19,6 +19,9 @@ namespace blocked {
   void forward(const Problem& p, const T* in, const T* w_packed, const T* bias, bool accumulate,   \
                T* out, int64_t task_begin, int64_t task_end);                                       \
   template <typename T>                                                                             \
+  void rows_forward(const Problem& p, const T* in, const T* w_packed, const T* bias, bool accumulate, \
+                    T* out, int64_t task_begin, int64_t task_end);                                  \
+  template <typename T>                                                                             \
   void grad_weight(const Problem& p, const T* gy_blocked, const T* x_blocked, int64_t n_begin,     \
                    int64_t n_end, bool accumulate, T* gw, const WeightStrides& ws,                 \
                    int64_t task_begin, int64_t task_end);                                           \
@@ -81,6 +84,14 @@ void forward(Isa isa, const Problem& p, const T* in, const T* w_packed, const T*
 }
 
 template <typename T>
+void rows_forward(Isa isa, const Problem& p, const T* in, const T* w_packed, const T* bias, bool accumulate,
+                  T* out, int64_t task_begin, int64_t task_end) {
+  if (isa == Isa::kAvx512) avx512::rows_forward<T>(p, in, w_packed, bias, accumulate, out, task_begin, task_end);
+  else if (isa == Isa::kAvx2) avx2::rows_forward<T>(p, in, w_packed, bias, accumulate, out, task_begin, task_end);
+  else throw std::logic_error("blocked kernels called without a supported instruction set");
+}
+
+template <typename T>
 void grad_weight(Isa isa, const Problem& p, const T* gy_blocked, const T* x_blocked, int64_t n_begin,
                  int64_t n_end, bool accumulate, T* gw, const WeightStrides& ws, int64_t task_begin,
                  int64_t task_end) {
@@ -100,6 +111,10 @@ void forward(Isa, const Problem&, const T*, const T*, const T*, bool, T*, int64_
   throw std::logic_error("blocked kernels are not built for this CPU");
 }
 template <typename T>
+void rows_forward(Isa, const Problem&, const T*, const T*, const T*, bool, T*, int64_t, int64_t) {
+  throw std::logic_error("blocked kernels are not built for this CPU");
+}
+template <typename T>
 void grad_weight(Isa, const Problem&, const T*, const T*, int64_t, int64_t, bool, T*, const WeightStrides&,
                  int64_t, int64_t) {
   throw std::logic_error("blocked kernels are not built for this CPU");
@@ -111,6 +126,10 @@ template void forward<float>(Isa, const Problem&, const float*, const float*, co
                              int64_t, int64_t);
 template void forward<double>(Isa, const Problem&, const double*, const double*, const double*, bool,
                               double*, int64_t, int64_t);
+template void rows_forward<float>(Isa, const Problem&, const float*, const float*, const float*, bool,
+                                  float*, int64_t, int64_t);
+template void rows_forward<double>(Isa, const Problem&, const double*, const double*, const double*, bool,
+                                   double*, int64_t, int64_t);
 template void grad_weight<float>(Isa, const Problem&, const float*, const float*, int64_t, int64_t, bool,
                                  float*, const WeightStrides&, int64_t, int64_t);
 template void grad_weight<double>(Isa, const Problem&, const double*, const double*, int64_t, int64_t,

@@ -75,6 +75,10 @@ constexpr int64_t oc_block(Isa isa) {
   return 2 * (isa == Isa::kAvx512 ? 64 : 32) / static_cast<int64_t>(sizeof(T));
 }
 
+// Rows: output channels per tile of the kernels that run their vectors along the positions of
+// an output row (for few output channels per group), and the packed weight's block.
+constexpr int64_t kRowsBlock = 4;
+
 // Input channels per grad_weight tile.
 constexpr int64_t kGradWeightInputBlock = 6;
 
@@ -85,6 +89,14 @@ int64_t forward_task_count(const Problem& p, int64_t block);
 template <typename T>
 void forward(Isa isa, const Problem& p, const T* in, const T* w_packed, const T* bias, bool accumulate,
              T* out, int64_t task_begin, int64_t task_end);
+
+// Forward with vectors along output rows: for problems with few output channels per group.
+// Needs unit stride along dim 2 (stride[2] == 1) and inputs consecutive along dim 2
+// (in_stride[2] == 1). The packed weight has blocks of kRowsBlock output channels. Tasks and
+// output as forward().
+template <typename T>
+void rows_forward(Isa isa, const Problem& p, const T* in, const T* w_packed, const T* bias, bool accumulate,
+                  T* out, int64_t task_begin, int64_t task_end);
 
 // Element strides of a weight gradient [Cout, Cin_g, K0, K1, K2] (any layout).
 struct WeightStrides {

@@ -48,6 +48,10 @@ struct Simd<float> {
   FULLCONV_TARGET static inline M mask(int64_t n) {
     return static_cast<M>(n <= 0 ? 0u : n >= 16 ? 0xFFFFu : (1u << n) - 1u);
   }
+  // lanes [lo, hi) (0 <= lo, hi <= 16)
+  FULLCONV_TARGET static inline M mask_range(int64_t lo, int64_t hi) {
+    return static_cast<M>(mask(hi) & ~mask(lo));
+  }
 };
 
 template <>
@@ -65,6 +69,9 @@ struct Simd<double> {
   FULLCONV_TARGET static inline V add(V a, V b) { return _mm512_add_pd(a, b); }
   FULLCONV_TARGET static inline M mask(int64_t n) {
     return static_cast<M>(n <= 0 ? 0u : n >= 8 ? 0xFFu : (1u << n) - 1u);
+  }
+  FULLCONV_TARGET static inline M mask_range(int64_t lo, int64_t hi) {
+    return static_cast<M>(mask(hi) & ~mask(lo));
   }
 };
 #else
@@ -86,6 +93,10 @@ struct Simd<float> {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(std::clamp<int64_t>(n, 0, 8))),
                               _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   }
+  // lanes [lo, hi)
+  FULLCONV_TARGET static inline M mask_range(int64_t lo, int64_t hi) {
+    return _mm256_andnot_si256(mask(lo), mask(hi));
+  }
 };
 
 template <>
@@ -104,6 +115,9 @@ struct Simd<double> {
   FULLCONV_TARGET static inline M mask(int64_t n) {
     return _mm256_cmpgt_epi64(_mm256_set1_epi64x(std::clamp<int64_t>(n, 0, 4)),
                               _mm256_setr_epi64x(0, 1, 2, 3));
+  }
+  FULLCONV_TARGET static inline M mask_range(int64_t lo, int64_t hi) {
+    return _mm256_andnot_si256(mask(lo), mask(hi));
   }
 };
 #endif
@@ -328,6 +342,127 @@ FULLCONV_TARGET void grad_weight_tile_n(int channels, const Problem& p, const T*
   }
 }
 
+
+// ---- rows: vectors along the positions of an output row (few output channels) ------------
+
+// NC output channels x NV vectors of consecutive output positions of one row, starting at
+// position ow0, accumulated over every (tap, input channel): each product is a broadcast
+// weight times a vector of inputs (the inputs of consecutive positions are consecutive at
+// unit stride). At row edges the lanes whose input lies in the padding are masked off (not
+// read; they add nothing). Stored once, masked to the row.
+template <typename T, int NC, int NV, bool kMasked>
+FULLCONV_TARGET_INLINE void rows_products(const T* x, int64_t isc, const T* w, int64_t cin,
+                                          const typename Simd<T>::M* m, typename Simd<T>::V (&a)[NC][NV]) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int L = S::kLanes;
+  for (int64_t ci = 0; ci < cin; ++ci, x += isc, w += kRowsBlock) {
+    V wb[NC];
+#pragma GCC unroll 8
+    for (int c = 0; c < NC; ++c) wb[c] = S::broadcast(w + c);
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) {
+      V xv;
+      if constexpr (kMasked) xv = S::masked_load(x + v * L, m[v]);
+      else xv = S::load(x + v * L);
+#pragma GCC unroll 8
+      for (int c = 0; c < NC; ++c) a[c][v] = S::fma(wb[c], xv, a[c][v]);
+    }
+  }
+}
+
+template <typename T, int NC, int NV>
+FULLCONV_TARGET void rows_tile(const Problem& p, const T* in_n, const T* w_block, const T* bias, bool accumulate,
+                               T* out_row, int64_t o0, int64_t o1, int64_t ow0) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  using M = typename S::M;
+  constexpr int L = S::kLanes;
+  const int64_t cin_g = p.in_channels_per_group();
+  const int64_t K1 = p.kernel[1], K2 = p.kernel[2];
+  const int64_t I2 = p.in_size[2], O2 = p.out_size[2];
+  V a[NC][NV];
+#pragma GCC unroll 8
+  for (int c = 0; c < NC; ++c) {
+    const V init = bias != nullptr ? S::broadcast(bias + c) : S::zero();
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) a[c][v] = init;
+  }
+  int64_t k0_lo, k0_hi, k1_lo, k1_hi;
+  tap_range_padded(o0, p.in_size[0], p.kernel[0], p.stride[0], p.dilation[0], p.pad[0], &k0_lo, &k0_hi);
+  tap_range_padded(o1, p.in_size[1], K1, p.stride[1], p.dilation[1], p.pad[1], &k1_lo, &k1_hi);
+  for (int64_t k0 = k0_lo; k0 <= k0_hi; ++k0) {
+    const int64_t i0 = o0 * p.stride[0] + k0 * p.dilation[0] - p.pad[0];
+    for (int64_t k1 = k1_lo; k1 <= k1_hi; ++k1) {
+      const int64_t i1 = o1 * p.stride[1] + k1 * p.dilation[1] - p.pad[1];
+      const T* x_row = in_n + i0 * p.in_stride[0] + i1 * p.in_stride[1];
+      for (int64_t k2 = 0; k2 < K2; ++k2) {
+        // input index of the tile's first position (unit stride along the row)
+        const int64_t base = ow0 + k2 * p.dilation[2] - p.pad[2];
+        if (base + NV * L <= 0 || base >= I2) continue;  // only padding under the tile
+        const T* w = w_block + ((k0 * K1 + k1) * K2 + k2) * cin_g * kRowsBlock;
+        M m[NV];
+        bool full = true;
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v) {
+          const int64_t lo = std::max<int64_t>(0, -(base + v * L));       // first real lane
+          const int64_t hi = std::min<int64_t>(L, I2 - (base + v * L));   // past the last real lane
+          m[v] = S::mask_range(lo, hi);
+          full = full && lo == 0 && hi == L;
+        }
+        if (full) rows_products<T, NC, NV, false>(x_row + base, p.in_stride_c, w, cin_g, m, a);
+        else rows_products<T, NC, NV, true>(x_row + base, p.in_stride_c, w, cin_g, m, a);
+      }
+    }
+  }
+  const int64_t osc = p.out_stride_c, os2 = p.out_stride[2];
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) {
+    const int64_t n_valid = std::min<int64_t>(L, O2 - (ow0 + v * L));
+    if (n_valid <= 0) break;
+#pragma GCC unroll 8
+    for (int c = 0; c < NC; ++c) {
+      T* o = out_row + c * osc + (ow0 + v * L) * os2;
+      if (os2 == 1) {
+        const M mv = S::mask(n_valid);
+        V r = a[c][v];
+        if (accumulate) r = S::add(r, S::masked_load(o, mv));
+        S::masked_store(o, mv, r);
+      } else {
+        alignas(64) T buf[L];
+        S::store(buf, a[c][v]);
+        if (accumulate)
+          for (int64_t j = 0; j < n_valid; ++j) o[j * os2] += buf[j];
+        else
+          for (int64_t j = 0; j < n_valid; ++j) o[j * os2] = buf[j];
+      }
+    }
+  }
+}
+
+// Vectors per tile for NC channels: about 12 accumulators (fewer vectors on short rows).
+template <int NC>
+constexpr int rows_max_vectors() {
+  return NC == 1 ? 8 : NC == 2 ? 6 : NC == 3 ? 4 : 3;
+}
+
+template <typename T, int NC>
+FULLCONV_TARGET void rows_tile_nv(int nv, const Problem& p, const T* in_n, const T* w_block, const T* bias,
+                                  bool accumulate, T* out_row, int64_t o0, int64_t o1, int64_t ow0) {
+  static_assert(rows_max_vectors<NC>() <= 8, "cases below");
+  switch (nv) {
+#define FULLCONV_NV_CASE(N)                                                                    \
+  case N:                                                                                      \
+    if constexpr (N <= rows_max_vectors<NC>())                                                 \
+      return rows_tile<T, NC, N>(p, in_n, w_block, bias, accumulate, out_row, o0, o1, ow0);    \
+    break;
+    FULLCONV_NV_CASE(1) FULLCONV_NV_CASE(2) FULLCONV_NV_CASE(3) FULLCONV_NV_CASE(4)
+    FULLCONV_NV_CASE(5) FULLCONV_NV_CASE(6) FULLCONV_NV_CASE(7) FULLCONV_NV_CASE(8)
+#undef FULLCONV_NV_CASE
+    default: break;
+  }
+}
+
 }  // namespace
 
 template <typename T>
@@ -408,6 +543,47 @@ FULLCONV_TARGET void forward(const Problem& p, const T* in, const T* w_packed, c
         forward_tile_n<T, false>(P, seg.data(), nseg, isc, b_block, accumulate, tile_out, os2, osc, valid);
       else
         forward_tile_n<T, true>(P, seg.data(), nseg, isc, b_block, accumulate, tile_out, os2, osc, valid);
+    }
+  }
+}
+
+template <typename T>
+FULLCONV_TARGET void rows_forward(const Problem& p, const T* in, const T* w_packed, const T* bias,
+                                  bool accumulate, T* out, int64_t task_begin, int64_t task_end) {
+  constexpr int L = Simd<T>::kLanes;
+  const int64_t cin_g = p.in_channels_per_group(), cout_g = p.out_channels_per_group();
+  const int64_t OCB = ceil_div(cout_g, kRowsBlock), ktot = p.kernel_volume();
+  const int64_t O0 = p.out_size[0], O1 = p.out_size[1], O2 = p.out_size[2];
+  for (int64_t task = task_begin; task < task_end; ++task) {
+    int64_t t = task;
+    const int64_t o1 = t % O1;
+    t /= O1;
+    const int64_t o0 = t % O0;
+    t /= O0;
+    const int64_t n = t % p.batch;
+    t /= p.batch;
+    const int64_t ocb = t % OCB, g = t / OCB;
+    const int64_t oc0 = g * cout_g + ocb * kRowsBlock;
+    const int nc = static_cast<int>(std::min<int64_t>(kRowsBlock, cout_g - ocb * kRowsBlock));
+    const T* in_n = in + n * p.in_stride_n + g * cin_g * p.in_stride_c;
+    const T* w_block = w_packed + (g * OCB + ocb) * ktot * cin_g * kRowsBlock;
+    const T* b = bias != nullptr ? bias + oc0 : nullptr;
+    T* out_row = out + n * p.out_stride_n + o0 * p.out_stride[0] + o1 * p.out_stride[1] + oc0 * p.out_stride_c;
+    static_assert(kRowsBlock == 4, "channel cases below");
+    for (int64_t ow0 = 0; ow0 < O2;) {
+      const int64_t vectors_left = ceil_div(O2 - ow0, int64_t(L));
+      int nv = 0;
+      switch (nc) {
+        case 1: nv = static_cast<int>(std::min<int64_t>(rows_max_vectors<1>(), vectors_left));
+                rows_tile_nv<T, 1>(nv, p, in_n, w_block, b, accumulate, out_row, o0, o1, ow0); break;
+        case 2: nv = static_cast<int>(std::min<int64_t>(rows_max_vectors<2>(), vectors_left));
+                rows_tile_nv<T, 2>(nv, p, in_n, w_block, b, accumulate, out_row, o0, o1, ow0); break;
+        case 3: nv = static_cast<int>(std::min<int64_t>(rows_max_vectors<3>(), vectors_left));
+                rows_tile_nv<T, 3>(nv, p, in_n, w_block, b, accumulate, out_row, o0, o1, ow0); break;
+        default: nv = static_cast<int>(std::min<int64_t>(rows_max_vectors<4>(), vectors_left));
+                 rows_tile_nv<T, 4>(nv, p, in_n, w_block, b, accumulate, out_row, o0, o1, ow0); break;
+      }
+      ow0 += nv * L;
     }
   }
 }

@@ -40,6 +40,7 @@
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "../conv_args.h"
@@ -551,11 +552,31 @@ Algorithm choose_unblocked(const ConvShape& s) {
   return (depthwise_like || (unit_stride(s) && cin_g <= 4)) ? Algorithm::kDirect : Algorithm::kGemm;
 }
 
+// Output channels per group below which a problem runs on the rows kernel (vectors along the
+// positions of a row) rather than on register tiles of B output channels, most of whose
+// lanes would be padding (benchmarks/NOTES.md, entry 10).
+constexpr int64_t kRowsBelowChannels = 8;
+constexpr int64_t kRowsMinInputChannels = 4;
+
+bool rows_kernel(int64_t out_channels_per_group, int64_t last_stride) {
+  return out_channels_per_group < kRowsBelowChannels && last_stride == 1;
+}
+
+// Which pass of the operator an algorithm is chosen for.
+enum class Pass { kForward, kGradInput, kGradWeight };
+
 // The blocked kernels when the CPU has them, the dtype is float32/float64 (also the compute
-// dtype of float16/bfloat16), the kernel has more than one tap and a tile of B output
-// channels is not mostly padding (measured in benchmarks/NOTES.md).
-// FULLCONV_CPU_ALGORITHM overrides (gemm | direct | blocked).
-Algorithm choose_algorithm(const ConvShape& s, at::ScalarType dtype) {
+// dtype of float16/bfloat16) and the kernel has more than one tap (1x1 kernels are plain
+// GEMMs: BLAS beats the kernels there). Per pass, by the channels its kernel vectorises over
+// (measured in benchmarks/NOTES.md, entries 5 and 10):
+//   forward     register tiles for >= 8 output channels per group, else vectors along output
+//               rows (stride 1 along the row, >= 4 input channels per group; other
+//               few-channel layers, depthwise among them, stay unblocked)
+//   grad_input  the same with input and output channels swapped (its residue classes all
+//               have stride 1); tiles only where both sides have >= 8 channels per group
+//   grad_weight register tiles for >= 8 output channels per group, else unblocked
+// FULLCONV_CPU_ALGORITHM overrides (gemm | direct | blocked) for every pass.
+Algorithm choose_algorithm(const ConvShape& s, at::ScalarType dtype, Pass pass) {
   const bool blocked_ok = blocked_isa() != blocked::Isa::kNone && (dtype == at::kFloat || dtype == at::kDouble);
   if (const char* env = std::getenv("FULLCONV_CPU_ALGORITHM")) {
     const std::string v(env);
@@ -568,9 +589,24 @@ Algorithm choose_algorithm(const ConvShape& s, at::ScalarType dtype) {
     }
     TORCH_CHECK_VALUE(v == "auto" || v.empty(), "FULLCONV_CPU_ALGORITHM must be auto, gemm, direct or blocked, got '", v, "'");
   }
-  // 1x1 kernels are plain GEMMs (no taps to skip): BLAS beats the tiles there.
-  if (blocked_ok && s.out_channels_per_group() >= 8 && s.kernel_volume() > 1) return Algorithm::kBlocked;
-  return choose_unblocked(s);
+  if (!blocked_ok || s.kernel_volume() == 1) return choose_unblocked(s);
+  const int64_t last_stride = s.stride[kMaxSpatialDims - 1];
+  bool blocked = false;
+  const int64_t cin_g = s.in_channels_per_group(), cout_g = s.out_channels_per_group();
+  // the rows kernel's inner loop runs over the problem's input channels: with fewer than
+  // kRowsMinInputChannels (depthwise) the direct formulation is faster
+  switch (pass) {
+    case Pass::kForward:
+      blocked = cout_g >= kRowsBelowChannels || (last_stride == 1 && cin_g >= kRowsMinInputChannels);
+      break;
+    case Pass::kGradInput:  // the problem's input channels are the forward's output channels
+      blocked = cin_g >= kRowsBelowChannels ? cout_g >= kRowsBelowChannels : cout_g >= kRowsMinInputChannels;
+      break;
+    case Pass::kGradWeight:
+      blocked = s.out_channels_per_group() >= kRowsBelowChannels;
+      break;
+  }
+  return blocked ? Algorithm::kBlocked : choose_unblocked(s);
 }
 
 // Batched, contiguous view of a tensor in the compute dtype.
@@ -632,8 +668,7 @@ at::Tensor weight_6d(const ConvShape& s, const at::Tensor& w) {
 // reverse) packed for the blocked kernels as [G, OCB, K0, K1, K2, Cin', B], zero past Cout'.
 // One pass, no intermediate copies (the packed weight is the only allocation).
 template <typename scalar_t>
-at::Tensor pack_blocked(blocked::Isa isa, const at::Tensor& w6, bool flip) {
-  const int64_t B = blocked::oc_block<scalar_t>(isa);
+at::Tensor pack_blocked(int64_t B, const at::Tensor& w6, bool flip) {
   const int64_t G = w6.size(0), cout = w6.size(1), cin = w6.size(2);
   const int64_t K[3] = {w6.size(3), w6.size(4), w6.size(5)};
   const int64_t ocb = ceil_div(cout, B), ktot = K[0] * K[1] * K[2];
@@ -678,8 +713,10 @@ void set_output_strides(blocked::Problem& p, const at::Tensor& t5) {
 // small next to the products each element takes part in (`macs_per_element`); measured in
 // benchmarks/NOTES.md, entry 8. `t5`: the 5-D input of a blocked problem with
 // `channels_per_group` channels per group.
-at::Tensor blocked_input(const at::Tensor& t5, int64_t channels_per_group, int64_t groups,
+at::Tensor blocked_input(const at::Tensor& t5, bool rows, int64_t channels_per_group, int64_t groups,
                          int64_t dilation, double macs_per_element) {
+  // the rows kernel loads consecutive positions of a row as vectors
+  if (rows) return t5.stride(4) == 1 || t5.size(4) == 1 ? t5 : t5.contiguous();
   if (t5.stride(1) == 1 || t5.size(1) == 1) return t5;
   const char* env = std::getenv("FULLCONV_CPU_BLOCKED_INPUT");  // tests force both ways
   const std::string mode = env != nullptr && *env != '\0' ? env : "auto";
@@ -702,18 +739,25 @@ double forward_reuse(const ConvShape& s) {
   return r;
 }
 
-// `in`: 5-D, compute dtype, any layout; the output strides of `p` must be set.
+// Runs a blocked problem: `in` 5-D in the compute dtype (from blocked_input, for the same
+// kernel choice), `w6` the problem's weight [G, Cout', Cin', K0, K1, K2] (any strides; taps
+// read flipped when `flip`); the output strides of `p` must be set.
 template <typename scalar_t>
-void blocked_forward(blocked::Isa isa, blocked::Problem p, const at::Tensor& in, const at::Tensor& w_packed,
+void blocked_forward(blocked::Isa isa, blocked::Problem p, const at::Tensor& in, const at::Tensor& w6, bool flip,
                      const at::Tensor* bias, bool accumulate, scalar_t* out) {
   set_input_strides(p, in);
-  TORCH_INTERNAL_ASSERT(w_packed.size(-1) == blocked::oc_block<scalar_t>(isa));
-  const int64_t tasks = blocked::forward_task_count(p, blocked::oc_block<scalar_t>(isa));
+  const bool rows = rows_kernel(p.out_channels_per_group(), p.stride[2]);
+  TORCH_INTERNAL_ASSERT(!rows || p.in_stride[2] == 1 || p.in_size[2] == 1);
+  if (rows) p.in_stride[2] = 1;
+  const int64_t block = rows ? blocked::kRowsBlock : blocked::oc_block<scalar_t>(isa);
+  const at::Tensor w_packed = pack_blocked<scalar_t>(block, w6, flip);
+  const int64_t tasks = blocked::forward_task_count(p, block);
   const scalar_t* ip = in.const_data_ptr<scalar_t>();
   const scalar_t* wp = w_packed.const_data_ptr<scalar_t>();
   const scalar_t* bp = bias != nullptr ? bias->const_data_ptr<scalar_t>() : nullptr;
   at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
-    blocked::forward<scalar_t>(isa, p, ip, wp, bp, accumulate, out, begin, end);
+    if (rows) blocked::rows_forward<scalar_t>(isa, p, ip, wp, bp, accumulate, out, begin, end);
+    else blocked::forward<scalar_t>(isa, p, ip, wp, bp, accumulate, out, begin, end);
   });
 }
 
@@ -766,8 +810,7 @@ void blocked_grad_input_strided(blocked::Isa isa, const ConvShape& s, const at::
         set_output_strides(p, gx5);
         for (int i = 0; i < kMaxSpatialDims; ++i) p.out_stride[i] *= s.stride[i];
         const int64_t offset = c0.r * gx5.stride(2) + c1.r * gx5.stride(3) + c2.r * gx5.stride(4);
-        const auto wp = pack_blocked<scalar_t>(isa, taps.transpose(1, 2), false);
-        blocked_forward<scalar_t>(isa, p, gy5, wp, nullptr, false, gxp + offset);
+        blocked_forward<scalar_t>(isa, p, gy5, taps.transpose(1, 2), false, nullptr, false, gxp + offset);
       }
 }
 
@@ -832,10 +875,11 @@ at::Tensor full_conv_cpu_impl(const at::Tensor& input, const at::Tensor& weight,
   if (residual != nullptr)
     check_residual(*residual, output_shape(s, batched), residual_padding, input, op_name);
   const auto dtype = compute_dtype(input.scalar_type());
-  const Algorithm algo = choose_algorithm(s, dtype);
+  const Algorithm algo = choose_algorithm(s, dtype, Pass::kForward);
   const bool blocked_path = algo == Algorithm::kBlocked;
-  const auto x = blocked_path ? blocked_input(batched_5d(input, batched, s.ndim), s.in_channels_per_group(),
-                                             s.groups, max_dilation(s), forward_reuse(s))
+  const auto x = blocked_path ? blocked_input(batched_5d(input, batched, s.ndim),
+                                             rows_kernel(s.out_channels_per_group(), s.stride[kMaxSpatialDims - 1]),
+                                             s.in_channels_per_group(), s.groups, max_dilation(s), forward_reuse(s))
                               : prepare(input, batched);
   const auto w = weight.to(compute_dtype(weight.scalar_type())).contiguous();
   const bool has_bias = bias.has_value() && bias->defined();
@@ -868,10 +912,9 @@ at::Tensor full_conv_cpu_impl(const at::Tensor& input, const at::Tensor& weight,
     if (blocked_path) {
       AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "full_conv_cpu_blocked", [&] {
         const auto isa = blocked_isa();
-        const auto wp = pack_blocked<scalar_t>(isa, weight_6d(s, w), false);
         auto p = forward_problem(s);
         set_output_strides(p, y5);
-        blocked_forward<scalar_t>(isa, p, x, wp, tiles_own_output && has_bias ? &b : nullptr,
+        blocked_forward<scalar_t>(isa, p, x, weight_6d(s, w), false, tiles_own_output && has_bias ? &b : nullptr,
                                   !tiles_own_output, y5.mutable_data_ptr<scalar_t>());
       });
     } else if (algo == Algorithm::kDirect) {
@@ -1028,29 +1071,40 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cpu(
   if (!output_mask[0] && !output_mask[1]) return {grad_input, grad_weight, grad_bias};
 
   const auto w = weight.to(compute_dtype(weight.scalar_type())).contiguous();
-  const Algorithm algo = choose_algorithm(s, compute_dtype(input.scalar_type()));
+  const auto dtype = compute_dtype(input.scalar_type());
   const bool nonempty = grad_output.numel() > 0 && input.numel() > 0;
-  if (algo != Algorithm::kBlocked || !nonempty) {
-    const auto unblocked = algo == Algorithm::kBlocked ? choose_unblocked(s) : algo;
-    auto [gx, gw] = unblocked_backward(s, unblocked, prepare(grad_output, batched), input, weight, w,
-                                       batched, output_mask[0], output_mask[1]);
-    if (output_mask[0]) grad_input = gx;
-    if (output_mask[1]) grad_weight = gw;
-    return {grad_input, grad_weight, grad_bias};
+  // per pass; an empty problem takes the unblocked path (which writes the zeros)
+  auto pick = [&](Pass pass) {
+    const Algorithm a = choose_algorithm(s, dtype, pass);
+    return a == Algorithm::kBlocked && !nonempty ? choose_unblocked(s) : a;
+  };
+  const Algorithm gx_algo = pick(Pass::kGradInput), gw_algo = pick(Pass::kGradWeight);
+  const bool gx_blocked = output_mask[0] && gx_algo == Algorithm::kBlocked;
+  const bool gw_blocked = output_mask[1] && gw_algo == Algorithm::kBlocked;
+  const bool gx_unblocked = output_mask[0] && !gx_blocked, gw_unblocked = output_mask[1] && !gw_blocked;
+  if (gx_unblocked || gw_unblocked) {
+    const auto gy = prepare(grad_output, batched);
+    if (gx_unblocked && gw_unblocked && gx_algo == gw_algo) {  // one pass computes both
+      std::tie(grad_input, grad_weight) = unblocked_backward(s, gx_algo, gy, input, weight, w, batched, true, true);
+    } else {
+      if (gx_unblocked) grad_input = unblocked_backward(s, gx_algo, gy, input, weight, w, batched, true, false).first;
+      if (gw_unblocked) grad_weight = unblocked_backward(s, gw_algo, gy, input, weight, w, batched, false, true).second;
+    }
   }
-  if (output_mask[1]) {
-    AT_DISPATCH_FLOATING_TYPES(compute_dtype(input.scalar_type()), "full_conv_grad_weight_cpu_blocked", [&] {
+  if (gw_blocked) {
+    AT_DISPATCH_FLOATING_TYPES(dtype, "full_conv_grad_weight_cpu_blocked", [&] {
       grad_weight = blocked_grad_weight<scalar_t>(blocked_isa(), s, batched_5d(grad_output, batched, s.ndim),
                                                   batched_5d(input, batched, s.ndim), weight.sizes(),
                                                   weight.suggest_memory_format());
     });
     grad_weight = grad_weight.to(weight.scalar_type()).contiguous(weight.suggest_memory_format());
   }
-  if (output_mask[0]) {
-    // every grad_output element meets every tap of every input channel of its group
-    const auto gy5 = blocked_input(batched_5d(grad_output, batched, s.ndim), s.out_channels_per_group(),
-                                   s.groups, max_dilation(s),
-                                   double(s.in_channels_per_group()) * s.kernel_volume());
+  if (gx_blocked) {
+    // every grad_output element meets every tap of every input channel of its group; the
+    // problems (stride 1, or residue classes of stride 1) have Cin_g output channels
+    const auto gy5 = blocked_input(batched_5d(grad_output, batched, s.ndim),
+                                   rows_kernel(s.in_channels_per_group(), 1), s.out_channels_per_group(),
+                                   s.groups, max_dilation(s), double(s.in_channels_per_group()) * s.kernel_volume());
     // written in place in the input's layout: no layout copy of grad_input
     auto gx = at::empty(batched ? input.sizes() : input.unsqueeze(0).sizes(),
                         gy5.options().memory_format(batched ? input.suggest_memory_format() : at::MemoryFormat::Contiguous));
@@ -1059,10 +1113,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cpu(
       if (unit_stride(s)) {
         // input and output channels swapped, the taps flipped
         const auto isa = blocked_isa();
-        const auto wp = pack_blocked<scalar_t>(isa, weight_6d(s, w).transpose(1, 2), true);
         auto p = grad_input_problem(s);
         set_output_strides(p, gx5);
-        blocked_forward<scalar_t>(isa, p, gy5, wp, nullptr, false, gx5.mutable_data_ptr<scalar_t>());
+        blocked_forward<scalar_t>(isa, p, gy5, weight_6d(s, w).transpose(1, 2), true, nullptr, false,
+                                  gx5.mutable_data_ptr<scalar_t>());
       } else {
         blocked_grad_input_strided<scalar_t>(blocked_isa(), s, gy5, w, gx5);
       }

@@ -1,0 +1,28 @@
+"""Side-by-side timing shared by the CPU benchmarks."""
+import statistics
+
+import torch
+from torch.utils import benchmark
+
+ROUNDS = 3
+
+
+def timer(stmt, env):
+    # torch.utils.benchmark.Timer runs with ONE thread unless told otherwise
+    return benchmark.Timer(stmt, globals=env, num_threads=torch.get_num_threads())
+
+
+def side_by_side(timers, min_time, rounds=ROUNDS):
+    """Times every variant of `timers` ({variant: Timer}) side by side: each is warmed up first,
+    then `rounds` rounds time every variant in turn (order reversed every other round), so
+    drifting machine state (clocks, allocator, caches) falls on all variants alike rather than
+    on whichever runs first. Returns {variant: {median, min, max}} over all blocks of all rounds
+    (seconds per run)."""
+    for t in timers.values():
+        t.timeit(2)
+    times = {v: [] for v in timers}
+    order = list(timers)
+    for r in range(rounds):
+        for v in (order if r % 2 == 0 else order[::-1]):
+            times[v] += timers[v].blocked_autorange(min_run_time=min_time / rounds).times
+    return {v: {"median": statistics.median(ts), "min": min(ts), "max": max(ts)} for v, ts in times.items()}
