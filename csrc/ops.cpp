@@ -4,6 +4,9 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <sstream>
 
 #include "conv_args.h"
@@ -203,9 +206,44 @@ at::MemoryFormat output_memory_format(const at::Tensor& input, const at::Tensor&
   return (input_cl || weight_cl) ? cl : at::MemoryFormat::Contiguous;
 }
 
+namespace {
+// Exponent bits all ones: infinity or NaN. Integer operations, so the loop vectorises.
+template <typename Bits>
+bool any_nonfinite_bits(const void* data, int64_t n, Bits exponent) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  constexpr int64_t kBlock = 4096;
+  for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
+    const int64_t i1 = std::min(n, i0 + kBlock);
+    Bits any = 0;
+    for (int64_t i = i0; i < i1; ++i) {
+      Bits b;
+      std::memcpy(&b, p + i * sizeof(Bits), sizeof(Bits));
+      any |= static_cast<Bits>((b & exponent) == exponent);
+    }
+    if (any != 0) return true;
+  }
+  return false;
+}
+
+// Whether every element is finite: one pass over float32/float64 CPU tensors with no
+// temporaries (isfinite().all() costs ~1 ns per element through four temporaries: 3 ms on a
+// 512x512x3x3 weight, every call).
+bool all_finite(const at::Tensor& t) {
+  if (t.device().is_cpu() && t.scalar_type() == at::kFloat) {
+    const auto c = t.contiguous();
+    return !any_nonfinite_bits<uint32_t>(c.const_data_ptr(), c.numel(), 0x7f800000u);
+  }
+  if (t.device().is_cpu() && t.scalar_type() == at::kDouble) {
+    const auto c = t.contiguous();
+    return !any_nonfinite_bits<uint64_t>(c.const_data_ptr(), c.numel(), 0x7ff0000000000000ull);
+  }
+  return t.isfinite().all().item<bool>();
+}
+}  // namespace
+
 void apply_nonfinite_weight_padding(at::Tensor& output, const at::Tensor& weight,
                                     const ConvShape& s) {
-  if (output.numel() == 0 || weight.isfinite().all().item<bool>()) return;
+  if (output.numel() == 0 || all_finite(weight)) return;
   // bad[co, t]: some input channel's weight at tap t of output channel co is not finite.
   const auto bad = weight.isfinite().logical_not().flatten(2).any(1).cpu();
   const auto bad_acc = bad.accessor<bool, 2>();
