@@ -565,10 +565,9 @@ bool rows_kernel(int64_t out_channels_per_group, int64_t last_stride) {
 // Which pass of the operator an algorithm is chosen for.
 enum class Pass { kForward, kGradInput, kGradWeight };
 
-// The blocked kernels when the CPU has them, the dtype is float32/float64 (also the compute
-// dtype of float16/bfloat16) and the kernel has more than one tap (1x1 kernels are plain
-// GEMMs: BLAS beats the kernels there). Per pass, by the channels its kernel vectorises over
-// (measured in benchmarks/NOTES.md, entries 5 and 10):
+// The blocked kernels when the CPU has them and the dtype is float32/float64 (also the
+// compute dtype of float16/bfloat16). Per pass, by the channels its kernel vectorises over
+// (measured in benchmarks/NOTES.md, entries 5, 10 and 14; 1x1 kernels: forward only):
 //   forward     register tiles for >= 8 output channels per group, else vectors along output
 //               rows (stride 1 along the row, >= 4 input channels per group; other
 //               few-channel layers, depthwise among them, stay unblocked)
@@ -589,21 +588,26 @@ Algorithm choose_algorithm(const ConvShape& s, at::ScalarType dtype, Pass pass) 
     }
     TORCH_CHECK_VALUE(v == "auto" || v.empty(), "FULLCONV_CPU_ALGORITHM must be auto, gemm, direct or blocked, got '", v, "'");
   }
-  if (!blocked_ok || s.kernel_volume() == 1) return choose_unblocked(s);
+  if (!blocked_ok) return choose_unblocked(s);
   const int64_t last_stride = s.stride[kMaxSpatialDims - 1];
+  // 1x1 kernels: nothing to skip; the tiles still beat BLAS on the forward (no column copy),
+  // BLAS wins their backward
+  const bool one_tap = s.kernel_volume() == 1;
   bool blocked = false;
   const int64_t cin_g = s.in_channels_per_group(), cout_g = s.out_channels_per_group();
   // the rows kernel's inner loop runs over the problem's input channels: with fewer than
   // kRowsMinInputChannels (depthwise) the direct formulation is faster
   switch (pass) {
     case Pass::kForward:
-      blocked = cout_g >= kRowsBelowChannels || (last_stride == 1 && cin_g >= kRowsMinInputChannels);
+      blocked = cout_g >= kRowsBelowChannels ||
+                (!one_tap && last_stride == 1 && cin_g >= kRowsMinInputChannels);
       break;
     case Pass::kGradInput:  // the problem's input channels are the forward's output channels
-      blocked = cin_g >= kRowsBelowChannels ? cout_g >= kRowsBelowChannels : cout_g >= kRowsMinInputChannels;
+      blocked = !one_tap &&
+                (cin_g >= kRowsBelowChannels ? cout_g >= kRowsBelowChannels : cout_g >= kRowsMinInputChannels);
       break;
     case Pass::kGradWeight:
-      blocked = s.out_channels_per_group() >= kRowsBelowChannels;
+      blocked = !one_tap && cout_g >= kRowsBelowChannels;
       break;
   }
   return blocked ? Algorithm::kBlocked : choose_unblocked(s);
