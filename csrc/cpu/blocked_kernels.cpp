@@ -22,6 +22,9 @@ namespace blocked {
   void rows_forward(const Problem& p, const T* in, const T* w_packed, const T* bias, bool accumulate, \
                     T* out, int64_t task_begin, int64_t task_end);                                  \
   template <typename T>                                                                             \
+  void depthwise_forward(const Problem& p, const T* in, const T* w_packed, const T* bias,          \
+                         bool accumulate, T* out, int64_t task_begin, int64_t task_end);            \
+  template <typename T>                                                                             \
   void grad_weight(const Problem& p, const T* gy_blocked, const T* x_blocked, int64_t n_begin,     \
                    int64_t n_end, bool accumulate, T* gw, const WeightStrides& ws,                 \
                    int64_t task_begin, int64_t task_end);                                           \
@@ -33,6 +36,10 @@ FULLCONV_DECLARE_BUILD(avx512)
 int64_t forward_task_count(const Problem& p, int64_t block) {
   const int64_t ocb = ceil_div(p.out_channels_per_group(), block);
   return p.groups * ocb * p.batch * p.out_size[0] * p.out_size[1];
+}
+
+int64_t depthwise_task_count(const Problem& p) {
+  return p.out_channels * p.batch * p.out_size[0];
 }
 
 int64_t grad_weight_task_count(const Problem& p, int64_t block) {
@@ -92,6 +99,14 @@ void rows_forward(Isa isa, const Problem& p, const T* in, const T* w_packed, con
 }
 
 template <typename T>
+void depthwise_forward(Isa isa, const Problem& p, const T* in, const T* w_packed, const T* bias, bool accumulate,
+                       T* out, int64_t task_begin, int64_t task_end) {
+  if (isa == Isa::kAvx512) avx512::depthwise_forward<T>(p, in, w_packed, bias, accumulate, out, task_begin, task_end);
+  else if (isa == Isa::kAvx2) avx2::depthwise_forward<T>(p, in, w_packed, bias, accumulate, out, task_begin, task_end);
+  else throw std::logic_error("blocked kernels called without a supported instruction set");
+}
+
+template <typename T>
 void grad_weight(Isa isa, const Problem& p, const T* gy_blocked, const T* x_blocked, int64_t n_begin,
                  int64_t n_end, bool accumulate, T* gw, const WeightStrides& ws, int64_t task_begin,
                  int64_t task_end) {
@@ -115,6 +130,10 @@ void rows_forward(Isa, const Problem&, const T*, const T*, const T*, bool, T*, i
   throw std::logic_error("blocked kernels are not built for this CPU");
 }
 template <typename T>
+void depthwise_forward(Isa, const Problem&, const T*, const T*, const T*, bool, T*, int64_t, int64_t) {
+  throw std::logic_error("blocked kernels are not built for this CPU");
+}
+template <typename T>
 void grad_weight(Isa, const Problem&, const T*, const T*, int64_t, int64_t, bool, T*, const WeightStrides&,
                  int64_t, int64_t) {
   throw std::logic_error("blocked kernels are not built for this CPU");
@@ -130,6 +149,10 @@ template void rows_forward<float>(Isa, const Problem&, const float*, const float
                                   float*, int64_t, int64_t);
 template void rows_forward<double>(Isa, const Problem&, const double*, const double*, const double*, bool,
                                    double*, int64_t, int64_t);
+template void depthwise_forward<float>(Isa, const Problem&, const float*, const float*, const float*, bool,
+                                       float*, int64_t, int64_t);
+template void depthwise_forward<double>(Isa, const Problem&, const double*, const double*, const double*,
+                                        bool, double*, int64_t, int64_t);
 template void grad_weight<float>(Isa, const Problem&, const float*, const float*, int64_t, int64_t, bool,
                                  float*, const WeightStrides&, int64_t, int64_t);
 template void grad_weight<double>(Isa, const Problem&, const double*, const double*, int64_t, int64_t,

@@ -98,6 +98,15 @@ template <typename T>
 void rows_forward(Isa isa, const Problem& p, const T* in, const T* w_packed, const T* bias, bool accumulate,
                   T* out, int64_t task_begin, int64_t task_end);
 
+// Forward of a problem with one input channel per group (depthwise; any number of output
+// channels per group), vectors along output rows. Needs stride[2] == 1 and in_stride[2] == 1.
+// The packed weight is [G * Cout_g, K0, K1, K2] (blocks of one output channel). Tasks are
+// (output channel, sample, out S0) planes: depthwise_task_count().
+int64_t depthwise_task_count(const Problem& p);
+template <typename T>
+void depthwise_forward(Isa isa, const Problem& p, const T* in, const T* w_packed, const T* bias,
+                       bool accumulate, T* out, int64_t task_begin, int64_t task_end);
+
 // Element strides of a weight gradient [Cout, Cin_g, K0, K1, K2] (any layout).
 struct WeightStrides {
   int64_t out_channel = 0, in_channel = 0, kernel[3] = {0, 0, 0};

@@ -16,6 +16,10 @@ template void rows_forward<float>(const Problem&, const float*, const float*, co
                                   int64_t, int64_t);
 template void rows_forward<double>(const Problem&, const double*, const double*, const double*, bool,
                                    double*, int64_t, int64_t);
+template void depthwise_forward<float>(const Problem&, const float*, const float*, const float*, bool,
+                                       float*, int64_t, int64_t);
+template void depthwise_forward<double>(const Problem&, const double*, const double*, const double*, bool,
+                                        double*, int64_t, int64_t);
 template void grad_weight<float>(const Problem&, const float*, const float*, int64_t, int64_t, bool,
                                  float*, const WeightStrides&, int64_t, int64_t);
 template void grad_weight<double>(const Problem&, const double*, const double*, int64_t, int64_t,

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "../conv_shape.h"
@@ -463,6 +464,101 @@ FULLCONV_TARGET void rows_tile_nv(int nv, const Problem& p, const T* in_n, const
   }
 }
 
+
+// ---- depthwise: one input channel per group --------------------------------------------
+
+// NV vectors of consecutive output positions of one row of one output channel (which reads a
+// single input channel): every product a broadcast weight times a vector of inputs. `m` and
+// `full`: per tap along the row, the lanes whose input is real (computed once per plane).
+template <typename T, int NV>
+FULLCONV_TARGET void depthwise_row(const Problem& p, const T* in_c, const T* w, T bias, bool accumulate,
+                                   T* out_row, int64_t o0, int64_t o1, int64_t ow0,
+                                   const typename Simd<T>::M* m, const bool* full, const bool* any) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  using M = typename S::M;
+  constexpr int L = S::kLanes;
+  const int64_t K1 = p.kernel[1], K2 = p.kernel[2];
+  V a[NV];
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) a[v] = S::broadcast(&bias);
+  int64_t k0_lo, k0_hi, k1_lo, k1_hi;
+  tap_range_padded(o0, p.in_size[0], p.kernel[0], p.stride[0], p.dilation[0], p.pad[0], &k0_lo, &k0_hi);
+  tap_range_padded(o1, p.in_size[1], K1, p.stride[1], p.dilation[1], p.pad[1], &k1_lo, &k1_hi);
+  for (int64_t k0 = k0_lo; k0 <= k0_hi; ++k0) {
+    const int64_t i0 = o0 * p.stride[0] + k0 * p.dilation[0] - p.pad[0];
+    for (int64_t k1 = k1_lo; k1 <= k1_hi; ++k1) {
+      const int64_t i1 = o1 * p.stride[1] + k1 * p.dilation[1] - p.pad[1];
+      const T* x_row = in_c + i0 * p.in_stride[0] + i1 * p.in_stride[1];
+      const T* wk = w + (k0 * K1 + k1) * K2;
+      for (int64_t k2 = 0; k2 < K2; ++k2) {
+        if (!any[k2]) continue;
+        const T* x = x_row + ow0 + k2 * p.dilation[2] - p.pad[2];
+        const V wv = S::broadcast(wk + k2);
+        if (full[k2]) {
+#pragma GCC unroll 8
+          for (int v = 0; v < NV; ++v) a[v] = S::fma(wv, S::load(x + v * L), a[v]);
+        } else {
+#pragma GCC unroll 8
+          for (int v = 0; v < NV; ++v) a[v] = S::fma(wv, S::masked_load(x + v * L, m[k2 * NV + v]), a[v]);
+        }
+      }
+    }
+  }
+  const int64_t os2 = p.out_stride[2], O2 = p.out_size[2];
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) {
+    const int64_t n_valid = std::min<int64_t>(L, O2 - (ow0 + v * L));
+    if (n_valid <= 0) break;
+    T* o = out_row + (ow0 + v * L) * os2;
+    if (os2 == 1) {
+      const M mv = S::mask(n_valid);
+      V r = a[v];
+      if (accumulate) r = S::add(r, S::masked_load(o, mv));
+      S::masked_store(o, mv, r);
+    } else {
+      alignas(64) T buf[L];
+      S::store(buf, a[v]);
+      for (int64_t j = 0; j < n_valid; ++j) o[j * os2] = (accumulate ? o[j * os2] : T(0)) + buf[j];
+    }
+  }
+}
+
+constexpr int kDepthwiseMaxVectors = 4;
+
+// All rows of output channel planes (n, oc, o0): the row tiles' masks are computed once per
+// plane, then every row runs loads and FMAs only.
+template <typename T, int NV>
+FULLCONV_TARGET void depthwise_plane(const Problem& p, const T* in_c, const T* w, T bias, bool accumulate,
+                                     T* out_plane, int64_t o0, int64_t ow0, std::vector<char>& mask_buf,
+                                     std::vector<char>& full, std::vector<char>& any) {
+  using M = typename Simd<T>::M;
+  constexpr int L = Simd<T>::kLanes;
+  const int64_t K2 = p.kernel[2], I2 = p.in_size[2];
+  // masks in a byte buffer aligned by hand (std::vector of vector types is not aligned for them)
+  mask_buf.resize(static_cast<size_t>(K2 * NV) * sizeof(M) + 64);
+  M* m = reinterpret_cast<M*>((reinterpret_cast<uintptr_t>(mask_buf.data()) + 63) & ~uintptr_t(63));
+  full.resize(static_cast<size_t>(K2));
+  any.resize(static_cast<size_t>(K2));
+  for (int64_t k2 = 0; k2 < K2; ++k2) {
+    const int64_t base = ow0 + k2 * p.dilation[2] - p.pad[2];
+    bool f = true, a = false;
+    for (int v = 0; v < NV; ++v) {
+      const int64_t lo = std::max<int64_t>(0, -(base + v * L));
+      const int64_t hi = std::min<int64_t>(L, I2 - (base + v * L));
+      m[k2 * NV + v] = Simd<T>::mask_range(lo, hi);
+      f = f && lo == 0 && hi == L;
+      a = a || lo < hi;
+    }
+    full[k2] = f;
+    any[k2] = a;
+  }
+  static_assert(sizeof(bool) == sizeof(char), "flags passed as bool");
+  for (int64_t o1 = 0; o1 < p.out_size[1]; ++o1)
+    depthwise_row<T, NV>(p, in_c, w, bias, accumulate, out_plane + o1 * p.out_stride[1], o0, o1, ow0, m,
+                         reinterpret_cast<const bool*>(full.data()), reinterpret_cast<const bool*>(any.data()));
+}
+
 }  // namespace
 
 template <typename T>
@@ -582,6 +678,36 @@ FULLCONV_TARGET void rows_forward(const Problem& p, const T* in, const T* w_pack
                 rows_tile_nv<T, 3>(nv, p, in_n, w_block, b, accumulate, out_row, o0, o1, ow0); break;
         default: nv = static_cast<int>(std::min<int64_t>(rows_max_vectors<4>(), vectors_left));
                  rows_tile_nv<T, 4>(nv, p, in_n, w_block, b, accumulate, out_row, o0, o1, ow0); break;
+      }
+      ow0 += nv * L;
+    }
+  }
+}
+
+template <typename T>
+FULLCONV_TARGET void depthwise_forward(const Problem& p, const T* in, const T* w_packed, const T* bias,
+                                       bool accumulate, T* out, int64_t task_begin, int64_t task_end) {
+  constexpr int L = Simd<T>::kLanes;
+  const int64_t cout_g = p.out_channels_per_group(), ktot = p.kernel_volume();
+  const int64_t O0 = p.out_size[0], O2 = p.out_size[2];
+  std::vector<char> m, full, any;
+  for (int64_t task = task_begin; task < task_end; ++task) {  // (oc, n, o0)
+    int64_t t = task;
+    const int64_t o0 = t % O0;
+    t /= O0;
+    const int64_t n = t % p.batch, oc = t / p.batch, g = oc / cout_g;
+    const T* in_c = in + n * p.in_stride_n + g * p.in_stride_c;
+    const T* w = w_packed + oc * ktot;
+    const T b = bias != nullptr ? bias[oc] : T(0);
+    T* out_plane = out + n * p.out_stride_n + oc * p.out_stride_c + o0 * p.out_stride[0];
+    for (int64_t ow0 = 0; ow0 < O2;) {
+      const int nv = static_cast<int>(std::min<int64_t>(kDepthwiseMaxVectors, ceil_div(O2 - ow0, int64_t(L))));
+      static_assert(kDepthwiseMaxVectors == 4, "cases below");
+      switch (nv) {
+        case 1: depthwise_plane<T, 1>(p, in_c, w, b, accumulate, out_plane, o0, ow0, m, full, any); break;
+        case 2: depthwise_plane<T, 2>(p, in_c, w, b, accumulate, out_plane, o0, ow0, m, full, any); break;
+        case 3: depthwise_plane<T, 3>(p, in_c, w, b, accumulate, out_plane, o0, ow0, m, full, any); break;
+        default: depthwise_plane<T, 4>(p, in_c, w, b, accumulate, out_plane, o0, ow0, m, full, any); break;
       }
       ow0 += nv * L;
     }

@@ -562,6 +562,17 @@ bool rows_kernel(int64_t out_channels_per_group, int64_t last_stride) {
   return out_channels_per_group < kRowsBelowChannels && last_stride == 1;
 }
 
+// One input channel per group (depthwise) at stride 1 along the row: its own kernel, vectors
+// along output rows with one broadcast weight per tap (benchmarks/NOTES.md, entry 14).
+bool depthwise_kernel(int64_t in_channels_per_group, int64_t last_stride) {
+  return in_channels_per_group == 1 && last_stride == 1;
+}
+
+// The blocked kernels reading their input along rows (they need unit element stride there).
+bool row_vector_kernel(int64_t in_channels_per_group, int64_t out_channels_per_group, int64_t last_stride) {
+  return depthwise_kernel(in_channels_per_group, last_stride) || rows_kernel(out_channels_per_group, last_stride);
+}
+
 // Which pass of the operator an algorithm is chosen for.
 enum class Pass { kForward, kGradInput, kGradWeight };
 
@@ -600,11 +611,11 @@ Algorithm choose_algorithm(const ConvShape& s, at::ScalarType dtype, Pass pass) 
   switch (pass) {
     case Pass::kForward:
       blocked = cout_g >= kRowsBelowChannels ||
-                (!one_tap && last_stride == 1 && cin_g >= kRowsMinInputChannels);
+                (!one_tap && last_stride == 1 && (cin_g >= kRowsMinInputChannels || cin_g == 1));
       break;
     case Pass::kGradInput:  // the problem's input channels are the forward's output channels
-      blocked = !one_tap &&
-                (cin_g >= kRowsBelowChannels ? cout_g >= kRowsBelowChannels : cout_g >= kRowsMinInputChannels);
+      blocked = !one_tap && (cin_g >= kRowsBelowChannels ? cout_g >= kRowsBelowChannels
+                                                         : (cout_g >= kRowsMinInputChannels || cout_g == 1));
       break;
     case Pass::kGradWeight:
       blocked = !one_tap && cout_g >= kRowsBelowChannels;
@@ -755,17 +766,19 @@ template <typename scalar_t>
 void blocked_forward(blocked::Isa isa, blocked::Problem p, const at::Tensor& in, const at::Tensor& w6, bool flip,
                      const at::Tensor* bias, bool accumulate, scalar_t* out) {
   set_input_strides(p, in);
-  const bool rows = rows_kernel(p.out_channels_per_group(), p.stride[2]);
-  TORCH_INTERNAL_ASSERT(!rows || p.in_stride[2] == 1 || p.in_size[2] == 1);
-  if (rows) p.in_stride[2] = 1;
-  const int64_t block = rows ? blocked::kRowsBlock : blocked::oc_block<scalar_t>(isa);
+  const bool depthwise = depthwise_kernel(p.in_channels_per_group(), p.stride[2]);
+  const bool rows = !depthwise && rows_kernel(p.out_channels_per_group(), p.stride[2]);
+  TORCH_INTERNAL_ASSERT(!(rows || depthwise) || p.in_stride[2] == 1 || p.in_size[2] == 1);
+  if (rows || depthwise) p.in_stride[2] = 1;
+  const int64_t block = depthwise ? 1 : rows ? blocked::kRowsBlock : blocked::oc_block<scalar_t>(isa);
   const at::Tensor w_packed = pack_blocked<scalar_t>(block, w6, flip);
-  const int64_t tasks = blocked::forward_task_count(p, block);
+  const int64_t tasks = depthwise ? blocked::depthwise_task_count(p) : blocked::forward_task_count(p, block);
   const scalar_t* ip = in.const_data_ptr<scalar_t>();
   const scalar_t* wp = w_packed.const_data_ptr<scalar_t>();
   const scalar_t* bp = bias != nullptr ? bias->const_data_ptr<scalar_t>() : nullptr;
   at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
-    if (rows) blocked::rows_forward<scalar_t>(isa, p, ip, wp, bp, accumulate, out, begin, end);
+    if (depthwise) blocked::depthwise_forward<scalar_t>(isa, p, ip, wp, bp, accumulate, out, begin, end);
+    else if (rows) blocked::rows_forward<scalar_t>(isa, p, ip, wp, bp, accumulate, out, begin, end);
     else blocked::forward<scalar_t>(isa, p, ip, wp, bp, accumulate, out, begin, end);
   });
 }
@@ -887,7 +900,8 @@ at::Tensor full_conv_cpu_impl(const at::Tensor& input, const at::Tensor& weight,
   const Algorithm algo = choose_algorithm(s, dtype, Pass::kForward);
   const bool blocked_path = algo == Algorithm::kBlocked;
   const auto x = blocked_path ? blocked_input(batched_5d(input, batched, s.ndim),
-                                             rows_kernel(s.out_channels_per_group(), s.stride[kMaxSpatialDims - 1]),
+                                             row_vector_kernel(s.in_channels_per_group(), s.out_channels_per_group(),
+                                                               s.stride[kMaxSpatialDims - 1]),
                                              s.in_channels_per_group(), s.groups, max_dilation(s), forward_reuse(s))
                               : prepare(input, batched);
   const auto w = weight.to(compute_dtype(weight.scalar_type())).contiguous();
@@ -1091,8 +1105,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cpu(
   const bool gx_blocked = output_mask[0] && gx_algo == Algorithm::kBlocked;
   const bool gw_blocked = output_mask[1] && gw_algo == Algorithm::kBlocked;
   const bool gx_unblocked = output_mask[0] && !gx_blocked, gw_unblocked = output_mask[1] && !gw_blocked;
+  // grad_output without a dense layout (e.g. expanded, from a sum) made dense once when both
+  // gradients read it, not once per pass
+  const at::Tensor grad_output_dense =
+      output_mask[0] && output_mask[1] && !grad_output.is_non_overlapping_and_dense() ? grad_output.contiguous()
+                                                                                       : grad_output;
   if (gx_unblocked || gw_unblocked) {
-    const auto gy = prepare(grad_output, batched);
+    const auto gy = prepare(grad_output_dense, batched);
     if (gx_unblocked && gw_unblocked && gx_algo == gw_algo) {  // one pass computes both
       std::tie(grad_input, grad_weight) = unblocked_backward(s, gx_algo, gy, input, weight, w, batched, true, true);
     } else {
@@ -1102,7 +1121,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cpu(
   }
   if (gw_blocked) {
     AT_DISPATCH_FLOATING_TYPES(dtype, "full_conv_grad_weight_cpu_blocked", [&] {
-      grad_weight = blocked_grad_weight<scalar_t>(blocked_isa(), s, batched_5d(grad_output, batched, s.ndim),
+      grad_weight = blocked_grad_weight<scalar_t>(blocked_isa(), s, batched_5d(grad_output_dense, batched, s.ndim),
                                                   batched_5d(input, batched, s.ndim), weight.sizes(),
                                                   weight.suggest_memory_format());
     });
@@ -1111,8 +1130,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cpu(
   if (gx_blocked) {
     // every grad_output element meets every tap of every input channel of its group; the
     // problems (stride 1, or residue classes of stride 1) have Cin_g output channels
-    const auto gy5 = blocked_input(batched_5d(grad_output, batched, s.ndim),
-                                   rows_kernel(s.in_channels_per_group(), 1), s.out_channels_per_group(),
+    const auto gy5 = blocked_input(batched_5d(grad_output_dense, batched, s.ndim),
+                                   row_vector_kernel(s.out_channels_per_group(), s.in_channels_per_group(), 1),
+                                   s.out_channels_per_group(),
                                    s.groups, max_dilation(s), double(s.in_channels_per_group()) * s.kernel_volume());
     // written in place in the input's layout: no layout copy of grad_input
     auto gx = at::empty(batched ? input.sizes() : input.unsqueeze(0).sizes(),
