@@ -562,15 +562,18 @@ bool rows_kernel(int64_t out_channels_per_group, int64_t last_stride) {
   return out_channels_per_group < kRowsBelowChannels && last_stride == 1;
 }
 
-// One input channel per group (depthwise) at stride 1 along the row: its own kernel, vectors
-// along output rows with one broadcast weight per tap (benchmarks/NOTES.md, entry 14).
-bool depthwise_kernel(int64_t in_channels_per_group, int64_t last_stride) {
-  return in_channels_per_group == 1 && last_stride == 1;
+// One input channel and few output channels per group (depthwise) at stride 1 along the
+// row: its own kernel, vectors along output rows with one broadcast weight per tap
+// (benchmarks/NOTES.md, entry 14). With many output channels the register tiles reuse each
+// input across them instead.
+bool depthwise_kernel(int64_t in_channels_per_group, int64_t out_channels_per_group, int64_t last_stride) {
+  return in_channels_per_group == 1 && out_channels_per_group < kRowsBelowChannels && last_stride == 1;
 }
 
 // The blocked kernels reading their input along rows (they need unit element stride there).
 bool row_vector_kernel(int64_t in_channels_per_group, int64_t out_channels_per_group, int64_t last_stride) {
-  return depthwise_kernel(in_channels_per_group, last_stride) || rows_kernel(out_channels_per_group, last_stride);
+  return depthwise_kernel(in_channels_per_group, out_channels_per_group, last_stride) ||
+         rows_kernel(out_channels_per_group, last_stride);
 }
 
 // Which pass of the operator an algorithm is chosen for.
@@ -766,7 +769,7 @@ template <typename scalar_t>
 void blocked_forward(blocked::Isa isa, blocked::Problem p, const at::Tensor& in, const at::Tensor& w6, bool flip,
                      const at::Tensor* bias, bool accumulate, scalar_t* out) {
   set_input_strides(p, in);
-  const bool depthwise = depthwise_kernel(p.in_channels_per_group(), p.stride[2]);
+  const bool depthwise = depthwise_kernel(p.in_channels_per_group(), p.out_channels_per_group(), p.stride[2]);
   const bool rows = !depthwise && rows_kernel(p.out_channels_per_group(), p.stride[2]);
   TORCH_INTERNAL_ASSERT(!(rows || depthwise) || p.in_stride[2] == 1 || p.in_size[2] == 1);
   if (rows || depthwise) p.in_stride[2] = 1;
