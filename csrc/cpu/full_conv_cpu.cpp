@@ -1109,10 +1109,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cpu(
   const bool gw_blocked = output_mask[1] && gw_algo == Algorithm::kBlocked;
   const bool gx_unblocked = output_mask[0] && !gx_blocked, gw_unblocked = output_mask[1] && !gw_blocked;
   // grad_output without a dense layout (e.g. expanded, from a sum) made dense once when both
-  // gradients read it, not once per pass
-  const at::Tensor grad_output_dense =
-      output_mask[0] && output_mask[1] && !grad_output.is_non_overlapping_and_dense() ? grad_output.contiguous()
-                                                                                       : grad_output;
+  // gradients read it and one of them on the unblocked path (which needs it dense), not once
+  // per pass; the blocked passes make their own layouts (freed between the passes)
+  const bool densify = output_mask[0] && output_mask[1] && (gx_unblocked || gw_unblocked) &&
+                       !grad_output.is_non_overlapping_and_dense();
+  const at::Tensor grad_output_dense = densify ? grad_output.contiguous() : grad_output;
   if (gx_unblocked || gw_unblocked) {
     const auto gy = prepare(grad_output_dense, batched);
     if (gx_unblocked && gw_unblocked && gx_algo == gw_algo) {  // one pass computes both
