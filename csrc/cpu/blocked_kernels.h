@@ -1,4 +1,4 @@
-// Register-blocked direct convolution kernels over channels-last tensors (x86-64 AVX2 + FMA).
+// Register-blocked direct convolution kernels (x86-64 AVX2 + FMA, AVX-512F), any layout.
 //
 // The problem is a correlation with an implicit zero padding `pad` per spatial dim:
 //   out[n, o, g*Cout_g + co] = sum_{k, ci} w[g, co, ci, k] * in[n, o*s + k*d - pad, g*Cin_g + ci]

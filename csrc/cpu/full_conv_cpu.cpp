@@ -19,13 +19,14 @@
 // Small channel counts per group (depthwise, RGB first layers) make that GEMM degenerate;
 // there a direct kernel is used instead: for each tap, tap_output_range() gives the outputs at
 // which it reads real input, and the products run as contiguous row loops.
-// Where the CPU has AVX2 + FMA, float32/float64 layers with at least 8 output channels per
-// group use register-blocked direct kernels over channels-last copies instead
-// (blocked_kernels.h): a B-channel x 6-position tile of the output stays in registers while
-// every (tap, input channel) product is accumulated, skipping taps that meet only padding.
-// FULLCONV_CPU_ALGORITHM=gemm|direct|blocked (default auto) forces one formulation (tests
-// use it); the blocked path's strided grad_input uses the formulation auto would pick
-// among the other two.
+// Where the CPU has AVX2 + FMA (AVX-512 where present), float32/float64 layers run on the
+// blocked kernels (blocked_kernels.h), chosen per pass (choose_algorithm): register tiles of
+// B output channels x 6 positions for >= 8 channels, vectors along output rows for fewer,
+// a depthwise kernel for one input channel per group. They read inputs in their own layout
+// (or a channels-last copy where that pays), write outputs in their final layout, and skip
+// every product of padding. FULLCONV_CPU_ALGORITHM=gemm|direct|blocked (default auto) forces
+// one formulation for every pass (tests use it), FULLCONV_CPU_BLOCKED_ISA and
+// FULLCONV_CPU_BLOCKED_INPUT force the blocked kernels' instruction set and input layout.
 //
 // Reduced precision (float16, bfloat16) is computed in float32 and rounded once at the end.
 // Results are deterministic: every output element is accumulated by one thread in a fixed
