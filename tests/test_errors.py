@@ -96,18 +96,14 @@ def test_unknown_cpu_algorithm_is_refused(monkeypatch):
 
 
 @pytest.mark.skipif(not torch.ops.fullconv._cpu_blocked_available(), reason="CPU without AVX2/FMA")
-def test_unknown_blocked_input_mode_is_refused(monkeypatch):
+@pytest.mark.parametrize("variable,value,message", [
+    ("FULLCONV_CPU_BLOCKED_INPUT", "sometimes", "auto, copy or inplace"),
+    ("FULLCONV_CPU_BLOCKED_ISA", "sse2", "auto, avx2 or avx512"),
+])
+def test_unknown_blocked_switch_value_is_refused(monkeypatch, variable, value, message):
     monkeypatch.setenv("FULLCONV_CPU_ALGORITHM", "blocked")
-    monkeypatch.setenv("FULLCONV_CPU_BLOCKED_INPUT", "sometimes")
-    with pytest.raises(ValueError, match="auto, copy or inplace"):
-        fullconv.full_conv2d(torch.randn(1, 20, 4, 4), torch.randn(8, 20, 3, 3))
-
-
-@pytest.mark.skipif(not torch.ops.fullconv._cpu_blocked_available(), reason="CPU without AVX2/FMA")
-def test_unknown_blocked_isa_is_refused(monkeypatch):
-    monkeypatch.setenv("FULLCONV_CPU_ALGORITHM", "blocked")
-    monkeypatch.setenv("FULLCONV_CPU_BLOCKED_ISA", "sse2")
-    with pytest.raises(ValueError, match="auto, avx2 or avx512"):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError, match=message):
         fullconv.full_conv2d(torch.randn(1, 20, 4, 4), torch.randn(8, 20, 3, 3))
 
 

@@ -82,39 +82,44 @@ Isa isa() {
   return want;
 }
 
+namespace {
+// Runs the AVX-512 or the AVX2 build of a kernel.
+template <typename Avx512, typename Avx2>
+void by_isa(Isa isa, Avx512 avx512_kernel, Avx2 avx2_kernel) {
+  if (isa == Isa::kAvx512) avx512_kernel();
+  else if (isa == Isa::kAvx2) avx2_kernel();
+  else throw std::logic_error("blocked kernels called without a supported instruction set");
+}
+}  // namespace
+
 template <typename T>
 void forward(Isa isa, const Problem& p, const T* in, const T* w_packed, const T* bias, bool accumulate,
              T* out, int64_t task_begin, int64_t task_end) {
-  if (isa == Isa::kAvx512) avx512::forward<T>(p, in, w_packed, bias, accumulate, out, task_begin, task_end);
-  else if (isa == Isa::kAvx2) avx2::forward<T>(p, in, w_packed, bias, accumulate, out, task_begin, task_end);
-  else throw std::logic_error("blocked kernels called without a supported instruction set");
+  by_isa(isa, [&] { avx512::forward<T>(p, in, w_packed, bias, accumulate, out, task_begin, task_end); },
+         [&] { avx2::forward<T>(p, in, w_packed, bias, accumulate, out, task_begin, task_end); });
 }
 
 template <typename T>
 void rows_forward(Isa isa, const Problem& p, const T* in, const T* w_packed, const T* bias, bool accumulate,
                   T* out, int64_t task_begin, int64_t task_end) {
-  if (isa == Isa::kAvx512) avx512::rows_forward<T>(p, in, w_packed, bias, accumulate, out, task_begin, task_end);
-  else if (isa == Isa::kAvx2) avx2::rows_forward<T>(p, in, w_packed, bias, accumulate, out, task_begin, task_end);
-  else throw std::logic_error("blocked kernels called without a supported instruction set");
+  by_isa(isa, [&] { avx512::rows_forward<T>(p, in, w_packed, bias, accumulate, out, task_begin, task_end); },
+         [&] { avx2::rows_forward<T>(p, in, w_packed, bias, accumulate, out, task_begin, task_end); });
 }
 
 template <typename T>
 void depthwise_forward(Isa isa, const Problem& p, const T* in, const T* w_packed, const T* bias, bool accumulate,
                        T* out, int64_t task_begin, int64_t task_end) {
-  if (isa == Isa::kAvx512) avx512::depthwise_forward<T>(p, in, w_packed, bias, accumulate, out, task_begin, task_end);
-  else if (isa == Isa::kAvx2) avx2::depthwise_forward<T>(p, in, w_packed, bias, accumulate, out, task_begin, task_end);
-  else throw std::logic_error("blocked kernels called without a supported instruction set");
+  by_isa(isa, [&] { avx512::depthwise_forward<T>(p, in, w_packed, bias, accumulate, out, task_begin, task_end); },
+         [&] { avx2::depthwise_forward<T>(p, in, w_packed, bias, accumulate, out, task_begin, task_end); });
 }
 
 template <typename T>
 void grad_weight(Isa isa, const Problem& p, const T* gy_blocked, const T* x_blocked, int64_t n_begin,
                  int64_t n_end, bool accumulate, T* gw, const WeightStrides& ws, int64_t task_begin,
                  int64_t task_end) {
-  if (isa == Isa::kAvx512)
-    avx512::grad_weight<T>(p, gy_blocked, x_blocked, n_begin, n_end, accumulate, gw, ws, task_begin, task_end);
-  else if (isa == Isa::kAvx2)
-    avx2::grad_weight<T>(p, gy_blocked, x_blocked, n_begin, n_end, accumulate, gw, ws, task_begin, task_end);
-  else throw std::logic_error("blocked kernels called without a supported instruction set");
+  by_isa(isa,
+         [&] { avx512::grad_weight<T>(p, gy_blocked, x_blocked, n_begin, n_end, accumulate, gw, ws, task_begin, task_end); },
+         [&] { avx2::grad_weight<T>(p, gy_blocked, x_blocked, n_begin, n_end, accumulate, gw, ws, task_begin, task_end); });
 }
 
 #else  // not x86-64 with GCC/Clang: no blocked kernels; callers check available()

@@ -744,6 +744,19 @@ FULLCONV_TARGET void grad_weight(const Problem& p, const T* gy_blocked, const T*
   }
 }
 
+// The build's kernels, for blocked_kernels.cpp to dispatch to.
+#define FULLCONV_INSTANTIATE(T)                                                                    \
+  template void forward<T>(const Problem&, const T*, const T*, const T*, bool, T*, int64_t, int64_t); \
+  template void rows_forward<T>(const Problem&, const T*, const T*, const T*, bool, T*, int64_t,    \
+                                int64_t);                                                          \
+  template void depthwise_forward<T>(const Problem&, const T*, const T*, const T*, bool, T*,        \
+                                     int64_t, int64_t);                                            \
+  template void grad_weight<T>(const Problem&, const T*, const T*, int64_t, int64_t, bool, T*,      \
+                               const WeightStrides&, int64_t, int64_t);
+FULLCONV_INSTANTIATE(float)
+FULLCONV_INSTANTIATE(double)
+#undef FULLCONV_INSTANTIATE
+
 }  // namespace FULLCONV_BLOCKED_ISA
 }  // namespace blocked
 }  // namespace fullconv
