@@ -1,9 +1,14 @@
 // Tensors -> CUDA launchers: device guard, current stream, dtype mapping, a launch-error check
-// after every launch, and the CUDA registrations of both fullconv operators.
+// after every launch, the choice between the tiled implicit-GEMM kernels and the direct ones,
+// and the CUDA registrations of the fullconv operators.
 #include <ATen/ATen.h>
+#include <ATen/Context.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
+
+#include <cstdlib>
+#include <string>
 
 #include "../conv_args.h"
 #include "full_conv_cuda.h"
@@ -29,6 +34,64 @@ void check_launch(cudaError_t err, const char* what) {
 void check_cuda(const at::Tensor& t, const char* name) {
   TORCH_CHECK_VALUE(t.is_cuda(), "fullconv CUDA kernel: ", name, " must be a CUDA tensor, got ",
                     t.device());
+}
+
+// ---- Which kernel family runs a pass.
+//
+// The tiled implicit-GEMM kernels (tensor cores for float16/bfloat16 and TF32, FMA tiles for
+// float32/float64) need enough channels to fill their 64/128-row x 64-column tiles and, for
+// tensor cores, sm_80 or newer; the direct kernels (one thread per output / input element,
+// one block per weight element) take the rest: depthwise and few-channel layers.
+// FULLCONV_CUDA_ALGORITHM=auto|direct|igemm forces one family for every pass (tests use it).
+enum class Pass { kForward, kGradInput, kGradWeight };
+
+std::string cuda_algorithm() {
+  const char* env = std::getenv("FULLCONV_CUDA_ALGORITHM");
+  const std::string v = env ? env : "auto";
+  TORCH_CHECK_VALUE(v == "auto" || v == "direct" || v == "igemm" || v.empty(),
+                    "FULLCONV_CUDA_ALGORITHM must be auto, direct or igemm, got '", v, "'");
+  return v.empty() ? "auto" : v;
+}
+
+// float32 runs on TF32 tensor cores only where PyTorch's convolutions may
+// (torch.backends.cudnn.allow_tf32).
+// An attribute of the current device (the caller holds a CUDAGuard).
+int device_attribute(cudaDeviceAttr attr) {
+  int device = 0, value = 0;
+  check_launch(cudaGetDevice(&device), "device query");
+  check_launch(cudaDeviceGetAttribute(&value, attr, device), "device query");
+  return value;
+}
+
+bool use_tf32(at::ScalarType dtype) {
+  return dtype == at::kFloat && at::globalContext().allowTF32CuDNN();
+}
+
+bool use_igemm(const ConvShape& s, at::ScalarType dtype, Pass pass) {
+  const std::string algorithm = cuda_algorithm();
+  if (algorithm == "direct") return false;
+  const bool tensor_cores = dtype == at::kHalf || dtype == at::kBFloat16 || use_tf32(dtype);
+  if (tensor_cores && device_attribute(cudaDevAttrComputeCapabilityMajor) < 8) {
+    TORCH_CHECK(algorithm != "igemm", "FULLCONV_CUDA_ALGORITHM=igemm: the tensor-core kernels (", dtype,
+                tensor_cores && dtype == at::kFloat ? " with TF32" : "", ") need a GPU of compute capability 8.0 or newer");
+    return false;
+  }
+  if (!cuda::igemm_grid_fits(s)) return false;  // e.g. > 65535 column tiles x groups
+  if (algorithm == "igemm") return true;
+  const int64_t cin_g = s.in_channels_per_group(), cout_g = s.out_channels_per_group();
+  switch (pass) {
+    case Pass::kForward: return cout_g >= 16 && cin_g >= 8;
+    case Pass::kGradInput: return cin_g >= 16 && cout_g >= 8;
+    case Pass::kGradWeight: return cout_g >= 8 && cin_g * cout_g >= 32;
+  }
+  return false;
+}
+
+// The weight as the tiled kernels' B operand: [groups][taps][reduction channel][column].
+// forward: (g, tap, ci, co); grad_input: (g, tap, co, ci).
+at::Tensor pack_weight(const at::Tensor& w, const ConvShape& s, Pass pass) {
+  const auto v = w.reshape({s.groups, s.out_channels_per_group(), s.in_channels_per_group(), s.kernel_volume()});
+  return (pass == Pass::kForward ? v.permute({0, 3, 2, 1}) : v.permute({0, 3, 1, 2})).contiguous();
 }
 
 // The residual's normalised extent and centring for the launchers.
@@ -68,12 +131,22 @@ at::Tensor full_conv_cuda_impl(const at::Tensor& input, const at::Tensor& weight
   // Per output channel: does any weight hold inf/nan? (device-side, no host sync)
   const auto nonfinite = w.isfinite().logical_not().flatten(1).any(1).to(at::kByte);
   auto y = at::empty(output_shape(s, true), x.options());
-  check_launch(cuda::forward_epilogue(launcher_dtype(x.scalar_type()), x.const_data_ptr(),
-                                      w.const_data_ptr(), has_bias ? b.const_data_ptr() : nullptr,
-                                      nonfinite.const_data_ptr<uint8_t>(),
-                                      make_epilogue(residual ? &res : nullptr, y.sizes(), residual_padding, relu),
-                                      y.mutable_data_ptr(), s, c10::cuda::getCurrentCUDAStream()),
-               "forward");
+  const auto dtype = launcher_dtype(x.scalar_type());
+  const auto epilogue = make_epilogue(residual ? &res : nullptr, y.sizes(), residual_padding, relu);
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  if (use_igemm(s, x.scalar_type(), Pass::kForward)) {
+    const auto packed = pack_weight(w, s, Pass::kForward);
+    check_launch(cuda::forward_igemm(dtype, use_tf32(x.scalar_type()), x.const_data_ptr(), packed.const_data_ptr(),
+                                     w.const_data_ptr(), has_bias ? b.const_data_ptr() : nullptr,
+                                     nonfinite.const_data_ptr<uint8_t>(), epilogue, y.mutable_data_ptr(), s, stream),
+                 "forward (implicit GEMM)");
+  } else {
+    check_launch(cuda::forward_epilogue(dtype, x.const_data_ptr(), w.const_data_ptr(),
+                                        has_bias ? b.const_data_ptr() : nullptr,
+                                        nonfinite.const_data_ptr<uint8_t>(), epilogue, y.mutable_data_ptr(), s,
+                                        stream),
+                 "forward");
+  }
   if (!batched) y = y.squeeze(0);
   return y.contiguous(output_memory_format(input, weight));
 }
@@ -128,17 +201,34 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cuda(
   if (output_mask[2]) grad_bias = grad_bias_from(gy, input.scalar_type());
   if (output_mask[0]) {
     auto gx = at::empty({s.batch, s.in_channels, s.in_spatial()}, gy.options());
-    check_launch(cuda::grad_input(dtype, gy.const_data_ptr(), weight.contiguous().const_data_ptr(),
-                                  gx.mutable_data_ptr(), s, stream),
-                 "grad_input");
+    if (use_igemm(s, input.scalar_type(), Pass::kGradInput)) {
+      const auto packed = pack_weight(weight, s, Pass::kGradInput);
+      check_launch(cuda::grad_input_igemm(dtype, use_tf32(input.scalar_type()), gy.const_data_ptr(),
+                                          packed.const_data_ptr(), gx.mutable_data_ptr(), s, stream),
+                   "grad_input (implicit GEMM)");
+    } else {
+      check_launch(cuda::grad_input(dtype, gy.const_data_ptr(), weight.contiguous().const_data_ptr(),
+                                    gx.mutable_data_ptr(), s, stream),
+                   "grad_input");
+    }
     grad_input = finish_grad_input(gx, input, batched);
   }
   if (output_mask[1]) {
     const auto x = (batched ? input : input.unsqueeze(0)).contiguous();
     auto gw = at::empty(weight.sizes(), gy.options());
-    check_launch(cuda::grad_weight(dtype, gy.const_data_ptr(), x.const_data_ptr(),
-                                   gw.mutable_data_ptr(), s, stream),
-                 "grad_weight");
+    if (use_igemm(s, input.scalar_type(), Pass::kGradWeight)) {
+      const bool tf32 = use_tf32(input.scalar_type());
+      const int sm_count = device_attribute(cudaDevAttrMultiProcessorCount);
+      const size_t bytes = cuda::grad_weight_igemm_workspace(dtype, tf32, s, sm_count);
+      const auto workspace = at::empty({static_cast<int64_t>(bytes)}, gy.options().dtype(at::kByte));
+      check_launch(cuda::grad_weight_igemm(dtype, tf32, gy.const_data_ptr(), x.const_data_ptr(), gw.mutable_data_ptr(),
+                                           bytes > 0 ? workspace.mutable_data_ptr() : nullptr, s, sm_count, stream),
+                   "grad_weight (implicit GEMM)");
+    } else {
+      check_launch(cuda::grad_weight(dtype, gy.const_data_ptr(), x.const_data_ptr(),
+                                     gw.mutable_data_ptr(), s, stream),
+                   "grad_weight");
+    }
     grad_weight = gw.contiguous(weight.suggest_memory_format());
   }
   return {grad_input, grad_weight, grad_bias};

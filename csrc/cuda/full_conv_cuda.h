@@ -46,5 +46,29 @@ cudaError_t grad_input(DType dtype, const void* grad_out, const void* w, void* g
 cudaError_t grad_weight(DType dtype, const void* grad_out, const void* x, void* grad_w,
                         const ConvShape& s, cudaStream_t stream);
 
+// ---- Tiled implicit-GEMM kernels (implicit_gemm_kernels.cu; index math in implicit_gemm.h).
+// Tensor cores (WMMA, sm_80 and newer only: the caller checks) for float16/bfloat16, and for
+// float32 when tf32 is true; FMA tiles for float32 (tf32 false) and float64. `packed` is the
+// weight rearranged as [groups][taps][reduction channels][columns]: forward
+// (g, tap, ci, co_in_group), grad_input (g, tap, co_in_group, ci).
+
+// False when a problem's block grid exceeds CUDA's limits (then use the direct kernels).
+bool igemm_grid_fits(const ConvShape& s);
+
+// As forward_epilogue; w is the unpacked weight (read only for non-finite-weight channels).
+cudaError_t forward_igemm(DType dtype, bool tf32, const void* x, const void* packed, const void* w,
+                          const void* bias, const unsigned char* nonfinite_weight,
+                          const Epilogue& epilogue, void* y, const ConvShape& s, cudaStream_t stream);
+
+cudaError_t grad_input_igemm(DType dtype, bool tf32, const void* grad_out, const void* packed,
+                             void* grad_in, const ConvShape& s, cudaStream_t stream);
+
+// grad_weight with split-K over the reduction; the slices' partial sums need a workspace of
+// grad_weight_igemm_workspace() bytes (0: none), summed in a fixed order (deterministic).
+// sm_count (the device's multiprocessors) sizes the split.
+size_t grad_weight_igemm_workspace(DType dtype, bool tf32, const ConvShape& s, int sm_count);
+cudaError_t grad_weight_igemm(DType dtype, bool tf32, const void* grad_out, const void* x, void* grad_w,
+                              void* workspace, const ConvShape& s, int sm_count, cudaStream_t stream);
+
 }  // namespace cuda
 }  // namespace fullconv

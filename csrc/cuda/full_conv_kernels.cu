@@ -2,32 +2,12 @@
 // zero taps through the shared index math of conv_shape.h (tap_range for the gather view,
 // tap_residue / tap_output_start for the scatter view, tap_output_range for grad_weight).
 // Torch-free, so nvcc compiles this file in seconds. 64-bit index arithmetic throughout.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
+#include "device_math.cuh"
 #include "full_conv_cuda.h"
 
 namespace fullconv {
 namespace cuda {
 namespace {
-
-template <typename T> struct Acc { using type = float; };
-template <> struct Acc<double> { using type = double; };
-
-template <typename T> __device__ __forceinline__ typename Acc<T>::type load(const T* p) {
-  return static_cast<typename Acc<T>::type>(*p);
-}
-template <> __device__ __forceinline__ float load<__half>(const __half* p) { return __half2float(*p); }
-template <> __device__ __forceinline__ float load<__nv_bfloat16>(const __nv_bfloat16* p) {
-  return __bfloat162float(*p);
-}
-template <typename T> __device__ __forceinline__ T store_as(typename Acc<T>::type v) {
-  return static_cast<T>(v);
-}
-template <> __device__ __forceinline__ __half store_as<__half>(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 store_as<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
 
 constexpr int kThreads = 256;
 
@@ -76,25 +56,9 @@ __global__ void forward_kernel(const T* __restrict__ x, const T* __restrict__ w,
         }
       }
     }
-    if (nonfinite_weight != nullptr && nonfinite_weight[co]) {
-      // Rare path: some weight of this channel is inf/nan; the padded reference multiplies it
-      // by the padding zeros, which gives nan wherever such a tap falls outside the input.
-      for (int64_t ci = 0; ci < cin_g; ++ci)
-        for (int64_t t = 0; t < ktot; ++t) {
-          const int64_t k[3] = {t / (s.kernel[1] * s.kernel[2]), (t / s.kernel[2]) % s.kernel[1],
-                                t % s.kernel[2]};
-          const bool inside = lo[0] <= k[0] && k[0] <= hi[0] && lo[1] <= k[1] && k[1] <= hi[1] &&
-                              lo[2] <= k[2] && k[2] <= hi[2];
-          if (!inside) acc += load(w + (co * cin_g + ci) * ktot + t) * A(0);
-        }
-    }
-    if (ep.residual != nullptr) {
-      const int64_t r0 = o0 - ep.pad[0], r1 = o1 - ep.pad[1], r2 = o2 - ep.pad[2];
-      if (0 <= r0 && r0 < ep.res_size[0] && 0 <= r1 && r1 < ep.res_size[1] && 0 <= r2 && r2 < ep.res_size[2])
-        acc += load(static_cast<const T*>(ep.residual) +
-                    ((nc * ep.res_size[0] + r0) * ep.res_size[1] + r1) * ep.res_size[2] + r2);
-    }
-    if (ep.relu) acc = (acc > A(0) || acc != acc) ? acc : A(0);
+    if (nonfinite_weight != nullptr && nonfinite_weight[co]) acc += padding_products(w, s, co, o);
+    if (ep.residual != nullptr) acc += residual_value<T>(ep, nc, o);
+    if (ep.relu) acc = relu_keep_nan(acc);
     y[idx] = store_as<T>(acc);
   }
 }
@@ -109,11 +73,9 @@ __global__ void padded_add_kernel(const T* __restrict__ x, Epilogue ep, T* __res
     const int64_t o2 = idx % d2, o1 = (idx / d2) % d1, o0 = (idx / (d2 * d1)) % d0;
     const int64_t plane = idx / (d0 * d1 * d2);
     A v = load(x + idx);
-    const int64_t r0 = o0 - ep.pad[0], r1 = o1 - ep.pad[1], r2 = o2 - ep.pad[2];
-    if (0 <= r0 && r0 < ep.res_size[0] && 0 <= r1 && r1 < ep.res_size[1] && 0 <= r2 && r2 < ep.res_size[2])
-      v += load(static_cast<const T*>(ep.residual) +
-                ((plane * ep.res_size[0] + r0) * ep.res_size[1] + r1) * ep.res_size[2] + r2);
-    if (ep.relu) v = (v > A(0) || v != v) ? v : A(0);
+    const int64_t o[3] = {o0, o1, o2};
+    if (ep.residual != nullptr) v += residual_value<T>(ep, plane, o);
+    if (ep.relu) v = relu_keep_nan(v);
     out[idx] = store_as<T>(v);
   }
 }

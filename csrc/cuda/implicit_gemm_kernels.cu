@@ -1,0 +1,522 @@
+// Tiled implicit-GEMM CUDA kernels of full convolution (forward, grad_input, grad_weight).
+//
+// The index math is csrc/implicit_gemm.h, shared with a host emulator that checks the same
+// tile decomposition, tap skipping and split-K partition against the definition
+// (tests/cpp/implicit_gemm_test.cpp). This file adds only the on-chip part: a block stages
+// a BK-deep slice of A (BM rows) and B (BN columns) in shared memory and multiplies them
+// with one of two "math" policies:
+//   SimtMath   float32 / float64 FMA, 16x16 threads x a 4x4 register tile (64x64 block tile)
+//   WmmaMath   tensor cores through WMMA (sm_80+): float16 / bfloat16 (m16n16k16) and TF32
+//              (m16n16k8, float32 inputs rounded to TF32), float32 accumulation;
+//              8 warps as 4x2, 32x32 per warp (128x64 block tile)
+// Reduction chunks whose tap meets only padding for every row of the tile are skipped whole
+// (tile-level zero-tap skipping); within a chunk, padding reads load zeros.
+// grad_weight is reduced with split-K into a float32 (float64) workspace and summed in slice
+// order by a second kernel: deterministic, no atomics.
+// Torch-free: nvcc compiles it in seconds.
+#include <mma.h>
+
+#include <type_traits>
+
+#include "../implicit_gemm.h"
+#include "device_math.cuh"
+#include "full_conv_cuda.h"
+
+namespace fullconv {
+namespace cuda {
+namespace {
+
+using namespace igemm;
+
+constexpr int kGemmThreads = 256;
+
+constexpr int round_up(int v, int to) { return (v + to - 1) / to * to; }
+
+// Shared-memory operand layouts. A is BM x BK, B is BK x BN; "k-contiguous" stores a row of A
+// (column of B) with its BK reduction elements adjacent, otherwise the BM (BN) elements of one
+// reduction index are adjacent. Each kernel picks the one its global loads coalesce with.
+template <int BM, int BN, int BK, bool AKContig, bool BKContig, int PadM, int PadK>
+struct SmemLayout {
+  static constexpr int kLdA = AKContig ? BK + PadK : BM + PadM;
+  static constexpr int kLdB = BKContig ? BK + PadK : BN + PadM;
+  static constexpr int kAElems = AKContig ? BM * kLdA : BK * kLdA;
+  static constexpr int kBElems = BKContig ? BN * kLdB : BK * kLdB;
+  __device__ static __forceinline__ int a_index(int m, int k) { return AKContig ? m * kLdA + k : k * kLdA + m; }
+  __device__ static __forceinline__ int b_index(int k, int n) { return BKContig ? n * kLdB + k : k * kLdB + n; }
+};
+
+// ---------------------------------------------------------------------------- SIMT math
+
+template <typename T, bool AKContig, bool BKContig>
+struct SimtMath {
+  using Elem = T;                       // shared-memory element
+  using AccT = typename Acc<T>::type;   // accumulator
+  static constexpr int BM = 64, BN = 64, BK = 16;
+  // odd k-padding keeps k-contiguous reads of 16 consecutive rows on distinct banks
+  using L = SmemLayout<BM, BN, BK, AKContig, BKContig, 0, 1>;
+  static constexpr int kBOffset = round_up(L::kAElems * int(sizeof(T)), 128);
+  static constexpr int kSmemBytes = kBOffset + round_up(L::kBElems * int(sizeof(T)), 128);
+
+  AccT acc[4][4];
+
+  __device__ __forceinline__ void zero() {
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) acc[i][j] = AccT(0);
+  }
+  __device__ static __forceinline__ Elem to_elem(T v) { return v; }
+
+  // thread (tx, ty) of 16 x 16 owns rows tx + 16 i and columns ty + 16 j: consecutive threads
+  // read consecutive rows of A and store consecutive rows of C.
+  __device__ __forceinline__ void mma(const Elem* As, const Elem* Bs) {
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+#pragma unroll
+    for (int k = 0; k < BK; ++k) {
+      AccT a[4], b[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) a[i] = AccT(As[L::a_index(tx + 16 * i, k)]);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) b[j] = AccT(Bs[L::b_index(k, ty + 16 * j)]);
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] += a[i] * b[j];
+    }
+  }
+
+  template <typename F>
+  __device__ __forceinline__ void for_each_result(unsigned char*, F&& f) {
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) f(tx + 16 * i, ty + 16 * j, acc[i][j]);
+  }
+};
+
+// ---------------------------------------------------------------------------- WMMA math
+
+struct Tf32 {};  // tag: float32 operands multiplied on TF32 tensor cores
+
+template <typename T> struct WmmaTypes;
+template <> struct WmmaTypes<__half> {
+  using Elem = __half; using FragT = __half; static constexpr int K = 16, BK = 32, Pad = 8;
+};
+template <> struct WmmaTypes<__nv_bfloat16> {
+  using Elem = __nv_bfloat16; using FragT = __nv_bfloat16; static constexpr int K = 16, BK = 32, Pad = 8;
+};
+template <> struct WmmaTypes<Tf32> {
+  using Elem = float; using FragT = nvcuda::wmma::precision::tf32; static constexpr int K = 8, BK = 16, Pad = 4;
+};
+
+template <bool KContig> struct ALayoutOf { using type = nvcuda::wmma::col_major; };
+template <> struct ALayoutOf<true> { using type = nvcuda::wmma::row_major; };
+template <bool KContig> struct BLayoutOf { using type = nvcuda::wmma::row_major; };
+template <> struct BLayoutOf<true> { using type = nvcuda::wmma::col_major; };
+
+template <typename Tag, bool AKContig, bool BKContig>
+struct WmmaMath {
+  using W = WmmaTypes<Tag>;
+  using Elem = typename W::Elem;
+  using AccT = float;
+  static constexpr int BM = 128, BN = 64, BK = W::BK, FK = W::K;
+  // Padding keeps every fragment pointer 32-byte aligned and ldm a multiple of 16 bytes.
+  using L = SmemLayout<BM, BN, BK, AKContig, BKContig, W::Pad, W::Pad>;
+  static constexpr int kLdC = BM + 4;  // accumulators staged column-major (rows adjacent)
+  static constexpr int kBOffset = round_up(L::kAElems * int(sizeof(Elem)), 128);
+  static constexpr int kOperandBytes = kBOffset + round_up(L::kBElems * int(sizeof(Elem)), 128);
+  static constexpr int kStageBytes = BN * kLdC * int(sizeof(float));
+  static constexpr int kSmemBytes = kOperandBytes > kStageBytes ? kOperandBytes : kStageBytes;
+
+  nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, FK, float> acc[2][2];
+
+  __device__ __forceinline__ void zero() {
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < 2; ++j) nvcuda::wmma::fill_fragment(acc[i][j], 0.0f);
+  }
+  template <typename T> __device__ static __forceinline__ Elem to_elem(T v) { return v; }
+
+  __device__ __forceinline__ void mma(const Elem* As, const Elem* Bs) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    using namespace nvcuda;
+    const int warp = threadIdx.x / 32;
+    const int wm = (warp % 4) * 32, wn = (warp / 4) * 32;
+#pragma unroll
+    for (int k = 0; k < BK; k += FK) {
+      wmma::fragment<wmma::matrix_a, 16, 16, FK, typename W::FragT, typename ALayoutOf<AKContig>::type> a[2];
+      wmma::fragment<wmma::matrix_b, 16, 16, FK, typename W::FragT, typename BLayoutOf<BKContig>::type> b[2];
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        wmma::load_matrix_sync(a[i], As + L::a_index(wm + 16 * i, k), L::kLdA);
+        to_tensor_precision(a[i]);
+      }
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        wmma::load_matrix_sync(b[j], Bs + L::b_index(k, wn + 16 * j), L::kLdB);
+        to_tensor_precision(b[j]);
+      }
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
+    }
+#else
+    // The host never launches the tensor-core kernels below sm_80 (binding: cuda_arch check).
+    __trap();
+#endif
+  }
+
+  template <typename Frag> __device__ static __forceinline__ void to_tensor_precision(Frag& f) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    if constexpr (std::is_same<Tag, Tf32>::value) {
+#pragma unroll
+      for (int t = 0; t < f.num_elements; ++t) f.x[t] = nvcuda::wmma::__float_to_tf32(f.x[t]);
+    }
+#endif
+  }
+
+  // Stages the accumulators in shared memory (after the caller's final __syncthreads), then
+  // hands every element of the tile to f, consecutive threads taking consecutive rows.
+  template <typename F>
+  __device__ __forceinline__ void for_each_result(unsigned char* smem, F&& f) {
+    float* Cs = reinterpret_cast<float*>(smem);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const int warp = threadIdx.x / 32;
+    const int wm = (warp % 4) * 32, wn = (warp / 4) * 32;
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < 2; ++j)
+        nvcuda::wmma::store_matrix_sync(Cs + (wn + 16 * j) * kLdC + wm + 16 * i, acc[i][j], kLdC,
+                                        nvcuda::wmma::mem_col_major);
+#endif
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < BM * BN; idx += kGemmThreads) {
+      const int m = idx % BM, n = idx / BM;
+      f(m, n, Cs[n * kLdC + m]);
+    }
+  }
+};
+
+// ---------------------------------------------------------------------------- kernels
+
+// What the forward adds to the product (null pointers: nothing, as for grad_input).
+template <typename T>
+struct ImageEpilogue {
+  const T* bias = nullptr;
+  const unsigned char* nonfinite_weight = nullptr;  // per output channel
+  const T* weight = nullptr;                        // (Cout, Cin/g, *kernel), for the flags
+  ConvShape shape;                                  // of the forward problem, for the flags
+  Epilogue residual;
+};
+
+// C = A * B over an ImageGemm (forward, or one residue class of grad_input).
+// Grid: x = row tiles, y = column tiles * groups.
+template <typename T, typename Math>
+__global__ void __launch_bounds__(kGemmThreads)
+image_gemm_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict__ packed,
+                  ImageEpilogue<T> ep, T* __restrict__ dst) {
+  constexpr int BM = Math::BM, BN = Math::BN, BK = Math::BK;
+  using L = typename Math::L;
+  using Elem = typename Math::Elem;
+  using AccT = typename Math::AccT;
+  static_assert(kGemmThreads % BM == 0 && BK % (kGemmThreads / BM) == 0, "A tile mapping");
+  static_assert(kGemmThreads % BN == 0 && BK % (kGemmThreads / BN) == 0, "B tile mapping");
+  constexpr int kARowsStep = kGemmThreads / BM, kBRowsStep = kGemmThreads / BN;
+  __shared__ __align__(128) unsigned char smem[Math::kSmemBytes];
+  Elem* As = reinterpret_cast<Elem*>(smem);
+  Elem* Bs = reinterpret_cast<Elem*>(smem + Math::kBOffset);
+
+  const int64_t col_tiles = (v.cols + BN - 1) / BN;
+  const int64_t g = blockIdx.y / col_tiles;
+  const int64_t j0 = (blockIdx.y % col_tiles) * BN;
+  const int64_t m0 = int64_t(blockIdx.x) * BM;
+  const int tid = threadIdx.x;
+
+  // Each thread loads one row of A (all chunks) and one column of B.
+  const int am = tid % BM, ak = tid / BM;
+  const int bn = tid % BN, bk = tid / BN;
+  const bool row_ok = m0 + am < v.rows, col_ok = j0 + bn < v.cols;
+  int64_t n_row = 0, p[kMaxSpatialDims] = {0, 0, 0};
+  if (row_ok) decode_row(v, m0 + am, &n_row, p);
+  int64_t pmin[kMaxSpatialDims], pmax[kMaxSpatialDims];
+  row_box(v, m0, m0 + BM, pmin, pmax);
+
+  Math math;
+  math.zero();
+  const int64_t chunks = chunks_per_tap(v, BK);
+  for (int64_t tap = 0; tap < v.taps; ++tap) {
+    int64_t off[kMaxSpatialDims];
+    // uniform across the block: a skipped tap skips its __syncthreads for every thread
+    if (!tap_offsets(v, tap, off) || !tap_live_in_box(v, off, pmin, pmax)) continue;
+    const int64_t base = row_ok ? src_offset(v, n_row, p, off, g) : -1;
+    for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+      const int64_t c0 = chunk * BK;
+#pragma unroll
+      for (int r = ak; r < BK; r += kARowsStep) {
+        const int64_t c = c0 + r;
+        T val = zero_value<T>();
+        if (base >= 0 && c < v.red) val = src[base + c * v.src_spatial];
+        As[L::a_index(am, r)] = Math::to_elem(val);
+      }
+#pragma unroll
+      for (int r = bk; r < BK; r += kBRowsStep) {
+        const int64_t c = c0 + r;
+        T val = zero_value<T>();
+        if (col_ok && c < v.red) val = packed[b_offset(v, g, tap, c, j0 + bn)];
+        Bs[L::b_index(r, bn)] = Math::to_elem(val);
+      }
+      __syncthreads();
+      math.mma(As, Bs);
+      __syncthreads();
+    }
+  }
+
+  math.for_each_result(smem, [&](int m, int n, AccT value) {
+    if (m0 + m >= v.rows || j0 + n >= v.cols) return;
+    int64_t nb, q[kMaxSpatialDims];
+    decode_row(v, m0 + m, &nb, q);
+    const int64_t j = j0 + n;
+    const int64_t out = dst_offset(v, nb, q, g) + j * v.dst_spatial;
+    using A = typename Acc<T>::type;
+    A acc = A(value);
+    const int64_t co = g * v.cols + j;
+    if (ep.bias != nullptr) acc += load(ep.bias + co);
+    if (ep.nonfinite_weight != nullptr || ep.residual.residual != nullptr) {
+      int64_t o[kMaxSpatialDims];
+      for (int i = 0; i < kMaxSpatialDims; ++i) o[i] = q[i] * v.dst_mul[i] + v.dst_off[i];
+      if (ep.nonfinite_weight != nullptr && ep.nonfinite_weight[co]) acc += padding_products(ep.weight, ep.shape, co, o);
+      if (ep.residual.residual != nullptr) acc += residual_value<T>(ep.residual, nb * v.dst_channels + co, o);
+    }
+    if (ep.residual.relu) acc = relu_keep_nan(acc);
+    dst[out] = store_as<T>(acc);
+  });
+}
+
+// grad_weight over a WeightGemm: grid x = (row tiles * column tiles) * (groups * taps),
+// y = split-K slice. With one slice the tile is written into grad_weight directly, otherwise
+// into the slice's partial sums.
+template <typename T, typename Math>
+__global__ void __launch_bounds__(kGemmThreads)
+weight_gemm_kernel(WeightGemm v, const T* __restrict__ gy, const T* __restrict__ x,
+                   typename Math::AccT* __restrict__ partial, T* __restrict__ gw) {
+  constexpr int BM = Math::BM, BN = Math::BN, BK = Math::BK;
+  using L = typename Math::L;
+  using Elem = typename Math::Elem;
+  using AccT = typename Math::AccT;
+  static_assert(kGemmThreads % BK == 0, "reduction mapping");
+  constexpr int kStep = kGemmThreads / BK;
+  __shared__ __align__(128) unsigned char smem[Math::kSmemBytes];
+  Elem* As = reinterpret_cast<Elem*>(smem);
+  Elem* Bs = reinterpret_cast<Elem*>(smem + Math::kBOffset);
+
+  const int64_t row_tiles = (v.rows + BM - 1) / BM, col_tiles = (v.cols + BN - 1) / BN;
+  const int64_t tiles = row_tiles * col_tiles;
+  const int64_t tile = blockIdx.x % tiles, gt = blockIdx.x / tiles;
+  const int64_t g = gt / v.taps, tap = gt % v.taps;
+  const int64_t m0 = (tile % row_tiles) * BM, j0 = (tile / row_tiles) * BN;
+  const int64_t slice = blockIdx.y;
+  const ConvShape& s = v.s;
+  const int64_t out_sp = s.out_spatial(), in_sp = s.in_spatial();
+
+  int64_t lo[kMaxSpatialDims], ext[kMaxSpatialDims], shift[kMaxSpatialDims];
+  const int64_t len = tap_box(v, tap, lo, ext, shift);
+  int64_t c_begin, c_end;
+  slice_chunks(len, BK, v.splits, slice, &c_begin, &c_end);
+
+  // Each thread owns one reduction index of every chunk (consecutive threads: consecutive
+  // output positions, so both loads coalesce) and rows/columns kl + kStep*r of the tile.
+  const int kl = threadIdx.x % BK, first = threadIdx.x / BK;
+  Math math;
+  math.zero();
+  for (int64_t chunk = c_begin; chunk < c_end; ++chunk) {
+    const int64_t e = chunk * BK + kl;
+    const bool live = e < len;
+    int64_t n = 0, of = 0, inf = 0;
+    if (live) decode_reduction(v, e, lo, ext, shift, &n, &of, &inf);
+    const T* gy_e = gy + (n * s.out_channels + g * v.rows) * out_sp + of;
+    const T* x_e = x + (n * s.in_channels + g * v.cols) * in_sp + inf;
+#pragma unroll
+    for (int r = first; r < BM; r += kStep) {
+      T val = zero_value<T>();
+      if (live && m0 + r < v.rows) val = gy_e[(m0 + r) * out_sp];
+      As[L::a_index(r, kl)] = Math::to_elem(val);
+    }
+#pragma unroll
+    for (int r = first; r < BN; r += kStep) {
+      T val = zero_value<T>();
+      if (live && j0 + r < v.cols) val = x_e[(j0 + r) * in_sp];
+      Bs[L::b_index(kl, r)] = Math::to_elem(val);
+    }
+    __syncthreads();
+    math.mma(As, Bs);
+    __syncthreads();
+  }
+
+  math.for_each_result(smem, [&](int m, int n, AccT value) {
+    if (m0 + m >= v.rows || j0 + n >= v.cols) return;
+    if (v.splits == 1)
+      gw[weight_offset(v, g, m0 + m, j0 + n, tap)] = store_as<T>(value);
+    else
+      partial[partial_offset(v, slice, gt, m0 + m, j0 + n)] = value;
+  });
+}
+
+// Sums the split-K slices of every grad_weight element in slice order.
+template <typename T, typename AccT>
+__global__ void split_k_sum_kernel(WeightGemm v, const AccT* __restrict__ partial, T* __restrict__ gw) {
+  const int64_t total = v.groups * v.rows * v.cols * v.taps;
+  for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < total;
+       idx += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t tap = idx % v.taps;
+    const int64_t col = (idx / v.taps) % v.cols;
+    const int64_t grow = idx / (v.taps * v.cols);  // g * rows + row
+    const int64_t g = grow / v.rows, row = grow % v.rows;
+    AccT sum = AccT(0);
+    for (int64_t slice = 0; slice < v.splits; ++slice)
+      sum += partial[partial_offset(v, slice, g * v.taps + tap, row, col)];
+    gw[idx] = store_as<T>(static_cast<typename Acc<T>::type>(sum));
+  }
+}
+
+// ---------------------------------------------------------------------------- dispatch
+
+// The math of a dtype: tensor cores for half/bf16 and (when allowed) TF32, FMA otherwise.
+// Op::template run<T, Math>(args...) is instantiated for each.
+template <typename Op, bool AK, bool BK, typename... Args>
+cudaError_t with_math(DType dtype, bool tf32, Args&&... args) {
+  switch (dtype) {
+    case DType::kFloat64: return Op::template run<double, SimtMath<double, AK, BK>>(args...);
+    case DType::kFloat32:
+      if (tf32) return Op::template run<float, WmmaMath<Tf32, AK, BK>>(args...);
+      return Op::template run<float, SimtMath<float, AK, BK>>(args...);
+    case DType::kFloat16: return Op::template run<__half, WmmaMath<__half, AK, BK>>(args...);
+    case DType::kBFloat16: return Op::template run<__nv_bfloat16, WmmaMath<__nv_bfloat16, AK, BK>>(args...);
+  }
+  return cudaErrorInvalidValue;
+}
+
+bool image_grid_fits(const ImageGemm& v, int bm, int bn) {
+  const int64_t x = (v.rows + bm - 1) / bm, y = (v.cols + bn - 1) / bn * v.groups;
+  return x < (int64_t(1) << 31) && y <= 65535;
+}
+
+template <typename T, typename Math>
+cudaError_t launch_image(const ImageGemm& v, const void* src, const void* packed,
+                         const ImageEpilogue<T>& ep, void* dst, cudaStream_t stream) {
+  if (v.rows == 0 || v.cols == 0) return cudaSuccess;
+  if (!image_grid_fits(v, Math::BM, Math::BN)) return cudaErrorInvalidConfiguration;
+  const dim3 grid(static_cast<unsigned int>((v.rows + Math::BM - 1) / Math::BM),
+                  static_cast<unsigned int>((v.cols + Math::BN - 1) / Math::BN * v.groups));
+  image_gemm_kernel<T, Math><<<grid, kGemmThreads, 0, stream>>>(
+      v, static_cast<const T*>(src), static_cast<const T*>(packed), ep, static_cast<T*>(dst));
+  return cudaGetLastError();
+}
+
+struct ForwardOp {
+  template <typename T, typename Math>
+  static cudaError_t run(const ConvShape& s, const void* x, const void* packed, const void* w,
+                         const void* bias, const unsigned char* nonfinite, const Epilogue& residual,
+                         void* y, cudaStream_t stream) {
+    ImageEpilogue<T> ep;
+    ep.bias = static_cast<const T*>(bias);
+    ep.nonfinite_weight = nonfinite;
+    ep.weight = static_cast<const T*>(w);
+    ep.shape = s;
+    ep.residual = residual;
+    return launch_image<T, Math>(forward_gemm(s), x, packed, ep, y, stream);
+  }
+};
+
+struct GradInputOp {
+  template <typename T, typename Math>
+  static cudaError_t run(const ConvShape& s, const void* gy, const void* packed, void* gx,
+                         cudaStream_t stream) {
+    for (int64_t cls = 0; cls < residue_classes(s); ++cls) {
+      const cudaError_t err = launch_image<T, Math>(grad_input_gemm(s, cls), gy, packed, ImageEpilogue<T>(), gx, stream);
+      if (err != cudaSuccess) return err;
+    }
+    return cudaSuccess;
+  }
+};
+
+// Split-K plan: about four blocks per SM, slices of at least 4 chunks, at most 2^26
+// accumulator elements of workspace (256 MiB in float32).
+template <typename Math>
+WeightGemm weight_plan(const ConvShape& s, int sm_count) {
+  return weight_gemm(s, Math::BM, Math::BN, Math::BK, 4 * int64_t(sm_count > 0 ? sm_count : 1), 4,
+                     int64_t(1) << 26);
+}
+
+struct WorkspaceOp {
+  template <typename T, typename Math>
+  static cudaError_t run(const ConvShape& s, int sm_count, size_t* bytes) {
+    const WeightGemm v = weight_plan<Math>(s, sm_count);
+    *bytes = v.splits > 1 ? size_t(v.splits * v.groups * v.taps * v.rows * v.cols) * sizeof(typename Math::AccT) : 0;
+    return cudaSuccess;
+  }
+};
+
+struct GradWeightOp {
+  template <typename T, typename Math>
+  static cudaError_t run(const ConvShape& s, int sm_count, const void* gy, const void* x, void* gw,
+                         void* workspace, cudaStream_t stream) {
+    const WeightGemm v = weight_plan<Math>(s, sm_count);
+    const int64_t tiles = ((v.rows + Math::BM - 1) / Math::BM) * ((v.cols + Math::BN - 1) / Math::BN);
+    const int64_t blocks = tiles * v.groups * v.taps;
+    if (blocks == 0) return cudaSuccess;
+    if (blocks >= (int64_t(1) << 31)) return cudaErrorInvalidConfiguration;
+    using AccT = typename Math::AccT;
+    if (v.splits > 1 && workspace == nullptr) return cudaErrorInvalidValue;
+    weight_gemm_kernel<T, Math><<<dim3(static_cast<unsigned int>(blocks), static_cast<unsigned int>(v.splits)),
+                                  kGemmThreads, 0, stream>>>(
+        v, static_cast<const T*>(gy), static_cast<const T*>(x), static_cast<AccT*>(workspace), static_cast<T*>(gw));
+    cudaError_t err = cudaGetLastError();
+    if (err != cudaSuccess || v.splits == 1) return err;
+    const int64_t total = v.groups * v.rows * v.cols * v.taps;
+    const int64_t sum_blocks = (total + 255) / 256 < 65535 * 8 ? (total + 255) / 256 : 65535 * 8;
+    split_k_sum_kernel<T, AccT><<<static_cast<unsigned int>(sum_blocks), 256, 0, stream>>>(
+        v, static_cast<const AccT*>(workspace), static_cast<T*>(gw));
+    return cudaGetLastError();
+  }
+};
+
+}  // namespace
+
+bool igemm_grid_fits(const ConvShape& s) {
+  // the largest block tile in either math (the SIMT tile is smaller in rows, equal in columns)
+  if (!image_grid_fits(forward_gemm(s), 64, 64)) return false;
+  for (int64_t cls = 0; cls < residue_classes(s); ++cls)
+    if (!image_grid_fits(grad_input_gemm(s, cls), 64, 64)) return false;
+  return true;
+}
+
+// forward: A = x rows (m-contiguous), B = packed weight (n-contiguous)
+cudaError_t forward_igemm(DType dtype, bool tf32, const void* x, const void* packed, const void* w,
+                          const void* bias, const unsigned char* nonfinite_weight,
+                          const Epilogue& epilogue, void* y, const ConvShape& s, cudaStream_t stream) {
+  return with_math<ForwardOp, false, false>(dtype, tf32, s, x, packed, w, bias, nonfinite_weight, epilogue, y, stream);
+}
+
+cudaError_t grad_input_igemm(DType dtype, bool tf32, const void* grad_out, const void* packed,
+                             void* grad_in, const ConvShape& s, cudaStream_t stream) {
+  return with_math<GradInputOp, false, false>(dtype, tf32, s, grad_out, packed, grad_in, stream);
+}
+
+// grad_weight: A = grad_out (k-contiguous), B = x (k-contiguous)
+size_t grad_weight_igemm_workspace(DType dtype, bool tf32, const ConvShape& s, int sm_count) {
+  size_t bytes = 0;
+  with_math<WorkspaceOp, true, true>(dtype, tf32, s, sm_count, &bytes);
+  return bytes;
+}
+
+cudaError_t grad_weight_igemm(DType dtype, bool tf32, const void* grad_out, const void* x, void* grad_w,
+                              void* workspace, const ConvShape& s, int sm_count, cudaStream_t stream) {
+  return with_math<GradWeightOp, true, true>(dtype, tf32, s, sm_count, grad_out, x, grad_w, workspace, stream);
+}
+
+}  // namespace cuda
+}  // namespace fullconv

@@ -1,0 +1,330 @@
+// Implicit-GEMM views of full convolution: the index math of the tiled (tensor-core) CUDA
+// kernels, kept torch-free and __host__ __device__ so a host emulator
+// (tests/cpp/implicit_gemm_test.cpp) runs the very same mapping, tile skipping and split-K
+// partition on any machine.
+//
+// Two GEMM shapes cover the three passes (per group g; channels c of the reduction, taps k):
+//
+//  * ImageGemm — C[m, j] = sum_{k, c} A[m, (k, c)] * B[(k, c), j]; a GEMM row m is one
+//    position p of a row grid (batch-major), so C is written straight into an (N, C, *spatial)
+//    tensor. The reduction runs tap-major in chunks of channels, so a chunk is one tap and a
+//    whole chunk can be skipped when its tap meets only padding for every row of a tile.
+//      forward:      rows = output positions o;  A = x at i = o*s + k*d - p;  B = w[co, c, k]
+//      grad_input:   one GEMM per residue class r (i = r + s*q, rows = the q of that class);
+//                    A = grad_out at o = (r + p - k*d)/s + q, only for the taps of class r
+//                    (tap_residue), so no product is ever thrown away; B = w[c_out, ci, k].
+//    In both the source position along a dim is  src = p*src_mul + (tap_base - k*tap_step)/tap_div
+//    (the division exact for live taps), valid when 0 <= src < src_size.
+//
+//  * WeightGemm — grad_w[co, ci, k] = sum_{n, o in box(k)} grad_out[n, co, o] * x[n, ci, o*s + k*d - p]:
+//    one GEMM per (group, tap), rows co, columns ci, reduced over the batch and the box of
+//    outputs at which tap k reads real input (tap_output_range): no product with padding.
+//    The reduction is split into slices (split-K) whose fixed-order sum keeps it deterministic.
+//
+// B operands are packed by the caller: [groups][taps][reduction channels][columns].
+#pragma once
+
+#include <cstdint>
+
+#include "conv_shape.h"
+
+namespace fullconv {
+namespace igemm {
+
+// ----------------------------------------------------------------------------- ImageGemm
+
+struct ImageGemm {
+  int64_t groups = 1;
+  int64_t batch = 0;
+  int64_t rows = 0;       // batch * row_spatial
+  int64_t cols = 0;       // output channels of the pass per group (Cout/g fwd, Cin/g grad_input)
+  int64_t red = 0;        // reduction channels per tap and group (Cin/g fwd, Cout/g grad_input)
+  int64_t taps = 1;
+  int64_t kernel[kMaxSpatialDims] = {1, 1, 1};
+  int64_t row_size[kMaxSpatialDims] = {1, 1, 1};  // the row grid of positions p
+  int64_t row_spatial = 1;
+  // source operand A: (batch, src_channels, src_size)
+  int64_t src_channels = 0;
+  int64_t src_size[kMaxSpatialDims] = {1, 1, 1};
+  int64_t src_spatial = 1;
+  int64_t src_mul[kMaxSpatialDims] = {1, 1, 1};
+  int64_t tap_base[kMaxSpatialDims] = {0, 0, 0};
+  int64_t tap_step[kMaxSpatialDims] = {0, 0, 0};
+  int64_t tap_div[kMaxSpatialDims] = {1, 1, 1};
+  // destination C: (batch, dst_channels, dst_size); position = p*dst_mul + dst_off
+  int64_t dst_channels = 0;
+  int64_t dst_size[kMaxSpatialDims] = {1, 1, 1};
+  int64_t dst_spatial = 1;
+  int64_t dst_mul[kMaxSpatialDims] = {1, 1, 1};
+  int64_t dst_off[kMaxSpatialDims] = {0, 0, 0};
+};
+
+FULLCONV_HD inline int64_t volume(const int64_t v[kMaxSpatialDims]) { return v[0] * v[1] * v[2]; }
+
+FULLCONV_HD inline void tap_coords(int64_t tap, const int64_t kernel[kMaxSpatialDims],
+                                   int64_t k[kMaxSpatialDims]) {
+  k[2] = tap % kernel[2];
+  k[1] = (tap / kernel[2]) % kernel[1];
+  k[0] = tap / (kernel[2] * kernel[1]);
+}
+
+// Forward: rows are the output positions.
+inline ImageGemm forward_gemm(const ConvShape& s) {
+  ImageGemm v;
+  v.groups = s.groups;
+  v.batch = s.batch;
+  v.cols = s.out_channels_per_group();
+  v.red = s.in_channels_per_group();
+  v.taps = s.kernel_volume();
+  v.src_channels = s.in_channels;
+  v.dst_channels = s.out_channels;
+  for (int i = 0; i < kMaxSpatialDims; ++i) {
+    v.kernel[i] = s.kernel[i];
+    v.row_size[i] = s.out_size[i];
+    v.src_size[i] = s.in_size[i];
+    v.src_mul[i] = s.stride[i];
+    v.tap_base[i] = -s.padding(i);     // src = o*s + k*d - p
+    v.tap_step[i] = -s.dilation[i];
+    v.tap_div[i] = 1;
+    v.dst_size[i] = s.out_size[i];
+  }
+  v.row_spatial = volume(v.row_size);
+  v.rows = v.batch * v.row_spatial;
+  v.src_spatial = volume(v.src_size);
+  v.dst_spatial = volume(v.dst_size);
+  return v;
+}
+
+// Residue classes of grad_input: one per combination of (i mod stride) over the dims.
+FULLCONV_HD inline int64_t residue_classes(const ConvShape& s) {
+  return s.stride[0] * s.stride[1] * s.stride[2];
+}
+
+FULLCONV_HD inline void residue_of_class(const ConvShape& s, int64_t cls, int64_t r[kMaxSpatialDims]) {
+  r[2] = cls % s.stride[2];
+  r[1] = (cls / s.stride[2]) % s.stride[1];
+  r[0] = cls / (s.stride[2] * s.stride[1]);
+}
+
+// grad_input of residue class `cls`: rows are the inputs i = r + s*q of that class.
+inline ImageGemm grad_input_gemm(const ConvShape& s, int64_t cls) {
+  int64_t r[kMaxSpatialDims];
+  residue_of_class(s, cls, r);
+  ImageGemm v;
+  v.groups = s.groups;
+  v.batch = s.batch;
+  v.cols = s.in_channels_per_group();
+  v.red = s.out_channels_per_group();
+  v.taps = s.kernel_volume();
+  v.src_channels = s.out_channels;
+  v.dst_channels = s.in_channels;
+  for (int i = 0; i < kMaxSpatialDims; ++i) {
+    v.kernel[i] = s.kernel[i];
+    v.row_size[i] = residue_count(s.in_size[i], s.stride[i], r[i]);
+    v.src_size[i] = s.out_size[i];
+    v.src_mul[i] = 1;                         // o = q + (r + p - k*d)/s
+    v.tap_base[i] = r[i] + s.padding(i);
+    v.tap_step[i] = s.dilation[i];
+    v.tap_div[i] = s.stride[i];
+    v.dst_size[i] = s.in_size[i];
+    v.dst_mul[i] = s.stride[i];
+    v.dst_off[i] = r[i];
+  }
+  v.row_spatial = volume(v.row_size);
+  v.rows = v.batch * v.row_spatial;
+  v.src_spatial = volume(v.src_size);
+  v.dst_spatial = volume(v.dst_size);
+  return v;
+}
+
+// Per-dim source offsets of tap `tap` (src = p*src_mul + off). False when the tap reaches no
+// row of this GEMM at all (a grad_input tap of another residue class).
+FULLCONV_HD inline bool tap_offsets(const ImageGemm& v, int64_t tap, int64_t off[kMaxSpatialDims]) {
+  int64_t k[kMaxSpatialDims];
+  tap_coords(tap, v.kernel, k);
+  for (int i = 0; i < kMaxSpatialDims; ++i) {
+    const int64_t num = v.tap_base[i] - k[i] * v.tap_step[i];
+    if (v.tap_div[i] != 1) {
+      // num >= 0 whenever tap_div != 1 (grad_input: r + p - k*d with p >= k*d)
+      if (num % v.tap_div[i] != 0) return false;
+    }
+    off[i] = num / v.tap_div[i];
+  }
+  return true;
+}
+
+// Row m -> batch index and position p on the row grid.
+FULLCONV_HD inline void decode_row(const ImageGemm& v, int64_t m, int64_t* n, int64_t p[kMaxSpatialDims]) {
+  const int64_t sp = m % v.row_spatial;
+  *n = m / v.row_spatial;
+  p[2] = sp % v.row_size[2];
+  p[1] = (sp / v.row_size[2]) % v.row_size[1];
+  p[0] = sp / (v.row_size[2] * v.row_size[1]);
+}
+
+// A conservative bounding box [pmin, pmax] of the positions of rows [m0, m1) (m1 > m0,
+// clipped to rows): along a dim the box is exact while the rows stay on one line of the
+// grid above it, the whole extent otherwise.
+FULLCONV_HD inline void row_box(const ImageGemm& v, int64_t m0, int64_t m1,
+                                int64_t pmin[kMaxSpatialDims], int64_t pmax[kMaxSpatialDims]) {
+  if (m1 > v.rows) m1 = v.rows;
+  int64_t n0, n1, a[kMaxSpatialDims], b[kMaxSpatialDims];
+  decode_row(v, m0, &n0, a);
+  decode_row(v, m1 - 1, &n1, b);
+  bool same_line = n0 == n1;  // do the rows share every coordinate above dim i?
+  for (int i = 0; i < kMaxSpatialDims; ++i) {
+    if (same_line) {
+      pmin[i] = a[i];
+      pmax[i] = b[i];
+      same_line = a[i] == b[i];
+    } else {
+      pmin[i] = 0;
+      pmax[i] = v.row_size[i] - 1;
+    }
+  }
+}
+
+// Does the tap (with offsets `off`) read real input for some position in [pmin, pmax]?
+// Exact per dim: some p with 0 <= p*src_mul + off < src_size.
+FULLCONV_HD inline bool tap_live_in_box(const ImageGemm& v, const int64_t off[kMaxSpatialDims],
+                                        const int64_t pmin[kMaxSpatialDims],
+                                        const int64_t pmax[kMaxSpatialDims]) {
+  for (int i = 0; i < kMaxSpatialDims; ++i) {
+    int64_t lo = ceil_div(-off[i], v.src_mul[i]);
+    int64_t hi = floor_div(v.src_size[i] - 1 - off[i], v.src_mul[i]);
+    if (lo < pmin[i]) lo = pmin[i];
+    if (hi > pmax[i]) hi = pmax[i];
+    if (lo > hi) return false;
+  }
+  return true;
+}
+
+// Offset of element (n, group g's channel 0, src position) in A, or -1 where the tap meets
+// padding at this row (the kernel then loads zero; add c * src_spatial for channel c).
+FULLCONV_HD inline int64_t src_offset(const ImageGemm& v, int64_t n, const int64_t p[kMaxSpatialDims],
+                                      const int64_t off[kMaxSpatialDims], int64_t g) {
+  int64_t flat = 0;
+  for (int i = 0; i < kMaxSpatialDims; ++i) {
+    const int64_t q = p[i] * v.src_mul[i] + off[i];
+    if (q < 0 || q >= v.src_size[i]) return -1;
+    flat = flat * v.src_size[i] + q;
+  }
+  return (n * v.src_channels + g * v.red) * v.src_spatial + flat;
+}
+
+// Offset of (n, group g's column 0, destination position of p) in C; add j * dst_spatial.
+FULLCONV_HD inline int64_t dst_offset(const ImageGemm& v, int64_t n, const int64_t p[kMaxSpatialDims], int64_t g) {
+  int64_t flat = 0;
+  for (int i = 0; i < kMaxSpatialDims; ++i) flat = flat * v.dst_size[i] + p[i] * v.dst_mul[i] + v.dst_off[i];
+  return (n * v.dst_channels + g * v.cols) * v.dst_spatial + flat;
+}
+
+// Offset of packed B element (group g, tap, reduction channel c, column j).
+FULLCONV_HD inline int64_t b_offset(const ImageGemm& v, int64_t g, int64_t tap, int64_t c, int64_t j) {
+  return ((g * v.taps + tap) * v.red + c) * v.cols + j;
+}
+
+// Reduction chunks of `bk` channels per tap: chunk t = tap * chunks_per_tap + c / bk.
+FULLCONV_HD inline int64_t chunks_per_tap(const ImageGemm& v, int64_t bk) { return (v.red + bk - 1) / bk; }
+
+// ----------------------------------------------------------------------------- WeightGemm
+
+struct WeightGemm {
+  ConvShape s;
+  int64_t groups = 1;
+  int64_t taps = 1;
+  int64_t rows = 0;   // output channels per group
+  int64_t cols = 0;   // input channels per group
+  int64_t splits = 1; // slices of the reduction (split-K), summed in order afterwards
+};
+
+// Box of outputs at which tap `tap` reads real input: lo and extent per dim; returns the
+// reduction length batch * volume (0 when the tap meets only padding, e.g. a huge dilation).
+FULLCONV_HD inline int64_t tap_box(const WeightGemm& v, int64_t tap, int64_t lo[kMaxSpatialDims],
+                                   int64_t ext[kMaxSpatialDims], int64_t shift[kMaxSpatialDims]) {
+  int64_t k[kMaxSpatialDims];
+  tap_coords(tap, v.s.kernel, k);
+  int64_t vol = 1;
+  for (int i = 0; i < kMaxSpatialDims; ++i) {
+    int64_t hi;
+    tap_output_range(k[i], v.s.in_size[i], v.s.kernel[i], v.s.stride[i], v.s.dilation[i], &lo[i], &hi);
+    ext[i] = hi >= lo[i] ? hi - lo[i] + 1 : 0;
+    shift[i] = k[i] * v.s.dilation[i] - v.s.padding(i);  // i = o*s + shift
+    vol *= ext[i];
+  }
+  return v.s.batch * vol;
+}
+
+// Reduction index e -> batch index n, output-space flat offset of o, input-space flat offset
+// of the input it meets through the tap.
+FULLCONV_HD inline void decode_reduction(const WeightGemm& v, int64_t e, const int64_t lo[kMaxSpatialDims],
+                                         const int64_t ext[kMaxSpatialDims],
+                                         const int64_t shift[kMaxSpatialDims], int64_t* n,
+                                         int64_t* out_flat, int64_t* in_flat) {
+  const int64_t vol = ext[0] * ext[1] * ext[2];
+  *n = e / vol;
+  int64_t r = e % vol;
+  int64_t q[kMaxSpatialDims];
+  q[2] = r % ext[2];
+  r /= ext[2];
+  q[1] = r % ext[1];
+  q[0] = r / ext[1];
+  int64_t of = 0, inf = 0;
+  for (int i = 0; i < kMaxSpatialDims; ++i) {
+    const int64_t o = lo[i] + q[i];
+    of = of * v.s.out_size[i] + o;
+    inf = inf * v.s.in_size[i] + o * v.s.stride[i] + shift[i];
+  }
+  *out_flat = of;
+  *in_flat = inf;
+}
+
+// Chunks [*c0, *c1) of `bk` reduction elements that slice `slice` of `splits` covers, out of
+// the ceil(len / bk) chunks of a reduction of length len: contiguous, ordered, disjoint, and
+// together every chunk exactly once.
+FULLCONV_HD inline void slice_chunks(int64_t len, int64_t bk, int64_t splits, int64_t slice,
+                                     int64_t* c0, int64_t* c1) {
+  const int64_t chunks = (len + bk - 1) / bk;
+  *c0 = chunks * slice / splits;
+  *c1 = chunks * (slice + 1) / splits;
+}
+
+// Split-K: enough blocks to fill the GPU (target_blocks, e.g. 4 per SM) while every slice keeps
+// at least min_chunks chunks of its longest reduction and the partial sums stay below
+// max_workspace_elems accumulator elements.
+inline WeightGemm weight_gemm(const ConvShape& s, int64_t bm, int64_t bn, int64_t bk,
+                              int64_t target_blocks, int64_t min_chunks, int64_t max_workspace_elems) {
+  WeightGemm v;
+  v.s = s;
+  v.groups = s.groups;
+  v.taps = s.kernel_volume();
+  v.rows = s.out_channels_per_group();
+  v.cols = s.in_channels_per_group();
+  int64_t longest = 0, lo[kMaxSpatialDims], ext[kMaxSpatialDims], shift[kMaxSpatialDims];
+  for (int64_t t = 0; t < v.taps; ++t) {
+    const int64_t len = tap_box(v, t, lo, ext, shift);
+    if (len > longest) longest = len;
+  }
+  const int64_t tiles = ((v.rows + bm - 1) / bm) * ((v.cols + bn - 1) / bn) * v.groups * v.taps;
+  const int64_t weight_elems = v.groups * v.rows * v.cols * v.taps;
+  int64_t splits = tiles > 0 ? (target_blocks + tiles - 1) / tiles : 1;
+  const int64_t by_length = ((longest + bk - 1) / bk) / (min_chunks > 0 ? min_chunks : 1);
+  if (splits > by_length) splits = by_length;
+  if (weight_elems > 0 && splits * weight_elems > max_workspace_elems) splits = max_workspace_elems / weight_elems;
+  if (splits > 65535) splits = 65535;  // grid dimension y
+  v.splits = splits >= 1 ? splits : 1;
+  return v;
+}
+
+// Partial-sum layout of split-K: [slice][group*taps + tap][col][row] (rows contiguous).
+FULLCONV_HD inline int64_t partial_offset(const WeightGemm& v, int64_t slice, int64_t gt, int64_t row, int64_t col) {
+  return ((slice * v.groups * v.taps + gt) * v.cols + col) * v.rows + row;
+}
+
+// grad_weight element (group g, row co, col ci, tap) in the (Cout, Cin/g, *kernel) tensor.
+FULLCONV_HD inline int64_t weight_offset(const WeightGemm& v, int64_t g, int64_t row, int64_t col, int64_t tap) {
+  return ((g * v.rows + row) * v.cols + col) * v.taps + tap;
+}
+
+}  // namespace igemm
+}  // namespace fullconv
