@@ -13,7 +13,10 @@ Reported: useful TFLOP/s (real products only) and % of the card's peak, ratios
 baseline/fullconv (> 1: fullconv faster). --max-seconds bounds the run; shapes not reached
 are listed as not measured.
 
-    python benchmarks/bench_cuda.py [--quick] [--max-seconds S] [--out DIR]
+fullconv runs the kernel family FULLCONV_CUDA_ALGORITHM picks (--algorithm: auto = tiled
+implicit GEMM for wide layers, direct kernels for few channels; direct; igemm).
+
+    python benchmarks/bench_cuda.py [--quick] [--algorithm auto|direct|igemm] [--max-seconds S] [--out DIR]
 """
 from __future__ import annotations
 
@@ -118,6 +121,8 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="batch 16 instead of 64")
     ap.add_argument("--dtypes", default="float32,bfloat16,float16")
     ap.add_argument("--tf32", action="store_true", help="allow TF32 on both sides for float32")
+    ap.add_argument("--algorithm", default=os.environ.get("FULLCONV_CUDA_ALGORITHM", "auto"),
+                    choices=["auto", "direct", "igemm"], help="fullconv's CUDA kernel family")
     ap.add_argument("--max-seconds", type=float, default=float("inf"))
     ap.add_argument("--device", default="cuda", help="cuda (cpu only to smoke-test the script)")
     ap.add_argument("--limit", type=int, default=None, help="first N shapes only")
@@ -125,6 +130,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("bench_cuda.py: no CUDA device")
+    os.environ["FULLCONV_CUDA_ALGORITHM"] = args.algorithm
     torch.backends.cudnn.benchmark = True
     torch.backends.cudnn.allow_tf32 = args.tf32
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
@@ -132,9 +138,10 @@ def main(argv=None):
     peaks = next((v for k, v in PEAKS.items() if k in card), None)
     env = {"card": card, "torch": torch.__version__, "cuda": torch.version.cuda,
            "cudnn": torch.backends.cudnn.version() if args.device == "cuda" else None,
-           "tf32": args.tf32, "date": datetime.datetime.now().isoformat(timespec="seconds")}
+           "tf32": args.tf32, "fullconv_cuda_algorithm": args.algorithm, "date": datetime.datetime.now().isoformat(timespec="seconds")}
     print(f"# fullconv GPU benchmark on {card}: torch {env['torch']}, CUDA {env['cuda']}, "
-          f"cuDNN {env['cudnn']}, TF32 {'on' if args.tf32 else 'off'} (both sides)")
+          f"cuDNN {env['cudnn']}, TF32 {'on' if args.tf32 else 'off'} (both sides), "
+          f"fullconv kernels: {args.algorithm}")
     cases = suite(args.quick)[: args.limit]
     dtypes = [d for d in args.dtypes.split(",") if d]
     timer = Timer(args.device)

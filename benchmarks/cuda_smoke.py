@@ -1,6 +1,9 @@
-"""Small CUDA workload for compute-sanitizer (memcheck, racecheck): every kernel of the
-family (forward, grad_input, grad_weight) in every dtype, with stride, dilation, groups,
-1-D/2-D/3-D, odd sizes that leave partial blocks, and a non-finite weight."""
+"""Small CUDA workload for compute-sanitizer (memcheck, racecheck): every kernel of both
+families (direct and tiled implicit GEMM; forward, grad_input, grad_weight with and without
+split-K) in every dtype (float32 also on TF32), with stride, dilation, groups, 1-D/2-D/3-D,
+odd sizes that leave partial tiles, and a non-finite weight."""
+import os
+
 import torch
 
 import fullconv
@@ -14,8 +17,17 @@ def main():
         (fullconv.full_conv2d, (2, 3, 7, 5), (4, 3, 3, 2), (1, 2), (2, 1), 1),
         (fullconv.full_conv2d, (1, 8, 9, 9), (8, 1, 3, 3), 1, 1, 8),
         (fullconv.full_conv3d, (1, 2, 3, 4, 5), (2, 1, 2, 3, 1), (2, 1, 1), 1, 2),
+        (fullconv.full_conv2d, (2, 40, 9, 11), (70, 20, 3, 3), (2, 1), 1, 2),
+        (fullconv.full_conv2d, (4, 64, 12, 12), (130, 64, 3, 3), 1, 1, 1),
     ]
-    for dtype in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
+    tensor_cores = torch.cuda.get_device_capability()[0] >= 8
+    runs = [(a, d, False) for a in ("direct", "igemm")
+            for d in (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+            if a == "direct" or tensor_cores or d in (torch.float64, torch.float32)]
+    runs += [("igemm", torch.float32, True)] if tensor_cores else []
+    for algorithm, dtype, tf32 in runs:
+        os.environ["FULLCONV_CUDA_ALGORITHM"] = algorithm
+        torch.backends.cudnn.allow_tf32 = tf32
         for fn, xs, ws, stride, dilation, groups in cases:
             x = torch.randn(xs, device="cuda", dtype=dtype, requires_grad=True)
             w = torch.randn(ws, device="cuda", dtype=dtype, requires_grad=True)
@@ -26,7 +38,7 @@ def main():
         w[0, 0, 0, 0] = float("inf")
         fullconv.full_conv2d(torch.randn(1, 3, 5, 5, device="cuda", dtype=dtype), w)
     torch.cuda.synchronize()
-    print("cuda_smoke: ok")
+    print(f"cuda_smoke: ok ({len(runs)} algorithm/dtype runs x {len(cases) + 1} cases)")
 
 
 if __name__ == "__main__":

@@ -31,9 +31,12 @@ BLOCKED = torch.ops.fullconv._cpu_blocked_available()
 # the heuristic says so; -inplace: every input read in its own layout; -avx2: the AVX2 build
 # (on AVX-512 machines).
 ALGORITHMS = ["auto", "gemm", "direct"] + (["blocked", "blocked-inplace", "blocked-avx2-inplace"] if BLOCKED else [])
+# CUDA kernel families: auto (the per-pass heuristic), the direct kernels, the tiled
+# implicit-GEMM kernels (FULLCONV_CUDA_ALGORITHM).
+CUDA_ALGORITHMS = ["auto", "direct", "igemm"]
 # CUDA joins the parametrisations where a GPU is present (tests/test_cuda.py reports a clean
-# skip where it is not).
-BACKENDS = [f"cpu-{a}" for a in ALGORITHMS] + (["cuda"] if "cuda" in DEVICES else [])
+# skip where it is not), each family forced in turn.
+BACKENDS = [f"cpu-{a}" for a in ALGORITHMS] + ([f"cuda-{a}" for a in CUDA_ALGORITHMS] if "cuda" in DEVICES else [])
 
 
 def require_cuda():
@@ -64,14 +67,29 @@ def cpu_algorithm(request, monkeypatch):
     return request.param
 
 
+def backend_env(name):
+    """(device, environment) of a backend name: cpu-<cpu path> or cuda-<auto|direct|igemm>."""
+    dev, algorithm = name.split("-", 1)
+    if dev == "cuda":
+        return "cuda", {"FULLCONV_CUDA_ALGORITHM": algorithm}
+    return "cpu", cpu_algorithm_env(algorithm)
+
+
+@pytest.fixture(params=CUDA_ALGORITHMS)
+def cuda_algorithm(request, monkeypatch):
+    """Forces each CUDA kernel family (auto, direct, igemm) for the test."""
+    monkeypatch.setenv("FULLCONV_CUDA_ALGORITHM", request.param)
+    return request.param
+
+
 @pytest.fixture(params=BACKENDS)
 def device(request, monkeypatch):
-    """Every kernel path: the CPU formulations, forced one by one, and CUDA (skipped cleanly
-    where no GPU is present). Returns the device to run on."""
-    if request.param == "cuda":
-        return "cuda"
-    set_cpu_algorithm(monkeypatch, request.param.split("-", 1)[1])
-    return "cpu"
+    """Every kernel path: the CPU formulations and the CUDA kernel families (where a GPU is
+    present), forced one by one. Returns the device to run on."""
+    dev, env = backend_env(request.param)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return dev
 
 
 @pytest.fixture(params=DEVICES)

@@ -36,7 +36,7 @@ def test_cuda_kernels_registered_when_built():
     (2, 2, 3, 64, (33, 31), (7, 7), (2, 2), (1, 1), 1),
     (3, 2, 8, 8, (5, 9, 7), (3, 2, 3), (1, 2, 1), (1, 1, 2), 4),
 ], ids=lambda c: f"{c[0]}d")
-def test_cpu_vs_cuda(cfg, dtype):
+def test_cpu_vs_cuda(cfg, dtype, cuda_algorithm):
     nd, n, cin, cout, size, kernel, stride, dilation, groups = cfg
     x = torch.randn(n, cin, *size, dtype=dtype)
     w = torch.randn(cout, cin // groups, *kernel, dtype=dtype)
@@ -82,7 +82,7 @@ def test_cuda_compile(backend):
 
 
 @needs_gpu
-def test_cuda_deterministic():
+def test_cuda_deterministic(cuda_algorithm):
     torch.use_deterministic_algorithms(True)
     try:
         x = torch.randn(4, 16, 20, 20, device="cuda", requires_grad=True)
@@ -98,7 +98,9 @@ def test_cuda_deterministic():
 
 
 @needs_gpu
-def test_cuda_more_than_2_31_elements():
+@pytest.mark.parametrize("algorithm", ["direct", "igemm"])
+def test_cuda_more_than_2_31_elements(algorithm, monkeypatch):
+    monkeypatch.setenv("FULLCONV_CUDA_ALGORITHM", algorithm)
     # 64-bit indexing: input of 2^31 elements, output of 3 * 32769^2 > 2^31 elements
     # (about 11 GB in float16).
     free, _ = torch.cuda.mem_get_info()
@@ -118,7 +120,7 @@ def test_cuda_more_than_2_31_elements():
     x.requires_grad_()
     gx = torch.autograd.grad(fullconv.full_conv2d(x, w[:1]).sum(), x)[0]
     assert gx[0, 1, -1, -1].item() == 4.0
-    del y
+    del gx, x
     torch.cuda.empty_cache()
 
 
@@ -127,3 +129,76 @@ def test_cuda_reference_large_layer():
     x = torch.randn(8, 64, 28, 28, device="cuda", dtype=torch.float64)
     w = torch.randn(64, 64, 3, 3, device="cuda", dtype=torch.float64)
     torch.testing.assert_close(fullconv.full_conv2d(x, w), full_conv_reference(x, w))
+
+
+# Layers wide enough for whole and partial tiles of the implicit-GEMM kernels (64/128 rows x 64
+# columns), several tiles per grid dimension, split-K on grad_weight, tap skipping at tile
+# level (small maps), strided residue classes of grad_input.
+LAYERS = [
+    # nd, batch, cin, cout, size, kernel, stride, dilation, groups
+    (2, 8, 64, 64, (14, 14), (3, 3), (1, 1), (1, 1), 1),
+    (2, 4, 64, 128, (15, 15), (3, 3), (2, 2), (1, 1), 1),
+    (2, 4, 256, 72, (7, 7), (1, 1), (1, 1), (1, 1), 1),
+    (2, 2, 96, 130, (7, 9), (3, 3), (1, 2), (1, 1), 1),
+    (2, 4, 32, 48, (11, 13), (5, 5), (1, 1), (2, 2), 2),
+    (2, 2, 3, 64, (33, 31), (7, 7), (2, 2), (1, 1), 1),
+    (3, 2, 16, 32, (6, 7, 5), (3, 3, 3), (1, 1, 1), (1, 1, 1), 1),
+    (1, 4, 64, 64, (100,), (7,), (3,), (1,), 1),
+]
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("cfg", LAYERS, ids=lambda c: "x".join(map(str, (c[2], c[3], *c[4], *c[5], *c[6]))))
+def test_cuda_layers_against_reference(cfg, dtype, cuda_algorithm):
+    nd, n, cin, cout, size, kernel, stride, dilation, groups = cfg
+    x = torch.randn(n, cin, *size, dtype=torch.float64, device="cuda")
+    w = torch.randn(cout, cin // groups, *kernel, dtype=torch.float64, device="cuda") / (cin // groups * w_taps(kernel)) ** 0.5
+    b = torch.randn(cout, dtype=torch.float64, device="cuda")
+    leaves = [t.to(dtype).requires_grad_() for t in (x, w, b)]
+    fn = {1: fullconv.full_conv1d, 2: fullconv.full_conv2d, 3: fullconv.full_conv3d}[nd]
+    y = fn(*leaves, stride, dilation, groups)
+    gy = torch.randn_like(y)
+    grads = torch.autograd.grad(y, leaves, gy)
+    ref_leaves = [t.detach().double().requires_grad_() for t in leaves]
+    y_ref = full_conv_reference(*ref_leaves, stride, dilation, groups)
+    ref_grads = torch.autograd.grad(y_ref, ref_leaves, gy.double())
+    tol = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 3e-2}[dtype]
+    for name, a, r in zip(("output", "grad_input", "grad_weight", "grad_bias"), (y, *grads), (y_ref, *ref_grads)):
+        scale = max(r.abs().max().item(), 1.0)
+        err = (a.double() - r).abs().max().item() / scale
+        assert err <= tol, f"{name}: relative error {err:.3g} > {tol}"
+
+
+def w_taps(kernel):
+    out = 1
+    for k in kernel:
+        out *= k
+    return out
+
+
+@needs_gpu
+def test_cuda_tf32_follows_cudnn_flag(monkeypatch):
+    # float32 runs on TF32 tensor cores only while torch.backends.cudnn.allow_tf32 allows it
+    if torch.cuda.get_device_capability()[0] < 8:
+        pytest.skip("TF32 needs compute capability 8.0")
+    monkeypatch.setenv("FULLCONV_CUDA_ALGORITHM", "igemm")
+    x = torch.randn(4, 64, 16, 16, device="cuda")
+    w = torch.randn(64, 64, 3, 3, device="cuda") / 24
+    ref = full_conv_reference(x.double(), w.double())
+    strict = fullconv.full_conv2d(x, w)
+    torch.backends.cudnn.allow_tf32 = True
+    try:
+        fast = fullconv.full_conv2d(x, w)
+    finally:
+        torch.backends.cudnn.allow_tf32 = False
+    assert (strict.double() - ref).abs().max().item() < 1e-4
+    assert (fast.double() - ref).abs().max().item() < 3e-2
+    assert not torch.equal(fast, strict), "TF32 allowed but the float32 result is unchanged"
+
+
+@needs_gpu
+def test_cuda_algorithm_switch_refuses_unknown_value(monkeypatch):
+    monkeypatch.setenv("FULLCONV_CUDA_ALGORITHM", "fastest")
+    with pytest.raises(ValueError, match="FULLCONV_CUDA_ALGORITHM"):
+        fullconv.full_conv2d(torch.randn(1, 2, 5, 5, device="cuda"), torch.randn(3, 2, 3, 3, device="cuda"))

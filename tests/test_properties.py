@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fullconv
-from conftest import ALGORITHMS, cpu_algorithm_env
+from conftest import BACKENDS, backend_env
 from helpers import check_against_reference
 
 
@@ -28,8 +28,7 @@ def conv_config(draw):
     bias = draw(st.booleans())
     dtype = draw(st.sampled_from([torch.float64, torch.float32, torch.bfloat16, torch.float16]))
     seed = draw(st.integers(0, 2**31 - 1))
-    algorithm = draw(st.sampled_from(ALGORITHMS +
-                                     (["cuda"] if torch.cuda.is_available() else [])))
+    algorithm = draw(st.sampled_from(BACKENDS))
     return nd, groups, cin, cout, kernel, size, stride, dilation, batch, bias, dtype, seed, algorithm
 
 
@@ -42,12 +41,11 @@ def test_random_configurations_match_reference(cfg):
     x = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
     w = torch.randn(cout, cin // groups, *kernel, generator=g, dtype=torch.float64).to(dtype)
     b = torch.randn(cout, generator=g, dtype=torch.float64).to(dtype) if bias else None
-    env = cpu_algorithm_env("auto" if algorithm == "cuda" else algorithm)
+    device, env = backend_env(algorithm)
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        check_against_reference(x, w, b, stride, dilation, groups,
-                                device="cuda" if algorithm == "cuda" else "cpu")
+        check_against_reference(x, w, b, stride, dilation, groups, device=device)
     finally:
         for k, v in saved.items():
             if v is None:

@@ -99,6 +99,15 @@ struct SimtMath {
 
 struct Tf32 {};  // tag: float32 operands multiplied on TF32 tensor cores
 
+// The tensor-core code exists in the host pass and in device passes for sm_80 and newer; a
+// device pass for an older architecture (TORCH_CUDA_ARCH_LIST=7.5, say) compiles a stub that
+// traps, and the binding never launches it there (it checks the compute capability).
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+#define FULLCONV_WMMA_SM80 1
+#else
+#define FULLCONV_WMMA_SM80 0
+#endif
+
 template <typename T> struct WmmaTypes;
 template <> struct WmmaTypes<__half> {
   using Elem = __half; using FragT = __half; static constexpr int K = 16, BK = 32, Pad = 8;
@@ -107,7 +116,12 @@ template <> struct WmmaTypes<__nv_bfloat16> {
   using Elem = __nv_bfloat16; using FragT = __nv_bfloat16; static constexpr int K = 16, BK = 32, Pad = 8;
 };
 template <> struct WmmaTypes<Tf32> {
-  using Elem = float; using FragT = nvcuda::wmma::precision::tf32; static constexpr int K = 8, BK = 16, Pad = 4;
+#if FULLCONV_WMMA_SM80
+  using FragT = nvcuda::wmma::precision::tf32;
+#else
+  using FragT = float;
+#endif
+  using Elem = float; static constexpr int K = 8, BK = 16, Pad = 4;
 };
 
 template <bool KContig> struct ALayoutOf { using type = nvcuda::wmma::col_major; };
@@ -129,13 +143,17 @@ struct WmmaMath {
   static constexpr int kStageBytes = BN * kLdC * int(sizeof(float));
   static constexpr int kSmemBytes = kOperandBytes > kStageBytes ? kOperandBytes : kStageBytes;
 
+#if FULLCONV_WMMA_SM80
   nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, FK, float> acc[2][2];
+#endif
 
   __device__ __forceinline__ void zero() {
+#if FULLCONV_WMMA_SM80
 #pragma unroll
     for (int i = 0; i < 2; ++i)
 #pragma unroll
       for (int j = 0; j < 2; ++j) nvcuda::wmma::fill_fragment(acc[i][j], 0.0f);
+#endif
   }
   template <typename T> __device__ static __forceinline__ Elem to_elem(T v) { return v; }
 
