@@ -35,6 +35,14 @@ def assert_close_scaled(actual, expected, dtype, what=""):
                            f"{err.max().item():.3g} (scale {scale:.3g}, dtype {dtype})")
 
 
+def is_close_scaled(actual, expected, dtype):
+    try:
+        assert_close_scaled(actual, expected, dtype)
+        return True
+    except AssertionError:
+        return False
+
+
 def check_against_reference(x, w, b, stride, dilation, groups, grads=True, device="cpu"):
     """Forward and all three gradients of fullconv on `device` vs F.convNd(padding=d(k-1)):
     against the fp64 CPU reference of the same values, and against the reference in the
@@ -56,7 +64,12 @@ def check_against_reference(x, w, b, stride, dilation, groups, grads=True, devic
     if dtype != torch.float64:
         y_work = full_conv_reference(*[t.detach().to(device) if t is not None else None
                                        for t in (x, w, b)], stride, dilation, groups)
-        assert_close_scaled(y, y_work, dtype, "forward vs working-dtype reference")
+        # The working-dtype reference is itself checked against fp64 first: PyTorch's CPU
+        # bfloat16 conv3d returns wrong values for some tiny problems (e.g. a 1x1x1 input,
+        # kernel 2x2x4, padding (1, 1, 3): the first output plane comes back as zeros), and a
+        # broken baseline says nothing about fullconv, which already met the fp64 reference.
+        if is_close_scaled(y_work, y_ref, dtype):
+            assert_close_scaled(y, y_work, dtype, "forward vs working-dtype reference")
     if not grads:
         return y
     gy = torch.randn(y_ref.shape, dtype=torch.float64)

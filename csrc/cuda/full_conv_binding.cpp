@@ -8,7 +8,9 @@
 #include <torch/library.h>
 
 #include <cstdlib>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 
 #include "../conv_args.h"
 #include "full_conv_cuda.h"
@@ -43,7 +45,7 @@ void check_cuda(const at::Tensor& t, const char* name) {
 // tensor cores, sm_80 or newer; the direct kernels (one thread per output / input element,
 // one block per weight element) take the rest: depthwise and few-channel layers.
 // FULLCONV_CUDA_ALGORITHM=auto|direct|igemm forces one family for every pass (tests use it).
-enum class Pass { kForward, kGradInput, kGradWeight };
+using Pass = cuda::GemmPass;
 
 std::string cuda_algorithm() {
   const char* env = std::getenv("FULLCONV_CUDA_ALGORITHM");
@@ -63,6 +65,21 @@ int device_attribute(cudaDeviceAttr attr) {
   return value;
 }
 
+// Tensor cores on the current device: compute capability 8.0+ and kernels built for it
+// (asked once per device).
+bool tensor_cores_usable() {
+  int device = 0;
+  check_launch(cudaGetDevice(&device), "device query");
+  static std::mutex mutex;
+  static std::unordered_map<int, bool> known;
+  const std::lock_guard<std::mutex> lock(mutex);
+  const auto it = known.find(device);
+  if (it != known.end()) return it->second;
+  const bool usable = device_attribute(cudaDevAttrComputeCapabilityMajor) >= 8 && cuda::tensor_core_kernels_built();
+  known[device] = usable;
+  return usable;
+}
+
 bool use_tf32(at::ScalarType dtype) {
   return dtype == at::kFloat && at::globalContext().allowTF32CuDNN();
 }
@@ -71,12 +88,13 @@ bool use_igemm(const ConvShape& s, at::ScalarType dtype, Pass pass) {
   const std::string algorithm = cuda_algorithm();
   if (algorithm == "direct") return false;
   const bool tensor_cores = dtype == at::kHalf || dtype == at::kBFloat16 || use_tf32(dtype);
-  if (tensor_cores && device_attribute(cudaDevAttrComputeCapabilityMajor) < 8) {
+  if (tensor_cores && !tensor_cores_usable()) {
     TORCH_CHECK(algorithm != "igemm", "FULLCONV_CUDA_ALGORITHM=igemm: the tensor-core kernels (", dtype,
-                tensor_cores && dtype == at::kFloat ? " with TF32" : "", ") need a GPU of compute capability 8.0 or newer");
+                dtype == at::kFloat ? " with TF32" : "", ") need a GPU of compute capability 8.0 or newer and a "
+                "build for it (TORCH_CUDA_ARCH_LIST)");
     return false;
   }
-  if (!cuda::igemm_grid_fits(s)) return false;  // e.g. > 65535 column tiles x groups
+  if (!cuda::igemm_grid_fits(s, pass)) return false;  // e.g. > 65535 column tiles x groups
   if (algorithm == "igemm") return true;
   const int64_t cin_g = s.in_channels_per_group(), cout_g = s.out_channels_per_group();
   switch (pass) {

@@ -52,8 +52,14 @@ cudaError_t grad_weight(DType dtype, const void* grad_out, const void* x, void* 
 // weight rearranged as [groups][taps][reduction channels][columns]: forward
 // (g, tap, ci, co_in_group), grad_input (g, tap, co_in_group, ci).
 
-// False when a problem's block grid exceeds CUDA's limits (then use the direct kernels).
-bool igemm_grid_fits(const ConvShape& s);
+enum class GemmPass { kForward, kGradInput, kGradWeight };
+
+// False when a pass's block grid exceeds CUDA's limits (then use the direct kernels).
+bool igemm_grid_fits(const ConvShape& s, GemmPass pass);
+
+// Whether the tensor-core kernels this GPU would run were compiled for sm_80 or newer (false
+// for a PTX-only build of an older architecture running on a newer GPU).
+bool tensor_core_kernels_built();
 
 // As forward_epilogue; w is the unpacked weight (read only for non-finite-weight channels).
 cudaError_t forward_igemm(DType dtype, bool tf32, const void* x, const void* packed, const void* w,

@@ -4,6 +4,7 @@
 // Torch-free, so nvcc compiles this file in seconds. 64-bit index arithmetic throughout.
 #include "device_math.cuh"
 #include "full_conv_cuda.h"
+#include "launch.cuh"
 
 namespace fullconv {
 namespace cuda {
@@ -162,7 +163,7 @@ __global__ void grad_weight_kernel(const T* __restrict__ gy, const T* __restrict
     partial[threadIdx.x] = acc;
     __syncthreads();
     for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
-      if (threadIdx.x < stride) partial[threadIdx.x] += partial[threadIdx.x + stride];
+      if (static_cast<int>(threadIdx.x) < stride) partial[threadIdx.x] += partial[threadIdx.x + stride];
       __syncthreads();
     }
     if (threadIdx.x == 0) gw[widx] = store_as<T>(partial[0]);
@@ -175,10 +176,10 @@ cudaError_t launch_forward(const void* x, const void* w, const void* b, const un
                            Epilogue ep, void* y, const ConvShape& s, cudaStream_t stream) {
   const int64_t total = s.batch * s.out_channels * s.out_spatial();
   if (total == 0) return cudaSuccess;
-  forward_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(
+  FULLCONV_LAUNCH(blocks_for(total), kThreads, stream, forward_kernel<T>)(
       static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(b), nf, ep,
       static_cast<T*>(y), s);
-  return cudaGetLastError();
+  return FULLCONV_LAUNCH_STATUS();
 }
 
 template <typename T>
@@ -186,9 +187,9 @@ cudaError_t launch_grad_input(const void* gy, const void* w, void* gx, const Con
                               cudaStream_t stream) {
   const int64_t total = s.batch * s.in_channels * s.in_spatial();
   if (total == 0) return cudaSuccess;
-  grad_input_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(
+  FULLCONV_LAUNCH(blocks_for(total), kThreads, stream, grad_input_kernel<T>)(
       static_cast<const T*>(gy), static_cast<const T*>(w), static_cast<T*>(gx), s);
-  return cudaGetLastError();
+  return FULLCONV_LAUNCH_STATUS();
 }
 
 template <typename T>
@@ -197,9 +198,9 @@ cudaError_t launch_grad_weight(const void* gy, const void* x, void* gw, const Co
   const int64_t total = s.out_channels * s.in_channels_per_group() * s.kernel_volume();
   if (total == 0) return cudaSuccess;
   const int64_t blocks = total < 65535 * 16 ? total : 65535 * 16;
-  grad_weight_kernel<T><<<static_cast<unsigned int>(blocks), kThreads, 0, stream>>>(
+  FULLCONV_LAUNCH(static_cast<unsigned int>(blocks), kThreads, stream, grad_weight_kernel<T>)(
       static_cast<const T*>(gy), static_cast<const T*>(x), static_cast<T*>(gw), s);
-  return cudaGetLastError();
+  return FULLCONV_LAUNCH_STATUS();
 }
 
 template <typename T>
@@ -207,9 +208,9 @@ cudaError_t launch_padded_add(const void* x, Epilogue ep, void* out, int64_t pla
                               const int64_t* sz, cudaStream_t stream) {
   const int64_t total = planes * sz[0] * sz[1] * sz[2];
   if (total == 0) return cudaSuccess;
-  padded_add_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(
+  FULLCONV_LAUNCH(blocks_for(total), kThreads, stream, padded_add_kernel<T>)(
       static_cast<const T*>(x), ep, static_cast<T*>(out), planes, sz[0], sz[1], sz[2]);
-  return cudaGetLastError();
+  return FULLCONV_LAUNCH_STATUS();
 }
 
 template <template <typename> class Launch, typename... Args>

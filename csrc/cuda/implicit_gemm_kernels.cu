@@ -14,13 +14,16 @@
 // grad_weight is reduced with split-K into a float32 (float64) workspace and summed in slice
 // order by a second kernel: deterministic, no atomics.
 // Torch-free: nvcc compiles it in seconds.
+#ifndef FULLCONV_EMULATE
 #include <mma.h>
+#endif
 
 #include <type_traits>
 
 #include "../implicit_gemm.h"
 #include "device_math.cuh"
 #include "full_conv_cuda.h"
+#include "launch.cuh"
 
 namespace fullconv {
 namespace cuda {
@@ -102,7 +105,7 @@ struct Tf32 {};  // tag: float32 operands multiplied on TF32 tensor cores
 // The tensor-core code exists in the host pass and in device passes for sm_80 and newer; a
 // device pass for an older architecture (TORCH_CUDA_ARCH_LIST=7.5, say) compiles a stub that
 // traps, and the binding never launches it there (it checks the compute capability).
-#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+#if !defined(__CUDA_ARCH__) || FULLCONV_DEVICE_SM80
 #define FULLCONV_WMMA_SM80 1
 #else
 #define FULLCONV_WMMA_SM80 0
@@ -155,10 +158,17 @@ struct WmmaMath {
       for (int j = 0; j < 2; ++j) nvcuda::wmma::fill_fragment(acc[i][j], 0.0f);
 #endif
   }
-  template <typename T> __device__ static __forceinline__ Elem to_elem(T v) { return v; }
+  // Operands enter shared memory in the tensor cores' precision: float32 is rounded to TF32
+  // once per element here (the fragments then load exact TF32 values).
+  template <typename T> __device__ static __forceinline__ Elem to_elem(T v) {
+#if FULLCONV_DEVICE_SM80
+    if constexpr (std::is_same<Tag, Tf32>::value) return nvcuda::wmma::__float_to_tf32(v);
+#endif
+    return v;
+  }
 
   __device__ __forceinline__ void mma(const Elem* As, const Elem* Bs) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#if FULLCONV_DEVICE_SM80
     using namespace nvcuda;
     const int warp = threadIdx.x / 32;
     const int wm = (warp % 4) * 32, wn = (warp / 4) * 32;
@@ -169,12 +179,10 @@ struct WmmaMath {
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
         wmma::load_matrix_sync(a[i], As + L::a_index(wm + 16 * i, k), L::kLdA);
-        to_tensor_precision(a[i]);
       }
 #pragma unroll
       for (int j = 0; j < 2; ++j) {
         wmma::load_matrix_sync(b[j], Bs + L::b_index(k, wn + 16 * j), L::kLdB);
-        to_tensor_precision(b[j]);
       }
 #pragma unroll
       for (int i = 0; i < 2; ++i)
@@ -187,21 +195,12 @@ struct WmmaMath {
 #endif
   }
 
-  template <typename Frag> __device__ static __forceinline__ void to_tensor_precision(Frag& f) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    if constexpr (std::is_same<Tag, Tf32>::value) {
-#pragma unroll
-      for (int t = 0; t < f.num_elements; ++t) f.x[t] = nvcuda::wmma::__float_to_tf32(f.x[t]);
-    }
-#endif
-  }
-
   // Stages the accumulators in shared memory (after the caller's final __syncthreads), then
   // hands every element of the tile to f, consecutive threads taking consecutive rows.
   template <typename F>
   __device__ __forceinline__ void for_each_result(unsigned char* smem, F&& f) {
     float* Cs = reinterpret_cast<float*>(smem);
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#if FULLCONV_DEVICE_SM80
     const int warp = threadIdx.x / 32;
     const int wm = (warp % 4) * 32, wn = (warp / 4) * 32;
 #pragma unroll
@@ -429,9 +428,9 @@ cudaError_t launch_image(const ImageGemm& v, const void* src, const void* packed
   if (!image_grid_fits(v, Math::BM, Math::BN)) return cudaErrorInvalidConfiguration;
   const dim3 grid(static_cast<unsigned int>((v.rows + Math::BM - 1) / Math::BM),
                   static_cast<unsigned int>((v.cols + Math::BN - 1) / Math::BN * v.groups));
-  image_gemm_kernel<T, Math><<<grid, kGemmThreads, 0, stream>>>(
+  FULLCONV_LAUNCH(grid, kGemmThreads, stream, image_gemm_kernel<T, Math>)(
       v, static_cast<const T*>(src), static_cast<const T*>(packed), ep, static_cast<T*>(dst));
-  return cudaGetLastError();
+  return FULLCONV_LAUNCH_STATUS();
 }
 
 struct ForwardOp {
@@ -489,27 +488,53 @@ struct GradWeightOp {
     if (blocks >= (int64_t(1) << 31)) return cudaErrorInvalidConfiguration;
     using AccT = typename Math::AccT;
     if (v.splits > 1 && workspace == nullptr) return cudaErrorInvalidValue;
-    weight_gemm_kernel<T, Math><<<dim3(static_cast<unsigned int>(blocks), static_cast<unsigned int>(v.splits)),
-                                  kGemmThreads, 0, stream>>>(
+    FULLCONV_LAUNCH(dim3(static_cast<unsigned int>(blocks), static_cast<unsigned int>(v.splits)), kGemmThreads,
+                    stream, weight_gemm_kernel<T, Math>)(
         v, static_cast<const T*>(gy), static_cast<const T*>(x), static_cast<AccT*>(workspace), static_cast<T*>(gw));
-    cudaError_t err = cudaGetLastError();
+    cudaError_t err = FULLCONV_LAUNCH_STATUS();
     if (err != cudaSuccess || v.splits == 1) return err;
     const int64_t total = v.groups * v.rows * v.cols * v.taps;
     const int64_t sum_blocks = (total + 255) / 256 < 65535 * 8 ? (total + 255) / 256 : 65535 * 8;
-    split_k_sum_kernel<T, AccT><<<static_cast<unsigned int>(sum_blocks), 256, 0, stream>>>(
+    FULLCONV_LAUNCH(static_cast<unsigned int>(sum_blocks), 256, stream, split_k_sum_kernel<T, AccT>)(
         v, static_cast<const AccT*>(workspace), static_cast<T*>(gw));
-    return cudaGetLastError();
+    return FULLCONV_LAUNCH_STATUS();
   }
 };
 
+bool weight_grid_fits(const ConvShape& s, int bm, int bn) {
+  const WeightGemm v = weight_gemm(s, bm, bn, 1, 1, 1, 1);
+  return ((v.rows + bm - 1) / bm) * ((v.cols + bn - 1) / bn) * v.groups * v.taps < (int64_t(1) << 31);
+}
+
 }  // namespace
 
-bool igemm_grid_fits(const ConvShape& s) {
-  // the largest block tile in either math (the SIMT tile is smaller in rows, equal in columns)
-  if (!image_grid_fits(forward_gemm(s), 64, 64)) return false;
-  for (int64_t cls = 0; cls < residue_classes(s); ++cls)
-    if (!image_grid_fits(grad_input_gemm(s, cls), 64, 64)) return false;
+bool igemm_grid_fits(const ConvShape& s, GemmPass pass) {
+  // the smallest block tiles (SIMT: 64 x 64) need the most blocks
+  switch (pass) {
+    case GemmPass::kForward: return image_grid_fits(forward_gemm(s), 64, 64);
+    case GemmPass::kGradInput:
+      for (int64_t cls = 0; cls < residue_classes(s); ++cls)
+        if (!image_grid_fits(grad_input_gemm(s, cls), 64, 64)) return false;
+      return true;
+    case GemmPass::kGradWeight: return weight_grid_fits(s, 64, 64);
+  }
+  return false;
+}
+
+bool tensor_core_kernels_built() {
+#ifdef FULLCONV_EMULATE
   return true;
+#else
+  // A build for an older architecture (TORCH_CUDA_ARCH_LIST=7.5+PTX, say) may run on a newer
+  // GPU through its PTX, whose tensor-core kernels are stubs: ask what this GPU would run.
+  cudaFuncAttributes attr;
+  const cudaError_t err = cudaFuncGetAttributes(&attr, image_gemm_kernel<__half, WmmaMath<__half, false, false>>);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();  // clear it: the direct kernels take over
+    return false;
+  }
+  return attr.ptxVersion >= 80;
+#endif
 }
 
 // forward: A = x rows (m-contiguous), B = packed weight (n-contiguous)

@@ -1,0 +1,254 @@
+// Host emulation of the CUDA execution model, enough to run fullconv's CUDA sources
+// (csrc/cuda/*.cu, compiled by the host compiler with -include this header) on a machine
+// without a GPU:
+//  * every CUDA thread of a block is a fiber (ucontext) with its own stack; __syncthreads()
+//    switches back to the block's scheduler, which runs every thread up to the barrier before
+//    any passes it (a barrier that only some threads reach is reported, as the divergent
+//    barrier it would be on a GPU); blocks run one after another, so a kernel's __shared__
+//    arrays (function-local statics here) belong to the running block; single OS thread,
+//    deterministic;
+//  * "device memory" is host memory: launchers get host pointers;
+//  * WMMA at matrix level: each thread of a warp holds a whole fragment (load_matrix_sync
+//    reads the tile through its layout and ldm, exactly the addresses a GPU would use;
+//    mma_sync multiplies in float, on lane 0 only, which alone stores the tile); TF32
+//    rounding as the hardware's cvt.rna (round to nearest, ties away, 10 mantissa bits);
+//  * checks a GPU makes at launch: block size <= 1024, grid y/z <= 65535, no empty grid, and
+//    32-byte alignment of every WMMA pointer plus ldm a multiple of 16 bytes.
+// What it cannot show: timing, bank conflicts, the real fragment distribution over lanes,
+// compiler or hardware faults, races between threads that a barrier-exact schedule hides.
+#pragma once
+
+#define FULLCONV_EMULATE 1
+
+#include <ucontext.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+#include <cuda_runtime_api.h>
+
+// (cuda_runtime_api.h gives host-compiler definitions of some of these: replaced)
+#undef __global__
+#undef __device__
+#undef __host__
+#undef __forceinline__
+#undef __launch_bounds__
+#undef __shared__
+#undef __align__
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
+
+inline uint3 threadIdx;
+inline uint3 blockIdx;
+inline dim3 blockDim;
+inline dim3 gridDim;
+
+namespace fullconv_emu {
+
+inline long launches = 0;
+inline int launch_errors = 0;
+
+[[noreturn]] inline void fail(const char* what) {
+  std::fprintf(stderr, "cuda emulation: %s\n", what);
+  std::abort();
+}
+
+constexpr size_t kFiberStack = 64 << 10;
+
+struct Fiber {
+  ucontext_t ctx;
+  std::unique_ptr<char[]> stack{new char[kFiberStack]};
+  bool done = false;
+  long barriers = 0;
+};
+
+inline ucontext_t scheduler;
+inline Fiber* current = nullptr;
+inline const std::function<void()>* body = nullptr;
+
+inline void fiber_entry() {
+  (*body)();
+  current->done = true;
+}  // returns through uc_link to the scheduler
+
+// Runs one block: every thread up to its next barrier, round after round.
+inline void run_block(std::vector<Fiber>& pool, unsigned threads, dim3 block) {
+  Fiber* fibers = pool.data();
+  for (unsigned t = 0; t < threads; ++t) {
+    Fiber& f = fibers[t];
+    f.done = false;
+    f.barriers = 0;
+    getcontext(&f.ctx);
+    f.ctx.uc_stack.ss_sp = f.stack.get();
+    f.ctx.uc_stack.ss_size = kFiberStack;
+    f.ctx.uc_link = &scheduler;
+    makecontext(&f.ctx, fiber_entry, 0);
+  }
+  for (;;) {
+    size_t running = 0, finished = 0;
+    long round = -1;
+    for (unsigned t = 0; t < threads; ++t) {
+      Fiber& f = fibers[t];
+      if (f.done) { ++finished; continue; }
+      threadIdx = uint3{unsigned(t % block.x), unsigned((t / block.x) % block.y), unsigned(t / (block.x * block.y))};
+      current = &f;
+      swapcontext(&scheduler, &f.ctx);
+      if (f.done) { ++finished; continue; }
+      ++running;
+      if (round < 0) round = f.barriers;
+      if (f.barriers != round) fail("threads of a block wait at different barriers");
+    }
+    if (running == 0) return;
+    if (finished > 0) fail("__syncthreads() reached by only some threads of a block");
+  }
+}
+
+template <typename... Params>
+struct Launch {
+  dim3 grid, block;
+  void (*kernel)(Params...);
+  template <typename... Args>
+  void operator()(Args&&... args) const {
+    const unsigned threads = block.x * block.y * block.z;
+    if (threads == 0 || threads > 1024 || grid.y > 65535 || grid.z > 65535 || grid.x == 0 || grid.y == 0 ||
+        grid.z == 0) {
+      ++launch_errors;
+      return;
+    }
+    ++launches;
+    // the kernel's parameters, copied once as a launch does
+    std::tuple<Params...> params(std::forward<Args>(args)...);
+    const std::function<void()> call = [&]() { std::apply(kernel, params); };
+    body = &call;
+    static std::vector<Fiber> pool;  // stacks reused from launch to launch
+    if (pool.size() < threads) pool.resize(threads);
+    std::vector<Fiber>& fibers = pool;
+    blockDim = block;
+    gridDim = grid;
+    for (unsigned z = 0; z < grid.z; ++z)
+      for (unsigned y = 0; y < grid.y; ++y)
+        for (unsigned x = 0; x < grid.x; ++x) {
+          blockIdx = uint3{x, y, z};
+          run_block(fibers, threads, block);
+        }
+    body = nullptr;
+  }
+};
+
+template <typename... Params>
+Launch<Params...> make_launch(dim3 grid, dim3 block, void (*kernel)(Params...)) {
+  return Launch<Params...>{grid, block, kernel};
+}
+
+}  // namespace fullconv_emu
+
+inline void __syncthreads() {
+  fullconv_emu::Fiber* self = fullconv_emu::current;
+  ++self->barriers;
+  swapcontext(&self->ctx, &fullconv_emu::scheduler);
+}
+[[noreturn]] inline void __trap() { fullconv_emu::fail("__trap()"); }
+
+#define FULLCONV_LAUNCH(grid, block, stream, ...) ::fullconv_emu::make_launch(dim3(grid), dim3(block), &__VA_ARGS__)
+#define FULLCONV_LAUNCH_STATUS() \
+  (::fullconv_emu::launch_errors ? (::fullconv_emu::launch_errors = 0, cudaErrorInvalidConfiguration) : cudaSuccess)
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+// ------------------------------------------------------------------------ WMMA (matrix level)
+namespace nvcuda {
+namespace wmma {
+
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+namespace precision {
+struct tf32 {};
+}
+
+template <typename T> struct storage { using type = T; };
+template <> struct storage<precision::tf32> { using type = float; };
+
+inline float as_float(float v) { return v; }
+inline float as_float(__half v) { return __half2float(v); }
+inline float as_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <typename Use, int M, int N, int K, typename T, typename Layout = void>
+struct fragment {
+  static constexpr int rows = std::is_same<Use, matrix_b>::value ? K : M;
+  static constexpr int cols = std::is_same<Use, matrix_a>::value ? K : N;
+  static constexpr int num_elements = rows * cols;
+  typename storage<T>::type x[num_elements];
+};
+
+inline void check_pointer(const void* p, unsigned ldm, size_t elem) {
+  if (reinterpret_cast<uintptr_t>(p) % 32 != 0) fullconv_emu::fail("WMMA pointer not 32-byte aligned");
+  if ((ldm * elem) % 16 != 0) fullconv_emu::fail("WMMA ldm not a multiple of 16 bytes");
+}
+
+template <typename Use, int M, int N, int K, typename T, typename Layout, typename P>
+void load_matrix_sync(fragment<Use, M, N, K, T, Layout>& f, const P* p, unsigned ldm) {
+  using F = fragment<Use, M, N, K, T, Layout>;
+  check_pointer(p, ldm, sizeof(P));
+  for (int r = 0; r < F::rows; ++r)
+    for (int c = 0; c < F::cols; ++c)
+      f.x[r * F::cols + c] = std::is_same<Layout, row_major>::value ? p[r * ldm + c] : p[r + c * ldm];
+}
+
+template <int M, int N, int K, typename TA, typename LA, typename TB, typename LB>
+void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<matrix_a, M, N, K, TA, LA>& a,
+              const fragment<matrix_b, M, N, K, TB, LB>& b, const fragment<accumulator, M, N, K, float>& c) {
+  if (threadIdx.x % 32 != 0) return;  // lane 0 computes and stores the warp's tile
+  float out[M * N];
+  for (int i = 0; i < M; ++i)
+    for (int j = 0; j < N; ++j) {
+      float acc = c.x[i * N + j];
+      for (int k = 0; k < K; ++k) acc += as_float(a.x[i * K + k]) * as_float(b.x[k * N + j]);
+      out[i * N + j] = acc;
+    }
+  std::memcpy(d.x, out, sizeof(out));
+}
+
+template <int M, int N, int K>
+void store_matrix_sync(float* p, const fragment<accumulator, M, N, K, float>& f, unsigned ldm, layout_t layout) {
+  check_pointer(p, ldm, sizeof(float));
+  if (threadIdx.x % 32 != 0) return;  // one writer per warp (every lane holds the same tile)
+  for (int i = 0; i < M; ++i)
+    for (int j = 0; j < N; ++j) p[layout == mem_row_major ? i * ldm + j : i + j * ldm] = f.x[i * N + j];
+}
+
+template <typename Use, int M, int N, int K, typename T, typename Layout>
+void fill_fragment(fragment<Use, M, N, K, T, Layout>& f, float v) {
+  for (auto& e : f.x) e = v;
+}
+
+// cvt.rna.tf32.f32: keep 10 mantissa bits, round to nearest with ties away from zero.
+inline float __float_to_tf32(float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, 4);
+  if ((bits & 0x7f800000u) != 0x7f800000u) {  // finite: round; inf/nan unchanged
+    bits += 0x1000u;
+    bits &= 0xffffe000u;
+  }
+  std::memcpy(&v, &bits, 4);
+  return v;
+}
+
+}  // namespace wmma
+}  // namespace nvcuda

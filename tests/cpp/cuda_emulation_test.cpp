@@ -1,0 +1,227 @@
+// fullconv's CUDA kernels run on the host through the emulation of cuda_emulation.h: the
+// launchers of csrc/cuda/full_conv_cuda.h (tiled implicit GEMM and direct), every dtype
+// (float64, float32 on FMA and on TF32, float16, bfloat16), forward with bias and the fused
+// residual + ReLU epilogue, grad_input, grad_weight with split-K, against the double
+// reference of the definition on the same (rounded) values. Random 1-D/2-D/3-D problems with
+// stride, dilation and groups, wide enough for several row and column tiles.
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "conv_reference.h"
+#include "cuda/full_conv_cuda.h"
+
+using fullconv::ConvShape;
+namespace fc = fullconv::cuda;
+
+static int failures = 0;
+#define EXPECT(cond, ...)                            \
+  do {                                               \
+    if (!(cond)) {                                   \
+      if (failures++ < 30) std::printf(__VA_ARGS__); \
+    }                                                \
+  } while (0)
+
+template <typename T> T to_t(double v) { return static_cast<T>(v); }
+template <> __half to_t<__half>(double v) { return __float2half_rn(static_cast<float>(v)); }
+template <> __nv_bfloat16 to_t<__nv_bfloat16>(double v) { return __float2bfloat16_rn(static_cast<float>(v)); }
+template <typename T> double to_d(T v) { return static_cast<double>(v); }
+template <> double to_d<__half>(__half v) { return __half2float(v); }
+template <> double to_d<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <typename T>
+std::vector<T> convert(std::vector<double>& v) {  // rounds v in place to what T holds
+  std::vector<T> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) {
+    out[i] = to_t<T>(v[i]);
+    v[i] = to_d(out[i]);
+  }
+  return out;
+}
+
+// Relative error against the reference's scale (max |ref|, at least 1).
+template <typename T>
+double rel_err(const std::vector<T>& got, const std::vector<double>& ref) {
+  double scale = 1.0, err = 0.0;
+  for (double r : ref) scale = std::fmax(scale, std::fabs(r));
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double d = std::fabs(to_d(got[i]) - ref[i]);
+    err = std::isnan(d) ? INFINITY : std::fmax(err, d);
+  }
+  return err / scale;
+}
+
+// Forward [g][tap][ci][co] or grad_input [g][tap][co][ci] packing of w (Cout, Cin/g, taps).
+template <typename T>
+std::vector<T> pack(const std::vector<T>& w, const ConvShape& s, bool forward) {
+  const int64_t cin_g = s.in_channels_per_group(), cout_g = s.out_channels_per_group(), taps = s.kernel_volume();
+  std::vector<T> out(w.size());
+  for (int64_t co = 0; co < s.out_channels; ++co)
+    for (int64_t ci = 0; ci < cin_g; ++ci)
+      for (int64_t k = 0; k < taps; ++k) {
+        const int64_t g = co / cout_g, c = co % cout_g;
+        out[forward ? ((g * taps + k) * cin_g + ci) * cout_g + c : ((g * taps + k) * cout_g + c) * cin_g + ci] =
+            w[(co * cin_g + ci) * taps + k];
+      }
+  return out;
+}
+
+struct Config {
+  fc::DType dtype;
+  bool tf32;
+  const char* name;
+  double tol;
+};
+
+template <typename T>
+void run(Problem P, const Config& cfg, bool igemm, int sm_count, bool residual, bool relu, const std::string& what) {
+  const ConvShape& s = P.s;
+  std::mt19937 rng(static_cast<unsigned>(P.x.size() * 7 + P.w.size()));
+  std::normal_distribution<double> normal;
+  std::vector<double> bias(s.out_channels);
+  for (auto& b : bias) b = normal(rng);
+  const auto x = convert<T>(P.x), w = convert<T>(P.w), gy = convert<T>(P.gy), b = convert<T>(bias);
+  std::vector<double> y_ref, gx_ref, gw_ref;
+  reference(P, y_ref, gx_ref, gw_ref);
+  const int64_t osp = s.out_spatial();
+  // residual: (N, Cout, out - 2*pad) centred with pad 1 where the output allows it
+  fc::Epilogue ep;
+  std::vector<double> res;
+  std::vector<T> res_t;
+  if (residual) {
+    int64_t rsp = 1;
+    for (int i = 0; i < 3; ++i) {
+      ep.pad[i] = s.out_size[i] > 2 ? 1 : 0;
+      ep.res_size[i] = s.out_size[i] - 2 * ep.pad[i];
+      rsp *= ep.res_size[i];
+    }
+    res.resize(s.batch * s.out_channels * rsp);
+    for (auto& r : res) r = normal(rng);
+    res_t = convert<T>(res);
+    ep.residual = res_t.data();
+  }
+  ep.relu = relu;
+  for (int64_t nc = 0; nc < s.batch * s.out_channels; ++nc)
+    for (int64_t o = 0; o < osp; ++o) {
+      double& v = y_ref[nc * osp + o];
+      v += bias[nc % s.out_channels];
+      const int64_t o2 = o % s.out_size[2], o1 = (o / s.out_size[2]) % s.out_size[1], o0 = o / (s.out_size[2] * s.out_size[1]);
+      const int64_t r0 = o0 - ep.pad[0], r1 = o1 - ep.pad[1], r2 = o2 - ep.pad[2];
+      if (residual && 0 <= r0 && r0 < ep.res_size[0] && 0 <= r1 && r1 < ep.res_size[1] && 0 <= r2 && r2 < ep.res_size[2])
+        v += res[((nc * ep.res_size[0] + r0) * ep.res_size[1] + r1) * ep.res_size[2] + r2];
+      if (relu && v < 0) v = 0;
+    }
+  // outputs start as NaN so an element never written shows up
+  const T nan = to_t<T>(NAN);
+  std::vector<T> y(y_ref.size(), nan), gx(gx_ref.size(), nan), gw(gw_ref.size(), nan);
+  cudaError_t e1, e2, e3;
+  if (igemm) {
+    const auto wf = pack(w, s, true), wb = pack(w, s, false);
+    e1 = fc::forward_igemm(cfg.dtype, cfg.tf32, x.data(), wf.data(), w.data(), b.data(), nullptr, ep, y.data(), s, nullptr);
+    e2 = fc::grad_input_igemm(cfg.dtype, cfg.tf32, gy.data(), wb.data(), gx.data(), s, nullptr);
+    const size_t bytes = fc::grad_weight_igemm_workspace(cfg.dtype, cfg.tf32, s, sm_count);
+    std::vector<double> workspace(bytes / sizeof(double) + 1, NAN);  // NaN: unwritten partial sums show
+    e3 = fc::grad_weight_igemm(cfg.dtype, cfg.tf32, gy.data(), x.data(), gw.data(), bytes ? workspace.data() : nullptr,
+                               s, sm_count, nullptr);
+  } else {
+    e1 = fc::forward_epilogue(cfg.dtype, x.data(), w.data(), b.data(), nullptr, ep, y.data(), s, nullptr);
+    e2 = fc::grad_input(cfg.dtype, gy.data(), w.data(), gx.data(), s, nullptr);
+    e3 = fc::grad_weight(cfg.dtype, gy.data(), x.data(), gw.data(), s, nullptr);
+  }
+  EXPECT(e1 == cudaSuccess && e2 == cudaSuccess && e3 == cudaSuccess, "%s: launch error %d %d %d\n", what.c_str(),
+         int(e1), int(e2), int(e3));
+  const double ey = rel_err(y, y_ref), ex = rel_err(gx, gx_ref), ew = rel_err(gw, gw_ref);
+  EXPECT(ey <= cfg.tol, "%s: forward rel. error %g > %g\n", what.c_str(), ey, cfg.tol);
+  EXPECT(ex <= cfg.tol, "%s: grad_input rel. error %g > %g\n", what.c_str(), ex, cfg.tol);
+  EXPECT(ew <= cfg.tol, "%s: grad_weight rel. error %g > %g\n", what.c_str(), ew, cfg.tol);
+}
+
+void run_any(const Problem& P, const Config& cfg, bool igemm, int sm_count, bool residual, bool relu,
+             const std::string& what) {
+  switch (cfg.dtype) {
+    case fc::DType::kFloat64: return run<double>(P, cfg, igemm, sm_count, residual, relu, what);
+    case fc::DType::kFloat32: return run<float>(P, cfg, igemm, sm_count, residual, relu, what);
+    case fc::DType::kFloat16: return run<__half>(P, cfg, igemm, sm_count, residual, relu, what);
+    case fc::DType::kBFloat16: return run<__nv_bfloat16>(P, cfg, igemm, sm_count, residual, relu, what);
+  }
+}
+
+// wide: channel counts that fill several 64-column tiles; long: reductions long enough for
+// split-K (grad_weight) and many row tiles.
+Problem random_problem(std::mt19937& rng, int nd, bool wide, bool long_rows = false) {
+  auto uni = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  std::normal_distribution<double> normal;
+  Problem P;
+  ConvShape& s = P.s;
+  s.ndim = nd;
+  s.batch = uni(1, 2);
+  s.groups = uni(1, 2);
+  const int widths[] = {1, 3, 8, 17, 33, 70};
+  s.in_channels = s.groups * (wide ? widths[uni(2, 5)] : uni(1, 4));
+  s.out_channels = s.groups * (wide ? widths[uni(2, 5)] : uni(1, 4));
+  for (int d = 3 - nd; d < 3; ++d) {
+    s.in_size[d] = long_rows ? uni(nd == 1 ? 1000 : 24, nd == 1 ? 3000 : 40) : uni(1, nd == 1 ? 40 : nd == 2 ? 11 : 5);
+    s.kernel[d] = uni(1, nd == 3 ? 3 : 4);
+    s.stride[d] = uni(1, 2);
+    s.dilation[d] = uni(1, 2);
+  }
+  s.compute_output_size();
+  // keep each weight's reduction modest: the values stay O(1) for half precision
+  const double scale = 1.0 / std::sqrt(double(s.in_channels_per_group() * s.kernel_volume()));
+  P.x.resize(s.batch * s.in_channels * s.in_spatial());
+  P.w.resize(s.out_channels * s.in_channels_per_group() * s.kernel_volume());
+  P.gy.resize(s.batch * s.out_channels * s.out_spatial());
+  for (auto& v : P.x) v = normal(rng);
+  for (auto& v : P.w) v = normal(rng) * scale;
+  for (auto& v : P.gy) v = normal(rng);
+  return P;
+}
+
+std::string describe(const Problem& P) {
+  const ConvShape& s = P.s;
+  char buf[256];
+  std::snprintf(buf, sizeof(buf), "%dD n=%ld %ld->%ld g=%ld in=%ldx%ldx%ld k=%ldx%ldx%ld s=%ldx%ldx%ld d=%ldx%ldx%ld",
+                s.ndim, (long)s.batch, (long)s.in_channels, (long)s.out_channels, (long)s.groups, (long)s.in_size[0],
+                (long)s.in_size[1], (long)s.in_size[2], (long)s.kernel[0], (long)s.kernel[1], (long)s.kernel[2],
+                (long)s.stride[0], (long)s.stride[1], (long)s.stride[2], (long)s.dilation[0], (long)s.dilation[1],
+                (long)s.dilation[2]);
+  return buf;
+}
+
+int main(int argc, char** argv) {
+  const int problems = argc > 1 ? std::atoi(argv[1]) : 12;
+  // tolerances relative to the output's scale: accumulation in float32 (float64 for float64)
+  // plus one rounding of the result to the dtype; TF32 also rounds both operands (10 bits)
+  const Config configs[] = {
+      {fc::DType::kFloat64, false, "float64", 1e-12},
+      {fc::DType::kFloat32, false, "float32", 2e-6},
+      {fc::DType::kFloat32, true, "float32-tf32", 4e-3},
+      {fc::DType::kFloat16, false, "float16", 2e-3},
+      {fc::DType::kBFloat16, false, "bfloat16", 1.2e-2},
+  };
+  std::mt19937 rng(2024);
+  int runs = 0;
+  for (int i = 0; i < problems; ++i) {
+    const Problem wide = random_problem(rng, 1 + i % 3, true);
+    const Problem narrow = random_problem(rng, 1 + (i + 1) % 3, false);
+    const Problem long_rows = random_problem(rng, 1 + i % 2, i % 2 == 0, true);
+    for (const Config& cfg : configs) {
+      const bool residual = (i + runs) % 2 == 0, relu = (i + runs) % 3 == 0;
+      // few SMs: split-K engages on these small problems; an H100's 132: mostly one slice
+      const int sm_counts[] = {132, 1, 3, 132};
+      const int sm_count = sm_counts[i % 4];
+      run_any(wide, cfg, true, sm_count, residual, relu, std::string("igemm ") + cfg.name + " " + describe(wide));
+      run_any(narrow, cfg, true, sm_count, !residual, relu, std::string("igemm ") + cfg.name + " " + describe(narrow));
+      run_any(long_rows, cfg, true, 132, residual, !relu, std::string("igemm ") + cfg.name + " " + describe(long_rows));
+      if (cfg.tf32) { ++runs; continue; }  // the direct kernels have no TF32 mode
+      run_any(narrow, cfg, false, sm_count, residual, !relu, std::string("direct ") + cfg.name + " " + describe(narrow));
+      ++runs;
+    }
+  }
+  std::printf("%d problem x dtype runs, %ld kernel launches emulated, %d failures\n", runs, fullconv_emu::launches,
+              failures);
+  return failures == 0 ? 0 : 1;
+}
