@@ -180,6 +180,65 @@ Problem random_problem(std::mt19937& rng, int nd, bool wide, bool long_rows = fa
   return P;
 }
 
+// A weight holding inf: the padded reference multiplies it by padding zeros (nan) wherever the
+// tap falls outside the input, by real inputs (+-inf, or nan for 0) inside. Both families,
+// float32, against that padded reference in double (nan where it is nan, equal elsewhere).
+void run_nonfinite(bool igemm) {
+  std::mt19937 rng(99);
+  Problem P = random_problem(rng, 2, true);
+  P.w[3] = INFINITY;  // output channel 0
+  const ConvShape& s = P.s;
+  const auto x = convert<float>(P.x), w = convert<float>(P.w);
+  const int64_t cin_g = s.in_channels_per_group(), cout_g = s.out_channels_per_group(), taps = s.kernel_volume();
+  std::vector<double> ref(s.batch * s.out_channels * s.out_spatial(), 0.0);
+  int64_t o[3], k[3];
+  for (int64_t n = 0; n < s.batch; ++n)
+    for (int64_t co = 0; co < s.out_channels; ++co)
+      for (o[0] = 0; o[0] < s.out_size[0]; ++o[0])
+        for (o[1] = 0; o[1] < s.out_size[1]; ++o[1])
+          for (o[2] = 0; o[2] < s.out_size[2]; ++o[2]) {
+            double acc = 0.0;
+            for (int64_t ci = 0; ci < cin_g; ++ci)
+              for (int64_t t = 0; t < taps; ++t) {
+                k[0] = t / (s.kernel[1] * s.kernel[2]), k[1] = (t / s.kernel[2]) % s.kernel[1], k[2] = t % s.kernel[2];
+                int64_t i[3];
+                bool inside = true;
+                for (int d = 0; d < 3; ++d) {
+                  i[d] = o[d] * s.stride[d] + k[d] * s.dilation[d] - s.dilation[d] * (s.kernel[d] - 1);
+                  inside = inside && 0 <= i[d] && i[d] < s.in_size[d];
+                }
+                const double xv = inside ? P.x[(n * s.in_channels + co / cout_g * cin_g + ci) * s.in_spatial() +
+                                                flat3(s.in_size, i)]
+                                         : 0.0;
+                acc += P.w[(co * cin_g + ci) * taps + t] * xv;
+              }
+            ref[(n * s.out_channels + co) * s.out_spatial() + flat3(s.out_size, o)] = acc;
+          }
+  std::vector<unsigned char> flags(s.out_channels, 0);
+  flags[0] = 1;
+  std::vector<float> y(ref.size(), 1234.5f);
+  const fc::Epilogue ep;
+  cudaError_t err;
+  if (igemm) {
+    const auto wf = pack(w, s, true);
+    err = fc::forward_igemm(fc::DType::kFloat32, false, x.data(), wf.data(), w.data(), nullptr, flags.data(), ep,
+                            y.data(), s, nullptr);
+  } else {
+    err = fc::forward(fc::DType::kFloat32, x.data(), w.data(), nullptr, flags.data(), y.data(), s, nullptr);
+  }
+  EXPECT(err == cudaSuccess, "nonfinite: launch error\n");
+  long mismatches = 0, nans = 0;
+  for (size_t e = 0; e < ref.size(); ++e) {
+    const bool ref_nan = std::isnan(ref[e]), got_nan = std::isnan(y[e]);
+    nans += ref_nan;
+    if (ref_nan != got_nan) ++mismatches;
+    else if (!ref_nan && std::isinf(ref[e]) && ref[e] != y[e]) ++mismatches;
+    else if (!ref_nan && !std::isinf(ref[e]) && std::fabs(ref[e] - y[e]) > 1e-4 * (1 + std::fabs(ref[e]))) ++mismatches;
+  }
+  EXPECT(mismatches == 0 && nans > 0, "nonfinite (%s): %ld of %zu elements differ from the padded reference (%ld nan)\n",
+         igemm ? "igemm" : "direct", mismatches, ref.size(), nans);
+}
+
 std::string describe(const Problem& P) {
   const ConvShape& s = P.s;
   char buf[256];
@@ -221,6 +280,8 @@ int main(int argc, char** argv) {
       ++runs;
     }
   }
+  run_nonfinite(true);
+  run_nonfinite(false);
   std::printf("%d problem x dtype runs, %ld kernel launches emulated, %d failures\n", runs, fullconv_emu::launches,
               failures);
   return failures == 0 ? 0 : 1;
