@@ -58,7 +58,8 @@ struct SimtMath {
   // odd k-padding keeps k-contiguous reads of 16 consecutive rows on distinct banks
   using L = SmemLayout<BM, BN, BK, AKContig, BKContig, 0, 1>;
   static constexpr int kBOffset = round_up(L::kAElems * int(sizeof(T)), 128);
-  static constexpr int kSmemBytes = kBOffset + round_up(L::kBElems * int(sizeof(T)), 128);
+  static constexpr int kOperandBytes = kBOffset + round_up(L::kBElems * int(sizeof(T)), 128);  // one stage
+  static constexpr int kSmemBytes = 2 * kOperandBytes;
 
   AccT acc[4][4];
 
@@ -142,9 +143,10 @@ struct WmmaMath {
   using L = SmemLayout<BM, BN, BK, AKContig, BKContig, W::Pad, W::Pad>;
   static constexpr int kLdC = BM + 4;  // accumulators staged column-major (rows adjacent)
   static constexpr int kBOffset = round_up(L::kAElems * int(sizeof(Elem)), 128);
-  static constexpr int kOperandBytes = kBOffset + round_up(L::kBElems * int(sizeof(Elem)), 128);
-  static constexpr int kStageBytes = BN * kLdC * int(sizeof(float));
-  static constexpr int kSmemBytes = kOperandBytes > kStageBytes ? kOperandBytes : kStageBytes;
+  static constexpr int kOperandBytes = kBOffset + round_up(L::kBElems * int(sizeof(Elem)), 128);  // one stage
+  static constexpr int kResultBytes = BN * kLdC * int(sizeof(float));
+  // two operand stages, then (after the main loop) the accumulator tile in the same space
+  static constexpr int kSmemBytes = 2 * kOperandBytes > kResultBytes ? 2 * kOperandBytes : kResultBytes;
 
 #if FULLCONV_WMMA_SM80
   nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, FK, float> acc[2][2];
@@ -233,7 +235,7 @@ struct ImageEpilogue {
 // C = A * B over an ImageGemm (forward, or one residue class of grad_input).
 // Grid: x = row tiles, y = column tiles * groups.
 template <typename T, typename Math>
-__global__ void __launch_bounds__(kGemmThreads)
+__global__ void __launch_bounds__(kGemmThreads, 2)
 image_gemm_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict__ packed,
                   ImageEpilogue<T> ep, T* __restrict__ dst) {
   constexpr int BM = Math::BM, BN = Math::BN, BK = Math::BK;
@@ -243,9 +245,8 @@ image_gemm_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict__ 
   static_assert(kGemmThreads % BM == 0 && BK % (kGemmThreads / BM) == 0, "A tile mapping");
   static_assert(kGemmThreads % BN == 0 && BK % (kGemmThreads / BN) == 0, "B tile mapping");
   constexpr int kARowsStep = kGemmThreads / BM, kBRowsStep = kGemmThreads / BN;
+  constexpr int kAPer = BK / kARowsStep, kBPer = BK / kBRowsStep;
   __shared__ __align__(128) unsigned char smem[Math::kSmemBytes];
-  Elem* As = reinterpret_cast<Elem*>(smem);
-  Elem* Bs = reinterpret_cast<Elem*>(smem + Math::kBOffset);
 
   const int64_t col_tiles = (v.cols + BN - 1) / BN;
   const int64_t g = blockIdx.y / col_tiles;
@@ -253,7 +254,7 @@ image_gemm_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict__ 
   const int64_t m0 = int64_t(blockIdx.x) * BM;
   const int tid = threadIdx.x;
 
-  // Each thread loads one row of A (all chunks) and one column of B.
+  // Each thread loads one row of A (rows ak + kARowsStep*j of every chunk) and one column of B.
   const int am = tid % BM, ak = tid / BM;
   const int bn = tid % BN, bk = tid / BN;
   const bool row_ok = m0 + am < v.rows, col_ok = j0 + bn < v.cols;
@@ -261,35 +262,68 @@ image_gemm_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict__ 
   if (row_ok) decode_row(v, m0 + am, &n_row, p);
   int64_t pmin[kMaxSpatialDims], pmax[kMaxSpatialDims];
   row_box(v, m0, m0 + BM, pmin, pmax);
+  const int64_t chunks = chunks_per_tap(v, BK);
+
+  // The live chunks in order: (tap, chunk) pairs whose tap reaches some row of the tile.
+  // Uniform across the block (only `base` is per thread), so every thread meets every barrier.
+  struct Cursor {
+    int64_t tap, chunk, base;
+  };
+  auto seek = [&](int64_t tap, int64_t chunk, Cursor* c) {
+    for (; tap < v.taps; ++tap, chunk = 0) {
+      int64_t off[kMaxSpatialDims];
+      if (chunk >= chunks || !tap_offsets(v, tap, off) || !tap_live_in_box(v, off, pmin, pmax)) continue;
+      c->tap = tap;
+      c->chunk = chunk;
+      c->base = row_ok ? src_offset(v, n_row, p, off, g) : -1;
+      return true;
+    }
+    return false;
+  };
+  // Software pipeline: the next chunk's global loads go to registers before the current
+  // chunk's products, then into the other shared-memory stage; one barrier per chunk.
+  T a_reg[kAPer], b_reg[kBPer];
+  auto fetch = [&](const Cursor& c) {
+    const int64_t c0 = c.chunk * BK;
+#pragma unroll
+    for (int j = 0; j < kAPer; ++j) {
+      const int64_t ch = c0 + ak + j * kARowsStep;
+      a_reg[j] = (c.base >= 0 && ch < v.red) ? src[c.base + ch * v.src_spatial] : zero_value<T>();
+    }
+#pragma unroll
+    for (int j = 0; j < kBPer; ++j) {
+      const int64_t ch = c0 + bk + j * kBRowsStep;
+      b_reg[j] = (col_ok && ch < v.red) ? packed[b_offset(v, g, c.tap, ch, j0 + bn)] : zero_value<T>();
+    }
+  };
+  auto stash = [&](int stage) {
+    Elem* As = reinterpret_cast<Elem*>(smem + stage * Math::kOperandBytes);
+    Elem* Bs = reinterpret_cast<Elem*>(smem + stage * Math::kOperandBytes + Math::kBOffset);
+#pragma unroll
+    for (int j = 0; j < kAPer; ++j) As[L::a_index(am, ak + j * kARowsStep)] = Math::to_elem(a_reg[j]);
+#pragma unroll
+    for (int j = 0; j < kBPer; ++j) Bs[L::b_index(bk + j * kBRowsStep, bn)] = Math::to_elem(b_reg[j]);
+  };
 
   Math math;
   math.zero();
-  const int64_t chunks = chunks_per_tap(v, BK);
-  for (int64_t tap = 0; tap < v.taps; ++tap) {
-    int64_t off[kMaxSpatialDims];
-    // uniform across the block: a skipped tap skips its __syncthreads for every thread
-    if (!tap_offsets(v, tap, off) || !tap_live_in_box(v, off, pmin, pmax)) continue;
-    const int64_t base = row_ok ? src_offset(v, n_row, p, off, g) : -1;
-    for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-      const int64_t c0 = chunk * BK;
-#pragma unroll
-      for (int r = ak; r < BK; r += kARowsStep) {
-        const int64_t c = c0 + r;
-        T val = zero_value<T>();
-        if (base >= 0 && c < v.red) val = src[base + c * v.src_spatial];
-        As[L::a_index(am, r)] = Math::to_elem(val);
-      }
-#pragma unroll
-      for (int r = bk; r < BK; r += kBRowsStep) {
-        const int64_t c = c0 + r;
-        T val = zero_value<T>();
-        if (col_ok && c < v.red) val = packed[b_offset(v, g, tap, c, j0 + bn)];
-        Bs[L::b_index(r, bn)] = Math::to_elem(val);
-      }
-      __syncthreads();
-      math.mma(As, Bs);
-      __syncthreads();
-    }
+  Cursor cur{0, 0, -1};
+  bool have = seek(0, 0, &cur);
+  if (have) {
+    fetch(cur);
+    stash(0);
+  }
+  __syncthreads();
+  for (int stage = 0; have; stage ^= 1) {
+    Cursor next{0, 0, -1};
+    const bool more = seek(cur.tap, cur.chunk + 1, &next);
+    if (more) fetch(next);
+    math.mma(reinterpret_cast<const Elem*>(smem + stage * Math::kOperandBytes),
+             reinterpret_cast<const Elem*>(smem + stage * Math::kOperandBytes + Math::kBOffset));
+    if (more) stash(stage ^ 1);
+    __syncthreads();
+    cur = next;
+    have = more;
   }
 
   math.for_each_result(smem, [&](int m, int n, AccT value) {
@@ -317,7 +351,7 @@ image_gemm_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict__ 
 // y = split-K slice. With one slice the tile is written into grad_weight directly, otherwise
 // into the slice's partial sums.
 template <typename T, typename Math>
-__global__ void __launch_bounds__(kGemmThreads)
+__global__ void __launch_bounds__(kGemmThreads, 2)
 weight_gemm_kernel(WeightGemm v, const T* __restrict__ gy, const T* __restrict__ x,
                    typename Math::AccT* __restrict__ partial, T* __restrict__ gw) {
   constexpr int BM = Math::BM, BN = Math::BN, BK = Math::BK;
@@ -326,9 +360,9 @@ weight_gemm_kernel(WeightGemm v, const T* __restrict__ gy, const T* __restrict__
   using AccT = typename Math::AccT;
   static_assert(kGemmThreads % BK == 0, "reduction mapping");
   constexpr int kStep = kGemmThreads / BK;
+  static_assert(BM % kStep == 0 && BN % kStep == 0, "tile mapping");
+  constexpr int kAPer = BM / kStep, kBPer = BN / kStep;
   __shared__ __align__(128) unsigned char smem[Math::kSmemBytes];
-  Elem* As = reinterpret_cast<Elem*>(smem);
-  Elem* Bs = reinterpret_cast<Elem*>(smem + Math::kBOffset);
 
   const int64_t row_tiles = (v.rows + BM - 1) / BM, col_tiles = (v.cols + BN - 1) / BN;
   const int64_t tiles = row_tiles * col_tiles;
@@ -347,9 +381,10 @@ weight_gemm_kernel(WeightGemm v, const T* __restrict__ gy, const T* __restrict__
   // Each thread owns one reduction index of every chunk (consecutive threads: consecutive
   // output positions, so both loads coalesce) and rows/columns kl + kStep*r of the tile.
   const int kl = threadIdx.x % BK, first = threadIdx.x / BK;
-  Math math;
-  math.zero();
-  for (int64_t chunk = c_begin; chunk < c_end; ++chunk) {
+  // Software pipeline as in image_gemm_kernel: registers hold the next chunk's loads while
+  // the current one is multiplied; two shared-memory stages, one barrier per chunk.
+  T a_reg[kAPer], b_reg[kBPer];
+  auto fetch = [&](int64_t chunk) {
     const int64_t e = chunk * BK + kl;
     const bool live = e < len;
     int64_t n = 0, of = 0, inf = 0;
@@ -357,19 +392,39 @@ weight_gemm_kernel(WeightGemm v, const T* __restrict__ gy, const T* __restrict__
     const T* gy_e = gy + (n * s.out_channels + g * v.rows) * out_sp + of;
     const T* x_e = x + (n * s.in_channels + g * v.cols) * in_sp + inf;
 #pragma unroll
-    for (int r = first; r < BM; r += kStep) {
-      T val = zero_value<T>();
-      if (live && m0 + r < v.rows) val = gy_e[(m0 + r) * out_sp];
-      As[L::a_index(r, kl)] = Math::to_elem(val);
+    for (int j = 0; j < kAPer; ++j) {
+      const int64_t r = m0 + first + j * kStep;
+      a_reg[j] = (live && r < v.rows) ? gy_e[r * out_sp] : zero_value<T>();
     }
 #pragma unroll
-    for (int r = first; r < BN; r += kStep) {
-      T val = zero_value<T>();
-      if (live && j0 + r < v.cols) val = x_e[(j0 + r) * in_sp];
-      Bs[L::b_index(kl, r)] = Math::to_elem(val);
+    for (int j = 0; j < kBPer; ++j) {
+      const int64_t r = j0 + first + j * kStep;
+      b_reg[j] = (live && r < v.cols) ? x_e[r * in_sp] : zero_value<T>();
     }
-    __syncthreads();
-    math.mma(As, Bs);
+  };
+  auto stash = [&](int stage) {
+    Elem* As = reinterpret_cast<Elem*>(smem + stage * Math::kOperandBytes);
+    Elem* Bs = reinterpret_cast<Elem*>(smem + stage * Math::kOperandBytes + Math::kBOffset);
+#pragma unroll
+    for (int j = 0; j < kAPer; ++j) As[L::a_index(first + j * kStep, kl)] = Math::to_elem(a_reg[j]);
+#pragma unroll
+    for (int j = 0; j < kBPer; ++j) Bs[L::b_index(kl, first + j * kStep)] = Math::to_elem(b_reg[j]);
+  };
+
+  Math math;
+  math.zero();
+  if (c_begin < c_end) {
+    fetch(c_begin);
+    stash(0);
+  }
+  __syncthreads();
+  int stage = 0;
+  for (int64_t chunk = c_begin; chunk < c_end; ++chunk, stage ^= 1) {
+    const bool more = chunk + 1 < c_end;
+    if (more) fetch(chunk + 1);
+    math.mma(reinterpret_cast<const Elem*>(smem + stage * Math::kOperandBytes),
+             reinterpret_cast<const Elem*>(smem + stage * Math::kOperandBytes + Math::kBOffset));
+    if (more) stash(stage ^ 1);
     __syncthreads();
   }
 
