@@ -1,9 +1,12 @@
 """fullconv's CUDA kernels executed without a GPU: csrc/cuda/*.cu compiled by the host
-compiler against tests/cpp/cuda_emulation.h (threads as fibers with exact barriers, shared
-memory, WMMA at matrix level with the GPU's alignment rules) and run by
+compiler against tests/cpp/cuda_emulation.h (threads as fibers with exact barriers, run in a
+random order each round; shared memory poisoned before each block; WMMA at matrix level with
+the GPU's alignment rules, every lane's arguments compared, TF32 operands checked rounded)
+and run by
 tests/cpp/cuda_emulation_test.cpp against the double reference of the definition: tiled
 implicit-GEMM and direct kernels, every dtype (float32 also on TF32), forward with bias and
-the residual epilogue, grad_input, grad_weight with and without split-K.
+the residual epilogue and non-finite weights, grad_input, grad_weight with and without
+split-K (empty slices included).
 
 What this cannot show (timing, the hardware's own fragment layout, memory-model effects
 between warps) is left to `make gpu-check` on a GPU."""

@@ -128,7 +128,7 @@ template <typename T>
 __global__ void grad_weight_kernel(const T* __restrict__ gy, const T* __restrict__ x,
                                    T* __restrict__ gw, ConvShape s) {
   using A = typename Acc<T>::type;
-  __shared__ A partial[kThreads];
+  FULLCONV_SHARED(A, partial, kThreads, 16);
   const int64_t cin_g = s.in_channels_per_group(), cout_g = s.out_channels_per_group();
   const int64_t ktot = s.kernel_volume();
   const int64_t out_sp = s.out_spatial(), in_sp = s.in_spatial();

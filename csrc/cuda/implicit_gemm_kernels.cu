@@ -246,7 +246,7 @@ image_gemm_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict__ 
   static_assert(kGemmThreads % BN == 0 && BK % (kGemmThreads / BN) == 0, "B tile mapping");
   constexpr int kARowsStep = kGemmThreads / BM, kBRowsStep = kGemmThreads / BN;
   constexpr int kAPer = BK / kARowsStep, kBPer = BK / kBRowsStep;
-  __shared__ __align__(128) unsigned char smem[Math::kSmemBytes];
+  FULLCONV_SHARED(unsigned char, smem, Math::kSmemBytes, 128);
 
   const int64_t col_tiles = (v.cols + BN - 1) / BN;
   const int64_t g = blockIdx.y / col_tiles;
@@ -362,7 +362,7 @@ weight_gemm_kernel(WeightGemm v, const T* __restrict__ gy, const T* __restrict__
   constexpr int kStep = kGemmThreads / BK;
   static_assert(BM % kStep == 0 && BN % kStep == 0, "tile mapping");
   constexpr int kAPer = BM / kStep, kBPer = BN / kStep;
-  __shared__ __align__(128) unsigned char smem[Math::kSmemBytes];
+  FULLCONV_SHARED(unsigned char, smem, Math::kSmemBytes, 128);
 
   const int64_t row_tiles = (v.rows + BM - 1) / BM, col_tiles = (v.cols + BN - 1) / BN;
   const int64_t tiles = row_tiles * col_tiles;

@@ -3,10 +3,12 @@
 // without a GPU:
 //  * every CUDA thread of a block is a fiber (ucontext) with its own stack; __syncthreads()
 //    switches back to the block's scheduler, which runs every thread up to the barrier before
-//    any passes it (a barrier that only some threads reach is reported, as the divergent
-//    barrier it would be on a GPU); blocks run one after another, so a kernel's __shared__
-//    arrays (function-local statics here) belong to the running block; single OS thread,
-//    deterministic;
+//    any passes it, the threads of each round in a new (seeded, reproducible) random order,
+//    so a read that a barrier does not order after its write shows up; a barrier that only
+//    some threads reach is reported, as the divergent barrier it would be on a GPU; blocks
+//    run one after another; single OS thread;
+//  * shared arrays (FULLCONV_SHARED) are filled with 0xff bytes (NaN in every float type)
+//    before each block, so reading an element no thread of the block wrote shows up;
 //  * "device memory" is host memory: launchers get host pointers;
 //  * WMMA at matrix level: each thread of a warp holds a whole fragment (load_matrix_sync
 //    reads the tile through its layout and ldm, exactly the addresses a GPU would use;
@@ -31,6 +33,10 @@
 #include <tuple>
 #include <type_traits>
 #include <vector>
+
+#include <algorithm>
+#include <map>
+#include <random>
 
 #include <cuda_runtime_api.h>
 
@@ -74,6 +80,60 @@ struct Fiber {
   long barriers = 0;
 };
 
+// Shared arrays, one buffer per declaration (keyed by a static of the kernel instance).
+struct SharedArray {
+  std::unique_ptr<unsigned char[]> raw;
+  unsigned char* data;
+  size_t bytes;
+};
+inline std::map<const void*, SharedArray>& shared_arrays() {
+  static std::map<const void*, SharedArray> arrays;
+  return arrays;
+}
+inline void* shared_array(const void* key, size_t bytes, size_t align) {
+  auto& arrays = shared_arrays();
+  auto it = arrays.find(key);
+  if (it == arrays.end()) {
+    SharedArray a;
+    a.raw.reset(new unsigned char[bytes + align]);
+    a.data = a.raw.get() + (align - reinterpret_cast<uintptr_t>(a.raw.get()) % align) % align;
+    a.bytes = bytes;
+    std::memset(a.data, 0xff, bytes);
+    it = arrays.emplace(key, std::move(a)).first;
+  }
+  if (it->second.bytes != bytes) fail("one shared array declared with two sizes");
+  return it->second.data;
+}
+inline void poison_shared_arrays() {
+  for (auto& kv : shared_arrays()) std::memset(kv.second.data, 0xff, kv.second.bytes);
+}
+
+// WMMA calls per thread of the running block: (kind, pointer, ldm), compared across lanes.
+struct WmmaCall {
+  int kind;
+  const void* ptr;
+  unsigned ldm;
+  bool operator!=(const WmmaCall& o) const { return kind != o.kind || ptr != o.ptr || ldm != o.ldm; }
+};
+inline std::vector<std::vector<WmmaCall>> wmma_calls;
+inline void record_wmma(int kind, const void* ptr, unsigned ldm) {
+  const unsigned t = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+  wmma_calls[t].push_back(WmmaCall{kind, ptr, ldm});
+}
+inline void check_wmma_lanes(unsigned threads) {
+  for (unsigned t = 0; t < threads; ++t) {
+    const unsigned leader = t - t % 32;
+    if (wmma_calls[t].size() != wmma_calls[leader].size()) fail("lanes of a warp made different numbers of WMMA calls");
+    for (size_t i = 0; i < wmma_calls[t].size(); ++i)
+      if (wmma_calls[t][i] != wmma_calls[leader][i]) fail("lanes of a warp passed different WMMA arguments");
+  }
+}
+
+inline std::mt19937& schedule_rng() {
+  static std::mt19937 rng(12345);
+  return rng;
+}
+
 inline ucontext_t scheduler;
 inline Fiber* current = nullptr;
 inline const std::function<void()>* body = nullptr;
@@ -86,6 +146,10 @@ inline void fiber_entry() {
 // Runs one block: every thread up to its next barrier, round after round.
 inline void run_block(std::vector<Fiber>& pool, unsigned threads, dim3 block) {
   Fiber* fibers = pool.data();
+  poison_shared_arrays();
+  wmma_calls.assign(threads, {});
+  std::vector<unsigned> order(threads);
+  for (unsigned t = 0; t < threads; ++t) order[t] = t;
   for (unsigned t = 0; t < threads; ++t) {
     Fiber& f = fibers[t];
     f.done = false;
@@ -99,7 +163,8 @@ inline void run_block(std::vector<Fiber>& pool, unsigned threads, dim3 block) {
   for (;;) {
     size_t running = 0, finished = 0;
     long round = -1;
-    for (unsigned t = 0; t < threads; ++t) {
+    std::shuffle(order.begin(), order.end(), schedule_rng());
+    for (unsigned t : order) {
       Fiber& f = fibers[t];
       if (f.done) { ++finished; continue; }
       threadIdx = uint3{unsigned(t % block.x), unsigned((t / block.x) % block.y), unsigned(t / (block.x * block.y))};
@@ -110,9 +175,10 @@ inline void run_block(std::vector<Fiber>& pool, unsigned threads, dim3 block) {
       if (round < 0) round = f.barriers;
       if (f.barriers != round) fail("threads of a block wait at different barriers");
     }
-    if (running == 0) return;
+    if (running == 0) break;
     if (finished > 0) fail("__syncthreads() reached by only some threads of a block");
   }
+  check_wmma_lanes(threads);
 }
 
 template <typename... Params>
@@ -161,6 +227,9 @@ inline void __syncthreads() {
 }
 [[noreturn]] inline void __trap() { fullconv_emu::fail("__trap()"); }
 
+#define FULLCONV_SHARED(type, name, count, align)                                                   \
+  static char name##_key = 0;                                                                      \
+  type* const name = static_cast<type*>(::fullconv_emu::shared_array(&name##_key, sizeof(type) * (count), (align)))
 #define FULLCONV_LAUNCH(grid, block, stream, ...) ::fullconv_emu::make_launch(dim3(grid), dim3(block), &__VA_ARGS__)
 #define FULLCONV_LAUNCH_STATUS() \
   (::fullconv_emu::launch_errors ? (::fullconv_emu::launch_errors = 0, cudaErrorInvalidConfiguration) : cudaSuccess)
@@ -206,14 +275,24 @@ template <typename Use, int M, int N, int K, typename T, typename Layout, typena
 void load_matrix_sync(fragment<Use, M, N, K, T, Layout>& f, const P* p, unsigned ldm) {
   using F = fragment<Use, M, N, K, T, Layout>;
   check_pointer(p, ldm, sizeof(P));
+  fullconv_emu::record_wmma(std::is_same<Use, matrix_a>::value ? 1 : 2, p, ldm);
   for (int r = 0; r < F::rows; ++r)
     for (int c = 0; c < F::cols; ++c)
       f.x[r * F::cols + c] = std::is_same<Layout, row_major>::value ? p[r * ldm + c] : p[r + c * ldm];
+  if constexpr (std::is_same<T, precision::tf32>::value) {
+    for (float v : f.x) {  // the hardware reads 19 bits: operands must be rounded beforehand
+      uint32_t bits;
+      std::memcpy(&bits, &v, 4);
+      if ((bits & 0x1fffu) != 0 && (bits & 0x7f800000u) != 0x7f800000u)
+        fullconv_emu::fail("TF32 operand not rounded with __float_to_tf32");
+    }
+  }
 }
 
 template <int M, int N, int K, typename TA, typename LA, typename TB, typename LB>
 void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<matrix_a, M, N, K, TA, LA>& a,
               const fragment<matrix_b, M, N, K, TB, LB>& b, const fragment<accumulator, M, N, K, float>& c) {
+  fullconv_emu::record_wmma(3, nullptr, 0);
   if (threadIdx.x % 32 != 0) return;  // lane 0 computes and stores the warp's tile
   float out[M * N];
   for (int i = 0; i < M; ++i)
@@ -228,6 +307,7 @@ void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<matrix_a,
 template <int M, int N, int K>
 void store_matrix_sync(float* p, const fragment<accumulator, M, N, K, float>& f, unsigned ldm, layout_t layout) {
   check_pointer(p, ldm, sizeof(float));
+  fullconv_emu::record_wmma(4 + int(layout), p, ldm);
   if (threadIdx.x % 32 != 0) return;  // one writer per warp (every lane holds the same tile)
   for (int i = 0; i < M; ++i)
     for (int j = 0; j < N; ++j) p[layout == mem_row_major ? i * ldm + j : i + j * ldm] = f.x[i * N + j];
@@ -235,6 +315,7 @@ void store_matrix_sync(float* p, const fragment<accumulator, M, N, K, float>& f,
 
 template <typename Use, int M, int N, int K, typename T, typename Layout>
 void fill_fragment(fragment<Use, M, N, K, T, Layout>& f, float v) {
+  fullconv_emu::record_wmma(6, nullptr, 0);
   for (auto& e : f.x) e = v;
 }
 

@@ -280,6 +280,29 @@ int main(int argc, char** argv) {
       ++runs;
     }
   }
+  // Split-K with empty slices: along dim 1 the input (length 1) has no element in residue
+  // class 1 of stride 2, so the taps of that class meet only padding (reduction length 0)
+  // while the others reduce over ~3000 positions in many slices.
+  {
+    Problem P;
+    ConvShape& s = P.s;
+    s.ndim = 2;
+    s.batch = 2;
+    s.in_channels = 8;
+    s.out_channels = 70;
+    s.in_size[1] = 1;
+    s.in_size[2] = 1500;
+    s.kernel[1] = s.kernel[2] = 3;
+    s.stride[1] = 2;
+    s.compute_output_size();
+    std::normal_distribution<double> normal;
+    P.x.resize(s.batch * s.in_channels * s.in_spatial());
+    P.w.resize(s.out_channels * s.in_channels * s.kernel_volume());
+    P.gy.resize(s.batch * s.out_channels * s.out_spatial());
+    for (auto* vec : {&P.x, &P.w, &P.gy})
+      for (auto& e : *vec) e = normal(rng) * (vec == &P.w ? 0.1 : 1.0);
+    for (const Config& cfg : configs) run_any(P, cfg, true, 132, false, false, std::string("igemm empty slices ") + cfg.name);
+  }
   run_nonfinite(true);
   run_nonfinite(false);
   std::printf("%d problem x dtype runs, %ld kernel launches emulated, %d failures\n", runs, fullconv_emu::launches,
