@@ -105,13 +105,6 @@ bool use_igemm(const ConvShape& s, at::ScalarType dtype, Pass pass) {
   return false;
 }
 
-// The weight as the tiled kernels' B operand: [groups][taps][reduction channel][column].
-// forward: (g, tap, ci, co); grad_input: (g, tap, co, ci).
-at::Tensor pack_weight(const at::Tensor& w, const ConvShape& s, Pass pass) {
-  const auto v = w.reshape({s.groups, s.out_channels_per_group(), s.in_channels_per_group(), s.kernel_volume()});
-  return (pass == Pass::kForward ? v.permute({0, 3, 2, 1}) : v.permute({0, 3, 1, 2})).contiguous();
-}
-
 // The residual's normalised extent and centring for the launchers.
 cuda::Epilogue make_epilogue(const at::Tensor* residual, at::IntArrayRef out_shape,
                              at::IntArrayRef padding, bool relu) {
@@ -146,14 +139,20 @@ at::Tensor full_conv_cuda_impl(const at::Tensor& input, const at::Tensor& weight
   const auto w = weight.contiguous();
   const bool has_bias = bias.has_value() && bias->defined();
   const auto b = has_bias ? bias->contiguous() : at::Tensor();
-  // Per output channel: does any weight hold inf/nan? (device-side, no host sync)
-  const auto nonfinite = w.isfinite().logical_not().flatten(1).any(1).to(at::kByte);
   auto y = at::empty(output_shape(s, true), x.options());
   const auto dtype = launcher_dtype(x.scalar_type());
   const auto epilogue = make_epilogue(residual ? &res : nullptr, y.sizes(), residual_padding, relu);
   const auto stream = c10::cuda::getCurrentCUDAStream();
-  if (use_igemm(s, x.scalar_type(), Pass::kForward)) {
-    const auto packed = pack_weight(w, s, Pass::kForward);
+  const bool tiled = use_igemm(s, x.scalar_type(), Pass::kForward);
+  // One pass over the weight: the tiled kernels' packed copy, and per output channel whether
+  // any weight holds inf/nan (device-side, no host sync).
+  const auto nonfinite = at::empty({s.out_channels}, x.options().dtype(at::kByte));
+  const auto packed = tiled ? at::empty_like(w) : at::Tensor();
+  check_launch(cuda::prepare_weight(dtype, w.const_data_ptr(), s, Pass::kForward,
+                                    tiled ? packed.mutable_data_ptr() : nullptr, nonfinite.mutable_data_ptr<uint8_t>(),
+                                    stream),
+               "weight preparation");
+  if (tiled) {
     check_launch(cuda::forward_igemm(dtype, use_tf32(x.scalar_type()), x.const_data_ptr(), packed.const_data_ptr(),
                                      w.const_data_ptr(), has_bias ? b.const_data_ptr() : nullptr,
                                      nonfinite.const_data_ptr<uint8_t>(), epilogue, y.mutable_data_ptr(), s, stream),
@@ -220,7 +219,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cuda(
   if (output_mask[0]) {
     auto gx = at::empty({s.batch, s.in_channels, s.in_spatial()}, gy.options());
     if (use_igemm(s, input.scalar_type(), Pass::kGradInput)) {
-      const auto packed = pack_weight(weight, s, Pass::kGradInput);
+      const auto w = weight.contiguous();
+      const auto packed = at::empty_like(w);
+      check_launch(cuda::prepare_weight(dtype, w.const_data_ptr(), s, Pass::kGradInput, packed.mutable_data_ptr(),
+                                        nullptr, stream),
+                   "weight preparation");
       check_launch(cuda::grad_input_igemm(dtype, use_tf32(input.scalar_type()), gy.const_data_ptr(),
                                           packed.const_data_ptr(), gx.mutable_data_ptr(), s, stream),
                    "grad_input (implicit GEMM)");

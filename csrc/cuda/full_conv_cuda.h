@@ -54,6 +54,13 @@ cudaError_t grad_weight(DType dtype, const void* grad_out, const void* x, void* 
 
 enum class GemmPass { kForward, kGradInput, kGradWeight };
 
+// One pass over the weight (Cout, Cin/g, *kernel): packs it as the tiled kernels' B operand
+// for `pass` (kForward or kGradInput; packed may be null: no packing) and, when
+// nonfinite_weight is not null, flags each output channel holding an inf/nan weight
+// (one block per output channel, no atomics).
+cudaError_t prepare_weight(DType dtype, const void* w, const ConvShape& s, GemmPass pass, void* packed,
+                           unsigned char* nonfinite_weight, cudaStream_t stream);
+
 // False when a pass's block grid exceeds CUDA's limits (then use the direct kernels).
 bool igemm_grid_fits(const ConvShape& s, GemmPass pass);
 

@@ -454,6 +454,34 @@ __global__ void split_k_sum_kernel(WeightGemm v, const AccT* __restrict__ partia
   }
 }
 
+// One block per output channel co: packs its weights (forward: [g][tap][ci][co_in_group],
+// grad_input: [g][tap][co_in_group][ci]) and flags the channel if any weight is inf/nan.
+template <typename T>
+__global__ void prepare_weight_kernel(const T* __restrict__ w, ConvShape s, bool forward_layout,
+                                      T* __restrict__ packed, unsigned char* __restrict__ nonfinite) {
+  using A = typename Acc<T>::type;
+  FULLCONV_SHARED(int, any_nonfinite, 1, 16);
+  const int64_t cin_g = s.in_channels_per_group(), cout_g = s.out_channels_per_group();
+  const int64_t taps = s.kernel_volume(), per_channel = cin_g * taps;
+  const int64_t co = blockIdx.x, g = co / cout_g, c = co % cout_g;
+  if (threadIdx.x == 0) *any_nonfinite = 0;
+  __syncthreads();
+  bool bad = false;
+  for (int64_t e = threadIdx.x; e < per_channel; e += blockDim.x) {
+    const T value = w[co * per_channel + e];
+    const A v = load(&value);
+    bad = bad || !(v - v == A(0));  // inf - inf and nan - nan are nan
+    if (packed != nullptr) {
+      const int64_t ci = e / taps, tap = e % taps;
+      packed[forward_layout ? ((g * taps + tap) * cin_g + ci) * cout_g + c
+                            : ((g * taps + tap) * cout_g + c) * cin_g + ci] = value;
+    }
+  }
+  if (bad) *any_nonfinite = 1;  // every writer stores the same value
+  __syncthreads();
+  if (threadIdx.x == 0 && nonfinite != nullptr) nonfinite[co] = *any_nonfinite ? 1 : 0;
+}
+
 // ---------------------------------------------------------------------------- dispatch
 
 // The math of a dtype: tensor cores for half/bf16 and (when allowed) TF32, FMA otherwise.
@@ -487,6 +515,18 @@ cudaError_t launch_image(const ImageGemm& v, const void* src, const void* packed
       v, static_cast<const T*>(src), static_cast<const T*>(packed), ep, static_cast<T*>(dst));
   return FULLCONV_LAUNCH_STATUS();
 }
+
+struct PrepareWeightOp {
+  template <typename T, typename Math>
+  static cudaError_t run(const void* w, const ConvShape& s, GemmPass pass, void* packed, unsigned char* nonfinite,
+                         cudaStream_t stream) {
+    if (s.out_channels == 0 || (packed == nullptr && nonfinite == nullptr)) return cudaSuccess;
+    if (s.out_channels >= (int64_t(1) << 31)) return cudaErrorInvalidConfiguration;
+    FULLCONV_LAUNCH(static_cast<unsigned int>(s.out_channels), 128, stream, prepare_weight_kernel<T>)(
+        static_cast<const T*>(w), s, pass == GemmPass::kForward, static_cast<T*>(packed), nonfinite);
+    return FULLCONV_LAUNCH_STATUS();
+  }
+};
 
 struct ForwardOp {
   template <typename T, typename Math>
@@ -590,6 +630,11 @@ bool tensor_core_kernels_built() {
   }
   return attr.ptxVersion >= 80;
 #endif
+}
+
+cudaError_t prepare_weight(DType dtype, const void* w, const ConvShape& s, GemmPass pass, void* packed,
+                           unsigned char* nonfinite_weight, cudaStream_t stream) {
+  return with_math<PrepareWeightOp, false, false>(dtype, false, w, s, pass, packed, nonfinite_weight, stream);
 }
 
 // forward: A = x rows (m-contiguous), B = packed weight (n-contiguous)

@@ -119,7 +119,16 @@ void run(Problem P, const Config& cfg, bool igemm, int sm_count, bool residual, 
   std::vector<T> y(y_ref.size(), nan), gx(gx_ref.size(), nan), gw(gw_ref.size(), nan);
   cudaError_t e1, e2, e3;
   if (igemm) {
-    const auto wf = pack(w, s, true), wb = pack(w, s, false);
+    // the packing kernel against the host packing
+    std::vector<T> wf(w.size()), wb(w.size());
+    std::vector<unsigned char> flags(s.out_channels, 7);
+    const cudaError_t ep1 = fc::prepare_weight(cfg.dtype, w.data(), s, fc::GemmPass::kForward, wf.data(), flags.data(), nullptr);
+    const cudaError_t ep2 = fc::prepare_weight(cfg.dtype, w.data(), s, fc::GemmPass::kGradInput, wb.data(), nullptr, nullptr);
+    const auto hf = pack(w, s, true), hb = pack(w, s, false);
+    bool same = ep1 == cudaSuccess && ep2 == cudaSuccess;
+    for (size_t i = 0; i < w.size(); ++i) same = same && to_d(wf[i]) == to_d(hf[i]) && to_d(wb[i]) == to_d(hb[i]);
+    for (unsigned char f : flags) same = same && f == 0;
+    EXPECT(same, "%s: prepare_weight differs from the host packing or flags a finite weight\n", what.c_str());
     e1 = fc::forward_igemm(cfg.dtype, cfg.tf32, x.data(), wf.data(), w.data(), b.data(), nullptr, ep, y.data(), s, nullptr);
     e2 = fc::grad_input_igemm(cfg.dtype, cfg.tf32, gy.data(), wb.data(), gx.data(), s, nullptr);
     const size_t bytes = fc::grad_weight_igemm_workspace(cfg.dtype, cfg.tf32, s, sm_count);
@@ -214,8 +223,11 @@ void run_nonfinite(bool igemm) {
               }
             ref[(n * s.out_channels + co) * s.out_spatial() + flat3(s.out_size, o)] = acc;
           }
-  std::vector<unsigned char> flags(s.out_channels, 0);
-  flags[0] = 1;
+  std::vector<unsigned char> flags(s.out_channels, 7);
+  EXPECT(fc::prepare_weight(fc::DType::kFloat32, w.data(), s, fc::GemmPass::kForward, nullptr, flags.data(), nullptr) ==
+             cudaSuccess && flags[0] == 1,
+         "nonfinite: channel 0 not flagged\n");
+  for (int64_t co = 1; co < s.out_channels; ++co) EXPECT(flags[co] == 0, "nonfinite: channel %ld flagged\n", (long)co);
   std::vector<float> y(ref.size(), 1234.5f);
   const fc::Epilogue ep;
   cudaError_t err;
