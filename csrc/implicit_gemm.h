@@ -255,28 +255,65 @@ FULLCONV_HD inline int64_t tap_box(const WeightGemm& v, int64_t tap, int64_t lo[
   return v.s.batch * vol;
 }
 
+// A reduction position of a WeightGemm: batch index n and the output position lo + q in the
+// tap's box. Decoded once by division, then advanced by addition with carries (the kernels
+// step every thread's position by BK per chunk).
+struct ReductionPos {
+  int64_t n = 0;
+  int64_t q[kMaxSpatialDims] = {0, 0, 0};
+};
+
+FULLCONV_HD inline ReductionPos decode_reduction_pos(int64_t e, const int64_t ext[kMaxSpatialDims]) {
+  ReductionPos r;
+  const int64_t vol = ext[0] * ext[1] * ext[2];
+  r.n = e / vol;
+  int64_t rest = e % vol;
+  r.q[2] = rest % ext[2];
+  rest /= ext[2];
+  r.q[1] = rest % ext[1];
+  r.q[0] = rest / ext[1];
+  return r;
+}
+
+// Position of e + step from that of e (step >= 0; ext all >= 1).
+FULLCONV_HD inline void advance_reduction_pos(ReductionPos* r, int64_t step, const int64_t ext[kMaxSpatialDims]) {
+  r->q[2] += step;
+  if (r->q[2] < ext[2]) return;
+  int64_t carry = r->q[2] / ext[2];
+  r->q[2] %= ext[2];
+  r->q[1] += carry;
+  if (r->q[1] < ext[1]) return;
+  carry = r->q[1] / ext[1];
+  r->q[1] %= ext[1];
+  r->q[0] += carry;
+  if (r->q[0] < ext[0]) return;
+  r->n += r->q[0] / ext[0];
+  r->q[0] %= ext[0];
+}
+
+// Output-space and input-space flat offsets of a reduction position (the input it meets
+// through the tap: i = o*s + shift).
+FULLCONV_HD inline void reduction_offsets(const WeightGemm& v, const ReductionPos& r, const int64_t lo[kMaxSpatialDims],
+                                          const int64_t shift[kMaxSpatialDims], int64_t* out_flat, int64_t* in_flat) {
+  int64_t of = 0, inf = 0;
+  for (int i = 0; i < kMaxSpatialDims; ++i) {
+    const int64_t o = lo[i] + r.q[i];
+    of = of * v.s.out_size[i] + o;
+    inf = inf * v.s.in_size[i] + o * v.s.stride[i] + shift[i];
+  }
+  *out_flat = of;
+  *in_flat = inf;
+}
+
 // Reduction index e -> batch index n, output-space flat offset of o, input-space flat offset
 // of the input it meets through the tap.
 FULLCONV_HD inline void decode_reduction(const WeightGemm& v, int64_t e, const int64_t lo[kMaxSpatialDims],
                                          const int64_t ext[kMaxSpatialDims],
                                          const int64_t shift[kMaxSpatialDims], int64_t* n,
                                          int64_t* out_flat, int64_t* in_flat) {
-  const int64_t vol = ext[0] * ext[1] * ext[2];
-  *n = e / vol;
-  int64_t r = e % vol;
-  int64_t q[kMaxSpatialDims];
-  q[2] = r % ext[2];
-  r /= ext[2];
-  q[1] = r % ext[1];
-  q[0] = r / ext[1];
-  int64_t of = 0, inf = 0;
-  for (int i = 0; i < kMaxSpatialDims; ++i) {
-    const int64_t o = lo[i] + q[i];
-    of = of * v.s.out_size[i] + o;
-    inf = inf * v.s.in_size[i] + o * v.s.stride[i] + shift[i];
-  }
-  *out_flat = of;
-  *in_flat = inf;
+  const ReductionPos r = decode_reduction_pos(e, ext);
+  *n = r.n;
+  reduction_offsets(v, r, lo, shift, out_flat, in_flat);
 }
 
 // Chunks [*c0, *c1) of `bk` reduction elements that slice `slice` of `splits` covers, out of

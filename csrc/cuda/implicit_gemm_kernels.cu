@@ -315,8 +315,10 @@ image_gemm_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict__ 
   }
   __syncthreads();
   for (int stage = 0; have; stage ^= 1) {
-    Cursor next{0, 0, -1};
-    const bool more = seek(cur.tap, cur.chunk + 1, &next);
+    // the next chunk of the same tap keeps its offsets; otherwise find the next live tap
+    Cursor next = cur;
+    ++next.chunk;
+    const bool more = next.chunk < chunks || seek(cur.tap + 1, 0, &next);
     if (more) fetch(next);
     math.mma(reinterpret_cast<const Elem*>(smem + stage * Math::kOperandBytes),
              reinterpret_cast<const Elem*>(smem + stage * Math::kOperandBytes + Math::kBOffset));
@@ -384,11 +386,15 @@ weight_gemm_kernel(WeightGemm v, const T* __restrict__ gy, const T* __restrict__
   // Software pipeline as in image_gemm_kernel: registers hold the next chunk's loads while
   // the current one is multiplied; two shared-memory stages, one barrier per chunk.
   T a_reg[kAPer], b_reg[kBPer];
-  auto fetch = [&](int64_t chunk) {
-    const int64_t e = chunk * BK + kl;
+  // this thread's reduction position, decoded once and then stepped by BK per chunk
+  int64_t e = c_begin * BK + kl;
+  ReductionPos pos;
+  if (e < len) pos = decode_reduction_pos(e, ext);
+  auto fetch = [&]() {
     const bool live = e < len;
-    int64_t n = 0, of = 0, inf = 0;
-    if (live) decode_reduction(v, e, lo, ext, shift, &n, &of, &inf);
+    int64_t n = pos.n, of = 0, inf = 0;
+    if (live) reduction_offsets(v, pos, lo, shift, &of, &inf);
+    else n = 0;
     const T* gy_e = gy + (n * s.out_channels + g * v.rows) * out_sp + of;
     const T* x_e = x + (n * s.in_channels + g * v.cols) * in_sp + inf;
 #pragma unroll
@@ -413,15 +419,22 @@ weight_gemm_kernel(WeightGemm v, const T* __restrict__ gy, const T* __restrict__
 
   Math math;
   math.zero();
+  auto step = [&]() {
+    e += BK;
+    if (e < len) advance_reduction_pos(&pos, BK, ext);
+  };
   if (c_begin < c_end) {
-    fetch(c_begin);
+    fetch();
     stash(0);
   }
   __syncthreads();
   int stage = 0;
   for (int64_t chunk = c_begin; chunk < c_end; ++chunk, stage ^= 1) {
     const bool more = chunk + 1 < c_end;
-    if (more) fetch(chunk + 1);
+    if (more) {
+      step();
+      fetch();
+    }
     math.mma(reinterpret_cast<const Elem*>(smem + stage * Math::kOperandBytes),
              reinterpret_cast<const Elem*>(smem + stage * Math::kOperandBytes + Math::kBOffset));
     if (more) stash(stage ^ 1);

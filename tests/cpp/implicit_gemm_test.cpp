@@ -198,6 +198,21 @@ int main() {
         }
         EXPECT(next == (len + bk - 1) / bk, "slice_chunks total len=%ld\n", (long)len);
       }
+  // Stepping a reduction position by addition agrees with decoding it.
+  for (int trial = 0; trial < 2000; ++trial) {
+    int64_t ext[3] = {uni(1, 4), uni(1, 5), uni(1, 7)};
+    const int64_t vol = ext[0] * ext[1] * ext[2];
+    int64_t e = uni(0, 3 * int(vol));
+    ReductionPos r = decode_reduction_pos(e, ext);
+    for (int k = 0; k < 6; ++k) {
+      const int64_t step = uni(1, 40);
+      advance_reduction_pos(&r, step, ext);
+      e += step;
+      const ReductionPos want = decode_reduction_pos(e, ext);
+      EXPECT(r.n == want.n && r.q[0] == want.q[0] && r.q[1] == want.q[1] && r.q[2] == want.q[2],
+             "advance_reduction_pos e=%ld ext=%ldx%ldx%ld\n", (long)e, (long)ext[0], (long)ext[1], (long)ext[2]);
+    }
+  }
   // Tile skipping must matter on a realistic layer: a 7x7 map, 3x3 kernel, 128-row tiles.
   {
     ConvShape s;
