@@ -93,9 +93,9 @@ struct SimtMath {
   __device__ __forceinline__ void for_each_result(unsigned char*, F&& f) {
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
 #pragma unroll
-    for (int j = 0; j < 4; ++j)
+    for (int i = 0; i < 4; ++i)
 #pragma unroll
-      for (int i = 0; i < 4; ++i) f(tx + 16 * i, ty + 16 * j, acc[i][j]);
+      for (int j = 0; j < 4; ++j) f(tx + 16 * i, ty + 16 * j, acc[i][j]);
   }
 };
 
@@ -198,7 +198,8 @@ struct WmmaMath {
   }
 
   // Stages the accumulators in shared memory (after the caller's final __syncthreads), then
-  // hands every element of the tile to f, consecutive threads taking consecutive rows.
+  // hands every element of the tile to f, consecutive threads taking consecutive rows (with
+  // 256 threads and 128 rows each thread keeps one row).
   template <typename F>
   __device__ __forceinline__ void for_each_result(unsigned char* smem, F&& f) {
     float* Cs = reinterpret_cast<float*>(smem);
@@ -328,24 +329,27 @@ image_gemm_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict__ 
     have = more;
   }
 
+  // Each thread's results share few rows (WMMA: one, SIMT: four, in row order), so a row's
+  // position is decoded once, not per element.
+  int64_t row_m = -1, nb = 0, row_out = 0, o[kMaxSpatialDims] = {0, 0, 0};
   math.for_each_result(smem, [&](int m, int n, AccT value) {
     if (m0 + m >= v.rows || j0 + n >= v.cols) return;
-    int64_t nb, q[kMaxSpatialDims];
-    decode_row(v, m0 + m, &nb, q);
+    if (m != row_m) {
+      row_m = m;
+      int64_t q[kMaxSpatialDims];
+      decode_row(v, m0 + m, &nb, q);
+      row_out = dst_offset(v, nb, q, g);
+      for (int i = 0; i < kMaxSpatialDims; ++i) o[i] = q[i] * v.dst_mul[i] + v.dst_off[i];
+    }
     const int64_t j = j0 + n;
-    const int64_t out = dst_offset(v, nb, q, g) + j * v.dst_spatial;
     using A = typename Acc<T>::type;
     A acc = A(value);
     const int64_t co = g * v.cols + j;
     if (ep.bias != nullptr) acc += load(ep.bias + co);
-    if (ep.nonfinite_weight != nullptr || ep.residual.residual != nullptr) {
-      int64_t o[kMaxSpatialDims];
-      for (int i = 0; i < kMaxSpatialDims; ++i) o[i] = q[i] * v.dst_mul[i] + v.dst_off[i];
-      if (ep.nonfinite_weight != nullptr && ep.nonfinite_weight[co]) acc += padding_products(ep.weight, ep.shape, co, o);
-      if (ep.residual.residual != nullptr) acc += residual_value<T>(ep.residual, nb * v.dst_channels + co, o);
-    }
+    if (ep.nonfinite_weight != nullptr && ep.nonfinite_weight[co]) acc += padding_products(ep.weight, ep.shape, co, o);
+    if (ep.residual.residual != nullptr) acc += residual_value<T>(ep.residual, nb * v.dst_channels + co, o);
     if (ep.residual.relu) acc = relu_keep_nan(acc);
-    dst[out] = store_as<T>(acc);
+    dst[row_out + j * v.dst_spatial] = store_as<T>(acc);
   });
 }
 
