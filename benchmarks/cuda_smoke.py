@@ -1,8 +1,10 @@
 """Small CUDA workload for compute-sanitizer (memcheck, racecheck): every kernel of both
 families (direct and tiled implicit GEMM; forward, grad_input, grad_weight with and without
 split-K) in every dtype (float32 also on TF32), with stride, dilation, groups, 1-D/2-D/3-D,
-odd sizes that leave partial tiles, and a non-finite weight."""
+odd sizes that leave partial tiles, and a non-finite weight. --quick (for racecheck, which
+is slow on shared-memory kernels): float32 and float16 only."""
 import os
+import sys
 
 import torch
 
@@ -25,6 +27,8 @@ def main():
             for d in (torch.float64, torch.float32, torch.float16, torch.bfloat16)
             if a == "direct" or tensor_cores or d in (torch.float64, torch.float32)]
     runs += [("igemm", torch.float32, True)] if tensor_cores else []
+    if "--quick" in sys.argv[1:]:
+        runs = [r for r in runs if r[1] in (torch.float32, torch.float16)]
     for algorithm, dtype, tf32 in runs:
         os.environ["FULLCONV_CUDA_ALGORITHM"] = algorithm
         torch.backends.cudnn.allow_tf32 = tf32

@@ -22,43 +22,50 @@ fi
 CARD="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n1 | tr -c 'A-Za-z0-9\n' '-' | tr -s '-' | sed 's/-$//')"
 PREFIX="$OUT/gpu-$CARD-$STAMP"
 declare -A STATUS
-step() {  # step NAME LOGFILE COMMAND...
-  local name="$1" log="$2"; shift 2
-  local t0=$SECONDS
-  echo "== $name: $*" | tee -a "$PREFIX-summary.log"
-  "$@" >"$log" 2>&1
-  local rc=$?
-  STATUS[$name]="$rc $((SECONDS - t0))"
-  echo "   -> rc=$rc in $((SECONDS - t0)) s (log: $log)" | tee -a "$PREFIX-summary.log"
-  tail -n 5 "$log" | sed 's/^/   | /' | tee -a "$PREFIX-summary.log"
-  return 0
-}
-: >"$PREFIX-summary.log"
-nvidia-smi | tee -a "$PREFIX-summary.log"
-step build "$PREFIX-build.log" env MAX_JOBS="$(nproc)" $PY -m pip install --no-build-isolation --no-deps -e .
-step tests "$PREFIX-tests.log" $PY -m pytest tests -q -ra -p no:cacheprovider
-SAN="$(command -v compute-sanitizer || echo "${CUDA_HOME}/bin/compute-sanitizer")"
-step memcheck "$PREFIX-memcheck.log" "$SAN" --tool memcheck --error-exitcode 1 $PY benchmarks/cuda_smoke.py
-step racecheck "$PREFIX-racecheck.log" "$SAN" --tool racecheck --error-exitcode 1 $PY benchmarks/cuda_smoke.py
-step bench "$PREFIX-bench.log" $PY benchmarks/bench_cuda.py --out "$OUT" --max-seconds "${BENCH_SECONDS:-240}"
-# summary JSON
-STEPS=""
-for k in build tests memcheck racecheck bench; do
-  read -r rc secs <<<"${STATUS[$k]:-"-1 0"}"
-  STEPS="$STEPS\"$k\": {\"rc\": $rc, \"seconds\": $secs},"
-done
-$PY - "$PREFIX-check.json" "{${STEPS%,}}" <<'PYEOF'
+# The summary JSON, rewritten after every step (a check cut short still leaves one).
+write_summary() {
+  local steps="" k rc secs
+  for k in build tests memcheck racecheck bench; do
+    read -r rc secs <<<"${STATUS[$k]:-"-1 0"}"
+    steps="$steps\"$k\": {\"rc\": $rc, \"seconds\": $secs},"
+  done
+  $PY - "$PREFIX-check.json" "{${steps%,}}" >/dev/null <<'PYEOF'
 import json, subprocess, sys, datetime, torch
 out, steps = sys.argv[1], json.loads(sys.argv[2])
 smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
                      capture_output=True, text=True).stdout.strip()
 info = {"date": datetime.datetime.utcnow().isoformat(timespec="seconds") + "Z", "nvidia_smi": smi,
         "torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
-        "device": torch.cuda.get_device_name(0), "capability": list(torch.cuda.get_device_capability(0)),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "capability": list(torch.cuda.get_device_capability(0)) if torch.cuda.is_available() else None,
         "steps": steps, "passed": all(v["rc"] == 0 for v in steps.values())}
 json.dump(info, open(out, "w"), indent=1)
-print(json.dumps(info, indent=1))
 PYEOF
+}
+# Each step has a time limit (seconds) so the whole check ends within 12 minutes at worst (about
+# 6-7 expected on an H100) and always writes its summary; a step that hits its limit reports rc 124.
+step() {  # step NAME LIMIT LOGFILE COMMAND...
+  local name="$1" limit="$2" log="$3"; shift 3
+  local t0=$SECONDS
+  echo "== $name (limit ${limit} s): $*" | tee -a "$PREFIX-summary.log"
+  timeout --signal=INT --kill-after=20 "$limit" "$@" >"$log" 2>&1
+  local rc=$?
+  STATUS[$name]="$rc $((SECONDS - t0))"
+  echo "   -> rc=$rc in $((SECONDS - t0)) s (log: $log)" | tee -a "$PREFIX-summary.log"
+  tail -n 5 "$log" | sed 's/^/   | /' | tee -a "$PREFIX-summary.log"
+  write_summary
+  return 0
+}
+: >"$PREFIX-summary.log"
+nvidia-smi | tee -a "$PREFIX-summary.log"
+step build 240 "$PREFIX-build.log" env MAX_JOBS="$(nproc)" $PY -m pip install --no-build-isolation --no-deps -e .
+# the whole suite, its reference grids on the three CUDA kernel families (CPU paths: `make test`)
+step tests "${TEST_SECONDS:-150}" "$PREFIX-tests.log" env FULLCONV_TEST_BACKENDS=cuda $PY -m pytest tests -q -ra -p no:cacheprovider
+SAN="$(command -v compute-sanitizer || echo "${CUDA_HOME}/bin/compute-sanitizer")"
+step memcheck 60 "$PREFIX-memcheck.log" "$SAN" --tool memcheck --error-exitcode 1 $PY benchmarks/cuda_smoke.py
+step racecheck 75 "$PREFIX-racecheck.log" "$SAN" --tool racecheck --error-exitcode 1 $PY benchmarks/cuda_smoke.py --quick
+step bench "$((${BENCH_SECONDS:-120} + 45))" "$PREFIX-bench.log" $PY benchmarks/bench_cuda.py --out "$OUT" --max-seconds "${BENCH_SECONDS:-120}"
+cat "$PREFIX-check.json"
 echo "gpu-check: results in $OUT ($PREFIX-*)"
 for k in build tests memcheck racecheck bench; do
   read -r rc _ <<<"${STATUS[$k]:-"-1 0"}"

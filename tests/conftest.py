@@ -37,6 +37,12 @@ CUDA_ALGORITHMS = ["auto", "direct", "igemm"]
 # CUDA joins the parametrisations where a GPU is present (tests/test_cuda.py reports a clean
 # skip where it is not), each family forced in turn.
 BACKENDS = [f"cpu-{a}" for a in ALGORITHMS] + ([f"cuda-{a}" for a in CUDA_ALGORITHMS] if "cuda" in DEVICES else [])
+# FULLCONV_TEST_BACKENDS=cuda (make gpu-check) spends a GPU machine's short time on the CUDA
+# paths: the reference grids run the CUDA families only, CPU-path parametrisations the
+# default path only (every CPU path is tested by `make test` on every machine).
+if os.environ.get("FULLCONV_TEST_BACKENDS") == "cuda" and "cuda" in DEVICES:
+    BACKENDS = [b for b in BACKENDS if b.startswith("cuda-")]
+    ALGORITHMS = ["auto"]
 
 
 def require_cuda():
