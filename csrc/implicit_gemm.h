@@ -227,6 +227,25 @@ FULLCONV_HD inline int64_t b_offset(const ImageGemm& v, int64_t g, int64_t tap, 
 // Reduction chunks of `bk` channels per tap: chunk t = tap * chunks_per_tap + c / bk.
 FULLCONV_HD inline int64_t chunks_per_tap(const ImageGemm& v, int64_t bk) { return (v.red + bk - 1) / bk; }
 
+// Few reduction channels per tap (a 3-channel stem: tap-major chunks of bk would hold 3 real
+// channels each): the reduction then runs flat over r = tap * red + c in chunks of bk that
+// span several taps. Tiles skip no chunk in this mode; each element's tap is checked instead.
+FULLCONV_HD inline bool flat_reduction(const ImageGemm& v, int64_t bk) { return 2 * v.red <= bk; }
+FULLCONV_HD inline int64_t flat_chunks(const ImageGemm& v, int64_t bk) { return (v.taps * v.red + bk - 1) / bk; }
+
+// Offset in A of element (row at n, p; flat reduction index r) of group g, or -1 where it is
+// absent (its tap meets padding at this row, belongs to another residue class, or r is past
+// the reduction's end). The B element of r is b_offset(v, g, r / red, r % red, j).
+FULLCONV_HD inline int64_t flat_src_offset(const ImageGemm& v, int64_t n, const int64_t p[kMaxSpatialDims],
+                                           int64_t r, int64_t g) {
+  if (r >= v.taps * v.red) return -1;
+  const int64_t tap = r / v.red, c = r - tap * v.red;
+  int64_t off[kMaxSpatialDims];
+  if (!tap_offsets(v, tap, off)) return -1;
+  const int64_t base = src_offset(v, n, p, off, g);
+  return base < 0 ? -1 : base + c * v.src_spatial;
+}
+
 // ----------------------------------------------------------------------------- WeightGemm
 
 struct WeightGemm {

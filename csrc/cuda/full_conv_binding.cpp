@@ -41,9 +41,9 @@ void check_cuda(const at::Tensor& t, const char* name) {
 // ---- Which kernel family runs a pass.
 //
 // The tiled implicit-GEMM kernels (tensor cores for float16/bfloat16 and TF32, FMA tiles for
-// float32/float64) need enough channels to fill their 64/128-row x 64-column tiles and, for
-// tensor cores, sm_80 or newer; the direct kernels (one thread per output / input element,
-// one block per weight element) take the rest: depthwise and few-channel layers.
+// float32/float64) need enough output channels of the pass to fill their 64-column tiles and,
+// for tensor cores, sm_80 or newer; the direct kernels (one thread per output / input element,
+// one block per weight element) take the rest: depthwise and few-output-channel layers.
 // FULLCONV_CUDA_ALGORITHM=auto|direct|igemm forces one family for every pass (tests use it).
 using Pass = cuda::GemmPass;
 
@@ -97,9 +97,10 @@ bool use_igemm(const ConvShape& s, at::ScalarType dtype, Pass pass) {
   if (!cuda::igemm_grid_fits(s, pass)) return false;  // e.g. > 65535 column tiles x groups
   if (algorithm == "igemm") return true;
   const int64_t cin_g = s.in_channels_per_group(), cout_g = s.out_channels_per_group();
+  // (few reduction channels run the tiles' flat reduction, implicit_gemm.h)
   switch (pass) {
-    case Pass::kForward: return cout_g >= 16 && cin_g >= 8;
-    case Pass::kGradInput: return cin_g >= 16 && cout_g >= 8;
+    case Pass::kForward: return cout_g >= 16;
+    case Pass::kGradInput: return cin_g >= 16;
     case Pass::kGradWeight: return cout_g >= 8 && cin_g * cout_g >= 32;
   }
   return false;

@@ -235,7 +235,7 @@ struct ImageEpilogue {
 
 // C = A * B over an ImageGemm (forward, or one residue class of grad_input).
 // Grid: x = row tiles, y = column tiles * groups.
-template <typename T, typename Math>
+template <typename T, typename Math, bool Flat>
 __global__ void __launch_bounds__(kGemmThreads, 2)
 image_gemm_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict__ packed,
                   ImageEpilogue<T> ep, T* __restrict__ dst) {
@@ -263,14 +263,21 @@ image_gemm_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict__ 
   if (row_ok) decode_row(v, m0 + am, &n_row, p);
   int64_t pmin[kMaxSpatialDims], pmax[kMaxSpatialDims];
   row_box(v, m0, m0 + BM, pmin, pmax);
-  const int64_t chunks = chunks_per_tap(v, BK);
+  // Flat: few channels per tap, a flat reduction (chunks span taps, none skipped; see
+  // implicit_gemm.h; its own instance keeps the other's registers free); else tap-major chunks.
+  const int64_t chunks = Flat ? flat_chunks(v, BK) : chunks_per_tap(v, BK);
 
-  // The live chunks in order: (tap, chunk) pairs whose tap reaches some row of the tile.
-  // Uniform across the block (only `base` is per thread), so every thread meets every barrier.
+  // The live chunks in order: (tap, chunk) pairs whose tap reaches some row of the tile (flat:
+  // every chunk, tap 0). Uniform across the block (only `base` is per thread), so every thread
+  // meets every barrier.
   struct Cursor {
     int64_t tap, chunk, base;
   };
   auto seek = [&](int64_t tap, int64_t chunk, Cursor* c) {
+    if constexpr (Flat) {
+      *c = Cursor{0, chunk, 0};
+      return tap == 0 && chunk < chunks;
+    }
     for (; tap < v.taps; ++tap, chunk = 0) {
       int64_t off[kMaxSpatialDims];
       if (chunk >= chunks || !tap_offsets(v, tap, off) || !tap_live_in_box(v, off, pmin, pmax)) continue;
@@ -286,6 +293,20 @@ image_gemm_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict__ 
   T a_reg[kAPer], b_reg[kBPer];
   auto fetch = [&](const Cursor& c) {
     const int64_t c0 = c.chunk * BK;
+    if constexpr (Flat) {
+#pragma unroll
+      for (int j = 0; j < kAPer; ++j) {
+        const int64_t at = row_ok ? flat_src_offset(v, n_row, p, c0 + ak + j * kARowsStep, g) : -1;
+        a_reg[j] = at >= 0 ? src[at] : zero_value<T>();
+      }
+      const int64_t total = v.taps * v.red;
+#pragma unroll
+      for (int j = 0; j < kBPer; ++j) {
+        const int64_t r = c0 + bk + j * kBRowsStep;
+        b_reg[j] = (col_ok && r < total) ? packed[(g * total + r) * v.cols + j0 + bn] : zero_value<T>();
+      }
+      return;
+    }
 #pragma unroll
     for (int j = 0; j < kAPer; ++j) {
       const int64_t ch = c0 + ak + j * kARowsStep;
@@ -528,8 +549,12 @@ cudaError_t launch_image(const ImageGemm& v, const void* src, const void* packed
   if (!image_grid_fits(v, Math::BM, Math::BN)) return cudaErrorInvalidConfiguration;
   const dim3 grid(static_cast<unsigned int>((v.rows + Math::BM - 1) / Math::BM),
                   static_cast<unsigned int>((v.cols + Math::BN - 1) / Math::BN * v.groups));
-  FULLCONV_LAUNCH(grid, kGemmThreads, stream, image_gemm_kernel<T, Math>)(
-      v, static_cast<const T*>(src), static_cast<const T*>(packed), ep, static_cast<T*>(dst));
+  if (flat_reduction(v, Math::BK))
+    FULLCONV_LAUNCH(grid, kGemmThreads, stream, image_gemm_kernel<T, Math, true>)(
+        v, static_cast<const T*>(src), static_cast<const T*>(packed), ep, static_cast<T*>(dst));
+  else
+    FULLCONV_LAUNCH(grid, kGemmThreads, stream, image_gemm_kernel<T, Math, false>)(
+        v, static_cast<const T*>(src), static_cast<const T*>(packed), ep, static_cast<T*>(dst));
   return FULLCONV_LAUNCH_STATUS();
 }
 
@@ -640,7 +665,7 @@ bool tensor_core_kernels_built() {
   // A build for an older architecture (TORCH_CUDA_ARCH_LIST=7.5+PTX, say) may run on a newer
   // GPU through its PTX, whose tensor-core kernels are stubs: ask what this GPU would run.
   cudaFuncAttributes attr;
-  const cudaError_t err = cudaFuncGetAttributes(&attr, image_gemm_kernel<__half, WmmaMath<__half, false, false>>);
+  const cudaError_t err = cudaFuncGetAttributes(&attr, image_gemm_kernel<__half, WmmaMath<__half, false, false>, false>);
   if (err != cudaSuccess) {
     (void)cudaGetLastError();  // clear it: the direct kernels take over
     return false;

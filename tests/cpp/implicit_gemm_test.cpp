@@ -27,13 +27,14 @@ static int failures = 0;
 
 struct Tile { int64_t bm, bn, bk; };
 
-static long chunks_run = 0, chunks_skipped = 0;
+static long chunks_run = 0, chunks_skipped = 0, flat_runs = 0;
 
 // One ImageGemm pass, emulated block by block. packed: [g][tap][red][cols].
 static void run_image_gemm(const ImageGemm& v, const Tile& t, const std::vector<double>& src,
                            const std::vector<double>& packed, std::vector<double>& dst,
                            std::vector<int>& writes) {
   const int64_t cpt = chunks_per_tap(v, t.bk);
+  const bool flat = flat_reduction(v, t.bk);
   for (int64_t g = 0; g < v.groups; ++g)
     for (int64_t m0 = 0; m0 < v.rows; m0 += t.bm)
       for (int64_t j0 = 0; j0 < v.cols; j0 += t.bn) {
@@ -41,7 +42,21 @@ static void run_image_gemm(const ImageGemm& v, const Tile& t, const std::vector<
         int64_t pmin[3], pmax[3];
         row_box(v, m0, m1, pmin, pmax);
         std::vector<double> acc(t.bm * t.bn, 0.0);
-        for (int64_t chunk = 0; chunk < v.taps * cpt; ++chunk) {
+        if (flat) {  // chunks span several taps; no chunk skipped
+          ++flat_runs;
+          for (int64_t chunk = 0; chunk < flat_chunks(v, t.bk); ++chunk)
+            for (int64_t m = m0; m < m1; ++m) {
+              int64_t n, p[3];
+              decode_row(v, m, &n, p);
+              for (int64_t r = chunk * t.bk; r < (chunk + 1) * t.bk; ++r) {
+                const int64_t off = flat_src_offset(v, n, p, r, g);
+                if (off < 0) continue;
+                for (int64_t j = j0; j < j0 + t.bn && j < v.cols; ++j)
+                  acc[(m - m0) * t.bn + (j - j0)] += src[off] * packed[b_offset(v, g, r / v.red, r % v.red, j)];
+              }
+            }
+        }
+        for (int64_t chunk = 0; !flat && chunk < v.taps * cpt; ++chunk) {
           const int64_t tap = chunk / cpt, c0 = (chunk % cpt) * t.bk;
           int64_t off[3];
           const bool class_tap = tap_offsets(v, tap, off);
@@ -234,7 +249,8 @@ int main() {
     const ImageGemm g = grad_input_gemm(s, 0);
     EXPECT(g.rows == 64 * 49 && g.src_size[1] == 9, "grad_input gemm geometry\n");
   }
-  std::printf("%ld problem x tile runs, %ld chunks run, %ld skipped, %d failures\n", problems, chunks_run,
-              chunks_skipped, failures);
+  EXPECT(flat_runs > 0, "no tile ran the flat reduction\n");
+  std::printf("%ld problem x tile runs (%ld tiles with a flat reduction), %ld chunks run, %ld skipped, %d failures\n",
+              problems, flat_runs, chunks_run, chunks_skipped, failures);
   return failures == 0 ? 0 : 1;
 }
