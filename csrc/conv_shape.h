@@ -101,6 +101,14 @@ FULLCONV_HD inline int64_t residue_count(int64_t L, int64_t s, int64_t r) {
   return (r < L) ? (L - r + s - 1) / s : 0;
 }
 
+// Kernel coordinates (k0, k1, k2) of flat tap index `tap` (row-major over the kernel).
+FULLCONV_HD inline void tap_coords(int64_t tap, const int64_t kernel[kMaxSpatialDims],
+                                   int64_t k[kMaxSpatialDims]) {
+  k[2] = tap % kernel[2];
+  k[1] = (tap / kernel[2]) % kernel[1];
+  k[0] = tap / (kernel[2] * kernel[1]);
+}
+
 // A full convolution problem, normalised to three spatial dims: an N-d problem (N = ndim)
 // occupies the last N slots, the leading unused slots have size 1, kernel 1, stride 1,
 // dilation 1, so every kernel can loop over three dims.

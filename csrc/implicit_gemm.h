@@ -61,37 +61,43 @@ struct ImageGemm {
 
 FULLCONV_HD inline int64_t volume(const int64_t v[kMaxSpatialDims]) { return v[0] * v[1] * v[2]; }
 
-FULLCONV_HD inline void tap_coords(int64_t tap, const int64_t kernel[kMaxSpatialDims],
-                                   int64_t k[kMaxSpatialDims]) {
-  k[2] = tap % kernel[2];
-  k[1] = (tap / kernel[2]) % kernel[1];
-  k[0] = tap / (kernel[2] * kernel[1]);
+// The fields forward and grad_input share; per-dim geometry is filled by the caller, then
+// finish_sizes() derives the volumes.
+inline ImageGemm image_gemm_base(const ConvShape& s, int64_t cols, int64_t red, int64_t src_channels,
+                                 int64_t dst_channels) {
+  ImageGemm v;
+  v.groups = s.groups;
+  v.batch = s.batch;
+  v.cols = cols;
+  v.red = red;
+  v.taps = s.kernel_volume();
+  v.src_channels = src_channels;
+  v.dst_channels = dst_channels;
+  for (int i = 0; i < kMaxSpatialDims; ++i) v.kernel[i] = s.kernel[i];
+  return v;
+}
+
+inline void finish_sizes(ImageGemm* v) {
+  v->row_spatial = volume(v->row_size);
+  v->rows = v->batch * v->row_spatial;
+  v->src_spatial = volume(v->src_size);
+  v->dst_spatial = volume(v->dst_size);
 }
 
 // Forward: rows are the output positions.
 inline ImageGemm forward_gemm(const ConvShape& s) {
-  ImageGemm v;
-  v.groups = s.groups;
-  v.batch = s.batch;
-  v.cols = s.out_channels_per_group();
-  v.red = s.in_channels_per_group();
-  v.taps = s.kernel_volume();
-  v.src_channels = s.in_channels;
-  v.dst_channels = s.out_channels;
+  ImageGemm v = image_gemm_base(s, s.out_channels_per_group(), s.in_channels_per_group(), s.in_channels,
+                                s.out_channels);
   for (int i = 0; i < kMaxSpatialDims; ++i) {
-    v.kernel[i] = s.kernel[i];
     v.row_size[i] = s.out_size[i];
     v.src_size[i] = s.in_size[i];
     v.src_mul[i] = s.stride[i];
-    v.tap_base[i] = -s.padding(i);     // src = o*s + k*d - p
+    v.tap_base[i] = -s.padding(i);  // src = o*s + k*d - p
     v.tap_step[i] = -s.dilation[i];
     v.tap_div[i] = 1;
     v.dst_size[i] = s.out_size[i];
   }
-  v.row_spatial = volume(v.row_size);
-  v.rows = v.batch * v.row_spatial;
-  v.src_spatial = volume(v.src_size);
-  v.dst_spatial = volume(v.dst_size);
+  finish_sizes(&v);
   return v;
 }
 
@@ -110,19 +116,12 @@ FULLCONV_HD inline void residue_of_class(const ConvShape& s, int64_t cls, int64_
 inline ImageGemm grad_input_gemm(const ConvShape& s, int64_t cls) {
   int64_t r[kMaxSpatialDims];
   residue_of_class(s, cls, r);
-  ImageGemm v;
-  v.groups = s.groups;
-  v.batch = s.batch;
-  v.cols = s.in_channels_per_group();
-  v.red = s.out_channels_per_group();
-  v.taps = s.kernel_volume();
-  v.src_channels = s.out_channels;
-  v.dst_channels = s.in_channels;
+  ImageGemm v = image_gemm_base(s, s.in_channels_per_group(), s.out_channels_per_group(), s.out_channels,
+                                s.in_channels);
   for (int i = 0; i < kMaxSpatialDims; ++i) {
-    v.kernel[i] = s.kernel[i];
     v.row_size[i] = residue_count(s.in_size[i], s.stride[i], r[i]);
     v.src_size[i] = s.out_size[i];
-    v.src_mul[i] = 1;                         // o = q + (r + p - k*d)/s
+    v.src_mul[i] = 1;  // o = q + (r + p - k*d)/s
     v.tap_base[i] = r[i] + s.padding(i);
     v.tap_step[i] = s.dilation[i];
     v.tap_div[i] = s.stride[i];
@@ -130,10 +129,7 @@ inline ImageGemm grad_input_gemm(const ConvShape& s, int64_t cls) {
     v.dst_mul[i] = s.stride[i];
     v.dst_off[i] = r[i];
   }
-  v.row_spatial = volume(v.row_size);
-  v.rows = v.batch * v.row_spatial;
-  v.src_spatial = volume(v.src_size);
-  v.dst_spatial = volume(v.dst_size);
+  finish_sizes(&v);
   return v;
 }
 
@@ -322,17 +318,6 @@ FULLCONV_HD inline void reduction_offsets(const WeightGemm& v, const ReductionPo
   }
   *out_flat = of;
   *in_flat = inf;
-}
-
-// Reduction index e -> batch index n, output-space flat offset of o, input-space flat offset
-// of the input it meets through the tap.
-FULLCONV_HD inline void decode_reduction(const WeightGemm& v, int64_t e, const int64_t lo[kMaxSpatialDims],
-                                         const int64_t ext[kMaxSpatialDims],
-                                         const int64_t shift[kMaxSpatialDims], int64_t* n,
-                                         int64_t* out_flat, int64_t* in_flat) {
-  const ReductionPos r = decode_reduction_pos(e, ext);
-  *n = r.n;
-  reduction_offsets(v, r, lo, shift, out_flat, in_flat);
 }
 
 // Chunks [*c0, *c1) of `bk` reduction elements that slice `slice` of `splits` covers, out of

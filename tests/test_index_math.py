@@ -3,6 +3,7 @@ csrc/conv_shape.h (used by the CPU and CUDA kernels) and csrc/implicit_gemm.h (t
 kernels' views, run by a host emulator with the kernels' block decomposition, tap skipping and
 split-K partition)."""
 import os
+import re
 import shutil
 import subprocess
 
@@ -31,5 +32,5 @@ def test_conv_shape_helpers_brute_force(tmp_path):
 def test_implicit_gemm_views_emulated(tmp_path):
     out = build_and_run(tmp_path, "implicit_gemm_test")
     # the emulation really skipped chunks and really ran some
-    run, skipped = (int(w) for w in out.split(" chunks run, ")[0].split()[-1:] + out.split(" chunks run, ")[1].split()[:1])
+    run, skipped = map(int, re.search(r"(\d+) chunks run, (\d+) skipped", out).groups())
     assert run > 0 and skipped > 0

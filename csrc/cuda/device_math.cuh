@@ -61,7 +61,8 @@ __device__ typename Acc<T>::type padding_products(const T* w, const ConvShape& s
   A acc = A(0);
   for (int64_t ci = 0; ci < cin_g; ++ci)
     for (int64_t t = 0; t < ktot; ++t) {
-      const int64_t k[3] = {t / (s.kernel[1] * s.kernel[2]), (t / s.kernel[2]) % s.kernel[1], t % s.kernel[2]};
+      int64_t k[kMaxSpatialDims];
+      tap_coords(t, s.kernel, k);
       const bool inside = lo[0] <= k[0] && k[0] <= hi[0] && lo[1] <= k[1] && k[1] <= hi[1] &&
                           lo[2] <= k[2] && k[2] <= hi[2];
       if (!inside) acc += load(w + (co * cin_g + ci) * ktot + t) * A(0);

@@ -55,8 +55,6 @@ std::string cuda_algorithm() {
   return v.empty() ? "auto" : v;
 }
 
-// float32 runs on TF32 tensor cores only where PyTorch's convolutions may
-// (torch.backends.cudnn.allow_tf32).
 // An attribute of the current device (the caller holds a CUDAGuard).
 int device_attribute(cudaDeviceAttr attr) {
   int device = 0, value = 0;
@@ -80,6 +78,8 @@ bool tensor_cores_usable() {
   return usable;
 }
 
+// float32 runs on TF32 tensor cores only where PyTorch's convolutions may
+// (torch.backends.cudnn.allow_tf32).
 bool use_tf32(at::ScalarType dtype) {
   return dtype == at::kFloat && at::globalContext().allowTF32CuDNN();
 }

@@ -137,9 +137,7 @@ __global__ void grad_weight_kernel(const T* __restrict__ gy, const T* __restrict
     const int64_t tap = widx % ktot, ci = (widx / ktot) % cin_g, co = widx / (ktot * cin_g);
     const int64_t g = co / cout_g;
     int64_t lo[3], hi[3], shift[3], k[3];
-    k[2] = tap % s.kernel[2];
-    k[1] = (tap / s.kernel[2]) % s.kernel[1];
-    k[0] = tap / (s.kernel[2] * s.kernel[1]);
+    tap_coords(tap, s.kernel, k);
     int64_t count = 1, extent[3];
     for (int i = 0; i < 3; ++i) {
       tap_output_range(k[i], s.in_size[i], s.kernel[i], s.stride[i], s.dilation[i], &lo[i], &hi[i]);

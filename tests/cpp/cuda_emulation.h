@@ -40,7 +40,7 @@
 
 #include <cuda_runtime_api.h>
 
-// (cuda_runtime_api.h gives host-compiler definitions of some of these: replaced)
+// (cuda_runtime_api.h gives host-compiler definitions of some of these: replaced or removed)
 #undef __global__
 #undef __device__
 #undef __host__
@@ -53,8 +53,8 @@
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
-#define __shared__ static
-#define __align__(n) __attribute__((aligned(n)))
+// __shared__ and __align__ stay undefined: a raw shared array would not be poisoned per block,
+// so kernels declare theirs through FULLCONV_SHARED
 
 inline uint3 threadIdx;
 inline uint3 blockIdx;

@@ -13,17 +13,11 @@
 
 #include "conv_reference.h"
 #include "cuda/full_conv_cuda.h"
+#include "expect.h"
 
 using fullconv::ConvShape;
 namespace fc = fullconv::cuda;
 
-static int failures = 0;
-#define EXPECT(cond, ...)                            \
-  do {                                               \
-    if (!(cond)) {                                   \
-      if (failures++ < 30) std::printf(__VA_ARGS__); \
-    }                                                \
-  } while (0)
 
 template <typename T> T to_t(double v) { return static_cast<T>(v); }
 template <> __half to_t<__half>(double v) { return __float2half_rn(static_cast<float>(v)); }

@@ -13,17 +13,11 @@
 
 #include "conv_reference.h"
 #include "implicit_gemm.h"
+#include "expect.h"
 
 using namespace fullconv;
 using namespace fullconv::igemm;
 
-static int failures = 0;
-#define EXPECT(cond, ...)                            \
-  do {                                               \
-    if (!(cond)) {                                   \
-      if (failures++ < 20) std::printf(__VA_ARGS__); \
-    }                                                \
-  } while (0)
 
 struct Tile { int64_t bm, bn, bk; };
 
@@ -113,8 +107,10 @@ static void run_weight_gemm(const WeightGemm& v, const Tile& t, const std::vecto
         for (int64_t j0 = 0; j0 < v.cols; j0 += t.bn)
           for (int64_t chunk = c0; chunk < c1; ++chunk)
             for (int64_t e = chunk * t.bk; e < (chunk + 1) * t.bk && e < len; ++e) {
-              int64_t n, of, inf;
-              decode_reduction(v, e, lo, ext, shift, &n, &of, &inf);
+              int64_t of, inf;
+              const ReductionPos pos = decode_reduction_pos(e, ext);
+              const int64_t n = pos.n;
+              reduction_offsets(v, pos, lo, shift, &of, &inf);
               for (int64_t m = m0; m < m0 + t.bm && m < v.rows; ++m)
                 for (int64_t j = j0; j < j0 + t.bn && j < v.cols; ++j)
                   partial[partial_offset(v, slice, gt, m, j)] +=

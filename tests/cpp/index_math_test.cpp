@@ -3,16 +3,9 @@
 #include <cstdio>
 
 #include "conv_shape.h"
+#include "expect.h"
 
 using namespace fullconv;
-
-static int failures = 0;
-#define EXPECT(cond, ...)                           \
-  do {                                              \
-    if (!(cond)) {                                  \
-      if (failures++ < 20) std::printf(__VA_ARGS__); \
-    }                                               \
-  } while (0)
 
 int main() {
   long checks = 0;
