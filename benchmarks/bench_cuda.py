@@ -14,9 +14,13 @@ baseline/fullconv (> 1: fullconv faster). --max-seconds bounds the run; shapes n
 are listed as not measured.
 
 fullconv runs the kernel family FULLCONV_CUDA_ALGORITHM picks (--algorithm: auto = tiled
-implicit GEMM for wide layers, direct kernels for few channels; direct; igemm).
+implicit GEMM for wide layers, direct kernels for few channels; direct; igemm; igemm-gather).
+For tensor-core dtypes a further column times the tiled kernels without their channels-last
+reads (igemm-gather) beside the default, so one run shows what those reads gain (--no-gather
+skips it).
 
-    python benchmarks/bench_cuda.py [--quick] [--algorithm auto|direct|igemm] [--max-seconds S] [--out DIR]
+    python benchmarks/bench_cuda.py [--quick] [--algorithm auto|direct|igemm|igemm-gather] [--no-gather]
+                                    [--max-seconds S] [--out DIR]
 """
 from __future__ import annotations
 
@@ -83,7 +87,22 @@ class Timer:
         return {"median": times[len(times) // 2], "min": times[0], "max": times[-1], "reps": len(times)}
 
 
-def run_case(case, dtype, timer, device):
+class Algorithm:
+    """Runs fn with FULLCONV_CUDA_ALGORITHM set to `name`, then restores it."""
+
+    def __init__(self, name, fn):
+        self.name, self.fn = name, fn
+
+    def __call__(self, *args):
+        old = os.environ.get("FULLCONV_CUDA_ALGORITHM")
+        os.environ["FULLCONV_CUDA_ALGORITHM"] = self.name
+        try:
+            return self.fn(*args)
+        finally:
+            os.environ["FULLCONV_CUDA_ALGORITHM"] = old if old is not None else "auto"
+
+
+def run_case(case, dtype, timer, device, gather=False):
     name, nd, n, cin, cout, k, s, d, g, L = case
     x = torch.randn(n, cin, *(L,) * nd, device=device, dtype=dtype)
     w = (torch.randn(cout, cin // g, *(k,) * nd, device=device) / math.sqrt(cin // g * k ** nd)).to(dtype)
@@ -97,12 +116,18 @@ def run_case(case, dtype, timer, device):
         "pad+conv": lambda x, w, b: conv(F.pad(x, pads), w, b, s, 0, d, g),
         "same": lambda x, w, b: conv(x, w, b, s, p // 2, d, g),
     }
+    if gather:  # the tiled kernels without their channels-last reads, for comparison
+        fwd["fullconv-gather"] = Algorithm("igemm-gather", fwd["fullconv"])
     # the benchmark refuses to time a wrong answer
     ref = fwd["cudnn"](x.float(), w.float(), b.float())
     got = fwd["fullconv"](x, w, b).float()
     tol = 1e-3 if dtype == torch.float32 else 3e-2
     err = (got - ref).abs().max().item() / max(ref.abs().max().item(), 1.0)
     assert err <= tol, f"{name} {dtype}: fullconv differs from the reference (rel. err {err:.3g})"
+    if gather:
+        got = fwd["fullconv-gather"](x, w, b).float()
+        err = (got - ref).abs().max().item() / max(ref.abs().max().item(), 1.0)
+        assert err <= tol, f"{name} {dtype}: fullconv (igemm-gather) differs from the reference (rel. err {err:.3g})"
     del ref, got
     res = {"forward": {}, "forward+backward": {}}
     for v, f in fwd.items():
@@ -122,7 +147,10 @@ def main(argv=None):
     ap.add_argument("--dtypes", default="float32,bfloat16,float16")
     ap.add_argument("--tf32", action="store_true", help="allow TF32 on both sides for float32")
     ap.add_argument("--algorithm", default=os.environ.get("FULLCONV_CUDA_ALGORITHM", "auto"),
-                    choices=["auto", "direct", "igemm"], help="fullconv's CUDA kernel family")
+                    choices=["auto", "direct", "igemm", "igemm-gather"], help="fullconv's CUDA kernel family")
+    ap.add_argument("--no-gather", action="store_true",
+                    help="skip the igemm-gather column (tensor-core dtypes: the tiled kernels without "
+                         "channels-last reads, timed beside the default)")
     ap.add_argument("--max-seconds", type=float, default=float("inf"))
     ap.add_argument("--device", default="cuda", help="cuda (cpu only to smoke-test the script)")
     ap.add_argument("--limit", type=int, default=None, help="first N shapes only")
@@ -148,7 +176,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     results, not_measured = [], []
     hdr = (f"{'shape':<28}{'dtype':<9}{'mode':<8}{'fullconv ms':>12}{'TFLOP/s':>9}{'%peak':>7}"
-           f"{'cudnn/fc':>9}{'pad+conv/fc':>12}{'same/fc':>9}")
+           f"{'cudnn/fc':>9}{'pad+conv/fc':>12}{'same/fc':>9}{'gather/fc':>10}")
     print(hdr)
     print("-" * len(hdr))
     for case in cases:
@@ -156,21 +184,26 @@ def main(argv=None):
             if time.perf_counter() - t0 > args.max_seconds:
                 not_measured.append(f"{case[0]} {dname}")
                 continue
-            res = run_case(case, DTYPES[dname], timer, args.device)
+            tensor_cores = dname in ("bfloat16", "float16") or (dname == "float32" and args.tf32)
+            gather = (not args.no_gather and args.device == "cuda" and tensor_cores
+                      and args.algorithm in ("auto", "igemm"))
+            res = run_case(case, DTYPES[dname], timer, args.device, gather)
             macs = shapes.useful_macs(*case[1:])
             row = {"name": case[0], "shape": case[1:], "dtype": dname, "times_s": res, "ratios": {},
                    "useful_tflops": {}}
             for mode, tag, mult in (("forward", "fwd", 1), ("forward+backward", "fwd+bwd", 3)):
                 t = res[mode]
                 fc = t["fullconv"]["median"]
-                ratios = {v: t[v]["median"] / fc for v in ("cudnn", "pad+conv", "same")}
+                ratios = {v: t[v]["median"] / fc for v in ("cudnn", "pad+conv", "same", "fullconv-gather") if v in t}
                 tflops = mult * 2 * macs / fc / 1e12
                 peak = peaks.get("tf32" if (dname == "float32" and args.tf32) else dname) if peaks else None
                 row["ratios"][mode] = ratios
                 row["useful_tflops"][mode] = tflops
                 pct = f"{100 * tflops / peak:6.1f}%" if peak else "     -"
                 print(f"{case[0]:<28}{dname:<9}{tag:<8}{fc * 1e3:>12.3f}{tflops:>9.2f}{pct:>7}"
-                      f"{ratios['cudnn']:>9.2f}{ratios['pad+conv']:>12.2f}{ratios['same']:>9.2f}", flush=True)
+                      f"{ratios['cudnn']:>9.2f}{ratios['pad+conv']:>12.2f}{ratios['same']:>9.2f}"
+                      + (f"{ratios['fullconv-gather']:>10.2f}" if "fullconv-gather" in ratios else f"{'-':>10}"),
+                      flush=True)
             results.append(row)
     summary = {}
     for mode in ("forward", "forward+backward"):
@@ -181,11 +214,13 @@ def main(argv=None):
             summary[f"{mode} {dname}"] = {
                 v: {"geomean": math.exp(sum(math.log(r[v]) for r in rs) / len(rs)),
                     "min": min(r[v] for r in rs), "max": max(r[v] for r in rs)}
-                for v in ("cudnn", "pad+conv", "same")}
+                for v in ("cudnn", "pad+conv", "same", "fullconv-gather") if all(v in r for r in rs)}
     print()
     for k, s in summary.items():
+        gather = (f"; igemm-gather/default: geomean {s['fullconv-gather']['geomean']:.2f}x"
+                  if "fullconv-gather" in s else "")
         print(f"{k:<28} vs cuDNN: geomean {s['cudnn']['geomean']:.2f}x (min {s['cudnn']['min']:.2f}, "
-              f"max {s['cudnn']['max']:.2f}); vs F.pad+conv: geomean {s['pad+conv']['geomean']:.2f}x")
+              f"max {s['cudnn']['max']:.2f}); vs F.pad+conv: geomean {s['pad+conv']['geomean']:.2f}x{gather}")
     if not_measured:
         print(f"not measured (time budget {args.max_seconds:.0f} s): {len(not_measured)} shape/dtype pairs")
     os.makedirs(args.out, exist_ok=True)

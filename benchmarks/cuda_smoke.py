@@ -1,7 +1,8 @@
 """Small CUDA workload for compute-sanitizer (memcheck, racecheck): every kernel of both
-families (direct and tiled implicit GEMM; forward, grad_input, grad_weight with and without
-split-K) in every dtype (float32 also on TF32), with stride, dilation, groups, 1-D/2-D/3-D,
-odd sizes that leave partial tiles, and a non-finite weight. --quick (for racecheck, which
+families (direct and tiled implicit GEMM, the latter also reading channels-last copies with
+cp.async; forward, grad_input, grad_weight with and without split-K) in every dtype (float32
+also on TF32), with stride, dilation, groups, 1-D/2-D/3-D, odd sizes that leave partial
+tiles, and a non-finite weight. --quick (for racecheck, which
 is slow on shared-memory kernels): float32 and float16 only."""
 import os
 import sys
@@ -21,6 +22,10 @@ def main():
         (fullconv.full_conv3d, (1, 2, 3, 4, 5), (2, 1, 2, 3, 1), (2, 1, 1), 1, 2),
         (fullconv.full_conv2d, (2, 40, 9, 11), (70, 20, 3, 3), (2, 1), 1, 2),
         (fullconv.full_conv2d, (4, 64, 12, 12), (130, 64, 3, 3), 1, 1, 1),
+        # channel counts in whole 16-byte vectors: the channels-last (cp.async) kernels, for a
+        # channels_last input too
+        (fullconv.full_conv2d, (2, 64, 10, 9), (72, 64, 3, 3), (2, 1), 1, 1),
+        (fullconv.full_conv2d, (2, 64, 10, 9, "channels_last"), (72, 32, 3, 3), 1, (1, 2), 2),
     ]
     tensor_cores = torch.cuda.get_device_capability()[0] >= 8
     runs = [(a, d, False) for a in ("direct", "igemm")
@@ -33,7 +38,10 @@ def main():
         os.environ["FULLCONV_CUDA_ALGORITHM"] = algorithm
         torch.backends.cudnn.allow_tf32 = tf32
         for fn, xs, ws, stride, dilation, groups in cases:
-            x = torch.randn(xs, device="cuda", dtype=dtype, requires_grad=True)
+            x = torch.randn([e for e in xs if not isinstance(e, str)], device="cuda", dtype=dtype)
+            if "channels_last" in xs:
+                x = x.contiguous(memory_format=torch.channels_last)
+            x.requires_grad_()
             w = torch.randn(ws, device="cuda", dtype=dtype, requires_grad=True)
             b = torch.randn(ws[0], device="cuda", dtype=dtype, requires_grad=True)
             y = fn(x, w, b, stride, dilation, groups)

@@ -195,17 +195,43 @@ FULLCONV_HD inline bool tap_live_in_box(const ImageGemm& v, const int64_t off[kM
   return true;
 }
 
-// Offset of element (n, group g's channel 0, src position) in A, or -1 where the tap meets
-// padding at this row (the kernel then loads zero; add c * src_spatial for channel c).
-FULLCONV_HD inline int64_t src_offset(const ImageGemm& v, int64_t n, const int64_t p[kMaxSpatialDims],
-                                      const int64_t off[kMaxSpatialDims], int64_t g) {
+// The first tap >= `tap` that reads real input for some position of the box (its offsets
+// in `off`), or v.taps when none is left: the live taps a tile of rows runs through.
+FULLCONV_HD inline int64_t next_live_tap(const ImageGemm& v, int64_t tap, const int64_t pmin[kMaxSpatialDims],
+                                         const int64_t pmax[kMaxSpatialDims], int64_t off[kMaxSpatialDims]) {
+  for (; tap < v.taps; ++tap)
+    if (tap_offsets(v, tap, off) && tap_live_in_box(v, off, pmin, pmax)) return tap;
+  return v.taps;
+}
+
+// Flat source position of row position p through a tap's offsets, or -1 where the tap meets
+// padding there.
+FULLCONV_HD inline int64_t src_position(const ImageGemm& v, const int64_t p[kMaxSpatialDims],
+                                        const int64_t off[kMaxSpatialDims]) {
   int64_t flat = 0;
   for (int i = 0; i < kMaxSpatialDims; ++i) {
     const int64_t q = p[i] * v.src_mul[i] + off[i];
     if (q < 0 || q >= v.src_size[i]) return -1;
     flat = flat * v.src_size[i] + q;
   }
-  return (n * v.src_channels + g * v.red) * v.src_spatial + flat;
+  return flat;
+}
+
+// Offset of element (n, group g's channel 0, src position) in A, or -1 where the tap meets
+// padding at this row (the kernel then loads zero; add c * src_spatial for channel c).
+FULLCONV_HD inline int64_t src_offset(const ImageGemm& v, int64_t n, const int64_t p[kMaxSpatialDims],
+                                      const int64_t off[kMaxSpatialDims], int64_t g) {
+  const int64_t flat = src_position(v, p, off);
+  return flat < 0 ? -1 : (n * v.src_channels + g * v.red) * v.src_spatial + flat;
+}
+
+// The same element in a channels-last copy of A, (batch, src positions, src_channels): the
+// reduction channels of a position are adjacent (add c for channel c), so the kernels read
+// them as 16-byte vectors.
+FULLCONV_HD inline int64_t src_offset_channels_last(const ImageGemm& v, int64_t n, const int64_t p[kMaxSpatialDims],
+                                                    const int64_t off[kMaxSpatialDims], int64_t g) {
+  const int64_t flat = src_position(v, p, off);
+  return flat < 0 ? -1 : (n * v.src_spatial + flat) * v.src_channels + g * v.red;
 }
 
 // Offset of (n, group g's column 0, destination position of p) in C; add j * dst_spatial.

@@ -32,8 +32,9 @@ BLOCKED = torch.ops.fullconv._cpu_blocked_available()
 # (on AVX-512 machines).
 ALGORITHMS = ["auto", "gemm", "direct"] + (["blocked", "blocked-inplace", "blocked-avx2-inplace"] if BLOCKED else [])
 # CUDA kernel families: auto (the per-pass heuristic), the direct kernels, the tiled
-# implicit-GEMM kernels (FULLCONV_CUDA_ALGORITHM).
-CUDA_ALGORITHMS = ["auto", "direct", "igemm"]
+# implicit-GEMM kernels (with channels-last reads where the shape allows), the tiled kernels
+# gathering from the usual layout only (FULLCONV_CUDA_ALGORITHM).
+CUDA_ALGORITHMS = ["auto", "direct", "igemm", "igemm-gather"]
 # CUDA joins the parametrisations where a GPU is present (tests/test_cuda.py reports a clean
 # skip where it is not), each family forced in turn.
 BACKENDS = [f"cpu-{a}" for a in ALGORITHMS] + ([f"cuda-{a}" for a in CUDA_ALGORITHMS] if "cuda" in DEVICES else [])
@@ -74,7 +75,7 @@ def cpu_algorithm(request, monkeypatch):
 
 
 def backend_env(name):
-    """(device, environment) of a backend name: cpu-<cpu path> or cuda-<auto|direct|igemm>."""
+    """(device, environment) of a backend name: cpu-<cpu path> or cuda-<auto|direct|igemm|igemm-gather>."""
     dev, algorithm = name.split("-", 1)
     if dev == "cuda":
         return "cuda", {"FULLCONV_CUDA_ALGORITHM": algorithm}
@@ -83,7 +84,7 @@ def backend_env(name):
 
 @pytest.fixture(params=CUDA_ALGORITHMS)
 def cuda_algorithm(request, monkeypatch):
-    """Forces each CUDA kernel family (auto, direct, igemm) for the test."""
+    """Forces each CUDA kernel family (auto, direct, igemm, igemm-gather) for the test."""
     monkeypatch.setenv("FULLCONV_CUDA_ALGORITHM", request.param)
     return request.param
 

@@ -147,27 +147,70 @@ LAYERS = [
 ]
 
 
+# dtypes of the layer tests; "tfloat32": float32 with TF32 allowed (torch.backends.cudnn)
+LAYER_DTYPES = [torch.float64, torch.float32, "tfloat32", torch.float16, torch.bfloat16]
+LAYER_TOL = {torch.float64: 1e-10, torch.float32: 1e-5, "tfloat32": 1e-2, torch.float16: 1e-2, torch.bfloat16: 3e-2}
+
+
 @needs_gpu
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("dtype", LAYER_DTYPES, ids=str)
+@pytest.mark.parametrize("memory_format", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("cfg", LAYERS, ids=lambda c: "x".join(map(str, (c[2], c[3], *c[4], *c[5], *c[6]))))
-def test_cuda_layers_against_reference(cfg, dtype, cuda_algorithm):
+def test_cuda_layers_against_reference(cfg, dtype, memory_format, cuda_algorithm, monkeypatch):
     nd, n, cin, cout, size, kernel, stride, dilation, groups = cfg
+    if memory_format == "channels_last" and nd == 1:
+        pytest.skip("no channels-last memory format for 1-D tensors")
+    if memory_format == "channels_last" and cuda_algorithm in ("direct", "igemm-gather"):
+        pytest.skip("these kernels read a contiguous copy of a channels-last input (tested with auto)")
+    if dtype == "tfloat32" and cuda_algorithm == "direct":
+        pytest.skip("the direct kernels have no TF32 mode")
+    if dtype == "tfloat32":
+        if torch.cuda.get_device_capability()[0] < 8:
+            pytest.skip("TF32 needs compute capability 8.0")
+        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    tol = LAYER_TOL[dtype]
+    dtype = torch.float32 if dtype == "tfloat32" else dtype
     x = torch.randn(n, cin, *size, dtype=torch.float64, device="cuda")
     w = torch.randn(cout, cin // groups, *kernel, dtype=torch.float64, device="cuda") / (cin // groups * w_taps(kernel)) ** 0.5
     b = torch.randn(cout, dtype=torch.float64, device="cuda")
-    leaves = [t.to(dtype).requires_grad_() for t in (x, w, b)]
+    leaves = [t.to(dtype) for t in (x, w, b)]
+    if memory_format == "channels_last":
+        fmt = torch.channels_last if nd == 2 else torch.channels_last_3d
+        leaves[0] = leaves[0].contiguous(memory_format=fmt)
+    leaves = [t.requires_grad_() for t in leaves]
     fn = {1: fullconv.full_conv1d, 2: fullconv.full_conv2d, 3: fullconv.full_conv3d}[nd]
     y = fn(*leaves, stride, dilation, groups)
+    if memory_format == "channels_last":
+        assert y.is_contiguous(memory_format=fmt), "output layout differs from F.conv's for a channels-last input"
     gy = torch.randn_like(y)
     grads = torch.autograd.grad(y, leaves, gy)
     ref_leaves = [t.detach().double().requires_grad_() for t in leaves]
     y_ref = full_conv_reference(*ref_leaves, stride, dilation, groups)
     ref_grads = torch.autograd.grad(y_ref, ref_leaves, gy.double())
-    tol = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 3e-2}[dtype]
     for name, a, r in zip(("output", "grad_input", "grad_weight", "grad_bias"), (y, *grads), (y_ref, *ref_grads)):
         scale = max(r.abs().max().item(), 1.0)
         err = (a.double() - r).abs().max().item() / scale
         assert err <= tol, f"{name}: relative error {err:.3g} > {tol}"
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_cuda_channels_last_views(dtype, monkeypatch):
+    # The channels-last path reads 16-byte vectors: a channels-last view at an odd element
+    # offset (not 16-byte aligned) and a sliced batch give what a fresh tensor gives.
+    monkeypatch.setenv("FULLCONV_CUDA_ALGORITHM", "igemm")
+    base = torch.randn(5 * 64 * 12 * 12 + 1, device="cuda", dtype=dtype)
+    odd = base[1:].view(5, 12, 12, 64).permute(0, 3, 1, 2)  # channels_last strides, offset 1
+    assert odd.is_contiguous(memory_format=torch.channels_last) and odd.data_ptr() % 16 != 0
+    w = (torch.randn(64, 64, 3, 3, device="cuda") / 24).to(dtype)
+    for x in (odd, odd[1:4], odd[:, :, 2:9]):
+        expect = fullconv.full_conv2d(x.contiguous(), w)
+        torch.testing.assert_close(fullconv.full_conv2d(x, w), expect, rtol=0, atol=0)
+        xg = x.detach().requires_grad_()
+        gy = torch.randn_like(expect)
+        gx = torch.autograd.grad(fullconv.full_conv2d(xg, w), xg, gy)[0]
+        xc = x.detach().contiguous().requires_grad_()
+        torch.testing.assert_close(gx, torch.autograd.grad(fullconv.full_conv2d(xc, w), xc, gy)[0], rtol=0, atol=0)
 
 
 def w_taps(kernel):

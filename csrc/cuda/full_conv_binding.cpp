@@ -7,6 +7,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <mutex>
 #include <string>
@@ -44,14 +45,18 @@ void check_cuda(const at::Tensor& t, const char* name) {
 // float32/float64) need enough output channels of the pass to fill their 64-column tiles and,
 // for tensor cores, sm_80 or newer; the direct kernels (one thread per output / input element,
 // one block per weight element) take the rest: depthwise and few-output-channel layers.
-// FULLCONV_CUDA_ALGORITHM=auto|direct|igemm forces one family for every pass (tests use it).
+// Where the channel counts allow (cuda::igemm_channels_last_ok), the tiled forward and
+// grad_input read their source from a channels-last copy with 16-byte asynchronous copies
+// (no copy at all for a channels_last input); otherwise they gather element by element.
+// FULLCONV_CUDA_ALGORITHM=auto|direct|igemm|igemm-gather forces one family for every pass
+// (igemm-gather: the tiled kernels without the channels-last reads; tests use each).
 using Pass = cuda::GemmPass;
 
 std::string cuda_algorithm() {
   const char* env = std::getenv("FULLCONV_CUDA_ALGORITHM");
   const std::string v = env ? env : "auto";
-  TORCH_CHECK_VALUE(v == "auto" || v == "direct" || v == "igemm" || v.empty(),
-                    "FULLCONV_CUDA_ALGORITHM must be auto, direct or igemm, got '", v, "'");
+  TORCH_CHECK_VALUE(v == "auto" || v == "direct" || v == "igemm" || v == "igemm-gather" || v.empty(),
+                    "FULLCONV_CUDA_ALGORITHM must be auto, direct, igemm or igemm-gather, got '", v, "'");
   return v.empty() ? "auto" : v;
 }
 
@@ -89,13 +94,13 @@ bool use_igemm(const ConvShape& s, at::ScalarType dtype, Pass pass) {
   if (algorithm == "direct") return false;
   const bool tensor_cores = dtype == at::kHalf || dtype == at::kBFloat16 || use_tf32(dtype);
   if (tensor_cores && !tensor_cores_usable()) {
-    TORCH_CHECK(algorithm != "igemm", "FULLCONV_CUDA_ALGORITHM=igemm: the tensor-core kernels (", dtype,
+    TORCH_CHECK(algorithm == "auto", "FULLCONV_CUDA_ALGORITHM=", algorithm, ": the tensor-core kernels (", dtype,
                 dtype == at::kFloat ? " with TF32" : "", ") need a GPU of compute capability 8.0 or newer and a "
                 "build for it (TORCH_CUDA_ARCH_LIST)");
     return false;
   }
   if (!cuda::igemm_grid_fits(s, pass)) return false;  // e.g. > 65535 column tiles x groups
-  if (algorithm == "igemm") return true;
+  if (algorithm != "auto") return true;  // igemm, igemm-gather
   const int64_t cin_g = s.in_channels_per_group(), cout_g = s.out_channels_per_group();
   // (few reduction channels run the tiles' flat reduction, implicit_gemm.h)
   switch (pass) {
@@ -104,6 +109,18 @@ bool use_igemm(const ConvShape& s, at::ScalarType dtype, Pass pass) {
     case Pass::kGradWeight: return cout_g >= 8 && cin_g * cout_g >= 32;
   }
   return false;
+}
+
+// The channels-last source of a tiled pass, (N, *spatial, C) contiguous and 16-byte aligned,
+// or an undefined tensor where the pass gathers from the usual layout instead. `batched` is
+// the operand with its batch dimension; a channels_last tensor is used as it is.
+at::Tensor channels_last_source(const at::Tensor& batched, const ConvShape& s, Pass pass) {
+  if (cuda_algorithm() == "igemm-gather") return at::Tensor();
+  const auto dtype = batched.scalar_type();
+  if (!cuda::igemm_channels_last_ok(launcher_dtype(dtype), use_tf32(dtype), s, pass)) return at::Tensor();
+  auto cl = batched.movedim(1, -1).contiguous();
+  if (reinterpret_cast<uintptr_t>(cl.const_data_ptr()) % 16 != 0) cl = cl.clone();  // a view at an odd offset
+  return cl;
 }
 
 // The residual's normalised extent and centring for the launchers.
@@ -136,15 +153,17 @@ at::Tensor full_conv_cuda_impl(const at::Tensor& input, const at::Tensor& weight
     check_residual(*residual, output_shape(s, batched), residual_padding, input, op_name);
     res = (batched ? *residual : residual->unsqueeze(0)).contiguous();
   }
-  const auto x = (batched ? input : input.unsqueeze(0)).contiguous();
+  const auto xb = batched ? input : input.unsqueeze(0);
   const auto w = weight.contiguous();
   const bool has_bias = bias.has_value() && bias->defined();
   const auto b = has_bias ? bias->contiguous() : at::Tensor();
-  auto y = at::empty(output_shape(s, true), x.options());
-  const auto dtype = launcher_dtype(x.scalar_type());
+  auto y = at::empty(output_shape(s, true), xb.options());
+  const auto dtype = launcher_dtype(xb.scalar_type());
   const auto epilogue = make_epilogue(residual ? &res : nullptr, y.sizes(), residual_padding, relu);
   const auto stream = c10::cuda::getCurrentCUDAStream();
-  const bool tiled = use_igemm(s, x.scalar_type(), Pass::kForward);
+  const bool tiled = use_igemm(s, xb.scalar_type(), Pass::kForward);
+  const auto x_cl = tiled ? channels_last_source(xb, s, Pass::kForward) : at::Tensor();
+  const auto x = x_cl.defined() ? x_cl : xb.contiguous();
   // One pass over the weight: the tiled kernels' packed copy, and per output channel whether
   // any weight holds inf/nan (device-side, no host sync).
   const auto nonfinite = at::empty({s.out_channels}, x.options().dtype(at::kByte));
@@ -154,7 +173,8 @@ at::Tensor full_conv_cuda_impl(const at::Tensor& input, const at::Tensor& weight
                                     stream),
                "weight preparation");
   if (tiled) {
-    check_launch(cuda::forward_igemm(dtype, use_tf32(x.scalar_type()), x.const_data_ptr(), packed.const_data_ptr(),
+    check_launch(cuda::forward_igemm(dtype, use_tf32(x.scalar_type()), x_cl.defined(), x.const_data_ptr(),
+                                     packed.const_data_ptr(),
                                      w.const_data_ptr(), has_bias ? b.const_data_ptr() : nullptr,
                                      nonfinite.const_data_ptr<uint8_t>(), epilogue, y.mutable_data_ptr(), s, stream),
                  "forward (implicit GEMM)");
@@ -212,7 +232,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cuda(
   const c10::cuda::CUDAGuard guard(input.device());
   const auto stream = c10::cuda::getCurrentCUDAStream();
   const auto dtype = launcher_dtype(input.scalar_type());
-  const auto gy = (batched ? grad_output : grad_output.unsqueeze(0)).contiguous();
+  const auto gyb = batched ? grad_output : grad_output.unsqueeze(0);
+  const auto gy = gyb.contiguous();
   at::Tensor grad_input = at::empty({0}, input.options());
   at::Tensor grad_weight = at::empty({0}, input.options());
   at::Tensor grad_bias = at::empty({0}, input.options());
@@ -225,8 +246,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cuda(
       check_launch(cuda::prepare_weight(dtype, w.const_data_ptr(), s, Pass::kGradInput, packed.mutable_data_ptr(),
                                         nullptr, stream),
                    "weight preparation");
-      check_launch(cuda::grad_input_igemm(dtype, use_tf32(input.scalar_type()), gy.const_data_ptr(),
-                                          packed.const_data_ptr(), gx.mutable_data_ptr(), s, stream),
+      const auto gy_cl = channels_last_source(gyb, s, Pass::kGradInput);
+      check_launch(cuda::grad_input_igemm(dtype, use_tf32(input.scalar_type()), gy_cl.defined(),
+                                          (gy_cl.defined() ? gy_cl : gy).const_data_ptr(), packed.const_data_ptr(),
+                                          gx.mutable_data_ptr(), s, stream),
                    "grad_input (implicit GEMM)");
     } else {
       check_launch(cuda::grad_input(dtype, gy.const_data_ptr(), weight.contiguous().const_data_ptr(),

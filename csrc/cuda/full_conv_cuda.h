@@ -68,12 +68,21 @@ bool igemm_grid_fits(const ConvShape& s, GemmPass pass);
 // for a PTX-only build of an older architecture running on a newer GPU).
 bool tensor_core_kernels_built();
 
+// Whether a pass (kForward or kGradInput) can read its source operand (x, grad_out) from a
+// channels-last copy (N, *spatial, C) with 16-byte asynchronous copies: tensor-core dtypes
+// (float32 with tf32 only), reduction channels and columns per group in whole 16-byte vectors,
+// enough channels per tap. The copy's data pointer must be 16-byte aligned.
+bool igemm_channels_last_ok(DType dtype, bool tf32, const ConvShape& s, GemmPass pass);
+
 // As forward_epilogue; w is the unpacked weight (read only for non-finite-weight channels).
-cudaError_t forward_igemm(DType dtype, bool tf32, const void* x, const void* packed, const void* w,
-                          const void* bias, const unsigned char* nonfinite_weight,
+// channels_last: x is (N, *spatial, Cin) (igemm_channels_last_ok must hold); y is (N, Cout,
+// *spatial) either way.
+cudaError_t forward_igemm(DType dtype, bool tf32, bool channels_last, const void* x, const void* packed,
+                          const void* w, const void* bias, const unsigned char* nonfinite_weight,
                           const Epilogue& epilogue, void* y, const ConvShape& s, cudaStream_t stream);
 
-cudaError_t grad_input_igemm(DType dtype, bool tf32, const void* grad_out, const void* packed,
+// channels_last: grad_out is (N, *out_spatial, Cout); grad_in is (N, Cin, *spatial) either way.
+cudaError_t grad_input_igemm(DType dtype, bool tf32, bool channels_last, const void* grad_out, const void* packed,
                              void* grad_in, const ConvShape& s, cudaStream_t stream);
 
 // grad_weight with split-K over the reduction; the slices' partial sums need a workspace of

@@ -21,6 +21,7 @@
 #include <type_traits>
 
 #include "../implicit_gemm.h"
+#include "async_copy.cuh"
 #include "device_math.cuh"
 #include "full_conv_cuda.h"
 #include "launch.cuh"
@@ -169,9 +170,13 @@ struct WmmaMath {
     return v;
   }
 
+  // RoundTf32: the float32 operands in shared memory are raw (copied there asynchronously,
+  // not through to_elem): round the fragments to TF32 after loading instead.
+  template <bool RoundTf32 = false>
   __device__ __forceinline__ void mma(const Elem* As, const Elem* Bs) {
 #if FULLCONV_DEVICE_SM80
     using namespace nvcuda;
+    constexpr bool kRound = RoundTf32 && std::is_same<Tag, Tf32>::value;
     const int warp = threadIdx.x / 32;
     const int wm = (warp % 4) * 32, wn = (warp / 4) * 32;
 #pragma unroll
@@ -181,10 +186,14 @@ struct WmmaMath {
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
         wmma::load_matrix_sync(a[i], As + L::a_index(wm + 16 * i, k), L::kLdA);
+        if constexpr (kRound)
+          for (int t = 0; t < a[i].num_elements; ++t) a[i].x[t] = wmma::__float_to_tf32(a[i].x[t]);
       }
 #pragma unroll
       for (int j = 0; j < 2; ++j) {
         wmma::load_matrix_sync(b[j], Bs + L::b_index(k, wn + 16 * j), L::kLdB);
+        if constexpr (kRound)
+          for (int t = 0; t < b[j].num_elements; ++t) b[j].x[t] = wmma::__float_to_tf32(b[j].x[t]);
       }
 #pragma unroll
       for (int i = 0; i < 2; ++i)
@@ -233,6 +242,36 @@ struct ImageEpilogue {
   Epilogue residual;
 };
 
+// Writes a finished tile of an ImageGemm through the forward's epilogue (bias, padding
+// products of non-finite weights, residual, ReLU). Each thread's results share few rows (WMMA:
+// one, SIMT: four, in row order), so a row's position is decoded once, not per element.
+template <typename T, typename Math>
+__device__ __forceinline__ void store_image_tile(Math& math, unsigned char* smem, const ImageGemm& v,
+                                                 const ImageEpilogue<T>& ep, int64_t m0, int64_t j0, int64_t g,
+                                                 T* __restrict__ dst) {
+  using AccT = typename Math::AccT;
+  int64_t row_m = -1, nb = 0, row_out = 0, o[kMaxSpatialDims] = {0, 0, 0};
+  math.for_each_result(smem, [&](int m, int n, AccT value) {
+    if (m0 + m >= v.rows || j0 + n >= v.cols) return;
+    if (m != row_m) {
+      row_m = m;
+      int64_t q[kMaxSpatialDims];
+      decode_row(v, m0 + m, &nb, q);
+      row_out = dst_offset(v, nb, q, g);
+      for (int i = 0; i < kMaxSpatialDims; ++i) o[i] = q[i] * v.dst_mul[i] + v.dst_off[i];
+    }
+    const int64_t j = j0 + n;
+    using A = typename Acc<T>::type;
+    A acc = A(value);
+    const int64_t co = g * v.cols + j;
+    if (ep.bias != nullptr) acc += load(ep.bias + co);
+    if (ep.nonfinite_weight != nullptr && ep.nonfinite_weight[co]) acc += padding_products(ep.weight, ep.shape, co, o);
+    if (ep.residual.residual != nullptr) acc += residual_value<T>(ep.residual, nb * v.dst_channels + co, o);
+    if (ep.residual.relu) acc = relu_keep_nan(acc);
+    dst[row_out + j * v.dst_spatial] = store_as<T>(acc);
+  });
+}
+
 // C = A * B over an ImageGemm (forward, or one residue class of grad_input).
 // Grid: x = row tiles, y = column tiles * groups.
 template <typename T, typename Math, bool Flat>
@@ -242,7 +281,6 @@ image_gemm_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict__ 
   constexpr int BM = Math::BM, BN = Math::BN, BK = Math::BK;
   using L = typename Math::L;
   using Elem = typename Math::Elem;
-  using AccT = typename Math::AccT;
   static_assert(kGemmThreads % BM == 0 && BK % (kGemmThreads / BM) == 0, "A tile mapping");
   static_assert(kGemmThreads % BN == 0 && BK % (kGemmThreads / BN) == 0, "B tile mapping");
   constexpr int kARowsStep = kGemmThreads / BM, kBRowsStep = kGemmThreads / BN;
@@ -273,20 +311,17 @@ image_gemm_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict__ 
   struct Cursor {
     int64_t tap, chunk, base;
   };
-  auto seek = [&](int64_t tap, int64_t chunk, Cursor* c) {
+  auto seek = [&](int64_t tap, Cursor* c) {  // the first chunk of the first live tap >= tap
     if constexpr (Flat) {
-      *c = Cursor{0, chunk, 0};
-      return tap == 0 && chunk < chunks;
-    }
-    for (; tap < v.taps; ++tap, chunk = 0) {
+      *c = Cursor{0, 0, 0};
+      return tap == 0 && chunks > 0;
+    } else {
       int64_t off[kMaxSpatialDims];
-      if (chunk >= chunks || !tap_offsets(v, tap, off) || !tap_live_in_box(v, off, pmin, pmax)) continue;
-      c->tap = tap;
-      c->chunk = chunk;
-      c->base = row_ok ? src_offset(v, n_row, p, off, g) : -1;
+      tap = next_live_tap(v, tap, pmin, pmax, off);
+      if (tap >= v.taps || chunks == 0) return false;
+      *c = Cursor{tap, 0, row_ok ? src_offset(v, n_row, p, off, g) : -1};
       return true;
     }
-    return false;
   };
   // Software pipeline: the next chunk's global loads go to registers before the current
   // chunk's products, then into the other shared-memory stage; one barrier per chunk.
@@ -305,17 +340,17 @@ image_gemm_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict__ 
         const int64_t r = c0 + bk + j * kBRowsStep;
         b_reg[j] = (col_ok && r < total) ? packed[(g * total + r) * v.cols + j0 + bn] : zero_value<T>();
       }
-      return;
-    }
+    } else {
 #pragma unroll
-    for (int j = 0; j < kAPer; ++j) {
-      const int64_t ch = c0 + ak + j * kARowsStep;
-      a_reg[j] = (c.base >= 0 && ch < v.red) ? src[c.base + ch * v.src_spatial] : zero_value<T>();
-    }
+      for (int j = 0; j < kAPer; ++j) {
+        const int64_t ch = c0 + ak + j * kARowsStep;
+        a_reg[j] = (c.base >= 0 && ch < v.red) ? src[c.base + ch * v.src_spatial] : zero_value<T>();
+      }
 #pragma unroll
-    for (int j = 0; j < kBPer; ++j) {
-      const int64_t ch = c0 + bk + j * kBRowsStep;
-      b_reg[j] = (col_ok && ch < v.red) ? packed[b_offset(v, g, c.tap, ch, j0 + bn)] : zero_value<T>();
+      for (int j = 0; j < kBPer; ++j) {
+        const int64_t ch = c0 + bk + j * kBRowsStep;
+        b_reg[j] = (col_ok && ch < v.red) ? packed[b_offset(v, g, c.tap, ch, j0 + bn)] : zero_value<T>();
+      }
     }
   };
   auto stash = [&](int stage) {
@@ -330,7 +365,7 @@ image_gemm_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict__ 
   Math math;
   math.zero();
   Cursor cur{0, 0, -1};
-  bool have = seek(0, 0, &cur);
+  bool have = seek(0, &cur);
   if (have) {
     fetch(cur);
     stash(0);
@@ -340,7 +375,7 @@ image_gemm_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict__ 
     // the next chunk of the same tap keeps its offsets; otherwise find the next live tap
     Cursor next = cur;
     ++next.chunk;
-    const bool more = next.chunk < chunks || seek(cur.tap + 1, 0, &next);
+    const bool more = next.chunk < chunks || seek(cur.tap + 1, &next);
     if (more) fetch(next);
     math.mma(reinterpret_cast<const Elem*>(smem + stage * Math::kOperandBytes),
              reinterpret_cast<const Elem*>(smem + stage * Math::kOperandBytes + Math::kBOffset));
@@ -350,28 +385,121 @@ image_gemm_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict__ 
     have = more;
   }
 
-  // Each thread's results share few rows (WMMA: one, SIMT: four, in row order), so a row's
-  // position is decoded once, not per element.
-  int64_t row_m = -1, nb = 0, row_out = 0, o[kMaxSpatialDims] = {0, 0, 0};
-  math.for_each_result(smem, [&](int m, int n, AccT value) {
-    if (m0 + m >= v.rows || j0 + n >= v.cols) return;
-    if (m != row_m) {
-      row_m = m;
-      int64_t q[kMaxSpatialDims];
-      decode_row(v, m0 + m, &nb, q);
-      row_out = dst_offset(v, nb, q, g);
-      for (int i = 0; i < kMaxSpatialDims; ++i) o[i] = q[i] * v.dst_mul[i] + v.dst_off[i];
+  store_image_tile(math, smem, v, ep, m0, j0, g, dst);
+}
+
+// C = A * B over an ImageGemm whose A is a channels-last copy (batch, positions, channels):
+// every global read is a 16-byte cp.async of V adjacent reduction channels of one position
+// (or V adjacent columns of the packed weight), zero-filled where a row's tap meets padding,
+// into a ring of kStages shared-memory stages, so the loads of the next kStages - 1 chunks
+// are in flight while one is multiplied. Tensor-core math only; the shapes it takes are
+// those of channels_last_fits(). Tap skipping and the epilogue are as in image_gemm_kernel.
+constexpr int kStages = 3;
+
+template <typename T, typename Math>
+__global__ void __launch_bounds__(kGemmThreads, 2)
+image_gemm_cl_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict__ packed,
+                     ImageEpilogue<T> ep, T* __restrict__ dst) {
+  constexpr int BM = Math::BM, BN = Math::BN, BK = Math::BK;
+  using L = typename Math::L;
+  using Elem = typename Math::Elem;
+  static_assert(sizeof(Elem) == sizeof(T), "operands are copied as they are");
+  constexpr int V = 16 / int(sizeof(T));
+  constexpr int kARowVecs = BK / V, kBRowVecs = BN / V;  // vectors per A row / B row of a chunk
+  constexpr int kAVecs = BM * kARowVecs / kGemmThreads, kBVecs = BK * kBRowVecs / kGemmThreads;
+  static_assert(kAVecs * kGemmThreads == BM * kARowVecs && kBVecs * kGemmThreads == BK * kBRowVecs,
+                "every vector of a chunk has one thread");
+  static_assert(kGemmThreads % kARowVecs == 0 && kGemmThreads % kBRowVecs == 0, "fixed vector column per thread");
+  constexpr int kSmemBytes = kStages * Math::kOperandBytes > Math::kResultBytes ? kStages * Math::kOperandBytes
+                                                                                : Math::kResultBytes;
+  static_assert(kSmemBytes >= Math::kSmemBytes && kSmemBytes <= 48 * 1024, "static shared memory of a block");
+  FULLCONV_SHARED(unsigned char, smem, kSmemBytes, 128);
+
+  const int64_t col_tiles = (v.cols + BN - 1) / BN;
+  const int64_t g = blockIdx.y / col_tiles;
+  const int64_t j0 = (blockIdx.y % col_tiles) * BN;
+  const int64_t m0 = int64_t(blockIdx.x) * BM;
+  const int tid = threadIdx.x;
+
+  // A vector i of this thread: row (tid + kGemmThreads*i) / kARowVecs, channels a_ch.. a_ch+V-1
+  // of the chunk. B vector i: reduction row (tid + kGemmThreads*i) / kBRowVecs, columns b_col...
+  const int a_ch = V * (tid % kARowVecs), b_col = V * (tid % kBRowVecs);
+  int64_t n_row[kAVecs], p[kAVecs][kMaxSpatialDims], base[kAVecs];
+  bool row_ok[kAVecs];
+#pragma unroll
+  for (int i = 0; i < kAVecs; ++i) {
+    const int64_t m = m0 + (tid + kGemmThreads * i) / kARowVecs;
+    row_ok[i] = m < v.rows;
+    n_row[i] = 0;
+    p[i][0] = p[i][1] = p[i][2] = 0;
+    if (row_ok[i]) decode_row(v, m, &n_row[i], p[i]);
+    base[i] = -1;
+  }
+  const bool col_ok = j0 + b_col < v.cols;
+  int64_t pmin[kMaxSpatialDims], pmax[kMaxSpatialDims];
+  row_box(v, m0, m0 + BM, pmin, pmax);
+  const int64_t chunks = chunks_per_tap(v, BK);
+
+  // The copy cursor (block-uniform): the tap and chunk copied next; tap == v.taps when done.
+  int64_t tap = v.taps, chunk = 0;
+  auto enter_tap = [&](int64_t first) {  // the next live tap from `first`, with its row offsets
+    int64_t off[kMaxSpatialDims];
+    tap = chunks > 0 ? next_live_tap(v, first, pmin, pmax, off) : v.taps;
+    if (tap >= v.taps) return;
+#pragma unroll
+    for (int i = 0; i < kAVecs; ++i)
+      base[i] = row_ok[i] ? src_offset_channels_last(v, n_row[i], p[i], off, g) : -1;
+  };
+  auto stage_a = [&](int stage) { return reinterpret_cast<Elem*>(smem + stage * Math::kOperandBytes); };
+  auto stage_b = [&](int stage) {
+    return reinterpret_cast<Elem*>(smem + stage * Math::kOperandBytes + Math::kBOffset);
+  };
+  auto copy_chunk = [&](int stage) {
+    Elem* As = stage_a(stage);
+    Elem* Bs = stage_b(stage);
+    const int64_t c0 = chunk * BK;
+#pragma unroll
+    for (int i = 0; i < kAVecs; ++i) {
+      const int row = (tid + kGemmThreads * i) / kARowVecs;
+      const bool valid = base[i] >= 0 && c0 + a_ch < v.red;
+      cp_async16(As + L::a_index(row, a_ch), valid ? src + base[i] + c0 + a_ch : src, valid);
     }
-    const int64_t j = j0 + n;
-    using A = typename Acc<T>::type;
-    A acc = A(value);
-    const int64_t co = g * v.cols + j;
-    if (ep.bias != nullptr) acc += load(ep.bias + co);
-    if (ep.nonfinite_weight != nullptr && ep.nonfinite_weight[co]) acc += padding_products(ep.weight, ep.shape, co, o);
-    if (ep.residual.residual != nullptr) acc += residual_value<T>(ep.residual, nb * v.dst_channels + co, o);
-    if (ep.residual.relu) acc = relu_keep_nan(acc);
-    dst[row_out + j * v.dst_spatial] = store_as<T>(acc);
-  });
+#pragma unroll
+    for (int i = 0; i < kBVecs; ++i) {
+      const int k = (tid + kGemmThreads * i) / kBRowVecs;
+      const bool valid = col_ok && c0 + k < v.red;
+      cp_async16(Bs + L::b_index(k, b_col), valid ? packed + b_offset(v, g, tap, c0 + k, j0 + b_col) : packed, valid);
+    }
+    if (++chunk == chunks) {
+      chunk = 0;
+      enter_tap(tap + 1);
+    }
+  };
+
+  Math math;
+  math.zero();
+  enter_tap(0);
+  // Chunk c travels in commit group c: kStages - 1 groups ahead, then one per chunk multiplied
+  // (empty once the copies are done), so waiting for all but the newest kStages - 2 groups
+  // completes chunk k. Chunk c goes to stage c % kStages, where chunk c - kStages was
+  // multiplied in iteration c - kStages; chunk c is copied in iteration c - kStages + 1, after
+  // that iteration's barrier.
+  int64_t copied = 0;
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (tap < v.taps) copy_chunk(int(copied++ % kStages));
+    cp_async_commit();
+  }
+  for (int64_t k = 0; k < copied; ++k) {
+    cp_async_wait<kStages - 2>();
+    __syncthreads();
+    if (tap < v.taps) copy_chunk(int(copied++ % kStages));
+    cp_async_commit();
+    const int stage = int(k % kStages);
+    math.template mma<true>(stage_a(stage), stage_b(stage));
+  }
+  cp_async_wait<0>();
+  __syncthreads();  // the stages become the result tile
+  store_image_tile(math, smem, v, ep, m0, j0, g, dst);
 }
 
 // grad_weight over a WeightGemm: grid x = (row tiles * column tiles) * (groups * taps),
@@ -558,6 +686,42 @@ cudaError_t launch_image(const ImageGemm& v, const void* src, const void* packed
   return FULLCONV_LAUNCH_STATUS();
 }
 
+template <typename M> struct IsWmma : std::false_type {};
+template <typename Tag, bool A, bool B> struct IsWmma<WmmaMath<Tag, A, B>> : std::true_type {};
+
+// The channels-last kernel's math: k-contiguous A rows (one position's channels), n-contiguous B.
+template <typename M> struct ChannelsLastMath;
+template <typename Tag, bool A, bool B> struct ChannelsLastMath<WmmaMath<Tag, A, B>> {
+  using type = WmmaMath<Tag, true, false>;
+};
+
+// Shapes the channels-last kernel takes: whole 16-byte vectors of reduction channels and of
+// columns, and tap-major chunks (not the flat reduction of very few channels).
+template <typename Math>
+bool channels_last_fits(const ImageGemm& v) {
+  constexpr int V = 16 / int(sizeof(typename Math::Elem));
+  return v.red % V == 0 && v.cols % V == 0 && !flat_reduction(v, Math::BK) &&
+         image_grid_fits(v, Math::BM, Math::BN);
+}
+
+// A channels-last source (src_channels_last) runs the cp.async kernel, any other the gather.
+template <typename T, typename Math>
+cudaError_t launch_image_any(const ImageGemm& v, bool src_channels_last, const void* src, const void* packed,
+                             const ImageEpilogue<T>& ep, void* dst, cudaStream_t stream) {
+  if (!src_channels_last) return launch_image<T, Math>(v, src, packed, ep, dst, stream);
+  if constexpr (IsWmma<Math>::value) {
+    using M = typename ChannelsLastMath<Math>::type;
+    if (v.rows == 0 || v.cols == 0) return cudaSuccess;
+    if (!channels_last_fits<M>(v)) return cudaErrorInvalidValue;
+    const dim3 grid(static_cast<unsigned int>((v.rows + M::BM - 1) / M::BM),
+                    static_cast<unsigned int>((v.cols + M::BN - 1) / M::BN * v.groups));
+    FULLCONV_LAUNCH(grid, kGemmThreads, stream, image_gemm_cl_kernel<T, M>)(
+        v, static_cast<const T*>(src), static_cast<const T*>(packed), ep, static_cast<T*>(dst));
+    return FULLCONV_LAUNCH_STATUS();
+  }
+  return cudaErrorInvalidValue;  // FMA math has no channels-last kernel
+}
+
 struct PrepareWeightOp {
   template <typename T, typename Math>
   static cudaError_t run(const void* w, const ConvShape& s, GemmPass pass, void* packed, unsigned char* nonfinite,
@@ -572,7 +736,7 @@ struct PrepareWeightOp {
 
 struct ForwardOp {
   template <typename T, typename Math>
-  static cudaError_t run(const ConvShape& s, const void* x, const void* packed, const void* w,
+  static cudaError_t run(const ConvShape& s, bool channels_last, const void* x, const void* packed, const void* w,
                          const void* bias, const unsigned char* nonfinite, const Epilogue& residual,
                          void* y, cudaStream_t stream) {
     ImageEpilogue<T> ep;
@@ -581,16 +745,17 @@ struct ForwardOp {
     ep.weight = static_cast<const T*>(w);
     ep.shape = s;
     ep.residual = residual;
-    return launch_image<T, Math>(forward_gemm(s), x, packed, ep, y, stream);
+    return launch_image_any<T, Math>(forward_gemm(s), channels_last, x, packed, ep, y, stream);
   }
 };
 
 struct GradInputOp {
   template <typename T, typename Math>
-  static cudaError_t run(const ConvShape& s, const void* gy, const void* packed, void* gx,
+  static cudaError_t run(const ConvShape& s, bool channels_last, const void* gy, const void* packed, void* gx,
                          cudaStream_t stream) {
     for (int64_t cls = 0; cls < residue_classes(s); ++cls) {
-      const cudaError_t err = launch_image<T, Math>(grad_input_gemm(s, cls), gy, packed, ImageEpilogue<T>(), gx, stream);
+      const cudaError_t err = launch_image_any<T, Math>(grad_input_gemm(s, cls), channels_last, gy, packed,
+                                                        ImageEpilogue<T>(), gx, stream);
       if (err != cudaSuccess) return err;
     }
     return cudaSuccess;
@@ -679,16 +844,31 @@ cudaError_t prepare_weight(DType dtype, const void* w, const ConvShape& s, GemmP
   return with_math<PrepareWeightOp, false, false>(dtype, false, w, s, pass, packed, nonfinite_weight, stream);
 }
 
-// forward: A = x rows (m-contiguous), B = packed weight (n-contiguous)
-cudaError_t forward_igemm(DType dtype, bool tf32, const void* x, const void* packed, const void* w,
-                          const void* bias, const unsigned char* nonfinite_weight,
-                          const Epilogue& epilogue, void* y, const ConvShape& s, cudaStream_t stream) {
-  return with_math<ForwardOp, false, false>(dtype, tf32, s, x, packed, w, bias, nonfinite_weight, epilogue, y, stream);
+bool igemm_channels_last_ok(DType dtype, bool tf32, const ConvShape& s, GemmPass pass) {
+  if (pass == GemmPass::kGradWeight) return false;
+  // reduction channels and columns are the same in every residue class of grad_input
+  const ImageGemm v = pass == GemmPass::kForward ? forward_gemm(s) : grad_input_gemm(s, 0);
+  switch (dtype) {
+    case DType::kFloat16: return channels_last_fits<WmmaMath<__half, true, false>>(v);
+    case DType::kBFloat16: return channels_last_fits<WmmaMath<__nv_bfloat16, true, false>>(v);
+    case DType::kFloat32: return tf32 && channels_last_fits<WmmaMath<Tf32, true, false>>(v);
+    case DType::kFloat64: return false;
+  }
+  return false;
 }
 
-cudaError_t grad_input_igemm(DType dtype, bool tf32, const void* grad_out, const void* packed,
+// forward: A = x rows (m-contiguous, or k-contiguous from a channels-last x), B = packed
+// weight (n-contiguous)
+cudaError_t forward_igemm(DType dtype, bool tf32, bool channels_last, const void* x, const void* packed,
+                          const void* w, const void* bias, const unsigned char* nonfinite_weight,
+                          const Epilogue& epilogue, void* y, const ConvShape& s, cudaStream_t stream) {
+  return with_math<ForwardOp, false, false>(dtype, tf32, s, channels_last, x, packed, w, bias, nonfinite_weight,
+                                            epilogue, y, stream);
+}
+
+cudaError_t grad_input_igemm(DType dtype, bool tf32, bool channels_last, const void* grad_out, const void* packed,
                              void* grad_in, const ConvShape& s, cudaStream_t stream) {
-  return with_math<GradInputOp, false, false>(dtype, tf32, s, grad_out, packed, grad_in, stream);
+  return with_math<GradInputOp, false, false>(dtype, tf32, s, channels_last, grad_out, packed, grad_in, stream);
 }
 
 // grad_weight: A = grad_out (k-contiguous), B = x (k-contiguous)

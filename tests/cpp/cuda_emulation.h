@@ -14,6 +14,9 @@
 //    reads the tile through its layout and ldm, exactly the addresses a GPU would use;
 //    mma_sync multiplies in float, on lane 0 only, which alone stores the tile); TF32
 //    rounding as the hardware's cvt.rna (round to nearest, ties away, 10 mantissa bits);
+//  * cp.async (csrc/cuda/async_copy.cuh) per thread: each copy lands in shared memory at once
+//    or only at the wait that retires its group, at random; 16-byte alignment, destinations
+//    inside a shared array and nothing in flight at the end of a block are checked;
 //  * checks a GPU makes at launch: block size <= 1024, grid y/z <= 65535, no empty grid, and
 //    32-byte alignment of every WMMA pointer plus ldm a multiple of 16 bytes.
 // What it cannot show: timing, bank conflicts, the real fragment distribution over lanes,
@@ -129,6 +132,30 @@ inline void check_wmma_lanes(unsigned threads) {
   }
 }
 
+// cp.async per thread of the running block: copies not yet committed, then committed groups
+// oldest first. A copy's source is read when it is issued (global memory is constant during
+// a kernel here); its shared-memory destination is written either at once or only when a
+// wait retires its group (chosen at random per copy), so both a stage read before its wait
+// and a stage overwritten before every thread is done with it show up.
+struct AsyncCopy {
+  unsigned char* dst;
+  unsigned char bytes[16];
+};
+struct AsyncCopies {
+  std::vector<AsyncCopy> open;
+  std::vector<std::vector<AsyncCopy>> groups;
+};
+inline std::vector<AsyncCopies> async_copies;
+inline AsyncCopies& my_async_copies() {
+  return async_copies[threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)];
+}
+inline bool in_shared_array(const void* p, size_t bytes) {
+  const auto* b = static_cast<const unsigned char*>(p);
+  for (auto& kv : shared_arrays())
+    if (b >= kv.second.data && b + bytes <= kv.second.data + kv.second.bytes) return true;
+  return false;
+}
+
 inline std::mt19937& schedule_rng() {
   static std::mt19937 rng(12345);
   return rng;
@@ -148,6 +175,7 @@ inline void run_block(std::vector<Fiber>& pool, unsigned threads, dim3 block) {
   Fiber* fibers = pool.data();
   poison_shared_arrays();
   wmma_calls.assign(threads, {});
+  async_copies.assign(threads, {});
   std::vector<unsigned> order(threads);
   for (unsigned t = 0; t < threads; ++t) order[t] = t;
   for (unsigned t = 0; t < threads; ++t) {
@@ -179,6 +207,8 @@ inline void run_block(std::vector<Fiber>& pool, unsigned threads, dim3 block) {
     if (finished > 0) fail("__syncthreads() reached by only some threads of a block");
   }
   check_wmma_lanes(threads);
+  for (const AsyncCopies& c : async_copies)
+    if (!c.open.empty() || !c.groups.empty()) fail("cp.async copies still in flight when the block ended");
 }
 
 template <typename... Params>
@@ -226,6 +256,38 @@ inline void __syncthreads() {
   swapcontext(&self->ctx, &fullconv_emu::scheduler);
 }
 [[noreturn]] inline void __trap() { fullconv_emu::fail("__trap()"); }
+
+// csrc/cuda/async_copy.cuh's interface (cp.async with zero fill, commit, wait).
+namespace fullconv {
+namespace cuda {
+inline void cp_async16(void* dst, const void* src, bool valid) {
+  if (reinterpret_cast<uintptr_t>(dst) % 16 != 0 || reinterpret_cast<uintptr_t>(src) % 16 != 0)
+    fullconv_emu::fail("cp.async address not 16-byte aligned");
+  if (!fullconv_emu::in_shared_array(dst, 16)) fullconv_emu::fail("cp.async destination outside shared memory");
+  fullconv_emu::AsyncCopy c;
+  c.dst = static_cast<unsigned char*>(dst);
+  if (valid) std::memcpy(c.bytes, src, 16);
+  else std::memset(c.bytes, 0, 16);
+  // lands now or at the wait that retires it, at random: the first shows a stage overwritten
+  // while other threads may still read it, the second a stage read before its wait
+  if (fullconv_emu::schedule_rng()() % 2 == 0) std::memcpy(c.dst, c.bytes, 16);
+  else fullconv_emu::my_async_copies().open.push_back(c);
+}
+inline void cp_async_commit() {
+  auto& mine = fullconv_emu::my_async_copies();
+  mine.groups.push_back(std::move(mine.open));
+  mine.open.clear();
+}
+template <int N>
+void cp_async_wait() {
+  auto& mine = fullconv_emu::my_async_copies();
+  while (mine.groups.size() > size_t(N)) {
+    for (const auto& c : mine.groups.front()) std::memcpy(c.dst, c.bytes, 16);
+    mine.groups.erase(mine.groups.begin());
+  }
+}
+}  // namespace cuda
+}  // namespace fullconv
 
 #define FULLCONV_SHARED(type, name, count, align)                                                   \
   static char name##_key = 0;                                                                      \
@@ -279,13 +341,17 @@ void load_matrix_sync(fragment<Use, M, N, K, T, Layout>& f, const P* p, unsigned
   for (int r = 0; r < F::rows; ++r)
     for (int c = 0; c < F::cols; ++c)
       f.x[r * F::cols + c] = std::is_same<Layout, row_major>::value ? p[r * ldm + c] : p[r + c * ldm];
-  if constexpr (std::is_same<T, precision::tf32>::value) {
-    for (float v : f.x) {  // the hardware reads 19 bits: operands must be rounded beforehand
-      uint32_t bits;
-      std::memcpy(&bits, &v, 4);
-      if ((bits & 0x1fffu) != 0 && (bits & 0x7f800000u) != 0x7f800000u)
-        fullconv_emu::fail("TF32 operand not rounded with __float_to_tf32");
-    }
+}
+
+// The hardware reads 19 bits of a TF32 operand: operands must be rounded (__float_to_tf32)
+// before they are stored in shared memory, or in the fragment after loading.
+template <typename Frag>
+void check_tf32_rounded(const Frag& f) {
+  for (float v : f.x) {
+    uint32_t bits;
+    std::memcpy(&bits, &v, 4);
+    if ((bits & 0x1fffu) != 0 && (bits & 0x7f800000u) != 0x7f800000u)
+      fullconv_emu::fail("TF32 operand not rounded with __float_to_tf32");
   }
 }
 
@@ -293,6 +359,8 @@ template <int M, int N, int K, typename TA, typename LA, typename TB, typename L
 void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<matrix_a, M, N, K, TA, LA>& a,
               const fragment<matrix_b, M, N, K, TB, LB>& b, const fragment<accumulator, M, N, K, float>& c) {
   fullconv_emu::record_wmma(3, nullptr, 0);
+  if constexpr (std::is_same<TA, precision::tf32>::value) check_tf32_rounded(a);
+  if constexpr (std::is_same<TB, precision::tf32>::value) check_tf32_rounded(b);
   if (threadIdx.x % 32 != 0) return;  // lane 0 computes and stores the warp's tile
   float out[M * N];
   for (int i = 0; i < M; ++i)

@@ -70,8 +70,21 @@ struct Config {
   double tol;
 };
 
+// (N, C, sp) -> (N, sp, C)
 template <typename T>
-void run(Problem P, const Config& cfg, bool igemm, int sm_count, bool residual, bool relu, const std::string& what) {
+std::vector<T> to_channels_last(const std::vector<T>& a, int64_t batch, int64_t channels, int64_t sp) {
+  std::vector<T> out(a.size());
+  for (int64_t n = 0; n < batch; ++n)
+    for (int64_t c = 0; c < channels; ++c)
+      for (int64_t i = 0; i < sp; ++i) out[(n * sp + i) * channels + c] = a[(n * channels + c) * sp + i];
+  return out;
+}
+
+// channels_last (igemm only): forward and grad_input read x and grad_out from channels-last
+// copies (the cp.async kernel), grad_weight the usual layout.
+template <typename T>
+void run(Problem P, const Config& cfg, bool igemm, bool channels_last, int sm_count, bool residual, bool relu,
+         const std::string& what) {
   const ConvShape& s = P.s;
   std::mt19937 rng(static_cast<unsigned>(P.x.size() * 7 + P.w.size()));
   std::normal_distribution<double> normal;
@@ -123,8 +136,20 @@ void run(Problem P, const Config& cfg, bool igemm, int sm_count, bool residual, 
     for (size_t i = 0; i < w.size(); ++i) same = same && to_d(wf[i]) == to_d(hf[i]) && to_d(wb[i]) == to_d(hb[i]);
     for (unsigned char f : flags) same = same && f == 0;
     EXPECT(same, "%s: prepare_weight differs from the host packing or flags a finite weight\n", what.c_str());
-    e1 = fc::forward_igemm(cfg.dtype, cfg.tf32, x.data(), wf.data(), w.data(), b.data(), nullptr, ep, y.data(), s, nullptr);
-    e2 = fc::grad_input_igemm(cfg.dtype, cfg.tf32, gy.data(), wb.data(), gx.data(), s, nullptr);
+    if (channels_last) {
+      EXPECT(fc::igemm_channels_last_ok(cfg.dtype, cfg.tf32, s, fc::GemmPass::kForward) &&
+                 fc::igemm_channels_last_ok(cfg.dtype, cfg.tf32, s, fc::GemmPass::kGradInput),
+             "%s: the channels-last kernel does not take this problem\n", what.c_str());
+      const auto x_cl = to_channels_last(x, s.batch, s.in_channels, s.in_spatial());
+      const auto gy_cl = to_channels_last(gy, s.batch, s.out_channels, s.out_spatial());
+      e1 = fc::forward_igemm(cfg.dtype, cfg.tf32, true, x_cl.data(), wf.data(), w.data(), b.data(), nullptr, ep,
+                             y.data(), s, nullptr);
+      e2 = fc::grad_input_igemm(cfg.dtype, cfg.tf32, true, gy_cl.data(), wb.data(), gx.data(), s, nullptr);
+    } else {
+      e1 = fc::forward_igemm(cfg.dtype, cfg.tf32, false, x.data(), wf.data(), w.data(), b.data(), nullptr, ep,
+                             y.data(), s, nullptr);
+      e2 = fc::grad_input_igemm(cfg.dtype, cfg.tf32, false, gy.data(), wb.data(), gx.data(), s, nullptr);
+    }
     const size_t bytes = fc::grad_weight_igemm_workspace(cfg.dtype, cfg.tf32, s, sm_count);
     std::vector<double> workspace(bytes / sizeof(double) + 1, NAN);  // NaN: unwritten partial sums show
     e3 = fc::grad_weight_igemm(cfg.dtype, cfg.tf32, gy.data(), x.data(), gw.data(), bytes ? workspace.data() : nullptr,
@@ -143,18 +168,20 @@ void run(Problem P, const Config& cfg, bool igemm, int sm_count, bool residual, 
 }
 
 void run_any(const Problem& P, const Config& cfg, bool igemm, int sm_count, bool residual, bool relu,
-             const std::string& what) {
+             const std::string& what, bool channels_last = false) {
   switch (cfg.dtype) {
-    case fc::DType::kFloat64: return run<double>(P, cfg, igemm, sm_count, residual, relu, what);
-    case fc::DType::kFloat32: return run<float>(P, cfg, igemm, sm_count, residual, relu, what);
-    case fc::DType::kFloat16: return run<__half>(P, cfg, igemm, sm_count, residual, relu, what);
-    case fc::DType::kBFloat16: return run<__nv_bfloat16>(P, cfg, igemm, sm_count, residual, relu, what);
+    case fc::DType::kFloat64: return run<double>(P, cfg, igemm, channels_last, sm_count, residual, relu, what);
+    case fc::DType::kFloat32: return run<float>(P, cfg, igemm, channels_last, sm_count, residual, relu, what);
+    case fc::DType::kFloat16: return run<__half>(P, cfg, igemm, channels_last, sm_count, residual, relu, what);
+    case fc::DType::kBFloat16:
+      return run<__nv_bfloat16>(P, cfg, igemm, channels_last, sm_count, residual, relu, what);
   }
 }
 
 // wide: channel counts that fill several 64-column tiles; long: reductions long enough for
-// split-K (grad_weight) and many row tiles.
-Problem random_problem(std::mt19937& rng, int nd, bool wide, bool long_rows = false) {
+// split-K (grad_weight) and many row tiles; vectors: channels per group in whole 16-byte
+// vectors of every dtype and enough of them for tap-major chunks (the channels-last kernel).
+Problem random_problem(std::mt19937& rng, int nd, bool wide, bool long_rows = false, bool vectors = false) {
   auto uni = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
   std::normal_distribution<double> normal;
   Problem P;
@@ -163,8 +190,9 @@ Problem random_problem(std::mt19937& rng, int nd, bool wide, bool long_rows = fa
   s.batch = uni(1, 2);
   s.groups = uni(1, 2);
   const int widths[] = {1, 3, 8, 17, 33, 70};
-  s.in_channels = s.groups * (wide ? widths[uni(2, 5)] : uni(1, 4));
-  s.out_channels = s.groups * (wide ? widths[uni(2, 5)] : uni(1, 4));
+  const int vector_widths[] = {24, 40, 64, 72, 136};
+  s.in_channels = s.groups * (vectors ? vector_widths[uni(0, 4)] : wide ? widths[uni(2, 5)] : uni(1, 4));
+  s.out_channels = s.groups * (vectors ? vector_widths[uni(0, 4)] : wide ? widths[uni(2, 5)] : uni(1, 4));
   for (int d = 3 - nd; d < 3; ++d) {
     s.in_size[d] = long_rows ? uni(nd == 1 ? 1000 : 24, nd == 1 ? 3000 : 40) : uni(1, nd == 1 ? 40 : nd == 2 ? 11 : 5);
     s.kernel[d] = uni(1, nd == 3 ? 3 : 4);
@@ -227,7 +255,7 @@ void run_nonfinite(bool igemm) {
   cudaError_t err;
   if (igemm) {
     const auto wf = pack(w, s, true);
-    err = fc::forward_igemm(fc::DType::kFloat32, false, x.data(), wf.data(), w.data(), nullptr, flags.data(), ep,
+    err = fc::forward_igemm(fc::DType::kFloat32, false, false, x.data(), wf.data(), w.data(), nullptr, flags.data(), ep,
                             y.data(), s, nullptr);
   } else {
     err = fc::forward(fc::DType::kFloat32, x.data(), w.data(), nullptr, flags.data(), y.data(), s, nullptr);
@@ -281,6 +309,12 @@ int main(int argc, char** argv) {
       run_any(wide, cfg, true, sm_count, residual, relu, std::string("igemm ") + cfg.name + " " + describe(wide));
       run_any(narrow, cfg, true, sm_count, !residual, relu, std::string("igemm ") + cfg.name + " " + describe(narrow));
       run_any(long_rows, cfg, true, 132, residual, !relu, std::string("igemm ") + cfg.name + " " + describe(long_rows));
+      if (cfg.dtype != fc::DType::kFloat64 && (cfg.dtype != fc::DType::kFloat32 || cfg.tf32)) {
+        // tensor-core dtypes: the channels-last kernel, short and long rows
+        const Problem cl = random_problem(rng, 1 + i % 3, true, i % 4 == 3, true);
+        run_any(cl, cfg, true, sm_count, residual, relu, std::string("igemm channels-last ") + cfg.name + " " + describe(cl),
+                true);
+      }
       if (cfg.tf32) { ++runs; continue; }  // the direct kernels have no TF32 mode
       run_any(narrow, cfg, false, sm_count, residual, !relu, std::string("direct ") + cfg.name + " " + describe(narrow));
       ++runs;
