@@ -238,6 +238,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cuda(
   at::Tensor grad_weight = at::empty({0}, input.options());
   at::Tensor grad_bias = at::empty({0}, input.options());
   if (output_mask[2]) grad_bias = grad_bias_from(gy, input.scalar_type());
+  // grad_out's channels-last copy, made at most once for grad_input and grad_weight
+  at::Tensor gy_cl;
+  bool gy_cl_tried = false;
+  auto gy_channels_last = [&](Pass pass) {
+    if (!gy_cl_tried || (!gy_cl.defined() && pass == Pass::kGradWeight)) gy_cl = channels_last_source(gyb, s, pass);
+    gy_cl_tried = true;
+    return gy_cl;
+  };
   if (output_mask[0]) {
     auto gx = at::empty({s.batch, s.in_channels, s.in_spatial()}, gy.options());
     if (use_igemm(s, input.scalar_type(), Pass::kGradInput)) {
@@ -246,9 +254,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cuda(
       check_launch(cuda::prepare_weight(dtype, w.const_data_ptr(), s, Pass::kGradInput, packed.mutable_data_ptr(),
                                         nullptr, stream),
                    "weight preparation");
-      const auto gy_cl = channels_last_source(gyb, s, Pass::kGradInput);
-      check_launch(cuda::grad_input_igemm(dtype, use_tf32(input.scalar_type()), gy_cl.defined(),
-                                          (gy_cl.defined() ? gy_cl : gy).const_data_ptr(), packed.const_data_ptr(),
+      const auto src = gy_channels_last(Pass::kGradInput);
+      check_launch(cuda::grad_input_igemm(dtype, use_tf32(input.scalar_type()), src.defined(),
+                                          (src.defined() ? src : gy).const_data_ptr(), packed.const_data_ptr(),
                                           gx.mutable_data_ptr(), s, stream),
                    "grad_input (implicit GEMM)");
     } else {
@@ -259,17 +267,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cuda(
     grad_input = finish_grad_input(gx, input, batched);
   }
   if (output_mask[1]) {
-    const auto x = (batched ? input : input.unsqueeze(0)).contiguous();
+    const auto xb = batched ? input : input.unsqueeze(0);
     auto gw = at::empty(weight.sizes(), gy.options());
     if (use_igemm(s, input.scalar_type(), Pass::kGradWeight)) {
       const bool tf32 = use_tf32(input.scalar_type());
       const int sm_count = device_attribute(cudaDevAttrMultiProcessorCount);
       const size_t bytes = cuda::grad_weight_igemm_workspace(dtype, tf32, s, sm_count);
       const auto workspace = at::empty({static_cast<int64_t>(bytes)}, gy.options().dtype(at::kByte));
-      check_launch(cuda::grad_weight_igemm(dtype, tf32, gy.const_data_ptr(), x.const_data_ptr(), gw.mutable_data_ptr(),
-                                           bytes > 0 ? workspace.mutable_data_ptr() : nullptr, s, sm_count, stream),
+      const auto gy_src = gy_channels_last(Pass::kGradWeight);
+      const auto x_cl = gy_src.defined() ? channels_last_source(xb, s, Pass::kGradWeight) : at::Tensor();
+      const bool cl = gy_src.defined() && x_cl.defined();
+      const auto x = cl ? x_cl : xb.contiguous();
+      check_launch(cuda::grad_weight_igemm(dtype, tf32, cl, (cl ? gy_src : gy).const_data_ptr(), x.const_data_ptr(),
+                                           gw.mutable_data_ptr(), bytes > 0 ? workspace.mutable_data_ptr() : nullptr,
+                                           s, sm_count, stream),
                    "grad_weight (implicit GEMM)");
     } else {
+      const auto x = xb.contiguous();
       check_launch(cuda::grad_weight(dtype, gy.const_data_ptr(), x.const_data_ptr(),
                                      gw.mutable_data_ptr(), s, stream),
                    "grad_weight");

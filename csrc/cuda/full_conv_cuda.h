@@ -68,10 +68,12 @@ bool igemm_grid_fits(const ConvShape& s, GemmPass pass);
 // for a PTX-only build of an older architecture running on a newer GPU).
 bool tensor_core_kernels_built();
 
-// Whether a pass (kForward or kGradInput) can read its source operand (x, grad_out) from a
-// channels-last copy (N, *spatial, C) with 16-byte asynchronous copies: tensor-core dtypes
-// (float32 with tf32 only), reduction channels and columns per group in whole 16-byte vectors,
-// enough channels per tap. The copy's data pointer must be 16-byte aligned.
+// Whether a pass can read its operands from channels-last copies (N, *spatial, C) with 16-byte
+// asynchronous copies (forward: x, grad_input: grad_out, grad_weight: grad_out and x):
+// tensor-core dtypes (float32 with tf32 only), the channels of the GEMM's reduction and
+// columns (grad_weight: output and input channels) per group in whole 16-byte vectors, and
+// for forward / grad_input enough channels per tap. The copies' data pointers must be 16-byte
+// aligned.
 bool igemm_channels_last_ok(DType dtype, bool tf32, const ConvShape& s, GemmPass pass);
 
 // As forward_epilogue; w is the unpacked weight (read only for non-finite-weight channels).
@@ -88,9 +90,12 @@ cudaError_t grad_input_igemm(DType dtype, bool tf32, bool channels_last, const v
 // grad_weight with split-K over the reduction; the slices' partial sums need a workspace of
 // grad_weight_igemm_workspace() bytes (0: none), summed in a fixed order (deterministic).
 // sm_count (the device's multiprocessors) sizes the split.
+// channels_last: grad_out and x are (N, *spatial, C) copies (igemm_channels_last_ok for
+// kGradWeight: output and input channels per group in whole 16-byte vectors); the workspace
+// is the same either way.
 size_t grad_weight_igemm_workspace(DType dtype, bool tf32, const ConvShape& s, int sm_count);
-cudaError_t grad_weight_igemm(DType dtype, bool tf32, const void* grad_out, const void* x, void* grad_w,
-                              void* workspace, const ConvShape& s, int sm_count, cudaStream_t stream);
+cudaError_t grad_weight_igemm(DType dtype, bool tf32, bool channels_last, const void* grad_out, const void* x,
+                              void* grad_w, void* workspace, const ConvShape& s, int sm_count, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace fullconv

@@ -502,6 +502,34 @@ image_gemm_cl_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict
   store_image_tile(math, smem, v, ep, m0, j0, g, dst);
 }
 
+// The tile of a grad_weight block: grid x = (row tiles * column tiles) * (groups * taps),
+// y = split-K slice.
+struct WeightTile {
+  int64_t g, tap, gt, m0, j0, slice;
+};
+template <int BM, int BN>
+__device__ __forceinline__ WeightTile weight_tile(const WeightGemm& v) {
+  const int64_t row_tiles = (v.rows + BM - 1) / BM, col_tiles = (v.cols + BN - 1) / BN;
+  const int64_t tiles = row_tiles * col_tiles;
+  const int64_t tile = blockIdx.x % tiles, gt = blockIdx.x / tiles;
+  return WeightTile{gt / v.taps, gt % v.taps, gt, (tile % row_tiles) * BM, (tile / row_tiles) * BN,
+                    int64_t(blockIdx.y)};
+}
+
+// With one slice the tile goes into grad_weight directly, otherwise into the slice's partial sums.
+template <typename T, typename Math>
+__device__ __forceinline__ void store_weight_tile(Math& math, unsigned char* smem, const WeightGemm& v,
+                                                  const WeightTile& t, typename Math::AccT* __restrict__ partial,
+                                                  T* __restrict__ gw) {
+  math.for_each_result(smem, [&](int m, int n, typename Math::AccT value) {
+    if (t.m0 + m >= v.rows || t.j0 + n >= v.cols) return;
+    if (v.splits == 1)
+      gw[weight_offset(v, t.g, t.m0 + m, t.j0 + n, t.tap)] = store_as<T>(value);
+    else
+      partial[partial_offset(v, t.slice, t.gt, t.m0 + m, t.j0 + n)] = value;
+  });
+}
+
 // grad_weight over a WeightGemm: grid x = (row tiles * column tiles) * (groups * taps),
 // y = split-K slice. With one slice the tile is written into grad_weight directly, otherwise
 // into the slice's partial sums.
@@ -512,26 +540,21 @@ weight_gemm_kernel(WeightGemm v, const T* __restrict__ gy, const T* __restrict__
   constexpr int BM = Math::BM, BN = Math::BN, BK = Math::BK;
   using L = typename Math::L;
   using Elem = typename Math::Elem;
-  using AccT = typename Math::AccT;
   static_assert(kGemmThreads % BK == 0, "reduction mapping");
   constexpr int kStep = kGemmThreads / BK;
   static_assert(BM % kStep == 0 && BN % kStep == 0, "tile mapping");
   constexpr int kAPer = BM / kStep, kBPer = BN / kStep;
   FULLCONV_SHARED(unsigned char, smem, Math::kSmemBytes, 128);
 
-  const int64_t row_tiles = (v.rows + BM - 1) / BM, col_tiles = (v.cols + BN - 1) / BN;
-  const int64_t tiles = row_tiles * col_tiles;
-  const int64_t tile = blockIdx.x % tiles, gt = blockIdx.x / tiles;
-  const int64_t g = gt / v.taps, tap = gt % v.taps;
-  const int64_t m0 = (tile % row_tiles) * BM, j0 = (tile / row_tiles) * BN;
-  const int64_t slice = blockIdx.y;
+  const WeightTile t = weight_tile<BM, BN>(v);
+  const int64_t g = t.g, tap = t.tap, m0 = t.m0, j0 = t.j0;
   const ConvShape& s = v.s;
   const int64_t out_sp = s.out_spatial(), in_sp = s.in_spatial();
 
   int64_t lo[kMaxSpatialDims], ext[kMaxSpatialDims], shift[kMaxSpatialDims];
   const int64_t len = tap_box(v, tap, lo, ext, shift);
   int64_t c_begin, c_end;
-  slice_chunks(len, BK, v.splits, slice, &c_begin, &c_end);
+  slice_chunks(len, BK, v.splits, t.slice, &c_begin, &c_end);
 
   // Each thread owns one reduction index of every chunk (consecutive threads: consecutive
   // output positions, so both loads coalesce) and rows/columns kl + kStep*r of the tile.
@@ -594,13 +617,99 @@ weight_gemm_kernel(WeightGemm v, const T* __restrict__ gy, const T* __restrict__
     __syncthreads();
   }
 
-  math.for_each_result(smem, [&](int m, int n, AccT value) {
-    if (m0 + m >= v.rows || j0 + n >= v.cols) return;
-    if (v.splits == 1)
-      gw[weight_offset(v, g, m0 + m, j0 + n, tap)] = store_as<T>(value);
-    else
-      partial[partial_offset(v, slice, gt, m0 + m, j0 + n)] = value;
-  });
+  store_weight_tile(math, smem, v, t, partial, gw);
+}
+
+// grad_weight over a WeightGemm from channels-last grad_out (N, *out, Cout) and x (N, *in,
+// Cin): a reduction index (one output position of the tap's box) holds BM adjacent output
+// channels of grad_out and BN adjacent input channels of x, so both tiles are copied as
+// 16-byte vectors with cp.async (rows/columns contiguous in shared memory), through the ring
+// of kStages stages of image_gemm_cl_kernel. Positions of the box always meet real input:
+// zero fill only past the slice's end and past the last channel. Tiling, split-K and the
+// result as in weight_gemm_kernel.
+template <typename T, typename Math>
+__global__ void __launch_bounds__(kGemmThreads, 2)
+weight_gemm_cl_kernel(WeightGemm v, const T* __restrict__ gy, const T* __restrict__ x,
+                      typename Math::AccT* __restrict__ partial, T* __restrict__ gw) {
+  constexpr int BM = Math::BM, BN = Math::BN, BK = Math::BK;
+  using L = typename Math::L;
+  using Elem = typename Math::Elem;
+  static_assert(sizeof(Elem) == sizeof(T), "operands are copied as they are");
+  constexpr int V = 16 / int(sizeof(T));
+  // P threads share a reduction index of the chunk; thread q of them copies A vectors
+  // (output channels) V*(q + P*i) and B vectors (input channels) V*(q + P*i): one position to
+  // decode and step per thread, and P adjacent 16-byte vectors per position.
+  constexpr int P = kGemmThreads / BK;
+  constexpr int kAVecs = BM / V / P, kBVecs = BN / V / P;
+  static_assert(P * BK == kGemmThreads && kAVecs * V * P == BM && kBVecs * V * P == BN,
+                "every vector of a chunk has one thread");
+  constexpr int kSmemBytes = kStages * Math::kOperandBytes > Math::kResultBytes ? kStages * Math::kOperandBytes
+                                                                                : Math::kResultBytes;
+  static_assert(kSmemBytes >= Math::kSmemBytes && kSmemBytes <= 48 * 1024, "static shared memory of a block");
+  FULLCONV_SHARED(unsigned char, smem, kSmemBytes, 128);
+
+  const WeightTile t = weight_tile<BM, BN>(v);
+  const ConvShape& s = v.s;
+  const int64_t out_sp = s.out_spatial(), in_sp = s.in_spatial();
+  int64_t lo[kMaxSpatialDims], ext[kMaxSpatialDims], shift[kMaxSpatialDims];
+  const int64_t len = tap_box(v, t.tap, lo, ext, shift);
+  int64_t c_begin, c_end;
+  slice_chunks(len, BK, v.splits, t.slice, &c_begin, &c_end);
+
+  const int k = threadIdx.x / P, q = threadIdx.x % P;
+  int64_t e = c_begin * BK + k;  // this thread's reduction index, stepped by BK per chunk
+  ReductionPos pos;
+  if (e < len) pos = decode_reduction_pos(e, ext);
+  const T* gy_g = gy + t.g * v.rows + t.m0;  // the tile's first channels
+  const T* x_g = x + t.g * v.cols + t.j0;
+  auto stage_a = [&](int stage) { return reinterpret_cast<Elem*>(smem + stage * Math::kOperandBytes); };
+  auto stage_b = [&](int stage) {
+    return reinterpret_cast<Elem*>(smem + stage * Math::kOperandBytes + Math::kBOffset);
+  };
+  auto copy_chunk = [&](int stage) {
+    Elem* As = stage_a(stage);
+    Elem* Bs = stage_b(stage);
+    const bool live = e < len;
+    int64_t of = 0, inf = 0;
+    if (live) reduction_offsets(v, pos, lo, shift, &of, &inf);
+    const T* gy_e = gy_g + (pos.n * out_sp + of) * s.out_channels;
+    const T* x_e = x_g + (pos.n * in_sp + inf) * s.in_channels;
+#pragma unroll
+    for (int i = 0; i < kAVecs; ++i) {
+      const int m = V * (q + P * i);
+      const bool valid = live && t.m0 + m < v.rows;
+      cp_async16(As + L::a_index(m, k), valid ? gy_e + m : gy, valid);
+    }
+#pragma unroll
+    for (int i = 0; i < kBVecs; ++i) {
+      const int n = V * (q + P * i);
+      const bool valid = live && t.j0 + n < v.cols;
+      cp_async16(Bs + L::b_index(k, n), valid ? x_e + n : x, valid);
+    }
+    e += BK;
+    if (e < len) advance_reduction_pos(&pos, BK, ext);
+  };
+
+  Math math;
+  math.zero();
+  // the ring of image_gemm_cl_kernel, over chunks [c_begin, c_end) of this slice
+  const int64_t chunks = c_end > c_begin ? c_end - c_begin : 0;
+  int64_t copied = 0;
+  for (int st = 0; st < kStages - 1; ++st) {
+    if (copied < chunks) copy_chunk(int(copied++ % kStages));
+    cp_async_commit();
+  }
+  for (int64_t k = 0; k < chunks; ++k) {
+    cp_async_wait<kStages - 2>();
+    __syncthreads();
+    if (copied < chunks) copy_chunk(int(copied++ % kStages));
+    cp_async_commit();
+    const int stage = int(k % kStages);
+    math.template mma<true>(stage_a(stage), stage_b(stage));
+  }
+  cp_async_wait<0>();
+  __syncthreads();  // the stages become the result tile
+  store_weight_tile(math, smem, v, t, partial, gw);
 }
 
 // Sums the split-K slices of every grad_weight element in slice order.
@@ -686,13 +795,19 @@ cudaError_t launch_image(const ImageGemm& v, const void* src, const void* packed
   return FULLCONV_LAUNCH_STATUS();
 }
 
+bool weight_grid_fits(const ConvShape& s, int bm, int bn) {
+  const WeightGemm v = weight_gemm(s, bm, bn, 1, 1, 1, 1);
+  return ((v.rows + bm - 1) / bm) * ((v.cols + bn - 1) / bn) * v.groups * v.taps < (int64_t(1) << 31);
+}
+
 template <typename M> struct IsWmma : std::false_type {};
 template <typename Tag, bool A, bool B> struct IsWmma<WmmaMath<Tag, A, B>> : std::true_type {};
 
-// The channels-last kernel's math: k-contiguous A rows (one position's channels), n-contiguous B.
-template <typename M> struct ChannelsLastMath;
-template <typename Tag, bool A, bool B> struct ChannelsLastMath<WmmaMath<Tag, A, B>> {
-  using type = WmmaMath<Tag, true, false>;
+// The same tensor-core math with other shared-memory layouts (the channels-last kernels':
+// image: k-contiguous A rows, one position's channels; weight: m- and n-contiguous).
+template <typename M, bool AK, bool BK> struct Relayout;
+template <typename Tag, bool A, bool B, bool AK, bool BK> struct Relayout<WmmaMath<Tag, A, B>, AK, BK> {
+  using type = WmmaMath<Tag, AK, BK>;
 };
 
 // Shapes the channels-last kernel takes: whole 16-byte vectors of reduction channels and of
@@ -704,13 +819,21 @@ bool channels_last_fits(const ImageGemm& v) {
          image_grid_fits(v, Math::BM, Math::BN);
 }
 
+// grad_weight: whole vectors of output channels (rows) and input channels (columns) per group.
+template <typename Math>
+bool weight_channels_last_fits(const ConvShape& s) {
+  constexpr int V = 16 / int(sizeof(typename Math::Elem));
+  return s.out_channels_per_group() % V == 0 && s.in_channels_per_group() % V == 0 &&
+         weight_grid_fits(s, Math::BM, Math::BN);
+}
+
 // A channels-last source (src_channels_last) runs the cp.async kernel, any other the gather.
 template <typename T, typename Math>
 cudaError_t launch_image_any(const ImageGemm& v, bool src_channels_last, const void* src, const void* packed,
                              const ImageEpilogue<T>& ep, void* dst, cudaStream_t stream) {
   if (!src_channels_last) return launch_image<T, Math>(v, src, packed, ep, dst, stream);
   if constexpr (IsWmma<Math>::value) {
-    using M = typename ChannelsLastMath<Math>::type;
+    using M = typename Relayout<Math, true, false>::type;
     if (v.rows == 0 || v.cols == 0) return cudaSuccess;
     if (!channels_last_fits<M>(v)) return cudaErrorInvalidValue;
     const dim3 grid(static_cast<unsigned int>((v.rows + M::BM - 1) / M::BM),
@@ -781,8 +904,8 @@ struct WorkspaceOp {
 
 struct GradWeightOp {
   template <typename T, typename Math>
-  static cudaError_t run(const ConvShape& s, int sm_count, const void* gy, const void* x, void* gw,
-                         void* workspace, cudaStream_t stream) {
+  static cudaError_t run(const ConvShape& s, bool channels_last, int sm_count, const void* gy, const void* x,
+                         void* gw, void* workspace, cudaStream_t stream) {
     const WeightGemm v = weight_plan<Math>(s, sm_count);
     const int64_t tiles = ((v.rows + Math::BM - 1) / Math::BM) * ((v.cols + Math::BN - 1) / Math::BN);
     const int64_t blocks = tiles * v.groups * v.taps;
@@ -790,9 +913,22 @@ struct GradWeightOp {
     if (blocks >= (int64_t(1) << 31)) return cudaErrorInvalidConfiguration;
     using AccT = typename Math::AccT;
     if (v.splits > 1 && workspace == nullptr) return cudaErrorInvalidValue;
-    FULLCONV_LAUNCH(dim3(static_cast<unsigned int>(blocks), static_cast<unsigned int>(v.splits)), kGemmThreads,
-                    stream, weight_gemm_kernel<T, Math>)(
-        v, static_cast<const T*>(gy), static_cast<const T*>(x), static_cast<AccT*>(workspace), static_cast<T*>(gw));
+    const dim3 grid(static_cast<unsigned int>(blocks), static_cast<unsigned int>(v.splits));
+    const T* gy_t = static_cast<const T*>(gy);
+    const T* x_t = static_cast<const T*>(x);
+    if (channels_last) {
+      if constexpr (IsWmma<Math>::value) {
+        using M = typename Relayout<Math, false, false>::type;  // same tiles and plan, other layout
+        if (!weight_channels_last_fits<M>(s)) return cudaErrorInvalidValue;
+        FULLCONV_LAUNCH(grid, kGemmThreads, stream, weight_gemm_cl_kernel<T, M>)(
+            v, gy_t, x_t, static_cast<AccT*>(workspace), static_cast<T*>(gw));
+      } else {
+        return cudaErrorInvalidValue;  // FMA math has no channels-last kernel
+      }
+    } else {
+      FULLCONV_LAUNCH(grid, kGemmThreads, stream, weight_gemm_kernel<T, Math>)(
+          v, gy_t, x_t, static_cast<AccT*>(workspace), static_cast<T*>(gw));
+    }
     cudaError_t err = FULLCONV_LAUNCH_STATUS();
     if (err != cudaSuccess || v.splits == 1) return err;
     const int64_t total = v.groups * v.rows * v.cols * v.taps;
@@ -803,10 +939,6 @@ struct GradWeightOp {
   }
 };
 
-bool weight_grid_fits(const ConvShape& s, int bm, int bn) {
-  const WeightGemm v = weight_gemm(s, bm, bn, 1, 1, 1, 1);
-  return ((v.rows + bm - 1) / bm) * ((v.cols + bn - 1) / bn) * v.groups * v.taps < (int64_t(1) << 31);
-}
 
 }  // namespace
 
@@ -845,7 +977,15 @@ cudaError_t prepare_weight(DType dtype, const void* w, const ConvShape& s, GemmP
 }
 
 bool igemm_channels_last_ok(DType dtype, bool tf32, const ConvShape& s, GemmPass pass) {
-  if (pass == GemmPass::kGradWeight) return false;
+  if (pass == GemmPass::kGradWeight) {
+    switch (dtype) {
+      case DType::kFloat16: return weight_channels_last_fits<WmmaMath<__half, false, false>>(s);
+      case DType::kBFloat16: return weight_channels_last_fits<WmmaMath<__nv_bfloat16, false, false>>(s);
+      case DType::kFloat32: return tf32 && weight_channels_last_fits<WmmaMath<Tf32, false, false>>(s);
+      case DType::kFloat64: return false;
+    }
+    return false;
+  }
   // reduction channels and columns are the same in every residue class of grad_input
   const ImageGemm v = pass == GemmPass::kForward ? forward_gemm(s) : grad_input_gemm(s, 0);
   switch (dtype) {
@@ -871,16 +1011,18 @@ cudaError_t grad_input_igemm(DType dtype, bool tf32, bool channels_last, const v
   return with_math<GradInputOp, false, false>(dtype, tf32, s, channels_last, grad_out, packed, grad_in, stream);
 }
 
-// grad_weight: A = grad_out (k-contiguous), B = x (k-contiguous)
+// grad_weight: A = grad_out (k-contiguous; m-contiguous from channels-last copies), B = x
+// (k-contiguous; n-contiguous from channels-last copies)
 size_t grad_weight_igemm_workspace(DType dtype, bool tf32, const ConvShape& s, int sm_count) {
   size_t bytes = 0;
   with_math<WorkspaceOp, true, true>(dtype, tf32, s, sm_count, &bytes);
   return bytes;
 }
 
-cudaError_t grad_weight_igemm(DType dtype, bool tf32, const void* grad_out, const void* x, void* grad_w,
-                              void* workspace, const ConvShape& s, int sm_count, cudaStream_t stream) {
-  return with_math<GradWeightOp, true, true>(dtype, tf32, s, sm_count, grad_out, x, grad_w, workspace, stream);
+cudaError_t grad_weight_igemm(DType dtype, bool tf32, bool channels_last, const void* grad_out, const void* x,
+                              void* grad_w, void* workspace, const ConvShape& s, int sm_count, cudaStream_t stream) {
+  return with_math<GradWeightOp, true, true>(dtype, tf32, s, channels_last, sm_count, grad_out, x, grad_w, workspace,
+                                             stream);
 }
 
 }  // namespace cuda

@@ -80,8 +80,8 @@ std::vector<T> to_channels_last(const std::vector<T>& a, int64_t batch, int64_t 
   return out;
 }
 
-// channels_last (igemm only): forward and grad_input read x and grad_out from channels-last
-// copies (the cp.async kernel), grad_weight the usual layout.
+// channels_last (igemm only): every pass reads x and grad_out from channels-last copies (the
+// cp.async kernels).
 template <typename T>
 void run(Problem P, const Config& cfg, bool igemm, bool channels_last, int sm_count, bool residual, bool relu,
          const std::string& what) {
@@ -152,8 +152,17 @@ void run(Problem P, const Config& cfg, bool igemm, bool channels_last, int sm_co
     }
     const size_t bytes = fc::grad_weight_igemm_workspace(cfg.dtype, cfg.tf32, s, sm_count);
     std::vector<double> workspace(bytes / sizeof(double) + 1, NAN);  // NaN: unwritten partial sums show
-    e3 = fc::grad_weight_igemm(cfg.dtype, cfg.tf32, gy.data(), x.data(), gw.data(), bytes ? workspace.data() : nullptr,
-                               s, sm_count, nullptr);
+    if (channels_last) {
+      EXPECT(fc::igemm_channels_last_ok(cfg.dtype, cfg.tf32, s, fc::GemmPass::kGradWeight),
+             "%s: the channels-last grad_weight kernel does not take this problem\n", what.c_str());
+      const auto x_cl = to_channels_last(x, s.batch, s.in_channels, s.in_spatial());
+      const auto gy_cl = to_channels_last(gy, s.batch, s.out_channels, s.out_spatial());
+      e3 = fc::grad_weight_igemm(cfg.dtype, cfg.tf32, true, gy_cl.data(), x_cl.data(), gw.data(),
+                                 bytes ? workspace.data() : nullptr, s, sm_count, nullptr);
+    } else {
+      e3 = fc::grad_weight_igemm(cfg.dtype, cfg.tf32, false, gy.data(), x.data(), gw.data(),
+                                 bytes ? workspace.data() : nullptr, s, sm_count, nullptr);
+    }
   } else {
     e1 = fc::forward_epilogue(cfg.dtype, x.data(), w.data(), b.data(), nullptr, ep, y.data(), s, nullptr);
     e2 = fc::grad_input(cfg.dtype, gy.data(), w.data(), gx.data(), s, nullptr);
@@ -323,13 +332,15 @@ int main(int argc, char** argv) {
   // Split-K with empty slices: along dim 1 the input (length 1) has no element in residue
   // class 1 of stride 2, so the taps of that class meet only padding (reduction length 0)
   // while the others reduce over ~3000 positions in many slices.
-  {
+  // (Then with whole 16-byte vectors of channels, through the channels-last kernels, on few
+  // SMs so that the vectors' positions are stepped across many slices.)
+  for (const bool vectors : {false, true}) {
     Problem P;
     ConvShape& s = P.s;
     s.ndim = 2;
     s.batch = 2;
-    s.in_channels = 8;
-    s.out_channels = 70;
+    s.in_channels = vectors ? 24 : 8;
+    s.out_channels = vectors ? 72 : 70;
     s.in_size[1] = 1;
     s.in_size[2] = 1500;
     s.kernel[1] = s.kernel[2] = 3;
@@ -341,7 +352,13 @@ int main(int argc, char** argv) {
     P.gy.resize(s.batch * s.out_channels * s.out_spatial());
     for (auto* vec : {&P.x, &P.w, &P.gy})
       for (auto& e : *vec) e = normal(rng) * (vec == &P.w ? 0.1 : 1.0);
-    for (const Config& cfg : configs) run_any(P, cfg, true, 132, false, false, std::string("igemm empty slices ") + cfg.name);
+    for (const Config& cfg : configs) {
+      if (!vectors) {
+        run_any(P, cfg, true, 132, false, false, std::string("igemm empty slices ") + cfg.name);
+      } else if (cfg.dtype != fc::DType::kFloat64 && (cfg.dtype != fc::DType::kFloat32 || cfg.tf32)) {
+        run_any(P, cfg, true, 3, false, false, std::string("igemm channels-last empty slices ") + cfg.name, true);
+      }
+    }
   }
   run_nonfinite(true);
   run_nonfinite(false);
