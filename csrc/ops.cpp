@@ -88,6 +88,11 @@ ConvShape check_and_make_shape(const at::Tensor& input, const at::Tensor& weight
     TORCH_CHECK_VALUE(L > 0, op_name,
                       ": only zero batch or zero channel inputs may be empty, got input of shape ",
                       shape_str(input.sizes()));
+    // the padded extent L + 2 d (k - 1) must stay well inside 64-bit index math
+    constexpr int64_t kMaxExtent = int64_t(1) << 62;
+    TORCH_CHECK_VALUE(k == 1 || dilation[i] <= (kMaxExtent - L) / (2 * (k - 1)), op_name, ": dilation ", dilation,
+                      " with a kernel of shape ", shape_str(weight.sizes()),
+                      " pads the input beyond the 64-bit index range");
     s.in_size[off + i] = L;
     s.kernel[off + i] = k;
     s.stride[off + i] = stride[i];
@@ -199,9 +204,10 @@ std::vector<int64_t> output_shape(const ConvShape& shape, bool batched) {
 
 at::MemoryFormat output_memory_format(const at::Tensor& input, const at::Tensor& weight) {
   const int64_t wdim = weight.dim();
-  if (wdim != 4 && wdim != 5) return at::MemoryFormat::Contiguous;
+  // unbatched inputs give unbatched outputs, which have no channels-last format
+  if ((wdim != 4 && wdim != 5) || input.dim() != wdim) return at::MemoryFormat::Contiguous;
   const auto cl = (wdim == 4) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::ChannelsLast3d;
-  const bool input_cl = input.dim() == wdim && input.suggest_memory_format() == cl;
+  const bool input_cl = input.suggest_memory_format() == cl;
   const bool weight_cl = weight.suggest_memory_format() == cl;
   return (input_cl || weight_cl) ? cl : at::MemoryFormat::Contiguous;
 }

@@ -286,7 +286,7 @@ def convert(model: nn.Module, *, inplace: bool = False, include: Selector = None
                 return None
         if isinstance(conv.padding, str):
             pass  # 'same' / 'valid': replaced by the full padding like any other
-        return full_cls.from_conv(conv)
+        return full_cls.from_conv(conv, convert_padding_mode=True)
 
     def visit(module, name):
         # convert the convolutions below `module`, then align `module` if it is a known block

@@ -65,16 +65,25 @@ class _FullConvMixin:
         return s + ", padding=full"
 
     @classmethod
-    def from_conv(cls, conv: nn.Module):
+    def from_conv(cls, conv: nn.Module, *, convert_padding_mode: bool = False):
         """Builds a full convolution with the weights, stride, dilation, groups and bias of an
         existing ``nn.ConvNd`` (its padding is replaced by the full padding). The parameters
-        are shared copies (new Parameters with the same values), on the same device/dtype."""
+        are shared copies (new Parameters with the same values), on the same device/dtype.
+        A convolution with a ``padding_mode`` other than ``'zeros'`` is refused unless
+        ``convert_padding_mode=True`` (the result pads with zeros, as full convolution does)."""
         base = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[cls._nd]
         if not isinstance(conv, base):
             raise TypeError(f"{cls.__name__}.from_conv expects an nn.{base.__name__}, got "
                             f"{type(conv).__name__}")
         if getattr(conv, "transposed", False):
             raise TypeError(f"{cls.__name__}.from_conv cannot convert a transposed convolution")
+        if isinstance(conv, nn.modules.lazy.LazyModuleMixin) and conv.has_uninitialized_params():
+            raise TypeError(f"{cls.__name__}.from_conv: {type(conv).__name__} has uninitialized "
+                            f"parameters; run a forward pass first")
+        if conv.padding_mode != "zeros" and not convert_padding_mode:
+            raise ValueError(f"{cls.__name__}.from_conv: the convolution pads with "
+                             f"padding_mode={conv.padding_mode!r}; full convolution pads with zeros "
+                             f"(pass convert_padding_mode=True to convert it anyway)")
         new = cls(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
                   dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None,
                   device=conv.weight.device, dtype=conv.weight.dtype)

@@ -32,11 +32,17 @@ def full_output_size(size: int, kernel_size: int, stride: int = 1, dilation: int
     return (size + dilation * (kernel_size - 1) - 1) // stride + 1
 
 
+def _check_int64(v: int, name: str) -> None:
+    if not -(2 ** 63) <= v < 2 ** 63:
+        raise FullConvError(f"{name} {v} does not fit a 64-bit integer")
+
+
 def _tuple(value, n: int, name: str) -> tuple:
     """Normalises an int or a length-n sequence of ints, as F.convNd accepts them."""
     if isinstance(value, bool):
         raise FullConvTypeError(f"{name} must be an int or a tuple of {n} ints, got a bool")
     if isinstance(value, numbers.Integral):
+        _check_int64(int(value), name)
         return (int(value),) * n
     if isinstance(value, (tuple, list, torch.Size)):
         if len(value) == 1 and n > 1:
@@ -48,6 +54,8 @@ def _tuple(value, n: int, name: str) -> tuple:
         for v in value:
             if isinstance(v, bool) or not isinstance(v, (numbers.Integral, torch.SymInt)):
                 raise FullConvTypeError(f"{name} entries must be ints, got {tuple(value)}")
+            if isinstance(v, numbers.Integral):
+                _check_int64(int(v), name)
             out.append(int(v) if isinstance(v, numbers.Integral) else v)
         return tuple(out)
     raise FullConvTypeError(f"{name} must be an int or a tuple of {n} ints, got "
@@ -114,6 +122,10 @@ def check_arguments(input, weight, bias, stride, dilation, groups, op_name="full
     if any(L <= 0 for L in spatial):
         raise FullConvError(f"{op_name}: only zero batch or zero channel inputs may be empty, "
                             f"got input of shape {tuple(input.shape)}")
+    for L, k, d in zip(spatial, kernel, dilation):  # mirrors the C++ bound on the padded extent
+        if all(isinstance(v, int) for v in (L, k, d)) and k > 1 and d > (2 ** 62 - L) // (2 * (k - 1)):
+            raise FullConvError(f"{op_name}: dilation {tuple(dilation)} with a kernel of shape "
+                                f"{tuple(weight.shape)} pads the input beyond the 64-bit index range")
     if bias is not None:
         if bias.dim() != 1 or bias.shape[0] != out_channels:
             raise FullConvError(f"{op_name}: bias must be 1-D with out_channels ({out_channels}) "
@@ -133,13 +145,15 @@ def check_arguments(input, weight, bias, stride, dilation, groups, op_name="full
 def _output_memory_format(input: Tensor, weight: Tensor) -> torch.memory_format:
     """Mirrors output_memory_format() in csrc/ops.cpp (and F.convNd): channels-last output
     when the input or the weight is channels-last."""
+    if input.dim() != weight.dim():  # unbatched: the output has no channels-last format
+        return torch.contiguous_format
     if weight.dim() == 4:
         cl = torch.channels_last
     elif weight.dim() == 5:
         cl = torch.channels_last_3d
     else:
         return torch.contiguous_format
-    input_cl = input.dim() == weight.dim() and _suggest_memory_format(input) == cl
+    input_cl = _suggest_memory_format(input) == cl
     return cl if input_cl or _suggest_memory_format(weight) == cl else torch.contiguous_format
 
 
@@ -159,9 +173,16 @@ def _full_conv_fake(input, weight, bias, stride, dilation, groups):
 @torch.library.register_fake("fullconv::full_conv_backward")
 def _full_conv_backward_fake(grad_output, input, weight, stride, dilation, groups, output_mask):
     _, shape = check_arguments(input, weight, None, stride, dilation, groups, "full_conv_backward")
+    # mirrors check_grad_output() in csrc/ops.cpp
     if list(grad_output.shape) != list(shape):
         raise FullConvError(f"full_conv_backward: grad_output must have the output's shape "
                             f"{list(shape)}, got {list(grad_output.shape)}")
+    if grad_output.dtype != input.dtype:
+        raise FullConvTypeError(f"full_conv_backward: grad_output must have dtype {input.dtype}, "
+                                f"got {grad_output.dtype}")
+    if grad_output.device != input.device:
+        raise FullConvError(f"full_conv_backward: grad_output must be on {input.device}, got "
+                            f"{grad_output.device}")
     grad_input = (torch.empty_like(input, memory_format=_suggest_memory_format(input))
                   if output_mask[0] else input.new_empty((0,)))
     grad_weight = (torch.empty_like(weight, memory_format=_suggest_memory_format(weight))

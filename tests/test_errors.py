@@ -39,6 +39,11 @@ CASES = [
     ("empty spatial", lambda: fullconv.full_conv2d(torch.randn(2, 4, 0, 5), w2), ValueError, "may be empty"),
     ("device mismatch", lambda: fullconv.full_conv2d(x2, w2.to("meta")), ValueError, "same device"),
     ("bias device", lambda: fullconv.full_conv2d(x2, w2, torch.zeros(6, device="meta")), ValueError, "device"),
+    ("stride beyond int64", lambda: fullconv.full_conv2d(x2, w2, stride=2 ** 63), ValueError, "64-bit integer"),
+    ("stride entry beyond int64", lambda: fullconv.full_conv2d(x2, w2, stride=(1, -2 ** 64)), ValueError,
+     "64-bit integer"),
+    ("dilation overflowing the padding", lambda: fullconv.full_conv2d(x2, w2, dilation=2 ** 62), ValueError,
+     "64-bit index range"),
 ]
 
 
@@ -64,6 +69,7 @@ OP_CASES = [
     ("int dtype", (x2.int(), w2.int(), None, [1, 1], [1, 1], 1), "unsupported dtype"),
     ("bias", (x2, w2, torch.zeros(3), [1, 1], [1, 1], 1), "bias must be 1-D"),
     ("empty kernel", (x2, torch.randn(6, 4, 3, 0), None, [1, 1], [1, 1], 1), "kernel size must be positive"),
+    ("dilation overflowing the padding", (x2, w2, None, [1, 1], [1, 2 ** 61], 1), "64-bit index range"),
 ]
 
 
@@ -80,6 +86,13 @@ def test_backward_op_errors():
         torch.ops.fullconv.full_conv_backward(y[:, :, 1:], x2, w2, [1, 1], [1, 1], 1, [True, True, True])
     with pytest.raises(TypeError, match="grad_output must have dtype"):
         torch.ops.fullconv.full_conv_backward(y.double(), x2, w2, [1, 1], [1, 1], 1, [True, True, True])
+    # the fake kernel checks grad_output like the C++ kernels (a meta grad_output would
+    # otherwise dispatch there and return uninitialised CPU tensors)
+    with pytest.raises(ValueError, match="grad_output must be on cpu"):
+        torch.ops.fullconv.full_conv_backward(y.to("meta"), x2, w2, [1, 1], [1, 1], 1, [True, True, True])
+    with pytest.raises(TypeError, match="grad_output must have dtype"):
+        torch.ops.fullconv.full_conv_backward(y.double().to("meta"), x2.to("meta"), w2.to("meta"), [1, 1], [1, 1], 1,
+                                              [True, True, True])
 
 
 def test_meta_shape_errors_match():
@@ -115,3 +128,22 @@ def test_blocked_path_takes_reduced_precision_in_float32(monkeypatch):
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), torch.nn.functional.conv2d(x.bfloat16().float(), w.bfloat16().float(), padding=2),
                                rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("nd", [2, 3])
+def test_unbatched_input_with_channels_last_weight(nd):
+    # F.convNd accepts it (the unbatched output has no channels-last format): so do we, on the
+    # kernels and the fake kernel alike.
+    fmt = torch.channels_last if nd == 2 else torch.channels_last_3d
+    x = torch.randn(4, *(5,) * nd, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 4, *(3,) * nd, dtype=torch.float64).contiguous(memory_format=fmt).requires_grad_()
+    fn = {2: fullconv.full_conv2d, 3: fullconv.full_conv3d}[nd]
+    conv = {2: torch.nn.functional.conv2d, 3: torch.nn.functional.conv3d}[nd]
+    y = fn(x, w)
+    y_ref = conv(x, w, None, 1, 2)
+    torch.testing.assert_close(y, y_ref)
+    g = torch.autograd.grad(y.square().sum(), (x, w))
+    g_ref = torch.autograd.grad(y_ref.square().sum(), (x, w))
+    for a, b in zip(g, g_ref):
+        torch.testing.assert_close(a, b)
+    assert fn(x.detach().to("meta"), w.detach().to("meta")).shape == y.shape

@@ -79,3 +79,17 @@ def test_reduced_precision_module():
         assert y.dtype == dtype
         r = full_conv_reference(x.float(), m.weight.float(), m.bias.float())
         torch.testing.assert_close(y.float(), r, rtol=3e-2, atol=3e-2)
+
+
+def test_from_conv_refuses_other_padding_modes_and_uninitialized_lazy_convs():
+    conv = nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect")
+    with pytest.raises(ValueError, match="padding_mode='reflect'"):
+        fullconv.FullConv2d.from_conv(conv)
+    f = fullconv.FullConv2d.from_conv(conv, convert_padding_mode=True)
+    x = torch.randn(1, 3, 6, 6)
+    torch.testing.assert_close(f(x), full_conv_reference(x, conv.weight, conv.bias))
+    lazy = nn.LazyConv2d(4, 3)
+    with pytest.raises(TypeError, match="uninitialized"):
+        fullconv.FullConv2d.from_conv(lazy)
+    lazy(torch.randn(1, 3, 5, 5))  # initialised: converts like any Conv2d
+    assert fullconv.FullConv2d.from_conv(lazy).in_channels == 3
