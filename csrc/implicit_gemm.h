@@ -234,11 +234,22 @@ FULLCONV_HD inline int64_t src_offset_channels_last(const ImageGemm& v, int64_t 
   return flat < 0 ? -1 : (n * v.src_spatial + flat) * v.src_channels + g * v.red;
 }
 
-// Offset of (n, group g's column 0, destination position of p) in C; add j * dst_spatial.
-FULLCONV_HD inline int64_t dst_offset(const ImageGemm& v, int64_t n, const int64_t p[kMaxSpatialDims], int64_t g) {
+// Flat destination position of row position p.
+FULLCONV_HD inline int64_t dst_position(const ImageGemm& v, const int64_t p[kMaxSpatialDims]) {
   int64_t flat = 0;
   for (int i = 0; i < kMaxSpatialDims; ++i) flat = flat * v.dst_size[i] + p[i] * v.dst_mul[i] + v.dst_off[i];
-  return (n * v.dst_channels + g * v.cols) * v.dst_spatial + flat;
+  return flat;
+}
+
+// Offset of (n, group g's column 0, destination position of p) in C; add j * dst_spatial.
+FULLCONV_HD inline int64_t dst_offset(const ImageGemm& v, int64_t n, const int64_t p[kMaxSpatialDims], int64_t g) {
+  return (n * v.dst_channels + g * v.cols) * v.dst_spatial + dst_position(v, p);
+}
+
+// The same in a channels-last C, (batch, dst positions, dst_channels); add j for column j.
+FULLCONV_HD inline int64_t dst_offset_channels_last(const ImageGemm& v, int64_t n, const int64_t p[kMaxSpatialDims],
+                                                    int64_t g) {
+  return (n * v.dst_spatial + dst_position(v, p)) * v.dst_channels + g * v.cols;
 }
 
 // Offset of packed B element (group g, tap, reduction channel c, column j).

@@ -184,6 +184,8 @@ def test_cuda_layers_against_reference(cfg, dtype, memory_format, cuda_algorithm
         assert y.is_contiguous(memory_format=fmt), "output layout differs from F.conv's for a channels-last input"
     gy = torch.randn_like(y)
     grads = torch.autograd.grad(y, leaves, gy)
+    if memory_format == "channels_last":
+        assert grads[0].is_contiguous(memory_format=fmt), "grad_input does not take the input's layout"
     ref_leaves = [t.detach().double().requires_grad_() for t in leaves]
     y_ref = full_conv_reference(*ref_leaves, stride, dilation, groups)
     ref_grads = torch.autograd.grad(y_ref, ref_leaves, gy.double())

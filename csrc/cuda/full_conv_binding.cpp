@@ -157,13 +157,19 @@ at::Tensor full_conv_cuda_impl(const at::Tensor& input, const at::Tensor& weight
   const auto w = weight.contiguous();
   const bool has_bias = bias.has_value() && bias->defined();
   const auto b = has_bias ? bias->contiguous() : at::Tensor();
-  auto y = at::empty(output_shape(s, true), xb.options());
   const auto dtype = launcher_dtype(xb.scalar_type());
-  const auto epilogue = make_epilogue(residual ? &res : nullptr, y.sizes(), residual_padding, relu);
   const auto stream = c10::cuda::getCurrentCUDAStream();
   const bool tiled = use_igemm(s, xb.scalar_type(), Pass::kForward);
   const auto x_cl = tiled ? channels_last_source(xb, s, Pass::kForward) : at::Tensor();
   const auto x = x_cl.defined() ? x_cl : xb.contiguous();
+  // The output's layout (F.convNd's rule); the channels-last kernel writes it directly.
+  const auto out_format = output_memory_format(input, weight);
+  cuda::IgemmLayout layout;
+  layout.src_channels_last = x_cl.defined();
+  layout.dst_channels_last = x_cl.defined() && out_format != at::MemoryFormat::Contiguous;
+  auto y = at::empty(output_shape(s, true), xb.options().memory_format(
+                                                layout.dst_channels_last ? out_format : at::MemoryFormat::Contiguous));
+  const auto epilogue = make_epilogue(residual ? &res : nullptr, y.sizes(), residual_padding, relu);
   // One pass over the weight: the tiled kernels' packed copy, and per output channel whether
   // any weight holds inf/nan (device-side, no host sync).
   const auto nonfinite = at::empty({s.out_channels}, x.options().dtype(at::kByte));
@@ -173,7 +179,7 @@ at::Tensor full_conv_cuda_impl(const at::Tensor& input, const at::Tensor& weight
                                     stream),
                "weight preparation");
   if (tiled) {
-    check_launch(cuda::forward_igemm(dtype, use_tf32(x.scalar_type()), x_cl.defined(), x.const_data_ptr(),
+    check_launch(cuda::forward_igemm(dtype, use_tf32(x.scalar_type()), layout, x.const_data_ptr(),
                                      packed.const_data_ptr(),
                                      w.const_data_ptr(), has_bias ? b.const_data_ptr() : nullptr,
                                      nonfinite.const_data_ptr<uint8_t>(), epilogue, y.mutable_data_ptr(), s, stream),
@@ -186,7 +192,7 @@ at::Tensor full_conv_cuda_impl(const at::Tensor& input, const at::Tensor& weight
                  "forward");
   }
   if (!batched) y = y.squeeze(0);
-  return y.contiguous(output_memory_format(input, weight));
+  return y.contiguous(out_format);
 }
 
 at::Tensor full_conv_cuda(const at::Tensor& input, const at::Tensor& weight,
@@ -233,11 +239,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cuda(
   const auto stream = c10::cuda::getCurrentCUDAStream();
   const auto dtype = launcher_dtype(input.scalar_type());
   const auto gyb = batched ? grad_output : grad_output.unsqueeze(0);
-  const auto gy = gyb.contiguous();
+  // grad_out as (N, C, *spatial), made only for the passes that read that layout
+  at::Tensor gy_contiguous;
+  auto gy = [&]() -> const at::Tensor& {
+    if (!gy_contiguous.defined()) gy_contiguous = gyb.contiguous();
+    return gy_contiguous;
+  };
+  const auto options = gyb.options();
   at::Tensor grad_input = at::empty({0}, input.options());
   at::Tensor grad_weight = at::empty({0}, input.options());
   at::Tensor grad_bias = at::empty({0}, input.options());
-  if (output_mask[2]) grad_bias = grad_bias_from(gy, input.scalar_type());
+  if (output_mask[2]) grad_bias = grad_bias_from(gyb, input.scalar_type());
   // grad_out's channels-last copy, made at most once for grad_input and grad_weight
   at::Tensor gy_cl;
   bool gy_cl_tried = false;
@@ -247,7 +259,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cuda(
     return gy_cl;
   };
   if (output_mask[0]) {
-    auto gx = at::empty({s.batch, s.in_channels, s.in_spatial()}, gy.options());
+    auto gx = at::empty({s.batch, s.in_channels, s.in_spatial()}, options);
     if (use_igemm(s, input.scalar_type(), Pass::kGradInput)) {
       const auto w = weight.contiguous();
       const auto packed = at::empty_like(w);
@@ -255,12 +267,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cuda(
                                         nullptr, stream),
                    "weight preparation");
       const auto src = gy_channels_last(Pass::kGradInput);
-      check_launch(cuda::grad_input_igemm(dtype, use_tf32(input.scalar_type()), src.defined(),
-                                          (src.defined() ? src : gy).const_data_ptr(), packed.const_data_ptr(),
+      // grad_input takes the input's layout; the channels-last kernel writes a channels-last one directly
+      const auto in_format = batched ? input.suggest_memory_format() : at::MemoryFormat::Contiguous;
+      cuda::IgemmLayout layout;
+      layout.src_channels_last = src.defined();
+      layout.dst_channels_last = src.defined() && in_format != at::MemoryFormat::Contiguous;
+      if (layout.dst_channels_last) gx = at::empty(input.sizes(), options.memory_format(in_format));
+      check_launch(cuda::grad_input_igemm(dtype, use_tf32(input.scalar_type()), layout,
+                                          (src.defined() ? src : gy()).const_data_ptr(), packed.const_data_ptr(),
                                           gx.mutable_data_ptr(), s, stream),
                    "grad_input (implicit GEMM)");
     } else {
-      check_launch(cuda::grad_input(dtype, gy.const_data_ptr(), weight.contiguous().const_data_ptr(),
+      check_launch(cuda::grad_input(dtype, gy().const_data_ptr(), weight.contiguous().const_data_ptr(),
                                     gx.mutable_data_ptr(), s, stream),
                    "grad_input");
     }
@@ -268,23 +286,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cuda(
   }
   if (output_mask[1]) {
     const auto xb = batched ? input : input.unsqueeze(0);
-    auto gw = at::empty(weight.sizes(), gy.options());
+    auto gw = at::empty(weight.sizes(), options);
     if (use_igemm(s, input.scalar_type(), Pass::kGradWeight)) {
       const bool tf32 = use_tf32(input.scalar_type());
       const int sm_count = device_attribute(cudaDevAttrMultiProcessorCount);
       const size_t bytes = cuda::grad_weight_igemm_workspace(dtype, tf32, s, sm_count);
-      const auto workspace = at::empty({static_cast<int64_t>(bytes)}, gy.options().dtype(at::kByte));
+      const auto workspace = at::empty({static_cast<int64_t>(bytes)}, options.dtype(at::kByte));
       const auto gy_src = gy_channels_last(Pass::kGradWeight);
       const auto x_cl = gy_src.defined() ? channels_last_source(xb, s, Pass::kGradWeight) : at::Tensor();
       const bool cl = gy_src.defined() && x_cl.defined();
       const auto x = cl ? x_cl : xb.contiguous();
-      check_launch(cuda::grad_weight_igemm(dtype, tf32, cl, (cl ? gy_src : gy).const_data_ptr(), x.const_data_ptr(),
+      check_launch(cuda::grad_weight_igemm(dtype, tf32, cl, (cl ? gy_src : gy()).const_data_ptr(), x.const_data_ptr(),
                                            gw.mutable_data_ptr(), bytes > 0 ? workspace.mutable_data_ptr() : nullptr,
                                            s, sm_count, stream),
                    "grad_weight (implicit GEMM)");
     } else {
       const auto x = xb.contiguous();
-      check_launch(cuda::grad_weight(dtype, gy.const_data_ptr(), x.const_data_ptr(),
+      check_launch(cuda::grad_weight(dtype, gy().const_data_ptr(), x.const_data_ptr(),
                                      gw.mutable_data_ptr(), s, stream),
                    "grad_weight");
     }

@@ -76,15 +76,21 @@ bool tensor_core_kernels_built();
 // aligned.
 bool igemm_channels_last_ok(DType dtype, bool tf32, const ConvShape& s, GemmPass pass);
 
+// Layouts of the source and destination of a tiled forward (x, y) or grad_input (grad_out,
+// grad_in) pass: (N, C, *spatial), or channels-last (N, *spatial, C). A channels-last source
+// runs the cp.async kernels (igemm_channels_last_ok must hold); a channels-last destination
+// is only written by them (it needs a channels-last source). A residual stays (N, C, *spatial).
+struct IgemmLayout {
+  bool src_channels_last = false;
+  bool dst_channels_last = false;
+};
+
 // As forward_epilogue; w is the unpacked weight (read only for non-finite-weight channels).
-// channels_last: x is (N, *spatial, Cin) (igemm_channels_last_ok must hold); y is (N, Cout,
-// *spatial) either way.
-cudaError_t forward_igemm(DType dtype, bool tf32, bool channels_last, const void* x, const void* packed,
+cudaError_t forward_igemm(DType dtype, bool tf32, IgemmLayout layout, const void* x, const void* packed,
                           const void* w, const void* bias, const unsigned char* nonfinite_weight,
                           const Epilogue& epilogue, void* y, const ConvShape& s, cudaStream_t stream);
 
-// channels_last: grad_out is (N, *out_spatial, Cout); grad_in is (N, Cin, *spatial) either way.
-cudaError_t grad_input_igemm(DType dtype, bool tf32, bool channels_last, const void* grad_out, const void* packed,
+cudaError_t grad_input_igemm(DType dtype, bool tf32, IgemmLayout layout, const void* grad_out, const void* packed,
                              void* grad_in, const ConvShape& s, cudaStream_t stream);
 
 // grad_weight with split-K over the reduction; the slices' partial sums need a workspace of

@@ -211,6 +211,16 @@ struct WmmaMath {
   // 256 threads and 128 rows each thread keeps one row).
   template <typename F>
   __device__ __forceinline__ void for_each_result(unsigned char* smem, F&& f) {
+    const float* Cs = stage_results(smem);
+    for (int idx = threadIdx.x; idx < BM * BN; idx += kGemmThreads) {
+      const int m = idx % BM, n = idx / BM;
+      f(m, n, Cs[n * kLdC + m]);
+    }
+  }
+
+  // The accumulator tile in shared memory, column-major with leading dimension kLdC (the
+  // caller's last barrier must follow the final reads of the operand stages); ends with a barrier.
+  __device__ __forceinline__ const float* stage_results(unsigned char* smem) {
     float* Cs = reinterpret_cast<float*>(smem);
 #if FULLCONV_DEVICE_SM80
     const int warp = threadIdx.x / 32;
@@ -223,10 +233,7 @@ struct WmmaMath {
                                         nvcuda::wmma::mem_col_major);
 #endif
     __syncthreads();
-    for (int idx = threadIdx.x; idx < BM * BN; idx += kGemmThreads) {
-      const int m = idx % BM, n = idx / BM;
-      f(m, n, Cs[n * kLdC + m]);
-    }
+    return Cs;
   }
 };
 
@@ -241,6 +248,19 @@ struct ImageEpilogue {
   ConvShape shape;                                  // of the forward problem, for the flags
   Epilogue residual;
 };
+
+// The value written for output channel co at batch nb, destination position o.
+template <typename T, typename AccT>
+__device__ __forceinline__ T epilogue_value(const ImageEpilogue<T>& ep, const ImageGemm& v, AccT value, int64_t co,
+                                            int64_t nb, const int64_t o[kMaxSpatialDims]) {
+  using A = typename Acc<T>::type;
+  A acc = A(value);
+  if (ep.bias != nullptr) acc += load(ep.bias + co);
+  if (ep.nonfinite_weight != nullptr && ep.nonfinite_weight[co]) acc += padding_products(ep.weight, ep.shape, co, o);
+  if (ep.residual.residual != nullptr) acc += residual_value<T>(ep.residual, nb * v.dst_channels + co, o);
+  if (ep.residual.relu) acc = relu_keep_nan(acc);
+  return store_as<T>(acc);
+}
 
 // Writes a finished tile of an ImageGemm through the forward's epilogue (bias, padding
 // products of non-finite weights, residual, ReLU). Each thread's results share few rows (WMMA:
@@ -261,15 +281,48 @@ __device__ __forceinline__ void store_image_tile(Math& math, unsigned char* smem
       for (int i = 0; i < kMaxSpatialDims; ++i) o[i] = q[i] * v.dst_mul[i] + v.dst_off[i];
     }
     const int64_t j = j0 + n;
-    using A = typename Acc<T>::type;
-    A acc = A(value);
-    const int64_t co = g * v.cols + j;
-    if (ep.bias != nullptr) acc += load(ep.bias + co);
-    if (ep.nonfinite_weight != nullptr && ep.nonfinite_weight[co]) acc += padding_products(ep.weight, ep.shape, co, o);
-    if (ep.residual.residual != nullptr) acc += residual_value<T>(ep.residual, nb * v.dst_channels + co, o);
-    if (ep.residual.relu) acc = relu_keep_nan(acc);
-    dst[row_out + j * v.dst_spatial] = store_as<T>(acc);
+    dst[row_out + j * v.dst_spatial] = epilogue_value(ep, v, value, g * v.cols + j, nb, o);
   });
+}
+
+// Where a row of the tile goes (its position decoded once into shared memory).
+struct RowTarget {
+  int64_t base;  // offset of the row's first column (group g's channel 0) in C; -1: past the end
+  int64_t nb;
+  int64_t o[kMaxSpatialDims];
+};
+
+// store_image_tile for the channels-last kernels: C either (N, C, *spatial) (dst_channels_last
+// false: consecutive threads take consecutive rows) or (N, *spatial, C) (consecutive threads
+// take consecutive columns, i.e. adjacent channels). The rows' positions are decoded once per
+// tile, by the first BM threads, into shared memory after the accumulator tile.
+template <typename T, typename Math>
+__device__ __forceinline__ void store_image_tile_staged(Math& math, unsigned char* smem, const ImageGemm& v,
+                                                        const ImageEpilogue<T>& ep, int64_t m0, int64_t j0,
+                                                        int64_t g, bool dst_channels_last, T* __restrict__ dst) {
+  constexpr int BM = Math::BM, BN = Math::BN;
+  static_assert(BM <= kGemmThreads, "one thread per row");
+  const float* Cs = math.stage_results(smem);
+  RowTarget* rows = reinterpret_cast<RowTarget*>(smem + Math::kResultBytes);
+  const int tid = threadIdx.x;
+  if (tid < BM) {
+    RowTarget r{-1, 0, {0, 0, 0}};
+    if (m0 + tid < v.rows) {
+      int64_t q[kMaxSpatialDims];
+      decode_row(v, m0 + tid, &r.nb, q);
+      r.base = dst_channels_last ? dst_offset_channels_last(v, r.nb, q, g) : dst_offset(v, r.nb, q, g);
+      for (int i = 0; i < kMaxSpatialDims; ++i) r.o[i] = q[i] * v.dst_mul[i] + v.dst_off[i];
+    }
+    rows[tid] = r;
+  }
+  __syncthreads();
+  const int64_t col_stride = dst_channels_last ? 1 : v.dst_spatial;
+  for (int idx = tid; idx < BM * BN; idx += kGemmThreads) {
+    const int m = dst_channels_last ? idx / BN : idx % BM, n = dst_channels_last ? idx % BN : idx / BM;
+    const RowTarget& r = rows[m];
+    if (r.base < 0 || j0 + n >= v.cols) continue;
+    dst[r.base + (j0 + n) * col_stride] = epilogue_value(ep, v, Cs[n * Math::kLdC + m], g * v.cols + j0 + n, r.nb, r.o);
+  }
 }
 
 // C = A * B over an ImageGemm (forward, or one residue class of grad_input).
@@ -393,13 +446,14 @@ image_gemm_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict__ 
 // (or V adjacent columns of the packed weight), zero-filled where a row's tap meets padding,
 // into a ring of kStages shared-memory stages, so the loads of the next kStages - 1 chunks
 // are in flight while one is multiplied. Tensor-core math only; the shapes it takes are
-// those of channels_last_fits(). Tap skipping and the epilogue are as in image_gemm_kernel.
+// those of channels_last_fits(). Tap skipping and the epilogue are as in image_gemm_kernel;
+// C is written in either layout (dst_channels_last).
 constexpr int kStages = 3;
 
 template <typename T, typename Math>
 __global__ void __launch_bounds__(kGemmThreads, 2)
 image_gemm_cl_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict__ packed,
-                     ImageEpilogue<T> ep, T* __restrict__ dst) {
+                     ImageEpilogue<T> ep, bool dst_channels_last, T* __restrict__ dst) {
   constexpr int BM = Math::BM, BN = Math::BN, BK = Math::BK;
   using L = typename Math::L;
   using Elem = typename Math::Elem;
@@ -410,9 +464,11 @@ image_gemm_cl_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict
   static_assert(kAVecs * kGemmThreads == BM * kARowVecs && kBVecs * kGemmThreads == BK * kBRowVecs,
                 "every vector of a chunk has one thread");
   static_assert(kGemmThreads % kARowVecs == 0 && kGemmThreads % kBRowVecs == 0, "fixed vector column per thread");
-  constexpr int kSmemBytes = kStages * Math::kOperandBytes > Math::kResultBytes ? kStages * Math::kOperandBytes
-                                                                                : Math::kResultBytes;
+  // the ring, or after the main loop the accumulator tile and the rows' targets
+  constexpr int kResultBytes = Math::kResultBytes + BM * int(sizeof(RowTarget));
+  constexpr int kSmemBytes = kStages * Math::kOperandBytes > kResultBytes ? kStages * Math::kOperandBytes : kResultBytes;
   static_assert(kSmemBytes >= Math::kSmemBytes && kSmemBytes <= 48 * 1024, "static shared memory of a block");
+  static_assert(Math::kResultBytes % alignof(RowTarget) == 0, "row targets aligned");
   FULLCONV_SHARED(unsigned char, smem, kSmemBytes, 128);
 
   const int64_t col_tiles = (v.cols + BN - 1) / BN;
@@ -499,7 +555,7 @@ image_gemm_cl_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict
   }
   cp_async_wait<0>();
   __syncthreads();  // the stages become the result tile
-  store_image_tile(math, smem, v, ep, m0, j0, g, dst);
+  store_image_tile_staged(math, smem, v, ep, m0, j0, g, dst_channels_last, dst);
 }
 
 // The tile of a grad_weight block: grid x = (row tiles * column tiles) * (groups * taps),
@@ -827,11 +883,14 @@ bool weight_channels_last_fits(const ConvShape& s) {
          weight_grid_fits(s, Math::BM, Math::BN);
 }
 
-// A channels-last source (src_channels_last) runs the cp.async kernel, any other the gather.
+// A channels-last source runs the cp.async kernel, any other the gather.
 template <typename T, typename Math>
-cudaError_t launch_image_any(const ImageGemm& v, bool src_channels_last, const void* src, const void* packed,
+cudaError_t launch_image_any(const ImageGemm& v, IgemmLayout layout, const void* src, const void* packed,
                              const ImageEpilogue<T>& ep, void* dst, cudaStream_t stream) {
-  if (!src_channels_last) return launch_image<T, Math>(v, src, packed, ep, dst, stream);
+  if (!layout.src_channels_last) {
+    if (layout.dst_channels_last) return cudaErrorInvalidValue;
+    return launch_image<T, Math>(v, src, packed, ep, dst, stream);
+  }
   if constexpr (IsWmma<Math>::value) {
     using M = typename Relayout<Math, true, false>::type;
     if (v.rows == 0 || v.cols == 0) return cudaSuccess;
@@ -839,7 +898,8 @@ cudaError_t launch_image_any(const ImageGemm& v, bool src_channels_last, const v
     const dim3 grid(static_cast<unsigned int>((v.rows + M::BM - 1) / M::BM),
                     static_cast<unsigned int>((v.cols + M::BN - 1) / M::BN * v.groups));
     FULLCONV_LAUNCH(grid, kGemmThreads, stream, image_gemm_cl_kernel<T, M>)(
-        v, static_cast<const T*>(src), static_cast<const T*>(packed), ep, static_cast<T*>(dst));
+        v, static_cast<const T*>(src), static_cast<const T*>(packed), ep, layout.dst_channels_last,
+        static_cast<T*>(dst));
     return FULLCONV_LAUNCH_STATUS();
   }
   return cudaErrorInvalidValue;  // FMA math has no channels-last kernel
@@ -859,7 +919,7 @@ struct PrepareWeightOp {
 
 struct ForwardOp {
   template <typename T, typename Math>
-  static cudaError_t run(const ConvShape& s, bool channels_last, const void* x, const void* packed, const void* w,
+  static cudaError_t run(const ConvShape& s, IgemmLayout layout, const void* x, const void* packed, const void* w,
                          const void* bias, const unsigned char* nonfinite, const Epilogue& residual,
                          void* y, cudaStream_t stream) {
     ImageEpilogue<T> ep;
@@ -868,16 +928,16 @@ struct ForwardOp {
     ep.weight = static_cast<const T*>(w);
     ep.shape = s;
     ep.residual = residual;
-    return launch_image_any<T, Math>(forward_gemm(s), channels_last, x, packed, ep, y, stream);
+    return launch_image_any<T, Math>(forward_gemm(s), layout, x, packed, ep, y, stream);
   }
 };
 
 struct GradInputOp {
   template <typename T, typename Math>
-  static cudaError_t run(const ConvShape& s, bool channels_last, const void* gy, const void* packed, void* gx,
+  static cudaError_t run(const ConvShape& s, IgemmLayout layout, const void* gy, const void* packed, void* gx,
                          cudaStream_t stream) {
     for (int64_t cls = 0; cls < residue_classes(s); ++cls) {
-      const cudaError_t err = launch_image_any<T, Math>(grad_input_gemm(s, cls), channels_last, gy, packed,
+      const cudaError_t err = launch_image_any<T, Math>(grad_input_gemm(s, cls), layout, gy, packed,
                                                         ImageEpilogue<T>(), gx, stream);
       if (err != cudaSuccess) return err;
     }
@@ -999,16 +1059,16 @@ bool igemm_channels_last_ok(DType dtype, bool tf32, const ConvShape& s, GemmPass
 
 // forward: A = x rows (m-contiguous, or k-contiguous from a channels-last x), B = packed
 // weight (n-contiguous)
-cudaError_t forward_igemm(DType dtype, bool tf32, bool channels_last, const void* x, const void* packed,
+cudaError_t forward_igemm(DType dtype, bool tf32, IgemmLayout layout, const void* x, const void* packed,
                           const void* w, const void* bias, const unsigned char* nonfinite_weight,
                           const Epilogue& epilogue, void* y, const ConvShape& s, cudaStream_t stream) {
-  return with_math<ForwardOp, false, false>(dtype, tf32, s, channels_last, x, packed, w, bias, nonfinite_weight,
-                                            epilogue, y, stream);
+  return with_math<ForwardOp, false, false>(dtype, tf32, s, layout, x, packed, w, bias, nonfinite_weight, epilogue, y,
+                                            stream);
 }
 
-cudaError_t grad_input_igemm(DType dtype, bool tf32, bool channels_last, const void* grad_out, const void* packed,
+cudaError_t grad_input_igemm(DType dtype, bool tf32, IgemmLayout layout, const void* grad_out, const void* packed,
                              void* grad_in, const ConvShape& s, cudaStream_t stream) {
-  return with_math<GradInputOp, false, false>(dtype, tf32, s, channels_last, grad_out, packed, grad_in, stream);
+  return with_math<GradInputOp, false, false>(dtype, tf32, s, layout, grad_out, packed, grad_in, stream);
 }
 
 // grad_weight: A = grad_out (k-contiguous; m-contiguous from channels-last copies), B = x

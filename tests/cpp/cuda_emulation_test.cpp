@@ -80,11 +80,22 @@ std::vector<T> to_channels_last(const std::vector<T>& a, int64_t batch, int64_t 
   return out;
 }
 
-// channels_last (igemm only): every pass reads x and grad_out from channels-last copies (the
-// cp.async kernels).
+// (N, sp, C) -> (N, C, sp)
 template <typename T>
-void run(Problem P, const Config& cfg, bool igemm, bool channels_last, int sm_count, bool residual, bool relu,
-         const std::string& what) {
+std::vector<T> from_channels_last(const std::vector<T>& a, int64_t batch, int64_t channels, int64_t sp) {
+  std::vector<T> out(a.size());
+  for (int64_t n = 0; n < batch; ++n)
+    for (int64_t c = 0; c < channels; ++c)
+      for (int64_t i = 0; i < sp; ++i) out[(n * channels + c) * sp + i] = a[(n * sp + i) * channels + c];
+  return out;
+}
+
+// channels_last (igemm only): every pass reads x and grad_out from channels-last copies (the
+// cp.async kernels); dst_channels_last: forward and grad_input also write y and grad_in
+// channels-last.
+template <typename T>
+void run(Problem P, const Config& cfg, bool igemm, bool channels_last, bool dst_channels_last, int sm_count,
+         bool residual, bool relu, const std::string& what) {
   const ConvShape& s = P.s;
   std::mt19937 rng(static_cast<unsigned>(P.x.size() * 7 + P.w.size()));
   std::normal_distribution<double> normal;
@@ -142,13 +153,20 @@ void run(Problem P, const Config& cfg, bool igemm, bool channels_last, int sm_co
              "%s: the channels-last kernel does not take this problem\n", what.c_str());
       const auto x_cl = to_channels_last(x, s.batch, s.in_channels, s.in_spatial());
       const auto gy_cl = to_channels_last(gy, s.batch, s.out_channels, s.out_spatial());
-      e1 = fc::forward_igemm(cfg.dtype, cfg.tf32, true, x_cl.data(), wf.data(), w.data(), b.data(), nullptr, ep,
+      fc::IgemmLayout layout;
+      layout.src_channels_last = true;
+      layout.dst_channels_last = dst_channels_last;
+      e1 = fc::forward_igemm(cfg.dtype, cfg.tf32, layout, x_cl.data(), wf.data(), w.data(), b.data(), nullptr, ep,
                              y.data(), s, nullptr);
-      e2 = fc::grad_input_igemm(cfg.dtype, cfg.tf32, true, gy_cl.data(), wb.data(), gx.data(), s, nullptr);
+      e2 = fc::grad_input_igemm(cfg.dtype, cfg.tf32, layout, gy_cl.data(), wb.data(), gx.data(), s, nullptr);
+      if (dst_channels_last) {
+        y = from_channels_last(y, s.batch, s.out_channels, s.out_spatial());
+        gx = from_channels_last(gx, s.batch, s.in_channels, s.in_spatial());
+      }
     } else {
-      e1 = fc::forward_igemm(cfg.dtype, cfg.tf32, false, x.data(), wf.data(), w.data(), b.data(), nullptr, ep,
-                             y.data(), s, nullptr);
-      e2 = fc::grad_input_igemm(cfg.dtype, cfg.tf32, false, gy.data(), wb.data(), gx.data(), s, nullptr);
+      e1 = fc::forward_igemm(cfg.dtype, cfg.tf32, fc::IgemmLayout(), x.data(), wf.data(), w.data(), b.data(), nullptr,
+                             ep, y.data(), s, nullptr);
+      e2 = fc::grad_input_igemm(cfg.dtype, cfg.tf32, fc::IgemmLayout(), gy.data(), wb.data(), gx.data(), s, nullptr);
     }
     const size_t bytes = fc::grad_weight_igemm_workspace(cfg.dtype, cfg.tf32, s, sm_count);
     std::vector<double> workspace(bytes / sizeof(double) + 1, NAN);  // NaN: unwritten partial sums show
@@ -177,13 +195,13 @@ void run(Problem P, const Config& cfg, bool igemm, bool channels_last, int sm_co
 }
 
 void run_any(const Problem& P, const Config& cfg, bool igemm, int sm_count, bool residual, bool relu,
-             const std::string& what, bool channels_last = false) {
+             const std::string& what, bool channels_last = false, bool dst_cl = false) {
   switch (cfg.dtype) {
-    case fc::DType::kFloat64: return run<double>(P, cfg, igemm, channels_last, sm_count, residual, relu, what);
-    case fc::DType::kFloat32: return run<float>(P, cfg, igemm, channels_last, sm_count, residual, relu, what);
-    case fc::DType::kFloat16: return run<__half>(P, cfg, igemm, channels_last, sm_count, residual, relu, what);
+    case fc::DType::kFloat64: return run<double>(P, cfg, igemm, channels_last, dst_cl, sm_count, residual, relu, what);
+    case fc::DType::kFloat32: return run<float>(P, cfg, igemm, channels_last, dst_cl, sm_count, residual, relu, what);
+    case fc::DType::kFloat16: return run<__half>(P, cfg, igemm, channels_last, dst_cl, sm_count, residual, relu, what);
     case fc::DType::kBFloat16:
-      return run<__nv_bfloat16>(P, cfg, igemm, channels_last, sm_count, residual, relu, what);
+      return run<__nv_bfloat16>(P, cfg, igemm, channels_last, dst_cl, sm_count, residual, relu, what);
   }
 }
 
@@ -264,7 +282,7 @@ void run_nonfinite(bool igemm) {
   cudaError_t err;
   if (igemm) {
     const auto wf = pack(w, s, true);
-    err = fc::forward_igemm(fc::DType::kFloat32, false, false, x.data(), wf.data(), w.data(), nullptr, flags.data(), ep,
+    err = fc::forward_igemm(fc::DType::kFloat32, false, fc::IgemmLayout(), x.data(), wf.data(), w.data(), nullptr, flags.data(), ep,
                             y.data(), s, nullptr);
   } else {
     err = fc::forward(fc::DType::kFloat32, x.data(), w.data(), nullptr, flags.data(), y.data(), s, nullptr);
@@ -321,8 +339,10 @@ int main(int argc, char** argv) {
       if (cfg.dtype != fc::DType::kFloat64 && (cfg.dtype != fc::DType::kFloat32 || cfg.tf32)) {
         // tensor-core dtypes: the channels-last kernel, short and long rows
         const Problem cl = random_problem(rng, 1 + i % 3, true, i % 4 == 3, true);
-        run_any(cl, cfg, true, sm_count, residual, relu, std::string("igemm channels-last ") + cfg.name + " " + describe(cl),
-                true);
+        const bool dst_cl = (i + runs) % 2 == 1;
+        run_any(cl, cfg, true, sm_count, residual, relu,
+                std::string("igemm channels-last ") + (dst_cl ? "in and out " : "in ") + cfg.name + " " + describe(cl),
+                true, dst_cl);
       }
       if (cfg.tf32) { ++runs; continue; }  // the direct kernels have no TF32 mode
       run_any(narrow, cfg, false, sm_count, residual, !relu, std::string("direct ") + cfg.name + " " + describe(narrow));
@@ -356,7 +376,7 @@ int main(int argc, char** argv) {
       if (!vectors) {
         run_any(P, cfg, true, 132, false, false, std::string("igemm empty slices ") + cfg.name);
       } else if (cfg.dtype != fc::DType::kFloat64 && (cfg.dtype != fc::DType::kFloat32 || cfg.tf32)) {
-        run_any(P, cfg, true, 3, false, false, std::string("igemm channels-last empty slices ") + cfg.name, true);
+        run_any(P, cfg, true, 3, false, false, std::string("igemm channels-last empty slices ") + cfg.name, true, true);
       }
     }
   }
