@@ -98,29 +98,41 @@ def test_cuda_deterministic(cuda_algorithm):
 
 
 @needs_gpu
-@pytest.mark.parametrize("algorithm", ["direct", "igemm"])
-def test_cuda_more_than_2_31_elements(algorithm, monkeypatch):
+@pytest.mark.parametrize("algorithm,cin,size,gigabytes", [
+    ("direct", 2, 32768, 12), ("igemm", 2, 32768, 12),
+    # channels in 16-byte vectors: the channels-last (cp.async) kernels, copies of x and grad_out
+    ("igemm", 24, 9500, 40),
+])
+def test_cuda_more_than_2_31_elements(algorithm, cin, size, gigabytes, monkeypatch):
     monkeypatch.setenv("FULLCONV_CUDA_ALGORITHM", algorithm)
-    # 64-bit indexing: input of 2^31 elements, output of 3 * 32769^2 > 2^31 elements
-    # (about 11 GB in float16).
+    # 64-bit indexing: input of >= 2^31 elements, output of cout * (size + 1)^2 > 2^31 elements
+    # (float16).
     free, _ = torch.cuda.mem_get_info()
-    if free < (12 << 30):
+    if free < (gigabytes << 30):
         pytest.skip("not enough GPU memory for a > 2^31-element case")
-    x = torch.zeros(1, 2, 32768, 32768, device="cuda", dtype=torch.float16)
+    cout = 3 if cin == 2 else cin
+    x = torch.zeros(1, cin, size, size, device="cuda", dtype=torch.float16)
+    assert x.numel() >= 2**31
     x[0, 1, -1, -1] = 1.0
     x[0, 0, 0, 0] = 2.0
-    w = torch.ones(3, 2, 2, 2, device="cuda", dtype=torch.float16)
+    w = torch.ones(cout, cin, 2, 2, device="cuda", dtype=torch.float16)
     y = fullconv.full_conv2d(x, w)
     assert y.numel() > 2**31
-    for c in range(3):
+    for c in range(cout):
         assert y[0, c, -1, -1].item() == 1.0 and y[0, c, -2, -2].item() == 1.0
         assert y[0, c, 0, 0].item() == 2.0 and y[0, c, 1, 1].item() == 2.0
-    assert y.sum(dtype=torch.float32).item() == 36.0
+    assert y.sum(dtype=torch.float32).item() == 12.0 * cout
     del y
     x.requires_grad_()
-    gx = torch.autograd.grad(fullconv.full_conv2d(x, w[:1]).sum(), x)[0]
-    assert gx[0, 1, -1, -1].item() == 4.0
-    del gx, x
+    wg = w[:8].clone().requires_grad_()  # 8 output channels: the tiled grad_weight too
+    gx, gw = torch.autograd.grad(fullconv.full_conv2d(x, wg).sum(), (x, wg))
+    # grad_output is all ones: every input meets every tap of every output channel once, and
+    # every weight every input once (channel 0 holds a 2, channel 1 a 1, the rest zeros)
+    taps_times_channels = 4.0 * wg.shape[0]
+    assert gx[0, 1, -1, -1].item() == taps_times_channels and gx[0, 0, 0, 0].item() == taps_times_channels
+    assert gx[0, :, size // 2, ::size // 7].eq(taps_times_channels).all()
+    assert gw[:, 0].eq(2.0).all() and gw[:, 1].eq(1.0).all() and gw[:, 2:].eq(0.0).all()
+    del gx, gw, x
     torch.cuda.empty_cache()
 
 
