@@ -20,7 +20,7 @@ reads (igemm-gather) beside the default, so one run shows what those reads gain 
 skips it).
 
     python benchmarks/bench_cuda.py [--quick] [--algorithm auto|direct|igemm|igemm-gather] [--no-gather]
-                                    [--max-seconds S] [--out DIR]
+                                    [--channels-last] [--max-seconds S] [--out DIR]
 """
 from __future__ import annotations
 
@@ -102,9 +102,11 @@ class Algorithm:
             os.environ["FULLCONV_CUDA_ALGORITHM"] = old if old is not None else "auto"
 
 
-def run_case(case, dtype, timer, device, gather=False):
+def run_case(case, dtype, timer, device, gather=False, channels_last=False):
     name, nd, n, cin, cout, k, s, d, g, L = case
     x = torch.randn(n, cin, *(L,) * nd, device=device, dtype=dtype)
+    if channels_last and nd in (2, 3):  # both sides get the same channels-last input
+        x = x.contiguous(memory_format=torch.channels_last if nd == 2 else torch.channels_last_3d)
     w = (torch.randn(cout, cin // g, *(k,) * nd, device=device) / math.sqrt(cin // g * k ** nd)).to(dtype)
     b = torch.randn(cout, device=device, dtype=dtype)
     p = d * (k - 1)
@@ -151,6 +153,8 @@ def main(argv=None):
     ap.add_argument("--no-gather", action="store_true",
                     help="skip the igemm-gather column (tensor-core dtypes: the tiled kernels without "
                          "channels-last reads, timed beside the default)")
+    ap.add_argument("--channels-last", action="store_true",
+                    help="channels-last inputs (2-D/3-D shapes) for every variant")
     ap.add_argument("--max-seconds", type=float, default=float("inf"))
     ap.add_argument("--device", default="cuda", help="cuda (cpu only to smoke-test the script)")
     ap.add_argument("--limit", type=int, default=None, help="first N shapes only")
@@ -166,9 +170,10 @@ def main(argv=None):
     peaks = next((v for k, v in PEAKS.items() if k in card), None)
     env = {"card": card, "torch": torch.__version__, "cuda": torch.version.cuda,
            "cudnn": torch.backends.cudnn.version() if args.device == "cuda" else None,
-           "tf32": args.tf32, "fullconv_cuda_algorithm": args.algorithm, "date": datetime.datetime.now().isoformat(timespec="seconds")}
+           "tf32": args.tf32, "channels_last": args.channels_last, "fullconv_cuda_algorithm": args.algorithm, "date": datetime.datetime.now().isoformat(timespec="seconds")}
     print(f"# fullconv GPU benchmark on {card}: torch {env['torch']}, CUDA {env['cuda']}, "
           f"cuDNN {env['cudnn']}, TF32 {'on' if args.tf32 else 'off'} (both sides), "
+          f"{'channels-last' if args.channels_last else 'contiguous'} inputs, "
           f"fullconv kernels: {args.algorithm}")
     cases = suite(args.quick)[: args.limit]
     dtypes = [d for d in args.dtypes.split(",") if d]
@@ -187,7 +192,7 @@ def main(argv=None):
             tensor_cores = dname in ("bfloat16", "float16") or (dname == "float32" and args.tf32)
             gather = (not args.no_gather and args.device == "cuda" and tensor_cores
                       and args.algorithm in ("auto", "igemm"))
-            res = run_case(case, DTYPES[dname], timer, args.device, gather)
+            res = run_case(case, DTYPES[dname], timer, args.device, gather, args.channels_last)
             macs = shapes.useful_macs(*case[1:])
             row = {"name": case[0], "shape": case[1:], "dtype": dname, "times_s": res, "ratios": {},
                    "useful_tflops": {}}
@@ -225,7 +230,8 @@ def main(argv=None):
         print(f"not measured (time budget {args.max_seconds:.0f} s): {len(not_measured)} shape/dtype pairs")
     os.makedirs(args.out, exist_ok=True)
     tag = card.replace(" ", "-")
-    path = os.path.join(args.out, f"cuda-{tag}{'-quick' if args.quick else ''}-{datetime.date.today().isoformat()}.json")
+    suffix = ("-quick" if args.quick else "") + ("-channels-last" if args.channels_last else "")
+    path = os.path.join(args.out, f"cuda-{tag}{suffix}-{datetime.date.today().isoformat()}.json")
     with open(path, "w") as f:
         json.dump({"environment": env, "quick": args.quick, "summary": summary, "results": results,
                    "not_measured": not_measured}, f, indent=1)
