@@ -450,6 +450,43 @@ image_gemm_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict__ 
 // C is written in either layout (dst_channels_last).
 constexpr int kStages = 3;
 
+// Operand stage `stage` of the ring (A, then B at kBOffset).
+template <typename Math>
+__device__ __forceinline__ typename Math::Elem* ring_a(unsigned char* smem, int stage) {
+  return reinterpret_cast<typename Math::Elem*>(smem + stage * Math::kOperandBytes);
+}
+template <typename Math>
+__device__ __forceinline__ typename Math::Elem* ring_b(unsigned char* smem, int stage) {
+  return reinterpret_cast<typename Math::Elem*>(smem + stage * Math::kOperandBytes + Math::kBOffset);
+}
+
+// The main loop of the channels-last kernels. more() says (block-uniformly) whether a chunk is
+// left to copy; copy_chunk(stage) issues its cp.async copies into that stage and moves the
+// caller's cursor on. Chunk c travels in commit group c: kStages - 1 groups ahead, then one
+// per chunk multiplied (empty once the copies are done), so waiting for all but the newest
+// kStages - 2 groups completes chunk k. Chunk c goes to stage c % kStages, where chunk
+// c - kStages was multiplied in iteration c - kStages; chunk c is copied in iteration
+// c - kStages + 1, after that iteration's barrier. Returns with every copy landed and a
+// barrier passed, so the stages may become the result tile.
+template <typename Math, typename More, typename Copy>
+__device__ __forceinline__ void multiply_ring(Math& math, unsigned char* smem, More&& more, Copy&& copy_chunk) {
+  int64_t copied = 0;
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (more()) copy_chunk(int(copied++ % kStages));
+    cp_async_commit();
+  }
+  for (int64_t k = 0; k < copied; ++k) {
+    cp_async_wait<kStages - 2>();
+    __syncthreads();
+    if (more()) copy_chunk(int(copied++ % kStages));
+    cp_async_commit();
+    const int stage = int(k % kStages);
+    math.template mma<true>(ring_a<Math>(smem, stage), ring_b<Math>(smem, stage));
+  }
+  cp_async_wait<0>();
+  __syncthreads();
+}
+
 template <typename T, typename Math>
 __global__ void __launch_bounds__(kGemmThreads, 2)
 image_gemm_cl_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict__ packed,
@@ -506,13 +543,9 @@ image_gemm_cl_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict
     for (int i = 0; i < kAVecs; ++i)
       base[i] = row_ok[i] ? src_offset_channels_last(v, n_row[i], p[i], off, g) : -1;
   };
-  auto stage_a = [&](int stage) { return reinterpret_cast<Elem*>(smem + stage * Math::kOperandBytes); };
-  auto stage_b = [&](int stage) {
-    return reinterpret_cast<Elem*>(smem + stage * Math::kOperandBytes + Math::kBOffset);
-  };
   auto copy_chunk = [&](int stage) {
-    Elem* As = stage_a(stage);
-    Elem* Bs = stage_b(stage);
+    Elem* As = ring_a<Math>(smem, stage);
+    Elem* Bs = ring_b<Math>(smem, stage);
     const int64_t c0 = chunk * BK;
 #pragma unroll
     for (int i = 0; i < kAVecs; ++i) {
@@ -535,26 +568,7 @@ image_gemm_cl_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict
   Math math;
   math.zero();
   enter_tap(0);
-  // Chunk c travels in commit group c: kStages - 1 groups ahead, then one per chunk multiplied
-  // (empty once the copies are done), so waiting for all but the newest kStages - 2 groups
-  // completes chunk k. Chunk c goes to stage c % kStages, where chunk c - kStages was
-  // multiplied in iteration c - kStages; chunk c is copied in iteration c - kStages + 1, after
-  // that iteration's barrier.
-  int64_t copied = 0;
-  for (int s = 0; s < kStages - 1; ++s) {
-    if (tap < v.taps) copy_chunk(int(copied++ % kStages));
-    cp_async_commit();
-  }
-  for (int64_t k = 0; k < copied; ++k) {
-    cp_async_wait<kStages - 2>();
-    __syncthreads();
-    if (tap < v.taps) copy_chunk(int(copied++ % kStages));
-    cp_async_commit();
-    const int stage = int(k % kStages);
-    math.template mma<true>(stage_a(stage), stage_b(stage));
-  }
-  cp_async_wait<0>();
-  __syncthreads();  // the stages become the result tile
+  multiply_ring(math, smem, [&]() { return tap < v.taps; }, copy_chunk);
   store_image_tile_staged(math, smem, v, ep, m0, j0, g, dst_channels_last, dst);
 }
 
@@ -680,7 +694,7 @@ weight_gemm_kernel(WeightGemm v, const T* __restrict__ gy, const T* __restrict__
 // Cin): a reduction index (one output position of the tap's box) holds BM adjacent output
 // channels of grad_out and BN adjacent input channels of x, so both tiles are copied as
 // 16-byte vectors with cp.async (rows/columns contiguous in shared memory), through the ring
-// of kStages stages of image_gemm_cl_kernel. Positions of the box always meet real input:
+// of kStages stages (multiply_ring). Positions of the box always meet real input:
 // zero fill only past the slice's end and past the last channel. Tiling, split-K and the
 // result as in weight_gemm_kernel.
 template <typename T, typename Math>
@@ -718,13 +732,10 @@ weight_gemm_cl_kernel(WeightGemm v, const T* __restrict__ gy, const T* __restric
   if (e < len) pos = decode_reduction_pos(e, ext);
   const T* gy_g = gy + t.g * v.rows + t.m0;  // the tile's first channels
   const T* x_g = x + t.g * v.cols + t.j0;
-  auto stage_a = [&](int stage) { return reinterpret_cast<Elem*>(smem + stage * Math::kOperandBytes); };
-  auto stage_b = [&](int stage) {
-    return reinterpret_cast<Elem*>(smem + stage * Math::kOperandBytes + Math::kBOffset);
-  };
+  int64_t chunk = c_begin;  // the next chunk to copy
   auto copy_chunk = [&](int stage) {
-    Elem* As = stage_a(stage);
-    Elem* Bs = stage_b(stage);
+    Elem* As = ring_a<Math>(smem, stage);
+    Elem* Bs = ring_b<Math>(smem, stage);
     const bool live = e < len;
     int64_t of = 0, inf = 0;
     if (live) reduction_offsets(v, pos, lo, shift, &of, &inf);
@@ -744,27 +755,12 @@ weight_gemm_cl_kernel(WeightGemm v, const T* __restrict__ gy, const T* __restric
     }
     e += BK;
     if (e < len) advance_reduction_pos(&pos, BK, ext);
+    ++chunk;
   };
 
   Math math;
   math.zero();
-  // the ring of image_gemm_cl_kernel, over chunks [c_begin, c_end) of this slice
-  const int64_t chunks = c_end > c_begin ? c_end - c_begin : 0;
-  int64_t copied = 0;
-  for (int st = 0; st < kStages - 1; ++st) {
-    if (copied < chunks) copy_chunk(int(copied++ % kStages));
-    cp_async_commit();
-  }
-  for (int64_t k = 0; k < chunks; ++k) {
-    cp_async_wait<kStages - 2>();
-    __syncthreads();
-    if (copied < chunks) copy_chunk(int(copied++ % kStages));
-    cp_async_commit();
-    const int stage = int(k % kStages);
-    math.template mma<true>(stage_a(stage), stage_b(stage));
-  }
-  cp_async_wait<0>();
-  __syncthreads();  // the stages become the result tile
+  multiply_ring(math, smem, [&]() { return chunk < c_end; }, copy_chunk);
   store_weight_tile(math, smem, v, t, partial, gw);
 }
 

@@ -70,23 +70,17 @@ struct Config {
   double tol;
 };
 
-// (N, C, sp) -> (N, sp, C)
+// (N, C, sp) -> (N, sp, C), or back with to_channels_last false
 template <typename T>
-std::vector<T> to_channels_last(const std::vector<T>& a, int64_t batch, int64_t channels, int64_t sp) {
+std::vector<T> permute_channels(const std::vector<T>& a, int64_t batch, int64_t channels, int64_t sp,
+                                bool to_channels_last) {
   std::vector<T> out(a.size());
   for (int64_t n = 0; n < batch; ++n)
     for (int64_t c = 0; c < channels; ++c)
-      for (int64_t i = 0; i < sp; ++i) out[(n * sp + i) * channels + c] = a[(n * channels + c) * sp + i];
-  return out;
-}
-
-// (N, sp, C) -> (N, C, sp)
-template <typename T>
-std::vector<T> from_channels_last(const std::vector<T>& a, int64_t batch, int64_t channels, int64_t sp) {
-  std::vector<T> out(a.size());
-  for (int64_t n = 0; n < batch; ++n)
-    for (int64_t c = 0; c < channels; ++c)
-      for (int64_t i = 0; i < sp; ++i) out[(n * channels + c) * sp + i] = a[(n * sp + i) * channels + c];
+      for (int64_t i = 0; i < sp; ++i) {
+        const int64_t cf = (n * channels + c) * sp + i, cl = (n * sp + i) * channels + c;
+        out[to_channels_last ? cl : cf] = a[to_channels_last ? cf : cl];
+      }
   return out;
 }
 
@@ -151,8 +145,8 @@ void run(Problem P, const Config& cfg, bool igemm, bool channels_last, bool dst_
       EXPECT(fc::igemm_channels_last_ok(cfg.dtype, cfg.tf32, s, fc::GemmPass::kForward) &&
                  fc::igemm_channels_last_ok(cfg.dtype, cfg.tf32, s, fc::GemmPass::kGradInput),
              "%s: the channels-last kernel does not take this problem\n", what.c_str());
-      const auto x_cl = to_channels_last(x, s.batch, s.in_channels, s.in_spatial());
-      const auto gy_cl = to_channels_last(gy, s.batch, s.out_channels, s.out_spatial());
+      const auto x_cl = permute_channels(x, s.batch, s.in_channels, s.in_spatial(), true);
+      const auto gy_cl = permute_channels(gy, s.batch, s.out_channels, s.out_spatial(), true);
       fc::IgemmLayout layout;
       layout.src_channels_last = true;
       layout.dst_channels_last = dst_channels_last;
@@ -160,8 +154,8 @@ void run(Problem P, const Config& cfg, bool igemm, bool channels_last, bool dst_
                              y.data(), s, nullptr);
       e2 = fc::grad_input_igemm(cfg.dtype, cfg.tf32, layout, gy_cl.data(), wb.data(), gx.data(), s, nullptr);
       if (dst_channels_last) {
-        y = from_channels_last(y, s.batch, s.out_channels, s.out_spatial());
-        gx = from_channels_last(gx, s.batch, s.in_channels, s.in_spatial());
+        y = permute_channels(y, s.batch, s.out_channels, s.out_spatial(), false);
+        gx = permute_channels(gx, s.batch, s.in_channels, s.in_spatial(), false);
       }
     } else {
       e1 = fc::forward_igemm(cfg.dtype, cfg.tf32, fc::IgemmLayout(), x.data(), wf.data(), w.data(), b.data(), nullptr,
@@ -173,8 +167,8 @@ void run(Problem P, const Config& cfg, bool igemm, bool channels_last, bool dst_
     if (channels_last) {
       EXPECT(fc::igemm_channels_last_ok(cfg.dtype, cfg.tf32, s, fc::GemmPass::kGradWeight),
              "%s: the channels-last grad_weight kernel does not take this problem\n", what.c_str());
-      const auto x_cl = to_channels_last(x, s.batch, s.in_channels, s.in_spatial());
-      const auto gy_cl = to_channels_last(gy, s.batch, s.out_channels, s.out_spatial());
+      const auto x_cl = permute_channels(x, s.batch, s.in_channels, s.in_spatial(), true);
+      const auto gy_cl = permute_channels(gy, s.batch, s.out_channels, s.out_spatial(), true);
       e3 = fc::grad_weight_igemm(cfg.dtype, cfg.tf32, true, gy_cl.data(), x_cl.data(), gw.data(),
                                  bytes ? workspace.data() : nullptr, s, sm_count, nullptr);
     } else {
