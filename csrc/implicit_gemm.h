@@ -290,6 +290,10 @@ struct WeightGemm {
   int64_t splits = 1; // slices of the reduction (split-K), summed in order afterwards
 };
 
+// Rows of the tensor-core grad_weight tile: 64 where the output channels per group (the
+// GEMM's rows) fit, so no 128-row tile runs half empty; 128 otherwise.
+inline int64_t weight_tile_rows(const ConvShape& s) { return s.out_channels_per_group() <= 64 ? 64 : 128; }
+
 // Box of outputs at which tap `tap` reads real input: lo and extent per dim; returns the
 // reduction length batch * volume (0 when the tap meets only padding, e.g. a huge dilation).
 FULLCONV_HD inline int64_t tap_box(const WeightGemm& v, int64_t tap, int64_t lo[kMaxSpatialDims],

@@ -134,12 +134,18 @@ template <> struct ALayoutOf<true> { using type = nvcuda::wmma::row_major; };
 template <bool KContig> struct BLayoutOf { using type = nvcuda::wmma::row_major; };
 template <> struct BLayoutOf<true> { using type = nvcuda::wmma::col_major; };
 
-template <typename Tag, bool AKContig, bool BKContig>
+// Block tile BMt x 64 over 8 warps: BMt = 128 as 4 x 2 warps of 32 x 32, BMt = 64 (grad_weight
+// of layers with at most 64 output channels per group, which would leave half a 128-row tile
+// empty) as 2 x 4 warps of 32 x 16.
+template <typename Tag, bool AKContig, bool BKContig, int BMt = 128>
 struct WmmaMath {
   using W = WmmaTypes<Tag>;
   using Elem = typename W::Elem;
   using AccT = float;
-  static constexpr int BM = 128, BN = 64, BK = W::BK, FK = W::K;
+  static constexpr int BM = BMt, BN = 64, BK = W::BK, FK = W::K;
+  static constexpr int kWarpsM = BM / 32, kWarpsN = kGemmThreads / 32 / kWarpsM;
+  static constexpr int kFragsN = BN / kWarpsN / 16;  // 16-column fragments per warp
+  static_assert(kWarpsM * kWarpsN * 32 == kGemmThreads && kFragsN >= 1, "warp layout");
   // Padding keeps every fragment pointer 32-byte aligned and ldm a multiple of 16 bytes.
   using L = SmemLayout<BM, BN, BK, AKContig, BKContig, W::Pad, W::Pad>;
   static constexpr int kLdC = BM + 4;  // accumulators staged column-major (rows adjacent)
@@ -150,7 +156,7 @@ struct WmmaMath {
   static constexpr int kSmemBytes = 2 * kOperandBytes > kResultBytes ? 2 * kOperandBytes : kResultBytes;
 
 #if FULLCONV_WMMA_SM80
-  nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, FK, float> acc[2][2];
+  nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, FK, float> acc[2][kFragsN];
 #endif
 
   __device__ __forceinline__ void zero() {
@@ -158,7 +164,7 @@ struct WmmaMath {
 #pragma unroll
     for (int i = 0; i < 2; ++i)
 #pragma unroll
-      for (int j = 0; j < 2; ++j) nvcuda::wmma::fill_fragment(acc[i][j], 0.0f);
+      for (int j = 0; j < kFragsN; ++j) nvcuda::wmma::fill_fragment(acc[i][j], 0.0f);
 #endif
   }
   // Operands enter shared memory in the tensor cores' precision: float32 is rounded to TF32
@@ -178,11 +184,11 @@ struct WmmaMath {
     using namespace nvcuda;
     constexpr bool kRound = RoundTf32 && std::is_same<Tag, Tf32>::value;
     const int warp = threadIdx.x / 32;
-    const int wm = (warp % 4) * 32, wn = (warp / 4) * 32;
+    const int wm = (warp % kWarpsM) * 32, wn = (warp / kWarpsM) * (16 * kFragsN);
 #pragma unroll
     for (int k = 0; k < BK; k += FK) {
       wmma::fragment<wmma::matrix_a, 16, 16, FK, typename W::FragT, typename ALayoutOf<AKContig>::type> a[2];
-      wmma::fragment<wmma::matrix_b, 16, 16, FK, typename W::FragT, typename BLayoutOf<BKContig>::type> b[2];
+      wmma::fragment<wmma::matrix_b, 16, 16, FK, typename W::FragT, typename BLayoutOf<BKContig>::type> b[kFragsN];
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
         wmma::load_matrix_sync(a[i], As + L::a_index(wm + 16 * i, k), L::kLdA);
@@ -190,7 +196,7 @@ struct WmmaMath {
           for (int t = 0; t < a[i].num_elements; ++t) a[i].x[t] = wmma::__float_to_tf32(a[i].x[t]);
       }
 #pragma unroll
-      for (int j = 0; j < 2; ++j) {
+      for (int j = 0; j < kFragsN; ++j) {
         wmma::load_matrix_sync(b[j], Bs + L::b_index(k, wn + 16 * j), L::kLdB);
         if constexpr (kRound)
           for (int t = 0; t < b[j].num_elements; ++t) b[j].x[t] = wmma::__float_to_tf32(b[j].x[t]);
@@ -198,7 +204,7 @@ struct WmmaMath {
 #pragma unroll
       for (int i = 0; i < 2; ++i)
 #pragma unroll
-        for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
+        for (int j = 0; j < kFragsN; ++j) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
     }
 #else
     // The host never launches the tensor-core kernels below sm_80 (binding: cuda_arch check).
@@ -208,7 +214,7 @@ struct WmmaMath {
 
   // Stages the accumulators in shared memory (after the caller's final __syncthreads), then
   // hands every element of the tile to f, consecutive threads taking consecutive rows (with
-  // 256 threads and 128 rows each thread keeps one row).
+  // 256 threads and 128 rows each thread keeps one row, with 64 rows two).
   template <typename F>
   __device__ __forceinline__ void for_each_result(unsigned char* smem, F&& f) {
     const float* Cs = stage_results(smem);
@@ -224,11 +230,11 @@ struct WmmaMath {
     float* Cs = reinterpret_cast<float*>(smem);
 #if FULLCONV_DEVICE_SM80
     const int warp = threadIdx.x / 32;
-    const int wm = (warp % 4) * 32, wn = (warp / 4) * 32;
+    const int wm = (warp % kWarpsM) * 32, wn = (warp / kWarpsM) * (16 * kFragsN);
 #pragma unroll
     for (int i = 0; i < 2; ++i)
 #pragma unroll
-      for (int j = 0; j < 2; ++j)
+      for (int j = 0; j < kFragsN; ++j)
         nvcuda::wmma::store_matrix_sync(Cs + (wn + 16 * j) * kLdC + wm + 16 * i, acc[i][j], kLdC,
                                         nvcuda::wmma::mem_col_major);
 #endif
@@ -853,14 +859,27 @@ bool weight_grid_fits(const ConvShape& s, int bm, int bn) {
 }
 
 template <typename M> struct IsWmma : std::false_type {};
-template <typename Tag, bool A, bool B> struct IsWmma<WmmaMath<Tag, A, B>> : std::true_type {};
+template <typename Tag, bool A, bool B, int R> struct IsWmma<WmmaMath<Tag, A, B, R>> : std::true_type {};
 
 // The same tensor-core math with other shared-memory layouts (the channels-last kernels':
 // image: k-contiguous A rows, one position's channels; weight: m- and n-contiguous).
 template <typename M, bool AK, bool BK> struct Relayout;
-template <typename Tag, bool A, bool B, bool AK, bool BK> struct Relayout<WmmaMath<Tag, A, B>, AK, BK> {
-  using type = WmmaMath<Tag, AK, BK>;
+template <typename Tag, bool A, bool B, int R, bool AK, bool BK> struct Relayout<WmmaMath<Tag, A, B, R>, AK, BK> {
+  using type = WmmaMath<Tag, AK, BK, R>;
 };
+
+// grad_weight's math for a problem: tensor-core tiles of weight_tile_rows() rows
+// (implicit_gemm.h); FMA tiles unchanged.
+template <typename M> struct Type { using type = M; };
+template <typename M> struct NarrowRows { using type = M; };
+template <typename Tag, bool A, bool B> struct NarrowRows<WmmaMath<Tag, A, B, 128>> {
+  using type = WmmaMath<Tag, A, B, 64>;
+};
+template <typename Math, typename F>
+cudaError_t with_weight_math(const ConvShape& s, F&& f) {
+  if (weight_tile_rows(s) == 64) return f(Type<typename NarrowRows<Math>::type>());
+  return f(Type<Math>());
+}
 
 // Shapes the channels-last kernel takes: whole 16-byte vectors of reduction channels and of
 // columns, and tap-major chunks (not the flat reduction of very few channels).
@@ -950,18 +969,29 @@ WeightGemm weight_plan(const ConvShape& s, int sm_count) {
 }
 
 struct WorkspaceOp {
-  template <typename T, typename Math>
+  template <typename T, typename Math0>
   static cudaError_t run(const ConvShape& s, int sm_count, size_t* bytes) {
-    const WeightGemm v = weight_plan<Math>(s, sm_count);
-    *bytes = v.splits > 1 ? size_t(v.splits * v.groups * v.taps * v.rows * v.cols) * sizeof(typename Math::AccT) : 0;
-    return cudaSuccess;
+    return with_weight_math<Math0>(s, [&](auto tag) {
+      using Math = typename decltype(tag)::type;
+      const WeightGemm v = weight_plan<Math>(s, sm_count);
+      *bytes = v.splits > 1 ? size_t(v.splits * v.groups * v.taps * v.rows * v.cols) * sizeof(typename Math::AccT) : 0;
+      return cudaSuccess;
+    });
   }
 };
 
 struct GradWeightOp {
-  template <typename T, typename Math>
+  template <typename T, typename Math0>
   static cudaError_t run(const ConvShape& s, bool channels_last, int sm_count, const void* gy, const void* x,
                          void* gw, void* workspace, cudaStream_t stream) {
+    return with_weight_math<Math0>(s, [&](auto tag) {
+      return launch<T, typename decltype(tag)::type>(s, channels_last, sm_count, gy, x, gw, workspace, stream);
+    });
+  }
+
+  template <typename T, typename Math>
+  static cudaError_t launch(const ConvShape& s, bool channels_last, int sm_count, const void* gy, const void* x,
+                            void* gw, void* workspace, cudaStream_t stream) {
     const WeightGemm v = weight_plan<Math>(s, sm_count);
     const int64_t tiles = ((v.rows + Math::BM - 1) / Math::BM) * ((v.cols + Math::BN - 1) / Math::BN);
     const int64_t blocks = tiles * v.groups * v.taps;
@@ -1033,11 +1063,11 @@ cudaError_t prepare_weight(DType dtype, const void* w, const ConvShape& s, GemmP
 }
 
 bool igemm_channels_last_ok(DType dtype, bool tf32, const ConvShape& s, GemmPass pass) {
-  if (pass == GemmPass::kGradWeight) {
+  if (pass == GemmPass::kGradWeight) {  // (checked with the 64-row tiles: the most blocks)
     switch (dtype) {
-      case DType::kFloat16: return weight_channels_last_fits<WmmaMath<__half, false, false>>(s);
-      case DType::kBFloat16: return weight_channels_last_fits<WmmaMath<__nv_bfloat16, false, false>>(s);
-      case DType::kFloat32: return tf32 && weight_channels_last_fits<WmmaMath<Tf32, false, false>>(s);
+      case DType::kFloat16: return weight_channels_last_fits<WmmaMath<__half, false, false, 64>>(s);
+      case DType::kBFloat16: return weight_channels_last_fits<WmmaMath<__nv_bfloat16, false, false, 64>>(s);
+      case DType::kFloat32: return tf32 && weight_channels_last_fits<WmmaMath<Tf32, false, false, 64>>(s);
       case DType::kFloat64: return false;
     }
     return false;
