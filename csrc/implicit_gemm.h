@@ -284,11 +284,38 @@ FULLCONV_HD inline int64_t flat_src_offset(const ImageGemm& v, int64_t n, const 
 struct WeightGemm {
   ConvShape s;
   int64_t groups = 1;
-  int64_t taps = 1;
+  int64_t taps = 1;   // GEMMs per group: the kernel's taps (1 when flat)
   int64_t rows = 0;   // output channels per group
-  int64_t cols = 0;   // input channels per group
+  int64_t cols = 0;   // input channels per group (flat: input channels x taps)
   int64_t splits = 1; // slices of the reduction (split-K), summed in order afterwards
+  // Flat: few input channels per group (a 3-channel stem would fill 3 of a tile's 64
+  // columns), so one GEMM per group whose columns are the (input channel, tap) pairs,
+  // j = ci * kernel_volume + tap, reduced over every output position; a column reads x at
+  // o*s + k*d - p, zero where that is padding. grad_weight's layout is then [g][row][j].
+  bool flat = false;
 };
+
+// The flat form pays for the padding products of its whole box, so it is taken only where a
+// column tile of `bn` would hold at most half its width in input channels.
+FULLCONV_HD inline bool flat_weight_columns(const ConvShape& s, int64_t bn) {
+  return 2 * s.in_channels_per_group() <= bn && s.kernel_volume() > 1;
+}
+
+// A flat column: its input channel and, per dim, the offset k*d - p of its tap.
+struct FlatColumn {
+  int64_t ci = 0;
+  int64_t off[kMaxSpatialDims] = {0, 0, 0};
+};
+
+FULLCONV_HD inline FlatColumn flat_column(const WeightGemm& v, int64_t j) {
+  const int64_t taps = v.s.kernel_volume();
+  FlatColumn c;
+  c.ci = j / taps;
+  int64_t k[kMaxSpatialDims];
+  tap_coords(j % taps, v.s.kernel, k);
+  for (int i = 0; i < kMaxSpatialDims; ++i) c.off[i] = k[i] * v.s.dilation[i] - v.s.padding(i);
+  return c;
+}
 
 // Rows of the tensor-core grad_weight tile: 64 where the output channels per group (the
 // GEMM's rows) fit, so no 128-row tile runs half empty; 128 otherwise.
@@ -298,6 +325,14 @@ inline int64_t weight_tile_rows(const ConvShape& s) { return s.out_channels_per_
 // reduction length batch * volume (0 when the tap meets only padding, e.g. a huge dilation).
 FULLCONV_HD inline int64_t tap_box(const WeightGemm& v, int64_t tap, int64_t lo[kMaxSpatialDims],
                                    int64_t ext[kMaxSpatialDims], int64_t shift[kMaxSpatialDims]) {
+  if (v.flat) {  // every output position (each column checks its own input position)
+    for (int i = 0; i < kMaxSpatialDims; ++i) {
+      lo[i] = 0;
+      ext[i] = v.s.out_size[i];
+      shift[i] = 0;
+    }
+    return v.s.batch * v.s.out_spatial();
+  }
   int64_t k[kMaxSpatialDims];
   tap_coords(tap, v.s.kernel, k);
   int64_t vol = 1;
@@ -361,6 +396,18 @@ FULLCONV_HD inline void reduction_offsets(const WeightGemm& v, const ReductionPo
   *in_flat = inf;
 }
 
+// Offset in x (N, C, *in) of flat column c at reduction position r (output position r.q: the
+// flat box starts at 0) for group g, or -1 where it meets padding.
+FULLCONV_HD inline int64_t flat_x_offset(const WeightGemm& v, const ReductionPos& r, const FlatColumn& c, int64_t g) {
+  int64_t flat = 0;
+  for (int i = 0; i < kMaxSpatialDims; ++i) {
+    const int64_t in = r.q[i] * v.s.stride[i] + c.off[i];
+    if (in < 0 || in >= v.s.in_size[i]) return -1;
+    flat = flat * v.s.in_size[i] + in;
+  }
+  return (r.n * v.s.in_channels + g * v.s.in_channels_per_group() + c.ci) * v.s.in_spatial() + flat;
+}
+
 // Chunks [*c0, *c1) of `bk` reduction elements that slice `slice` of `splits` covers, out of
 // the ceil(len / bk) chunks of a reduction of length len: contiguous, ordered, disjoint, and
 // together every chunk exactly once.
@@ -379,9 +426,10 @@ inline WeightGemm weight_gemm(const ConvShape& s, int64_t bm, int64_t bn, int64_
   WeightGemm v;
   v.s = s;
   v.groups = s.groups;
-  v.taps = s.kernel_volume();
+  v.flat = flat_weight_columns(s, bn);
+  v.taps = v.flat ? 1 : s.kernel_volume();
   v.rows = s.out_channels_per_group();
-  v.cols = s.in_channels_per_group();
+  v.cols = s.in_channels_per_group() * (v.flat ? s.kernel_volume() : 1);
   int64_t longest = 0, lo[kMaxSpatialDims], ext[kMaxSpatialDims], shift[kMaxSpatialDims];
   for (int64_t t = 0; t < v.taps; ++t) {
     const int64_t len = tap_box(v, t, lo, ext, shift);
@@ -403,7 +451,8 @@ FULLCONV_HD inline int64_t partial_offset(const WeightGemm& v, int64_t slice, in
   return ((slice * v.groups * v.taps + gt) * v.cols + col) * v.rows + row;
 }
 
-// grad_weight element (group g, row co, col ci, tap) in the (Cout, Cin/g, *kernel) tensor.
+// grad_weight element (group g, row co, col ci, tap) in the (Cout, Cin/g, *kernel) tensor
+// (flat: col j, tap 0, which is the same element).
 FULLCONV_HD inline int64_t weight_offset(const WeightGemm& v, int64_t g, int64_t row, int64_t col, int64_t tap) {
   return ((g * v.rows + row) * v.cols + col) * v.taps + tap;
 }

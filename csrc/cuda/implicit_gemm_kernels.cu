@@ -608,8 +608,10 @@ __device__ __forceinline__ void store_weight_tile(Math& math, unsigned char* sme
 
 // grad_weight over a WeightGemm: grid x = (row tiles * column tiles) * (groups * taps),
 // y = split-K slice. With one slice the tile is written into grad_weight directly, otherwise
-// into the slice's partial sums.
-template <typename T, typename Math>
+// into the slice's partial sums. Flat (v.flat, few input channels): the columns are
+// (input channel, tap) pairs, each reading x at its own input position (a per-tile table of
+// the columns' channels and tap offsets in shared memory, after the operand stages).
+template <typename T, typename Math, bool Flat>
 __global__ void __launch_bounds__(kGemmThreads, 2)
 weight_gemm_kernel(WeightGemm v, const T* __restrict__ gy, const T* __restrict__ x,
                    typename Math::AccT* __restrict__ partial, T* __restrict__ gw) {
@@ -620,12 +622,18 @@ weight_gemm_kernel(WeightGemm v, const T* __restrict__ gy, const T* __restrict__
   constexpr int kStep = kGemmThreads / BK;
   static_assert(BM % kStep == 0 && BN % kStep == 0, "tile mapping");
   constexpr int kAPer = BM / kStep, kBPer = BN / kStep;
-  FULLCONV_SHARED(unsigned char, smem, Math::kSmemBytes, 128);
+  static_assert(Math::kSmemBytes % alignof(FlatColumn) == 0 && BN <= kGemmThreads, "column table");
+  FULLCONV_SHARED(unsigned char, smem, Math::kSmemBytes + (Flat ? BN * int(sizeof(FlatColumn)) : 0), 128);
 
   const WeightTile t = weight_tile<BM, BN>(v);
   const int64_t g = t.g, tap = t.tap, m0 = t.m0, j0 = t.j0;
   const ConvShape& s = v.s;
   const int64_t out_sp = s.out_spatial(), in_sp = s.in_spatial();
+  FlatColumn* columns = reinterpret_cast<FlatColumn*>(smem + Math::kSmemBytes);
+  if constexpr (Flat) {
+    if (threadIdx.x < BN && j0 + threadIdx.x < v.cols) columns[threadIdx.x] = flat_column(v, j0 + threadIdx.x);
+    __syncthreads();
+  }
 
   int64_t lo[kMaxSpatialDims], ext[kMaxSpatialDims], shift[kMaxSpatialDims];
   const int64_t len = tap_box(v, tap, lo, ext, shift);
@@ -656,8 +664,13 @@ weight_gemm_kernel(WeightGemm v, const T* __restrict__ gy, const T* __restrict__
     }
 #pragma unroll
     for (int j = 0; j < kBPer; ++j) {
-      const int64_t r = j0 + first + j * kStep;
-      b_reg[j] = (live && r < v.cols) ? x_e[r * in_sp] : zero_value<T>();
+      const int c = first + j * kStep;
+      if constexpr (Flat) {
+        const int64_t at = (live && j0 + c < v.cols) ? flat_x_offset(v, pos, columns[c], g) : -1;
+        b_reg[j] = at >= 0 ? x[at] : zero_value<T>();
+      } else {
+        b_reg[j] = (live && j0 + c < v.cols) ? x_e[(j0 + c) * in_sp] : zero_value<T>();
+      }
     }
   };
   auto stash = [&](int stage) {
@@ -895,7 +908,7 @@ template <typename Math>
 bool weight_channels_last_fits(const ConvShape& s) {
   constexpr int V = 16 / int(sizeof(typename Math::Elem));
   return s.out_channels_per_group() % V == 0 && s.in_channels_per_group() % V == 0 &&
-         weight_grid_fits(s, Math::BM, Math::BN);
+         !flat_weight_columns(s, Math::BN) && weight_grid_fits(s, Math::BM, Math::BN);
 }
 
 // A channels-last source runs the cp.async kernel, any other the gather.
@@ -1011,8 +1024,11 @@ struct GradWeightOp {
       } else {
         return cudaErrorInvalidValue;  // FMA math has no channels-last kernel
       }
+    } else if (v.flat) {
+      FULLCONV_LAUNCH(grid, kGemmThreads, stream, weight_gemm_kernel<T, Math, true>)(
+          v, gy_t, x_t, static_cast<AccT*>(workspace), static_cast<T*>(gw));
     } else {
-      FULLCONV_LAUNCH(grid, kGemmThreads, stream, weight_gemm_kernel<T, Math>)(
+      FULLCONV_LAUNCH(grid, kGemmThreads, stream, weight_gemm_kernel<T, Math, false>)(
           v, gy_t, x_t, static_cast<AccT*>(workspace), static_cast<T*>(gw));
     }
     cudaError_t err = FULLCONV_LAUNCH_STATUS();

@@ -21,7 +21,7 @@ using namespace fullconv::igemm;
 
 struct Tile { int64_t bm, bn, bk; };
 
-static long chunks_run = 0, chunks_skipped = 0, flat_runs = 0;
+static long chunks_run = 0, chunks_skipped = 0, flat_runs = 0, flat_weight_runs = 0;
 
 // One ImageGemm pass, emulated block by block. packed: [g][tap][red][cols].
 static void run_image_gemm(const ImageGemm& v, const Tile& t, const std::vector<double>& src,
@@ -95,6 +95,7 @@ static void run_image_gemm(const ImageGemm& v, const Tile& t, const std::vector<
 static void run_weight_gemm(const WeightGemm& v, const Tile& t, const std::vector<double>& gy,
                             const std::vector<double>& x, std::vector<double>& gw, std::vector<int>& writes) {
   const ConvShape& s = v.s;
+  flat_weight_runs += v.flat;
   std::vector<double> partial(v.splits * v.groups * v.taps * v.rows * v.cols, 0.0);
   for (int64_t gt = 0; gt < v.groups * v.taps; ++gt) {
     const int64_t g = gt / v.taps, tap = gt % v.taps;
@@ -112,10 +113,14 @@ static void run_weight_gemm(const WeightGemm& v, const Tile& t, const std::vecto
               const int64_t n = pos.n;
               reduction_offsets(v, pos, lo, shift, &of, &inf);
               for (int64_t m = m0; m < m0 + t.bm && m < v.rows; ++m)
-                for (int64_t j = j0; j < j0 + t.bn && j < v.cols; ++j)
+                for (int64_t j = j0; j < j0 + t.bn && j < v.cols; ++j) {
+                  // flat: the column's own input position, none where it is padding
+                  const int64_t xo = v.flat ? flat_x_offset(v, pos, flat_column(v, j), g)
+                                            : (n * s.in_channels + g * v.cols + j) * s.in_spatial() + inf;
+                  if (xo < 0) continue;
                   partial[partial_offset(v, slice, gt, m, j)] +=
-                      gy[(n * s.out_channels + g * v.rows + m) * s.out_spatial() + of] *
-                      x[(n * s.in_channels + g * v.cols + j) * s.in_spatial() + inf];
+                      gy[(n * s.out_channels + g * v.rows + m) * s.out_spatial() + of] * x[xo];
+                }
             }
     }
     for (int64_t m = 0; m < v.rows; ++m)
@@ -246,7 +251,8 @@ int main() {
     EXPECT(g.rows == 64 * 49 && g.src_size[1] == 9, "grad_input gemm geometry\n");
   }
   EXPECT(flat_runs > 0, "no tile ran the flat reduction\n");
-  std::printf("%ld problem x tile runs (%ld tiles with a flat reduction), %ld chunks run, %ld skipped, %d failures\n",
-              problems, flat_runs, chunks_run, chunks_skipped, failures);
+  EXPECT(flat_weight_runs > 0 && flat_weight_runs < problems, "grad_weight ran only one of its two forms\n");
+  std::printf("%ld problem x tile runs (%ld tiles with a flat reduction, %ld flat grad_weights), %ld chunks run, "
+              "%ld skipped, %d failures\n", problems, flat_runs, flat_weight_runs, chunks_run, chunks_skipped, failures);
   return failures == 0 ? 0 : 1;
 }
