@@ -265,3 +265,29 @@ def test_cuda_algorithm_switch_refuses_unknown_value(monkeypatch):
     monkeypatch.setenv("FULLCONV_CUDA_ALGORITHM", "fastest")
     with pytest.raises(ValueError, match="FULLCONV_CUDA_ALGORITHM"):
         fullconv.full_conv2d(torch.randn(1, 2, 5, 5, device="cuda"), torch.randn(3, 2, 3, 3, device="cuda"))
+
+
+@needs_gpu
+def test_cuda_tf32_follows_the_convolution_precision_setting(monkeypatch):
+    # Newer releases set TF32 per operation (torch.backends.cudnn.conv.fp32_precision); with the
+    # convolution and RNN settings apart, asking without an operation would throw. fullconv
+    # asks for convolutions and follows that setting.
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is None or not hasattr(conv, "fp32_precision"):
+        pytest.skip("this torch has no per-operation float32 precision setting")
+    if torch.cuda.get_device_capability()[0] < 8:
+        pytest.skip("TF32 needs compute capability 8.0")
+    monkeypatch.setenv("FULLCONV_CUDA_ALGORITHM", "igemm")
+    x = torch.randn(4, 64, 16, 16, device="cuda")
+    w = torch.randn(64, 64, 3, 3, device="cuda") / 24
+    old = conv.fp32_precision
+    try:
+        conv.fp32_precision = "ieee"
+        strict = fullconv.full_conv2d(x, w)
+        conv.fp32_precision = "tf32"
+        fast = fullconv.full_conv2d(x, w)
+    finally:
+        conv.fp32_precision = old
+    ref = full_conv_reference(x.double(), w.double())
+    assert (strict.double() - ref).abs().max().item() < 1e-4
+    assert not torch.equal(fast, strict), "TF32 allowed for convolutions but the float32 result is unchanged"

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <mutex>
 #include <string>
+#include <type_traits>
 #include <unordered_map>
 
 #include "../conv_args.h"
@@ -83,10 +84,35 @@ bool tensor_cores_usable() {
   return usable;
 }
 
-// float32 runs on TF32 tensor cores only where PyTorch's convolutions may
-// (torch.backends.cudnn.allow_tf32).
+// float32 runs on TF32 tensor cores only where PyTorch's convolutions may: the cuDNN
+// convolution flag (torch.backends.cudnn.allow_tf32, or in newer releases
+// torch.backends.cudnn.conv.fp32_precision). Releases differ in how it is asked:
+// allowTF32CuDNN(Float32Op::CONV) (an optional<Float32Op> parameter), allowTF32CuDNN("conv"),
+// or allowTF32CuDNN() (older); the question without an operation throws in the newer ones
+// once the convolution and RNN settings differ. The first form that compiles is used.
+template <typename F> struct FirstParam;
+template <typename R, typename C, typename A> struct FirstParam<R (C::*)(A) const> {
+  using type = std::remove_cv_t<std::remove_reference_t<A>>;
+};
+template <int N> struct Priority : Priority<N - 1> {};
+template <> struct Priority<0> {};
+
+template <typename Ctx>
+auto tf32_for_convolutions(const Ctx& ctx, Priority<2>)
+    -> decltype(ctx.allowTF32CuDNN(FirstParam<decltype(&Ctx::allowTF32CuDNN)>::type::value_type::CONV)) {
+  return ctx.allowTF32CuDNN(FirstParam<decltype(&Ctx::allowTF32CuDNN)>::type::value_type::CONV);
+}
+template <typename Ctx>
+auto tf32_for_convolutions(const Ctx& ctx, Priority<1>) -> decltype(ctx.allowTF32CuDNN(std::string("conv"))) {
+  return ctx.allowTF32CuDNN(std::string("conv"));
+}
+template <typename Ctx>
+bool tf32_for_convolutions(const Ctx& ctx, Priority<0>) {
+  return ctx.allowTF32CuDNN();
+}
+
 bool use_tf32(at::ScalarType dtype) {
-  return dtype == at::kFloat && at::globalContext().allowTF32CuDNN();
+  return dtype == at::kFloat && tf32_for_convolutions(at::globalContext(), Priority<2>());
 }
 
 bool use_igemm(const ConvShape& s, at::ScalarType dtype, Pass pass) {

@@ -806,12 +806,9 @@ template <typename T>
 __global__ void prepare_weight_kernel(const T* __restrict__ w, ConvShape s, bool forward_layout,
                                       T* __restrict__ packed, unsigned char* __restrict__ nonfinite) {
   using A = typename Acc<T>::type;
-  FULLCONV_SHARED(int, any_nonfinite, 1, 16);
   const int64_t cin_g = s.in_channels_per_group(), cout_g = s.out_channels_per_group();
   const int64_t taps = s.kernel_volume(), per_channel = cin_g * taps;
   const int64_t co = blockIdx.x, g = co / cout_g, c = co % cout_g;
-  if (threadIdx.x == 0) *any_nonfinite = 0;
-  __syncthreads();
   bool bad = false;
   for (int64_t e = threadIdx.x; e < per_channel; e += blockDim.x) {
     const T value = w[co * per_channel + e];
@@ -823,9 +820,9 @@ __global__ void prepare_weight_kernel(const T* __restrict__ w, ConvShape s, bool
                             : ((g * taps + tap) * cout_g + c) * cin_g + ci] = value;
     }
   }
-  if (bad) *any_nonfinite = 1;  // every writer stores the same value
-  __syncthreads();
-  if (threadIdx.x == 0 && nonfinite != nullptr) nonfinite[co] = *any_nonfinite ? 1 : 0;
+  // the block's OR, reduced by the barrier itself (no shared flag written by many threads)
+  const int any_bad = __syncthreads_or(bad ? 1 : 0);
+  if (threadIdx.x == 0 && nonfinite != nullptr) nonfinite[co] = any_bad ? 1 : 0;
 }
 
 // ---------------------------------------------------------------------------- dispatch

@@ -146,6 +146,8 @@ struct AsyncCopies {
   std::vector<std::vector<AsyncCopy>> groups;
 };
 inline std::vector<AsyncCopies> async_copies;
+// __syncthreads_or: the OR of each barrier round of the running block
+inline std::map<long, int> barrier_or;
 inline AsyncCopies& my_async_copies() {
   return async_copies[threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)];
 }
@@ -176,6 +178,7 @@ inline void run_block(std::vector<Fiber>& pool, unsigned threads, dim3 block) {
   poison_shared_arrays();
   wmma_calls.assign(threads, {});
   async_copies.assign(threads, {});
+  barrier_or.clear();
   std::vector<unsigned> order(threads);
   for (unsigned t = 0; t < threads; ++t) order[t] = t;
   for (unsigned t = 0; t < threads; ++t) {
@@ -254,6 +257,14 @@ inline void __syncthreads() {
   fullconv_emu::Fiber* self = fullconv_emu::current;
   ++self->barriers;
   swapcontext(&self->ctx, &fullconv_emu::scheduler);
+}
+// A barrier that also returns whether any thread of the block passed a non-zero predicate:
+// each thread ORs its predicate into the slot of this barrier round before waiting.
+inline int __syncthreads_or(int predicate) {
+  const long round = fullconv_emu::current->barriers;
+  fullconv_emu::barrier_or[round] |= predicate != 0;
+  __syncthreads();
+  return fullconv_emu::barrier_or[round];
 }
 [[noreturn]] inline void __trap() { fullconv_emu::fail("__trap()"); }
 
