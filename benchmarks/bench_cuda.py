@@ -20,7 +20,7 @@ reads (igemm-gather) beside the default, so one run shows what those reads gain 
 skips it).
 
     python benchmarks/bench_cuda.py [--quick] [--algorithm auto|direct|igemm|igemm-gather] [--no-gather]
-                                    [--channels-last] [--max-seconds S] [--out DIR]
+                                    [--channels-last] [--passes] [--max-seconds S] [--out DIR]
 """
 from __future__ import annotations
 
@@ -56,6 +56,11 @@ def suite(quick):
     layers.append(("r3d-18 layer2 conv 3x3x3", 3, 8 if quick else 32, 128, 128, 3, 1, 1, 1, 16))
     layers += shapes.unique(shapes.resnet50_full_layers(224, batch))
     return layers
+
+
+# (mode, tag, passes of useful multiply-adds): the last two only with --passes
+MODES = (("forward", "fwd", 1), ("forward+backward", "fwd+bwd", 3), ("grad_input", "dgrad", 1),
+         ("grad_weight", "wgrad", 1))
 
 
 class Timer:
@@ -102,7 +107,7 @@ class Algorithm:
             os.environ["FULLCONV_CUDA_ALGORITHM"] = old if old is not None else "auto"
 
 
-def run_case(case, dtype, timer, device, gather=False, channels_last=False):
+def run_case(case, dtype, timer, device, gather=False, channels_last=False, passes=False):
     name, nd, n, cin, cout, k, s, d, g, L = case
     x = torch.randn(n, cin, *(L,) * nd, device=device, dtype=dtype)
     if channels_last and nd in (2, 3):  # both sides get the same channels-last input
@@ -140,6 +145,15 @@ def run_case(case, dtype, timer, device, gather=False, channels_last=False):
             y = f(xg, wg, bg)
             torch.autograd.grad(y, (xg, wg, bg), torch.ones_like(y))
         res["forward+backward"][v] = timer.run(step)
+    if passes:  # each backward pass alone: fullconv's op vs ATen's (cuDNN's) with the same mask
+        gy = torch.randn_like(fwd["fullconv"](x, w, b))
+        st, dil, pad = [s] * nd, [d] * nd, [p] * nd
+        for mode, mask in (("grad_input", [True, False, False]), ("grad_weight", [False, True, False])):
+            res[mode] = {
+                "fullconv": timer.run(lambda: torch.ops.fullconv.full_conv_backward(gy, x, w, st, dil, g, mask)),
+                "cudnn": timer.run(lambda: torch.ops.aten.convolution_backward(
+                    gy, x, w, None, st, pad, dil, False, [0] * nd, g, mask)),
+            }
     return res
 
 
@@ -155,6 +169,8 @@ def main(argv=None):
                          "channels-last reads, timed beside the default)")
     ap.add_argument("--channels-last", action="store_true",
                     help="channels-last inputs (2-D/3-D shapes) for every variant")
+    ap.add_argument("--passes", action="store_true",
+                    help="also time grad_input and grad_weight alone against ATen's convolution_backward")
     ap.add_argument("--max-seconds", type=float, default=float("inf"))
     ap.add_argument("--device", default="cuda", help="cuda (cpu only to smoke-test the script)")
     ap.add_argument("--limit", type=int, default=None, help="first N shapes only")
@@ -192,11 +208,13 @@ def main(argv=None):
             tensor_cores = dname in ("bfloat16", "float16") or (dname == "float32" and args.tf32)
             gather = (not args.no_gather and args.device == "cuda" and tensor_cores
                       and args.algorithm in ("auto", "igemm"))
-            res = run_case(case, DTYPES[dname], timer, args.device, gather, args.channels_last)
+            res = run_case(case, DTYPES[dname], timer, args.device, gather, args.channels_last, args.passes)
             macs = shapes.useful_macs(*case[1:])
             row = {"name": case[0], "shape": case[1:], "dtype": dname, "times_s": res, "ratios": {},
                    "useful_tflops": {}}
-            for mode, tag, mult in (("forward", "fwd", 1), ("forward+backward", "fwd+bwd", 3)):
+            for mode, tag, mult in MODES:
+                if mode not in res:
+                    continue
                 t = res[mode]
                 fc = t["fullconv"]["median"]
                 ratios = {v: t[v]["median"] / fc for v in ("cudnn", "pad+conv", "same", "fullconv-gather") if v in t}
@@ -205,15 +223,15 @@ def main(argv=None):
                 row["ratios"][mode] = ratios
                 row["useful_tflops"][mode] = tflops
                 pct = f"{100 * tflops / peak:6.1f}%" if peak else "     -"
+                cell = lambda v, width: f"{ratios[v]:>{width}.2f}" if v in ratios else f"{'-':>{width}}"
                 print(f"{case[0]:<28}{dname:<9}{tag:<8}{fc * 1e3:>12.3f}{tflops:>9.2f}{pct:>7}"
-                      f"{ratios['cudnn']:>9.2f}{ratios['pad+conv']:>12.2f}{ratios['same']:>9.2f}"
-                      + (f"{ratios['fullconv-gather']:>10.2f}" if "fullconv-gather" in ratios else f"{'-':>10}"),
+                      + cell("cudnn", 9) + cell("pad+conv", 12) + cell("same", 9) + cell("fullconv-gather", 10),
                       flush=True)
             results.append(row)
     summary = {}
-    for mode in ("forward", "forward+backward"):
+    for mode, _, _ in MODES:
         for dname in dtypes:
-            rs = [r["ratios"][mode] for r in results if r["dtype"] == dname]
+            rs = [r["ratios"][mode] for r in results if r["dtype"] == dname and mode in r["ratios"]]
             if not rs:
                 continue
             summary[f"{mode} {dname}"] = {
@@ -224,8 +242,9 @@ def main(argv=None):
     for k, s in summary.items():
         gather = (f"; igemm-gather/default: geomean {s['fullconv-gather']['geomean']:.2f}x"
                   if "fullconv-gather" in s else "")
+        pad = f"; vs F.pad+conv: geomean {s['pad+conv']['geomean']:.2f}x" if "pad+conv" in s else ""
         print(f"{k:<28} vs cuDNN: geomean {s['cudnn']['geomean']:.2f}x (min {s['cudnn']['min']:.2f}, "
-              f"max {s['cudnn']['max']:.2f}); vs F.pad+conv: geomean {s['pad+conv']['geomean']:.2f}x{gather}")
+              f"max {s['cudnn']['max']:.2f}){pad}{gather}")
     if not_measured:
         print(f"not measured (time budget {args.max_seconds:.0f} s): {len(not_measured)} shape/dtype pairs")
     os.makedirs(args.out, exist_ok=True)
