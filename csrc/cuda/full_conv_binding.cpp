@@ -137,13 +137,16 @@ bool use_igemm(const ConvShape& s, at::ScalarType dtype, Pass pass) {
   return false;
 }
 
-// The channels-last source of a tiled pass, (N, *spatial, C) contiguous and 16-byte aligned,
-// or an undefined tensor where the pass gathers from the usual layout instead. `batched` is
-// the operand with its batch dimension; a channels_last tensor is used as it is.
-at::Tensor channels_last_source(const at::Tensor& batched, const ConvShape& s, Pass pass) {
-  if (cuda_algorithm() == "igemm-gather") return at::Tensor();
-  const auto dtype = batched.scalar_type();
-  if (!cuda::igemm_channels_last_ok(launcher_dtype(dtype), use_tf32(dtype), s, pass)) return at::Tensor();
+// Whether a tiled pass reads its operands from channels-last copies (else it gathers from
+// the usual layout).
+bool channels_last_pass(at::ScalarType dtype, const ConvShape& s, Pass pass) {
+  return cuda_algorithm() != "igemm-gather" &&
+         cuda::igemm_channels_last_ok(launcher_dtype(dtype), use_tf32(dtype), s, pass);
+}
+
+// An operand with its batch dimension as (N, *spatial, C), contiguous and 16-byte aligned: a
+// channels_last tensor as it is.
+at::Tensor channels_last_copy(const at::Tensor& batched) {
   auto cl = batched.movedim(1, -1).contiguous();
   if (reinterpret_cast<uintptr_t>(cl.const_data_ptr()) % 16 != 0) cl = cl.clone();  // a view at an odd offset
   return cl;
@@ -186,7 +189,8 @@ at::Tensor full_conv_cuda_impl(const at::Tensor& input, const at::Tensor& weight
   const auto dtype = launcher_dtype(xb.scalar_type());
   const auto stream = c10::cuda::getCurrentCUDAStream();
   const bool tiled = use_igemm(s, xb.scalar_type(), Pass::kForward);
-  const auto x_cl = tiled ? channels_last_source(xb, s, Pass::kForward) : at::Tensor();
+  const auto x_cl = tiled && channels_last_pass(xb.scalar_type(), s, Pass::kForward) ? channels_last_copy(xb)
+                                                                                      : at::Tensor();
   const auto x = x_cl.defined() ? x_cl : xb.contiguous();
   // The output's layout (F.convNd's rule); the channels-last kernel writes it directly.
   const auto out_format = output_memory_format(input, weight);
@@ -277,12 +281,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cuda(
   at::Tensor grad_bias = at::empty({0}, input.options());
   if (output_mask[2]) grad_bias = grad_bias_from(gyb, input.scalar_type());
   // grad_out's channels-last copy, made at most once for grad_input and grad_weight
-  at::Tensor gy_cl;
-  bool gy_cl_tried = false;
-  auto gy_channels_last = [&](Pass pass) {
-    if (!gy_cl_tried || (!gy_cl.defined() && pass == Pass::kGradWeight)) gy_cl = channels_last_source(gyb, s, pass);
-    gy_cl_tried = true;
-    return gy_cl;
+  at::Tensor gy_channels_last;
+  auto gy_cl = [&]() -> const at::Tensor& {
+    if (!gy_channels_last.defined()) gy_channels_last = channels_last_copy(gyb);
+    return gy_channels_last;
   };
   if (output_mask[0]) {
     auto gx = at::empty({s.batch, s.in_channels, s.in_spatial()}, options);
@@ -292,15 +294,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cuda(
       check_launch(cuda::prepare_weight(dtype, w.const_data_ptr(), s, Pass::kGradInput, packed.mutable_data_ptr(),
                                         nullptr, stream),
                    "weight preparation");
-      const auto src = gy_channels_last(Pass::kGradInput);
+      const bool cl = channels_last_pass(input.scalar_type(), s, Pass::kGradInput);
       // grad_input takes the input's layout; the channels-last kernel writes a channels-last one directly
       const auto in_format = batched ? input.suggest_memory_format() : at::MemoryFormat::Contiguous;
       cuda::IgemmLayout layout;
-      layout.src_channels_last = src.defined();
-      layout.dst_channels_last = src.defined() && in_format != at::MemoryFormat::Contiguous;
+      layout.src_channels_last = cl;
+      layout.dst_channels_last = cl && in_format != at::MemoryFormat::Contiguous;
       if (layout.dst_channels_last) gx = at::empty(input.sizes(), options.memory_format(in_format));
       check_launch(cuda::grad_input_igemm(dtype, use_tf32(input.scalar_type()), layout,
-                                          (src.defined() ? src : gy()).const_data_ptr(), packed.const_data_ptr(),
+                                          (cl ? gy_cl() : gy()).const_data_ptr(), packed.const_data_ptr(),
                                           gx.mutable_data_ptr(), s, stream),
                    "grad_input (implicit GEMM)");
     } else {
@@ -318,11 +320,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cuda(
       const int sm_count = device_attribute(cudaDevAttrMultiProcessorCount);
       const size_t bytes = cuda::grad_weight_igemm_workspace(dtype, tf32, s, sm_count);
       const auto workspace = at::empty({static_cast<int64_t>(bytes)}, options.dtype(at::kByte));
-      const auto gy_src = gy_channels_last(Pass::kGradWeight);
-      const auto x_cl = gy_src.defined() ? channels_last_source(xb, s, Pass::kGradWeight) : at::Tensor();
-      const bool cl = gy_src.defined() && x_cl.defined();
-      const auto x = cl ? x_cl : xb.contiguous();
-      check_launch(cuda::grad_weight_igemm(dtype, tf32, cl, (cl ? gy_src : gy()).const_data_ptr(), x.const_data_ptr(),
+      const bool cl = channels_last_pass(input.scalar_type(), s, Pass::kGradWeight);
+      const auto x = cl ? channels_last_copy(xb) : xb.contiguous();
+      check_launch(cuda::grad_weight_igemm(dtype, tf32, cl, (cl ? gy_cl() : gy()).const_data_ptr(), x.const_data_ptr(),
                                            gw.mutable_data_ptr(), bytes > 0 ? workspace.mutable_data_ptr() : nullptr,
                                            s, sm_count, stream),
                    "grad_weight (implicit GEMM)");

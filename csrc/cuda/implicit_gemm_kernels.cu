@@ -456,6 +456,13 @@ image_gemm_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict__ 
 // C is written in either layout (dst_channels_last).
 constexpr int kStages = 3;
 
+// Shared memory of a channels-last kernel: the ring, or after the main loop the result tile
+// and what follows it (result_bytes), whichever is larger.
+template <typename Math>
+__host__ __device__ constexpr int ring_smem_bytes(int result_bytes) {
+  return kStages * Math::kOperandBytes > result_bytes ? kStages * Math::kOperandBytes : result_bytes;
+}
+
 // Operand stage `stage` of the ring (A, then B at kBOffset).
 template <typename Math>
 __device__ __forceinline__ typename Math::Elem* ring_a(unsigned char* smem, int stage) {
@@ -508,8 +515,7 @@ image_gemm_cl_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict
                 "every vector of a chunk has one thread");
   static_assert(kGemmThreads % kARowVecs == 0 && kGemmThreads % kBRowVecs == 0, "fixed vector column per thread");
   // the ring, or after the main loop the accumulator tile and the rows' targets
-  constexpr int kResultBytes = Math::kResultBytes + BM * int(sizeof(RowTarget));
-  constexpr int kSmemBytes = kStages * Math::kOperandBytes > kResultBytes ? kStages * Math::kOperandBytes : kResultBytes;
+  constexpr int kSmemBytes = ring_smem_bytes<Math>(Math::kResultBytes + BM * int(sizeof(RowTarget)));
   static_assert(kSmemBytes >= Math::kSmemBytes && kSmemBytes <= 48 * 1024, "static shared memory of a block");
   static_assert(Math::kResultBytes % alignof(RowTarget) == 0, "row targets aligned");
   FULLCONV_SHARED(unsigned char, smem, kSmemBytes, 128);
@@ -732,8 +738,7 @@ weight_gemm_cl_kernel(WeightGemm v, const T* __restrict__ gy, const T* __restric
   constexpr int kAVecs = BM / V / P, kBVecs = BN / V / P;
   static_assert(P * BK == kGemmThreads && kAVecs * V * P == BM && kBVecs * V * P == BN,
                 "every vector of a chunk has one thread");
-  constexpr int kSmemBytes = kStages * Math::kOperandBytes > Math::kResultBytes ? kStages * Math::kOperandBytes
-                                                                                : Math::kResultBytes;
+  constexpr int kSmemBytes = ring_smem_bytes<Math>(Math::kResultBytes);
   static_assert(kSmemBytes >= Math::kSmemBytes && kSmemBytes <= 48 * 1024, "static shared memory of a block");
   FULLCONV_SHARED(unsigned char, smem, kSmemBytes, 128);
 
@@ -1076,21 +1081,19 @@ cudaError_t prepare_weight(DType dtype, const void* w, const ConvShape& s, GemmP
 }
 
 bool igemm_channels_last_ok(DType dtype, bool tf32, const ConvShape& s, GemmPass pass) {
-  if (pass == GemmPass::kGradWeight) {  // (checked with the 64-row tiles: the most blocks)
-    switch (dtype) {
-      case DType::kFloat16: return weight_channels_last_fits<WmmaMath<__half, false, false, 64>>(s);
-      case DType::kBFloat16: return weight_channels_last_fits<WmmaMath<__nv_bfloat16, false, false, 64>>(s);
-      case DType::kFloat32: return tf32 && weight_channels_last_fits<WmmaMath<Tf32, false, false, 64>>(s);
-      case DType::kFloat64: return false;
-    }
-    return false;
-  }
-  // reduction channels and columns are the same in every residue class of grad_input
-  const ImageGemm v = pass == GemmPass::kForward ? forward_gemm(s) : grad_input_gemm(s, 0);
+  // the tensor-core operand tag of the dtype (float32 only with TF32)
+  auto fits = [&](auto tag) {
+    using Tag = typename decltype(tag)::type;
+    if (pass == GemmPass::kGradWeight)  // (checked with the 64-row tiles: the most blocks)
+      return weight_channels_last_fits<WmmaMath<Tag, false, false, 64>>(s);
+    // reduction channels and columns are the same in every residue class of grad_input
+    return channels_last_fits<WmmaMath<Tag, true, false>>(pass == GemmPass::kForward ? forward_gemm(s)
+                                                                                    : grad_input_gemm(s, 0));
+  };
   switch (dtype) {
-    case DType::kFloat16: return channels_last_fits<WmmaMath<__half, true, false>>(v);
-    case DType::kBFloat16: return channels_last_fits<WmmaMath<__nv_bfloat16, true, false>>(v);
-    case DType::kFloat32: return tf32 && channels_last_fits<WmmaMath<Tf32, true, false>>(v);
+    case DType::kFloat16: return fits(Type<__half>());
+    case DType::kBFloat16: return fits(Type<__nv_bfloat16>());
+    case DType::kFloat32: return tf32 && fits(Type<Tf32>());
     case DType::kFloat64: return false;
   }
   return false;
