@@ -17,10 +17,11 @@ fullconv runs the kernel family FULLCONV_CUDA_ALGORITHM picks (--algorithm: auto
 implicit GEMM for wide layers, direct kernels for few channels; direct; igemm; igemm-gather).
 For tensor-core dtypes a further column times the tiled kernels without their channels-last
 reads (igemm-gather) beside the default, so one run shows what those reads gain (--no-gather
-skips it).
+skips it); --plain-rows times the forward once more with its rows in plain order
+(FULLCONV_CUDA_ROW_REGIONS=0) instead of border regions apart from the interior.
 
     python benchmarks/bench_cuda.py [--quick] [--algorithm auto|direct|igemm|igemm-gather] [--no-gather]
-                                    [--channels-last] [--passes] [--max-seconds S] [--out DIR]
+                                    [--plain-rows] [--channels-last] [--passes] [--max-seconds S] [--out DIR]
 """
 from __future__ import annotations
 
@@ -47,6 +48,10 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 PEAKS = {"H100": {"float32": 67.0, "tf32": 494.7, "bfloat16": 989.4, "float16": 989.4},
          "H200": {"float32": 67.0, "tf32": 494.7, "bfloat16": 989.4, "float16": 989.4},
          "A100": {"float32": 19.5, "tf32": 156.0, "bfloat16": 312.0, "float16": 312.0}}
+
+
+# ratios baseline/fullconv reported per shape (those a run timed)
+VARIANTS = ("cudnn", "pad+conv", "same", "fullconv-gather", "fullconv-plain")
 
 
 def suite(quick):
@@ -92,22 +97,26 @@ class Timer:
         return {"median": times[len(times) // 2], "min": times[0], "max": times[-1], "reps": len(times)}
 
 
-class Algorithm:
-    """Runs fn with FULLCONV_CUDA_ALGORITHM set to `name`, then restores it."""
+class WithEnv:
+    """Runs fn with the environment variables `env` set, then restores them."""
 
-    def __init__(self, name, fn):
-        self.name, self.fn = name, fn
+    def __init__(self, env, fn):
+        self.env, self.fn = env, fn
 
     def __call__(self, *args):
-        old = os.environ.get("FULLCONV_CUDA_ALGORITHM")
-        os.environ["FULLCONV_CUDA_ALGORITHM"] = self.name
+        old = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)
         try:
             return self.fn(*args)
         finally:
-            os.environ["FULLCONV_CUDA_ALGORITHM"] = old if old is not None else "auto"
+            for k, v in old.items():
+                if v is None:
+                    del os.environ[k]
+                else:
+                    os.environ[k] = v
 
 
-def run_case(case, dtype, timer, device, gather=False, channels_last=False, passes=False):
+def run_case(case, dtype, timer, device, gather=False, channels_last=False, passes=False, plain_rows=False):
     name, nd, n, cin, cout, k, s, d, g, L = case
     x = torch.randn(n, cin, *(L,) * nd, device=device, dtype=dtype)
     if channels_last and nd in (2, 3):  # both sides get the same channels-last input
@@ -124,23 +133,25 @@ def run_case(case, dtype, timer, device, gather=False, channels_last=False, pass
         "same": lambda x, w, b: conv(x, w, b, s, p // 2, d, g),
     }
     if gather:  # the tiled kernels without their channels-last reads, for comparison
-        fwd["fullconv-gather"] = Algorithm("igemm-gather", fwd["fullconv"])
+        fwd["fullconv-gather"] = WithEnv({"FULLCONV_CUDA_ALGORITHM": "igemm-gather"}, fwd["fullconv"])
+    if plain_rows:  # the forward's rows in plain order, not by border regions (forward only)
+        fwd["fullconv-plain"] = WithEnv({"FULLCONV_CUDA_ROW_REGIONS": "0"}, fwd["fullconv"])
     # the benchmark refuses to time a wrong answer
     ref = fwd["cudnn"](x.float(), w.float(), b.float())
-    got = fwd["fullconv"](x, w, b).float()
     tol = 1e-3 if dtype == torch.float32 else 3e-2
-    err = (got - ref).abs().max().item() / max(ref.abs().max().item(), 1.0)
-    assert err <= tol, f"{name} {dtype}: fullconv differs from the reference (rel. err {err:.3g})"
-    if gather:
-        got = fwd["fullconv-gather"](x, w, b).float()
-        err = (got - ref).abs().max().item() / max(ref.abs().max().item(), 1.0)
-        assert err <= tol, f"{name} {dtype}: fullconv (igemm-gather) differs from the reference (rel. err {err:.3g})"
+    for v in ("fullconv", "fullconv-gather", "fullconv-plain"):
+        if v in fwd:
+            got = fwd[v](x, w, b).float()
+            err = (got - ref).abs().max().item() / max(ref.abs().max().item(), 1.0)
+            assert err <= tol, f"{name} {dtype}: {v} differs from the reference (rel. err {err:.3g})"
     del ref, got
     res = {"forward": {}, "forward+backward": {}}
     for v, f in fwd.items():
         res["forward"][v] = timer.run(lambda: f(x, w, b))
     xg, wg, bg = (t.detach().clone().requires_grad_() for t in (x, w, b))
     for v, f in fwd.items():
+        if v == "fullconv-plain":
+            continue
         def step(f=f):
             y = f(xg, wg, bg)
             torch.autograd.grad(y, (xg, wg, bg), torch.ones_like(y))
@@ -167,6 +178,8 @@ def main(argv=None):
     ap.add_argument("--no-gather", action="store_true",
                     help="skip the igemm-gather column (tensor-core dtypes: the tiled kernels without "
                          "channels-last reads, timed beside the default)")
+    ap.add_argument("--plain-rows", action="store_true",
+                    help="also time the forward with its rows in plain order (FULLCONV_CUDA_ROW_REGIONS=0)")
     ap.add_argument("--channels-last", action="store_true",
                     help="channels-last inputs (2-D/3-D shapes) for every variant")
     ap.add_argument("--passes", action="store_true",
@@ -197,7 +210,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     results, not_measured = [], []
     hdr = (f"{'shape':<28}{'dtype':<9}{'mode':<8}{'fullconv ms':>12}{'TFLOP/s':>9}{'%peak':>7}"
-           f"{'cudnn/fc':>9}{'pad+conv/fc':>12}{'same/fc':>9}{'gather/fc':>10}")
+           f"{'cudnn/fc':>9}{'pad+conv/fc':>12}{'same/fc':>9}{'gather/fc':>10}{'plain/fc':>9}")
     print(hdr)
     print("-" * len(hdr))
     for case in cases:
@@ -208,7 +221,8 @@ def main(argv=None):
             tensor_cores = dname in ("bfloat16", "float16") or (dname == "float32" and args.tf32)
             gather = (not args.no_gather and args.device == "cuda" and tensor_cores
                       and args.algorithm in ("auto", "igemm"))
-            res = run_case(case, DTYPES[dname], timer, args.device, gather, args.channels_last, args.passes)
+            res = run_case(case, DTYPES[dname], timer, args.device, gather, args.channels_last, args.passes,
+                           args.plain_rows and args.device == "cuda" and args.algorithm != "direct")
             macs = shapes.useful_macs(*case[1:])
             row = {"name": case[0], "shape": case[1:], "dtype": dname, "times_s": res, "ratios": {},
                    "useful_tflops": {}}
@@ -217,7 +231,7 @@ def main(argv=None):
                     continue
                 t = res[mode]
                 fc = t["fullconv"]["median"]
-                ratios = {v: t[v]["median"] / fc for v in ("cudnn", "pad+conv", "same", "fullconv-gather") if v in t}
+                ratios = {v: t[v]["median"] / fc for v in VARIANTS if v in t}
                 tflops = mult * 2 * macs / fc / 1e12
                 peak = peaks.get("tf32" if (dname == "float32" and args.tf32) else dname) if peaks else None
                 row["ratios"][mode] = ratios
@@ -225,7 +239,8 @@ def main(argv=None):
                 pct = f"{100 * tflops / peak:6.1f}%" if peak else "     -"
                 cell = lambda v, width: f"{ratios[v]:>{width}.2f}" if v in ratios else f"{'-':>{width}}"
                 print(f"{case[0]:<28}{dname:<9}{tag:<8}{fc * 1e3:>12.3f}{tflops:>9.2f}{pct:>7}"
-                      + cell("cudnn", 9) + cell("pad+conv", 12) + cell("same", 9) + cell("fullconv-gather", 10),
+                      + cell("cudnn", 9) + cell("pad+conv", 12) + cell("same", 9) + cell("fullconv-gather", 10)
+                      + cell("fullconv-plain", 9),
                       flush=True)
             results.append(row)
     summary = {}
@@ -237,11 +252,13 @@ def main(argv=None):
             summary[f"{mode} {dname}"] = {
                 v: {"geomean": math.exp(sum(math.log(r[v]) for r in rs) / len(rs)),
                     "min": min(r[v] for r in rs), "max": max(r[v] for r in rs)}
-                for v in ("cudnn", "pad+conv", "same", "fullconv-gather") if all(v in r for r in rs)}
+                for v in VARIANTS if all(v in r for r in rs)}
     print()
     for k, s in summary.items():
         gather = (f"; igemm-gather/default: geomean {s['fullconv-gather']['geomean']:.2f}x"
                   if "fullconv-gather" in s else "")
+        gather += (f"; plain rows/regions: geomean {s['fullconv-plain']['geomean']:.2f}x"
+                   if "fullconv-plain" in s else "")
         pad = f"; vs F.pad+conv: geomean {s['pad+conv']['geomean']:.2f}x" if "pad+conv" in s else ""
         print(f"{k:<28} vs cuDNN: geomean {s['cudnn']['geomean']:.2f}x (min {s['cudnn']['min']:.2f}, "
               f"max {s['cudnn']['max']:.2f}){pad}{gather}")

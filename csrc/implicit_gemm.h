@@ -10,6 +10,8 @@
 //    tensor. The reduction runs tap-major in chunks of channels, so a chunk is one tap and a
 //    whole chunk can be skipped when its tap meets only padding for every row of a tile.
 //      forward:      rows = output positions o;  A = x at i = o*s + k*d - p;  B = w[co, c, k]
+//                    (ordered by row regions: border rows apart from interior ones, so
+//                    tiles of border rows skip the taps that meet only padding there)
 //      grad_input:   one GEMM per residue class r (i = r + s*q, rows = the q of that class);
 //                    A = grad_out at o = (r + p - k*d)/s + q, only for the taps of class r
 //                    (tap_residue), so no product is ever thrown away; B = w[c_out, ci, k].
@@ -28,8 +30,17 @@
 
 #include "conv_shape.h"
 
+// Loops the device code must unroll (their constant indices keep the view in parameter space).
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define FULLCONV_UNROLL _Pragma("unroll")
+#else
+#define FULLCONV_UNROLL
+#endif
+
 namespace fullconv {
 namespace igemm {
+
+constexpr int kRegions = 27;  // row regions of an ImageGemm: 3 segments per spatial dim
 
 // ----------------------------------------------------------------------------- ImageGemm
 
@@ -57,6 +68,15 @@ struct ImageGemm {
   int64_t dst_spatial = 1;
   int64_t dst_mul[kMaxSpatialDims] = {1, 1, 1};
   int64_t dst_off[kMaxSpatialDims] = {0, 0, 0};
+  // Row regions (forward; see forward_gemm): when `regions`, the rows run region by region,
+  // batch-major inside each. Along dim i the positions below cut[i][0] form the low border
+  // (some taps read padding), those below cut[i][1] the interior (every tap reads input), the
+  // rest the high border; region r = (s0 * 3 + s1) * 3 + s2 takes segment s_i of each dim and
+  // starts at row region_first[r]. A tile then holds the rows of one region (bar the few tiles
+  // that straddle two), so a tap that meets padding all along a border is skipped for the tile.
+  bool regions = false;
+  int64_t cut[kMaxSpatialDims][2] = {{0, 1}, {0, 1}, {0, 1}};
+  int64_t region_first[kRegions] = {};
 };
 
 FULLCONV_HD inline int64_t volume(const int64_t v[kMaxSpatialDims]) { return v[0] * v[1] * v[2]; }
@@ -82,10 +102,44 @@ inline void finish_sizes(ImageGemm* v) {
   v->rows = v->batch * v->row_spatial;
   v->src_spatial = volume(v->src_size);
   v->dst_spatial = volume(v->dst_size);
+  for (int i = 0; i < kMaxSpatialDims; ++i) {
+    v->cut[i][0] = 0;
+    v->cut[i][1] = v->row_size[i];
+  }
 }
 
-// Forward: rows are the output positions.
-inline ImageGemm forward_gemm(const ConvShape& s) {
+// Segment s (0: low border, 1: interior, 2: high border) of dim i: first position, extent.
+FULLCONV_HD inline void region_segment(const ImageGemm& v, int i, int s, int64_t* lo, int64_t* ext) {
+  const int64_t a = s == 0 ? 0 : (s == 1 ? v.cut[i][0] : v.cut[i][1]);
+  const int64_t b = s == 0 ? v.cut[i][0] : (s == 1 ? v.cut[i][1] : v.row_size[i]);
+  *lo = a;
+  *ext = b - a;
+}
+
+// Sets the per-dim cuts (0 <= cut0 <= cut1 <= row_size) and numbers the regions' rows.
+inline void set_regions(ImageGemm* v, const int64_t cut0[kMaxSpatialDims], const int64_t cut1[kMaxSpatialDims]) {
+  v->regions = false;
+  for (int i = 0; i < kMaxSpatialDims; ++i) {
+    v->cut[i][0] = cut0[i];
+    v->cut[i][1] = cut1[i];
+    v->regions = v->regions || cut0[i] > 0 || cut1[i] < v->row_size[i];
+  }
+  int64_t first = 0;
+  for (int r = 0; r < kRegions; ++r) {
+    v->region_first[r] = first;
+    const int seg[kMaxSpatialDims] = {r / 9, (r / 3) % 3, r % 3};
+    int64_t count = v->batch;
+    for (int i = 0; i < kMaxSpatialDims; ++i) {
+      int64_t lo, ext;
+      region_segment(*v, i, seg[i], &lo, &ext);
+      count *= ext;
+    }
+    first += count;
+  }
+}
+
+// Forward: rows are the output positions, region by region (`regions` false: in plain order).
+inline ImageGemm forward_gemm(const ConvShape& s, bool regions = true) {
   ImageGemm v = image_gemm_base(s, s.out_channels_per_group(), s.in_channels_per_group(), s.in_channels,
                                 s.out_channels);
   for (int i = 0; i < kMaxSpatialDims; ++i) {
@@ -98,6 +152,17 @@ inline ImageGemm forward_gemm(const ConvShape& s) {
     v.dst_size[i] = s.out_size[i];
   }
   finish_sizes(&v);
+  if (!regions) return v;
+  // Every tap reads input at output o exactly when p <= o*s <= L - 1 (p = d*(k-1)): the
+  // interior; below it the low border, above it the high border.
+  int64_t cut0[kMaxSpatialDims], cut1[kMaxSpatialDims];
+  for (int i = 0; i < kMaxSpatialDims; ++i) {
+    const int64_t out = s.out_size[i];
+    const int64_t lo = ceil_div(s.padding(i), s.stride[i]), hi = floor_div(s.in_size[i] - 1, s.stride[i]) + 1;
+    cut0[i] = lo < out ? lo : out;
+    cut1[i] = hi < cut0[i] ? cut0[i] : (hi < out ? hi : out);
+  }
+  set_regions(&v, cut0, cut1);
   return v;
 }
 
@@ -149,33 +214,90 @@ FULLCONV_HD inline bool tap_offsets(const ImageGemm& v, int64_t tap, int64_t off
   return true;
 }
 
+// Local index l of a grid of extents `ext` (volume `spatial`) -> batch index, position.
+FULLCONV_HD inline void decode_grid(int64_t l, const int64_t ext[kMaxSpatialDims], int64_t spatial, int64_t* n,
+                                    int64_t p[kMaxSpatialDims]) {
+  const int64_t sp = l % spatial;
+  *n = l / spatial;
+  p[2] = sp % ext[2];
+  p[1] = (sp / ext[2]) % ext[1];
+  p[0] = sp / (ext[2] * ext[1]);
+}
+
+// The region of row m (m < rows; with `regions`): its number, first row, first position and
+// extents. The regions before it have first rows <= m, so it is the last such one (empty
+// regions share their successor's first row and lose to it).
+struct RowRegion {
+  int index;
+  int64_t first;
+  int64_t lo[kMaxSpatialDims], ext[kMaxSpatialDims];
+};
+
+FULLCONV_HD inline RowRegion row_region(const ImageGemm& v, int64_t m) {
+  RowRegion R;
+  R.index = 0;
+  R.first = 0;
+FULLCONV_UNROLL
+  for (int r = 1; r < kRegions; ++r)
+    if (v.region_first[r] <= m) {
+      R.index = r;
+      R.first = v.region_first[r];
+    }
+  const int seg[kMaxSpatialDims] = {R.index / 9, (R.index / 3) % 3, R.index % 3};
+FULLCONV_UNROLL
+  for (int i = 0; i < kMaxSpatialDims; ++i) region_segment(v, i, seg[i], &R.lo[i], &R.ext[i]);
+  return R;
+}
+
 // Row m -> batch index and position p on the row grid.
 FULLCONV_HD inline void decode_row(const ImageGemm& v, int64_t m, int64_t* n, int64_t p[kMaxSpatialDims]) {
-  const int64_t sp = m % v.row_spatial;
-  *n = m / v.row_spatial;
-  p[2] = sp % v.row_size[2];
-  p[1] = (sp / v.row_size[2]) % v.row_size[1];
-  p[0] = sp / (v.row_size[2] * v.row_size[1]);
+  if (!v.regions) {
+    decode_grid(m, v.row_size, v.row_spatial, n, p);
+    return;
+  }
+  const RowRegion R = row_region(v, m);
+  decode_grid(m - R.first, R.ext, volume(R.ext), n, p);
+FULLCONV_UNROLL
+  for (int i = 0; i < kMaxSpatialDims; ++i) p[i] += R.lo[i];
 }
 
 // A conservative bounding box [pmin, pmax] of the positions of rows [m0, m1) (m1 > m0,
-// clipped to rows): along a dim the box is exact while the rows stay on one line of the
-// grid above it, the whole extent otherwise.
+// clipped to rows): inside one region, along a dim the box is exact while the rows stay on
+// one line of the region's grid above it, the region's whole extent otherwise; the whole row
+// grid for rows of several regions.
 FULLCONV_HD inline void row_box(const ImageGemm& v, int64_t m0, int64_t m1,
                                 int64_t pmin[kMaxSpatialDims], int64_t pmax[kMaxSpatialDims]) {
   if (m1 > v.rows) m1 = v.rows;
+  int64_t first = 0, lo[kMaxSpatialDims] = {0, 0, 0}, ext[kMaxSpatialDims];
+  for (int i = 0; i < kMaxSpatialDims; ++i) ext[i] = v.row_size[i];
+  if (v.regions) {
+    const RowRegion a = row_region(v, m0), b = row_region(v, m1 - 1);
+    if (a.index != b.index) {
+      for (int i = 0; i < kMaxSpatialDims; ++i) {
+        pmin[i] = 0;
+        pmax[i] = v.row_size[i] - 1;
+      }
+      return;
+    }
+    first = a.first;
+    for (int i = 0; i < kMaxSpatialDims; ++i) {
+      lo[i] = a.lo[i];
+      ext[i] = a.ext[i];
+    }
+  }
+  const int64_t spatial = volume(ext);
   int64_t n0, n1, a[kMaxSpatialDims], b[kMaxSpatialDims];
-  decode_row(v, m0, &n0, a);
-  decode_row(v, m1 - 1, &n1, b);
+  decode_grid(m0 - first, ext, spatial, &n0, a);
+  decode_grid(m1 - 1 - first, ext, spatial, &n1, b);
   bool same_line = n0 == n1;  // do the rows share every coordinate above dim i?
   for (int i = 0; i < kMaxSpatialDims; ++i) {
     if (same_line) {
-      pmin[i] = a[i];
-      pmax[i] = b[i];
+      pmin[i] = lo[i] + a[i];
+      pmax[i] = lo[i] + b[i];
       same_line = a[i] == b[i];
     } else {
-      pmin[i] = 0;
-      pmax[i] = v.row_size[i] - 1;
+      pmin[i] = lo[i];
+      pmax[i] = lo[i] + ext[i] - 1;
     }
   }
 }

@@ -268,6 +268,28 @@ def test_cuda_algorithm_switch_refuses_unknown_value(monkeypatch):
 
 
 @needs_gpu
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16], ids=str)
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=str)
+def test_cuda_row_regions_change_no_value(dtype, memory_format, monkeypatch):
+    # The tiled forward runs border rows apart from interior ones so that border tiles skip the
+    # taps that meet only padding (FULLCONV_CUDA_ROW_REGIONS, default 1): the products it skips
+    # are zeros, so the result is the plain row order's (and the reference's).
+    monkeypatch.setenv("FULLCONV_CUDA_ALGORITHM", "igemm")
+    x = torch.randn(8, 64, 9, 11, device="cuda", dtype=dtype).contiguous(memory_format=memory_format)
+    w = (torch.randn(64, 64, 3, 5, device="cuda") / 24).to(dtype)
+    b = torch.randn(64, device="cuda", dtype=dtype)
+    y = fullconv.full_conv2d(x, w, b)
+    monkeypatch.setenv("FULLCONV_CUDA_ROW_REGIONS", "0")
+    plain = fullconv.full_conv2d(x, w, b)
+    torch.testing.assert_close(y, plain, rtol=0, atol=0)
+    ref = full_conv_reference(x.double(), w.double(), b.double())
+    assert (y.double() - ref).abs().max().item() <= (1e-10 if dtype == torch.float64 else 2e-2) * ref.abs().max().item()
+    monkeypatch.setenv("FULLCONV_CUDA_ROW_REGIONS", "yes")
+    with pytest.raises(ValueError, match="FULLCONV_CUDA_ROW_REGIONS"):
+        fullconv.full_conv2d(x, w, b)
+
+
+@needs_gpu
 def test_cuda_tf32_follows_the_convolution_precision_setting(monkeypatch):
     # Newer releases set TF32 per operation (torch.backends.cudnn.conv.fp32_precision); with the
     # convolution and RNN settings apart, asking without an operation would throw. fullconv

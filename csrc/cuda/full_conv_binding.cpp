@@ -51,6 +51,8 @@ void check_cuda(const at::Tensor& t, const char* name) {
 // (no copy at all for a channels_last input); otherwise they gather element by element.
 // FULLCONV_CUDA_ALGORITHM=auto|direct|igemm|igemm-gather forces one family for every pass
 // (igemm-gather: the tiled kernels without the channels-last reads; tests use each).
+// FULLCONV_CUDA_ROW_REGIONS=0 runs the tiled forward's rows in plain order instead of border
+// regions apart from the interior (cuda::IgemmLayout::row_regions), to measure the difference.
 using Pass = cuda::GemmPass;
 
 std::string cuda_algorithm() {
@@ -59,6 +61,13 @@ std::string cuda_algorithm() {
   TORCH_CHECK_VALUE(v == "auto" || v == "direct" || v == "igemm" || v == "igemm-gather" || v.empty(),
                     "FULLCONV_CUDA_ALGORITHM must be auto, direct, igemm or igemm-gather, got '", v, "'");
   return v.empty() ? "auto" : v;
+}
+
+bool row_regions() {
+  const char* env = std::getenv("FULLCONV_CUDA_ROW_REGIONS");
+  const std::string v = env ? env : "1";
+  TORCH_CHECK_VALUE(v == "0" || v == "1" || v.empty(), "FULLCONV_CUDA_ROW_REGIONS must be 0 or 1, got '", v, "'");
+  return v != "0";
 }
 
 // An attribute of the current device (the caller holds a CUDAGuard).
@@ -197,6 +206,7 @@ at::Tensor full_conv_cuda_impl(const at::Tensor& input, const at::Tensor& weight
   cuda::IgemmLayout layout;
   layout.src_channels_last = x_cl.defined();
   layout.dst_channels_last = x_cl.defined() && out_format != at::MemoryFormat::Contiguous;
+  layout.row_regions = row_regions();
   auto y = at::empty(output_shape(s, true), xb.options().memory_format(
                                                 layout.dst_channels_last ? out_format : at::MemoryFormat::Contiguous));
   const auto epilogue = make_epilogue(residual ? &res : nullptr, y.sizes(), residual_padding, relu);

@@ -80,9 +80,13 @@ bool igemm_channels_last_ok(DType dtype, bool tf32, const ConvShape& s, GemmPass
 // grad_in) pass: (N, C, *spatial), or channels-last (N, *spatial, C). A channels-last source
 // runs the cp.async kernels (igemm_channels_last_ok must hold); a channels-last destination
 // is only written by them (it needs a channels-last source). A residual stays (N, C, *spatial).
+// row_regions: the forward's rows run border regions apart from the interior (implicit_gemm.h),
+// so tiles of border rows skip the taps that meet only padding; false keeps the plain row order
+// (for side-by-side measurement; grad_input ignores it).
 struct IgemmLayout {
   bool src_channels_last = false;
   bool dst_channels_last = false;
+  bool row_regions = true;
 };
 
 // As forward_epilogue; w is the unpacked weight (read only for non-finite-weight channels).

@@ -958,7 +958,7 @@ struct ForwardOp {
     ep.weight = static_cast<const T*>(w);
     ep.shape = s;
     ep.residual = residual;
-    return launch_image_any<T, Math>(forward_gemm(s), layout, x, packed, ep, y, stream);
+    return launch_image_any<T, Math>(forward_gemm(s, layout.row_regions), layout, x, packed, ep, y, stream);
   }
 };
 

@@ -86,6 +86,9 @@ std::vector<T> permute_channels(const std::vector<T>& a, int64_t batch, int64_t 
   return out;
 }
 
+// The forward's row order for the next runs (regions, or plain order; IgemmLayout::row_regions).
+static bool g_row_regions = true;
+
 // channels_last (igemm only): every pass reads x and grad_out from channels-last copies (the
 // cp.async kernels); dst_channels_last: forward and grad_input also write y and grad_in
 // channels-last.
@@ -152,6 +155,7 @@ void run(Problem P, const Config& cfg, bool igemm, bool channels_last, bool dst_
       fc::IgemmLayout layout;
       layout.src_channels_last = true;
       layout.dst_channels_last = dst_channels_last;
+      layout.row_regions = g_row_regions;
       e1 = fc::forward_igemm(cfg.dtype, cfg.tf32, layout, x_cl.data(), wf.data(), w.data(), b.data(), nullptr, ep,
                              y.data(), s, nullptr);
       e2 = fc::grad_input_igemm(cfg.dtype, cfg.tf32, layout, gy_cl.data(), wb.data(), gx.data(), s, nullptr);
@@ -160,8 +164,10 @@ void run(Problem P, const Config& cfg, bool igemm, bool channels_last, bool dst_
         gx = permute_channels(gx, s.batch, s.in_channels, s.in_spatial(), false);
       }
     } else {
-      e1 = fc::forward_igemm(cfg.dtype, cfg.tf32, fc::IgemmLayout(), x.data(), wf.data(), w.data(), b.data(), nullptr,
-                             ep, y.data(), s, nullptr);
+      fc::IgemmLayout layout;
+      layout.row_regions = g_row_regions;
+      e1 = fc::forward_igemm(cfg.dtype, cfg.tf32, layout, x.data(), wf.data(), w.data(), b.data(), nullptr, ep,
+                             y.data(), s, nullptr);
       e2 = fc::grad_input_igemm(cfg.dtype, cfg.tf32, fc::IgemmLayout(), gy.data(), wb.data(), gx.data(), s, nullptr);
     }
     const size_t bytes = fc::grad_weight_igemm_workspace(cfg.dtype, cfg.tf32, s, sm_count);
@@ -331,7 +337,11 @@ int main(int argc, char** argv) {
       const int sm_count = sm_counts[i % 4];
       run_any(wide, cfg, true, sm_count, residual, relu, std::string("igemm ") + cfg.name + " " + describe(wide));
       run_any(narrow, cfg, true, sm_count, !residual, relu, std::string("igemm ") + cfg.name + " " + describe(narrow));
-      run_any(long_rows, cfg, true, 132, residual, !relu, std::string("igemm ") + cfg.name + " " + describe(long_rows));
+      // (every other problem: the forward's rows in plain order, not by regions)
+      g_row_regions = i % 2 == 0;
+      run_any(long_rows, cfg, true, 132, residual, !relu,
+              std::string("igemm ") + (g_row_regions ? "" : "plain rows ") + cfg.name + " " + describe(long_rows));
+      g_row_regions = true;
       if (cfg.dtype != fc::DType::kFloat64 && (cfg.dtype != fc::DType::kFloat32 || cfg.tf32)) {
         // tensor-core dtypes: the channels-last kernel, short and long rows
         const Problem cl = random_problem(rng, 1 + i % 3, true, i % 4 == 3, true);
