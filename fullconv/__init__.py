@@ -35,6 +35,6 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
-from .convert import FullConvAlignmentError, convert  # noqa: E402
+from .convert import FullConvAlignmentError, aligned_block_classes, convert  # noqa: E402
 
-__all__ += ["convert", "FullConvAlignmentError"]
+__all__ += ["convert", "FullConvAlignmentError", "aligned_block_classes"]

@@ -18,8 +18,10 @@ networks; the known torchvision families are aligned here:
 * VGG needs nothing beyond the conv conversion (its adaptive pool absorbs the larger map).
 
 Any other model: after conversion a shape probe runs the model on fake tensors (no compute)
-and an addition or concatenation of mismatched sizes raises ``FullConvAlignmentError``
-naming the module and the two shapes, so no model that would fail later is returned.
+and an element-wise addition, subtraction, multiplication or division, or a concatenation,
+of mismatched sizes raises ``FullConvAlignmentError`` naming the module and the two shapes.
+(Where the probe input cannot run the model at all, a warning says so and asks for
+``example_input``.)
 """
 from __future__ import annotations
 
@@ -129,9 +131,10 @@ def _fold_bn(conv, bn):
 
 
 def _can_fold(block, conv, bn):
+    # (a BatchNorm in training mode inside an eval block normalises with batch statistics)
     return (not block.training and isinstance(conv, (FullConv1d, FullConv2d, FullConv3d))
-            and isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.track_running_stats
-            and bn.running_mean is not None)
+            and isinstance(bn, nn.modules.batchnorm._BatchNorm) and not bn.training
+            and bn.track_running_stats and bn.running_mean is not None)
 
 
 def _residual_output(block, h, x, conv=None, bn=None, main=None):
@@ -158,14 +161,45 @@ def _residual_output(block, h, x, conv=None, bn=None, main=None):
     return padded_add(out, shortcut.to(out.dtype) if shortcut.dtype != out.dtype else shortcut, relu=True)
 
 
+def _module_level(cls):
+    """Registers a lazily built block class under its name in this module, so that converted
+    models pickle (pickle finds classes by module and name; see __getattr__)."""
+    cls.__module__ = __name__
+    cls.__qualname__ = cls.__name__
+    globals()[cls.__name__] = cls
+    return cls
+
+
+_LAZY_CLASSES = ("FullBasicBlock", "FullBottleneck", "FullVideoBasicBlock", "FullVideoBottleneck",
+                 "FullDenseBlock")
+
+
+def __getattr__(name):
+    # the aligned block classes subclass torchvision's, so they are built on first use
+    if name in _LAZY_CLASSES:
+        _known_blocks()
+        if name in globals():
+            return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def aligned_block_classes() -> tuple:
+    """The classes ``convert`` gives aligned torchvision blocks. Their forwards depend on
+    tensor shapes, so torch.fx traces them as leaf modules, e.g.
+    ``create_feature_extractor(m, nodes, tracer_kwargs={"leaf_modules": list(aligned_block_classes())})``."""
+    return tuple(new for new, _ in _known_blocks().values())
+
+
 def _resnet_block_classes():
     from torchvision.models import resnet as tv
 
+    @_module_level
     class FullBasicBlock(tv.BasicBlock):
         def forward(self, x):
             h = self.relu(self.bn1(self.conv1(x)))
             return _residual_output(self, h, x, self.conv2, self.bn2)
 
+    @_module_level
     class FullBottleneck(tv.Bottleneck):
         def forward(self, x):
             h = self.relu(self.bn1(self.conv1(x)))
@@ -178,10 +212,12 @@ def _resnet_block_classes():
 def _video_block_classes():
     from torchvision.models.video import resnet as tvv
 
+    @_module_level
     class FullVideoBasicBlock(tvv.BasicBlock):
         def forward(self, x):
             return _residual_output(self, None, x, main=self.conv2(self.conv1(x)))
 
+    @_module_level
     class FullVideoBottleneck(tvv.Bottleneck):
         def forward(self, x):
             return _residual_output(self, None, x, main=self.conv3(self.conv2(self.conv1(x))))
@@ -192,6 +228,7 @@ def _video_block_classes():
 def _densenet_block_class():
     from torchvision.models import densenet as tvd
 
+    @_module_level
     class FullDenseBlock(tvd._DenseBlock):
         def forward(self, init_features):
             features = [init_features]
@@ -206,8 +243,15 @@ def _densenet_block_class():
     return tvd._DenseBlock, FullDenseBlock
 
 
+_KNOWN = None
+
+
 def _known_blocks():
-    """{original class: (aligned class, kind)} for the torchvision families available."""
+    """{original class: (aligned class, kind)} for the torchvision families available (built
+    once: a converted model's blocks keep one class per kind)."""
+    global _KNOWN
+    if _KNOWN is not None:
+        return _KNOWN
     table = {}
     try:
         for orig, new in _resnet_block_classes().items():
@@ -218,6 +262,7 @@ def _known_blocks():
         table[orig] = (new, "dense")
     except ImportError:  # torchvision not installed: only generic conversion
         pass
+    _KNOWN = table
     return table
 
 
@@ -284,17 +329,17 @@ def convert(model: nn.Module, *, inplace: bool = False, include: Selector = None
             if not convert_padding_modes:
                 skipped_modes.append(f"{name} ({conv.padding_mode})")
                 return None
-        if isinstance(conv.padding, str):
-            pass  # 'same' / 'valid': replaced by the full padding like any other
-        return full_cls.from_conv(conv, convert_padding_mode=True)
+        # 'same' / 'valid' paddings are replaced by the full padding like any other. The module
+        # itself is converted: its Parameters, parametrizations, hooks and any other references
+        # to it (a module used twice, tied weights, an optimizer) stay as they are.
+        return full_cls.convert_in_place(conv, convert_padding_mode=True)
 
     def visit(module, name):
         # convert the convolutions below `module`, then align `module` if it is a known block
         for child_name, child in list(module.named_children()):
             child_path = f"{name}.{child_name}" if name else child_name
-            new = convert_conv(child_path, child) if isinstance(child, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) else None
-            if new is not None:
-                setattr(module, child_name, new)
+            if isinstance(child, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+                convert_conv(child_path, child)
             else:
                 visit(child, child_path)
         entry = known.get(type(module))
@@ -372,8 +417,15 @@ class _ModuleStack:
             h.remove()
 
 
+# element-wise binary ops whose operands must broadcast (residual additions, gates, ...)
 _ADD_OPS = {torch.add, torch.Tensor.add, torch.Tensor.add_, torch.Tensor.__add__,
-            torch.Tensor.__iadd__, torch.Tensor.__radd__}
+            torch.Tensor.__iadd__, torch.Tensor.__radd__,
+            torch.sub, torch.Tensor.sub, torch.Tensor.sub_, torch.Tensor.__sub__, torch.Tensor.__rsub__,
+            torch.Tensor.__isub__,
+            torch.mul, torch.Tensor.mul, torch.Tensor.mul_, torch.Tensor.__mul__, torch.Tensor.__rmul__,
+            torch.Tensor.__imul__,
+            torch.div, torch.Tensor.div, torch.Tensor.div_, torch.Tensor.__truediv__,
+            torch.Tensor.__rtruediv__, torch.Tensor.__itruediv__}
 _CAT_OPS = {torch.cat, torch.concat, torch.concatenate, torch.stack}
 
 
@@ -393,9 +445,10 @@ class _AlignmentMode(torch.overrides.TorchFunctionMode):
                     torch.broadcast_shapes(a.shape, b.shape)
                 except RuntimeError:
                     raise FullConvAlignmentError(
-                        f"after conversion, an addition in module '{self.modules.where()}' adds tensors "
-                        f"of shapes {tuple(a.shape)} and {tuple(b.shape)}: align the branch (pad it "
-                        "symmetrically) or exclude its convolutions from the conversion") from None
+                        f"after conversion, an element-wise {getattr(func, '__name__', 'operation')} in module "
+                        f"'{self.modules.where()}' combines tensors of shapes {tuple(a.shape)} and "
+                        f"{tuple(b.shape)}: align the branch (pad it symmetrically) or exclude its "
+                        "convolutions from the conversion") from None
         elif func in _CAT_OPS:
             tensors = args[0] if args else kwargs.get("tensors")
             dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
@@ -430,7 +483,7 @@ def probe_shapes(model: nn.Module, example_input: Optional[torch.Tensor] = None)
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     inputs = [example_input] if example_input is not None else _default_probe_inputs(model)
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]  # each module's own mode, restored below
     model.eval()  # no running-statistics updates during the probe
     stack = _ModuleStack(model)
     try:
@@ -455,4 +508,5 @@ def probe_shapes(model: nn.Module, example_input: Optional[torch.Tensor] = None)
                         stack.stack.clear()
     finally:
         stack.close()
-        model.train(was_training)
+        for m, training in modes:
+            m.training = training

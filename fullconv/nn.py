@@ -65,25 +65,44 @@ class _FullConvMixin:
         return s + ", padding=full"
 
     @classmethod
+    def _check_convertible(cls, conv: nn.Module, convert_padding_mode: bool, what: str):
+        base = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[cls._nd]
+        if not isinstance(conv, base):
+            raise TypeError(f"{cls.__name__}.{what} expects an nn.{base.__name__}, got "
+                            f"{type(conv).__name__}")
+        if getattr(conv, "transposed", False):
+            raise TypeError(f"{cls.__name__}.{what} cannot convert a transposed convolution")
+        if isinstance(conv, nn.modules.lazy.LazyModuleMixin) and conv.has_uninitialized_params():
+            raise TypeError(f"{cls.__name__}.{what}: {type(conv).__name__} has uninitialized "
+                            f"parameters; run a forward pass first")
+        if conv.padding_mode != "zeros" and not convert_padding_mode:
+            raise ValueError(f"{cls.__name__}.{what}: the convolution pads with "
+                             f"padding_mode={conv.padding_mode!r}; full convolution pads with zeros "
+                             f"(pass convert_padding_mode=True to convert it anyway)")
+
+    @classmethod
+    def convert_in_place(cls, conv: nn.Module, *, convert_padding_mode: bool = False) -> nn.Module:
+        """Turns an existing ``nn.ConvNd`` itself into a full convolution and returns it: the
+        same module object, Parameters, parametrizations (weight/spectral norm), hooks and
+        state_dict; only its padding (now the full padding), padding mode and forward change.
+        Weight sharing and optimizers holding its Parameters keep working."""
+        cls._check_convertible(conv, convert_padding_mode, "convert_in_place")
+        pads = tuple(d * (k - 1) for d, k in zip(conv.dilation, conv.kernel_size))
+        conv.padding = pads
+        conv.padding_mode = "zeros"
+        conv._reversed_padding_repeated_twice = [p for p in reversed(pads) for _ in range(2)]
+        from torch.nn.utils import parametrize
+        conv.__class__ = _parametrized_class(cls, type(conv)) if parametrize.is_parametrized(conv) else cls
+        return conv
+
+    @classmethod
     def from_conv(cls, conv: nn.Module, *, convert_padding_mode: bool = False):
         """Builds a full convolution with the weights, stride, dilation, groups and bias of an
         existing ``nn.ConvNd`` (its padding is replaced by the full padding). The parameters
         are shared copies (new Parameters with the same values), on the same device/dtype.
         A convolution with a ``padding_mode`` other than ``'zeros'`` is refused unless
         ``convert_padding_mode=True`` (the result pads with zeros, as full convolution does)."""
-        base = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[cls._nd]
-        if not isinstance(conv, base):
-            raise TypeError(f"{cls.__name__}.from_conv expects an nn.{base.__name__}, got "
-                            f"{type(conv).__name__}")
-        if getattr(conv, "transposed", False):
-            raise TypeError(f"{cls.__name__}.from_conv cannot convert a transposed convolution")
-        if isinstance(conv, nn.modules.lazy.LazyModuleMixin) and conv.has_uninitialized_params():
-            raise TypeError(f"{cls.__name__}.from_conv: {type(conv).__name__} has uninitialized "
-                            f"parameters; run a forward pass first")
-        if conv.padding_mode != "zeros" and not convert_padding_mode:
-            raise ValueError(f"{cls.__name__}.from_conv: the convolution pads with "
-                             f"padding_mode={conv.padding_mode!r}; full convolution pads with zeros "
-                             f"(pass convert_padding_mode=True to convert it anyway)")
+        cls._check_convertible(conv, convert_padding_mode, "from_conv")
         new = cls(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
                   dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None,
                   device=conv.weight.device, dtype=conv.weight.dtype)
@@ -95,6 +114,19 @@ class _FullConvMixin:
                 new.bias.requires_grad_(conv.bias.requires_grad)
         new.train(conv.training)
         return new
+
+
+_PARAMETRIZED = {}
+
+
+def _parametrized_class(full_cls, parametrized_cls):
+    """A full convolution class for a parametrized convolution (torch.nn.utils.parametrize
+    gives such modules a class of their own that carries the parametrized attributes): the
+    full convolution's forward first, then the parametrized class for everything else."""
+    key = (full_cls, parametrized_cls)
+    if key not in _PARAMETRIZED:
+        _PARAMETRIZED[key] = type(f"Parametrized{full_cls.__name__}", (full_cls, parametrized_cls), {})
+    return _PARAMETRIZED[key]
 
 
 class FullConv1d(_FullConvMixin, nn.Conv1d):

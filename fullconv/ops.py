@@ -29,6 +29,10 @@ _SUPPORTED_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16
 
 def full_output_size(size: int, kernel_size: int, stride: int = 1, dilation: int = 1) -> int:
     """Output length of a full convolution along one dim: ``(L + d(k-1) - 1) // s + 1``."""
+    if size < 0 or kernel_size <= 0 or stride <= 0 or dilation <= 0:
+        raise FullConvError(f"full_output_size: needs size >= 0 and positive kernel_size, stride and "
+                            f"dilation, got size={size}, kernel_size={kernel_size}, stride={stride}, "
+                            f"dilation={dilation}")
     return (size + dilation * (kernel_size - 1) - 1) // stride + 1
 
 
@@ -62,9 +66,21 @@ def _tuple(value, n: int, name: str) -> tuple:
                             f"{type(value).__name__}")
 
 
-def check_arguments(input, weight, bias, stride, dilation, groups, op_name="full_conv"):
+def _autocast_dtype(t: Tensor):
+    """The dtype `t` has once autocast has cast it for a convolution (the op's autocast
+    kernels cast floating tensors other than float64 to the autocast dtype), else its own."""
+    device_type = t.device.type
+    if (device_type in ("cpu", "cuda") and t.is_floating_point() and t.dtype != torch.float64
+            and torch.is_autocast_enabled(device_type)):
+        return torch.get_autocast_dtype(device_type)
+    return t.dtype
+
+
+def check_arguments(input, weight, bias, stride, dilation, groups, op_name="full_conv",
+                    autocast=False):
     """Validates full_conv's arguments (mirrors the C++ checks) and returns
-    ``(batched, output_shape)``. Raises FullConvError / FullConvTypeError."""
+    ``(batched, output_shape)``. Raises FullConvError / FullConvTypeError. ``autocast``: compare
+    dtypes as the op's autocast kernel will see them (the functional API's calls)."""
     if not isinstance(input, Tensor):
         raise FullConvTypeError(f"{op_name}: input must be a Tensor, got {type(input).__name__}")
     if not isinstance(weight, Tensor):
@@ -81,7 +97,8 @@ def check_arguments(input, weight, bias, stride, dilation, groups, op_name="full
         raise FullConvError(f"{op_name}: expected {wdim - 1}-D (unbatched) or {wdim}-D (batched) "
                             f"input for a {nd}-D weight of shape {tuple(weight.shape)}, got input "
                             f"of shape {tuple(input.shape)}")
-    if input.dtype != weight.dtype:
+    dtype_of = _autocast_dtype if autocast else (lambda t: t.dtype)
+    if dtype_of(input) != dtype_of(weight):
         raise FullConvTypeError(f"{op_name}: input and weight must have the same dtype, got "
                                 f"{input.dtype} and {weight.dtype}")
     if input.dtype not in _SUPPORTED_DTYPES:
@@ -130,7 +147,7 @@ def check_arguments(input, weight, bias, stride, dilation, groups, op_name="full
         if bias.dim() != 1 or bias.shape[0] != out_channels:
             raise FullConvError(f"{op_name}: bias must be 1-D with out_channels ({out_channels}) "
                                 f"elements, got shape {tuple(bias.shape)}")
-        if bias.dtype != input.dtype:
+        if dtype_of(bias) != dtype_of(input):
             raise FullConvTypeError(f"{op_name}: bias must have the dtype of input and weight "
                                     f"({input.dtype}), got {bias.dtype}")
         if bias.device != input.device:
@@ -193,6 +210,59 @@ def _full_conv_backward_fake(grad_output, input, weight, stride, dilation, group
 
 # --- autograd -------------------------------------------------------------------------------
 
+def _real_taps_everywhere(L: int, K: int, s: int, d: int) -> bool:
+    """Does every output position along this dim read real input through some tap? (Not
+    always: a dilation larger than the input leaves outputs that see only padding.)"""
+    p, out = d * (K - 1), full_output_size(L, K, s, d)
+    reach = 0  # outputs [0, reach) are covered by the ranges seen so far (taps in order of lo)
+    for lo, hi in sorted((max(0, -((k * d - p) // s)), min(out - 1, (L - 1 + p - k * d) // s))
+                         for k in range(K)):
+        if lo > hi:
+            continue
+        if lo > reach:
+            return False
+        reach = max(reach, hi + 1)
+    return reach >= out
+
+
+def _padding_products_of_grad_weight(grad_weight, grad_output, input, weight, stride, dilation):
+    """grad_weight as a padded convolution's backward forms it when grad_output holds inf or
+    NaN: there every tap also multiplies the padding zeros, and 0 * inf = NaN, so the taps
+    that meet padding at a non-finite grad_output element become NaN (the kernels skip those
+    products, as they skip them everywhere). Eager CPU autograd only: the test is a pass over
+    grad_weight (a non-finite grad_output element makes the grad_weight products of its real
+    taps non-finite too) whose answer a GPU would have to synchronise for and a traced graph
+    cannot branch on."""
+    if grad_weight.device.type != "cpu" or grad_output.numel() == 0 or grad_weight.numel() == 0:
+        return grad_weight
+    if type(grad_weight) is not Tensor or type(grad_output) is not Tensor or torch.compiler.is_compiling():
+        return grad_weight  # traced (fake / functional tensors, compiled graphs): values unknown
+    nd = weight.dim() - 2
+    kernel, spatial = tuple(weight.shape[2:]), tuple(input.shape[-nd:])
+    gy = grad_output if grad_output.dim() == weight.dim() else grad_output.unsqueeze(0)
+    if bool(torch.isfinite(grad_weight).all()):
+        if all(_real_taps_everywhere(L, K, s_, d) for L, K, s_, d in zip(spatial, kernel, stride, dilation)):
+            return grad_weight
+        if bool(torch.isfinite(gy).all()):
+            return grad_weight
+    bad = (~torch.isfinite(gy)).any(0)  # (Cout, *out)
+    total = bad.flatten(1).sum(1)
+    if not bool((total > 0).any()):
+        return grad_weight
+    out = tuple(gy.shape[2:])
+    gw = grad_weight.clone()
+    import itertools
+    for k in itertools.product(*(range(K) for K in kernel)):
+        box = bad
+        for i, (ki, L, K, s_, d) in enumerate(zip(k, spatial, kernel, stride, dilation)):
+            p = d * (K - 1)
+            lo, hi = max(0, -((ki * d - p) // s_)), min(out[i] - 1, (L - 1 + p - ki * d) // s_)
+            box = box.narrow(1 + i, lo, max(0, hi - lo + 1))
+        meets_padding = total > box.flatten(1).sum(1)  # a bad element outside the tap's box
+        gw[(slice(None), slice(None)) + k][meets_padding] = float("nan")
+    return gw
+
+
 def _full_conv_setup_context(ctx, inputs, output):
     input, weight, bias, stride, dilation, groups = inputs
     ctx.save_for_backward(input, weight)
@@ -205,8 +275,10 @@ def _full_conv_backward(ctx, grad_output):
     stride, dilation, groups = ctx.conv_args
     mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1],
             ctx.has_bias and ctx.needs_input_grad[2]]
-    grads = torch.ops.fullconv.full_conv_backward(
-        grad_output, input, weight, stride, dilation, groups, mask)
+    grads = list(torch.ops.fullconv.full_conv_backward(
+        grad_output, input, weight, stride, dilation, groups, mask))
+    if mask[1]:
+        grads[1] = _padding_products_of_grad_weight(grads[1], grad_output, input, weight, stride, dilation)
     return (*(g if m else None for g, m in zip(grads, mask)), None, None, None)
 
 
@@ -263,9 +335,49 @@ torch.library.register_autograd("fullconv::full_conv_backward", _backward_backwa
 
 # --- functional API -------------------------------------------------------------------------
 
+def _is_proxy(*args) -> bool:
+    """torch.fx symbolic tracing: the arguments are Proxies (the op is recorded as it is)."""
+    return any(isinstance(a, torch.fx.Proxy) for a in args)
+
+
+def _forward_ad_active() -> bool:
+    return torch.autograd.forward_ad._current_level >= 0
+
+
+def _unpack_duals(*tensors):
+    """(primals, tangents) of forward-mode AD dual tensors (None: no tangent / no tensor)."""
+    fwad = torch.autograd.forward_ad
+    unpacked = [fwad.unpack_dual(t) if isinstance(t, Tensor) else None for t in tensors]
+    return ([u.primal if u is not None else t for u, t in zip(unpacked, tensors)],
+            [u.tangent if u is not None else None for u in unpacked])
+
+
+def _full_conv_dual(input, weight, bias, stride, dilation, groups):
+    """full_conv on forward-mode AD duals. The op's autograd formula is reverse-mode only, so
+    the tangent is formed here from linearity: conv(dx, w) + conv(x, dw) + db. None when no
+    argument carries a tangent."""
+    (x, w, b), (tx, tw, tb) = _unpack_duals(input, weight, bias)
+    if tx is None and tw is None and tb is None:
+        return None
+    op = torch.ops.fullconv.full_conv
+    y = op(x, w, b, stride, dilation, groups)
+    ty = torch.zeros_like(y)
+    if tx is not None:
+        ty = ty + op(tx.to(x.dtype), w, None, stride, dilation, groups)
+    if tw is not None:
+        ty = ty + op(x, tw.to(w.dtype), None, stride, dilation, groups)
+    if tb is not None:
+        batched = y.dim() == w.dim()
+        ty = ty + tb.view(-1, *([1] * (y.dim() - (2 if batched else 1))))
+    return torch.autograd.forward_ad.make_dual(y, ty)
+
+
 def _full_conv(nd: int, input: Tensor, weight: Tensor, bias: Optional[Tensor],
                stride: IntOrTuple, dilation: IntOrTuple, groups: int) -> Tensor:
     name = f"full_conv{nd}d"
+    if _is_proxy(input, weight, bias):
+        return torch.ops.fullconv.full_conv(input, weight, bias, list(_tuple(stride, nd, "stride")),
+                                            list(_tuple(dilation, nd, "dilation")), groups)
     if not isinstance(weight, Tensor):
         raise FullConvTypeError(f"{name}: weight must be a Tensor, got {type(weight).__name__}")
     if weight.dim() != nd + 2:
@@ -273,7 +385,11 @@ def _full_conv(nd: int, input: Tensor, weight: Tensor, bias: Optional[Tensor],
                             f"in_channels/groups, *kernel_size), got shape {tuple(weight.shape)}")
     stride = _tuple(stride, nd, "stride")
     dilation = _tuple(dilation, nd, "dilation")
-    check_arguments(input, weight, bias, stride, dilation, groups, name)
+    check_arguments(input, weight, bias, stride, dilation, groups, name, autocast=True)
+    if _forward_ad_active():
+        out = _full_conv_dual(input, weight, bias, list(stride), list(dilation), int(groups))
+        if out is not None:
+            return out
     return torch.ops.fullconv.full_conv(input, weight, bias, list(stride), list(dilation),
                                         int(groups))
 
@@ -301,8 +417,9 @@ def full_conv3d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
 
 # --- fused residual epilogue ----------------------------------------------------------------
 
-def _check_residual(out_shape, residual, padding, like, op_name):
-    """Mirrors check_residual() in csrc/ops.cpp."""
+def _check_residual(out_shape, residual, padding, like, op_name, autocast=False):
+    """Mirrors check_residual() in csrc/ops.cpp (``autocast``: dtypes as the op's autocast
+    kernel will see them)."""
     if not isinstance(residual, Tensor):
         raise FullConvTypeError(f"{op_name}: residual must be a Tensor, got {type(residual).__name__}")
     nd = len(padding)
@@ -318,7 +435,8 @@ def _check_residual(out_shape, residual, padding, like, op_name):
             raise FullConvError(f"{op_name}: residual of shape {tuple(residual.shape)} padded by "
                                 f"{tuple(padding)} on each side does not match the output shape "
                                 f"{tuple(out_shape)} (dim {i})")
-    if residual.dtype != like.dtype:
+    dtype_of = _autocast_dtype if autocast else (lambda t: t.dtype)
+    if dtype_of(residual) != dtype_of(like):
         raise FullConvTypeError(f"{op_name}: residual must have dtype {like.dtype}, got {residual.dtype}")
     if residual.device != like.device:
         raise FullConvError(f"{op_name}: residual must be on {like.device}, got {residual.device}")
@@ -377,7 +495,9 @@ def _residual_backward(ctx, grad_output):
     mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
     grads = [None, None, None]
     if any(mask):
-        grads = torch.ops.fullconv.full_conv_backward(g, input, weight, stride, dilation, groups, mask)
+        grads = list(torch.ops.fullconv.full_conv_backward(g, input, weight, stride, dilation, groups, mask))
+        if mask[1]:
+            grads[1] = _padding_products_of_grad_weight(grads[1], g, input, weight, stride, dilation)
         grads = [t if m else None for t, m in zip(grads, mask)]
     g_res = _centre(g, ctx.residual_padding) if ctx.needs_input_grad[3] else None
     return (*grads, g_res, None, None, None, None, None)
@@ -415,7 +535,19 @@ def padded_add(input: Tensor, residual: Tensor, relu: bool = False, nd: Optional
     if nd < 1 or nd > 3:
         raise FullConvError(f"padded_add: expected 1 to 3 spatial dims, got input of shape {tuple(input.shape)}")
     pads = centred_padding(input.shape, residual.shape, nd)
+    if _forward_ad_active() and any(t is not None for t in _unpack_duals(input, residual)[1]):
+        return _padded_add_composite(input, residual, pads, relu)
     return torch.ops.fullconv.padded_add(input, residual, pads, bool(relu))
+
+
+def _padded_add_composite(input, residual, pads, relu):
+    """padded_add from differentiable PyTorch ops (forward-mode AD duals; the op's own
+    autograd formula is reverse-mode only)."""
+    spec = []
+    for p in reversed(pads):
+        spec += [p, p]
+    out = input + torch.nn.functional.pad(residual, spec).to(input.dtype)
+    return torch.relu(out) if relu else out
 
 
 def full_conv_residual(input: Tensor, weight: Tensor, bias: Optional[Tensor], residual: Tensor,
@@ -428,9 +560,14 @@ def full_conv_residual(input: Tensor, weight: Tensor, bias: Optional[Tensor], re
     nd = weight.dim() - 2
     stride = _tuple(stride, nd, "stride")
     dilation = _tuple(dilation, nd, "dilation")
-    _, shape = check_arguments(input, weight, bias, stride, dilation, groups, "full_conv_residual")
+    _, shape = check_arguments(input, weight, bias, stride, dilation, groups, "full_conv_residual",
+                               autocast=True)
     if not isinstance(residual, Tensor):
         raise FullConvTypeError("full_conv_residual: residual must be a Tensor")
     pads = centred_padding(shape, residual.shape, nd)
+    if _forward_ad_active() and any(t is not None for t in _unpack_duals(input, weight, bias, residual)[1]):
+        _check_residual(shape, residual, pads, input, "full_conv_residual", autocast=True)
+        out = _full_conv(nd, input, weight, bias, stride, dilation, groups)
+        return _padded_add_composite(out, residual, pads, relu)
     return torch.ops.fullconv.full_conv_residual(input, weight, bias, residual, list(stride),
                                                  list(dilation), int(groups), pads, bool(relu))

@@ -1,6 +1,7 @@
 """gradcheck / gradgradcheck in float64 and torch.library.opcheck for both operators."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 import fullconv
 
@@ -94,3 +95,81 @@ def test_empty_batch_gradients(device):
     assert x.grad.shape == x.shape
     assert torch.equal(w.grad, torch.zeros_like(w))
     assert torch.equal(b.grad, torch.zeros_like(b))
+
+
+# --- forward-mode AD, autocast with mixed dtypes, non-finite grad_output ---------------------
+
+@pytest.mark.parametrize("nd", [1, 2, 3])
+def test_forward_mode_ad_matches_conv(nd):
+    import torch.autograd.forward_ad as fwAD
+    torch.manual_seed(nd)
+    conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[nd]
+    full = {1: fullconv.full_conv1d, 2: fullconv.full_conv2d, 3: fullconv.full_conv3d}[nd]
+    x = torch.randn(2, 4, *(5,) * nd, dtype=torch.float64)
+    w = torch.randn(6, 2, *(3,) * nd, dtype=torch.float64)
+    b = torch.randn(6, dtype=torch.float64)
+    tx, tw, tb = torch.randn_like(x), torch.randn_like(w), torch.randn_like(b)
+    for which in ([0], [1], [2], [0, 1, 2]):
+        args = [(x, tx), (w, tw), (b, tb)]
+        with fwAD.dual_level():
+            duals = [fwAD.make_dual(p, t) if i in which else p for i, (p, t) in enumerate(args)]
+            got = fwAD.unpack_dual(full(*duals, 2, 1, 2))
+            ref = fwAD.unpack_dual(conv(*duals, 2, 2, 1, 2))
+        torch.testing.assert_close(got.primal, ref.primal)
+        torch.testing.assert_close(got.tangent, ref.tangent)
+    _, jt = torch.func.jvp(lambda w: full(x, w, b, 1, 2, 2), (w,), (tw,))
+    _, jr = torch.func.jvp(lambda w: conv(x, w, b, 1, [2 * 2] * nd, 2, 2), (w,), (tw,))
+    torch.testing.assert_close(jt, jr)
+
+
+def test_forward_mode_ad_through_fused_epilogue():
+    import torch.autograd.forward_ad as fwAD
+    x = torch.randn(2, 4, 6, 6, dtype=torch.float64)
+    w = torch.randn(4, 4, 3, 3, dtype=torch.float64)
+    r = torch.randn(2, 4, 4, 4, dtype=torch.float64)
+    tw, tr = torch.randn_like(w), torch.randn_like(r)
+    with fwAD.dual_level():
+        wd, rd = fwAD.make_dual(w, tw), fwAD.make_dual(r, tr)
+        got = fwAD.unpack_dual(fullconv.full_conv_residual(x, wd, None, rd, relu=True)).tangent
+        ref = fwAD.unpack_dual(torch.relu(F.conv2d(x, wd, padding=2) + F.pad(rd, (2, 2, 2, 2)))).tangent
+        got2 = fwAD.unpack_dual(fullconv.padded_add(F.conv2d(x, wd, padding=2), rd, relu=True)).tangent
+    torch.testing.assert_close(got, ref)
+    torch.testing.assert_close(got2, ref)
+
+
+def test_autocast_takes_mixed_dtypes_like_nn_conv():
+    # under autocast a bfloat16 activation meets a float32 weight (every layer after the
+    # first): the functional API and the modules run it, as nn.Conv2d does
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8, 8).bfloat16()
+    m = fullconv.FullConv2d(3, 4, 3)
+    ref_m = torch.nn.Conv2d(3, 4, 3, padding=2)
+    ref_m.load_state_dict(m.state_dict())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = m(x)
+        ref = ref_m(x)
+        y2 = fullconv.full_conv2d(x, m.weight, m.bias)
+    assert y.dtype == ref.dtype == torch.bfloat16
+    torch.testing.assert_close(y, ref)
+    torch.testing.assert_close(y2, ref)
+    with pytest.raises(fullconv.FullConvTypeError, match="same dtype"):  # outside autocast: refused
+        fullconv.full_conv2d(x, m.weight)
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")])
+def test_nonfinite_grad_output_gives_reference_grad_weight(bad):
+    # A padded convolution's grad_weight multiplies grad_output by the padding zeros too:
+    # 0 * inf = NaN at every tap that meets padding at the poisoned element.
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, 6, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 3, 3, 2, dtype=torch.float64, requires_grad=True)
+    y = fullconv.full_conv2d(x, w, None, (2, 1), (1, 2))
+    gy = torch.randn_like(y)
+    gy[1, 2, 0, 3] = bad
+    got = torch.autograd.grad(y, (x, w), gy)
+    yr = F.conv2d(x, w, None, (2, 1), (2, 2), (1, 2))
+    ref = torch.autograd.grad(yr, (x, w), gy)
+    for a, r in zip(got, ref):
+        assert torch.equal(a.isnan(), r.isnan())
+        torch.testing.assert_close(a.nan_to_num(0.0, 1e300, -1e300), r.nan_to_num(0.0, 1e300, -1e300))
+    assert got[1].isnan().any()

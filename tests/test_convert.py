@@ -257,3 +257,123 @@ def test_stem_pool_full_does_not_crop_the_border():
     with torch.no_grad():
         torch.testing.assert_close(feats(full, a), feats(full, b), rtol=1e-12, atol=1e-12)
         assert not torch.allclose(feats(authors, a), feats(authors, b))
+
+
+# --- conversion in place: identities, modes, parametrizations, pickling, FX -----------------
+
+def test_convert_keeps_each_modules_mode():
+    # frozen BatchNorm inside a training model (and the reverse) survive the shape probe
+    m = build("resnet18").train()
+    for b in m.modules():
+        if isinstance(b, nn.BatchNorm2d):
+            b.eval()
+    fm = fullconv.convert(m)
+    assert fm.training
+    assert all(not b.training for b in fm.modules() if isinstance(b, nn.BatchNorm2d))
+    e = build("resnet18").eval()
+    e.layer1[0].bn1.train()
+    fe = fullconv.convert(e)
+    assert not fe.training and fe.layer1[0].bn1.training
+
+
+def test_fused_block_folds_only_eval_batchnorm():
+    # a BatchNorm switched to training mode inside an eval model normalises with batch
+    # statistics (and updates its running ones): the fused path must not fold it
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), tv.models.resnet.BasicBlock(8, 8))
+    f = fullconv.convert(net).eval()
+    f[1].bn2.train()
+    x = torch.randn(2, 3, 16, 16)
+    before = f[1].bn2.running_mean.clone()
+    fused = f(x)
+    assert not torch.equal(f[1].bn2.running_mean, before), "running statistics not updated"
+    f[1].fullconv_fused = False
+    f[1].bn2.running_mean.copy_(before)
+    torch.testing.assert_close(fused, f(x))
+
+
+def test_convert_keeps_parameters_sharing_and_hooks():
+    conv = nn.Conv2d(3, 3, 3, padding=1)
+    shared = nn.Sequential(conv, nn.ReLU(), conv)
+    out = fullconv.convert(shared)
+    assert out[0] is out[2] and len(list(out.parameters())) == 2
+    a, b = nn.Conv2d(3, 3, 3, padding=1), nn.Conv2d(3, 3, 3, padding=1)
+    b.weight = a.weight
+    tied = fullconv.convert(nn.Sequential(a, b))
+    assert tied[0].weight is tied[1].weight
+    # in place: the very Parameters an optimizer holds, the module's hooks
+    m = build("resnet18")
+    params = {id(p) for p in m.parameters()}
+    calls = []
+    m.conv1.register_forward_hook(lambda mod, args, out: calls.append(out.shape))
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    fullconv.convert(m, inplace=True)
+    assert isinstance(m.conv1, fullconv.FullConv2d) and {id(p) for p in m.parameters()} == params
+    before = m.conv1.weight.detach().clone()
+    m(torch.randn(2, 3, 64, 64)).sum().backward()
+    opt.step()
+    assert calls and calls[-1] == (2, 64, 35, 35) and not torch.equal(m.conv1.weight, before)
+    # a bare convolution converted in place is that module
+    c = nn.Conv2d(3, 4, 3, padding=1)
+    assert fullconv.convert(c, inplace=True) is c and c.padding == (2, 2) and isinstance(c, fullconv.FullConv2d)
+
+
+def test_convert_keeps_weight_norm_parametrization():
+    torch.manual_seed(0)
+    wn = nn.Sequential(nn.utils.parametrizations.weight_norm(nn.Conv2d(3, 4, 3, padding=1)))
+    keys = sorted(wn.state_dict())
+    out = fullconv.convert(wn)
+    assert sorted(out.state_dict()) == keys and isinstance(out[0], fullconv.FullConv2d)
+    x = torch.randn(1, 3, 8, 8)
+    ref = F.conv2d(x, out[0].weight, out[0].bias, padding=2)
+    torch.testing.assert_close(out(x), ref)
+    # the parametrization still trains: a gradient reaches its original tensors
+    out(x).sum().backward()
+    assert out[0].parametrizations.weight.original1.grad is not None
+    wn.load_state_dict(out.state_dict())
+
+
+def test_converted_models_pickle(tmp_path):
+    import pickle
+    import subprocess
+    import sys
+    for name in ("resnet18", "densenet121"):
+        m = fullconv.convert(build(name)).eval()
+        x = torch.randn(1, 3, 64, 64)
+        torch.testing.assert_close(pickle.loads(pickle.dumps(m))(x), m(x))
+    # in a fresh process the aligned block classes are found by name
+    path = tmp_path / "m.pt"
+    torch.save(fullconv.convert(build("resnet18")), path)
+    code = (f"import torch; m = torch.load({str(path)!r}, weights_only=False); "
+            "print(type(m.layer1[0]).__name__, tuple(m(torch.randn(1, 3, 64, 64)).shape))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["FullBasicBlock", "(1,", "10)"]
+
+
+def test_fx_traces_full_convolutions():
+    from fullconv.convert import aligned_block_classes
+    from torchvision.models.feature_extraction import create_feature_extractor
+    seq = nn.Sequential(fullconv.FullConv2d(3, 4, 3), nn.ReLU())
+    g = torch.fx.symbolic_trace(seq)
+    assert torch.ops.fullconv.full_conv in [n.target for n in g.graph.nodes]
+    x = torch.randn(2, 3, 9, 9)
+    torch.testing.assert_close(g(x), seq(x))
+    m = fullconv.convert(build("resnet18")).eval()
+    fe = create_feature_extractor(m, {"layer2": "l2"},
+                                  tracer_kwargs={"leaf_modules": list(aligned_block_classes())})
+    x = torch.randn(1, 3, 64, 64)
+    ref = m.layer2(m.layer1(m.maxpool(m.relu(m.bn1(m.conv1(x))))))
+    torch.testing.assert_close(fe(x)["l2"], ref)
+
+
+def test_probe_checks_elementwise_products():
+    class Gate(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(4, 4, 3, padding=1)
+
+        def forward(self, x):
+            return x * torch.sigmoid(self.c(x))
+
+    with pytest.raises(FullConvAlignmentError, match=r"mul.*module '1'"):
+        fullconv.convert(nn.Sequential(nn.Conv2d(3, 4, 1), Gate()))

@@ -147,3 +147,9 @@ def test_unbatched_input_with_channels_last_weight(nd):
     for a, b in zip(g, g_ref):
         torch.testing.assert_close(a, b)
     assert fn(x.detach().to("meta"), w.detach().to("meta")).shape == y.shape
+
+
+@pytest.mark.parametrize("args", [(5, 3, 0), (5, 3, -1), (5, 0), (5, 3, 1, 0), (-1, 3)])
+def test_full_output_size_refuses_bad_arguments(args):
+    with pytest.raises(FullConvError, match="full_output_size"):
+        fullconv.full_output_size(*args)

@@ -958,7 +958,9 @@ struct ForwardOp {
     ep.weight = static_cast<const T*>(w);
     ep.shape = s;
     ep.residual = residual;
-    return launch_image_any<T, Math>(forward_gemm(s, layout.row_regions), layout, x, packed, ep, y, stream);
+    // (the flat reduction of a few-channel stem skips no chunk: its rows keep the plain order)
+    const bool regions = layout.row_regions && !flat_reduction(forward_gemm(s, false), Math::BK);
+    return launch_image_any<T, Math>(forward_gemm(s, regions), layout, x, packed, ep, y, stream);
   }
 };
 
