@@ -81,8 +81,9 @@ bool igemm_channels_last_ok(DType dtype, bool tf32, const ConvShape& s, GemmPass
 // runs the cp.async kernels (igemm_channels_last_ok must hold); a channels-last destination
 // is only written by them (it needs a channels-last source). A residual stays (N, C, *spatial).
 // row_regions: the forward's rows run border regions apart from the interior (implicit_gemm.h),
-// so tiles of border rows skip the taps that meet only padding; false keeps the plain row order
-// (for side-by-side measurement; grad_input ignores it).
+// so tiles of border rows skip the taps that meet only padding (channels-last reads and FMA
+// tiles; the tensor-core gather keeps the plain order, see ForwardOp); false keeps the plain
+// order everywhere (for side-by-side measurement; grad_input ignores it).
 struct IgemmLayout {
   bool src_channels_last = false;
   bool dst_channels_last = false;
