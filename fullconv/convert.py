@@ -1,7 +1,8 @@
 """``fullconv.convert(model)``: turn an existing CNN into a full-convolution network.
 
-Every zero-padded ``nn.Conv1d/2d/3d`` becomes the matching ``FullConvNd`` (same parameters,
-so state_dict keys and tensors are unchanged). Full convolutions grow each feature map by
+Every zero-padded ``nn.Conv1d/2d/3d`` becomes the matching ``FullConvNd`` in place (the same
+module object: its Parameters, parametrizations and hooks stay, so state_dict keys and tensors
+are unchanged and shared weights stay shared). Full convolutions grow each feature map by
 ``dilation*(k-1)``, which breaks the residual additions and concatenations of modern
 networks; the known torchvision families are aligned here:
 
@@ -300,8 +301,9 @@ def convert(model: nn.Module, *, inplace: bool = False, include: Selector = None
             convolution (batch 1, 64 pixels per spatial dim, plus an odd size).
         check: run the shape probe (fake tensors: no compute).
 
-    Returns the converted model, in the same train/eval mode, on the same device and dtype.
-    State_dict keys and tensors are unchanged, so a pretrained state_dict loads into it.
+    Returns the converted model, every module in its own train/eval mode, on the same device
+    and dtype. State_dict keys and tensors are unchanged, so a pretrained state_dict loads
+    into it.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"convert expects an nn.Module, got {type(model).__name__}")
