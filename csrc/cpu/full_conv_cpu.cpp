@@ -577,6 +577,12 @@ bool row_vector_kernel(int64_t in_channels_per_group, int64_t out_channels_per_g
          rows_kernel(out_channels_per_group, last_stride);
 }
 
+// FULLCONV_CPU_ALGORITHM unset, empty or auto.
+bool cpu_algorithm_is_auto() {
+  const char* env = std::getenv("FULLCONV_CPU_ALGORITHM");
+  return env == nullptr || *env == '\0' || std::string(env) == "auto";
+}
+
 // Which pass of the operator an algorithm is chosen for.
 enum class Pass { kForward, kGradInput, kGradWeight };
 
@@ -900,6 +906,17 @@ at::Tensor full_conv_cpu_impl(const at::Tensor& input, const at::Tensor& weight,
   const bool batched = input.dim() == weight.dim();
   if (residual != nullptr)
     check_residual(*residual, output_shape(s, batched), residual_padding, input, op_name);
+  // A kernel of one tap has no padding (d*(k-1) = 0 in every dim): it is an ordinary
+  // convolution, which ATen's (oneDNN's) runs faster than the tiles here in float32/float64,
+  // strided ones above all (benchmarks/NOTES.md, entry 20). FULLCONV_CPU_ALGORITHM other than
+  // auto keeps fullconv's kernels.
+  if (residual == nullptr && s.kernel_volume() == 1 && cpu_algorithm_is_auto() &&
+      (input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble) && input.numel() > 0) {
+    const std::vector<int64_t> zeros(s.ndim, 0);
+    const auto y = at::convolution(batched ? input : input.unsqueeze(0), weight, bias, stride, zeros, dilation,
+                                   false, zeros, groups);
+    return batched ? y : y.squeeze(0);
+  }
   const auto dtype = compute_dtype(input.scalar_type());
   const Algorithm algo = choose_algorithm(s, dtype, Pass::kForward);
   const bool blocked_path = algo == Algorithm::kBlocked;
