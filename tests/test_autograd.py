@@ -173,3 +173,32 @@ def test_nonfinite_grad_output_gives_reference_grad_weight(bad):
         assert torch.equal(a.isnan(), r.isnan())
         torch.testing.assert_close(a.nan_to_num(0.0, 1e300, -1e300), r.nan_to_num(0.0, 1e300, -1e300))
     assert got[1].isnan().any()
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last_input", "channels_last_weight",
+                                    "unbatched_cl_weight", "sliced"])
+@pytest.mark.parametrize("algorithm", ["auto", "blocked"])
+def test_one_by_one_forward_layouts(layout, algorithm, monkeypatch):
+    # 1x1 kernels (no padding) run ATen's convolution under auto: same values and the same
+    # output layout as fullconv's own kernels and its fake kernel
+    monkeypatch.setenv("FULLCONV_CPU_ALGORITHM", algorithm)
+    torch.manual_seed(0)
+    x = torch.randn(3, 16, 7, 9)
+    w = torch.randn(24, 8, 1, 1)
+    b = torch.randn(24)
+    if layout == "channels_last_input":
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif layout == "channels_last_weight":
+        w = w.contiguous(memory_format=torch.channels_last)
+    elif layout == "unbatched_cl_weight":
+        x, w = x[0], w.contiguous(memory_format=torch.channels_last)
+    elif layout == "sliced":
+        x = torch.randn(3, 32, 7, 18)[:, ::2, :, ::2]
+    y = fullconv.full_conv2d(x, w, b, (2, 1), 1, 2)
+    ref = F.conv2d(x.double(), w.double(), b.double(), (2, 1), 0, 1, 2)
+    torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5)
+    with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
+        fake = torch.ops.fullconv.full_conv(mode.from_tensor(x), mode.from_tensor(w), mode.from_tensor(b),
+                                            [2, 1], [1, 1], 2)
+    assert fake.stride() == y.stride()
+    torch.library.opcheck(torch.ops.fullconv.full_conv.default, (x, w, b, [2, 1], [1, 1], 2))
