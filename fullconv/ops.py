@@ -98,7 +98,7 @@ def check_arguments(input, weight, bias, stride, dilation, groups, op_name="full
                             f"input for a {nd}-D weight of shape {tuple(weight.shape)}, got input "
                             f"of shape {tuple(input.shape)}")
     dtype_of = _autocast_dtype if autocast else (lambda t: t.dtype)
-    if dtype_of(input) != dtype_of(weight):
+    if input.dtype != weight.dtype and dtype_of(input) != dtype_of(weight):
         raise FullConvTypeError(f"{op_name}: input and weight must have the same dtype, got "
                                 f"{input.dtype} and {weight.dtype}")
     if input.dtype not in _SUPPORTED_DTYPES:
@@ -147,7 +147,7 @@ def check_arguments(input, weight, bias, stride, dilation, groups, op_name="full
         if bias.dim() != 1 or bias.shape[0] != out_channels:
             raise FullConvError(f"{op_name}: bias must be 1-D with out_channels ({out_channels}) "
                                 f"elements, got shape {tuple(bias.shape)}")
-        if dtype_of(bias) != dtype_of(input):
+        if bias.dtype != input.dtype and dtype_of(bias) != dtype_of(input):
             raise FullConvTypeError(f"{op_name}: bias must have the dtype of input and weight "
                                     f"({input.dtype}), got {bias.dtype}")
         if bias.device != input.device:
