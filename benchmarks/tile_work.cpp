@@ -47,7 +47,7 @@ int main(int argc, char** argv) {
       s.dilation[i] = d;
     }
     s.compute_output_size();
-    const double fwd = image_macs(forward_gemm(s, !flat_reduction(forward_gemm(s, false), bk)), bm, bn, bk);
+    const double fwd = image_macs(forward_gemm(s, bk, true), bm, bn, bk);
     double gi = 0;
     for (int64_t cls = 0; cls < residue_classes(s); ++cls) gi += image_macs(grad_input_gemm(s, cls), bm, bn, bk);
     const int64_t wm = weight_tile_rows(s);

@@ -138,8 +138,8 @@ inline void set_regions(ImageGemm* v, const int64_t cut0[kMaxSpatialDims], const
   }
 }
 
-// Forward: rows are the output positions, region by region (`regions` false: in plain order).
-inline ImageGemm forward_gemm(const ConvShape& s, bool regions = true) {
+// Forward: rows are the output positions, in plain order (add_forward_regions reorders them).
+inline ImageGemm forward_gemm(const ConvShape& s) {
   ImageGemm v = image_gemm_base(s, s.out_channels_per_group(), s.in_channels_per_group(), s.in_channels,
                                 s.out_channels);
   for (int i = 0; i < kMaxSpatialDims; ++i) {
@@ -152,9 +152,13 @@ inline ImageGemm forward_gemm(const ConvShape& s, bool regions = true) {
     v.dst_size[i] = s.out_size[i];
   }
   finish_sizes(&v);
-  if (!regions) return v;
-  // Every tap reads input at output o exactly when p <= o*s <= L - 1 (p = d*(k-1)): the
-  // interior; below it the low border, above it the high border.
+  return v;
+}
+
+// Orders a forward view's rows region by region. Every tap reads input at output o exactly
+// when p <= o*s <= L - 1 (p = d*(k-1)): the interior; below it the low border, above it the
+// high border.
+inline void add_forward_regions(ImageGemm* v, const ConvShape& s) {
   int64_t cut0[kMaxSpatialDims], cut1[kMaxSpatialDims];
   for (int i = 0; i < kMaxSpatialDims; ++i) {
     const int64_t out = s.out_size[i];
@@ -162,8 +166,7 @@ inline ImageGemm forward_gemm(const ConvShape& s, bool regions = true) {
     cut0[i] = lo < out ? lo : out;
     cut1[i] = hi < cut0[i] ? cut0[i] : (hi < out ? hi : out);
   }
-  set_regions(&v, cut0, cut1);
-  return v;
+  set_regions(v, cut0, cut1);
 }
 
 // Residue classes of grad_input: one per combination of (i mod stride) over the dims.
@@ -387,6 +390,14 @@ FULLCONV_HD inline int64_t chunks_per_tap(const ImageGemm& v, int64_t bk) { retu
 // span several taps. Tiles skip no chunk in this mode; each element's tap is checked instead.
 FULLCONV_HD inline bool flat_reduction(const ImageGemm& v, int64_t bk) { return 2 * v.red <= bk; }
 FULLCONV_HD inline int64_t flat_chunks(const ImageGemm& v, int64_t bk) { return (v.taps * v.red + bk - 1) / bk; }
+
+// The forward's view for reduction chunks of bk: row regions unless `regions` is false or the
+// reduction is flat (a flat reduction skips no chunk, so regions would only reorder rows).
+inline ImageGemm forward_gemm(const ConvShape& s, int64_t bk, bool regions) {
+  ImageGemm v = forward_gemm(s);
+  if (regions && !flat_reduction(v, bk)) add_forward_regions(&v, s);
+  return v;
+}
 
 // Offset in A of element (row at n, p; flat reduction index r) of group g, or -1 where it is
 // absent (its tap meets padding at this row, belongs to another residue class, or r is past

@@ -39,6 +39,7 @@ from torch import nn
 
 from .errors import FullConvError
 from .nn import FullConv1d, FullConv2d, FullConv3d
+from .ops import _f_pad_spec
 
 __all__ = ["convert", "FullConvAlignmentError", "shortcut_padding"]
 
@@ -89,13 +90,6 @@ def shortcut_padding(main_convs: Sequence[nn.Module], shortcut_convs: Sequence[n
                 f"(main path maps output o to input {ms}*o{mo:+}, shortcut to {ss}*o{so:+})")
         pads.append(int(pad))
     return tuple(pads)
-
-
-def _f_pad_spec(pads: Sequence[int]) -> tuple:
-    spec = []
-    for p in reversed(pads):
-        spec += [p, p]
-    return tuple(spec)
 
 
 def _convs_in(module: nn.Module, skip_prefix: Optional[str] = None):
@@ -171,13 +165,9 @@ def _module_level(cls):
     return cls
 
 
-_LAZY_CLASSES = ("FullBasicBlock", "FullBottleneck", "FullVideoBasicBlock", "FullVideoBottleneck",
-                 "FullDenseBlock")
-
-
 def __getattr__(name):
-    # the aligned block classes subclass torchvision's, so they are built on first use
-    if name in _LAZY_CLASSES:
+    # the aligned block classes (Full*) subclass torchvision's, so they are built on first use
+    if name.startswith("Full"):
         _known_blocks()
         if name in globals():
             return globals()[name]

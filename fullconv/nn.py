@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from .errors import FullConvError
 from .ops import _tuple, full_conv1d, full_conv2d, full_conv3d
@@ -91,7 +92,6 @@ class _FullConvMixin:
         conv.padding = pads
         conv.padding_mode = "zeros"
         conv._reversed_padding_repeated_twice = [p for p in reversed(pads) for _ in range(2)]
-        from torch.nn.utils import parametrize
         conv.__class__ = _parametrized_class(cls, type(conv)) if parametrize.is_parametrized(conv) else cls
         return conv
 

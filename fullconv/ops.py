@@ -11,6 +11,7 @@ Padding is always ``dilation * (kernel_size - 1)`` per side and never materialis
 """
 from __future__ import annotations
 
+import itertools
 import numbers
 from typing import Optional, Sequence, Union
 
@@ -210,19 +211,24 @@ def _full_conv_backward_fake(grad_output, input, weight, stride, dilation, group
 
 # --- autograd -------------------------------------------------------------------------------
 
+def _tap_outputs(k: int, L: int, K: int, s: int, d: int) -> tuple:
+    """[lo, hi]: the outputs at which tap k reads real input (0 <= o*s + k*d - p < L; empty
+    when lo > hi), as tap_output_range() in csrc/conv_shape.h."""
+    p = d * (K - 1)
+    return max(0, -((k * d - p) // s)), min(full_output_size(L, K, s, d) - 1, (L - 1 + p - k * d) // s)
+
+
 def _real_taps_everywhere(L: int, K: int, s: int, d: int) -> bool:
     """Does every output position along this dim read real input through some tap? (Not
     always: a dilation larger than the input leaves outputs that see only padding.)"""
-    p, out = d * (K - 1), full_output_size(L, K, s, d)
     reach = 0  # outputs [0, reach) are covered by the ranges seen so far (taps in order of lo)
-    for lo, hi in sorted((max(0, -((k * d - p) // s)), min(out - 1, (L - 1 + p - k * d) // s))
-                         for k in range(K)):
+    for lo, hi in sorted(_tap_outputs(k, L, K, s, d) for k in range(K)):
         if lo > hi:
             continue
         if lo > reach:
             return False
         reach = max(reach, hi + 1)
-    return reach >= out
+    return reach >= full_output_size(L, K, s, d)
 
 
 def _padding_products_of_grad_weight(grad_weight, grad_output, input, weight, stride, dilation):
@@ -249,14 +255,11 @@ def _padding_products_of_grad_weight(grad_weight, grad_output, input, weight, st
     total = bad.flatten(1).sum(1)
     if not bool((total > 0).any()):
         return grad_weight
-    out = tuple(gy.shape[2:])
     gw = grad_weight.clone()
-    import itertools
     for k in itertools.product(*(range(K) for K in kernel)):
         box = bad
         for i, (ki, L, K, s_, d) in enumerate(zip(k, spatial, kernel, stride, dilation)):
-            p = d * (K - 1)
-            lo, hi = max(0, -((ki * d - p) // s_)), min(out[i] - 1, (L - 1 + p - ki * d) // s_)
+            lo, hi = _tap_outputs(ki, L, K, s_, d)
             box = box.narrow(1 + i, lo, max(0, hi - lo + 1))
         meets_padding = total > box.flatten(1).sum(1)  # a bad element outside the tap's box
         gw[(slice(None), slice(None)) + k][meets_padding] = float("nan")
@@ -540,13 +543,18 @@ def padded_add(input: Tensor, residual: Tensor, relu: bool = False, nd: Optional
     return torch.ops.fullconv.padded_add(input, residual, pads, bool(relu))
 
 
-def _padded_add_composite(input, residual, pads, relu):
-    """padded_add from differentiable PyTorch ops (forward-mode AD duals; the op's own
-    autograd formula is reverse-mode only)."""
+def _f_pad_spec(pads: Sequence[int]) -> tuple:
+    """F.pad's padding argument (last dim first) for symmetric per-dim paddings."""
     spec = []
     for p in reversed(pads):
         spec += [p, p]
-    out = input + torch.nn.functional.pad(residual, spec).to(input.dtype)
+    return tuple(spec)
+
+
+def _padded_add_composite(input, residual, pads, relu):
+    """padded_add from differentiable PyTorch ops (forward-mode AD duals; the op's own
+    autograd formula is reverse-mode only)."""
+    out = input + torch.nn.functional.pad(residual, _f_pad_spec(pads)).to(input.dtype)
     return torch.relu(out) if relu else out
 
 

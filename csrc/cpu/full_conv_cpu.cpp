@@ -577,10 +577,13 @@ bool row_vector_kernel(int64_t in_channels_per_group, int64_t out_channels_per_g
          rows_kernel(out_channels_per_group, last_stride);
 }
 
-// FULLCONV_CPU_ALGORITHM unset, empty or auto.
-bool cpu_algorithm_is_auto() {
+// FULLCONV_CPU_ALGORITHM: auto (also when unset or empty), gemm, direct or blocked.
+std::string cpu_algorithm_setting() {
   const char* env = std::getenv("FULLCONV_CPU_ALGORITHM");
-  return env == nullptr || *env == '\0' || std::string(env) == "auto";
+  const std::string v = env != nullptr && *env != '\0' ? env : "auto";
+  TORCH_CHECK_VALUE(v == "auto" || v == "gemm" || v == "direct" || v == "blocked",
+                    "FULLCONV_CPU_ALGORITHM must be auto, gemm, direct or blocked, got '", v, "'");
+  return v;
 }
 
 // Which pass of the operator an algorithm is chosen for.
@@ -598,16 +601,13 @@ enum class Pass { kForward, kGradInput, kGradWeight };
 // FULLCONV_CPU_ALGORITHM overrides (gemm | direct | blocked) for every pass.
 Algorithm choose_algorithm(const ConvShape& s, at::ScalarType dtype, Pass pass) {
   const bool blocked_ok = blocked_isa() != blocked::Isa::kNone && (dtype == at::kFloat || dtype == at::kDouble);
-  if (const char* env = std::getenv("FULLCONV_CPU_ALGORITHM")) {
-    const std::string v(env);
-    if (v == "gemm") return Algorithm::kGemm;
-    if (v == "direct") return Algorithm::kDirect;
-    if (v == "blocked") {
-      TORCH_CHECK(blocked_isa() != blocked::Isa::kNone, "FULLCONV_CPU_ALGORITHM=blocked needs a CPU with AVX2 and FMA");
-      TORCH_CHECK(blocked_ok, "FULLCONV_CPU_ALGORITHM=blocked supports float32/float64 computation, got ", dtype);
-      return Algorithm::kBlocked;
-    }
-    TORCH_CHECK_VALUE(v == "auto" || v.empty(), "FULLCONV_CPU_ALGORITHM must be auto, gemm, direct or blocked, got '", v, "'");
+  const std::string v = cpu_algorithm_setting();
+  if (v == "gemm") return Algorithm::kGemm;
+  if (v == "direct") return Algorithm::kDirect;
+  if (v == "blocked") {
+    TORCH_CHECK(blocked_isa() != blocked::Isa::kNone, "FULLCONV_CPU_ALGORITHM=blocked needs a CPU with AVX2 and FMA");
+    TORCH_CHECK(blocked_ok, "FULLCONV_CPU_ALGORITHM=blocked supports float32/float64 computation, got ", dtype);
+    return Algorithm::kBlocked;
   }
   if (!blocked_ok) return choose_unblocked(s);
   const int64_t last_stride = s.stride[kMaxSpatialDims - 1];
@@ -910,7 +910,7 @@ at::Tensor full_conv_cpu_impl(const at::Tensor& input, const at::Tensor& weight,
   // convolution, which ATen's (oneDNN's) runs faster than the tiles here in float32/float64,
   // strided ones above all (benchmarks/NOTES.md, entry 20). FULLCONV_CPU_ALGORITHM other than
   // auto keeps fullconv's kernels.
-  if (residual == nullptr && s.kernel_volume() == 1 && cpu_algorithm_is_auto() &&
+  if (residual == nullptr && s.kernel_volume() == 1 && cpu_algorithm_setting() == "auto" &&
       (input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble) && input.numel() > 0) {
     const std::vector<int64_t> zeros(s.ndim, 0);
     auto y = at::convolution(batched ? input : input.unsqueeze(0), weight, bias, stride, zeros, dilation, false,

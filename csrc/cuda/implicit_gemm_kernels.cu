@@ -963,10 +963,9 @@ struct ForwardOp {
     // multiply-adds; the tensor-core gather reads one element per row and thread, so a warp's
     // rows spread over the ~16 image lines of a 2-wide border region would cost it up to twice
     // the memory sectors (counted) for 4-24% fewer chunks: it keeps the plain order. So does
-    // the flat reduction of a few-channel stem, which skips no chunk.
-    const bool regions = layout.row_regions && (layout.src_channels_last || !IsWmma<Math>::value) &&
-                         !flat_reduction(forward_gemm(s, false), Math::BK);
-    return launch_image_any<T, Math>(forward_gemm(s, regions), layout, x, packed, ep, y, stream);
+    // the flat reduction of a few-channel stem, which skips no chunk (forward_gemm).
+    const bool regions = layout.row_regions && (layout.src_channels_last || !IsWmma<Math>::value);
+    return launch_image_any<T, Math>(forward_gemm(s, Math::BK, regions), layout, x, packed, ep, y, stream);
   }
 };
 

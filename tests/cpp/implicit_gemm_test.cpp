@@ -210,11 +210,13 @@ int main() {
           wf[((g * taps + k) * cin_g + ci) * cout_g + col] = val;
           wb[((g * taps + k) * cout_g + col) * cin_g + ci] = val;
         }
-    check_regions(forward_gemm(s));
+    ImageGemm fwd = forward_gemm(s);
+    add_forward_regions(&fwd, s);
+    check_regions(fwd);
     for (const Tile& t : tiles) {
       std::vector<double> y(y_ref.size(), NAN), gx(gx_ref.size(), NAN), gw(gw_ref.size(), NAN);
       std::vector<int> wy(y.size(), 0), wx(gx.size(), 0), ww(gw.size(), 0);
-      run_image_gemm(forward_gemm(s), t, P.x, wf, y, wy);
+      run_image_gemm(forward_gemm(s, t.bk, true), t, P.x, wf, y, wy);
       for (int64_t cls = 0; cls < residue_classes(s); ++cls) run_image_gemm(grad_input_gemm(s, cls), t, P.gy, wb, gx, wx);
       // a small target so split-K engages on these small problems
       run_weight_gemm(weight_gemm(s, t.bm, t.bn, t.bk, 8 + trial % 64, 1, 1 << 20), t, P.gy, P.x, gw, ww);
@@ -262,7 +264,7 @@ int main() {
     s.ndim = 2; s.batch = 64; s.in_channels = s.out_channels = 512;
     s.in_size[1] = s.in_size[2] = 7; s.kernel[1] = s.kernel[2] = 3;
     s.compute_output_size();
-    const ImageGemm v = forward_gemm(s);
+    const ImageGemm v = forward_gemm(s, 32, true);
     long live = 0, total = 0;
     for (int64_t m0 = 0; m0 < v.rows; m0 += 128) {
       int64_t pmin[3], pmax[3], off[3];
