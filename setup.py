@@ -23,6 +23,7 @@ if os.environ.get("CUDA_HOME") is None and os.path.isdir("/usr/local/cuda"):
 os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
 
 import torch  # noqa: E402
+import torch.utils.cpp_extension  # noqa: E402
 from torch.utils.cpp_extension import (  # noqa: E402
     CUDA_HOME,
     BuildExtension,
@@ -45,7 +46,15 @@ def sources(pattern):
 debug = os.environ.get("DEBUG", "0") == "1"
 use_cuda = want_cuda() and bool(sources("csrc/cuda/*.cu"))
 cxx_flags = ["-O0", "-g"] if debug else ["-O3"]
-cxx_flags += ["-fdiagnostics-color=always", "-DPy_LIMITED_API=0x03090000"]
+cxx_flags += ["-fdiagnostics-color=always"]
+# The stable-ABI level: torch's BuildExtension defines Py_LIMITED_API itself for
+# py_limited_api extensions in recent releases (at its oldest supported CPython); a second,
+# different definition only earns a redefinition warning. Where it does not, 3.9's.
+torch_limited_api = getattr(torch.utils.cpp_extension, "min_supported_cpython", None)
+limited_api = torch_limited_api or "0x03090000"
+if torch_limited_api is None:
+    cxx_flags.append(f"-DPy_LIMITED_API={limited_api}")
+abi3_tag = "cp3%d" % ((int(limited_api, 16) >> 16) & 0xFF)
 # at::parallel_for is a header template: without OpenMP here it silently runs serially.
 extra_link = []
 if sys.platform != "darwin" and torch.backends.openmp.is_available():
@@ -67,6 +76,7 @@ print(f"  torch {torch.__version__} (CUDA {torch.version.cuda}), python {sys.ver
 print(f"  CUDA extension: {'yes' if use_cuda else 'no'} (FORCE_CUDA={os.environ.get('FORCE_CUDA', 'unset')}, "
       f"CUDA_HOME={CUDA_HOME}, TORCH_CUDA_ARCH_LIST={os.environ.get('TORCH_CUDA_ARCH_LIST')})", file=sys.stderr)
 print(f"  OpenMP (at::parallel_for): {'yes' if extra_link else 'no'}")
+print(f"  stable ABI: Py_LIMITED_API={limited_api} ({'from torch' if torch_limited_api else 'set here'}), wheel tag {abi3_tag}", file=sys.stderr)
 print(f"  debug: {debug}; MAX_JOBS={os.environ.get('MAX_JOBS', 'default')}", file=sys.stderr)
 print(f"  sources: {' '.join(srcs)}", file=sys.stderr)
 
@@ -86,7 +96,7 @@ setup(
         )
     ],
     cmdclass={"build_ext": BuildExtension},
-    options={"bdist_wheel": {"py_limited_api": "cp39"}},
-    python_requires=">=3.9",
+    options={"bdist_wheel": {"py_limited_api": abi3_tag}},
+    python_requires=">=3.%d" % int(abi3_tag[3:]),
     install_requires=["torch>=2.4"],
 )

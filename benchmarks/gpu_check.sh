@@ -6,7 +6,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-benchmarks/results}"
 mkdir -p "$OUT"
-PY="${PYTHON:-python3}"
+PY="$(command -v "${PYTHON:-python3}")"
 STAMP="$(date -u +%Y-%m-%d)"
 export PYTHONUNBUFFERED=1
 export FORCE_CUDA=1 FULLCONV_EXPECT_CUDA=1
@@ -22,10 +22,12 @@ fi
 CARD="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n1 | tr -c 'A-Za-z0-9\n' '-' | tr -s '-' | sed 's/-$//')"
 PREFIX="$OUT/gpu-$CARD-$STAMP"
 declare -A STATUS
+# Steps that decide pass/fail; diag_* steps only gather evidence (their rc is recorded).
+STEPS="build env probe tests memcheck racecheck bench"
 # The summary JSON, rewritten after every step (a check cut short still leaves one).
 write_summary() {
   local steps="" k rc secs
-  for k in build tests memcheck racecheck bench; do
+  for k in $STEPS diag_system_compiler; do
     read -r rc secs <<<"${STATUS[$k]:-"-1 0"}"
     steps="$steps\"$k\": {\"rc\": $rc, \"seconds\": $secs},"
   done
@@ -38,13 +40,14 @@ info = {"date": datetime.datetime.utcnow().isoformat(timespec="seconds") + "Z", 
         "torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "capability": list(torch.cuda.get_device_capability(0)) if torch.cuda.is_available() else None,
-        "steps": steps, "passed": all(v["rc"] == 0 for v in steps.values())}
+        "steps": steps, "passed": all(v["rc"] == 0 for k, v in steps.items() if not k.startswith("diag_"))}
 json.dump(info, open(out, "w"), indent=1)
 PYEOF
 }
-# Each step has a time limit (seconds) so the whole check ends within 12 minutes at worst (about
-# 7-8 expected on an H100) and always writes its summary; a step that hits its limit reports rc 124
-# (pytest, stopped by SIGINT, still prints what passed and failed so far).
+# Each step has a time limit (seconds) and the summary is rewritten after each, so a check cut
+# short by the machine's own limit still reports every step it finished (about 8 minutes expected
+# on an H100: build ~70 s, probe ~30, tests ~150-200, sanitizers ~60, bench ~90); a step that hits
+# its limit reports rc 124 (pytest, stopped by SIGINT, still prints what passed and failed).
 step() {  # step NAME LIMIT LOGFILE COMMAND...
   local name="$1" limit="$2" log="$3"; shift 3
   local t0=$SECONDS
@@ -59,21 +62,44 @@ step() {  # step NAME LIMIT LOGFILE COMMAND...
 }
 : >"$PREFIX-summary.log"
 nvidia-smi | tee -a "$PREFIX-summary.log"
-step build 200 "$PREFIX-build.log" env MAX_JOBS="$(nproc)" $PY -m pip install --no-build-isolation --no-deps -e .
+# Built in place (setup.py build_ext) and imported from the checkout: recent setuptools turn an
+# editable pip install into a second, isolated pip run that needs the network.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+step build 200 "$PREFIX-build.log" env MAX_JOBS="$(nproc)" $PY setup.py build_ext --inplace
+# The machine's toolchain as the build saw it: compilers, the libraries the extension loads,
+# CPU features (the evidence a crash on this image needs, gathered before anything can crash).
+step env 30 "$PREFIX-env.log" env PYTHON="$PY" bash benchmarks/machine_facts.sh
+# Every C++ argument check, each in its own process: a crash is named, not fatal, and the first
+# one gets a debugger backtrace.
+step probe 120 "$PREFIX-probe.log" $PY benchmarks/error_probe.py --json "$PREFIX-probe.json" --backtrace "$OUT"
+read -r probe_rc _ <<<"${STATUS[probe]}"
+if [ "$probe_rc" != "0" ]; then
+  # Does the same source behave with this image's system compiler instead of $CC/$CXX?
+  # (CPU-only build in a copy; the probe's CPU cases again.)
+  ALT=/tmp/fullconv-system-compiler
+  rm -rf "$ALT" && mkdir -p "$ALT" && cp -r setup.py csrc fullconv benchmarks "$ALT"/ && rm -f "$ALT"/fullconv/_C*.so
+  step diag_system_compiler 150 "$PREFIX-diag-system-compiler.log" bash -c "cd $ALT && env -u CC -u CXX -u CUDAHOSTCXX \
+    FORCE_CUDA=0 MAX_JOBS=$(nproc) $PY setup.py build_ext --inplace >build.log 2>&1 || { tail -n 30 build.log; exit 2; }; \
+    grep -m1 -E 'g\+\+|c\+\+' build.log | cut -c1-200; PYTHONPATH=$ALT $PY benchmarks/error_probe.py --only cpu"
+fi
 # The suite with its reference grids on the three CUDA kernel families; CPU paths and the
 # modules that never touch CUDA (host emulation, index math, data, experiments) are left to
 # `make test`, which runs them on every machine. A module that fails to import here (a package
-# missing on the GPU image) is reported, not fatal.
-step tests "${TEST_SECONDS:-200}" "$PREFIX-tests.log" env FULLCONV_TEST_BACKENDS=cuda $PY -m pytest tests -q -ra \
+# missing on the GPU image) is reported, not fatal. With pytest-xdist the tests spread over
+# worker processes (a crashing test takes down its worker only, and is reported by name).
+XDIST=()
+$PY -c "import xdist" 2>/dev/null && XDIST=(-n "${TEST_WORKERS:-8}")
+step tests "${TEST_SECONDS:-200}" "$PREFIX-tests.log" env FULLCONV_TEST_BACKENDS=cuda OMP_NUM_THREADS=2 \
+  $PY -m pytest tests -q -ra "${XDIST[@]}" \
   -p no:cacheprovider --continue-on-collection-errors --ignore=tests/test_cuda_emulation.py \
   --ignore=tests/test_index_math.py --ignore=tests/test_data.py --ignore=tests/test_experiments.py
 SAN="$(command -v compute-sanitizer || echo "${CUDA_HOME}/bin/compute-sanitizer")"
 step memcheck 60 "$PREFIX-memcheck.log" "$SAN" --tool memcheck --error-exitcode 1 $PY benchmarks/cuda_smoke.py
 step racecheck 75 "$PREFIX-racecheck.log" "$SAN" --tool racecheck --error-exitcode 1 $PY benchmarks/cuda_smoke.py --quick
-step bench "$((${BENCH_SECONDS:-120} + 45))" "$PREFIX-bench.log" $PY benchmarks/bench_cuda.py --plain-rows --out "$OUT" --max-seconds "${BENCH_SECONDS:-120}"
+step bench "$((${BENCH_SECONDS:-90} + 45))" "$PREFIX-bench.log" $PY benchmarks/bench_cuda.py --plain-rows --out "$OUT" --max-seconds "${BENCH_SECONDS:-90}"
 cat "$PREFIX-check.json"
 echo "gpu-check: results in $OUT ($PREFIX-*)"
-for k in build tests memcheck racecheck bench; do
+for k in $STEPS; do
   read -r rc _ <<<"${STATUS[$k]:-"-1 0"}"
   [ "$rc" = "0" ] || { echo "gpu-check: step $k failed (rc=$rc)"; exit 1; }
 done

@@ -54,6 +54,13 @@ std::vector<int64_t> output_shape(const ConvShape& shape, bool batched);
 // weight suggests it.
 at::MemoryFormat output_memory_format(const at::Tensor& input, const at::Tensor& weight);
 
+// A kernel of one tap has no padding (d*(k-1) = 0 in every dim): its full convolution is an
+// ordinary one, computed by ATen's convolution (oneDNN / cuDNN) and returned in the layout
+// fullconv's kernels (and its fake kernel) give. `s` from check_and_make_shape.
+at::Tensor one_tap_convolution(const at::Tensor& input, const at::Tensor& weight,
+                               const std::optional<at::Tensor>& bias, const ConvShape& s,
+                               at::IntArrayRef stride, at::IntArrayRef dilation, int64_t groups);
+
 // Zero padding times a non-finite weight is NaN in the padded reference. The kernels skip
 // those products; this restores the reference's NaN on the outputs where a non-finite tap
 // meets the implicit padding. Cheap (a scan of the weight) and a no-op for finite weights.

@@ -212,6 +212,23 @@ at::MemoryFormat output_memory_format(const at::Tensor& input, const at::Tensor&
   return (input_cl || weight_cl) ? cl : at::MemoryFormat::Contiguous;
 }
 
+at::Tensor one_tap_convolution(const at::Tensor& input, const at::Tensor& weight,
+                               const std::optional<at::Tensor>& bias, const ConvShape& s,
+                               at::IntArrayRef stride, at::IntArrayRef dilation, int64_t groups) {
+  TORCH_INTERNAL_ASSERT(s.kernel_volume() == 1);
+  const bool batched = input.dim() == weight.dim();
+  const std::vector<int64_t> zeros(s.ndim, 0);
+  auto y = at::convolution(batched ? input : input.unsqueeze(0), weight, bias, stride, zeros, dilation, false,
+                           zeros, groups);
+  if (!batched) y = y.squeeze(0);
+  const auto fmt = batched ? output_memory_format(input, weight) : at::MemoryFormat::Contiguous;
+  const auto like = at::empty(y.sizes(), y.options().device(at::kMeta).memory_format(fmt));
+  if (y.strides() == like.strides()) return y;
+  auto out = at::empty(y.sizes(), y.options().memory_format(fmt));
+  out.copy_(y);
+  return out;
+}
+
 namespace {
 // Exponent bits all ones: infinity or NaN. Integer operations, so the loop vectorises.
 template <typename Bits>

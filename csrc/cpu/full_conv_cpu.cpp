@@ -912,17 +912,7 @@ at::Tensor full_conv_cpu_impl(const at::Tensor& input, const at::Tensor& weight,
   // auto keeps fullconv's kernels.
   if (residual == nullptr && s.kernel_volume() == 1 && cpu_algorithm_setting() == "auto" &&
       (input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble) && input.numel() > 0) {
-    const std::vector<int64_t> zeros(s.ndim, 0);
-    auto y = at::convolution(batched ? input : input.unsqueeze(0), weight, bias, stride, zeros, dilation, false,
-                             zeros, groups);
-    if (!batched) y = y.squeeze(0);
-    // the layout fullconv's kernels (and its fake kernel) give, whatever ATen chose
-    const auto fmt = batched ? output_memory_format(input, weight) : at::MemoryFormat::Contiguous;
-    const auto like = at::empty(y.sizes(), y.options().device(at::kMeta).memory_format(fmt));
-    if (y.strides() == like.strides()) return y;
-    auto out = at::empty(y.sizes(), y.options().memory_format(fmt));
-    out.copy_(y);
-    return out;
+    return one_tap_convolution(input, weight, bias, s, stride, dilation, groups);
   }
   const auto dtype = compute_dtype(input.scalar_type());
   const Algorithm algo = choose_algorithm(s, dtype, Pass::kForward);

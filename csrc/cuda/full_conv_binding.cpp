@@ -185,6 +185,11 @@ at::Tensor full_conv_cuda_impl(const at::Tensor& input, const at::Tensor& weight
   check_cuda(input, "input");
   check_cuda(weight, "weight");
   const c10::cuda::CUDAGuard guard(input.device());
+  // A kernel of one tap has no padding: an ordinary convolution, which cuDNN ran 1.4-2.9x faster
+  // than the tiles on an H100 (ResNet-18's 1x1/2 downsample forwards, benchmarks/NOTES.md 21),
+  // as on the CPU (entry 20). FULLCONV_CUDA_ALGORITHM other than auto keeps fullconv's kernels.
+  if (residual == nullptr && s.kernel_volume() == 1 && cuda_algorithm() == "auto" && input.numel() > 0)
+    return one_tap_convolution(input, weight, bias, s, stride, dilation, groups);
   const bool batched = input.dim() == weight.dim();
   at::Tensor res;
   if (residual != nullptr) {
