@@ -8,6 +8,7 @@ Variants per shape (the first three compute the same full convolution):
 Modes: forward, forward+backward (grads of input, weight, bias). Dtypes: float32 (TF32 off
 on both sides unless --tf32), bfloat16, float16. Shapes: every conv layer of an F-Conv
 ResNet-18 and ResNet-50 at 224x224 batch 64, the Red-Green net, a 3-D ResNet-18 layer.
+Shapes run in turn from each network, so a run cut short by --max-seconds covers all of them.
 Timing: CUDA events around each run, L2 flushed before it, warm-up, medians (min-max).
 Reported: useful TFLOP/s (real products only) and % of the card's peak, ratios
 baseline/fullconv (> 1: fullconv faster). --max-seconds bounds the run; shapes not reached
@@ -55,12 +56,16 @@ VARIANTS = ("cudnn", "pad+conv", "same", "fullconv-gather", "fullconv-plain")
 
 
 def suite(quick):
+    """The shapes, taken in turn from each network (ResNet-18, ResNet-50, the Red-Green net and
+    the 3-D layer), so that a run cut short by --max-seconds has measured some of each."""
     batch = 16 if quick else 64
-    layers = shapes.unique(shapes.resnet18_full_layers(224, batch))
-    layers += shapes.red_green_layers(200)
-    layers.append(("r3d-18 layer2 conv 3x3x3", 3, 8 if quick else 32, 128, 128, 3, 1, 1, 1, 16))
-    layers += shapes.unique(shapes.resnet50_full_layers(224, batch))
-    return layers
+    groups = [shapes.unique(shapes.resnet18_full_layers(224, batch)),
+              shapes.unique(shapes.resnet50_full_layers(224, batch)),
+              shapes.red_green_layers(200) + [("r3d-18 layer2 conv 3x3x3", 3, 8 if quick else 32, 128, 128, 3, 1, 1, 1, 16)]]
+    layers = []
+    for i in range(max(len(g) for g in groups)):
+        layers += [g[i] for g in groups if i < len(g)]
+    return shapes.unique(layers)
 
 
 # (mode, tag, passes of useful multiply-adds): the last two only with --passes
