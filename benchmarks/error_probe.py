@@ -96,10 +96,12 @@ def backtrace(code, device, env, out_dir):
     script = os.path.join(out_dir, "error_probe_case.py")
     with open(script, "w") as f:
         f.write(PRELUDE + code + "\n")
-    cmd = [debugger, "-batch", "-ex", "set pagination off", "-ex", "run", "-ex", "bt 40", "-ex", "x/6i $pc",
+    # no debuginfod lookups (no network on GPU machines) and no auto-loaded scripts: start fast
+    cmd = [debugger, "-batch", "-iex", "set debuginfod enabled off", "-iex", "set auto-load off",
+           "-ex", "set pagination off", "-ex", "run", "-ex", "bt 40", "-ex", "x/6i $pc",
            "-ex", "info sharedlibrary", "--args", sys.executable, script, device]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=150)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
         text = proc.stdout + proc.stderr
     except subprocess.TimeoutExpired as e:
         text = f"{debugger} timed out\n{e.stdout or ''}{e.stderr or ''}"

@@ -71,7 +71,7 @@ step build 200 "$PREFIX-build.log" env MAX_JOBS="$(nproc)" $PY setup.py build_ex
 step env 30 "$PREFIX-env.log" env PYTHON="$PY" bash benchmarks/machine_facts.sh
 # Every C++ argument check, each in its own process: a crash is named, not fatal, and the first
 # one gets a debugger backtrace.
-step probe 120 "$PREFIX-probe.log" $PY benchmarks/error_probe.py --json "$PREFIX-probe.json" --backtrace "$OUT"
+step probe 240 "$PREFIX-probe.log" $PY benchmarks/error_probe.py --json "$PREFIX-probe.json" --backtrace "$OUT"
 read -r probe_rc _ <<<"${STATUS[probe]}"
 if [ "$probe_rc" != "0" ]; then
   # Does the same source behave with this image's system compiler instead of $CC/$CXX?
