@@ -23,7 +23,7 @@ CARD="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n1 | tr -c 'A-
 PREFIX="$OUT/gpu-$CARD-$STAMP"
 declare -A STATUS
 # Steps that decide pass/fail; diag_* steps only gather evidence (their rc is recorded).
-STEPS="build env probe tests memcheck racecheck bench"
+STEPS="build env probe tests memcheck racecheck gemmcore bench"
 # The summary JSON, rewritten after every step (a check cut short still leaves one).
 write_summary() {
   local steps="" k rc secs
@@ -46,7 +46,8 @@ PYEOF
 }
 # Each step has a time limit (seconds) and the summary is rewritten after each, so a check cut
 # short by the machine's own limit still reports every step it finished (about 8 minutes expected
-# on an H100: build ~70 s, probe ~30, tests ~150-200, sanitizers ~60, bench ~90); a step that hits
+# on an H100: build ~70 s, probe ~30, tests ~150-200, sanitizers ~60, GEMM core ~40, bench ~75
+# plus its last shape); a step that hits
 # its limit reports rc 124 (pytest, stopped by SIGINT, still prints what passed and failed).
 step() {  # step NAME LIMIT LOGFILE COMMAND...
   local name="$1" limit="$2" log="$3"; shift 3
@@ -96,7 +97,10 @@ step tests "${TEST_SECONDS:-200}" "$PREFIX-tests.log" env FULLCONV_TEST_BACKENDS
 SAN="$(command -v compute-sanitizer || echo "${CUDA_HOME}/bin/compute-sanitizer")"
 step memcheck 60 "$PREFIX-memcheck.log" "$SAN" --tool memcheck --error-exitcode 1 $PY benchmarks/cuda_smoke.py
 step racecheck 75 "$PREFIX-racecheck.log" "$SAN" --tool racecheck --error-exitcode 1 $PY benchmarks/cuda_smoke.py --quick
-step bench "$((${BENCH_SECONDS:-90} + 45))" "$PREFIX-bench.log" $PY benchmarks/bench_cuda.py --plain-rows --passes --out "$OUT" --max-seconds "${BENCH_SECONDS:-90}"
+# The tiles' GEMM core against cuBLAS, the gather's and the taps' cost, each pass alone
+# (benchmarks/cuda_gemm_core.py): where the time goes, for the next kernel change.
+step gemmcore 90 "$PREFIX-gemm-core.log" $PY benchmarks/cuda_gemm_core.py --out "$OUT"
+step bench "$((${BENCH_SECONDS:-75} + 45))" "$PREFIX-bench.log" $PY benchmarks/bench_cuda.py --plain-rows --passes --out "$OUT" --max-seconds "${BENCH_SECONDS:-75}"
 cat "$PREFIX-check.json"
 echo "gpu-check: results in $OUT ($PREFIX-*)"
 for k in $STEPS; do
