@@ -89,7 +89,7 @@ fi
 # missing on the GPU image) is reported, not fatal. With pytest-xdist the tests spread over
 # worker processes (a crashing test takes down its worker only, and is reported by name).
 XDIST=()
-$PY -c "import xdist" 2>/dev/null && XDIST=(-n "${TEST_WORKERS:-8}")
+$PY -c "import xdist" 2>/dev/null && XDIST=(-n "${TEST_WORKERS:-8}" --dist loadgroup)
 step tests "${TEST_SECONDS:-200}" "$PREFIX-tests.log" env FULLCONV_TEST_BACKENDS=cuda OMP_NUM_THREADS=2 \
   $PY -m pytest tests -q -ra "${XDIST[@]}" \
   -p no:cacheprovider --continue-on-collection-errors --ignore=tests/test_cuda_emulation.py \

@@ -18,6 +18,12 @@ torch.backends.cudnn.allow_tf32 = False
 torch.backends.cuda.matmul.allow_tf32 = False
 
 
+def pytest_configure(config):
+    # pytest-xdist's mark (known here with or without the plugin): tests that need most of the
+    # GPU's memory share one worker, so that they never run at the same time
+    config.addinivalue_line("markers", "xdist_group(name): run on the same pytest-xdist worker")
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -105,6 +105,7 @@ def test_cuda_deterministic(cuda_algorithm):
 
 
 @needs_gpu
+@pytest.mark.xdist_group("gpu-memory")  # one worker runs these in turn (make gpu-check: --dist loadgroup)
 @pytest.mark.parametrize("algorithm,cin,size,gigabytes", [
     ("direct", 2, 32768, 12), ("igemm", 2, 32768, 12),
     # channels in 16-byte vectors: the channels-last (cp.async) kernels, copies of x and grad_out
