@@ -95,7 +95,10 @@ ConvShape check_and_make_shape(const at::Tensor& input, const at::Tensor& weight
                       " pads the input beyond the 64-bit index range");
     s.in_size[off + i] = L;
     s.kernel[off + i] = k;
-    s.stride[off + i] = stride[i];
+    // A stride beyond the padded extent gives one output position, as the extent itself
+    // does: the kernels see at most that (so that o * stride and its sums stay far inside
+    // 64-bit range however large the stride asked for).
+    s.stride[off + i] = std::min<int64_t>(stride[i], L + 2 * dilation[i] * (k - 1));
     s.dilation[off + i] = dilation[i];
   }
   s.compute_output_size();
@@ -147,6 +150,9 @@ at::Tensor finish_grad_input(const at::Tensor& gx, const at::Tensor& input, bool
 void check_residual(const at::Tensor& residual, at::IntArrayRef out_shape,
                     at::IntArrayRef padding, const at::Tensor& like, const char* op_name) {
   TORCH_CHECK_TYPE(residual.defined(), op_name, ": residual is undefined");
+  const auto dt = like.scalar_type();
+  TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kDouble || dt == at::kHalf || dt == at::kBFloat16, op_name,
+                   ": unsupported dtype ", dt, " (supported: float64, float32, float16, bfloat16)");
   const int64_t nd = static_cast<int64_t>(padding.size());
   TORCH_CHECK_VALUE(residual.dim() == static_cast<int64_t>(out_shape.size()) && nd >= 1 &&
                         nd <= kMaxSpatialDims && residual.dim() >= nd + 1,
@@ -156,7 +162,9 @@ void check_residual(const at::Tensor& residual, at::IntArrayRef out_shape,
   for (int64_t i = 0; i < residual.dim(); ++i) {
     const int64_t pad = i >= first_spatial ? padding[i - first_spatial] : 0;
     TORCH_CHECK_VALUE(pad >= 0, op_name, ": residual padding must be non-negative, got ", padding);
-    TORCH_CHECK_VALUE(residual.size(i) + 2 * pad == out_shape[i], op_name, ": residual of shape ",
+    // (out - residual) / 2, not residual + 2 * pad: a huge padding must not wrap around
+    const int64_t gap = out_shape[i] - residual.size(i);
+    TORCH_CHECK_VALUE(gap >= 0 && gap % 2 == 0 && pad == gap / 2, op_name, ": residual of shape ",
                       residual.sizes(), " padded by ", padding, " on each side does not match the output shape ",
                       out_shape, " (dim ", i, ")");
   }

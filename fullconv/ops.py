@@ -30,6 +30,9 @@ _SUPPORTED_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16
 
 def full_output_size(size: int, kernel_size: int, stride: int = 1, dilation: int = 1) -> int:
     """Output length of a full convolution along one dim: ``(L + d(k-1) - 1) // s + 1``."""
+    for name, v in (("size", size), ("kernel_size", kernel_size), ("stride", stride), ("dilation", dilation)):
+        if isinstance(v, (bool, float)) or not hasattr(v, "__index__") and not isinstance(v, torch.SymInt):
+            raise FullConvTypeError(f"full_output_size: {name} must be an int, got {v!r}")
     if size < 0 or kernel_size <= 0 or stride <= 0 or dilation <= 0:
         raise FullConvError(f"full_output_size: needs size >= 0 and positive kernel_size, stride and "
                             f"dilation, got size={size}, kernel_size={kernel_size}, stride={stride}, "
@@ -420,11 +423,15 @@ def full_conv3d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
 
 # --- fused residual epilogue ----------------------------------------------------------------
 
-def _check_residual(out_shape, residual, padding, like, op_name, autocast=False):
+def _check_residual(out_shape, residual, padding, like, op_name, autocast=False, check_dtype=True):
     """Mirrors check_residual() in csrc/ops.cpp (``autocast``: dtypes as the op's autocast
-    kernel will see them)."""
+    kernel will see them; ``check_dtype=False``: residual and like may differ, as padded_add's
+    autocast kernel promotes them)."""
     if not isinstance(residual, Tensor):
         raise FullConvTypeError(f"{op_name}: residual must be a Tensor, got {type(residual).__name__}")
+    if like.dtype not in _SUPPORTED_DTYPES:
+        raise FullConvTypeError(f"{op_name}: unsupported dtype {like.dtype} "
+                                "(supported: float64, float32, float16, bfloat16)")
     nd = len(padding)
     if residual.dim() != len(out_shape) or not 1 <= nd <= 3 or residual.dim() < nd + 1:
         raise FullConvError(f"{op_name}: residual of shape {tuple(residual.shape)} and padding "
@@ -439,7 +446,7 @@ def _check_residual(out_shape, residual, padding, like, op_name, autocast=False)
                                 f"{tuple(padding)} on each side does not match the output shape "
                                 f"{tuple(out_shape)} (dim {i})")
     dtype_of = _autocast_dtype if autocast else (lambda t: t.dtype)
-    if dtype_of(residual) != dtype_of(like):
+    if check_dtype and dtype_of(residual) != dtype_of(like):
         raise FullConvTypeError(f"{op_name}: residual must have dtype {like.dtype}, got {residual.dtype}")
     if residual.device != like.device:
         raise FullConvError(f"{op_name}: residual must be on {like.device}, got {residual.device}")
@@ -534,10 +541,17 @@ def padded_add(input: Tensor, residual: Tensor, relu: bool = False, nd: Optional
     spatial dims (default ``input.dim() - 2``)."""
     if not isinstance(input, Tensor) or not isinstance(residual, Tensor):
         raise FullConvTypeError("padded_add: input and residual must be Tensors")
-    nd = input.dim() - 2 if nd is None else nd
+    if nd is not None and (isinstance(nd, bool) or not isinstance(nd, numbers.Integral)):
+        raise FullConvTypeError(f"padded_add: nd must be an int or None, got {nd!r}")
+    nd = input.dim() - 2 if nd is None else int(nd)
     if nd < 1 or nd > 3:
         raise FullConvError(f"padded_add: expected 1 to 3 spatial dims, got input of shape {tuple(input.shape)}")
     pads = centred_padding(input.shape, residual.shape, nd)
+    # every check here, in Python, so errors are FullConvError/FullConvTypeError (under autocast
+    # the op promotes differing dtypes, as `a + b` does)
+    device_type = input.device.type
+    promoted = device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type)
+    _check_residual(tuple(input.shape), residual, pads, input, "padded_add", check_dtype=not promoted)
     if _forward_ad_active() and any(t is not None for t in _unpack_duals(input, residual)[1]):
         return _padded_add_composite(input, residual, pads, relu)
     return torch.ops.fullconv.padded_add(input, residual, pads, bool(relu))
@@ -573,8 +587,8 @@ def full_conv_residual(input: Tensor, weight: Tensor, bias: Optional[Tensor], re
     if not isinstance(residual, Tensor):
         raise FullConvTypeError("full_conv_residual: residual must be a Tensor")
     pads = centred_padding(shape, residual.shape, nd)
+    _check_residual(shape, residual, pads, input, "full_conv_residual", autocast=True)
     if _forward_ad_active() and any(t is not None for t in _unpack_duals(input, weight, bias, residual)[1]):
-        _check_residual(shape, residual, pads, input, "full_conv_residual", autocast=True)
         out = _full_conv(nd, input, weight, bias, stride, dilation, groups)
         return _padded_add_composite(out, residual, pads, relu)
     return torch.ops.fullconv.full_conv_residual(input, weight, bias, residual, list(stride),

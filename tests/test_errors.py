@@ -153,3 +153,80 @@ def test_unbatched_input_with_channels_last_weight(nd):
 def test_full_output_size_refuses_bad_arguments(args):
     with pytest.raises(FullConvError, match="full_output_size"):
         fullconv.full_output_size(*args)
+
+
+def test_full_output_size_refuses_non_integers():
+    with pytest.raises(FullConvTypeError, match="size must be an int"):
+        fullconv.full_output_size(5.5, 3)
+    with pytest.raises(FullConvTypeError, match="stride must be an int"):
+        fullconv.full_output_size(5, 3, True)
+
+
+@pytest.mark.parametrize("algorithm", ["auto", "gemm", "direct"] + (
+    ["blocked"] if torch.ops.fullconv._cpu_blocked_available() else []))
+@pytest.mark.parametrize("stride", [(1, 2 ** 63 - 1), (2 ** 63 - 6, 2 ** 62 + 3)])
+def test_strides_near_the_int64_limit(algorithm, stride, monkeypatch):
+    # A stride past the padded extent leaves one output position along its dim; the index math
+    # must not overflow on the way (forward and both gradients against F.conv2d).
+    monkeypatch.setenv("FULLCONV_CPU_ALGORITHM", algorithm)
+    x = torch.randn(2, 16, 9, 7, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(16, 16, 3, 3, dtype=torch.float64, requires_grad=True)
+    y = fullconv.full_conv2d(x, w, stride=stride)
+    y_ref = torch.nn.functional.conv2d(x, w, None, stride, 2)
+    torch.testing.assert_close(y, y_ref)
+    gy = torch.randn_like(y_ref)
+    g = torch.autograd.grad(y, (x, w), gy)
+    g_ref = torch.autograd.grad(y_ref, (x, w), gy)
+    for a, b in zip(g, g_ref):
+        torch.testing.assert_close(a, b)
+
+
+def test_residual_padding_near_the_int64_limit_is_refused():
+    # residual + 2 * padding would wrap around in 64 bits; the check must not
+    x = torch.randn(1, 2, 5, 5, dtype=torch.float64)
+    w = torch.randn(3, 2, 3, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="does not match the output shape"):
+        torch.ops.fullconv.padded_add(x, torch.ones(1, 2, 7, 5, dtype=torch.float64), [2 ** 63 - 1, 0], False)
+    with pytest.raises(ValueError, match="does not match the output shape"):
+        torch.ops.fullconv.full_conv_residual(x, w, None, torch.zeros(1, 3, 9, 7, dtype=torch.float64),
+                                              [1, 1], [1, 1], 1, [2 ** 63 - 1, 0], False)
+    with pytest.raises(ValueError, match="does not match the output shape"):  # the fake kernel alike
+        torch.ops.fullconv.padded_add(x.to("meta"), torch.ones(1, 2, 7, 5, dtype=torch.float64, device="meta"),
+                                      [2 ** 63 - 1, 0], False)
+
+
+RESIDUAL_CASES = [
+    ("residual dtype", lambda x, w: fullconv.full_conv_residual(x, w, None, torch.zeros(2, 6, 5, 5)),
+     FullConvTypeError, "residual must have dtype"),
+    ("residual batch", lambda x, w: fullconv.full_conv_residual(x, w, None, torch.zeros(3, 6, 5, 5, dtype=x.dtype)),
+     FullConvError, "does not match the output shape"),
+    ("residual channels", lambda x, w: fullconv.full_conv_residual(x, w, None, torch.zeros(2, 5, 5, 5, dtype=x.dtype)),
+     FullConvError, "does not match the output shape"),
+    ("padded_add dtype", lambda x, w: fullconv.padded_add(x, torch.zeros(2, 4, 3, 3)),
+     FullConvTypeError, "residual must have dtype"),
+    ("padded_add dims", lambda x, w: fullconv.padded_add(x, torch.zeros(4, 3, 3, dtype=x.dtype)),
+     FullConvError, "do not fit"),
+    ("padded_add integer dtype", lambda x, w: fullconv.padded_add(x.long(), x.long()[:, :, 1:-1, 1:-1]),
+     FullConvTypeError, "unsupported dtype"),
+    ("padded_add bool dtype", lambda x, w: fullconv.padded_add(x > 0, (x > 0)[:, :, 1:-1, 1:-1]),
+     FullConvTypeError, "unsupported dtype"),
+    ("padded_add nd float", lambda x, w: fullconv.padded_add(x, x[:, :, 1:-1, 1:-1], nd=2.0),
+     FullConvTypeError, "nd must be an int"),
+]
+
+
+@pytest.mark.parametrize("desc,call,exc,fragment", RESIDUAL_CASES, ids=[c[0] for c in RESIDUAL_CASES])
+def test_residual_api_errors(desc, call, exc, fragment):
+    # the fused residual entry points check everything in Python: fullconv's errors (also
+    # RuntimeErrors), never a bare TypeError/ValueError from inside
+    x, w = torch.randn(2, 4, 5, 5, dtype=torch.float64), torch.randn(6, 4, 3, 3, dtype=torch.float64)
+    with pytest.raises(exc, match=fragment) as info:
+        call(x, w)
+    assert isinstance(info.value, RuntimeError)
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_padded_add_op_refuses_integer_dtypes(device):
+    x = torch.ones(2, 4, 5, 5, dtype=torch.int64, device=device)
+    with pytest.raises(TypeError, match="unsupported dtype"):
+        torch.ops.fullconv.padded_add(x, x[:, :, 1:-1, 1:-1], [1, 1], False)
