@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import FullConvError
+from .errors import FullConvError, FullConvTypeError
 from .nn import FullConv1d, FullConv2d, FullConv3d
 from .ops import _f_pad_spec
 
@@ -264,7 +264,13 @@ def _selector(sel: Selector, default: bool):
         return lambda name, module: default
     if callable(sel):
         return sel
-    patterns = [sel] if isinstance(sel, str) else list(sel)
+    if isinstance(sel, str):
+        patterns = [sel]
+    elif isinstance(sel, (list, tuple, set, frozenset)) and all(isinstance(p, str) for p in sel):
+        patterns = list(sel)
+    else:
+        raise FullConvTypeError("include / exclude must be None, an fnmatch pattern, a sequence of patterns "
+                                f"or a predicate f(name, module), got {sel!r}")
     return lambda name, module: any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
@@ -297,6 +303,8 @@ def convert(model: nn.Module, *, inplace: bool = False, include: Selector = None
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"convert expects an nn.Module, got {type(model).__name__}")
+    if example_input is not None and not isinstance(example_input, torch.Tensor):
+        raise FullConvTypeError(f"example_input must be a Tensor or None, got {type(example_input).__name__}")
     if stem_pool not in ("authors", "full", "keep"):
         raise FullConvError(f"stem_pool must be 'authors', 'full' or 'keep', got {stem_pool!r}")
     if not inplace:

@@ -230,3 +230,12 @@ def test_padded_add_op_refuses_integer_dtypes(device):
     x = torch.ones(2, 4, 5, 5, dtype=torch.int64, device=device)
     with pytest.raises(TypeError, match="unsupported dtype"):
         torch.ops.fullconv.padded_add(x, x[:, :, 1:-1, 1:-1], [1, 1], False)
+
+
+@pytest.mark.parametrize("kwargs,fragment", [
+    ({"include": 3}, "include / exclude"), ({"exclude": ["0", 5]}, "include / exclude"),
+    ({"example_input": [1, 2]}, "example_input must be a Tensor"),
+])
+def test_convert_argument_errors(kwargs, fragment):
+    with pytest.raises(FullConvTypeError, match=fragment):
+        fullconv.convert(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1)), **kwargs)
