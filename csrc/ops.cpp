@@ -16,6 +16,11 @@ namespace fullconv {
 
 namespace {
 
+void check_supported_dtype(at::ScalarType dt, const char* op_name) {
+  TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kDouble || dt == at::kHalf || dt == at::kBFloat16, op_name,
+                   ": unsupported dtype ", dt, " (supported: float64, float32, float16, bfloat16)");
+}
+
 std::string shape_str(at::IntArrayRef sizes) {
   std::ostringstream os;
   os << sizes;
@@ -44,10 +49,7 @@ ConvShape check_and_make_shape(const at::Tensor& input, const at::Tensor& weight
                    ": input and weight must have the same dtype, got ", input.scalar_type(),
                    " and ", weight.scalar_type());
   const auto dt = input.scalar_type();
-  TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kDouble || dt == at::kHalf ||
-                       dt == at::kBFloat16,
-                   op_name, ": unsupported dtype ", dt,
-                   " (supported: float64, float32, float16, bfloat16)");
+  check_supported_dtype(dt, op_name);
   TORCH_CHECK_VALUE(input.device() == weight.device(), op_name,
                     ": input and weight must be on the same device, got ", input.device(),
                     " and ", weight.device());
@@ -150,9 +152,7 @@ at::Tensor finish_grad_input(const at::Tensor& gx, const at::Tensor& input, bool
 void check_residual(const at::Tensor& residual, at::IntArrayRef out_shape,
                     at::IntArrayRef padding, const at::Tensor& like, const char* op_name) {
   TORCH_CHECK_TYPE(residual.defined(), op_name, ": residual is undefined");
-  const auto dt = like.scalar_type();
-  TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kDouble || dt == at::kHalf || dt == at::kBFloat16, op_name,
-                   ": unsupported dtype ", dt, " (supported: float64, float32, float16, bfloat16)");
+  check_supported_dtype(like.scalar_type(), op_name);
   const int64_t nd = static_cast<int64_t>(padding.size());
   TORCH_CHECK_VALUE(residual.dim() == static_cast<int64_t>(out_shape.size()) && nd >= 1 &&
                         nd <= kMaxSpatialDims && residual.dim() >= nd + 1,

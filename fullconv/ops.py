@@ -70,14 +70,24 @@ def _tuple(value, n: int, name: str) -> tuple:
                             f"{type(value).__name__}")
 
 
+def _autocast_on(t: Tensor) -> bool:
+    """Whether the op's autocast kernels (CPU and CUDA) will see `t`."""
+    device_type = t.device.type
+    return device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type)
+
+
 def _autocast_dtype(t: Tensor):
     """The dtype `t` has once autocast has cast it for a convolution (the op's autocast
     kernels cast floating tensors other than float64 to the autocast dtype), else its own."""
-    device_type = t.device.type
-    if (device_type in ("cpu", "cuda") and t.is_floating_point() and t.dtype != torch.float64
-            and torch.is_autocast_enabled(device_type)):
-        return torch.get_autocast_dtype(device_type)
+    if t.is_floating_point() and t.dtype != torch.float64 and _autocast_on(t):
+        return torch.get_autocast_dtype(t.device.type)
     return t.dtype
+
+
+def _check_supported_dtype(dtype, op_name: str) -> None:
+    if dtype not in _SUPPORTED_DTYPES:
+        raise FullConvTypeError(f"{op_name}: unsupported dtype {dtype} (supported: "
+                                "float64, float32, float16, bfloat16)")
 
 
 def check_arguments(input, weight, bias, stride, dilation, groups, op_name="full_conv",
@@ -105,9 +115,7 @@ def check_arguments(input, weight, bias, stride, dilation, groups, op_name="full
     if input.dtype != weight.dtype and dtype_of(input) != dtype_of(weight):
         raise FullConvTypeError(f"{op_name}: input and weight must have the same dtype, got "
                                 f"{input.dtype} and {weight.dtype}")
-    if input.dtype not in _SUPPORTED_DTYPES:
-        raise FullConvTypeError(f"{op_name}: unsupported dtype {input.dtype} (supported: "
-                                "float64, float32, float16, bfloat16)")
+    _check_supported_dtype(input.dtype, op_name)
     if input.device != weight.device:
         raise FullConvError(f"{op_name}: input and weight must be on the same device, got "
                             f"{input.device} and {weight.device}")
@@ -429,9 +437,7 @@ def _check_residual(out_shape, residual, padding, like, op_name, autocast=False,
     autocast kernel promotes them)."""
     if not isinstance(residual, Tensor):
         raise FullConvTypeError(f"{op_name}: residual must be a Tensor, got {type(residual).__name__}")
-    if like.dtype not in _SUPPORTED_DTYPES:
-        raise FullConvTypeError(f"{op_name}: unsupported dtype {like.dtype} "
-                                "(supported: float64, float32, float16, bfloat16)")
+    _check_supported_dtype(like.dtype, op_name)
     nd = len(padding)
     if residual.dim() != len(out_shape) or not 1 <= nd <= 3 or residual.dim() < nd + 1:
         raise FullConvError(f"{op_name}: residual of shape {tuple(residual.shape)} and padding "
@@ -549,9 +555,7 @@ def padded_add(input: Tensor, residual: Tensor, relu: bool = False, nd: Optional
     pads = centred_padding(input.shape, residual.shape, nd)
     # every check here, in Python, so errors are FullConvError/FullConvTypeError (under autocast
     # the op promotes differing dtypes, as `a + b` does)
-    device_type = input.device.type
-    promoted = device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type)
-    _check_residual(tuple(input.shape), residual, pads, input, "padded_add", check_dtype=not promoted)
+    _check_residual(tuple(input.shape), residual, pads, input, "padded_add", check_dtype=not _autocast_on(input))
     if _forward_ad_active() and any(t is not None for t in _unpack_duals(input, residual)[1]):
         return _padded_add_composite(input, residual, pads, relu)
     return torch.ops.fullconv.padded_add(input, residual, pads, bool(relu))
