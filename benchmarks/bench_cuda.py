@@ -19,10 +19,14 @@ implicit GEMM for wide layers, direct kernels for few channels; direct; igemm; i
 For tensor-core dtypes a further column times the tiled kernels without their channels-last
 reads (igemm-gather) beside the default, so one run shows what those reads gain (--no-gather
 skips it); --plain-rows times the forward once more with its rows in plain order
-(FULLCONV_CUDA_ROW_REGIONS=0) instead of border regions apart from the interior.
+(FULLCONV_CUDA_ROW_REGIONS=0) instead of border regions apart from the interior; --tiles
+mma,mma-narrow times float16/bfloat16 once more per FULLCONV_CUDA_TILES value (the
+channels-last kernels on mma.sync tiles instead of WMMA), every mode including --passes.
+These columns are variant time / default time: below 1 the variant is faster.
 
     python benchmarks/bench_cuda.py [--quick] [--algorithm auto|direct|igemm|igemm-gather] [--no-gather]
-                                    [--plain-rows] [--channels-last] [--passes] [--max-seconds S] [--out DIR]
+                                    [--plain-rows] [--tiles mma,mma-narrow] [--channels-last] [--passes]
+                                    [--max-seconds S] [--out DIR]
 """
 from __future__ import annotations
 
@@ -52,7 +56,10 @@ PEAKS = {"H100": {"float32": 67.0, "tf32": 494.7, "bfloat16": 989.4, "float16": 
 
 
 # ratios baseline/fullconv reported per shape (those a run timed)
-VARIANTS = ("cudnn", "pad+conv", "same", "fullconv-gather", "fullconv-plain")
+VARIANTS = ("cudnn", "pad+conv", "same", "fullconv-gather", "fullconv-plain", "fullconv-mma", "fullconv-mma-narrow")
+# fullconv variants besides the default, timed in the same process (ratio variant / default < 1:
+# the variant is faster)
+TILE_VARIANTS = {"mma": "fullconv-mma", "mma-narrow": "fullconv-mma-narrow"}
 
 
 def suite(quick):
@@ -121,7 +128,8 @@ class WithEnv:
                     os.environ[k] = v
 
 
-def run_case(case, dtype, timer, device, gather=False, channels_last=False, passes=False, plain_rows=False):
+def run_case(case, dtype, timer, device, gather=False, channels_last=False, passes=False, plain_rows=False,
+             tiles=()):
     name, nd, n, cin, cout, k, s, d, g, L = case
     x = torch.randn(n, cin, *(L,) * nd, device=device, dtype=dtype)
     if channels_last and nd in (2, 3):  # both sides get the same channels-last input
@@ -141,10 +149,13 @@ def run_case(case, dtype, timer, device, gather=False, channels_last=False, pass
         fwd["fullconv-gather"] = WithEnv({"FULLCONV_CUDA_ALGORITHM": "igemm-gather"}, fwd["fullconv"])
     if plain_rows:  # the forward's rows in plain order, not by border regions (forward only)
         fwd["fullconv-plain"] = WithEnv({"FULLCONV_CUDA_ROW_REGIONS": "0"}, fwd["fullconv"])
+    for t in tiles:  # the float16/bfloat16 channels-last kernels on other tiles (FULLCONV_CUDA_TILES)
+        fwd[TILE_VARIANTS[t]] = WithEnv({"FULLCONV_CUDA_TILES": t}, fwd["fullconv"])
+    fc_variants = ["fullconv", "fullconv-gather", "fullconv-plain"] + [TILE_VARIANTS[t] for t in tiles]
     # the benchmark refuses to time a wrong answer
     ref = fwd["cudnn"](x.float(), w.float(), b.float())
     tol = 1e-3 if dtype == torch.float32 else 3e-2
-    for v in ("fullconv", "fullconv-gather", "fullconv-plain"):
+    for v in fc_variants:
         if v in fwd:
             got = fwd[v](x, w, b).float()
             err = (got - ref).abs().max().item() / max(ref.abs().max().item(), 1.0)
@@ -165,11 +176,14 @@ def run_case(case, dtype, timer, device, gather=False, channels_last=False, pass
         gy = torch.randn_like(fwd["fullconv"](x, w, b))
         st, dil, pad = [s] * nd, [d] * nd, [p] * nd
         for mode, mask in (("grad_input", [True, False, False]), ("grad_weight", [False, True, False])):
+            backward = lambda: torch.ops.fullconv.full_conv_backward(gy, x, w, st, dil, g, mask)
             res[mode] = {
-                "fullconv": timer.run(lambda: torch.ops.fullconv.full_conv_backward(gy, x, w, st, dil, g, mask)),
+                "fullconv": timer.run(backward),
                 "cudnn": timer.run(lambda: torch.ops.aten.convolution_backward(
                     gy, x, w, None, st, pad, dil, False, [0] * nd, g, mask)),
             }
+            for t in tiles:
+                res[mode][TILE_VARIANTS[t]] = timer.run(WithEnv({"FULLCONV_CUDA_TILES": t}, backward))
     return res
 
 
@@ -185,6 +199,9 @@ def main(argv=None):
                          "channels-last reads, timed beside the default)")
     ap.add_argument("--plain-rows", action="store_true",
                     help="also time the forward with its rows in plain order (FULLCONV_CUDA_ROW_REGIONS=0)")
+    ap.add_argument("--tiles", default="",
+                    help="comma-separated FULLCONV_CUDA_TILES values (mma, mma-narrow) also timed for "
+                         "float16/bfloat16 beside the default tiles")
     ap.add_argument("--channels-last", action="store_true",
                     help="channels-last inputs (2-D/3-D shapes) for every variant")
     ap.add_argument("--passes", action="store_true",
@@ -194,6 +211,10 @@ def main(argv=None):
     ap.add_argument("--limit", type=int, default=None, help="first N shapes only")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = ap.parse_args(argv)
+    tiles = [t for t in args.tiles.split(",") if t]
+    for t in tiles:
+        if t not in TILE_VARIANTS:
+            ap.error(f"--tiles: unknown value {t!r} (choose from {', '.join(TILE_VARIANTS)})")
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("bench_cuda.py: no CUDA device")
     os.environ["FULLCONV_CUDA_ALGORITHM"] = args.algorithm
@@ -215,7 +236,8 @@ def main(argv=None):
     t0 = time.perf_counter()
     results, not_measured = [], []
     hdr = (f"{'shape':<28}{'dtype':<9}{'mode':<8}{'fullconv ms':>12}{'TFLOP/s':>9}{'%peak':>7}"
-           f"{'cudnn/fc':>9}{'pad+conv/fc':>12}{'same/fc':>9}{'gather/fc':>10}{'plain/fc':>9}")
+           f"{'cudnn/fc':>9}{'pad+conv/fc':>12}{'same/fc':>9}{'gather/fc':>10}{'plain/fc':>9}"
+           + "".join(f"{t + '/fc':>14}" for t in tiles))
     print(hdr)
     print("-" * len(hdr))
     for case in cases:
@@ -227,7 +249,9 @@ def main(argv=None):
             gather = (not args.no_gather and args.device == "cuda" and tensor_cores
                       and args.algorithm in ("auto", "igemm"))
             res = run_case(case, DTYPES[dname], timer, args.device, gather, args.channels_last, args.passes,
-                           args.plain_rows and args.device == "cuda" and args.algorithm != "direct")
+                           args.plain_rows and args.device == "cuda" and args.algorithm != "direct",
+                           tiles if dname in ("bfloat16", "float16") and args.device == "cuda"
+                           and args.algorithm in ("auto", "igemm") else ())
             macs = shapes.useful_macs(*case[1:])
             row = {"name": case[0], "shape": case[1:], "dtype": dname, "times_s": res, "ratios": {},
                    "useful_tflops": {}}
@@ -245,7 +269,7 @@ def main(argv=None):
                 cell = lambda v, width: f"{ratios[v]:>{width}.2f}" if v in ratios else f"{'-':>{width}}"
                 print(f"{case[0]:<28}{dname:<9}{tag:<8}{fc * 1e3:>12.3f}{tflops:>9.2f}{pct:>7}"
                       + cell("cudnn", 9) + cell("pad+conv", 12) + cell("same", 9) + cell("fullconv-gather", 10)
-                      + cell("fullconv-plain", 9),
+                      + cell("fullconv-plain", 9) + "".join(cell(TILE_VARIANTS[t], 14) for t in tiles),
                       flush=True)
             results.append(row)
     summary = {}
@@ -264,6 +288,9 @@ def main(argv=None):
                   if "fullconv-gather" in s else "")
         gather += (f"; plain rows/regions: geomean {s['fullconv-plain']['geomean']:.2f}x"
                    if "fullconv-plain" in s else "")
+        for t in tiles:
+            v = TILE_VARIANTS[t]
+            gather += f"; {t} tiles/default: geomean {s[v]['geomean']:.2f}x (min {s[v]['min']:.2f})" if v in s else ""
         pad = f"; vs F.pad+conv: geomean {s['pad+conv']['geomean']:.2f}x" if "pad+conv" in s else ""
         print(f"{k:<28} vs cuDNN: geomean {s['cudnn']['geomean']:.2f}x (min {s['cudnn']['min']:.2f}, "
               f"max {s['cudnn']['max']:.2f}){pad}{gather}")

@@ -2,8 +2,9 @@
 families (direct and tiled implicit GEMM, the latter also reading channels-last copies with
 cp.async; forward, grad_input, grad_weight with and without split-K) in every dtype (float32
 also on TF32), with stride, dilation, groups, 1-D/2-D/3-D, odd sizes that leave partial
-tiles, and a non-finite weight. --quick (for racecheck, which
-is slow on shared-memory kernels): float32 and float16 only."""
+tiles, and a non-finite weight; float16/bfloat16 also on the mma.sync tiles
+(FULLCONV_CUDA_TILES=mma, mma-narrow). --quick (for racecheck, which is slow on shared-memory
+kernels): float32 and float16 only."""
 import os
 import sys
 
@@ -23,19 +24,23 @@ def main():
         (fullconv.full_conv2d, (2, 40, 9, 11), (70, 20, 3, 3), (2, 1), 1, 2),
         (fullconv.full_conv2d, (4, 64, 12, 12), (130, 64, 3, 3), 1, 1, 1),
         # channel counts in whole 16-byte vectors: the channels-last (cp.async) kernels, for a
-        # channels_last input too
+        # channels_last input too; more than 64 output and input channels: 128-column mma tiles
         (fullconv.full_conv2d, (2, 64, 10, 9), (72, 64, 3, 3), (2, 1), 1, 1),
+        (fullconv.full_conv2d, (2, 136, 7, 6), (144, 136, 3, 3), 1, 1, 1),
         (fullconv.full_conv2d, (2, 64, 10, 9, "channels_last"), (80, 32, 3, 3), 1, (1, 2), 2),
     ]
     tensor_cores = torch.cuda.get_device_capability()[0] >= 8
-    runs = [(a, d, False) for a in ("direct", "igemm")
+    runs = [(a, d, False, "wmma") for a in ("direct", "igemm")
             for d in (torch.float64, torch.float32, torch.float16, torch.bfloat16)
             if a == "direct" or tensor_cores or d in (torch.float64, torch.float32)]
-    runs += [("igemm", torch.float32, True)] if tensor_cores else []
+    runs += [("igemm", torch.float32, True, "wmma")] if tensor_cores else []
+    runs += [("igemm", d, False, t) for d in (torch.float16, torch.bfloat16) for t in ("mma", "mma-narrow")
+             if tensor_cores]
     if "--quick" in sys.argv[1:]:
         runs = [r for r in runs if r[1] in (torch.float32, torch.float16)]
-    for algorithm, dtype, tf32 in runs:
+    for algorithm, dtype, tf32, tiles in runs:
         os.environ["FULLCONV_CUDA_ALGORITHM"] = algorithm
+        os.environ["FULLCONV_CUDA_TILES"] = tiles
         torch.backends.cudnn.allow_tf32 = tf32
         for fn, xs, ws, stride, dilation, groups in cases:
             x = torch.randn([e for e in xs if not isinstance(e, str)], device="cuda", dtype=dtype)

@@ -100,7 +100,10 @@ step racecheck 75 "$PREFIX-racecheck.log" "$SAN" --tool racecheck --error-exitco
 # The tiles' GEMM core against cuBLAS, the gather's and the taps' cost, each pass alone
 # (benchmarks/cuda_gemm_core.py): where the time goes, for the next kernel change.
 step gemmcore 90 "$PREFIX-gemm-core.log" $PY benchmarks/cuda_gemm_core.py --out "$OUT"
-step bench "$((${BENCH_SECONDS:-75} + 45))" "$PREFIX-bench.log" $PY benchmarks/bench_cuda.py --plain-rows --passes --out "$OUT" --max-seconds "${BENCH_SECONDS:-75}"
+# Beside the default (WMMA) tiles, float16/bfloat16 also on the mma.sync tiles (FULLCONV_CUDA_TILES),
+# every pass; the gather and row-order variants were measured in entry 21 of benchmarks/NOTES.md.
+step bench "$((${BENCH_SECONDS:-75} + 45))" "$PREFIX-bench.log" $PY benchmarks/bench_cuda.py --no-gather \
+  --tiles mma,mma-narrow --passes --out "$OUT" --max-seconds "${BENCH_SECONDS:-75}"
 cat "$PREFIX-check.json"
 echo "gpu-check: results in $OUT ($PREFIX-*)"
 for k in $STEPS; do

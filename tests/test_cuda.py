@@ -291,6 +291,63 @@ def test_cuda_row_regions_change_no_value(dtype, memory_format, monkeypatch):
         fullconv.full_conv2d(x, w, b)
 
 
+# Shapes whose channels come in whole 16-byte vectors, so every pass of float16/bfloat16 runs the
+# channels-last kernels and with them the tiles FULLCONV_CUDA_TILES picks: up to 64 and more
+# than 64 columns (128-column mma tiles), groups, stride, dilation, 1-D/3-D, 1x1.
+# (nd, n, cin, cout, size, kernel, stride, dilation, groups)
+MMA_LAYERS = [
+    (2, 2, 64, 72, (9, 10), (3, 3), (2, 1), (1, 1), 1),
+    (2, 2, 136, 144, (7, 6), (3, 3), (1, 1), (1, 1), 1),
+    (2, 2, 80, 96, (8, 8), (3, 3), (1, 1), (2, 2), 2),
+    (2, 3, 256, 128, (7, 7), (1, 1), (2, 2), (1, 1), 1),
+    (3, 2, 64, 128, (4, 5, 6), (3, 3, 3), (1, 1, 1), (1, 1, 1), 1),
+    (1, 2, 128, 256, (50,), (5,), (2,), (1,), 1),
+]
+
+
+@needs_gpu
+@pytest.mark.parametrize("tiles", ["wmma", "mma", "mma-narrow"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("memory_format", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("cfg", MMA_LAYERS, ids=lambda c: "x".join(map(str, (c[2], c[3], *c[4], *c[5], *c[6]))))
+def test_cuda_tiles_against_reference(cfg, memory_format, dtype, tiles, monkeypatch):
+    if torch.cuda.get_device_capability()[0] < 8:
+        pytest.skip("tensor-core tiles need compute capability 8.0")
+    nd, n, cin, cout, size, kernel, stride, dilation, groups = cfg
+    if memory_format == "channels_last" and nd == 1:
+        pytest.skip("no channels-last memory format for 1-D tensors")
+    monkeypatch.setenv("FULLCONV_CUDA_ALGORITHM", "igemm")
+    monkeypatch.setenv("FULLCONV_CUDA_TILES", tiles)
+    x = torch.randn(n, cin, *size, dtype=torch.float64, device="cuda")
+    w = torch.randn(cout, cin // groups, *kernel, dtype=torch.float64, device="cuda") / (cin // groups * w_taps(kernel)) ** 0.5
+    b = torch.randn(cout, dtype=torch.float64, device="cuda")
+    leaves = [t.to(dtype) for t in (x, w, b)]
+    if memory_format == "channels_last":
+        leaves[0] = leaves[0].contiguous(memory_format=torch.channels_last if nd == 2 else torch.channels_last_3d)
+    leaves = [t.requires_grad_() for t in leaves]
+    fn = {1: fullconv.full_conv1d, 2: fullconv.full_conv2d, 3: fullconv.full_conv3d}[nd]
+    y = fn(*leaves, stride, dilation, groups)
+    gy = torch.randn_like(y)
+    grads = torch.autograd.grad(y, leaves, gy)
+    ref_leaves = [t.detach().double().requires_grad_() for t in leaves]
+    y_ref = full_conv_reference(*ref_leaves, stride, dilation, groups)
+    ref_grads = torch.autograd.grad(y_ref, ref_leaves, gy.double())
+    tol = LAYER_TOL[dtype]
+    for name, a, r in zip(("output", "grad_input", "grad_weight", "grad_bias"), (y, *grads), (y_ref, *ref_grads)):
+        assert a.isfinite().all(), f"{name}: non-finite values"
+        scale = max(r.abs().max().item(), 1.0)
+        err = (a.double() - r).abs().max().item() / scale
+        assert err <= tol, f"{name}: relative error {err:.3g} > {tol}"
+
+
+@needs_gpu
+def test_cuda_tiles_switch_refuses_unknown_value(monkeypatch):
+    monkeypatch.setenv("FULLCONV_CUDA_TILES", "wgmma")
+    x = torch.randn(1, 16, 5, 5, device="cuda", dtype=torch.float16)
+    with pytest.raises(ValueError, match="FULLCONV_CUDA_TILES"):
+        fullconv.full_conv2d(x, torch.randn(16, 16, 3, 3, device="cuda", dtype=torch.float16))
+
+
 @needs_gpu
 def test_cuda_tf32_follows_the_convolution_precision_setting(monkeypatch):
     # Newer releases set TF32 per operation (torch.backends.cudnn.conv.fp32_precision); with the

@@ -1,10 +1,11 @@
 """fullconv's CUDA kernels executed without a GPU: csrc/cuda/*.cu compiled by the host
 compiler against tests/cpp/cuda_emulation.h (threads as fibers with exact barriers, run in a
 random order each round; shared memory poisoned before each block; WMMA at matrix level with
-the GPU's alignment rules, every lane's arguments compared, TF32 operands checked rounded)
-and run by
+the GPU's alignment rules, every lane's arguments compared, TF32 operands checked rounded;
+ldmatrix and mma.sync as warp-wide instructions with the PTX fragment layouts, every
+ldmatrix checked free of shared-memory bank conflicts) and run by
 tests/cpp/cuda_emulation_test.cpp against the double reference of the definition: tiled
-implicit-GEMM and direct kernels, every dtype (float32 also on TF32), forward with bias and
+implicit-GEMM (WMMA and mma.sync tiles) and direct kernels, every dtype (float32 also on TF32), forward with bias and
 the residual epilogue and non-finite weights, grad_input, grad_weight with and without
 split-K (empty slices included).
 

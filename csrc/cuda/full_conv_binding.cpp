@@ -53,6 +53,10 @@ void check_cuda(const at::Tensor& t, const char* name) {
 // (igemm-gather: the tiled kernels without the channels-last reads; tests use each).
 // FULLCONV_CUDA_ROW_REGIONS=0 runs the tiled forward's rows in plain order instead of border
 // regions apart from the interior (cuda::IgemmLayout::row_regions), to measure the difference.
+// FULLCONV_CUDA_TILES=wmma|mma|mma-narrow picks the tiles of the float16/bfloat16 channels-last
+// kernels (cuda::IgemmLayout::tiles): WMMA (the default, measured on a GPU), or mma.sync from
+// swizzled shared memory with 128-column tiles where a pass has more than 64 columns (mma) or
+// 64-column tiles throughout (mma-narrow); to be timed side by side before a default changes.
 using Pass = cuda::GemmPass;
 
 std::string cuda_algorithm() {
@@ -68,6 +72,14 @@ bool row_regions() {
   const std::string v = env ? env : "1";
   TORCH_CHECK_VALUE(v == "0" || v == "1" || v.empty(), "FULLCONV_CUDA_ROW_REGIONS must be 0 or 1, got '", v, "'");
   return v != "0";
+}
+
+cuda::Tiles cuda_tiles() {
+  const char* env = std::getenv("FULLCONV_CUDA_TILES");
+  const std::string v = env ? env : "wmma";
+  TORCH_CHECK_VALUE(v == "wmma" || v == "mma" || v == "mma-narrow" || v.empty(),
+                    "FULLCONV_CUDA_TILES must be wmma, mma or mma-narrow, got '", v, "'");
+  return v == "mma" ? cuda::Tiles::kMma : v == "mma-narrow" ? cuda::Tiles::kMmaNarrow : cuda::Tiles::kWmma;
 }
 
 // An attribute of the current device (the caller holds a CUDAGuard).
@@ -212,6 +224,7 @@ at::Tensor full_conv_cuda_impl(const at::Tensor& input, const at::Tensor& weight
   layout.src_channels_last = x_cl.defined();
   layout.dst_channels_last = x_cl.defined() && out_format != at::MemoryFormat::Contiguous;
   layout.row_regions = row_regions();
+  layout.tiles = cuda_tiles();
   auto y = at::empty(output_shape(s, true), xb.options().memory_format(
                                                 layout.dst_channels_last ? out_format : at::MemoryFormat::Contiguous));
   const auto epilogue = make_epilogue(residual ? &res : nullptr, y.sizes(), residual_padding, relu);
@@ -315,6 +328,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cuda(
       cuda::IgemmLayout layout;
       layout.src_channels_last = cl;
       layout.dst_channels_last = cl && in_format != at::MemoryFormat::Contiguous;
+      layout.tiles = cuda_tiles();
       if (layout.dst_channels_last) gx = at::empty(input.sizes(), options.memory_format(in_format));
       check_launch(cuda::grad_input_igemm(dtype, use_tf32(input.scalar_type()), layout,
                                           (cl ? gy_cl() : gy()).const_data_ptr(), packed.const_data_ptr(),
@@ -333,11 +347,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cuda(
     if (use_igemm(s, input.scalar_type(), Pass::kGradWeight)) {
       const bool tf32 = use_tf32(input.scalar_type());
       const int sm_count = device_attribute(cudaDevAttrMultiProcessorCount);
-      const size_t bytes = cuda::grad_weight_igemm_workspace(dtype, tf32, s, sm_count);
-      const auto workspace = at::empty({static_cast<int64_t>(bytes)}, options.dtype(at::kByte));
       const bool cl = channels_last_pass(input.scalar_type(), s, Pass::kGradWeight);
+      const auto tiles = cl ? cuda_tiles() : cuda::Tiles::kWmma;
+      const size_t bytes = cuda::grad_weight_igemm_workspace(dtype, tf32, tiles, s, sm_count);
+      const auto workspace = at::empty({static_cast<int64_t>(bytes)}, options.dtype(at::kByte));
       const auto x = cl ? channels_last_copy(xb) : xb.contiguous();
-      check_launch(cuda::grad_weight_igemm(dtype, tf32, cl, (cl ? gy_cl() : gy()).const_data_ptr(), x.const_data_ptr(),
+      check_launch(cuda::grad_weight_igemm(dtype, tf32, cl, tiles, (cl ? gy_cl() : gy()).const_data_ptr(),
+                                           x.const_data_ptr(),
                                            gw.mutable_data_ptr(), bytes > 0 ? workspace.mutable_data_ptr() : nullptr,
                                            s, sm_count, stream),
                    "grad_weight (implicit GEMM)");

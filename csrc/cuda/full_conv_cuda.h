@@ -84,10 +84,16 @@ bool igemm_channels_last_ok(DType dtype, bool tf32, const ConvShape& s, GemmPass
 // so tiles of border rows skip the taps that meet only padding (channels-last reads and FMA
 // tiles; the tensor-core gather keeps the plain order, see ForwardOp); false keeps the plain
 // order everywhere (for side-by-side measurement; grad_input ignores it).
+// tiles: how the float16/bfloat16 channels-last kernels multiply (other dtypes and the gather
+// kernels ignore it): WMMA tiles (128 x 64, three stages), or mma.sync tiles (ldmatrix from
+// swizzled shared memory, a ring of four stages) of 128 x 128 where a pass has more than 64
+// columns (kMma) or always of at most 64 columns (kMmaNarrow).
+enum class Tiles { kWmma, kMma, kMmaNarrow };
 struct IgemmLayout {
   bool src_channels_last = false;
   bool dst_channels_last = false;
   bool row_regions = true;
+  Tiles tiles = Tiles::kWmma;
 };
 
 // As forward_epilogue; w is the unpacked weight (read only for non-finite-weight channels).
@@ -103,10 +109,12 @@ cudaError_t grad_input_igemm(DType dtype, bool tf32, IgemmLayout layout, const v
 // sm_count (the device's multiprocessors) sizes the split.
 // channels_last: grad_out and x are (N, *spatial, C) copies (igemm_channels_last_ok for
 // kGradWeight: output and input channels per group in whole 16-byte vectors); the workspace
-// is the same either way.
-size_t grad_weight_igemm_workspace(DType dtype, bool tf32, const ConvShape& s, int sm_count);
-cudaError_t grad_weight_igemm(DType dtype, bool tf32, bool channels_last, const void* grad_out, const void* x,
-                              void* grad_w, void* workspace, const ConvShape& s, int sm_count, cudaStream_t stream);
+// is the same either way. tiles (as IgemmLayout::tiles; channels-last only) changes the tiles,
+// so the workspace must be asked with the same value.
+size_t grad_weight_igemm_workspace(DType dtype, bool tf32, Tiles tiles, const ConvShape& s, int sm_count);
+cudaError_t grad_weight_igemm(DType dtype, bool tf32, bool channels_last, Tiles tiles, const void* grad_out,
+                              const void* x, void* grad_w, void* workspace, const ConvShape& s, int sm_count,
+                              cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace fullconv

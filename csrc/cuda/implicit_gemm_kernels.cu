@@ -22,6 +22,7 @@
 
 #include "../implicit_gemm.h"
 #include "async_copy.cuh"
+#include "warp_mma.cuh"
 #include "device_math.cuh"
 #include "full_conv_cuda.h"
 #include "launch.cuh"
@@ -143,6 +144,8 @@ struct WmmaMath {
   using Elem = typename W::Elem;
   using AccT = float;
   static constexpr int BM = BMt, BN = 64, BK = W::BK, FK = W::K;
+  static constexpr int kStages = 3;  // of the channels-last kernels' ring
+  static constexpr int kMinBlocks = 2;
   static constexpr int kWarpsM = BM / 32, kWarpsN = kGemmThreads / 32 / kWarpsM;
   static constexpr int kFragsN = BN / kWarpsN / 16;  // 16-column fragments per warp
   static_assert(kWarpsM * kWarpsN * 32 == kGemmThreads && kFragsN >= 1, "warp layout");
@@ -240,6 +243,137 @@ struct WmmaMath {
 #endif
     __syncthreads();
     return Cs;
+  }
+};
+
+// ---------------------------------------------------------------------------- mma.sync math
+
+// Shared-memory operand layouts of MmaMath: rows of 16-byte chunks whose order is permuted per
+// row (chunk c of row r stored at c ^ f(r)), so the 8 rows an ldmatrix reads at one logical
+// chunk fall on 8 different bank groups; within a chunk elements keep their order, so the
+// kernels' 16-byte cp.async vectors land whole. A is BM x BK with k contiguous (AKContig) or
+// BK x BM with m contiguous; B is BK x BN, n contiguous.
+__host__ __device__ constexpr int swizzle_chunk(int row, int chunk, int chunks_per_row) {
+  return chunks_per_row >= 8 ? chunk ^ (row % 8)
+                             : chunk ^ ((row / (8 / chunks_per_row)) % chunks_per_row);
+}
+
+template <int BM, int BN, int BK, bool AKContig>
+struct SwizzledLayout {
+  static constexpr int kAElems = BM * BK, kBElems = BK * BN;
+  __device__ static __forceinline__ int a_index(int m, int k) {
+    return AKContig ? m * BK + swizzle_chunk(m, k / 8, BK / 8) * 8 + k % 8
+                    : k * BM + swizzle_chunk(k, m / 8, BM / 8) * 8 + m % 8;
+  }
+  __device__ static __forceinline__ int b_index(int k, int n) {
+    return k * BN + swizzle_chunk(k, n / 8, BN / 8) * 8 + n % 8;
+  }
+};
+
+// float16 / bfloat16 tiles on mma.sync.m16n8k16 (float32 accumulators), operands brought from
+// swizzled shared memory by ldmatrix (warp_mma.cuh): block tile BMt x BNt over 8 warps (2 x 4
+// for 128 columns, else 4 x 2), each warp a (BM / warps) x (BN / warps) tile of 16 x 8
+// products; BK = 32, a ring of kStages = 4 stages (dynamic shared memory). Used by the
+// channels-last kernels only (their cp.async copies fill the stages).
+template <typename T, bool AKContig, int BMt, int BNt>
+struct MmaMath {
+  using Elem = T;
+  using AccT = float;
+  static constexpr int BM = BMt, BN = BNt, BK = 32, kStages = 4;
+  // resident blocks per SM the registers are budgeted for (__launch_bounds__): the 128 x 128
+  // tiles' 64 accumulators per thread leave too few of 128 registers for the copy cursor
+  // (spills), so they take one block of 8 warps and up to 255 registers
+  static constexpr int kMinBlocks = BM * BN > 128 * 64 ? 1 : 2;
+  static constexpr int kWarpsN = BN >= 128 ? 4 : 2, kWarpsM = kGemmThreads / 32 / kWarpsN;
+  static constexpr int WM = BM / kWarpsM, WN = BN / kWarpsN;
+  static constexpr int MI = WM / 16, NJ = WN / 8;  // 16 x 8 products per warp
+  static_assert(WM % 16 == 0 && WN % 16 == 0 && WM * kWarpsM == BM && WN * kWarpsN == BN, "warp layout");
+  static_assert(BN % 64 == 0 && BM % 64 == 0, "at least 8 chunks per B row and per m-contiguous A row");
+  using L = SwizzledLayout<BM, BN, BK, AKContig>;
+  static constexpr int kBOffset = round_up(L::kAElems * int(sizeof(T)), 128);
+  static constexpr int kOperandBytes = kBOffset + round_up(L::kBElems * int(sizeof(T)), 128);  // one stage
+  static constexpr int kLdC = BM + 4;  // accumulators staged column-major (rows adjacent)
+  static constexpr int kResultBytes = BN * kLdC * int(sizeof(float));
+  static constexpr int kSmemBytes = kStages * kOperandBytes > kResultBytes ? kStages * kOperandBytes : kResultBytes;
+
+  float acc[MI][NJ][4];
+
+  __device__ __forceinline__ void zero() {
+#pragma unroll
+    for (int i = 0; i < MI; ++i)
+#pragma unroll
+      for (int j = 0; j < NJ; ++j)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.0f;
+  }
+  __device__ static __forceinline__ Elem to_elem(T v) { return v; }
+
+  __device__ __forceinline__ void warp_origin(int* wm, int* wn) const {
+    const int warp = threadIdx.x / 32;
+    *wm = (warp % kWarpsM) * WM;
+    *wn = (warp / kWarpsM) * WN;
+  }
+
+  template <bool RoundTf32 = false>
+  __device__ __forceinline__ void mma(const Elem* As, const Elem* Bs) {
+    int wm, wn;
+    warp_origin(&wm, &wn);
+    const int lane = threadIdx.x % 32, quad = lane / 8, r8 = lane % 8;
+#pragma unroll
+    for (int kk = 0; kk < BK; kk += 16) {
+      uint32_t a[MI][4], b[NJ][2];
+#pragma unroll
+      for (int i = 0; i < MI; ++i) {
+        // matrices 0..3: (rows +0, k +0), (rows +8, k +0), (rows +0, k +8), (rows +8, k +8)
+        const int m = wm + 16 * i + 8 * (quad % 2), k = kk + 8 * (quad / 2);
+        if constexpr (AKContig)
+          ldmatrix_x4(a[i], As + L::a_index(m + r8, k), false);
+        else  // stored k-major: each matrix row is one k, transposed on the way
+          ldmatrix_x4(a[i], As + L::a_index(m, k + r8), true);
+      }
+#pragma unroll
+      for (int j = 0; j < NJ; j += 2) {
+        // matrices 0..3: (k +0, n +0), (k +8, n +0), (k +0, n +8), (k +8, n +8)
+        uint32_t r[4];
+        ldmatrix_x4(r, Bs + L::b_index(kk + 8 * (quad % 2) + r8, wn + 8 * j + 8 * (quad / 2)), true);
+        b[j][0] = r[0];
+        b[j][1] = r[1];
+        b[j + 1][0] = r[2];
+        b[j + 1][1] = r[3];
+      }
+#pragma unroll
+      for (int i = 0; i < MI; ++i)
+#pragma unroll
+        for (int j = 0; j < NJ; ++j) mma_m16n8k16<T>(acc[i][j], a[i], b[j]);
+    }
+  }
+
+  // As WmmaMath::stage_results / for_each_result.
+  __device__ __forceinline__ const float* stage_results(unsigned char* smem) {
+    float* Cs = reinterpret_cast<float*>(smem);
+    int wm, wn;
+    warp_origin(&wm, &wn);
+    const int lane = threadIdx.x % 32;
+#pragma unroll
+    for (int i = 0; i < MI; ++i)
+#pragma unroll
+      for (int j = 0; j < NJ; ++j)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          const int m = wm + 16 * i + lane / 4 + 8 * (r / 2), n = wn + 8 * j + 2 * (lane % 4) + r % 2;
+          Cs[n * kLdC + m] = acc[i][j][r];
+        }
+    __syncthreads();
+    return Cs;
+  }
+
+  template <typename F>
+  __device__ __forceinline__ void for_each_result(unsigned char* smem, F&& f) {
+    const float* Cs = stage_results(smem);
+    for (int idx = threadIdx.x; idx < BM * BN; idx += kGemmThreads) {
+      const int m = idx % BM, n = idx / BM;
+      f(m, n, Cs[n * kLdC + m]);
+    }
   }
 };
 
@@ -450,17 +584,26 @@ image_gemm_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict__ 
 // C = A * B over an ImageGemm whose A is a channels-last copy (batch, positions, channels):
 // every global read is a 16-byte cp.async of V adjacent reduction channels of one position
 // (or V adjacent columns of the packed weight), zero-filled where a row's tap meets padding,
-// into a ring of kStages shared-memory stages, so the loads of the next kStages - 1 chunks
-// are in flight while one is multiplied. Tensor-core math only; the shapes it takes are
-// those of channels_last_fits(). Tap skipping and the epilogue are as in image_gemm_kernel;
-// C is written in either layout (dst_channels_last).
-constexpr int kStages = 3;
+// into a ring of Math::kStages shared-memory stages (dynamic shared memory), so the loads of the
+// next kStages - 1 chunks are in flight while one is multiplied. Tensor-core math only (WMMA,
+// or mma.sync from swizzled stages: MmaMath); the shapes it takes are those of
+// channels_last_fits(). Tap skipping and the epilogue are as in image_gemm_kernel; C is
+// written in either layout (dst_channels_last).
 
 // Shared memory of a channels-last kernel: the ring, or after the main loop the result tile
 // and what follows it (result_bytes), whichever is larger.
 template <typename Math>
 __host__ __device__ constexpr int ring_smem_bytes(int result_bytes) {
-  return kStages * Math::kOperandBytes > result_bytes ? kStages * Math::kOperandBytes : result_bytes;
+  return Math::kStages * Math::kOperandBytes > result_bytes ? Math::kStages * Math::kOperandBytes : result_bytes;
+}
+// ... of image_gemm_cl_kernel (the result tile and the rows' targets) and weight_gemm_cl_kernel
+template <typename Math>
+__host__ __device__ constexpr int image_cl_smem_bytes() {
+  return ring_smem_bytes<Math>(Math::kResultBytes + Math::BM * int(sizeof(RowTarget)));
+}
+template <typename Math>
+__host__ __device__ constexpr int weight_cl_smem_bytes() {
+  return ring_smem_bytes<Math>(Math::kResultBytes);
 }
 
 // Operand stage `stage` of the ring (A, then B at kBOffset).
@@ -483,6 +626,7 @@ __device__ __forceinline__ typename Math::Elem* ring_b(unsigned char* smem, int 
 // barrier passed, so the stages may become the result tile.
 template <typename Math, typename More, typename Copy>
 __device__ __forceinline__ void multiply_ring(Math& math, unsigned char* smem, More&& more, Copy&& copy_chunk) {
+  constexpr int kStages = Math::kStages;
   int64_t copied = 0;
   for (int s = 0; s < kStages - 1; ++s) {
     if (more()) copy_chunk(int(copied++ % kStages));
@@ -501,7 +645,7 @@ __device__ __forceinline__ void multiply_ring(Math& math, unsigned char* smem, M
 }
 
 template <typename T, typename Math>
-__global__ void __launch_bounds__(kGemmThreads, 2)
+__global__ void __launch_bounds__(kGemmThreads, Math::kMinBlocks)
 image_gemm_cl_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict__ packed,
                      ImageEpilogue<T> ep, bool dst_channels_last, T* __restrict__ dst) {
   constexpr int BM = Math::BM, BN = Math::BN, BK = Math::BK;
@@ -515,10 +659,10 @@ image_gemm_cl_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict
                 "every vector of a chunk has one thread");
   static_assert(kGemmThreads % kARowVecs == 0 && kGemmThreads % kBRowVecs == 0, "fixed vector column per thread");
   // the ring, or after the main loop the accumulator tile and the rows' targets
-  constexpr int kSmemBytes = ring_smem_bytes<Math>(Math::kResultBytes + BM * int(sizeof(RowTarget)));
-  static_assert(kSmemBytes >= Math::kSmemBytes && kSmemBytes <= 48 * 1024, "static shared memory of a block");
+  constexpr int kSmemBytes = image_cl_smem_bytes<Math>();
+  static_assert(kSmemBytes >= Math::kSmemBytes && kSmemBytes <= 160 * 1024, "shared memory of a block (sm_80: 163 KiB)");
   static_assert(Math::kResultBytes % alignof(RowTarget) == 0, "row targets aligned");
-  FULLCONV_SHARED(unsigned char, smem, kSmemBytes, 128);
+  FULLCONV_DYNAMIC_SHARED(smem, kSmemBytes);
 
   const int64_t col_tiles = (v.cols + BN - 1) / BN;
   const int64_t g = blockIdx.y / col_tiles;
@@ -723,7 +867,7 @@ weight_gemm_kernel(WeightGemm v, const T* __restrict__ gy, const T* __restrict__
 // zero fill only past the slice's end and past the last channel. Tiling, split-K and the
 // result as in weight_gemm_kernel.
 template <typename T, typename Math>
-__global__ void __launch_bounds__(kGemmThreads, 2)
+__global__ void __launch_bounds__(kGemmThreads, Math::kMinBlocks)
 weight_gemm_cl_kernel(WeightGemm v, const T* __restrict__ gy, const T* __restrict__ x,
                       typename Math::AccT* __restrict__ partial, T* __restrict__ gw) {
   constexpr int BM = Math::BM, BN = Math::BN, BK = Math::BK;
@@ -738,9 +882,9 @@ weight_gemm_cl_kernel(WeightGemm v, const T* __restrict__ gy, const T* __restric
   constexpr int kAVecs = BM / V / P, kBVecs = BN / V / P;
   static_assert(P * BK == kGemmThreads && kAVecs * V * P == BM && kBVecs * V * P == BN,
                 "every vector of a chunk has one thread");
-  constexpr int kSmemBytes = ring_smem_bytes<Math>(Math::kResultBytes);
-  static_assert(kSmemBytes >= Math::kSmemBytes && kSmemBytes <= 48 * 1024, "static shared memory of a block");
-  FULLCONV_SHARED(unsigned char, smem, kSmemBytes, 128);
+  constexpr int kSmemBytes = weight_cl_smem_bytes<Math>();
+  static_assert(kSmemBytes >= Math::kSmemBytes && kSmemBytes <= 160 * 1024, "shared memory of a block (sm_80: 163 KiB)");
+  FULLCONV_DYNAMIC_SHARED(smem, kSmemBytes);
 
   const WeightTile t = weight_tile<BM, BN>(v);
   const ConvShape& s = v.s;
@@ -876,6 +1020,21 @@ bool weight_grid_fits(const ConvShape& s, int bm, int bn) {
 template <typename M> struct IsWmma : std::false_type {};
 template <typename Tag, bool A, bool B, int R> struct IsWmma<WmmaMath<Tag, A, B, R>> : std::true_type {};
 
+// The mma.sync tiles of a WMMA math's dtype (float16 / bfloat16; TF32 has none): column tiles of
+// 128 where a pass has more than 64 columns, else 64.
+template <typename M> struct MmaElem { static constexpr bool value = false; };
+template <typename M> struct IsMma : std::false_type {};
+template <typename E, bool A, int R, int C> struct IsMma<MmaMath<E, A, R, C>> : std::true_type {};
+template <bool A, bool B, int R> struct MmaElem<WmmaMath<__half, A, B, R>> {
+  static constexpr bool value = true;
+  using type = __half;
+};
+template <bool A, bool B, int R> struct MmaElem<WmmaMath<__nv_bfloat16, A, B, R>> {
+  static constexpr bool value = true;
+  using type = __nv_bfloat16;
+};
+
+
 // The same tensor-core math with other shared-memory layouts (the channels-last kernels':
 // image: k-contiguous A rows, one position's channels; weight: m- and n-contiguous).
 template <typename M, bool AK, bool BK> struct Relayout;
@@ -895,6 +1054,22 @@ cudaError_t with_weight_math(const ConvShape& s, F&& f) {
   if (weight_tile_rows(s) == 64) return f(Type<typename NarrowRows<Math>::type>());
   return f(Type<Math>());
 }
+// ... or, for the channels-last kernel with mma.sync tiles (float16 / bfloat16), tiles of
+// weight_tile_rows() rows and (kMma) 128 columns where a group has more than 64 input channels,
+// else 64.
+template <typename Math, typename F>
+cudaError_t with_weight_tiles(const ConvShape& s, Tiles tiles, F&& f) {
+  if constexpr (MmaElem<Math>::value) {
+    if (tiles != Tiles::kWmma) {
+      using E = typename MmaElem<Math>::type;
+      const bool rows64 = weight_tile_rows(s) == 64;
+      const bool cols128 = tiles == Tiles::kMma && s.in_channels_per_group() > 64;
+      if (rows64) return cols128 ? f(Type<MmaMath<E, false, 64, 128>>()) : f(Type<MmaMath<E, false, 64, 64>>());
+      return cols128 ? f(Type<MmaMath<E, false, 128, 128>>()) : f(Type<MmaMath<E, false, 128, 64>>());
+    }
+  }
+  return with_weight_math<Math>(s, f);
+}
 
 // Shapes the channels-last kernel takes: whole 16-byte vectors of reduction channels and of
 // columns, and tap-major chunks (not the flat reduction of very few channels).
@@ -913,7 +1088,23 @@ bool weight_channels_last_fits(const ConvShape& s) {
          !flat_weight_columns(s, Math::BN) && weight_grid_fits(s, Math::BM, Math::BN);
 }
 
-// A channels-last source runs the cp.async kernel, any other the gather.
+template <typename T, typename M>
+cudaError_t launch_image_cl(const ImageGemm& v, const void* src, const void* packed, const ImageEpilogue<T>& ep,
+                            bool dst_channels_last, void* dst, cudaStream_t stream) {
+  if (v.rows == 0 || v.cols == 0) return cudaSuccess;
+  if (!channels_last_fits<M>(v)) return cudaErrorInvalidValue;
+  constexpr int bytes = image_cl_smem_bytes<M>();
+  const cudaError_t err = allow_dynamic_smem(image_gemm_cl_kernel<T, M>, bytes);
+  if (err != cudaSuccess) return err;
+  const dim3 grid(static_cast<unsigned int>((v.rows + M::BM - 1) / M::BM),
+                  static_cast<unsigned int>((v.cols + M::BN - 1) / M::BN * v.groups));
+  FULLCONV_LAUNCH_SMEM(grid, kGemmThreads, bytes, stream, image_gemm_cl_kernel<T, M>)(
+      v, static_cast<const T*>(src), static_cast<const T*>(packed), ep, dst_channels_last, static_cast<T*>(dst));
+  return FULLCONV_LAUNCH_STATUS();
+}
+
+// A channels-last source runs the cp.async kernel (WMMA or mma.sync tiles: layout.tiles), any
+// other the gather.
 template <typename T, typename Math>
 cudaError_t launch_image_any(const ImageGemm& v, IgemmLayout layout, const void* src, const void* packed,
                              const ImageEpilogue<T>& ep, void* dst, cudaStream_t stream) {
@@ -921,17 +1112,17 @@ cudaError_t launch_image_any(const ImageGemm& v, IgemmLayout layout, const void*
     if (layout.dst_channels_last) return cudaErrorInvalidValue;
     return launch_image<T, Math>(v, src, packed, ep, dst, stream);
   }
-  if constexpr (IsWmma<Math>::value) {
-    using M = typename Relayout<Math, true, false>::type;
-    if (v.rows == 0 || v.cols == 0) return cudaSuccess;
-    if (!channels_last_fits<M>(v)) return cudaErrorInvalidValue;
-    const dim3 grid(static_cast<unsigned int>((v.rows + M::BM - 1) / M::BM),
-                    static_cast<unsigned int>((v.cols + M::BN - 1) / M::BN * v.groups));
-    FULLCONV_LAUNCH(grid, kGemmThreads, stream, image_gemm_cl_kernel<T, M>)(
-        v, static_cast<const T*>(src), static_cast<const T*>(packed), ep, layout.dst_channels_last,
-        static_cast<T*>(dst));
-    return FULLCONV_LAUNCH_STATUS();
+  if constexpr (MmaElem<Math>::value) {
+    if (layout.tiles != Tiles::kWmma) {
+      using E = typename MmaElem<Math>::type;
+      if (v.cols > 64 && layout.tiles == Tiles::kMma)
+        return launch_image_cl<T, MmaMath<E, true, 128, 128>>(v, src, packed, ep, layout.dst_channels_last, dst, stream);
+      return launch_image_cl<T, MmaMath<E, true, 128, 64>>(v, src, packed, ep, layout.dst_channels_last, dst, stream);
+    }
   }
+  if constexpr (IsWmma<Math>::value)
+    return launch_image_cl<T, typename Relayout<Math, true, false>::type>(v, src, packed, ep, layout.dst_channels_last,
+                                                                         dst, stream);
   return cudaErrorInvalidValue;  // FMA math has no channels-last kernel
 }
 
@@ -992,8 +1183,8 @@ WeightGemm weight_plan(const ConvShape& s, int sm_count) {
 
 struct WorkspaceOp {
   template <typename T, typename Math0>
-  static cudaError_t run(const ConvShape& s, int sm_count, size_t* bytes) {
-    return with_weight_math<Math0>(s, [&](auto tag) {
+  static cudaError_t run(const ConvShape& s, Tiles tiles, int sm_count, size_t* bytes) {
+    return with_weight_tiles<Math0>(s, tiles, [&](auto tag) {
       using Math = typename decltype(tag)::type;
       const WeightGemm v = weight_plan<Math>(s, sm_count);
       *bytes = v.splits > 1 ? size_t(v.splits * v.groups * v.taps * v.rows * v.cols) * sizeof(typename Math::AccT) : 0;
@@ -1004,11 +1195,22 @@ struct WorkspaceOp {
 
 struct GradWeightOp {
   template <typename T, typename Math0>
-  static cudaError_t run(const ConvShape& s, bool channels_last, int sm_count, const void* gy, const void* x,
-                         void* gw, void* workspace, cudaStream_t stream) {
-    return with_weight_math<Math0>(s, [&](auto tag) {
+  static cudaError_t run(const ConvShape& s, bool channels_last, Tiles tiles, int sm_count, const void* gy,
+                         const void* x, void* gw, void* workspace, cudaStream_t stream) {
+    return with_weight_tiles<Math0>(s, channels_last ? tiles : Tiles::kWmma, [&](auto tag) {
       return launch<T, typename decltype(tag)::type>(s, channels_last, sm_count, gy, x, gw, workspace, stream);
     });
+  }
+
+  template <typename T, typename M>
+  static cudaError_t launch_cl(const WeightGemm& v, dim3 grid, const T* gy, const T* x, float* workspace, T* gw,
+                               cudaStream_t stream) {
+    if (!weight_channels_last_fits<M>(v.s)) return cudaErrorInvalidValue;
+    constexpr int bytes = weight_cl_smem_bytes<M>();
+    const cudaError_t err = allow_dynamic_smem(weight_gemm_cl_kernel<T, M>, bytes);
+    if (err != cudaSuccess) return err;
+    FULLCONV_LAUNCH_SMEM(grid, kGemmThreads, bytes, stream, weight_gemm_cl_kernel<T, M>)(v, gy, x, workspace, gw);
+    return FULLCONV_LAUNCH_STATUS();
   }
 
   template <typename T, typename Math>
@@ -1024,23 +1226,26 @@ struct GradWeightOp {
     const dim3 grid(static_cast<unsigned int>(blocks), static_cast<unsigned int>(v.splits));
     const T* gy_t = static_cast<const T*>(gy);
     const T* x_t = static_cast<const T*>(x);
-    if (channels_last) {
+    cudaError_t err = cudaSuccess;
+    if constexpr (IsMma<Math>::value) {  // (chosen for channels-last operands only)
+      if (!channels_last) return cudaErrorInvalidValue;
+      err = launch_cl<T, Math>(v, grid, gy_t, x_t, static_cast<AccT*>(workspace), static_cast<T*>(gw), stream);
+    } else if (channels_last) {
       if constexpr (IsWmma<Math>::value) {
         using M = typename Relayout<Math, false, false>::type;  // same tiles and plan, other layout
-        if (!weight_channels_last_fits<M>(s)) return cudaErrorInvalidValue;
-        FULLCONV_LAUNCH(grid, kGemmThreads, stream, weight_gemm_cl_kernel<T, M>)(
-            v, gy_t, x_t, static_cast<AccT*>(workspace), static_cast<T*>(gw));
+        err = launch_cl<T, M>(v, grid, gy_t, x_t, static_cast<AccT*>(workspace), static_cast<T*>(gw), stream);
       } else {
         return cudaErrorInvalidValue;  // FMA math has no channels-last kernel
       }
     } else if (v.flat) {
       FULLCONV_LAUNCH(grid, kGemmThreads, stream, weight_gemm_kernel<T, Math, true>)(
           v, gy_t, x_t, static_cast<AccT*>(workspace), static_cast<T*>(gw));
+      err = FULLCONV_LAUNCH_STATUS();
     } else {
       FULLCONV_LAUNCH(grid, kGemmThreads, stream, weight_gemm_kernel<T, Math, false>)(
           v, gy_t, x_t, static_cast<AccT*>(workspace), static_cast<T*>(gw));
+      err = FULLCONV_LAUNCH_STATUS();
     }
-    cudaError_t err = FULLCONV_LAUNCH_STATUS();
     if (err != cudaSuccess || v.splits == 1) return err;
     const int64_t total = v.groups * v.rows * v.cols * v.taps;
     const int64_t sum_blocks = (total + 255) / 256 < 65535 * 8 ? (total + 255) / 256 : 65535 * 8;
@@ -1049,7 +1254,6 @@ struct GradWeightOp {
     return FULLCONV_LAUNCH_STATUS();
   }
 };
-
 
 }  // namespace
 
@@ -1122,16 +1326,17 @@ cudaError_t grad_input_igemm(DType dtype, bool tf32, IgemmLayout layout, const v
 
 // grad_weight: A = grad_out (k-contiguous; m-contiguous from channels-last copies), B = x
 // (k-contiguous; n-contiguous from channels-last copies)
-size_t grad_weight_igemm_workspace(DType dtype, bool tf32, const ConvShape& s, int sm_count) {
+size_t grad_weight_igemm_workspace(DType dtype, bool tf32, Tiles tiles, const ConvShape& s, int sm_count) {
   size_t bytes = 0;
-  with_math<WorkspaceOp, true, true>(dtype, tf32, s, sm_count, &bytes);
+  with_math<WorkspaceOp, true, true>(dtype, tf32, s, tiles, sm_count, &bytes);
   return bytes;
 }
 
-cudaError_t grad_weight_igemm(DType dtype, bool tf32, bool channels_last, const void* grad_out, const void* x,
-                              void* grad_w, void* workspace, const ConvShape& s, int sm_count, cudaStream_t stream) {
-  return with_math<GradWeightOp, true, true>(dtype, tf32, s, channels_last, sm_count, grad_out, x, grad_w, workspace,
-                                             stream);
+cudaError_t grad_weight_igemm(DType dtype, bool tf32, bool channels_last, Tiles tiles, const void* grad_out,
+                              const void* x, void* grad_w, void* workspace, const ConvShape& s, int sm_count,
+                              cudaStream_t stream) {
+  return with_math<GradWeightOp, true, true>(dtype, tf32, s, channels_last, tiles, sm_count, grad_out, x, grad_w,
+                                             workspace, stream);
 }
 
 }  // namespace cuda

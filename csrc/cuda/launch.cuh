@@ -9,6 +9,16 @@
 #define FULLCONV_LAUNCH(grid, block, stream, ...) __VA_ARGS__<<<(grid), (block), 0, (stream)>>>
 // the launch's own error (configuration, missing image for this GPU)
 #define FULLCONV_LAUNCH_STATUS() cudaGetLastError()
+// A block's dynamic shared memory (`bytes` at launch, FULLCONV_LAUNCH_SMEM), 128-byte aligned;
+// more than 48 KiB needs allow_dynamic_smem() first.
+#define FULLCONV_DYNAMIC_SHARED(name, bytes) extern __shared__ __align__(128) unsigned char name[]
+#define FULLCONV_LAUNCH_SMEM(grid, block, smem, stream, ...) __VA_ARGS__<<<(grid), (block), (smem), (stream)>>>
+template <typename Kernel>
+cudaError_t allow_dynamic_smem(Kernel* kernel, int bytes) {
+  if (bytes <= 48 * 1024) return cudaSuccess;
+  return cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), cudaFuncAttributeMaxDynamicSharedMemorySize,
+                              bytes);
+}
 #endif
 
 // Device code for sm_80 and newer (tensor-core paths); the emulation counts as such.

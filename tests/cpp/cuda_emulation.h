@@ -80,6 +80,7 @@ struct Fiber {
   ucontext_t ctx;
   std::unique_ptr<char[]> stack{new char[kFiberStack]};
   bool done = false;
+  bool waiting = false;  // inside a warp-wide instruction, for the warp's other lanes
   long barriers = 0;
 };
 
@@ -158,6 +159,24 @@ inline bool in_shared_array(const void* p, size_t bytes) {
   return false;
 }
 
+// Warp-wide instructions (ldmatrix, mma.sync; csrc/cuda/warp_mma.cuh): each lane leaves its
+// operands in its warp's slot and waits (returns to the scheduler) until the warp's last lane
+// arrives, which computes every lane's result from all 32 lanes' operands at once, as the
+// hardware does; a lane whose warp never completes the instruction is reported.
+struct WarpSlot {
+  int kind = -1;
+  int arrived = 0;
+  long generation = 0;
+  const void* addr[32];
+  uint32_t in[32][10];
+  uint32_t out[32][4];
+};
+inline std::vector<WarpSlot> warp_slots;
+inline long warp_instructions = 0;
+// ldmatrix matrices whose 8 rows do not fall on 8 different 16-byte bank groups (shared memory
+// has 32 four-byte banks: such a matrix takes more than one pass on a GPU)
+inline long ldmatrix_bank_conflicts = 0;
+
 inline std::mt19937& schedule_rng() {
   static std::mt19937 rng(12345);
   return rng;
@@ -178,6 +197,7 @@ inline void run_block(std::vector<Fiber>& pool, unsigned threads, dim3 block) {
   poison_shared_arrays();
   wmma_calls.assign(threads, {});
   async_copies.assign(threads, {});
+  warp_slots.assign((threads + 31) / 32, WarpSlot());
   barrier_or.clear();
   std::vector<unsigned> order(threads);
   for (unsigned t = 0; t < threads; ++t) order[t] = t;
@@ -195,21 +215,40 @@ inline void run_block(std::vector<Fiber>& pool, unsigned threads, dim3 block) {
     size_t running = 0, finished = 0;
     long round = -1;
     std::shuffle(order.begin(), order.end(), schedule_rng());
-    for (unsigned t : order) {
+    // Runs thread t up to its next barrier, its end or a warp-wide instruction it waits in.
+    auto resume = [&](unsigned t, std::vector<unsigned>& waiting) {
       Fiber& f = fibers[t];
-      if (f.done) { ++finished; continue; }
       threadIdx = uint3{unsigned(t % block.x), unsigned((t / block.x) % block.y), unsigned(t / (block.x * block.y))};
       current = &f;
+      f.waiting = false;
       swapcontext(&scheduler, &f.ctx);
-      if (f.done) { ++finished; continue; }
+      if (f.done) { ++finished; return; }
+      if (f.waiting) { waiting.push_back(t); return; }
       ++running;
       if (round < 0) round = f.barriers;
       if (f.barriers != round) fail("threads of a block wait at different barriers");
+    };
+    std::vector<unsigned> waiting;
+    for (unsigned t : order) {
+      if (fibers[t].done) { ++finished; continue; }
+      resume(t, waiting);
+    }
+    // threads waiting in warp-wide instructions run on until every one of them is past
+    while (!waiting.empty()) {
+      const long before = warp_instructions;
+      std::vector<unsigned> still;
+      std::shuffle(waiting.begin(), waiting.end(), schedule_rng());
+      for (unsigned t : waiting) resume(t, still);
+      if (still.size() == waiting.size() && warp_instructions == before)
+        fail("a warp-wide instruction (ldmatrix, mma.sync) reached by only some lanes of a warp");
+      waiting.swap(still);
     }
     if (running == 0) break;
     if (finished > 0) fail("__syncthreads() reached by only some threads of a block");
   }
   check_wmma_lanes(threads);
+  for (const WarpSlot& w : warp_slots)
+    if (w.arrived != 0) fail("a warp-wide instruction left waiting when the block ended");
   for (const AsyncCopies& c : async_copies)
     if (!c.open.empty() || !c.groups.empty()) fail("cp.async copies still in flight when the block ended");
 }
@@ -297,6 +336,7 @@ void cp_async_wait() {
     mine.groups.erase(mine.groups.begin());
   }
 }
+
 }  // namespace cuda
 }  // namespace fullconv
 
@@ -304,6 +344,14 @@ void cp_async_wait() {
   static char name##_key = 0;                                                                      \
   type* const name = static_cast<type*>(::fullconv_emu::shared_array(&name##_key, sizeof(type) * (count), (align)))
 #define FULLCONV_LAUNCH(grid, block, stream, ...) ::fullconv_emu::make_launch(dim3(grid), dim3(block), &__VA_ARGS__)
+#define FULLCONV_DYNAMIC_SHARED(name, bytes) FULLCONV_SHARED(unsigned char, name, bytes, 128)
+#define FULLCONV_LAUNCH_SMEM(grid, block, smem, stream, ...) \
+  ::fullconv_emu::make_launch(dim3(grid), dim3(block), &__VA_ARGS__)
+// the opt-in limit of the largest supported GPU (sm_90: 227 KiB per block)
+template <typename Kernel>
+cudaError_t allow_dynamic_smem(Kernel*, int bytes) {
+  return bytes <= 227 * 1024 ? cudaSuccess : cudaErrorInvalidValue;
+}
 #define FULLCONV_LAUNCH_STATUS() \
   (::fullconv_emu::launch_errors ? (::fullconv_emu::launch_errors = 0, cudaErrorInvalidConfiguration) : cudaSuccess)
 
@@ -412,3 +460,112 @@ inline float __float_to_tf32(float v) {
 
 }  // namespace wmma
 }  // namespace nvcuda
+
+// ------------------------------------------------ warp-wide instructions (csrc/cuda/warp_mma.cuh)
+namespace fullconv_emu {
+// The lane's operands go to its warp's slot; the last lane to arrive computes every lane's
+// registers with compute(slot), the others wait for it.
+template <typename Compute>
+void warp_instruction(int kind, const void* addr, const uint32_t* in, int n_in, uint32_t* out, int n_out,
+                      Compute&& compute) {
+  const unsigned t = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+  if ((blockDim.x * blockDim.y * blockDim.z) % 32 != 0) fail("warp-wide instruction in a block of partial warps");
+  WarpSlot& w = warp_slots[t / 32];
+  const unsigned lane = t % 32;
+  if (w.arrived == 0) w.kind = kind;
+  else if (w.kind != kind) fail("lanes of a warp at different warp-wide instructions");
+  w.addr[lane] = addr;
+  for (int i = 0; i < n_in; ++i) w.in[lane][i] = in[i];
+  const long generation = w.generation;
+  if (++w.arrived == 32) {
+    compute(w);
+    w.arrived = 0;
+    ++w.generation;
+    ++warp_instructions;
+  } else {
+    while (w.generation == generation) {
+      current->waiting = true;
+      swapcontext(&current->ctx, &scheduler);
+    }
+  }
+  for (int i = 0; i < n_out; ++i) out[i] = w.out[lane][i];
+}
+
+inline float bits_to_float(uint32_t b) {
+  float f;
+  std::memcpy(&f, &b, 4);
+  return f;
+}
+inline uint32_t float_to_bits(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  return b;
+}
+}  // namespace fullconv_emu
+
+namespace fullconv {
+namespace cuda {
+// Register j of lane L: matrix j's elements [L/4][2(L%4) + h] (.trans: [2(L%4) + h][L/4]),
+// matrix j's row r read at the address lane 8j + r gave.
+inline void ldmatrix_x4(uint32_t r[4], const void* row, bool trans) {
+  if (reinterpret_cast<uintptr_t>(row) % 16 != 0) fullconv_emu::fail("ldmatrix row address not 16-byte aligned");
+  if (!fullconv_emu::in_shared_array(row, 16)) fullconv_emu::fail("ldmatrix row outside shared memory");
+  fullconv_emu::warp_instruction(trans ? 11 : 10, row, nullptr, 0, r, 4, [trans](fullconv_emu::WarpSlot& w) {
+    for (int j = 0; j < 4; ++j) {
+      unsigned groups = 0;
+      for (int r8 = 0; r8 < 8; ++r8) groups |= 1u << ((reinterpret_cast<uintptr_t>(w.addr[8 * j + r8]) / 16) % 8);
+      if (groups != 0xffu) ++fullconv_emu::ldmatrix_bank_conflicts;
+    }
+    for (unsigned lane = 0; lane < 32; ++lane)
+      for (int j = 0; j < 4; ++j) {
+        uint16_t e[2];
+        for (int h = 0; h < 2; ++h) {
+          const unsigned row_i = trans ? 2 * (lane % 4) + h : lane / 4;
+          const unsigned col_i = trans ? lane / 4 : 2 * (lane % 4) + h;
+          std::memcpy(&e[h], static_cast<const unsigned char*>(w.addr[8 * j + row_i]) + 2 * col_i, 2);
+        }
+        w.out[lane][j] = uint32_t(e[0]) | (uint32_t(e[1]) << 16);
+      }
+  });
+}
+
+// d += a * b over the warp's 16 x 8 x 16 product, operands in the PTX fragment layouts
+// (warp_mma.cuh); products and sums in float.
+template <typename T>
+void mma_m16n8k16(float d[4], const uint32_t a[4], const uint32_t b[2]) {
+  uint32_t in[10] = {a[0], a[1], a[2], a[3], b[0], b[1]}, out[4];
+  for (int i = 0; i < 4; ++i) in[6 + i] = fullconv_emu::float_to_bits(d[i]);
+  fullconv_emu::warp_instruction(std::is_same<T, __half>::value ? 20 : 21, nullptr, in, 10, out, 4,
+                                 [](fullconv_emu::WarpSlot& w) {
+    auto elem = [](uint32_t reg, int h) {
+      const uint16_t bits = uint16_t(h ? reg >> 16 : reg & 0xffffu);
+      T v;
+      std::memcpy(static_cast<void*>(&v), &bits, 2);
+      return nvcuda::wmma::as_float(v);
+    };
+    float A[16][16], B[16][8], C[16][8];
+    for (unsigned l = 0; l < 32; ++l) {
+      const unsigned g = l / 4, t = l % 4;
+      for (int h = 0; h < 2; ++h) {
+        A[g][2 * t + h] = elem(w.in[l][0], h);
+        A[g + 8][2 * t + h] = elem(w.in[l][1], h);
+        A[g][2 * t + 8 + h] = elem(w.in[l][2], h);
+        A[g + 8][2 * t + 8 + h] = elem(w.in[l][3], h);
+        B[2 * t + h][g] = elem(w.in[l][4], h);
+        B[2 * t + 8 + h][g] = elem(w.in[l][5], h);
+        C[g][2 * t + h] = fullconv_emu::bits_to_float(w.in[l][6 + h]);
+        C[g + 8][2 * t + h] = fullconv_emu::bits_to_float(w.in[l][8 + h]);
+      }
+    }
+    for (unsigned l = 0; l < 32; ++l)
+      for (int r = 0; r < 4; ++r) {
+        const unsigned row = l / 4 + 8 * (r / 2), col = 2 * (l % 4) + r % 2;
+        float v = C[row][col];
+        for (int k = 0; k < 16; ++k) v += A[row][k] * B[k][col];
+        w.out[l][r] = fullconv_emu::float_to_bits(v);
+      }
+  });
+  for (int i = 0; i < 4; ++i) d[i] = fullconv_emu::bits_to_float(out[i]);
+}
+}  // namespace cuda
+}  // namespace fullconv

@@ -88,6 +88,9 @@ std::vector<T> permute_channels(const std::vector<T>& a, int64_t batch, int64_t 
 
 // The forward's row order for the next runs (regions, or plain order; IgemmLayout::row_regions).
 static bool g_row_regions = true;
+// The tiles of the float16/bfloat16 channels-last kernels (IgemmLayout::tiles).
+static fc::Tiles g_tiles = fc::Tiles::kWmma;
+static long mma_tile_runs = 0;
 
 // channels_last (igemm only): every pass reads x and grad_out from channels-last copies (the
 // cp.async kernels); dst_channels_last: forward and grad_input also write y and grad_in
@@ -156,6 +159,8 @@ void run(Problem P, const Config& cfg, bool igemm, bool channels_last, bool dst_
       layout.src_channels_last = true;
       layout.dst_channels_last = dst_channels_last;
       layout.row_regions = g_row_regions;
+      layout.tiles = g_tiles;
+      mma_tile_runs += g_tiles != fc::Tiles::kWmma && (cfg.dtype == fc::DType::kFloat16 || cfg.dtype == fc::DType::kBFloat16);
       e1 = fc::forward_igemm(cfg.dtype, cfg.tf32, layout, x_cl.data(), wf.data(), w.data(), b.data(), nullptr, ep,
                              y.data(), s, nullptr);
       e2 = fc::grad_input_igemm(cfg.dtype, cfg.tf32, layout, gy_cl.data(), wb.data(), gx.data(), s, nullptr);
@@ -170,17 +175,19 @@ void run(Problem P, const Config& cfg, bool igemm, bool channels_last, bool dst_
                              y.data(), s, nullptr);
       e2 = fc::grad_input_igemm(cfg.dtype, cfg.tf32, fc::IgemmLayout(), gy.data(), wb.data(), gx.data(), s, nullptr);
     }
-    const size_t bytes = fc::grad_weight_igemm_workspace(cfg.dtype, cfg.tf32, s, sm_count);
-    std::vector<double> workspace(bytes / sizeof(double) + 1, NAN);  // NaN: unwritten partial sums show
     // (few input channels per group take the flat grad_weight, which reads the usual layout)
-    if (channels_last && fc::igemm_channels_last_ok(cfg.dtype, cfg.tf32, s, fc::GemmPass::kGradWeight)) {
+    const bool cl_weight = channels_last && fc::igemm_channels_last_ok(cfg.dtype, cfg.tf32, s, fc::GemmPass::kGradWeight);
+    const fc::Tiles tiles = cl_weight ? g_tiles : fc::Tiles::kWmma;
+    const size_t bytes = fc::grad_weight_igemm_workspace(cfg.dtype, cfg.tf32, tiles, s, sm_count);
+    std::vector<double> workspace(bytes / sizeof(double) + 1, NAN);  // NaN: unwritten partial sums show
+    if (cl_weight) {
       ++channels_last_weight_runs;
       const auto x_cl = permute_channels(x, s.batch, s.in_channels, s.in_spatial(), true);
       const auto gy_cl = permute_channels(gy, s.batch, s.out_channels, s.out_spatial(), true);
-      e3 = fc::grad_weight_igemm(cfg.dtype, cfg.tf32, true, gy_cl.data(), x_cl.data(), gw.data(),
+      e3 = fc::grad_weight_igemm(cfg.dtype, cfg.tf32, true, tiles, gy_cl.data(), x_cl.data(), gw.data(),
                                  bytes ? workspace.data() : nullptr, s, sm_count, nullptr);
     } else {
-      e3 = fc::grad_weight_igemm(cfg.dtype, cfg.tf32, false, gy.data(), x.data(), gw.data(),
+      e3 = fc::grad_weight_igemm(cfg.dtype, cfg.tf32, false, fc::Tiles::kWmma, gy.data(), x.data(), gw.data(),
                                  bytes ? workspace.data() : nullptr, s, sm_count, nullptr);
     }
   } else {
@@ -349,6 +356,14 @@ int main(int argc, char** argv) {
         run_any(cl, cfg, true, sm_count, residual, relu,
                 std::string("igemm channels-last ") + (dst_cl ? "in and out " : "in ") + cfg.name + " " + describe(cl),
                 true, dst_cl);
+        if (cfg.dtype == fc::DType::kFloat16 || cfg.dtype == fc::DType::kBFloat16) {  // again on mma.sync tiles
+          g_tiles = i % 2 == 0 ? fc::Tiles::kMma : fc::Tiles::kMmaNarrow;
+          run_any(cl, cfg, true, sm_count, !residual, relu,
+                  std::string("igemm channels-last ") + (i % 2 == 0 ? "mma tiles " : "narrow mma tiles ") +
+                      (dst_cl ? "in " : "in and out ") + cfg.name + " " + describe(cl),
+                  true, !dst_cl);
+          g_tiles = fc::Tiles::kWmma;
+        }
       }
       if (cfg.tf32) { ++runs; continue; }  // the direct kernels have no TF32 mode
       run_any(narrow, cfg, false, sm_count, residual, !relu, std::string("direct ") + cfg.name + " " + describe(narrow));
@@ -383,13 +398,23 @@ int main(int argc, char** argv) {
         run_any(P, cfg, true, 132, false, false, std::string("igemm empty slices ") + cfg.name);
       } else if (cfg.dtype != fc::DType::kFloat64 && (cfg.dtype != fc::DType::kFloat32 || cfg.tf32)) {
         run_any(P, cfg, true, 3, false, false, std::string("igemm channels-last empty slices ") + cfg.name, true, true);
+        if (cfg.dtype == fc::DType::kFloat16 || cfg.dtype == fc::DType::kBFloat16) {
+          g_tiles = fc::Tiles::kMma;
+          run_any(P, cfg, true, 3, false, false, std::string("igemm channels-last mma tiles empty slices ") + cfg.name,
+                  true, false);
+          g_tiles = fc::Tiles::kWmma;
+        }
       }
     }
   }
   run_nonfinite(true);
   run_nonfinite(false);
   EXPECT(channels_last_weight_runs > 0, "no grad_weight ran the channels-last kernel\n");
-  std::printf("%d problem x dtype runs, %ld kernel launches emulated, %d failures\n", runs, fullconv_emu::launches,
-              failures);
+  EXPECT(mma_tile_runs > 0, "no problem ran the mma.sync tiles\n");
+  // the swizzled stages: every ldmatrix matrix reads its 8 rows from 8 different bank groups
+  EXPECT(fullconv_emu::warp_instructions > 0 && fullconv_emu::ldmatrix_bank_conflicts == 0,
+         "%ld ldmatrix matrices with a shared-memory bank conflict\n", fullconv_emu::ldmatrix_bank_conflicts);
+  std::printf("%d problem x dtype runs, %ld kernel launches emulated (%ld warp-wide mma.sync/ldmatrix), %d failures\n",
+              runs, fullconv_emu::launches, fullconv_emu::warp_instructions, failures);
   return failures == 0 ? 0 : 1;
 }
