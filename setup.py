@@ -60,6 +60,35 @@ extra_link = []
 if sys.platform != "darwin" and torch.backends.openmp.is_available():
     cxx_flags.append("-fopenmp")
     extra_link.append("-fopenmp")
+
+
+def runtime_libstdcxx():
+    """The C++ runtime this process (torch) has loaded, on Linux; None elsewhere.
+
+    torch's libraries and this extension must share one libstdc++: a toolchain that links it
+    statically (its specs, or -static-libstdc++) puts a second copy of the C++ runtime into the
+    extension, whose locale facets do not match the shared copy's, and the first error message
+    that formats a number prints garbage or crashes the process. Naming the loaded library on
+    the link line resolves every C++ runtime symbol there, before any static archive the
+    compiler driver appends, so the extension always needs the shared one (nothing changes for
+    toolchains that link it dynamically anyway).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.split()[-1]
+                if os.path.basename(path).startswith("libstdc++.so") and os.path.isfile(path):
+                    return path
+    except OSError:
+        pass
+    return None
+
+
+libstdcxx = runtime_libstdcxx()
+if libstdcxx:
+    extra_link.append(libstdcxx)
 nvcc_flags = ["-O0", "-g", "-lineinfo"] if debug else ["-O3", "-lineinfo"]
 nvcc_flags += os.environ.get("NVCC_FLAGS", "").split()
 
@@ -75,7 +104,8 @@ print("fullconv build configuration:", file=sys.stderr)
 print(f"  torch {torch.__version__} (CUDA {torch.version.cuda}), python {sys.version.split()[0]}", file=sys.stderr)
 print(f"  CUDA extension: {'yes' if use_cuda else 'no'} (FORCE_CUDA={os.environ.get('FORCE_CUDA', 'unset')}, "
       f"CUDA_HOME={CUDA_HOME}, TORCH_CUDA_ARCH_LIST={os.environ.get('TORCH_CUDA_ARCH_LIST')})", file=sys.stderr)
-print(f"  OpenMP (at::parallel_for): {'yes' if extra_link else 'no'}")
+print(f"  OpenMP (at::parallel_for): {'yes' if '-fopenmp' in extra_link else 'no'}", file=sys.stderr)
+print(f"  C++ runtime linked: {libstdcxx or 'the compiler default'}", file=sys.stderr)
 print(f"  stable ABI: Py_LIMITED_API={limited_api} ({'from torch' if torch_limited_api else 'set here'}), wheel tag {abi3_tag}", file=sys.stderr)
 print(f"  debug: {debug}; MAX_JOBS={os.environ.get('MAX_JOBS', 'default')}", file=sys.stderr)
 print(f"  sources: {' '.join(srcs)}", file=sys.stderr)

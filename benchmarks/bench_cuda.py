@@ -20,12 +20,14 @@ For tensor-core dtypes a further column times the tiled kernels without their ch
 reads (igemm-gather) beside the default, so one run shows what those reads gain (--no-gather
 skips it); --plain-rows times the forward once more with its rows in plain order
 (FULLCONV_CUDA_ROW_REGIONS=0) instead of border regions apart from the interior; --tiles
-mma,mma-narrow times float16/bfloat16 once more per FULLCONV_CUDA_TILES value (the
-channels-last kernels on mma.sync tiles instead of WMMA), every mode including --passes.
+base,mma,mma-narrow,simt-wide times once more per FULLCONV_CUDA_TILES value the dtypes it changes
+(base: the WMMA / 64x64 FMA tiles for every dtype; float16/bfloat16: the channels-last kernels on
+mma.sync tiles of up to 128 or 64 columns; float32 without TF32: forward and grad_input on wide
+FMA tiles), every mode including --passes, beside the default (auto: the per-problem choice).
 These columns are variant time / default time: below 1 the variant is faster.
 
     python benchmarks/bench_cuda.py [--quick] [--algorithm auto|direct|igemm|igemm-gather] [--no-gather]
-                                    [--plain-rows] [--tiles mma,mma-narrow] [--channels-last] [--passes]
+                                    [--plain-rows] [--tiles base,mma,mma-narrow,simt-wide] [--channels-last] [--passes]
                                     [--max-seconds S] [--out DIR]
 """
 from __future__ import annotations
@@ -56,10 +58,14 @@ PEAKS = {"H100": {"float32": 67.0, "tf32": 494.7, "bfloat16": 989.4, "float16": 
 
 
 # ratios baseline/fullconv reported per shape (those a run timed)
-VARIANTS = ("cudnn", "pad+conv", "same", "fullconv-gather", "fullconv-plain", "fullconv-mma", "fullconv-mma-narrow")
+VARIANTS = ("cudnn", "pad+conv", "same", "fullconv-gather", "fullconv-plain", "fullconv-base", "fullconv-mma",
+            "fullconv-mma-narrow", "fullconv-simt-wide")
 # fullconv variants besides the default, timed in the same process (ratio variant / default < 1:
 # the variant is faster)
-TILE_VARIANTS = {"mma": "fullconv-mma", "mma-narrow": "fullconv-mma-narrow"}
+TILE_VARIANTS = {"base": "fullconv-base", "mma": "fullconv-mma", "mma-narrow": "fullconv-mma-narrow",
+                 "simt-wide": "fullconv-simt-wide"}
+# the dtypes each FULLCONV_CUDA_TILES value changes (float32: with TF32 off)
+TILE_DTYPES = {"base": ("float32", "bfloat16", "float16"), "mma": ("bfloat16", "float16"), "mma-narrow": ("bfloat16", "float16"), "simt-wide": ("float32",)}
 
 
 def suite(quick):
@@ -200,8 +206,8 @@ def main(argv=None):
     ap.add_argument("--plain-rows", action="store_true",
                     help="also time the forward with its rows in plain order (FULLCONV_CUDA_ROW_REGIONS=0)")
     ap.add_argument("--tiles", default="",
-                    help="comma-separated FULLCONV_CUDA_TILES values (mma, mma-narrow) also timed for "
-                         "float16/bfloat16 beside the default tiles")
+                    help="comma-separated FULLCONV_CUDA_TILES values (base, mma, mma-narrow, simt-wide) also "
+                         "timed beside the default (auto) for the dtypes each changes")
     ap.add_argument("--channels-last", action="store_true",
                     help="channels-last inputs (2-D/3-D shapes) for every variant")
     ap.add_argument("--passes", action="store_true",
@@ -250,8 +256,9 @@ def main(argv=None):
                       and args.algorithm in ("auto", "igemm"))
             res = run_case(case, DTYPES[dname], timer, args.device, gather, args.channels_last, args.passes,
                            args.plain_rows and args.device == "cuda" and args.algorithm != "direct",
-                           tiles if dname in ("bfloat16", "float16") and args.device == "cuda"
-                           and args.algorithm in ("auto", "igemm") else ())
+                           # (on the CPU the setting changes nothing: there it only smoke-tests the columns)
+                           [t for t in tiles if dname in TILE_DTYPES[t] and not (dname == "float32" and args.tf32)]
+                           if args.algorithm in ("auto", "igemm") else [])
             macs = shapes.useful_macs(*case[1:])
             row = {"name": case[0], "shape": case[1:], "dtype": dname, "times_s": res, "ratios": {},
                    "useful_tflops": {}}
@@ -290,7 +297,7 @@ def main(argv=None):
                    if "fullconv-plain" in s else "")
         for t in tiles:
             v = TILE_VARIANTS[t]
-            gather += f"; {t} tiles/default: geomean {s[v]['geomean']:.2f}x (min {s[v]['min']:.2f})" if v in s else ""
+            gather += f"; {t} tiles/auto: geomean {s[v]['geomean']:.2f}x (min {s[v]['min']:.2f})" if v in s else ""
         pad = f"; vs F.pad+conv: geomean {s['pad+conv']['geomean']:.2f}x" if "pad+conv" in s else ""
         print(f"{k:<28} vs cuDNN: geomean {s['cudnn']['geomean']:.2f}x (min {s['cudnn']['min']:.2f}, "
               f"max {s['cudnn']['max']:.2f}){pad}{gather}")

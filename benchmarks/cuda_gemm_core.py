@@ -5,8 +5,10 @@ one process, side by side (CUDA events, L2 flushed before each run, medians):
 
   core     a 1x1 stride-1 convolution on a channels-last input, fullconv's tiled kernels
            forced (FULLCONV_CUDA_ALGORITHM=igemm): the implicit GEMM with trivial indexing and
-           no layout copy. Against cuBLAS (torch.mm of the same M x K by K x N) and cuDNN's 1x1
-           convolution. core/cuBLAS is the GEMM core's own efficiency.
+           no layout copy, on the base tiles and on each other tiles kind of the dtype
+           (FULLCONV_CUDA_TILES: mma, mma-narrow for float16/bfloat16, simt-wide for float32).
+           Against cuBLAS (torch.mm of the same M x K by K x N) and cuDNN's 1x1 convolution.
+           core/cuBLAS is the GEMM core's own efficiency.
   gather   the same 1x1 on a contiguous (NCHW) input, tiles gathering element by element
            (igemm-gather): what the gather costs against the channels-last reads.
   taps     a 3x3 full convolution with C input channels against a 1x1 with 9C (the same GEMM
@@ -38,8 +40,14 @@ DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch
 CL = torch.channels_last
 
 
-def igemm(fn, gather=False):
-    return WithEnv({"FULLCONV_CUDA_ALGORITHM": "igemm-gather" if gather else "igemm"}, fn)
+def igemm(fn, gather=False, tiles="base"):
+    return WithEnv({"FULLCONV_CUDA_ALGORITHM": "igemm-gather" if gather else "igemm", "FULLCONV_CUDA_TILES": tiles},
+                   fn)
+
+
+# the tiles kinds besides base that change each dtype's kernels (float32: TF32 off)
+OTHER_TILES = {torch.float16: ("mma", "mma-narrow"), torch.bfloat16: ("mma", "mma-narrow"),
+               torch.float32: ("simt-wide",)}
 
 
 def check(name, got, ref, dtype):
@@ -61,12 +69,17 @@ def core_rows(timer, dtype, device, n, c, k, hw):
     check("core", full(x_cl), ref, dtype)
     check("gather", gather(x), ref, dtype)
     macs = n * hw * hw * c * k
-    return macs, {
-        "fullconv core (channels-last)": timer.run(lambda: full(x_cl)),
+    rows = {"fullconv core (channels-last)": timer.run(lambda: full(x_cl))}
+    for tiles in OTHER_TILES.get(dtype, ()):
+        other = igemm(lambda t: fullconv.full_conv2d(t, w), tiles=tiles)
+        check(f"core, {tiles} tiles", other(x_cl), ref, dtype)
+        rows[f"fullconv core, {tiles} tiles"] = timer.run(lambda: other(x_cl))
+    rows.update({
         "fullconv gather (NCHW)": timer.run(lambda: gather(x)),
         "cuBLAS mm": timer.run(lambda: torch.mm(a, bmat)),
         "cuDNN 1x1 (channels-last)": timer.run(lambda: F.conv2d(x_cl, w)),
-    }
+    })
+    return macs, rows
 
 
 def taps_rows(timer, dtype, device, n, c, k, hw):

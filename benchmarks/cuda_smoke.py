@@ -3,8 +3,10 @@ families (direct and tiled implicit GEMM, the latter also reading channels-last 
 cp.async; forward, grad_input, grad_weight with and without split-K) in every dtype (float32
 also on TF32), with stride, dilation, groups, 1-D/2-D/3-D, odd sizes that leave partial
 tiles, and a non-finite weight; float16/bfloat16 also on the mma.sync tiles
-(FULLCONV_CUDA_TILES=mma, mma-narrow). --quick (for racecheck, which is slow on shared-memory
-kernels): float32 and float16 only."""
+(FULLCONV_CUDA_TILES=mma, mma-narrow), float32 on the wide FMA tiles (simt-wide).
+--quick (for racecheck, which checks shared memory and is slow on the kernels that use it):
+the tiled kernels (the direct ones use no shared memory) in float32 and float16 only.
+Each run is reported as it ends, so a run cut short by a time limit shows how far it got."""
 import os
 import sys
 
@@ -30,15 +32,16 @@ def main():
         (fullconv.full_conv2d, (2, 64, 10, 9, "channels_last"), (80, 32, 3, 3), 1, (1, 2), 2),
     ]
     tensor_cores = torch.cuda.get_device_capability()[0] >= 8
-    runs = [(a, d, False, "wmma") for a in ("direct", "igemm")
+    runs = [(a, d, False, "base") for a in ("direct", "igemm")
             for d in (torch.float64, torch.float32, torch.float16, torch.bfloat16)
             if a == "direct" or tensor_cores or d in (torch.float64, torch.float32)]
-    runs += [("igemm", torch.float32, True, "wmma")] if tensor_cores else []
+    runs += [("igemm", torch.float32, True, "base")] if tensor_cores else []
+    runs += [("igemm", torch.float32, False, "simt-wide")]
     runs += [("igemm", d, False, t) for d in (torch.float16, torch.bfloat16) for t in ("mma", "mma-narrow")
              if tensor_cores]
     if "--quick" in sys.argv[1:]:
-        runs = [r for r in runs if r[1] in (torch.float32, torch.float16)]
-    for algorithm, dtype, tf32, tiles in runs:
+        runs = [r for r in runs if r[0] == "igemm" and r[1] in (torch.float32, torch.float16)]
+    for i, (algorithm, dtype, tf32, tiles) in enumerate(runs):
         os.environ["FULLCONV_CUDA_ALGORITHM"] = algorithm
         os.environ["FULLCONV_CUDA_TILES"] = tiles
         torch.backends.cudnn.allow_tf32 = tf32
@@ -54,6 +57,9 @@ def main():
         w = torch.randn(4, 3, 3, 3, device="cuda", dtype=dtype)
         w[0, 0, 0, 0] = float("inf")
         fullconv.full_conv2d(torch.randn(1, 3, 5, 5, device="cuda", dtype=dtype), w)
+        torch.cuda.synchronize()
+        print(f"run {i + 1}/{len(runs)}: {algorithm} {str(dtype).replace('torch.', '')}"
+              f"{' tf32' if tf32 else ''} tiles={tiles}", flush=True)
     torch.cuda.synchronize()
     print(f"cuda_smoke: ok ({len(runs)} algorithm/dtype runs x {len(cases) + 1} cases)")
 

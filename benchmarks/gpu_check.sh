@@ -2,6 +2,9 @@
 # `make gpu-check`: everything a GPU machine must verify, in one command.
 # Expects torch (with CUDA) preinstalled and no network. Writes logs and a JSON summary with
 # the card, driver, torch and CUDA versions to $OUT (default benchmarks/results/).
+# PACK_LOGS=1: the logs (and any crash evidence) go into one archive, $OUT/gpu-CARD-DATE-logs.tar.gz,
+# rewritten after every step, beside the JSON files: at most six files in $OUT in all, for
+# machines that hand back only a few files.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-benchmarks/results}"
@@ -20,18 +23,29 @@ if [ -z "${CUDA_HOME:-}" ]; then
   export CUDA_HOME
 fi
 CARD="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n1 | tr -c 'A-Za-z0-9\n' '-' | tr -s '-' | sed 's/-$//')"
-PREFIX="$OUT/gpu-$CARD-$STAMP"
+NAME="gpu-$CARD-$STAMP"
+if [ "${PACK_LOGS:-0}" = "1" ]; then
+  LOGDIR="$(mktemp -d)"
+else
+  LOGDIR="$OUT"
+fi
+PREFIX="$LOGDIR/$NAME"
+CHECK_JSON="$OUT/$NAME-check.json"
+pack_logs() {
+  [ "${PACK_LOGS:-0}" = "1" ] && tar czf "$OUT/$NAME-logs.tar.gz" -C "$LOGDIR" . 2>/dev/null
+  return 0
+}
 declare -A STATUS
 # Steps that decide pass/fail; diag_* steps only gather evidence (their rc is recorded).
 STEPS="build env probe tests memcheck racecheck gemmcore bench"
 # The summary JSON, rewritten after every step (a check cut short still leaves one).
 write_summary() {
   local steps="" k rc secs
-  for k in $STEPS diag_system_compiler; do
+  for k in $STEPS diag_system_compiler diag_profile; do
     read -r rc secs <<<"${STATUS[$k]:-"-1 0"}"
     steps="$steps\"$k\": {\"rc\": $rc, \"seconds\": $secs},"
   done
-  $PY - "$PREFIX-check.json" "{${steps%,}}" >/dev/null <<'PYEOF'
+  $PY - "$CHECK_JSON" "{${steps%,}}" >/dev/null <<'PYEOF'
 import json, subprocess, sys, datetime, torch
 out, steps = sys.argv[1], json.loads(sys.argv[2])
 smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
@@ -45,10 +59,11 @@ json.dump(info, open(out, "w"), indent=1)
 PYEOF
 }
 # Each step has a time limit (seconds) and the summary is rewritten after each, so a check cut
-# short by the machine's own limit still reports every step it finished (about 8 minutes expected
-# on an H100: build ~70 s, probe ~30, tests ~150-200, sanitizers ~60, GEMM core ~40, bench ~75
-# plus its last shape); a step that hits
-# its limit reports rc 124 (pytest, stopped by SIGINT, still prints what passed and failed).
+# short by the machine's own limit still reports every step it finished. Seen on an H200
+# (2026-11-27): build 140 s, env 10, probe 37, tests 68 (8 workers), memcheck 8, racecheck > 75,
+# GEMM core 8, bench 60 + its last shape; add the profile (~60?). Under a 10-minute limit per
+# command run it as `PACK_LOGS=1 TEST_SECONDS=150 BENCH_SECONDS=45 make gpu-check`. A step that
+# hits its limit reports rc 124 (pytest, stopped by SIGINT, still prints what passed and failed).
 step() {  # step NAME LIMIT LOGFILE COMMAND...
   local name="$1" limit="$2" log="$3"; shift 3
   local t0=$SECONDS
@@ -59,6 +74,7 @@ step() {  # step NAME LIMIT LOGFILE COMMAND...
   echo "   -> rc=$rc in $((SECONDS - t0)) s (log: $log)" | tee -a "$PREFIX-summary.log"
   tail -n 5 "$log" | sed 's/^/   | /' | tee -a "$PREFIX-summary.log"
   write_summary
+  pack_logs
   return 0
 }
 : >"$PREFIX-summary.log"
@@ -72,7 +88,7 @@ step build 200 "$PREFIX-build.log" env MAX_JOBS="$(nproc)" $PY setup.py build_ex
 step env 30 "$PREFIX-env.log" env PYTHON="$PY" bash benchmarks/machine_facts.sh
 # Every C++ argument check, each in its own process: a crash is named, not fatal, and the first
 # one gets a debugger backtrace.
-step probe 240 "$PREFIX-probe.log" $PY benchmarks/error_probe.py --json "$PREFIX-probe.json" --backtrace "$OUT"
+step probe 240 "$PREFIX-probe.log" $PY benchmarks/error_probe.py --json "$PREFIX-probe.json" --backtrace "$LOGDIR"
 read -r probe_rc _ <<<"${STATUS[probe]}"
 if [ "$probe_rc" != "0" ]; then
   # Does the same source behave with this image's system compiler instead of $CC/$CXX?
@@ -96,16 +112,26 @@ step tests "${TEST_SECONDS:-200}" "$PREFIX-tests.log" env FULLCONV_TEST_BACKENDS
   --ignore=tests/test_index_math.py --ignore=tests/test_data.py --ignore=tests/test_experiments.py
 SAN="$(command -v compute-sanitizer || echo "${CUDA_HOME}/bin/compute-sanitizer")"
 step memcheck 60 "$PREFIX-memcheck.log" "$SAN" --tool memcheck --error-exitcode 1 $PY benchmarks/cuda_smoke.py
-step racecheck 75 "$PREFIX-racecheck.log" "$SAN" --tool racecheck --error-exitcode 1 $PY benchmarks/cuda_smoke.py --quick
+step racecheck 90 "$PREFIX-racecheck.log" "$SAN" --tool racecheck --error-exitcode 1 $PY benchmarks/cuda_smoke.py --quick
 # The tiles' GEMM core against cuBLAS, the gather's and the taps' cost, each pass alone
 # (benchmarks/cuda_gemm_core.py): where the time goes, for the next kernel change.
 step gemmcore 90 "$PREFIX-gemm-core.log" $PY benchmarks/cuda_gemm_core.py --out "$OUT"
-# Beside the default (WMMA) tiles, float16/bfloat16 also on the mma.sync tiles (FULLCONV_CUDA_TILES),
-# every pass; the gather and row-order variants were measured in entry 21 of benchmarks/NOTES.md.
+# Hardware counters of each tiled kernel of one ResNet-18 layer on each tiles kind (Nsight
+# Compute: throughput against the card's limits, occupancy, warp stall reasons, memory traffic):
+# where the tiles' time goes, for the next kernel change. Evidence only (ncu may be missing or
+# barred from the counters on some machines).
+NCU="$(command -v ncu || echo "${CUDA_HOME}/bin/ncu")"
+step diag_profile 60 "$PREFIX-profile.log" "$NCU" --clock-control none --profile-from-start off \
+  --kernel-name regex:gemm --section SpeedOfLight --section Occupancy --section LaunchStats \
+  --section WarpStateStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
+  $PY benchmarks/cuda_profile.py
+# Beside the default tiles (auto, per problem), every dtype also on the base tiles, float16/bfloat16
+# on the mma.sync tiles and float32 on the wide FMA tiles (FULLCONV_CUDA_TILES), every pass; the
+# gather and row-order variants were measured in entry 21 of benchmarks/NOTES.md.
 step bench "$((${BENCH_SECONDS:-75} + 45))" "$PREFIX-bench.log" $PY benchmarks/bench_cuda.py --no-gather \
-  --tiles mma,mma-narrow --passes --out "$OUT" --max-seconds "${BENCH_SECONDS:-75}"
-cat "$PREFIX-check.json"
-echo "gpu-check: results in $OUT ($PREFIX-*)"
+  --tiles base,mma,mma-narrow,simt-wide --passes --out "$OUT" --max-seconds "${BENCH_SECONDS:-75}"
+cat "$CHECK_JSON"
+echo "gpu-check: results in $OUT ($NAME-*)"
 for k in $STEPS; do
   read -r rc _ <<<"${STATUS[$k]:-"-1 0"}"
   [ "$rc" = "0" ] || { echo "gpu-check: step $k failed (rc=$rc)"; exit 1; }

@@ -6,6 +6,9 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Optional.h>
 
+#include <array>
+#include <tuple>
+
 #include "conv_shape.h"
 
 namespace fullconv {
@@ -60,6 +63,14 @@ at::MemoryFormat output_memory_format(const at::Tensor& input, const at::Tensor&
 at::Tensor one_tap_convolution(const at::Tensor& input, const at::Tensor& weight,
                                const std::optional<at::Tensor>& bias, const ConvShape& s,
                                at::IntArrayRef stride, at::IntArrayRef dilation, int64_t groups);
+
+// The backward of a one-tap kernel's full convolution by ATen's convolution_backward (cuDNN),
+// with the outputs' layouts and dtypes of fullconv's own backward (grad_bias by grad_bias_from);
+// outputs not in output_mask are empty.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> one_tap_backward(const at::Tensor& grad_output, const at::Tensor& input,
+                                                               const at::Tensor& weight, const ConvShape& s,
+                                                               at::IntArrayRef stride, at::IntArrayRef dilation,
+                                                               int64_t groups, std::array<bool, 3> output_mask);
 
 // Zero padding times a non-finite weight is NaN in the padded reference. The kernels skip
 // those products; this restores the reference's NaN on the outputs where a non-finite tap

@@ -129,6 +129,7 @@ struct ConvShape {
   FULLCONV_HD int64_t in_spatial() const { return in_size[0] * in_size[1] * in_size[2]; }
   FULLCONV_HD int64_t out_spatial() const { return out_size[0] * out_size[1] * out_size[2]; }
   FULLCONV_HD int64_t kernel_volume() const { return kernel[0] * kernel[1] * kernel[2]; }
+  FULLCONV_HD bool unit_stride() const { return stride[0] == 1 && stride[1] == 1 && stride[2] == 1; }
   FULLCONV_HD int64_t padding(int dim) const { return full_padding(kernel[dim], dilation[dim]); }
   FULLCONV_HD void compute_output_size() {
     for (int i = 0; i < kMaxSpatialDims; ++i)

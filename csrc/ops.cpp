@@ -237,6 +237,28 @@ at::Tensor one_tap_convolution(const at::Tensor& input, const at::Tensor& weight
   return out;
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> one_tap_backward(const at::Tensor& grad_output, const at::Tensor& input,
+                                                               const at::Tensor& weight, const ConvShape& s,
+                                                               at::IntArrayRef stride, at::IntArrayRef dilation,
+                                                               int64_t groups, std::array<bool, 3> output_mask) {
+  TORCH_INTERNAL_ASSERT(s.kernel_volume() == 1);
+  const bool batched = input.dim() == weight.dim();
+  const auto gyb = batched ? grad_output : grad_output.unsqueeze(0);
+  const std::vector<int64_t> zeros(s.ndim, 0);
+  at::Tensor grad_input = at::empty({0}, input.options());
+  at::Tensor grad_weight = at::empty({0}, input.options());
+  at::Tensor grad_bias = at::empty({0}, input.options());
+  if (output_mask[0] || output_mask[1]) {
+    auto grads = at::convolution_backward(gyb, batched ? input : input.unsqueeze(0), weight, std::nullopt, stride,
+                                          zeros, dilation, false, zeros, groups,
+                                          {output_mask[0], output_mask[1], false});
+    if (output_mask[0]) grad_input = finish_grad_input(std::get<0>(grads), input, batched);
+    if (output_mask[1]) grad_weight = std::get<1>(grads).contiguous(weight.suggest_memory_format());
+  }
+  if (output_mask[2]) grad_bias = grad_bias_from(gyb, input.scalar_type());
+  return {grad_input, grad_weight, grad_bias};
+}
+
 namespace {
 // Exponent bits all ones: infinity or NaN. Integer operations, so the loop vectorises.
 template <typename Bits>

@@ -293,7 +293,8 @@ def test_cuda_row_regions_change_no_value(dtype, memory_format, monkeypatch):
 
 # Shapes whose channels come in whole 16-byte vectors, so every pass of float16/bfloat16 runs the
 # channels-last kernels and with them the tiles FULLCONV_CUDA_TILES picks: up to 64 and more
-# than 64 columns (128-column mma tiles), groups, stride, dilation, 1-D/3-D, 1x1.
+# than 64 columns (128-column mma tiles), groups, stride, dilation, 1-D/3-D, 1x1; float32
+# (TF32 off) runs its forward and grad_input on the gather kernels' FMA tiles.
 # (nd, n, cin, cout, size, kernel, stride, dilation, groups)
 MMA_LAYERS = [
     (2, 2, 64, 72, (9, 10), (3, 3), (2, 1), (1, 1), 1),
@@ -305,13 +306,18 @@ MMA_LAYERS = [
 ]
 
 
+# (tiles, dtype): the mma.sync tiles for float16/bfloat16, the wide FMA tiles for float32
+# (auto: the per-problem choice, which picks each of them on some of these layers)
+TILE_RUNS = [(t, d) for t in ("base", "mma", "mma-narrow", "auto") for d in (torch.float16, torch.bfloat16)] + [
+    (t, torch.float32) for t in ("base", "simt-wide", "auto")]
+
+
 @needs_gpu
-@pytest.mark.parametrize("tiles", ["wmma", "mma", "mma-narrow"])
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("tiles,dtype", TILE_RUNS, ids=lambda v: str(v))
 @pytest.mark.parametrize("memory_format", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("cfg", MMA_LAYERS, ids=lambda c: "x".join(map(str, (c[2], c[3], *c[4], *c[5], *c[6]))))
 def test_cuda_tiles_against_reference(cfg, memory_format, dtype, tiles, monkeypatch):
-    if torch.cuda.get_device_capability()[0] < 8:
+    if dtype != torch.float32 and torch.cuda.get_device_capability()[0] < 8:
         pytest.skip("tensor-core tiles need compute capability 8.0")
     nd, n, cin, cout, size, kernel, stride, dilation, groups = cfg
     if memory_format == "channels_last" and nd == 1:
@@ -346,6 +352,58 @@ def test_cuda_tiles_switch_refuses_unknown_value(monkeypatch):
     x = torch.randn(1, 16, 5, 5, device="cuda", dtype=torch.float16)
     with pytest.raises(ValueError, match="FULLCONV_CUDA_TILES"):
         fullconv.full_conv2d(x, torch.randn(16, 16, 3, 3, device="cuda", dtype=torch.float16))
+
+
+# One-tap kernels (no padding) under auto: both passes by ATen's convolution backward.
+# (nd, n, cin, cout, size, stride, groups, memory_format)
+ONE_TAP = [
+    (2, 3, 64, 256, (14, 14), (1, 1), 1, "contiguous"),
+    (2, 2, 256, 128, (9, 7), (2, 2), 1, "channels_last"),
+    (1, 2, 12, 18, (11,), (3,), 3, "contiguous"),
+    (3, 2, 8, 16, (3, 4, 5), (1, 2, 1), 2, "channels_last"),
+    (2, 0, 8, 16, (5, 5), (1, 1), 1, "contiguous"),  # empty batch: fullconv's own kernels
+]
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("cfg", ONE_TAP, ids=lambda c: "x".join(map(str, (c[0], c[1], c[2], c[3], *c[5], c[6]))))
+@pytest.mark.parametrize("batched", [True, False], ids=["batched", "unbatched"])
+@pytest.mark.parametrize("needs", [(True, True, True), (True, False, False), (False, True, False), (False, False, True)],
+                         ids=lambda m: "".join("xwb"[i] for i in range(3) if m[i]))
+def test_cuda_one_tap_backward(cfg, dtype, batched, needs, monkeypatch):
+    monkeypatch.delenv("FULLCONV_CUDA_ALGORITHM", raising=False)
+    nd, n, cin, cout, size, stride, groups, memory_format = cfg
+    if not batched:  # one sample, no batch dimension (and no channels-last format)
+        n, memory_format = max(n, 1), "contiguous"
+    x = torch.randn(n, cin, *size, dtype=torch.float64, device="cuda")
+    w = torch.randn(cout, cin // groups, *([1] * nd), dtype=torch.float64, device="cuda") / (cin // groups) ** 0.5
+    b = torch.randn(cout, dtype=torch.float64, device="cuda")
+    if not batched:
+        x = x[0]
+    leaves = [t.to(dtype) for t in (x, w, b)]
+    if memory_format == "channels_last":
+        leaves[0] = leaves[0].contiguous(memory_format=torch.channels_last if nd == 2 else torch.channels_last_3d)
+    leaves = [t.requires_grad_(need) for t, need in zip(leaves, needs)]
+    fn = {1: fullconv.full_conv1d, 2: fullconv.full_conv2d, 3: fullconv.full_conv3d}[nd]
+    y = fn(*leaves, stride, 1, groups)
+    gy = torch.randn_like(y)
+    wanted = [t for t in leaves if t.requires_grad]
+    grads = torch.autograd.grad(y, wanted, gy)
+    ref_leaves = [t.detach().double().requires_grad_(t.requires_grad) for t in leaves]
+    y_ref = full_conv_reference(*ref_leaves, stride, 1, groups)
+    ref_grads = torch.autograd.grad(y_ref, [t for t in ref_leaves if t.requires_grad], gy.double())
+    tol = LAYER_TOL[dtype]
+    for a, r, leaf in zip(grads, ref_grads, wanted):
+        assert a.dtype == leaf.dtype and a.shape == leaf.shape
+        if leaf is leaves[0] and memory_format == "channels_last":  # grad_input keeps the input's layout
+            assert a.is_contiguous(memory_format=torch.channels_last if nd == 2 else torch.channels_last_3d)
+        scale = max(r.abs().max().item(), 1.0)
+        err = (a.double() - r).abs().max().item() / scale if r.numel() else 0.0
+        assert err <= tol, f"relative error {err:.3g} > {tol}"
+    mask = [needs[0], needs[1], needs[2]]
+    torch.library.opcheck(torch.ops.fullconv.full_conv_backward.default,
+                          (gy, leaves[0].detach(), leaves[1].detach(), list(stride), [1] * nd, groups, mask))
 
 
 @needs_gpu

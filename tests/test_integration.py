@@ -127,3 +127,45 @@ def test_kernels_registered():
             C._dispatch_has_kernel_for_dispatch_key(op, "AutogradCPU")
     assert C._dispatch_has_kernel_for_dispatch_key("fullconv::full_conv", "AutocastCPU")
     assert C._dispatch_has_kernel_for_dispatch_key("fullconv::full_conv", "AutocastCUDA")
+
+
+def _elf_needed(path):
+    """DT_NEEDED entries of a 64-bit little-endian ELF shared object (None if not one)."""
+    import struct
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        return None
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
+    sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
+    needed = []
+    for _name, sh_type, _flags, _addr, offset, size, link, _info, _align, entsize in sections:
+        if sh_type != 6:  # SHT_DYNAMIC
+            continue
+        strtab_offset = sections[link][4]
+        for pos in range(offset, offset + size, entsize or 16):
+            tag, val = struct.unpack_from("<qQ", data, pos)
+            if tag == 0:
+                break
+            if tag == 1:  # DT_NEEDED
+                end = data.index(b"\0", strtab_offset + val)
+                needed.append(data[strtab_offset + val:end].decode())
+    return needed
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="ELF shared objects")
+def test_extension_shares_torch_cpp_runtime():
+    # A second (static) copy of libstdc++ inside the extension garbles or crashes every C++
+    # error message that formats a number; setup.py links the one torch loaded.
+    import glob
+    import os
+    c10 = glob.glob(os.path.join(os.path.dirname(torch.__file__), "lib", "libc10.so*"))
+    torch_needed = _elf_needed(c10[0]) if c10 else None
+    if not torch_needed or not any(n.startswith("libstdc++.so") for n in torch_needed):
+        pytest.skip("torch does not load a shared libstdc++")
+    needed = _elf_needed(fullconv._C.__file__)
+    assert needed is not None
+    assert any(n.startswith("libstdc++.so") for n in needed), needed
+    with pytest.raises(ValueError, match=r"groups must be positive, got 0$"):
+        torch.ops.fullconv.full_conv(torch.randn(1, 2, 3, 3), torch.randn(2, 2, 3, 3), None, [1, 1], [1, 1], 0)

@@ -528,10 +528,6 @@ at::ScalarType compute_dtype(at::ScalarType t) {
   return (t == at::kHalf || t == at::kBFloat16) ? at::kFloat : t;
 }
 
-bool unit_stride(const ConvShape& s) {
-  return s.stride[0] == 1 && s.stride[1] == 1 && s.stride[2] == 1;
-}
-
 // The instruction set of the blocked kernels (FULLCONV_CPU_BLOCKED_ISA may pick a narrower
 // one than the CPU's best; an invalid value is a ValueError).
 blocked::Isa blocked_isa() {
@@ -550,7 +546,7 @@ blocked::Isa blocked_isa() {
 Algorithm choose_unblocked(const ConvShape& s) {
   const int64_t cin_g = s.in_channels_per_group(), cout_g = s.out_channels_per_group();
   const bool depthwise_like = cin_g == 1 && cout_g <= 4;
-  return (depthwise_like || (unit_stride(s) && cin_g <= 4)) ? Algorithm::kDirect : Algorithm::kGemm;
+  return (depthwise_like || (s.unit_stride() && cin_g <= 4)) ? Algorithm::kDirect : Algorithm::kGemm;
 }
 
 // Output channels per group below which a problem runs on the rows kernel (vectors along the
@@ -1158,7 +1154,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cpu(
                         gy5.options().memory_format(batched ? input.suggest_memory_format() : at::MemoryFormat::Contiguous));
     auto gx5 = as_5d(gx, s.ndim);
     AT_DISPATCH_FLOATING_TYPES(gy5.scalar_type(), "full_conv_grad_input_cpu_blocked", [&] {
-      if (unit_stride(s)) {
+      if (s.unit_stride()) {
         // input and output channels swapped, the taps flipped
         const auto isa = blocked_isa();
         auto p = grad_input_problem(s);

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <unordered_map>
@@ -53,10 +54,12 @@ void check_cuda(const at::Tensor& t, const char* name) {
 // (igemm-gather: the tiled kernels without the channels-last reads; tests use each).
 // FULLCONV_CUDA_ROW_REGIONS=0 runs the tiled forward's rows in plain order instead of border
 // regions apart from the interior (cuda::IgemmLayout::row_regions), to measure the difference.
-// FULLCONV_CUDA_TILES=wmma|mma|mma-narrow picks the tiles of the float16/bfloat16 channels-last
-// kernels (cuda::IgemmLayout::tiles): WMMA (the default, measured on a GPU), or mma.sync from
-// swizzled shared memory with 128-column tiles where a pass has more than 64 columns (mma) or
-// 64-column tiles throughout (mma-narrow); to be timed side by side before a default changes.
+// FULLCONV_CUDA_TILES picks the tiles of the tiled kernels (cuda::IgemmLayout::tiles): auto (the
+// default, per problem: tiles_for), or one kind for every problem, to time them side by side:
+// base (WMMA tiles for float16/bfloat16, 64 x 64 FMA tiles for float32), mma / mma-narrow
+// (float16/bfloat16 channels-last kernels on mma.sync tiles from swizzled shared memory, 128
+// or 64 columns where a pass has more than 64), simt-wide (the float32 forward and grad_input
+// on 128 x 64 FMA tiles read as 16-byte vectors).
 using Pass = cuda::GemmPass;
 
 std::string cuda_algorithm() {
@@ -74,12 +77,17 @@ bool row_regions() {
   return v != "0";
 }
 
-cuda::Tiles cuda_tiles() {
+// The FULLCONV_CUDA_TILES setting; nullopt: auto.
+std::optional<cuda::Tiles> cuda_tiles() {
   const char* env = std::getenv("FULLCONV_CUDA_TILES");
-  const std::string v = env ? env : "wmma";
-  TORCH_CHECK_VALUE(v == "wmma" || v == "mma" || v == "mma-narrow" || v.empty(),
-                    "FULLCONV_CUDA_TILES must be wmma, mma or mma-narrow, got '", v, "'");
-  return v == "mma" ? cuda::Tiles::kMma : v == "mma-narrow" ? cuda::Tiles::kMmaNarrow : cuda::Tiles::kWmma;
+  const std::string v = env ? env : "auto";
+  TORCH_CHECK_VALUE(v == "auto" || v == "base" || v == "mma" || v == "mma-narrow" || v == "simt-wide" || v.empty(),
+                    "FULLCONV_CUDA_TILES must be auto, base, mma, mma-narrow or simt-wide, got '", v, "'");
+  if (v == "base") return cuda::Tiles::kBase;
+  if (v == "mma") return cuda::Tiles::kMma;
+  if (v == "mma-narrow") return cuda::Tiles::kMmaNarrow;
+  if (v == "simt-wide") return cuda::Tiles::kSimtWide;
+  return std::nullopt;
 }
 
 // An attribute of the current device (the caller holds a CUDAGuard).
@@ -134,6 +142,22 @@ bool tf32_for_convolutions(const Ctx& ctx, Priority<0>) {
 
 bool use_tf32(at::ScalarType dtype) {
   return dtype == at::kFloat && tf32_for_convolutions(at::globalContext(), Priority<2>());
+}
+
+// The tiles of one tiled pass. auto, from the side-by-side timings of benchmarks/NOTES.md 23
+// (H200): kernels of more than one tap at unit stride (ResNet's 3x3 and 3x3x3 body layers) ran
+// faster on the mma.sync tiles of at most 64 columns for float16/bfloat16 (0.81-0.97x the WMMA
+// tiles' time per pass) and, with 64 or more input and output channels, on the wide FMA tiles
+// for the float32 forward and grad_input (0.71-0.86x); strided layers, one-tap kernels and few
+// channels were even or slower on both, and keep the base tiles.
+cuda::Tiles tiles_for(at::ScalarType dtype, const ConvShape& s, Pass pass) {
+  if (const auto forced = cuda_tiles()) return *forced;
+  if (s.kernel_volume() == 1 || !s.unit_stride()) return cuda::Tiles::kBase;
+  if (dtype == at::kHalf || dtype == at::kBFloat16) return cuda::Tiles::kMmaNarrow;
+  if (dtype == at::kFloat && !use_tf32(dtype) && pass != Pass::kGradWeight && s.in_channels_per_group() >= 64 &&
+      s.out_channels_per_group() >= 64)
+    return cuda::Tiles::kSimtWide;
+  return cuda::Tiles::kBase;
 }
 
 bool use_igemm(const ConvShape& s, at::ScalarType dtype, Pass pass) {
@@ -224,7 +248,7 @@ at::Tensor full_conv_cuda_impl(const at::Tensor& input, const at::Tensor& weight
   layout.src_channels_last = x_cl.defined();
   layout.dst_channels_last = x_cl.defined() && out_format != at::MemoryFormat::Contiguous;
   layout.row_regions = row_regions();
-  layout.tiles = cuda_tiles();
+  layout.tiles = tiles_for(xb.scalar_type(), s, Pass::kForward);
   auto y = at::empty(output_shape(s, true), xb.options().memory_format(
                                                 layout.dst_channels_last ? out_format : at::MemoryFormat::Contiguous));
   const auto epilogue = make_epilogue(residual ? &res : nullptr, y.sizes(), residual_padding, relu);
@@ -294,6 +318,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cuda(
   check_grad_output(grad_output, input, s, batched);
   check_cuda(input, "input");
   const c10::cuda::CUDAGuard guard(input.device());
+  // One tap: an ordinary convolution's backward, as for the forward. cuDNN's was 2-5x faster
+  // than the tiles' grad_input and mostly faster for grad_weight on ResNet-50's 1x1 layers
+  // (H200, benchmarks/NOTES.md 23).
+  if (s.kernel_volume() == 1 && cuda_algorithm() == "auto" && input.numel() > 0 && grad_output.numel() > 0)
+    return one_tap_backward(grad_output, input, weight, s, stride, dilation, groups, output_mask);
   const auto stream = c10::cuda::getCurrentCUDAStream();
   const auto dtype = launcher_dtype(input.scalar_type());
   const auto gyb = batched ? grad_output : grad_output.unsqueeze(0);
@@ -328,7 +357,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cuda(
       cuda::IgemmLayout layout;
       layout.src_channels_last = cl;
       layout.dst_channels_last = cl && in_format != at::MemoryFormat::Contiguous;
-      layout.tiles = cuda_tiles();
+      layout.tiles = tiles_for(input.scalar_type(), s, Pass::kGradInput);
       if (layout.dst_channels_last) gx = at::empty(input.sizes(), options.memory_format(in_format));
       check_launch(cuda::grad_input_igemm(dtype, use_tf32(input.scalar_type()), layout,
                                           (cl ? gy_cl() : gy()).const_data_ptr(), packed.const_data_ptr(),
@@ -348,7 +377,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cuda(
       const bool tf32 = use_tf32(input.scalar_type());
       const int sm_count = device_attribute(cudaDevAttrMultiProcessorCount);
       const bool cl = channels_last_pass(input.scalar_type(), s, Pass::kGradWeight);
-      const auto tiles = cl ? cuda_tiles() : cuda::Tiles::kWmma;
+      const auto tiles = cl ? tiles_for(input.scalar_type(), s, Pass::kGradWeight) : cuda::Tiles::kBase;
       const size_t bytes = cuda::grad_weight_igemm_workspace(dtype, tf32, tiles, s, sm_count);
       const auto workspace = at::empty({static_cast<int64_t>(bytes)}, options.dtype(at::kByte));
       const auto x = cl ? channels_last_copy(xb) : xb.contiguous();

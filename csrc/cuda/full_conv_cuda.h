@@ -84,16 +84,20 @@ bool igemm_channels_last_ok(DType dtype, bool tf32, const ConvShape& s, GemmPass
 // so tiles of border rows skip the taps that meet only padding (channels-last reads and FMA
 // tiles; the tensor-core gather keeps the plain order, see ForwardOp); false keeps the plain
 // order everywhere (for side-by-side measurement; grad_input ignores it).
-// tiles: how the float16/bfloat16 channels-last kernels multiply (other dtypes and the gather
-// kernels ignore it): WMMA tiles (128 x 64, three stages), or mma.sync tiles (ldmatrix from
-// swizzled shared memory, a ring of four stages) of 128 x 128 where a pass has more than 64
-// columns (kMma) or always of at most 64 columns (kMmaNarrow).
-enum class Tiles { kWmma, kMma, kMmaNarrow };
+// tiles: which tiles run the tiled kernels (the other dtypes and passes ignore each value):
+// kBase: WMMA tiles (128 x 64, three stages) for float16/bfloat16 channels-last kernels, FMA
+// tiles of 64 x 64 for float32/float64; kMma: the float16/bfloat16 channels-last kernels on
+// mma.sync tiles (ldmatrix from swizzled shared memory, a ring of four stages; 128 x 128 where
+// a pass has more than 64 columns, else 128 x 64); kMmaNarrow: the same with at most 64
+// columns; kSimtWide: the float32 (no TF32) forward and grad_input (gather kernels) on FMA
+// tiles of 128 x 64 read as 16-byte vectors. The binding resolves its per-problem choice
+// (FULLCONV_CUDA_TILES=auto) to one of these before a launch.
+enum class Tiles { kBase, kMma, kMmaNarrow, kSimtWide };
 struct IgemmLayout {
   bool src_channels_last = false;
   bool dst_channels_last = false;
   bool row_regions = true;
-  Tiles tiles = Tiles::kWmma;
+  Tiles tiles = Tiles::kBase;
 };
 
 // As forward_epilogue; w is the unpacked weight (read only for non-finite-weight channels).

@@ -101,6 +101,67 @@ struct SimtMath {
   }
 };
 
+// float32 FMA tiles of BMt x BNt (used: 128 x 64) for the gather kernels of forward and
+// grad_input: 16 x 16 threads, each a (BMt/16) x (BNt/16) register tile, its rows
+// 4 tx + i + 64 h and columns 4 ty + j + 64 h, so that A and B (m- and n-contiguous in shared
+// memory) are read as 16-byte vectors: per reduction index a thread issues BMt/64 + BNt/64
+// vector loads for BMt*BNt/256 multiply-adds (SimtMath: 8 scalar loads for 16).
+template <int BMt, int BNt>
+struct SimtWideMath {
+  using Elem = float;
+  using AccT = float;
+  static constexpr int BM = BMt, BN = BNt, BK = 16;
+  static constexpr int TM = BM / 16, TN = BN / 16;
+  static_assert(BM % 64 == 0 && BN % 64 == 0, "whole 16-byte vectors per thread and half");
+  using L = SmemLayout<BM, BN, BK, false, false, 0, 0>;  // rows of BM (BN) floats: 16-byte aligned
+  static constexpr int kBOffset = round_up(L::kAElems * int(sizeof(float)), 128);
+  static constexpr int kOperandBytes = kBOffset + round_up(L::kBElems * int(sizeof(float)), 128);  // one stage
+  static constexpr int kSmemBytes = 2 * kOperandBytes;
+  static_assert(kBOffset % 16 == 0 && kOperandBytes % 16 == 0, "16-byte vectors stay aligned in every stage");
+
+  float acc[TM][TN];
+
+  __device__ __forceinline__ void zero() {
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+      for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+  }
+  __device__ static __forceinline__ Elem to_elem(float v) { return v; }
+  __device__ static __forceinline__ int row(int i) { return 4 * int(threadIdx.x % 16) + i % 4 + 64 * (i / 4); }
+  __device__ static __forceinline__ int col(int j) { return 4 * int(threadIdx.x / 16) + j % 4 + 64 * (j / 4); }
+
+  __device__ __forceinline__ void mma(const Elem* As, const Elem* Bs) {
+#pragma unroll
+    for (int k = 0; k < BK; ++k) {
+      float a[TM], b[TN];
+#pragma unroll
+      for (int h = 0; h < TM / 4; ++h) {
+        const float4 v = *reinterpret_cast<const float4*>(As + L::a_index(row(4 * h), k));
+        a[4 * h] = v.x, a[4 * h + 1] = v.y, a[4 * h + 2] = v.z, a[4 * h + 3] = v.w;
+      }
+#pragma unroll
+      for (int h = 0; h < TN / 4; ++h) {
+        const float4 v = *reinterpret_cast<const float4*>(Bs + L::b_index(k, col(4 * h)));
+        b[4 * h] = v.x, b[4 * h + 1] = v.y, b[4 * h + 2] = v.z, b[4 * h + 3] = v.w;
+      }
+#pragma unroll
+      for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+    }
+  }
+
+  // rows in order (store_image_tile decodes a row's position once per row)
+  template <typename F>
+  __device__ __forceinline__ void for_each_result(unsigned char*, F&& f) {
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+      for (int j = 0; j < TN; ++j) f(row(i), col(j), acc[i][j]);
+  }
+};
+
 // ---------------------------------------------------------------------------- WMMA math
 
 struct Tf32 {};  // tag: float32 operands multiplied on TF32 tensor cores
@@ -146,6 +207,7 @@ struct WmmaMath {
   static constexpr int BM = BMt, BN = 64, BK = W::BK, FK = W::K;
   static constexpr int kStages = 3;  // of the channels-last kernels' ring
   static constexpr int kMinBlocks = 2;
+  static_assert(kStages >= 2 && kMinBlocks >= 1, "ring and register budget");  // (also: both referenced)
   static constexpr int kWarpsM = BM / 32, kWarpsN = kGemmThreads / 32 / kWarpsM;
   static constexpr int kFragsN = BN / kWarpsN / 16;  // 16-column fragments per warp
   static_assert(kWarpsM * kWarpsN * 32 == kGemmThreads && kFragsN >= 1, "warp layout");
@@ -1060,7 +1122,7 @@ cudaError_t with_weight_math(const ConvShape& s, F&& f) {
 template <typename Math, typename F>
 cudaError_t with_weight_tiles(const ConvShape& s, Tiles tiles, F&& f) {
   if constexpr (MmaElem<Math>::value) {
-    if (tiles != Tiles::kWmma) {
+    if (tiles == Tiles::kMma || tiles == Tiles::kMmaNarrow) {
       using E = typename MmaElem<Math>::type;
       const bool rows64 = weight_tile_rows(s) == 64;
       const bool cols128 = tiles == Tiles::kMma && s.in_channels_per_group() > 64;
@@ -1110,10 +1172,14 @@ cudaError_t launch_image_any(const ImageGemm& v, IgemmLayout layout, const void*
                              const ImageEpilogue<T>& ep, void* dst, cudaStream_t stream) {
   if (!layout.src_channels_last) {
     if (layout.dst_channels_last) return cudaErrorInvalidValue;
+    if constexpr (std::is_same<Math, SimtMath<float, false, false>>::value) {
+      // (128 x 128 tiles would need more than the 128 registers of two blocks per SM: spills)
+      if (layout.tiles == Tiles::kSimtWide) return launch_image<T, SimtWideMath<128, 64>>(v, src, packed, ep, dst, stream);
+    }
     return launch_image<T, Math>(v, src, packed, ep, dst, stream);
   }
   if constexpr (MmaElem<Math>::value) {
-    if (layout.tiles != Tiles::kWmma) {
+    if (layout.tiles == Tiles::kMma || layout.tiles == Tiles::kMmaNarrow) {
       using E = typename MmaElem<Math>::type;
       if (v.cols > 64 && layout.tiles == Tiles::kMma)
         return launch_image_cl<T, MmaMath<E, true, 128, 128>>(v, src, packed, ep, layout.dst_channels_last, dst, stream);
@@ -1197,7 +1263,7 @@ struct GradWeightOp {
   template <typename T, typename Math0>
   static cudaError_t run(const ConvShape& s, bool channels_last, Tiles tiles, int sm_count, const void* gy,
                          const void* x, void* gw, void* workspace, cudaStream_t stream) {
-    return with_weight_tiles<Math0>(s, channels_last ? tiles : Tiles::kWmma, [&](auto tag) {
+    return with_weight_tiles<Math0>(s, channels_last ? tiles : Tiles::kBase, [&](auto tag) {
       return launch<T, typename decltype(tag)::type>(s, channels_last, sm_count, gy, x, gw, workspace, stream);
     });
   }

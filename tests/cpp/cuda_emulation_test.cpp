@@ -89,8 +89,8 @@ std::vector<T> permute_channels(const std::vector<T>& a, int64_t batch, int64_t 
 // The forward's row order for the next runs (regions, or plain order; IgemmLayout::row_regions).
 static bool g_row_regions = true;
 // The tiles of the float16/bfloat16 channels-last kernels (IgemmLayout::tiles).
-static fc::Tiles g_tiles = fc::Tiles::kWmma;
-static long mma_tile_runs = 0;
+static fc::Tiles g_tiles = fc::Tiles::kBase;
+static long mma_tile_runs = 0, simt_wide_runs = 0;
 
 // channels_last (igemm only): every pass reads x and grad_out from channels-last copies (the
 // cp.async kernels); dst_channels_last: forward and grad_input also write y and grad_in
@@ -160,7 +160,7 @@ void run(Problem P, const Config& cfg, bool igemm, bool channels_last, bool dst_
       layout.dst_channels_last = dst_channels_last;
       layout.row_regions = g_row_regions;
       layout.tiles = g_tiles;
-      mma_tile_runs += g_tiles != fc::Tiles::kWmma && (cfg.dtype == fc::DType::kFloat16 || cfg.dtype == fc::DType::kBFloat16);
+      mma_tile_runs += g_tiles != fc::Tiles::kBase && (cfg.dtype == fc::DType::kFloat16 || cfg.dtype == fc::DType::kBFloat16);
       e1 = fc::forward_igemm(cfg.dtype, cfg.tf32, layout, x_cl.data(), wf.data(), w.data(), b.data(), nullptr, ep,
                              y.data(), s, nullptr);
       e2 = fc::grad_input_igemm(cfg.dtype, cfg.tf32, layout, gy_cl.data(), wb.data(), gx.data(), s, nullptr);
@@ -171,13 +171,17 @@ void run(Problem P, const Config& cfg, bool igemm, bool channels_last, bool dst_
     } else {
       fc::IgemmLayout layout;
       layout.row_regions = g_row_regions;
+      layout.tiles = g_tiles;
+      simt_wide_runs += g_tiles == fc::Tiles::kSimtWide && cfg.dtype == fc::DType::kFloat32 && !cfg.tf32;
       e1 = fc::forward_igemm(cfg.dtype, cfg.tf32, layout, x.data(), wf.data(), w.data(), b.data(), nullptr, ep,
                              y.data(), s, nullptr);
-      e2 = fc::grad_input_igemm(cfg.dtype, cfg.tf32, fc::IgemmLayout(), gy.data(), wb.data(), gx.data(), s, nullptr);
+      fc::IgemmLayout gx_layout;
+      gx_layout.tiles = g_tiles;
+      e2 = fc::grad_input_igemm(cfg.dtype, cfg.tf32, gx_layout, gy.data(), wb.data(), gx.data(), s, nullptr);
     }
     // (few input channels per group take the flat grad_weight, which reads the usual layout)
     const bool cl_weight = channels_last && fc::igemm_channels_last_ok(cfg.dtype, cfg.tf32, s, fc::GemmPass::kGradWeight);
-    const fc::Tiles tiles = cl_weight ? g_tiles : fc::Tiles::kWmma;
+    const fc::Tiles tiles = cl_weight ? g_tiles : fc::Tiles::kBase;
     const size_t bytes = fc::grad_weight_igemm_workspace(cfg.dtype, cfg.tf32, tiles, s, sm_count);
     std::vector<double> workspace(bytes / sizeof(double) + 1, NAN);  // NaN: unwritten partial sums show
     if (cl_weight) {
@@ -187,7 +191,7 @@ void run(Problem P, const Config& cfg, bool igemm, bool channels_last, bool dst_
       e3 = fc::grad_weight_igemm(cfg.dtype, cfg.tf32, true, tiles, gy_cl.data(), x_cl.data(), gw.data(),
                                  bytes ? workspace.data() : nullptr, s, sm_count, nullptr);
     } else {
-      e3 = fc::grad_weight_igemm(cfg.dtype, cfg.tf32, false, fc::Tiles::kWmma, gy.data(), x.data(), gw.data(),
+      e3 = fc::grad_weight_igemm(cfg.dtype, cfg.tf32, false, fc::Tiles::kBase, gy.data(), x.data(), gw.data(),
                                  bytes ? workspace.data() : nullptr, s, sm_count, nullptr);
     }
   } else {
@@ -344,6 +348,12 @@ int main(int argc, char** argv) {
       const int sm_count = sm_counts[i % 4];
       run_any(wide, cfg, true, sm_count, residual, relu, std::string("igemm ") + cfg.name + " " + describe(wide));
       run_any(narrow, cfg, true, sm_count, !residual, relu, std::string("igemm ") + cfg.name + " " + describe(narrow));
+      if (cfg.dtype == fc::DType::kFloat32 && !cfg.tf32) {  // the wide FMA tiles (forward, grad_input)
+        g_tiles = fc::Tiles::kSimtWide;
+        run_any(wide, cfg, true, sm_count, !residual, !relu,
+                std::string("igemm wide FMA tiles ") + cfg.name + " " + describe(wide));
+        g_tiles = fc::Tiles::kBase;
+      }
       // (every other problem: the forward's rows in plain order, not by regions)
       g_row_regions = i % 2 == 0;
       run_any(long_rows, cfg, true, 132, residual, !relu,
@@ -362,7 +372,7 @@ int main(int argc, char** argv) {
                   std::string("igemm channels-last ") + (i % 2 == 0 ? "mma tiles " : "narrow mma tiles ") +
                       (dst_cl ? "in " : "in and out ") + cfg.name + " " + describe(cl),
                   true, !dst_cl);
-          g_tiles = fc::Tiles::kWmma;
+          g_tiles = fc::Tiles::kBase;
         }
       }
       if (cfg.tf32) { ++runs; continue; }  // the direct kernels have no TF32 mode
@@ -402,7 +412,7 @@ int main(int argc, char** argv) {
           g_tiles = fc::Tiles::kMma;
           run_any(P, cfg, true, 3, false, false, std::string("igemm channels-last mma tiles empty slices ") + cfg.name,
                   true, false);
-          g_tiles = fc::Tiles::kWmma;
+          g_tiles = fc::Tiles::kBase;
         }
       }
     }
@@ -411,6 +421,7 @@ int main(int argc, char** argv) {
   run_nonfinite(false);
   EXPECT(channels_last_weight_runs > 0, "no grad_weight ran the channels-last kernel\n");
   EXPECT(mma_tile_runs > 0, "no problem ran the mma.sync tiles\n");
+  EXPECT(simt_wide_runs > 0, "no problem ran the wide FMA tiles\n");
   // the swizzled stages: every ldmatrix matrix reads its 8 rows from 8 different bank groups
   EXPECT(fullconv_emu::warp_instructions > 0 && fullconv_emu::ldmatrix_bank_conflicts == 0,
          "%ld ldmatrix matrices with a shared-memory bank conflict\n", fullconv_emu::ldmatrix_bank_conflicts);
