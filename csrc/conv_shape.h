@@ -101,12 +101,26 @@ FULLCONV_HD inline int64_t residue_count(int64_t L, int64_t s, int64_t r) {
   return (r < L) ? (L - r + s - 1) / s : 0;
 }
 
+// q = a / b, r = a % b for a >= 0, b > 0: in 32 bits where both fit. A GPU has no 64-bit
+// integer division instruction (each is a call of a long routine), and the kernels divide
+// small indices (taps, channels) inside their main loops.
+FULLCONV_HD inline void divmod_nonneg(int64_t a, int64_t b, int64_t* q, int64_t* r) {
+  if (a <= INT32_MAX && b <= INT32_MAX) {
+    const uint32_t q32 = uint32_t(a) / uint32_t(b);
+    *q = int64_t(q32);
+    *r = a - int64_t(q32) * b;
+  } else {
+    *q = a / b;
+    *r = a - *q * b;
+  }
+}
+
 // Kernel coordinates (k0, k1, k2) of flat tap index `tap` (row-major over the kernel).
 FULLCONV_HD inline void tap_coords(int64_t tap, const int64_t kernel[kMaxSpatialDims],
                                    int64_t k[kMaxSpatialDims]) {
-  k[2] = tap % kernel[2];
-  k[1] = (tap / kernel[2]) % kernel[1];
-  k[0] = tap / (kernel[2] * kernel[1]);
+  int64_t rest;
+  divmod_nonneg(tap, kernel[2], &rest, &k[2]);
+  divmod_nonneg(rest, kernel[1], &k[0], &k[1]);
 }
 
 // A full convolution problem, normalised to three spatial dims: an N-d problem (N = ndim)

@@ -201,20 +201,46 @@ inline ImageGemm grad_input_gemm(const ConvShape& s, int64_t cls) {
   return v;
 }
 
+// The source offset along dim i of kernel coordinate k (src = p*src_mul + off). False when the
+// coordinate reaches no row of this GEMM (a grad_input tap of another residue class). The
+// division is exact where it is taken (grad_input's strided dims only: tap_div = stride), in
+// 32 bits where the operands fit (no 64-bit division routine on the GPU).
+FULLCONV_HD inline bool dim_offset(const ImageGemm& v, int i, int64_t k, int64_t* off) {
+  const int64_t num = v.tap_base[i] - k * v.tap_step[i];
+  const int64_t div = v.tap_div[i];
+  if (div == 1) {
+    *off = num;
+    return true;
+  }
+  // num >= 0 whenever tap_div != 1 (grad_input: r + p - k*d with p >= k*d)
+  if (num >= 0 && num <= INT32_MAX && div <= INT32_MAX) {
+    const uint32_t q = uint32_t(num) / uint32_t(div);
+    *off = int64_t(q);
+    return int64_t(q) * div == num;
+  }
+  *off = num / div;
+  return num % div == 0;
+}
+
+// Does a coordinate with source offset `off` along dim i read real input for some position
+// of [pmin, pmax] along that dim? Exact: some p with 0 <= p*src_mul + off < src_size.
+FULLCONV_HD inline bool dim_live_in_box(const ImageGemm& v, int i, int64_t off, int64_t pmin, int64_t pmax) {
+  int64_t lo = ceil_div(-off, v.src_mul[i]);
+  int64_t hi = floor_div(v.src_size[i] - 1 - off, v.src_mul[i]);
+  if (lo < pmin) lo = pmin;
+  if (hi > pmax) hi = pmax;
+  return lo <= hi;
+}
+
 // Per-dim source offsets of tap `tap` (src = p*src_mul + off). False when the tap reaches no
 // row of this GEMM at all (a grad_input tap of another residue class).
 FULLCONV_HD inline bool tap_offsets(const ImageGemm& v, int64_t tap, int64_t off[kMaxSpatialDims]) {
   int64_t k[kMaxSpatialDims];
   tap_coords(tap, v.kernel, k);
-  for (int i = 0; i < kMaxSpatialDims; ++i) {
-    const int64_t num = v.tap_base[i] - k[i] * v.tap_step[i];
-    if (v.tap_div[i] != 1) {
-      // num >= 0 whenever tap_div != 1 (grad_input: r + p - k*d with p >= k*d)
-      if (num % v.tap_div[i] != 0) return false;
-    }
-    off[i] = num / v.tap_div[i];
-  }
-  return true;
+  bool ok = true;
+FULLCONV_UNROLL
+  for (int i = 0; i < kMaxSpatialDims; ++i) ok = dim_offset(v, i, k[i], &off[i]) && ok;
+  return ok;
 }
 
 // Local index l of a grid of extents `ext` (volume `spatial`) -> batch index, position.
@@ -310,13 +336,9 @@ FULLCONV_HD inline void row_box(const ImageGemm& v, int64_t m0, int64_t m1,
 FULLCONV_HD inline bool tap_live_in_box(const ImageGemm& v, const int64_t off[kMaxSpatialDims],
                                         const int64_t pmin[kMaxSpatialDims],
                                         const int64_t pmax[kMaxSpatialDims]) {
-  for (int i = 0; i < kMaxSpatialDims; ++i) {
-    int64_t lo = ceil_div(-off[i], v.src_mul[i]);
-    int64_t hi = floor_div(v.src_size[i] - 1 - off[i], v.src_mul[i]);
-    if (lo < pmin[i]) lo = pmin[i];
-    if (hi > pmax[i]) hi = pmax[i];
-    if (lo > hi) return false;
-  }
+FULLCONV_UNROLL
+  for (int i = 0; i < kMaxSpatialDims; ++i)
+    if (!dim_live_in_box(v, i, off[i], pmin[i], pmax[i])) return false;
   return true;
 }
 
@@ -327,6 +349,106 @@ FULLCONV_HD inline int64_t next_live_tap(const ImageGemm& v, int64_t tap, const 
   for (; tap < v.taps; ++tap)
     if (tap_offsets(v, tap, off) && tap_live_in_box(v, off, pmin, pmax)) return tap;
   return v.taps;
+}
+
+// The live taps of one tile of rows, walked in next_live_tap's order without decoding taps
+// (integer divisions, which the kernels' main loops would run at every tap): liveness is
+// separable by dim (a tap is live when each of its coordinates is), so the live coordinates
+// of each dim are found once per tile, as bits, and the walk is an odometer over those bits.
+// Kernels longer than 64 taps along a dim are not walked (live_taps_walkable: the tiled
+// kernels leave those to the direct ones).
+struct LiveTaps {
+  uint64_t live[kMaxSpatialDims];  // bit k: coordinate k of the dim is valid and live in the box
+  int k[kMaxSpatialDims];          // the current tap's coordinates
+  int64_t tap;                     // the current tap; v.taps when none is left
+};
+
+FULLCONV_HD inline bool live_taps_walkable(const ImageGemm& v) {
+  return v.kernel[0] <= 64 && v.kernel[1] <= 64 && v.kernel[2] <= 64;
+}
+
+// Lowest set bit of m at or above `from` (< 64), or 64 when none.
+FULLCONV_HD inline int next_set_bit(uint64_t m, int from) {
+  if (from >= 64) return 64;
+  m &= ~uint64_t(0) << from;
+  if (m == 0) return 64;
+#if defined(__CUDA_ARCH__)
+  return __ffsll(static_cast<long long>(m)) - 1;
+#else
+  return __builtin_ctzll(m);
+#endif
+}
+
+// Moves t->k to the smallest live coordinate triple >= t->k (dim 0 most significant, the
+// order of flat taps); false when none is left. (Written out per dim: constant indices keep
+// the walk in registers.)
+FULLCONV_HD inline bool seek_live_coords(LiveTaps* t) {
+  for (;;) {
+    const int b0 = next_set_bit(t->live[0], t->k[0]);
+    if (b0 >= 64) return false;
+    if (b0 != t->k[0]) {
+      t->k[0] = b0;
+      t->k[1] = t->k[2] = 0;
+    }
+    const int b1 = next_set_bit(t->live[1], t->k[1]);
+    if (b1 >= 64) {  // carry into dim 0
+      ++t->k[0];
+      t->k[1] = t->k[2] = 0;
+      continue;
+    }
+    if (b1 != t->k[1]) {
+      t->k[1] = b1;
+      t->k[2] = 0;
+    }
+    const int b2 = next_set_bit(t->live[2], t->k[2]);
+    if (b2 >= 64) {  // carry into dim 1
+      ++t->k[1];
+      t->k[2] = 0;
+      continue;
+    }
+    t->k[2] = b2;
+    return true;
+  }
+}
+
+// Sets t->tap (and `off`) from the coordinates found, or to v.taps.
+FULLCONV_HD inline void settle_live_tap(const ImageGemm& v, bool found, LiveTaps* t, int64_t off[kMaxSpatialDims]) {
+  if (!found) {
+    t->tap = v.taps;
+    return;
+  }
+  t->tap = (int64_t(t->k[0]) * v.kernel[1] + t->k[1]) * v.kernel[2] + t->k[2];
+FULLCONV_UNROLL
+  for (int i = 0; i < kMaxSpatialDims; ++i) dim_offset(v, i, t->k[i], &off[i]);
+}
+
+// The walk's first live tap (t->tap, offsets in `off`; v.taps when the tile has none, or the
+// view is not live_taps_walkable).
+FULLCONV_HD inline void first_live_tap(const ImageGemm& v, const int64_t pmin[kMaxSpatialDims],
+                                       const int64_t pmax[kMaxSpatialDims], LiveTaps* t,
+                                       int64_t off[kMaxSpatialDims]) {
+  if (!live_taps_walkable(v)) {
+    t->tap = v.taps;
+    return;
+  }
+FULLCONV_UNROLL
+  for (int i = 0; i < kMaxSpatialDims; ++i) {
+    t->live[i] = 0;
+    t->k[i] = 0;
+    for (int64_t k = 0; k < v.kernel[i]; ++k) {
+      int64_t o;
+      if (dim_offset(v, i, k, &o) && dim_live_in_box(v, i, o, pmin[i], pmax[i])) t->live[i] |= uint64_t(1) << k;
+    }
+  }
+  settle_live_tap(v, seek_live_coords(t), t, off);
+}
+
+// The next live tap after t->tap (t->tap < v.taps).
+FULLCONV_HD inline void next_live_tap(const ImageGemm& v, const int64_t pmin[kMaxSpatialDims],
+                                      const int64_t pmax[kMaxSpatialDims], LiveTaps* t,
+                                      int64_t off[kMaxSpatialDims]) {
+  ++t->k[kMaxSpatialDims - 1];
+  settle_live_tap(v, seek_live_coords(t), t, off);
 }
 
 // Flat source position of row position p through a tap's offsets, or -1 where the tap meets
@@ -405,7 +527,8 @@ inline ImageGemm forward_gemm(const ConvShape& s, int64_t bk, bool regions) {
 FULLCONV_HD inline int64_t flat_src_offset(const ImageGemm& v, int64_t n, const int64_t p[kMaxSpatialDims],
                                            int64_t r, int64_t g) {
   if (r >= v.taps * v.red) return -1;
-  const int64_t tap = r / v.red, c = r - tap * v.red;
+  int64_t tap, c;
+  divmod_nonneg(r, v.red, &tap, &c);
   int64_t off[kMaxSpatialDims];
   if (!tap_offsets(v, tap, off)) return -1;
   const int64_t base = src_offset(v, n, p, off, g);

@@ -365,13 +365,22 @@ ONE_TAP = [
 ]
 
 
+NEEDS = [(True, True, True), (True, False, False), (False, True, False), (False, False, True)]
+ONE_TAP_RUNS = [(cfg, dtype, batched, needs) for cfg in ONE_TAP
+                for dtype in (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+                for batched in (True, False) for needs in NEEDS]
+
+
+def one_tap_id(run):
+    cfg, dtype, batched, needs = run
+    return "-".join(["x".join(map(str, (cfg[0], cfg[1], cfg[2], cfg[3], *cfg[5], cfg[6]))), str(dtype)[6:],
+                     "batched" if batched else "unbatched", "".join("xwb"[i] for i in range(3) if needs[i])])
+
+
 @needs_gpu
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("cfg", ONE_TAP, ids=lambda c: "x".join(map(str, (c[0], c[1], c[2], c[3], *c[5], c[6]))))
-@pytest.mark.parametrize("batched", [True, False], ids=["batched", "unbatched"])
-@pytest.mark.parametrize("needs", [(True, True, True), (True, False, False), (False, True, False), (False, False, True)],
-                         ids=lambda m: "".join("xwb"[i] for i in range(3) if m[i]))
-def test_cuda_one_tap_backward(cfg, dtype, batched, needs, monkeypatch):
+@pytest.mark.parametrize("run", on_gpu(ONE_TAP_RUNS), ids=one_tap_id)
+def test_cuda_one_tap_backward(run, monkeypatch):
+    cfg, dtype, batched, needs = run
     monkeypatch.delenv("FULLCONV_CUDA_ALGORITHM", raising=False)
     nd, n, cin, cout, size, stride, groups, memory_format = cfg
     if not batched:  # one sample, no batch dimension (and no channels-last format)

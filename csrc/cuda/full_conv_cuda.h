@@ -61,7 +61,8 @@ enum class GemmPass { kForward, kGradInput, kGradWeight };
 cudaError_t prepare_weight(DType dtype, const void* w, const ConvShape& s, GemmPass pass, void* packed,
                            unsigned char* nonfinite_weight, cudaStream_t stream);
 
-// False when a pass's block grid exceeds CUDA's limits (then use the direct kernels).
+// False when a pass's block grid exceeds CUDA's limits, or (forward, grad_input) its kernel
+// has more than 64 taps along a dim (then use the direct kernels).
 bool igemm_grid_fits(const ConvShape& s, GemmPass pass);
 
 // Whether the tensor-core kernels this GPU would run were compiled for sm_80 or newer (false

@@ -566,15 +566,20 @@ image_gemm_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict__ 
   struct Cursor {
     int64_t tap, chunk, base;
   };
-  auto seek = [&](int64_t tap, Cursor* c) {  // the first chunk of the first live tap >= tap
+  LiveTaps walk;  // the tile's live taps, walked without decoding tap indices (implicit_gemm.h)
+  auto seek = [&](bool first, Cursor* c) {  // the first chunk of the first / the next live tap
     if constexpr (Flat) {
       *c = Cursor{0, 0, 0};
-      return tap == 0 && chunks > 0;
+      return first && chunks > 0;
     } else {
+      if (chunks == 0) return false;
       int64_t off[kMaxSpatialDims];
-      tap = next_live_tap(v, tap, pmin, pmax, off);
-      if (tap >= v.taps || chunks == 0) return false;
-      *c = Cursor{tap, 0, row_ok ? src_offset(v, n_row, p, off, g) : -1};
+      if (first)
+        first_live_tap(v, pmin, pmax, &walk, off);
+      else
+        next_live_tap(v, pmin, pmax, &walk, off);
+      if (walk.tap >= v.taps) return false;
+      *c = Cursor{walk.tap, 0, row_ok ? src_offset(v, n_row, p, off, g) : -1};
       return true;
     }
   };
@@ -620,7 +625,7 @@ image_gemm_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict__ 
   Math math;
   math.zero();
   Cursor cur{0, 0, -1};
-  bool have = seek(0, &cur);
+  bool have = seek(true, &cur);
   if (have) {
     fetch(cur);
     stash(0);
@@ -630,7 +635,7 @@ image_gemm_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict__ 
     // the next chunk of the same tap keeps its offsets; otherwise find the next live tap
     Cursor next = cur;
     ++next.chunk;
-    const bool more = next.chunk < chunks || seek(cur.tap + 1, &next);
+    const bool more = next.chunk < chunks || seek(false, &next);
     if (more) fetch(next);
     math.mma(reinterpret_cast<const Elem*>(smem + stage * Math::kOperandBytes),
              reinterpret_cast<const Elem*>(smem + stage * Math::kOperandBytes + Math::kBOffset));
@@ -752,10 +757,17 @@ image_gemm_cl_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict
   const int64_t chunks = chunks_per_tap(v, BK);
 
   // The copy cursor (block-uniform): the tap and chunk copied next; tap == v.taps when done.
+  // The live taps are walked without decoding tap indices (implicit_gemm.h: LiveTaps).
   int64_t tap = v.taps, chunk = 0;
-  auto enter_tap = [&](int64_t first) {  // the next live tap from `first`, with its row offsets
+  LiveTaps walk;
+  auto enter_tap = [&](bool first) {  // the first / the next live tap, with its row offsets
     int64_t off[kMaxSpatialDims];
-    tap = chunks > 0 ? next_live_tap(v, first, pmin, pmax, off) : v.taps;
+    if (chunks == 0) return;
+    if (first)
+      first_live_tap(v, pmin, pmax, &walk, off);
+    else
+      next_live_tap(v, pmin, pmax, &walk, off);
+    tap = walk.tap;
     if (tap >= v.taps) return;
 #pragma unroll
     for (int i = 0; i < kAVecs; ++i)
@@ -779,13 +791,13 @@ image_gemm_cl_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict
     }
     if (++chunk == chunks) {
       chunk = 0;
-      enter_tap(tap + 1);
+      enter_tap(false);
     }
   };
 
   Math math;
   math.zero();
-  enter_tap(0);
+  enter_tap(true);
   multiply_ring(math, smem, [&]() { return tap < v.taps; }, copy_chunk);
   store_image_tile_staged(math, smem, v, ep, m0, j0, g, dst_channels_last, dst);
 }
@@ -1053,9 +1065,11 @@ cudaError_t with_math(DType dtype, bool tf32, Args&&... args) {
   return cudaErrorInvalidValue;
 }
 
+// The grid within CUDA's limits, and a kernel whose live taps the tiles can walk (at most 64
+// taps along each dim, implicit_gemm.h: LiveTaps).
 bool image_grid_fits(const ImageGemm& v, int bm, int bn) {
   const int64_t x = (v.rows + bm - 1) / bm, y = (v.cols + bn - 1) / bn * v.groups;
-  return x < (int64_t(1) << 31) && y <= 65535;
+  return x < (int64_t(1) << 31) && y <= 65535 && live_taps_walkable(v);
 }
 
 template <typename T, typename Math>

@@ -21,7 +21,7 @@ using namespace fullconv::igemm;
 
 struct Tile { int64_t bm, bn, bk; };
 
-static long chunks_run = 0, chunks_skipped = 0, flat_runs = 0, flat_weight_runs = 0;
+static long chunks_run = 0, chunks_skipped = 0, flat_runs = 0, flat_weight_runs = 0, walks_stepped = 0, long_walks = 0;
 
 // One ImageGemm pass, emulated block by block. packed: [g][tap][red][cols].
 static void run_image_gemm(const ImageGemm& v, const Tile& t, const std::vector<double>& src,
@@ -36,6 +36,22 @@ static void run_image_gemm(const ImageGemm& v, const Tile& t, const std::vector<
         int64_t pmin[3], pmax[3];
         row_box(v, m0, m1, pmin, pmax);
         std::vector<double> acc(t.bm * t.bn, 0.0);
+        long_walks += !live_taps_walkable(v);
+        if (live_taps_walkable(v)) {  // the kernels' walk over the live taps gives next_live_tap's sequence
+          LiveTaps walk;
+          int64_t off[3], want_off[3];
+          first_live_tap(v, pmin, pmax, &walk, off);
+          int64_t want = next_live_tap(v, 0, pmin, pmax, want_off);
+          for (int steps = 0;; ++steps) {
+            EXPECT(walk.tap == want, "live tap walk: tap %ld, next_live_tap %ld\n", (long)walk.tap, (long)want);
+            if (walk.tap != want || want >= v.taps || steps > v.taps) break;
+            EXPECT(off[0] == want_off[0] && off[1] == want_off[1] && off[2] == want_off[2],
+                   "live tap walk: offsets of tap %ld\n", (long)want);
+            ++walks_stepped;
+            next_live_tap(v, pmin, pmax, &walk, off);
+            want = next_live_tap(v, want + 1, pmin, pmax, want_off);
+          }
+        }
         if (flat) {  // chunks span several taps; no chunk skipped
           ++flat_runs;
           for (int64_t chunk = 0; chunk < flat_chunks(v, t.bk); ++chunk)
@@ -177,7 +193,9 @@ int main() {
   std::normal_distribution<double> normal;
   const Tile tiles[] = {{128, 64, 32}, {128, 64, 16}, {64, 64, 16}, {8, 4, 3}, {5, 3, 2}, {1, 1, 1}};
   long problems = 0;
-  for (int trial = 0; trial < 240; ++trial) {
+  // trials 240..243: 1-D kernels longer than 64 taps (which the CUDA tiles leave to the direct
+  // kernels: not walkable; the views themselves still hold)
+  for (int trial = 0; trial < 244; ++trial) {
     Problem P;
     ConvShape& s = P.s;
     s.ndim = 1 + trial % 3;
@@ -190,6 +208,13 @@ int main() {
       s.kernel[d] = uni(1, s.ndim == 3 ? 3 : 5);
       s.stride[d] = uni(1, 3);
       s.dilation[d] = uni(1, 3);
+    }
+    if (trial >= 240) {
+      s.ndim = 1;
+      s.in_size[0] = s.in_size[1] = s.kernel[0] = s.kernel[1] = 1;
+      s.stride[0] = s.stride[1] = s.dilation[0] = s.dilation[1] = 1;
+      s.kernel[2] = uni(65, 80);
+      s.in_size[2] = uni(1, 12);
     }
     s.compute_output_size();
     P.x.resize(s.batch * s.in_channels * s.in_spatial());
@@ -282,8 +307,10 @@ int main() {
     EXPECT(g.rows == 64 * 49 && g.src_size[1] == 9, "grad_input gemm geometry\n");
   }
   EXPECT(flat_runs > 0, "no tile ran the flat reduction\n");
+  EXPECT(walks_stepped > 0 && long_walks > 0, "no live tap walked (%ld tiles of unwalkable kernels)\n", long_walks);
   EXPECT(flat_weight_runs > 0 && flat_weight_runs < problems, "grad_weight ran only one of its two forms\n");
   std::printf("%ld problem x tile runs (%ld tiles with a flat reduction, %ld flat grad_weights), %ld chunks run, "
-              "%ld skipped, %d failures\n", problems, flat_runs, flat_weight_runs, chunks_run, chunks_skipped, failures);
+              "%ld skipped, %ld live taps walked, %d failures\n", problems, flat_runs, flat_weight_runs, chunks_run,
+              chunks_skipped, walks_stepped, failures);
   return failures == 0 ? 0 : 1;
 }
