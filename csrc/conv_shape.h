@@ -115,6 +115,20 @@ FULLCONV_HD inline void divmod_nonneg(int64_t a, int64_t b, int64_t* q, int64_t*
   }
 }
 
+// The same where a is usually below 2b (a running index carried into the next dim): one
+// comparison and a subtraction then, a division otherwise.
+FULLCONV_HD inline void divmod_carry(int64_t a, int64_t b, int64_t* q, int64_t* r) {
+  if (a < b) {
+    *q = 0;
+    *r = a;
+  } else if (a - b < b) {
+    *q = 1;
+    *r = a - b;
+  } else {
+    divmod_nonneg(a, b, q, r);
+  }
+}
+
 // Kernel coordinates (k0, k1, k2) of flat tap index `tap` (row-major over the kernel).
 FULLCONV_HD inline void tap_coords(int64_t tap, const int64_t kernel[kMaxSpatialDims],
                                    int64_t k[kMaxSpatialDims]) {

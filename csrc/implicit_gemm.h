@@ -535,6 +535,48 @@ FULLCONV_HD inline int64_t flat_src_offset(const ImageGemm& v, int64_t n, const 
   return base < 0 ? -1 : base + c * v.src_spatial;
 }
 
+// The flat reduction indices r, r + step, r + 2*step, ... of one row, walked with one division
+// at the start (flat_src_offset divides at every index): the tap and channel of r, and the
+// tap's coordinates, carried forward like an odometer.
+struct FlatWalk {
+  int64_t tap, c;
+  int64_t k[kMaxSpatialDims];
+};
+
+FULLCONV_HD inline void flat_walk_start(const ImageGemm& v, int64_t r, FlatWalk* w) {
+  divmod_nonneg(r, v.red, &w->tap, &w->c);
+  w->k[0] = w->k[1] = w->k[2] = 0;
+  if (w->tap < v.taps) tap_coords(w->tap, v.kernel, w->k);
+}
+
+FULLCONV_HD inline void flat_walk_step(const ImageGemm& v, int64_t step, FlatWalk* w) {
+  w->c += step;
+  while (w->c >= v.red) {
+    w->c -= v.red;
+    ++w->tap;
+    if (++w->k[2] == v.kernel[2]) {
+      w->k[2] = 0;
+      if (++w->k[1] == v.kernel[1]) {
+        w->k[1] = 0;
+        ++w->k[0];
+      }
+    }
+  }
+}
+
+// flat_src_offset(v, n, p, r, g) of the walk's current index r.
+FULLCONV_HD inline int64_t flat_walk_offset(const ImageGemm& v, const FlatWalk& w, int64_t n,
+                                            const int64_t p[kMaxSpatialDims], int64_t g) {
+  if (w.tap >= v.taps) return -1;
+  int64_t off[kMaxSpatialDims];
+  bool ok = true;
+FULLCONV_UNROLL
+  for (int i = 0; i < kMaxSpatialDims; ++i) ok = dim_offset(v, i, w.k[i], &off[i]) && ok;
+  if (!ok) return -1;
+  const int64_t base = src_offset(v, n, p, off, g);
+  return base < 0 ? -1 : base + w.c * v.src_spatial;
+}
+
 // ----------------------------------------------------------------------------- WeightGemm
 
 struct WeightGemm {
@@ -624,18 +666,18 @@ FULLCONV_HD inline ReductionPos decode_reduction_pos(int64_t e, const int64_t ex
 
 // Position of e + step from that of e (step >= 0; ext all >= 1).
 FULLCONV_HD inline void advance_reduction_pos(ReductionPos* r, int64_t step, const int64_t ext[kMaxSpatialDims]) {
+  // (divmod_carry: the kernels step every chunk, so no 64-bit division on the usual carries)
   r->q[2] += step;
   if (r->q[2] < ext[2]) return;
-  int64_t carry = r->q[2] / ext[2];
-  r->q[2] %= ext[2];
+  int64_t carry;
+  divmod_carry(r->q[2], ext[2], &carry, &r->q[2]);
   r->q[1] += carry;
   if (r->q[1] < ext[1]) return;
-  carry = r->q[1] / ext[1];
-  r->q[1] %= ext[1];
+  divmod_carry(r->q[1], ext[1], &carry, &r->q[1]);
   r->q[0] += carry;
   if (r->q[0] < ext[0]) return;
-  r->n += r->q[0] / ext[0];
-  r->q[0] %= ext[0];
+  divmod_carry(r->q[0], ext[0], &carry, &r->q[0]);
+  r->n += carry;
 }
 
 // Output-space and input-space flat offsets of a reduction position (the input it meets

@@ -589,9 +589,13 @@ image_gemm_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict__ 
   auto fetch = [&](const Cursor& c) {
     const int64_t c0 = c.chunk * BK;
     if constexpr (Flat) {
+      // this thread's indices c0 + ak + j*kARowsStep, walked from the first (FlatWalk)
+      FlatWalk walk;
+      flat_walk_start(v, c0 + ak, &walk);
 #pragma unroll
       for (int j = 0; j < kAPer; ++j) {
-        const int64_t at = row_ok ? flat_src_offset(v, n_row, p, c0 + ak + j * kARowsStep, g) : -1;
+        if (j > 0) flat_walk_step(v, kARowsStep, &walk);
+        const int64_t at = row_ok ? flat_walk_offset(v, walk, n_row, p, g) : -1;
         a_reg[j] = at >= 0 ? src[at] : zero_value<T>();
       }
       const int64_t total = v.taps * v.red;

@@ -21,7 +21,7 @@ using namespace fullconv::igemm;
 
 struct Tile { int64_t bm, bn, bk; };
 
-static long chunks_run = 0, chunks_skipped = 0, flat_runs = 0, flat_weight_runs = 0, walks_stepped = 0, long_walks = 0;
+static long chunks_run = 0, chunks_skipped = 0, flat_runs = 0, flat_weight_runs = 0, walks_stepped = 0, long_walks = 0, flat_walked = 0;
 
 // One ImageGemm pass, emulated block by block. packed: [g][tap][red][cols].
 static void run_image_gemm(const ImageGemm& v, const Tile& t, const std::vector<double>& src,
@@ -54,6 +54,22 @@ static void run_image_gemm(const ImageGemm& v, const Tile& t, const std::vector<
         }
         if (flat) {  // chunks span several taps; no chunk skipped
           ++flat_runs;
+          // the kernels' walk over a thread's flat indices gives flat_src_offset's offsets
+          for (int64_t m = m0; m < m1; m += 7) {
+            int64_t n, p[3];
+            decode_row(v, m, &n, p);
+            for (int64_t start = 0; start < 6; ++start)
+              for (int64_t step : {int64_t(1), int64_t(2), int64_t(3), int64_t(8)}) {
+                FlatWalk walk;
+                flat_walk_start(v, start, &walk);
+                for (int64_t r = start; r < v.taps * v.red + 2 * step; r += step) {
+                  if (r > start) flat_walk_step(v, step, &walk);
+                  EXPECT(flat_walk_offset(v, walk, n, p, g) == flat_src_offset(v, n, p, r, g),
+                         "flat walk r=%ld step %ld\n", (long)r, (long)step);
+                  ++flat_walked;
+                }
+              }
+          }
           for (int64_t chunk = 0; chunk < flat_chunks(v, t.bk); ++chunk)
             for (int64_t m = m0; m < m1; ++m) {
               int64_t n, p[3];
@@ -307,6 +323,7 @@ int main() {
     EXPECT(g.rows == 64 * 49 && g.src_size[1] == 9, "grad_input gemm geometry\n");
   }
   EXPECT(flat_runs > 0, "no tile ran the flat reduction\n");
+  EXPECT(flat_walked > 0, "no flat index walked\n");
   EXPECT(walks_stepped > 0 && long_walks > 0, "no live tap walked (%ld tiles of unwalkable kernels)\n", long_walks);
   EXPECT(flat_weight_runs > 0 && flat_weight_runs < problems, "grad_weight ran only one of its two forms\n");
   std::printf("%ld problem x tile runs (%ld tiles with a flat reduction, %ld flat grad_weights), %ld chunks run, "
