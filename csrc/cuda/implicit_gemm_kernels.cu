@@ -698,18 +698,30 @@ __device__ __forceinline__ typename Math::Elem* ring_b(unsigned char* smem, int 
 template <typename Math, typename More, typename Copy>
 __device__ __forceinline__ void multiply_ring(Math& math, unsigned char* smem, More&& more, Copy&& copy_chunk) {
   constexpr int kStages = Math::kStages;
+  // chunk c lives in stage c % kStages; the stages of the next chunk to copy and of the next to
+  // multiply are counted round the ring (no 64-bit remainder per chunk)
+  auto next_stage = [](int stage) { return stage + 1 == kStages ? 0 : stage + 1; };
   int64_t copied = 0;
+  int copy_stage = 0, mma_stage = 0;
   for (int s = 0; s < kStages - 1; ++s) {
-    if (more()) copy_chunk(int(copied++ % kStages));
+    if (more()) {
+      copy_chunk(copy_stage);
+      ++copied;
+      copy_stage = next_stage(copy_stage);
+    }
     cp_async_commit();
   }
   for (int64_t k = 0; k < copied; ++k) {
     cp_async_wait<kStages - 2>();
     __syncthreads();
-    if (more()) copy_chunk(int(copied++ % kStages));
+    if (more()) {
+      copy_chunk(copy_stage);
+      ++copied;
+      copy_stage = next_stage(copy_stage);
+    }
     cp_async_commit();
-    const int stage = int(k % kStages);
-    math.template mma<true>(ring_a<Math>(smem, stage), ring_b<Math>(smem, stage));
+    math.template mma<true>(ring_a<Math>(smem, mma_stage), ring_b<Math>(smem, mma_stage));
+    mma_stage = next_stage(mma_stage);
   }
   cp_async_wait<0>();
   __syncthreads();
