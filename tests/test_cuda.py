@@ -312,11 +312,20 @@ TILE_RUNS = [(t, d) for t in ("base", "mma", "mma-narrow", "auto") for d in (tor
     (t, torch.float32) for t in ("base", "simt-wide", "auto")]
 
 
+TILE_CASES = [(cfg, memory_format, tiles, dtype) for cfg in MMA_LAYERS for memory_format in ("contiguous", "channels_last")
+              for tiles, dtype in TILE_RUNS]
+
+
+def tile_case_id(case):
+    cfg, memory_format, tiles, dtype = case
+    return "-".join(["x".join(map(str, (cfg[2], cfg[3], *cfg[4], *cfg[5], *cfg[6]))), memory_format, tiles,
+                     str(dtype)[6:]])
+
+
 @needs_gpu
-@pytest.mark.parametrize("tiles,dtype", TILE_RUNS, ids=lambda v: str(v))
-@pytest.mark.parametrize("memory_format", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("cfg", MMA_LAYERS, ids=lambda c: "x".join(map(str, (c[2], c[3], *c[4], *c[5], *c[6]))))
-def test_cuda_tiles_against_reference(cfg, memory_format, dtype, tiles, monkeypatch):
+@pytest.mark.parametrize("case", on_gpu(TILE_CASES), ids=tile_case_id)
+def test_cuda_tiles_against_reference(case, monkeypatch):
+    cfg, memory_format, tiles, dtype = case
     if dtype != torch.float32 and torch.cuda.get_device_capability()[0] < 8:
         pytest.skip("tensor-core tiles need compute capability 8.0")
     nd, n, cin, cout, size, kernel, stride, dilation, groups = cfg
