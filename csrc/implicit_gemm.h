@@ -481,6 +481,56 @@ FULLCONV_HD inline int64_t src_offset_channels_last(const ImageGemm& v, int64_t 
   return flat < 0 ? -1 : (n * v.src_spatial + flat) * v.src_channels + g * v.red;
 }
 
+// src_offset_channels_last split for a main loop: the position's flat index is linear in the
+// tap's offsets, so the offset of (row, tap) is the row's part plus the tap's part, and the
+// row reads real input exactly where each coordinate p*src_mul + off lies inside the source.
+// The row's part and its coordinates are found once per tile; a tap then costs a bounds check
+// per dim and an add (no multiplication per row). The coordinates are kept in 32 bits (a
+// kernel's registers): only for views with split_row_fits.
+struct SrcRowCL {
+  int64_t base;                // offset of channel 0 if every offset were 0 (>= 0; may lie outside)
+  int32_t q[kMaxSpatialDims];  // p * src_mul per dim
+};
+
+FULLCONV_HD inline bool split_row_fits(const ImageGemm& v) {
+  for (int i = 0; i < kMaxSpatialDims; ++i)
+    if (v.row_size[i] * v.src_mul[i] >= (int64_t(1) << 31)) return false;
+  return true;
+}
+
+FULLCONV_HD inline SrcRowCL src_row_channels_last(const ImageGemm& v, int64_t n, const int64_t p[kMaxSpatialDims],
+                                                  int64_t g) {
+  SrcRowCL r;
+  int64_t flat = 0;
+FULLCONV_UNROLL
+  for (int i = 0; i < kMaxSpatialDims; ++i) {
+    const int64_t q = p[i] * v.src_mul[i];
+    r.q[i] = static_cast<int32_t>(q);
+    flat = flat * v.src_size[i] + q;
+  }
+  r.base = (n * v.src_spatial + flat) * v.src_channels + g * v.red;
+  return r;
+}
+
+// The tap's part (same for every row): sum of off * (source elements per step along the dim).
+FULLCONV_HD inline int64_t src_tap_delta_channels_last(const ImageGemm& v, const int64_t off[kMaxSpatialDims]) {
+  int64_t flat = 0;
+FULLCONV_UNROLL
+  for (int i = 0; i < kMaxSpatialDims; ++i) flat = flat * v.src_size[i] + off[i];
+  return flat * v.src_channels;
+}
+
+// src_offset_channels_last(v, n, p, off, g) from the two parts.
+FULLCONV_HD inline int64_t src_offset_channels_last(const ImageGemm& v, const SrcRowCL& r,
+                                                    const int64_t off[kMaxSpatialDims], int64_t delta) {
+FULLCONV_UNROLL
+  for (int i = 0; i < kMaxSpatialDims; ++i) {
+    // 0 <= q < src_size as one unsigned comparison
+    if (static_cast<uint64_t>(r.q[i] + off[i]) >= static_cast<uint64_t>(v.src_size[i])) return -1;
+  }
+  return r.base + delta;
+}
+
 // Flat destination position of row position p.
 FULLCONV_HD inline int64_t dst_position(const ImageGemm& v, const int64_t p[kMaxSpatialDims]) {
   int64_t flat = 0;

@@ -667,10 +667,18 @@ template <typename Math>
 __host__ __device__ constexpr int ring_smem_bytes(int result_bytes) {
   return Math::kStages * Math::kOperandBytes > result_bytes ? Math::kStages * Math::kOperandBytes : result_bytes;
 }
-// ... of image_gemm_cl_kernel (the result tile and the rows' targets) and weight_gemm_cl_kernel
+// ... of image_gemm_cl_kernel: during the main loop the ring and the tile's row sources after
+// it (SrcRowCL per row, read at each tap), after it the result tile and the rows' targets
+template <typename Math>
+__host__ __device__ constexpr int image_cl_ring_bytes() {
+  return round_up(Math::kStages * Math::kOperandBytes, 16);
+}
 template <typename Math>
 __host__ __device__ constexpr int image_cl_smem_bytes() {
-  return ring_smem_bytes<Math>(Math::kResultBytes + Math::BM * int(sizeof(RowTarget)));
+  return image_cl_ring_bytes<Math>() + Math::BM * int(sizeof(SrcRowCL)) >
+                 Math::kResultBytes + Math::BM * int(sizeof(RowTarget))
+             ? image_cl_ring_bytes<Math>() + Math::BM * int(sizeof(SrcRowCL))
+             : Math::kResultBytes + Math::BM * int(sizeof(RowTarget));
 }
 template <typename Math>
 __host__ __device__ constexpr int weight_cl_smem_bytes() {
@@ -756,26 +764,38 @@ image_gemm_cl_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict
   // A vector i of this thread: row (tid + kGemmThreads*i) / kARowVecs, channels a_ch.. a_ch+V-1
   // of the chunk. B vector i: reduction row (tid + kGemmThreads*i) / kBRowVecs, columns b_col...
   const int a_ch = V * (tid % kARowVecs), b_col = V * (tid % kBRowVecs);
-  int64_t n_row[kAVecs], p[kAVecs][kMaxSpatialDims], base[kAVecs];
-  bool row_ok[kAVecs];
-#pragma unroll
-  for (int i = 0; i < kAVecs; ++i) {
-    const int64_t m = m0 + (tid + kGemmThreads * i) / kARowVecs;
-    row_ok[i] = m < v.rows;
-    n_row[i] = 0;
-    p[i][0] = p[i][1] = p[i][2] = 0;
-    if (row_ok[i]) decode_row(v, m, &n_row[i], p[i]);
-    base[i] = -1;
+  // The tile's rows, decoded once (one thread a row) into a table beside the ring, where each
+  // tap reads them: registers stay free for the accumulators and the copy cursor.
+  static_assert(image_cl_ring_bytes<Math>() % alignof(SrcRowCL) == 0, "row table aligned");
+  SrcRowCL* rows_src = reinterpret_cast<SrcRowCL*>(smem + image_cl_ring_bytes<Math>());
+  for (int r = tid; r < BM; r += kGemmThreads) {
+    int64_t n = 0, p[kMaxSpatialDims] = {0, 0, 0};
+    const bool ok = m0 + r < v.rows;
+    if (ok) decode_row(v, m0 + r, &n, p);
+    SrcRowCL row = src_row_channels_last(v, n, p, g);
+    if (!ok) row.base = -1;  // no source: marked by a negative base (real bases are >= 0)
+    rows_src[r] = row;
   }
+  __syncthreads();
   const bool col_ok = j0 + b_col < v.cols;
   int64_t pmin[kMaxSpatialDims], pmax[kMaxSpatialDims];
   row_box(v, m0, m0 + BM, pmin, pmax);
-  const int64_t chunks = chunks_per_tap(v, BK);
+  const int chunks = static_cast<int>(chunks_per_tap(v, BK));  // red <= 2^30 (channels_last_fits)
+  const int red = static_cast<int>(v.red);
 
-  // The copy cursor (block-uniform): the tap and chunk copied next; tap == v.taps when done.
-  // The live taps are walked without decoding tap indices (implicit_gemm.h: LiveTaps).
-  int64_t tap = v.taps, chunk = 0;
+  // The copy cursor (block-uniform): the tap and the first channel c0 copied next; tap ==
+  // v.taps when done. The live taps are walked without decoding tap indices (implicit_gemm.h:
+  // LiveTaps). Per tap each A vector gets its source pointer (nullptr where the row meets
+  // padding) and B its pointer at channel 0 of the tap; per chunk both move on by BK channels,
+  // so a chunk's copies cost an add and a comparison each.
+  int64_t tap = v.taps;
+  int chunk = 0, c0 = 0;
   LiveTaps walk;
+  const T* a_src[kAVecs];
+  const T* b_src = packed;
+  const int64_t b_chunk_step = int64_t(BK) * v.cols;
+#pragma unroll
+  for (int i = 0; i < kAVecs; ++i) a_src[i] = nullptr;
   auto enter_tap = [&](bool first) {  // the first / the next live tap, with its row offsets
     int64_t off[kMaxSpatialDims];
     if (chunks == 0) return;
@@ -785,28 +805,35 @@ image_gemm_cl_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict
       next_live_tap(v, pmin, pmax, &walk, off);
     tap = walk.tap;
     if (tap >= v.taps) return;
+    const int64_t delta = src_tap_delta_channels_last(v, off);
 #pragma unroll
-    for (int i = 0; i < kAVecs; ++i)
-      base[i] = row_ok[i] ? src_offset_channels_last(v, n_row[i], p[i], off, g) : -1;
+    for (int i = 0; i < kAVecs; ++i) {
+      const SrcRowCL row = rows_src[(tid + kGemmThreads * i) / kARowVecs];
+      const int64_t o = row.base >= 0 ? src_offset_channels_last(v, row, off, delta) : -1;
+      a_src[i] = o >= 0 ? src + o + a_ch : nullptr;
+    }
+    b_src = packed + b_offset(v, g, tap, (tid / kBRowVecs), j0 + b_col);
   };
   auto copy_chunk = [&](int stage) {
     Elem* As = ring_a<Math>(smem, stage);
     Elem* Bs = ring_b<Math>(smem, stage);
-    const int64_t c0 = chunk * BK;
 #pragma unroll
     for (int i = 0; i < kAVecs; ++i) {
-      const int row = (tid + kGemmThreads * i) / kARowVecs;
-      const bool valid = base[i] >= 0 && c0 + a_ch < v.red;
-      cp_async16(As + L::a_index(row, a_ch), valid ? src + base[i] + c0 + a_ch : src, valid);
+      const int r = (tid + kGemmThreads * i) / kARowVecs;
+      const bool valid = a_src[i] != nullptr && c0 + a_ch < red;
+      cp_async16(As + L::a_index(r, a_ch), valid ? a_src[i] + c0 : src, valid);
     }
 #pragma unroll
     for (int i = 0; i < kBVecs; ++i) {
-      const int k = (tid + kGemmThreads * i) / kBRowVecs;
-      const bool valid = col_ok && c0 + k < v.red;
-      cp_async16(Bs + L::b_index(k, b_col), valid ? packed + b_offset(v, g, tap, c0 + k, j0 + b_col) : packed, valid);
+      const int k = (tid + kGemmThreads * i) / kBRowVecs;  // = tid / kBRowVecs + i * (rows per pass)
+      const bool valid = col_ok && c0 + k < red;
+      cp_async16(Bs + L::b_index(k, b_col), valid ? b_src + int64_t(i) * (kGemmThreads / kBRowVecs) * v.cols : packed,
+                 valid);
     }
+    b_src += b_chunk_step;
+    c0 += BK;
     if (++chunk == chunks) {
-      chunk = 0;
+      chunk = c0 = 0;
       enter_tap(false);
     }
   };
@@ -1168,7 +1195,8 @@ cudaError_t with_weight_tiles(const ConvShape& s, Tiles tiles, F&& f) {
 template <typename Math>
 bool channels_last_fits(const ImageGemm& v) {
   constexpr int V = 16 / int(sizeof(typename Math::Elem));
-  return v.red % V == 0 && v.cols % V == 0 && !flat_reduction(v, Math::BK) &&
+  // the copy cursor counts channels of a tap in int
+  return v.red % V == 0 && v.cols % V == 0 && !flat_reduction(v, Math::BK) && v.red <= (int64_t(1) << 30) && split_row_fits(v) &&
          image_grid_fits(v, Math::BM, Math::BN);
 }
 

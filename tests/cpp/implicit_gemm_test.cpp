@@ -21,7 +21,8 @@ using namespace fullconv::igemm;
 
 struct Tile { int64_t bm, bn, bk; };
 
-static long chunks_run = 0, chunks_skipped = 0, flat_runs = 0, flat_weight_runs = 0, walks_stepped = 0, long_walks = 0, flat_walked = 0;
+static long chunks_run = 0, chunks_skipped = 0, flat_runs = 0, flat_weight_runs = 0, walks_stepped = 0, long_walks = 0, flat_walked = 0,
+            split_checked = 0;
 
 // One ImageGemm pass, emulated block by block. packed: [g][tap][red][cols].
 static void run_image_gemm(const ImageGemm& v, const Tile& t, const std::vector<double>& src,
@@ -99,10 +100,17 @@ static void run_image_gemm(const ImageGemm& v, const Tile& t, const std::vector<
             continue;
           }
           ++chunks_run;
+          const int64_t delta = src_tap_delta_channels_last(v, off);
           for (int64_t m = m0; m < m1; ++m) {
             int64_t n, p[3];
             decode_row(v, m, &n, p);
             const int64_t base = src_offset(v, n, p, off, g);
+            if (c0 == 0) {  // the channels-last kernels' split offset: row part + tap part
+              const SrcRowCL row = src_row_channels_last(v, n, p, g);
+              EXPECT(src_offset_channels_last(v, row, off, delta) == src_offset_channels_last(v, n, p, off, g),
+                     "split channels-last offset: tap %ld row %ld\n", (long)tap, (long)m);
+              ++split_checked;
+            }
             for (int64_t c = c0; c < c0 + t.bk && c < v.red; ++c) {
               const double a = base >= 0 ? src[base + c * v.src_spatial] : 0.0;
               for (int64_t j = j0; j < j0 + t.bn && j < v.cols; ++j)
@@ -324,10 +332,11 @@ int main() {
   }
   EXPECT(flat_runs > 0, "no tile ran the flat reduction\n");
   EXPECT(flat_walked > 0, "no flat index walked\n");
+  EXPECT(split_checked > 0, "no split channels-last offset checked\n");
   EXPECT(walks_stepped > 0 && long_walks > 0, "no live tap walked (%ld tiles of unwalkable kernels)\n", long_walks);
   EXPECT(flat_weight_runs > 0 && flat_weight_runs < problems, "grad_weight ran only one of its two forms\n");
   std::printf("%ld problem x tile runs (%ld tiles with a flat reduction, %ld flat grad_weights), %ld chunks run, "
-              "%ld skipped, %ld live taps walked, %d failures\n", problems, flat_runs, flat_weight_runs, chunks_run,
-              chunks_skipped, walks_stepped, failures);
+              "%ld skipped, %ld live taps walked, %ld split offsets checked, %d failures\n", problems, flat_runs,
+              flat_weight_runs, chunks_run, chunks_skipped, walks_stepped, split_checked, failures);
   return failures == 0 ? 0 : 1;
 }
