@@ -744,6 +744,57 @@ FULLCONV_HD inline void reduction_offsets(const WeightGemm& v, const ReductionPo
   *in_flat = inf;
 }
 
+// A reduction position with its element offsets in channels-last copies of grad_output and x
+// (weight_gemm_cl_kernel's operands): gy = (n*out_spatial + of)*out_channels and
+// x = (n*in_spatial + inf)*in_channels, with of/inf of reduction_offsets. Both are linear in
+// (n, q), so a step adds step * (offset per q[2]) and each carry a constant of its dim: a
+// main loop moves its operand pointers without multiplying a position out per chunk.
+struct ReductionCursor {
+  ReductionPos pos;
+  int64_t gy = 0, x = 0;
+};
+
+FULLCONV_HD inline ReductionCursor reduction_cursor(const WeightGemm& v, int64_t e, const int64_t lo[kMaxSpatialDims],
+                                                    const int64_t ext[kMaxSpatialDims],
+                                                    const int64_t shift[kMaxSpatialDims]) {
+  ReductionCursor c;
+  c.pos = decode_reduction_pos(e, ext);
+  int64_t of, inf;
+  reduction_offsets(v, c.pos, lo, shift, &of, &inf);
+  c.gy = (c.pos.n * v.s.out_spatial() + of) * v.s.out_channels;
+  c.x = (c.pos.n * v.s.in_spatial() + inf) * v.s.in_channels;
+  return c;
+}
+
+// The cursor of e + step from that of e (step >= 0), as advance_reduction_pos.
+FULLCONV_HD inline void advance_reduction_cursor(const WeightGemm& v, ReductionCursor* c, int64_t step,
+                                                 const int64_t ext[kMaxSpatialDims]) {
+  const ConvShape& s = v.s;
+  // offsets per unit of q[i] (outer dims) and of n, in positions
+  const int64_t o2 = 1, o1 = s.out_size[2], o0 = s.out_size[1] * s.out_size[2];
+  const int64_t i2 = s.stride[2], i1 = s.stride[1] * s.in_size[2], i0 = s.stride[0] * s.in_size[1] * s.in_size[2];
+  ReductionPos& r = c->pos;
+  r.q[2] += step;
+  c->gy += step * o2 * s.out_channels;
+  c->x += step * i2 * s.in_channels;
+  if (r.q[2] < ext[2]) return;
+  int64_t carry;
+  divmod_carry(r.q[2], ext[2], &carry, &r.q[2]);
+  r.q[1] += carry;
+  c->gy += carry * (o1 - ext[2] * o2) * s.out_channels;
+  c->x += carry * (i1 - ext[2] * i2) * s.in_channels;
+  if (r.q[1] < ext[1]) return;
+  divmod_carry(r.q[1], ext[1], &carry, &r.q[1]);
+  r.q[0] += carry;
+  c->gy += carry * (o0 - ext[1] * o1) * s.out_channels;
+  c->x += carry * (i0 - ext[1] * i1) * s.in_channels;
+  if (r.q[0] < ext[0]) return;
+  divmod_carry(r.q[0], ext[0], &carry, &r.q[0]);
+  r.n += carry;
+  c->gy += carry * (s.out_spatial() - ext[0] * o0) * s.out_channels;
+  c->x += carry * (s.in_spatial() - ext[0] * i0) * s.in_channels;
+}
+
 // Offset in x (N, C, *in) of flat column c at reduction position r (output position r.q: the
 // flat box starts at 0) for group g, or -1 where it meets padding.
 FULLCONV_HD inline int64_t flat_x_offset(const WeightGemm& v, const ReductionPos& r, const FlatColumn& c, int64_t g) {

@@ -1004,8 +1004,6 @@ weight_gemm_cl_kernel(WeightGemm v, const T* __restrict__ gy, const T* __restric
   FULLCONV_DYNAMIC_SHARED(smem, kSmemBytes);
 
   const WeightTile t = weight_tile<BM, BN>(v);
-  const ConvShape& s = v.s;
-  const int64_t out_sp = s.out_spatial(), in_sp = s.in_spatial();
   int64_t lo[kMaxSpatialDims], ext[kMaxSpatialDims], shift[kMaxSpatialDims];
   const int64_t len = tap_box(v, t.tap, lo, ext, shift);
   int64_t c_begin, c_end;
@@ -1013,33 +1011,45 @@ weight_gemm_cl_kernel(WeightGemm v, const T* __restrict__ gy, const T* __restric
 
   const int k = threadIdx.x / P, q = threadIdx.x % P;
   int64_t e = c_begin * BK + k;  // this thread's reduction index, stepped by BK per chunk
-  ReductionPos pos;
-  if (e < len) pos = decode_reduction_pos(e, ext);
+  // its position and operand offsets, moved by addition (ReductionCursor)
+  ReductionCursor cur;
+  if (e < len) cur = reduction_cursor(v, e, lo, ext, shift);
   const T* gy_g = gy + t.g * v.rows + t.m0;  // the tile's first channels
   const T* x_g = x + t.g * v.cols + t.j0;
   int64_t chunk = c_begin;  // the next chunk to copy
+  // which of this thread's vectors hold real channels (bit i), and where they land in a stage
+  unsigned a_real = 0, b_real = 0;
+  int a_at[kAVecs], b_at[kBVecs];
+#pragma unroll
+  for (int i = 0; i < kAVecs; ++i) {
+    const int m = V * (q + P * i);
+    a_real |= unsigned(t.m0 + m < v.rows) << i;
+    a_at[i] = L::a_index(m, k);
+  }
+#pragma unroll
+  for (int i = 0; i < kBVecs; ++i) {
+    const int n = V * (q + P * i);
+    b_real |= unsigned(t.j0 + n < v.cols) << i;
+    b_at[i] = L::b_index(k, n);
+  }
   auto copy_chunk = [&](int stage) {
     Elem* As = ring_a<Math>(smem, stage);
     Elem* Bs = ring_b<Math>(smem, stage);
     const bool live = e < len;
-    int64_t of = 0, inf = 0;
-    if (live) reduction_offsets(v, pos, lo, shift, &of, &inf);
-    const T* gy_e = gy_g + (pos.n * out_sp + of) * s.out_channels;
-    const T* x_e = x_g + (pos.n * in_sp + inf) * s.in_channels;
+    const T* gy_e = gy_g + cur.gy;
+    const T* x_e = x_g + cur.x;
 #pragma unroll
     for (int i = 0; i < kAVecs; ++i) {
-      const int m = V * (q + P * i);
-      const bool valid = live && t.m0 + m < v.rows;
-      cp_async16(As + L::a_index(m, k), valid ? gy_e + m : gy, valid);
+      const bool valid = live && (a_real >> i & 1u);
+      cp_async16(As + a_at[i], valid ? gy_e + V * (q + P * i) : gy, valid);
     }
 #pragma unroll
     for (int i = 0; i < kBVecs; ++i) {
-      const int n = V * (q + P * i);
-      const bool valid = live && t.j0 + n < v.cols;
-      cp_async16(Bs + L::b_index(k, n), valid ? x_e + n : x, valid);
+      const bool valid = live && (b_real >> i & 1u);
+      cp_async16(Bs + b_at[i], valid ? x_e + V * (q + P * i) : x, valid);
     }
     e += BK;
-    if (e < len) advance_reduction_pos(&pos, BK, ext);
+    if (e < len) advance_reduction_cursor(v, &cur, BK, ext);
     ++chunk;
   };
 

@@ -307,6 +307,45 @@ int main() {
              "advance_reduction_pos e=%ld ext=%ldx%ldx%ld\n", (long)e, (long)ext[0], (long)ext[1], (long)ext[2]);
     }
   }
+  // The cursor of weight_gemm_cl_kernel (offsets carried by addition) agrees with
+  // reduction_offsets at every step, on random grad_weight boxes of random layers.
+  long cursor_steps = 0;
+  for (int trial = 0; trial < 600; ++trial) {
+    ConvShape s;
+    s.ndim = 3;
+    s.batch = uni(1, 4);
+    s.in_channels = 8 * uni(1, 3);
+    s.out_channels = 8 * uni(1, 3);
+    for (int i = 0; i < 3; ++i) {
+      s.in_size[i] = uni(1, 14);
+      s.kernel[i] = uni(1, 3);
+      s.stride[i] = uni(1, 3);
+      s.dilation[i] = uni(1, 2);
+    }
+    s.compute_output_size();
+    const WeightGemm v = weight_gemm(s, 32, 32, 32, 1, 1, 1 << 30);
+    if (v.flat) continue;
+    const int64_t tap = uni(0, int(v.taps) - 1);
+    int64_t lo[3], ext[3], shift[3];
+    const int64_t len = tap_box(v, tap, lo, ext, shift);
+    if (len == 0) continue;
+    int64_t e = uni(0, int(len) - 1);
+    ReductionCursor c = reduction_cursor(v, e, lo, ext, shift);
+    for (;;) {
+      const int64_t step = uni(1, trial % 2 ? 8 : 40);
+      if (e + step >= len) break;
+      advance_reduction_cursor(v, &c, step, ext);
+      e += step;
+      const ReductionPos want = decode_reduction_pos(e, ext);
+      int64_t of, inf;
+      reduction_offsets(v, want, lo, shift, &of, &inf);
+      EXPECT(c.gy == (want.n * s.out_spatial() + of) * s.out_channels &&
+                 c.x == (want.n * s.in_spatial() + inf) * s.in_channels,
+             "reduction cursor e=%ld tap %ld\n", (long)e, (long)tap);
+      ++cursor_steps;
+    }
+  }
+  EXPECT(cursor_steps > 1000, "reduction cursor barely stepped (%ld)\n", cursor_steps);
   // Tile skipping must matter on a realistic layer: a 7x7 map, 3x3 kernel, 128-row tiles.
   {
     ConvShape s;
