@@ -117,13 +117,15 @@ step racecheck 90 "$PREFIX-racecheck.log" "$SAN" --tool racecheck --error-exitco
 # (benchmarks/cuda_gemm_core.py): where the time goes, for the next kernel change.
 step gemmcore 90 "$PREFIX-gemm-core.log" $PY benchmarks/cuda_gemm_core.py --out "$OUT"
 # Hardware counters of each tiled kernel of one ResNet-18 layer on each tiles kind (Nsight
-# Compute: throughput against the card's limits, occupancy, warp stall reasons, memory traffic):
+# Compute: throughput against the card's limits, occupancy, warp stall reasons, memory traffic,
+# instructions executed and issue-slot use: NOTES entry 25 predicts issue-bound tiles):
 # where the tiles' time goes, for the next kernel change. Evidence only (ncu may be missing or
 # barred from the counters on some machines).
 NCU="$(command -v ncu || echo "${CUDA_HOME}/bin/ncu")"
 step diag_profile 60 "$PREFIX-profile.log" "$NCU" --clock-control none --profile-from-start off \
   --kernel-name regex:gemm --section SpeedOfLight --section Occupancy --section LaunchStats \
   --section WarpStateStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
+  --section InstructionStats --section SchedulerStats \
   $PY benchmarks/cuda_profile.py
 # Beside the default tiles (auto, per problem), every dtype also on the base tiles, float16/bfloat16
 # on the mma.sync tiles and float32 on the wide FMA tiles (FULLCONV_CUDA_TILES), every pass; the

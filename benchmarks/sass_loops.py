@@ -3,6 +3,7 @@
 The loop of a kernel is taken as the backward branch whose body holds the most tensor-core
 (HMMA) or FMA instructions, the smallest such; the counts are static (instructions in the
 loop's code, each path once), so they show what a loop carries, not how often each runs.
+"before" counts the instructions ahead of the loop (the tile's setup) and their call sites.
 
     nvcc -std=c++17 -O3 -cubin -gencode arch=compute_90,code=sm_90 --expt-relaxed-constexpr \\
          -D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__ \\
@@ -49,7 +50,8 @@ def main():
     args = ap.parse_args()
     with open(args.sass) as f:
         text = f.read()
-    print(f"{'kernel':<100} {'total':>6} {'loop':>5} {'math':>5} {'CALL':>5} {'LDL/STL':>7}  most frequent in the loop")
+    print(f"{'kernel':<100} {'total':>6} {'loop':>5} {'math':>5} {'CALL':>5} {'LDL/STL':>7} {'before':>6} "
+          f"{'CALL':>4}  most frequent in the loop")
     for name, ins in kernels(text):
         if args.filter not in name:
             continue
@@ -60,7 +62,12 @@ def main():
         ops = collections.Counter(i[1].split(".")[0] for i in body)
         local = ops["LDL"] + ops["STL"]
         top = ", ".join(f"{k} {v}" for k, v in ops.most_common(6))
-        print(f"{short(name):<100} {len(ins):>6} {len(body):>5} {math:>5} {ops['CALL']:>5} {local:>7}  {top}")
+        # the code before the loop (a tile's setup, run once per block) and its call sites (the
+        # 64-bit division routine's; static: a site behind a 32-bit fast path may never run)
+        before = [i for i in ins if i[0] < body[0][0]]
+        before_calls = sum(1 for i in before if i[1].startswith("CALL"))
+        print(f"{short(name):<100} {len(ins):>6} {len(body):>5} {math:>5} {ops['CALL']:>5} {local:>7} "
+              f"{len(before):>6} {before_calls:>4}  {top}")
 
 
 if __name__ == "__main__":

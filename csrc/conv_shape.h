@@ -39,9 +39,42 @@ FULLCONV_HD inline int64_t full_output_size(int64_t L, int64_t K, int64_t s, int
   return (L + d * (K - 1) - 1) / s + 1;
 }
 
-// Floor and ceiling of a / b for b > 0 and any sign of a.
+// q = a / b, r = a % b for a >= 0, b > 0: in 32 bits where both fit. A GPU has no 64-bit
+// integer division instruction (each is a call of a long routine), and the kernels divide
+// small indices (taps, channels) inside their main loops.
+FULLCONV_HD inline void divmod_nonneg32(int64_t a, int64_t b, int64_t* q, int64_t* r) {
+  if (a <= INT32_MAX && b <= INT32_MAX) {
+    const uint32_t q32 = uint32_t(a) / uint32_t(b);
+    *q = int64_t(q32);
+    *r = a - int64_t(q32) * b;
+  } else {
+    *q = a / b;
+    *r = a - *q * b;
+  }
+}
+// The same, first checking for b == 1 (strides, dilations, unit extents: the common divisor
+// of the kernels' setup code).
+FULLCONV_HD inline void divmod_nonneg(int64_t a, int64_t b, int64_t* q, int64_t* r) {
+  if (b == 1) {
+    *q = a;
+    *r = 0;
+  } else {
+    divmod_nonneg32(a, b, q, r);
+  }
+}
+
+// a / b for a >= 0, b > 0, as divmod_nonneg.
+FULLCONV_HD inline int64_t div_nonneg(int64_t a, int64_t b) {
+  int64_t q, r;
+  divmod_nonneg(a, b, &q, &r);
+  return q;
+}
+
+// Rounded-down / rounded-up a / b for b > 0 (through divmod_nonneg: kernels call these in
+// their per-tile setup, where a 64-bit division routine per call would cost more than the
+// tile's multiply-adds on short reductions).
 FULLCONV_HD inline int64_t floor_div(int64_t a, int64_t b) {
-  return (a >= 0) ? a / b : -((-a + b - 1) / b);
+  return (a >= 0) ? div_nonneg(a, b) : -div_nonneg(-a + b - 1, b);
 }
 FULLCONV_HD inline int64_t ceil_div(int64_t a, int64_t b) { return -floor_div(-a, b); }
 
@@ -86,33 +119,21 @@ FULLCONV_HD inline void tap_range(int64_t o, int64_t L, int64_t K, int64_t s, in
 FULLCONV_HD inline int64_t tap_residue(int64_t k, int64_t K, int64_t s, int64_t d) {
   const int64_t p = full_padding(K, d);
   // p - k*d >= 0 for every tap, so the C++ remainder is the mathematical one.
-  return (s - (p - k * d) % s) % s;
+  int64_t q, rem;
+  divmod_nonneg(p - k * d, s, &q, &rem);
+  return rem == 0 ? 0 : s - rem;
 }
 
 // Output position reached by input r (the first input of its residue class) through tap k.
 // Requires tap_residue(k, K, s, d) == r.
 FULLCONV_HD inline int64_t tap_output_start(int64_t r, int64_t k, int64_t K, int64_t s,
                                             int64_t d) {
-  return (r + full_padding(K, d) - k * d) / s;
+  return div_nonneg(r + full_padding(K, d) - k * d, s);
 }
 
 // Number of inputs i in [0, L) with i mod s == r.
 FULLCONV_HD inline int64_t residue_count(int64_t L, int64_t s, int64_t r) {
-  return (r < L) ? (L - r + s - 1) / s : 0;
-}
-
-// q = a / b, r = a % b for a >= 0, b > 0: in 32 bits where both fit. A GPU has no 64-bit
-// integer division instruction (each is a call of a long routine), and the kernels divide
-// small indices (taps, channels) inside their main loops.
-FULLCONV_HD inline void divmod_nonneg(int64_t a, int64_t b, int64_t* q, int64_t* r) {
-  if (a <= INT32_MAX && b <= INT32_MAX) {
-    const uint32_t q32 = uint32_t(a) / uint32_t(b);
-    *q = int64_t(q32);
-    *r = a - int64_t(q32) * b;
-  } else {
-    *q = a / b;
-    *r = a - *q * b;
-  }
+  return (r < L) ? div_nonneg(L - r + s - 1, s) : 0;
 }
 
 // The same where a is usually below 2b (a running index carried into the next dim): one
@@ -125,7 +146,7 @@ FULLCONV_HD inline void divmod_carry(int64_t a, int64_t b, int64_t* q, int64_t* 
     *q = 1;
     *r = a - b;
   } else {
-    divmod_nonneg(a, b, q, r);
+    divmod_nonneg32(a, b, q, r);
   }
 }
 

@@ -246,11 +246,10 @@ FULLCONV_UNROLL
 // Local index l of a grid of extents `ext` (volume `spatial`) -> batch index, position.
 FULLCONV_HD inline void decode_grid(int64_t l, const int64_t ext[kMaxSpatialDims], int64_t spatial, int64_t* n,
                                     int64_t p[kMaxSpatialDims]) {
-  const int64_t sp = l % spatial;
-  *n = l / spatial;
-  p[2] = sp % ext[2];
-  p[1] = (sp / ext[2]) % ext[1];
-  p[0] = sp / (ext[2] * ext[1]);
+  int64_t sp, rest;
+  divmod_nonneg(l, spatial, n, &sp);
+  divmod_nonneg(sp, ext[2], &rest, &p[2]);
+  divmod_nonneg(rest, ext[1], &p[0], &p[1]);
 }
 
 // The region of row m (m < rows; with `regions`): its number, first row, first position and
@@ -705,6 +704,8 @@ struct ReductionPos {
 FULLCONV_HD inline ReductionPos decode_reduction_pos(int64_t e, const int64_t ext[kMaxSpatialDims]) {
   ReductionPos r;
   const int64_t vol = ext[0] * ext[1] * ext[2];
+  // (plain division: once per thread and tile; divmod_nonneg's branches here made a float32
+  // grad_weight kernel spill in its main loop)
   r.n = e / vol;
   int64_t rest = e % vol;
   r.q[2] = rest % ext[2];
@@ -813,8 +814,8 @@ FULLCONV_HD inline int64_t flat_x_offset(const WeightGemm& v, const ReductionPos
 FULLCONV_HD inline void slice_chunks(int64_t len, int64_t bk, int64_t splits, int64_t slice,
                                      int64_t* c0, int64_t* c1) {
   const int64_t chunks = (len + bk - 1) / bk;
-  *c0 = chunks * slice / splits;
-  *c1 = chunks * (slice + 1) / splits;
+  *c0 = div_nonneg(chunks * slice, splits);
+  *c1 = div_nonneg(chunks * (slice + 1), splits);
 }
 
 // Split-K: enough blocks to fill the GPU (target_blocks, e.g. 4 per SM) while every slice keeps

@@ -35,3 +35,27 @@ def test_cuda_gemm_core_smoke_on_cpu(tmp_path):
                            tmp_path)
     labels = {r["label"].split(" C")[0] for r in data["rows"]}
     assert {"fullconv core (channels-last)", "fullconv core, simt-wide tiles", "cuBLAS mm"} <= labels, labels
+
+
+def test_sass_loops_reads_a_listing(tmp_path):
+    # a cuobjdump-style listing: setup with one division call, then a loop of two HMMA closed by a
+    # backward branch, then the exit
+    listing = """
+        Function : _Z6kernelv
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+        /*0010*/                   CALL.REL.NOINC 0x200 ;
+        /*0020*/                   IMAD R2, R3, R4, RZ ;
+        /*0030*/                   LDSM.16.M88.4 R8, [R2] ;
+        /*0040*/                   HMMA.16816.F32 R12, R8, R10, R12 ;
+        /*0050*/                   HMMA.16816.F32 R16, R8, R10, R16 ;
+        /*0060*/               @P0 BRA 0x30 ;
+        /*0070*/                   EXIT ;
+"""
+    path = tmp_path / "k.sass"
+    path.write_text(listing)
+    proc = subprocess.run([sys.executable, "benchmarks/sass_loops.py", str(path), "--filter", "kernel"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    row = proc.stdout.splitlines()[1].split()
+    # total 8, loop 4 (0x30..0x60), 2 HMMA, no call in the loop, no local memory, 3 before it with 1 call
+    assert row[1:8] == ["8", "4", "2", "0", "0", "3", "1"], proc.stdout

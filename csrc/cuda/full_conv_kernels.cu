@@ -31,11 +31,14 @@ __global__ void forward_kernel(const T* __restrict__ x, const T* __restrict__ w,
   const int64_t ktot = s.kernel_volume();
   for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < total;
        idx += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t o2 = idx % s.out_size[2];
-    const int64_t o1 = (idx / s.out_size[2]) % s.out_size[1];
-    const int64_t o0 = (idx / (s.out_size[2] * s.out_size[1])) % s.out_size[0];
-    const int64_t nc = idx / out_sp;
-    const int64_t co = nc % s.out_channels, n = nc / s.out_channels, g = co / cout_g;
+    // idx = ((n * out_channels + co) * out0 + o0) * out1 + o1) * out2 + o2 (no 64-bit division
+    // routine where the indices fit 32 bits: divmod_nonneg)
+    int64_t o0, o1, o2, n, co, g, rest, rest2, nc, c_in_g;
+    divmod_nonneg(idx, s.out_size[2], &rest, &o2);
+    divmod_nonneg(rest, s.out_size[1], &rest2, &o1);
+    divmod_nonneg(rest2, s.out_size[0], &nc, &o0);
+    divmod_nonneg(nc, s.out_channels, &n, &co);
+    divmod_nonneg(co, cout_g, &g, &c_in_g);
     int64_t lo[3], hi[3];
     const int64_t o[3] = {o0, o1, o2};
     for (int i = 0; i < 3; ++i)
@@ -71,8 +74,10 @@ __global__ void padded_add_kernel(const T* __restrict__ x, Epilogue ep, T* __res
   const int64_t total = planes * d0 * d1 * d2;
   for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < total;
        idx += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t o2 = idx % d2, o1 = (idx / d2) % d1, o0 = (idx / (d2 * d1)) % d0;
-    const int64_t plane = idx / (d0 * d1 * d2);
+    int64_t o0, o1, o2, plane, rest, rest2;
+    divmod_nonneg(idx, d2, &rest, &o2);
+    divmod_nonneg(rest, d1, &rest2, &o1);
+    divmod_nonneg(rest2, d0, &plane, &o0);
     A v = load(x + idx);
     const int64_t o[3] = {o0, o1, o2};
     if (ep.residual != nullptr) v += residual_value<T>(ep, plane, o);
@@ -93,23 +98,25 @@ __global__ void grad_input_kernel(const T* __restrict__ gy, const T* __restrict_
   const int64_t ktot = s.kernel_volume();
   for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < total;
        idx += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t i2 = idx % s.in_size[2];
-    const int64_t i1 = (idx / s.in_size[2]) % s.in_size[1];
-    const int64_t i0 = (idx / (s.in_size[2] * s.in_size[1])) % s.in_size[0];
-    const int64_t nc = idx / in_sp;
-    const int64_t c = nc % s.in_channels, n = nc / s.in_channels;
-    const int64_t g = c / cin_g, ci = c % cin_g;
-    const int64_t r0 = i0 % s.stride[0], r1 = i1 % s.stride[1], r2 = i2 % s.stride[2];
+    int64_t i0, i1, i2, n, c, g, ci, rest, rest2, nc, b0, b1, b2, r0, r1, r2;
+    divmod_nonneg(idx, s.in_size[2], &rest, &i2);
+    divmod_nonneg(rest, s.in_size[1], &rest2, &i1);
+    divmod_nonneg(rest2, s.in_size[0], &nc, &i0);
+    divmod_nonneg(nc, s.in_channels, &n, &c);
+    divmod_nonneg(c, cin_g, &g, &ci);
+    divmod_nonneg(i0, s.stride[0], &b0, &r0);  // i = b*stride + r: residue class r, block b
+    divmod_nonneg(i1, s.stride[1], &b1, &r1);
+    divmod_nonneg(i2, s.stride[2], &b2, &r2);
     A acc = A(0);
     for (int64_t k0 = 0; k0 < s.kernel[0]; ++k0) {
       if (tap_residue(k0, s.kernel[0], s.stride[0], s.dilation[0]) != r0) continue;
-      const int64_t q0 = tap_output_start(r0, k0, s.kernel[0], s.stride[0], s.dilation[0]) + i0 / s.stride[0];
+      const int64_t q0 = tap_output_start(r0, k0, s.kernel[0], s.stride[0], s.dilation[0]) + b0;
       for (int64_t k1 = 0; k1 < s.kernel[1]; ++k1) {
         if (tap_residue(k1, s.kernel[1], s.stride[1], s.dilation[1]) != r1) continue;
-        const int64_t q1 = tap_output_start(r1, k1, s.kernel[1], s.stride[1], s.dilation[1]) + i1 / s.stride[1];
+        const int64_t q1 = tap_output_start(r1, k1, s.kernel[1], s.stride[1], s.dilation[1]) + b1;
         for (int64_t k2 = 0; k2 < s.kernel[2]; ++k2) {
           if (tap_residue(k2, s.kernel[2], s.stride[2], s.dilation[2]) != r2) continue;
-          const int64_t q2 = tap_output_start(r2, k2, s.kernel[2], s.stride[2], s.dilation[2]) + i2 / s.stride[2];
+          const int64_t q2 = tap_output_start(r2, k2, s.kernel[2], s.stride[2], s.dilation[2]) + b2;
           const int64_t out_off = (q0 * s.out_size[1] + q1) * s.out_size[2] + q2;
           const int64_t tap = (k0 * s.kernel[1] + k1) * s.kernel[2] + k2;
           for (int64_t co = g * cout_g; co < (g + 1) * cout_g; ++co)
@@ -134,8 +141,10 @@ __global__ void grad_weight_kernel(const T* __restrict__ gy, const T* __restrict
   const int64_t out_sp = s.out_spatial(), in_sp = s.in_spatial();
   const int64_t total = s.out_channels * cin_g * ktot;
   for (int64_t widx = blockIdx.x; widx < total; widx += gridDim.x) {
-    const int64_t tap = widx % ktot, ci = (widx / ktot) % cin_g, co = widx / (ktot * cin_g);
-    const int64_t g = co / cout_g;
+    int64_t tap, ci, co, g, rest, c_in_g;
+    divmod_nonneg(widx, ktot, &rest, &tap);
+    divmod_nonneg(rest, cin_g, &co, &ci);
+    divmod_nonneg(co, cout_g, &g, &c_in_g);
     int64_t lo[3], hi[3], shift[3], k[3];
     tap_coords(tap, s.kernel, k);
     int64_t count = 1, extent[3];
@@ -148,10 +157,10 @@ __global__ void grad_weight_kernel(const T* __restrict__ gy, const T* __restrict
     A acc = A(0);
     const int64_t work = s.batch * count;
     for (int64_t j = threadIdx.x; j < work; j += blockDim.x) {
-      const int64_t e2 = j % extent[2];
-      const int64_t e1 = (j / extent[2]) % extent[1];
-      const int64_t e0 = (j / (extent[2] * extent[1])) % extent[0];
-      const int64_t n = j / count;
+      int64_t e0, e1, e2, n, rest, rest2;
+      divmod_nonneg(j, extent[2], &rest, &e2);
+      divmod_nonneg(rest, extent[1], &rest2, &e1);
+      divmod_nonneg(rest2, extent[0], &n, &e0);
       const int64_t q0 = lo[0] + e0, q1 = lo[1] + e1, q2 = lo[2] + e2;
       const int64_t i0 = q0 * s.stride[0] + shift[0], i1 = q1 * s.stride[1] + shift[1],
                     i2 = q2 * s.stride[2] + shift[2];

@@ -543,8 +543,9 @@ image_gemm_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict__ 
   FULLCONV_SHARED(unsigned char, smem, Math::kSmemBytes, 128);
 
   const int64_t col_tiles = (v.cols + BN - 1) / BN;
-  const int64_t g = blockIdx.y / col_tiles;
-  const int64_t j0 = (blockIdx.y % col_tiles) * BN;
+  int64_t g, j_tile;
+  divmod_nonneg(blockIdx.y, col_tiles, &g, &j_tile);
+  const int64_t j0 = j_tile * BN;
   const int64_t m0 = int64_t(blockIdx.x) * BM;
   const int tid = threadIdx.x;
 
@@ -756,8 +757,9 @@ image_gemm_cl_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict
   FULLCONV_DYNAMIC_SHARED(smem, kSmemBytes);
 
   const int64_t col_tiles = (v.cols + BN - 1) / BN;
-  const int64_t g = blockIdx.y / col_tiles;
-  const int64_t j0 = (blockIdx.y % col_tiles) * BN;
+  int64_t g, j_tile;
+  divmod_nonneg(blockIdx.y, col_tiles, &g, &j_tile);
+  const int64_t j0 = j_tile * BN;
   const int64_t m0 = int64_t(blockIdx.x) * BM;
   const int tid = threadIdx.x;
 
@@ -854,8 +856,11 @@ template <int BM, int BN>
 __device__ __forceinline__ WeightTile weight_tile(const WeightGemm& v) {
   const int64_t row_tiles = (v.rows + BM - 1) / BM, col_tiles = (v.cols + BN - 1) / BN;
   const int64_t tiles = row_tiles * col_tiles;
-  const int64_t tile = blockIdx.x % tiles, gt = blockIdx.x / tiles;
-  return WeightTile{gt / v.taps, gt % v.taps, gt, (tile % row_tiles) * BM, (tile / row_tiles) * BN,
+  int64_t tile, gt, g, tap, i_tile, j_tile;
+  divmod_nonneg(blockIdx.x, tiles, &gt, &tile);
+  divmod_nonneg(gt, v.taps, &g, &tap);
+  divmod_nonneg(tile, row_tiles, &j_tile, &i_tile);
+  return WeightTile{g, tap, gt, i_tile * BM, j_tile * BN,
                     int64_t(blockIdx.y)};
 }
 
@@ -1017,21 +1022,12 @@ weight_gemm_cl_kernel(WeightGemm v, const T* __restrict__ gy, const T* __restric
   const T* gy_g = gy + t.g * v.rows + t.m0;  // the tile's first channels
   const T* x_g = x + t.g * v.cols + t.j0;
   int64_t chunk = c_begin;  // the next chunk to copy
-  // which of this thread's vectors hold real channels (bit i), and where they land in a stage
+  // which of this thread's vectors hold real channels (bit i)
   unsigned a_real = 0, b_real = 0;
-  int a_at[kAVecs], b_at[kBVecs];
 #pragma unroll
-  for (int i = 0; i < kAVecs; ++i) {
-    const int m = V * (q + P * i);
-    a_real |= unsigned(t.m0 + m < v.rows) << i;
-    a_at[i] = L::a_index(m, k);
-  }
+  for (int i = 0; i < kAVecs; ++i) a_real |= unsigned(t.m0 + V * (q + P * i) < v.rows) << i;
 #pragma unroll
-  for (int i = 0; i < kBVecs; ++i) {
-    const int n = V * (q + P * i);
-    b_real |= unsigned(t.j0 + n < v.cols) << i;
-    b_at[i] = L::b_index(k, n);
-  }
+  for (int i = 0; i < kBVecs; ++i) b_real |= unsigned(t.j0 + V * (q + P * i) < v.cols) << i;
   auto copy_chunk = [&](int stage) {
     Elem* As = ring_a<Math>(smem, stage);
     Elem* Bs = ring_b<Math>(smem, stage);
@@ -1041,12 +1037,12 @@ weight_gemm_cl_kernel(WeightGemm v, const T* __restrict__ gy, const T* __restric
 #pragma unroll
     for (int i = 0; i < kAVecs; ++i) {
       const bool valid = live && (a_real >> i & 1u);
-      cp_async16(As + a_at[i], valid ? gy_e + V * (q + P * i) : gy, valid);
+      cp_async16(As + L::a_index(V * (q + P * i), k), valid ? gy_e + V * (q + P * i) : gy, valid);
     }
 #pragma unroll
     for (int i = 0; i < kBVecs; ++i) {
       const bool valid = live && (b_real >> i & 1u);
-      cp_async16(Bs + b_at[i], valid ? x_e + V * (q + P * i) : x, valid);
+      cp_async16(Bs + L::b_index(k, V * (q + P * i)), valid ? x_e + V * (q + P * i) : x, valid);
     }
     e += BK;
     if (e < len) advance_reduction_cursor(v, &cur, BK, ext);
@@ -1065,10 +1061,10 @@ __global__ void split_k_sum_kernel(WeightGemm v, const AccT* __restrict__ partia
   const int64_t total = v.groups * v.rows * v.cols * v.taps;
   for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < total;
        idx += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t tap = idx % v.taps;
-    const int64_t col = (idx / v.taps) % v.cols;
-    const int64_t grow = idx / (v.taps * v.cols);  // g * rows + row
-    const int64_t g = grow / v.rows, row = grow % v.rows;
+    int64_t rest, tap, grow, col, g, row;  // idx = ((g * rows + row) * cols + col) * taps + tap
+    divmod_nonneg(idx, v.taps, &rest, &tap);
+    divmod_nonneg(rest, v.cols, &grow, &col);
+    divmod_nonneg(grow, v.rows, &g, &row);
     AccT sum = AccT(0);
     for (int64_t slice = 0; slice < v.splits; ++slice)
       sum += partial[partial_offset(v, slice, g * v.taps + tap, row, col)];
@@ -1084,14 +1080,17 @@ __global__ void prepare_weight_kernel(const T* __restrict__ w, ConvShape s, bool
   using A = typename Acc<T>::type;
   const int64_t cin_g = s.in_channels_per_group(), cout_g = s.out_channels_per_group();
   const int64_t taps = s.kernel_volume(), per_channel = cin_g * taps;
-  const int64_t co = blockIdx.x, g = co / cout_g, c = co % cout_g;
+  const int64_t co = blockIdx.x;
+  int64_t g, c;
+  divmod_nonneg(co, cout_g, &g, &c);
   bool bad = false;
   for (int64_t e = threadIdx.x; e < per_channel; e += blockDim.x) {
     const T value = w[co * per_channel + e];
     const A v = load(&value);
     bad = bad || !(v - v == A(0));  // inf - inf and nan - nan are nan
     if (packed != nullptr) {
-      const int64_t ci = e / taps, tap = e % taps;
+      int64_t ci, tap;
+      divmod_nonneg(e, taps, &ci, &tap);
       packed[forward_layout ? ((g * taps + tap) * cin_g + ci) * cout_g + c
                             : ((g * taps + tap) * cout_g + c) * cin_g + ci] = value;
     }

@@ -66,6 +66,23 @@ int main() {
       EXPECT(floor_div(a, b) == f, "floor_div %ld %ld\n", (long)a, (long)b);
       EXPECT(ceil_div(a, b) == (f * b == a ? f : f + 1), "ceil_div %ld %ld\n", (long)a, (long)b);
     }
+  // The division helpers on each of their paths: divisor 1, both operands in 32 bits, and
+  // 64-bit operands on either side of 2^31 (checked against the plain C++ operators).
+  {
+    const int64_t big = int64_t(1) << 31;
+    const int64_t as[] = {0, 1, 7, 1000003, big - 2, big - 1, big, big + 5, 3 * big + 17, int64_t(1) << 62};
+    const int64_t bs[] = {1, 2, 3, 7, 64, 1000, big - 1, big, big + 3, int64_t(1) << 40};
+    for (int64_t a : as)
+      for (int64_t b : bs) {
+        int64_t q, r;
+        divmod_nonneg(a, b, &q, &r);
+        EXPECT(q == a / b && r == a % b && div_nonneg(a, b) == a / b, "divmod_nonneg %ld %ld\n", (long)a, (long)b);
+        EXPECT(floor_div(a, b) == a / b && floor_div(-a, b) == -(a / b) - (a % b != 0 ? 1 : 0),
+               "floor_div %ld %ld (large)\n", (long)a, (long)b);
+        EXPECT(ceil_div(a, b) == a / b + (a % b != 0 ? 1 : 0) && ceil_div(-a, b) == -(a / b),
+               "ceil_div %ld %ld (large)\n", (long)a, (long)b);
+      }
+  }
   for (int64_t L = 1; L <= 9; ++L)
     for (int64_t K = 1; K <= 5; ++K)
       for (int64_t s = 1; s <= 3; ++s)
