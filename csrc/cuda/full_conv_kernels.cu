@@ -129,6 +129,60 @@ __global__ void grad_input_kernel(const T* __restrict__ gy, const T* __restrict_
   }
 }
 
+// grad_input for few input channels per group (depthwise, RGB stems), one launch per residue
+// class r (i = b*stride + r along each dim): one thread per (n, g, b) computes all cin_g <= MaxCh
+// channels of its input position. Against grad_input_kernel: a warp's threads share the class,
+// so they visit the same taps (no divergence between classes of a strided layer); neighbouring
+// threads read neighbouring grad_out positions (q = start + b); and each grad_out value is
+// loaded once for all cin_g channels. Same products in the same order per element.
+template <typename T, int MaxCh>
+__global__ void grad_input_class_kernel(const T* __restrict__ gy, const T* __restrict__ w,
+                                        T* __restrict__ gx, ConvShape s, int64_t r0, int64_t r1, int64_t r2,
+                                        int64_t e0, int64_t e1, int64_t e2) {
+  using A = typename Acc<T>::type;
+  const int64_t out_sp = s.out_spatial(), in_sp = s.in_spatial();
+  const int64_t cin_g = s.in_channels_per_group(), cout_g = s.out_channels_per_group();
+  const int64_t ktot = s.kernel_volume();
+  const int64_t total = s.batch * s.groups * e0 * e1 * e2;
+  for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < total;
+       idx += int64_t(gridDim.x) * blockDim.x) {
+    int64_t b0, b1, b2, ng, n, g, rest, rest2;  // idx = ((n * groups + g) * e0 + b0) * e1 + b1) * e2 + b2
+    divmod_nonneg(idx, e2, &rest, &b2);
+    divmod_nonneg(rest, e1, &rest2, &b1);
+    divmod_nonneg(rest2, e0, &ng, &b0);
+    divmod_nonneg(ng, s.groups, &n, &g);
+    A acc[MaxCh];
+#pragma unroll
+    for (int ci = 0; ci < MaxCh; ++ci) acc[ci] = A(0);
+    for (int64_t k0 = 0; k0 < s.kernel[0]; ++k0) {
+      if (tap_residue(k0, s.kernel[0], s.stride[0], s.dilation[0]) != r0) continue;
+      const int64_t q0 = tap_output_start(r0, k0, s.kernel[0], s.stride[0], s.dilation[0]) + b0;
+      for (int64_t k1 = 0; k1 < s.kernel[1]; ++k1) {
+        if (tap_residue(k1, s.kernel[1], s.stride[1], s.dilation[1]) != r1) continue;
+        const int64_t q1 = tap_output_start(r1, k1, s.kernel[1], s.stride[1], s.dilation[1]) + b1;
+        for (int64_t k2 = 0; k2 < s.kernel[2]; ++k2) {
+          if (tap_residue(k2, s.kernel[2], s.stride[2], s.dilation[2]) != r2) continue;
+          const int64_t q2 = tap_output_start(r2, k2, s.kernel[2], s.stride[2], s.dilation[2]) + b2;
+          const int64_t out_off = (q0 * s.out_size[1] + q1) * s.out_size[2] + q2;
+          const int64_t tap = (k0 * s.kernel[1] + k1) * s.kernel[2] + k2;
+          for (int64_t co = g * cout_g; co < (g + 1) * cout_g; ++co) {
+            const A gv = load(gy + (n * s.out_channels + co) * out_sp + out_off);
+            const T* wc = w + co * cin_g * ktot + tap;
+#pragma unroll
+            for (int ci = 0; ci < MaxCh; ++ci)
+              if (ci < cin_g) acc[ci] += load(wc + ci * ktot) * gv;
+          }
+        }
+      }
+    }
+    const int64_t i0 = b0 * s.stride[0] + r0, i1 = b1 * s.stride[1] + r1, i2 = b2 * s.stride[2] + r2;
+    T* out = gx + (n * s.in_channels + g * cin_g) * in_sp + (i0 * s.in_size[1] + i1) * s.in_size[2] + i2;
+#pragma unroll
+    for (int ci = 0; ci < MaxCh; ++ci)
+      if (ci < cin_g) out[ci * in_sp] = store_as<T>(acc[ci]);
+  }
+}
+
 // One block per weight element (co, ci, tap): the block reduces grad_out * input over the
 // batch and the tap's output window in a fixed order (deterministic, no atomics).
 template <typename T>
@@ -189,13 +243,44 @@ cudaError_t launch_forward(const void* x, const void* w, const void* b, const un
   return FULLCONV_LAUNCH_STATUS();
 }
 
+// One launch per residue class of grad_input_class_kernel (every class is non-empty: stride
+// <= input size is not required, an empty class simply launches nothing).
+template <typename T, int MaxCh>
+cudaError_t launch_grad_input_classes(const T* gy, const T* w, T* gx, const ConvShape& s, cudaStream_t stream) {
+  for (int64_t r0 = 0; r0 < s.stride[0]; ++r0)
+    for (int64_t r1 = 0; r1 < s.stride[1]; ++r1)
+      for (int64_t r2 = 0; r2 < s.stride[2]; ++r2) {
+        const int64_t e0 = residue_count(s.in_size[0], s.stride[0], r0);
+        const int64_t e1 = residue_count(s.in_size[1], s.stride[1], r1);
+        const int64_t e2 = residue_count(s.in_size[2], s.stride[2], r2);
+        const int64_t total = s.batch * s.groups * e0 * e1 * e2;
+        if (total == 0) continue;
+        FULLCONV_LAUNCH(blocks_for(total), kThreads, stream, grad_input_class_kernel<T, MaxCh>)(
+            gy, w, gx, s, r0, r1, r2, e0, e1, e2);
+        const cudaError_t err = FULLCONV_LAUNCH_STATUS();
+        if (err != cudaSuccess) return err;
+      }
+  return cudaSuccess;
+}
+
+// Residue classes per grad_input up to which the per-class kernel runs (each class is a launch).
+constexpr int64_t kMaxClassLaunches = 64;
+
 template <typename T>
 cudaError_t launch_grad_input(const void* gy, const void* w, void* gx, const ConvShape& s,
                               cudaStream_t stream) {
   const int64_t total = s.batch * s.in_channels * s.in_spatial();
   if (total == 0) return cudaSuccess;
-  FULLCONV_LAUNCH(blocks_for(total), kThreads, stream, grad_input_kernel<T>)(
-      static_cast<const T*>(gy), static_cast<const T*>(w), static_cast<T*>(gx), s);
+  const int64_t cin_g = s.in_channels_per_group();
+  const auto* gy_t = static_cast<const T*>(gy);
+  const auto* w_t = static_cast<const T*>(w);
+  auto* gx_t = static_cast<T*>(gx);
+  if (s.stride[0] * s.stride[1] * s.stride[2] <= kMaxClassLaunches) {
+    if (cin_g == 1) return launch_grad_input_classes<T, 1>(gy_t, w_t, gx_t, s, stream);
+    if (cin_g <= 4) return launch_grad_input_classes<T, 4>(gy_t, w_t, gx_t, s, stream);
+    if (cin_g <= 16) return launch_grad_input_classes<T, 16>(gy_t, w_t, gx_t, s, stream);
+  }
+  FULLCONV_LAUNCH(blocks_for(total), kThreads, stream, grad_input_kernel<T>)(gy_t, w_t, gx_t, s);
   return FULLCONV_LAUNCH_STATUS();
 }
 
