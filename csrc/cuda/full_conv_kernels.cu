@@ -86,74 +86,43 @@ __global__ void padded_add_kernel(const T* __restrict__ x, Epilogue ep, T* __res
   }
 }
 
-// One thread per input element; visits the taps of its residue class (each reaches a valid
-// output, conv_shape.h), so no product with padding and no discarded strided output.
-template <typename T>
-__global__ void grad_input_kernel(const T* __restrict__ gy, const T* __restrict__ w,
-                                  T* __restrict__ gx, ConvShape s) {
-  using A = typename Acc<T>::type;
-  const int64_t out_sp = s.out_spatial(), in_sp = s.in_spatial();
-  const int64_t total = s.batch * s.in_channels * in_sp;
-  const int64_t cin_g = s.in_channels_per_group(), cout_g = s.out_channels_per_group();
-  const int64_t ktot = s.kernel_volume();
-  for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < total;
-       idx += int64_t(gridDim.x) * blockDim.x) {
-    int64_t i0, i1, i2, n, c, g, ci, rest, rest2, nc, b0, b1, b2, r0, r1, r2;
-    divmod_nonneg(idx, s.in_size[2], &rest, &i2);
-    divmod_nonneg(rest, s.in_size[1], &rest2, &i1);
-    divmod_nonneg(rest2, s.in_size[0], &nc, &i0);
-    divmod_nonneg(nc, s.in_channels, &n, &c);
-    divmod_nonneg(c, cin_g, &g, &ci);
-    divmod_nonneg(i0, s.stride[0], &b0, &r0);  // i = b*stride + r: residue class r, block b
-    divmod_nonneg(i1, s.stride[1], &b1, &r1);
-    divmod_nonneg(i2, s.stride[2], &b2, &r2);
-    A acc = A(0);
-    for (int64_t k0 = 0; k0 < s.kernel[0]; ++k0) {
-      if (tap_residue(k0, s.kernel[0], s.stride[0], s.dilation[0]) != r0) continue;
-      const int64_t q0 = tap_output_start(r0, k0, s.kernel[0], s.stride[0], s.dilation[0]) + b0;
-      for (int64_t k1 = 0; k1 < s.kernel[1]; ++k1) {
-        if (tap_residue(k1, s.kernel[1], s.stride[1], s.dilation[1]) != r1) continue;
-        const int64_t q1 = tap_output_start(r1, k1, s.kernel[1], s.stride[1], s.dilation[1]) + b1;
-        for (int64_t k2 = 0; k2 < s.kernel[2]; ++k2) {
-          if (tap_residue(k2, s.kernel[2], s.stride[2], s.dilation[2]) != r2) continue;
-          const int64_t q2 = tap_output_start(r2, k2, s.kernel[2], s.stride[2], s.dilation[2]) + b2;
-          const int64_t out_off = (q0 * s.out_size[1] + q1) * s.out_size[2] + q2;
-          const int64_t tap = (k0 * s.kernel[1] + k1) * s.kernel[2] + k2;
-          for (int64_t co = g * cout_g; co < (g + 1) * cout_g; ++co)
-            acc += load(w + (co * cin_g + ci) * ktot + tap) *
-                   load(gy + (n * s.out_channels + co) * out_sp + out_off);
-        }
-      }
-    }
-    gx[idx] = store_as<T>(acc);
-  }
-}
-
-// grad_input for few input channels per group (depthwise, RGB stems), one launch per residue
-// class r (i = b*stride + r along each dim): one thread per (n, g, b) computes all cin_g <= MaxCh
-// channels of its input position. Against grad_input_kernel: a warp's threads share the class,
-// so they visit the same taps (no divergence between classes of a strided layer); neighbouring
-// threads read neighbouring grad_out positions (q = start + b); and each grad_out value is
-// loaded once for all cin_g channels. Same products in the same order per element.
+// grad_input: one thread per (sample, group, block of up to MaxCh input channels of the group,
+// input position), the positions ordered by residue class (i = b*stride + r along each dim:
+// b fastest, then the class r), each class over the largest class's extents E (threads past
+// their class's end do nothing; the residues run over R = min(stride, size) per dim, so the
+// threads number less than 2^dims times the positions). A warp's threads therefore share their class and so visit the
+// same taps (those of the class: each reaches a valid output, conv_shape.h; no product with
+// padding, no discarded strided output), read consecutive grad_output positions
+// (q = start + b), and load each grad_output value once for the block's channels.
 template <typename T, int MaxCh>
-__global__ void grad_input_class_kernel(const T* __restrict__ gy, const T* __restrict__ w,
-                                        T* __restrict__ gx, ConvShape s, int64_t r0, int64_t r1, int64_t r2,
-                                        int64_t e0, int64_t e1, int64_t e2) {
+__global__ void grad_input_kernel(const T* __restrict__ gy, const T* __restrict__ w, T* __restrict__ gx,
+                                  ConvShape s, int64_t E0, int64_t E1, int64_t E2, int64_t R1, int64_t R2,
+                                  int64_t classes, int64_t cblocks) {
   using A = typename Acc<T>::type;
   const int64_t out_sp = s.out_spatial(), in_sp = s.in_spatial();
   const int64_t cin_g = s.in_channels_per_group(), cout_g = s.out_channels_per_group();
   const int64_t ktot = s.kernel_volume();
-  const int64_t total = s.batch * s.groups * e0 * e1 * e2;
+  const int64_t total = s.batch * s.groups * cblocks * classes * E0 * E1 * E2;
   for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < total;
        idx += int64_t(gridDim.x) * blockDim.x) {
-    int64_t b0, b1, b2, ng, n, g, rest, rest2;  // idx = ((n * groups + g) * e0 + b0) * e1 + b1) * e2 + b2
-    divmod_nonneg(idx, e2, &rest, &b2);
-    divmod_nonneg(rest, e1, &rest2, &b1);
-    divmod_nonneg(rest2, e0, &ng, &b0);
-    divmod_nonneg(ng, s.groups, &n, &g);
+    // idx = (((((n * groups + g) * cblocks + cb) * classes + cls) * E0 + b0) * E1 + b1) * E2 + b2,
+    // cls = (r0 * R1 + r1) * R2 + r2
+    int64_t b0, b1, b2, r0, r1, r2, cls, cb, g, n, rest;
+    divmod_nonneg(idx, E2, &rest, &b2);
+    divmod_nonneg(rest, E1, &rest, &b1);
+    divmod_nonneg(rest, E0, &rest, &b0);
+    divmod_nonneg(rest, classes, &rest, &cls);
+    divmod_nonneg(rest, cblocks, &rest, &cb);
+    divmod_nonneg(rest, s.groups, &n, &g);
+    divmod_nonneg(cls, R2, &rest, &r2);
+    divmod_nonneg(rest, R1, &r0, &r1);
+    const int64_t i0 = b0 * s.stride[0] + r0, i1 = b1 * s.stride[1] + r1, i2 = b2 * s.stride[2] + r2;
+    if (i0 >= s.in_size[0] || i1 >= s.in_size[1] || i2 >= s.in_size[2]) continue;  // past the class's end
+    const int64_t c_first = cb * MaxCh;
+    const int64_t chans = cin_g - c_first < MaxCh ? cin_g - c_first : MaxCh;
     A acc[MaxCh];
 #pragma unroll
-    for (int ci = 0; ci < MaxCh; ++ci) acc[ci] = A(0);
+    for (int c = 0; c < MaxCh; ++c) acc[c] = A(0);
     for (int64_t k0 = 0; k0 < s.kernel[0]; ++k0) {
       if (tap_residue(k0, s.kernel[0], s.stride[0], s.dilation[0]) != r0) continue;
       const int64_t q0 = tap_output_start(r0, k0, s.kernel[0], s.stride[0], s.dilation[0]) + b0;
@@ -167,19 +136,18 @@ __global__ void grad_input_class_kernel(const T* __restrict__ gy, const T* __res
           const int64_t tap = (k0 * s.kernel[1] + k1) * s.kernel[2] + k2;
           for (int64_t co = g * cout_g; co < (g + 1) * cout_g; ++co) {
             const A gv = load(gy + (n * s.out_channels + co) * out_sp + out_off);
-            const T* wc = w + co * cin_g * ktot + tap;
+            const T* wc = w + (co * cin_g + c_first) * ktot + tap;
 #pragma unroll
-            for (int ci = 0; ci < MaxCh; ++ci)
-              if (ci < cin_g) acc[ci] += load(wc + ci * ktot) * gv;
+            for (int c = 0; c < MaxCh; ++c)
+              if (c < chans) acc[c] += load(wc + c * ktot) * gv;
           }
         }
       }
     }
-    const int64_t i0 = b0 * s.stride[0] + r0, i1 = b1 * s.stride[1] + r1, i2 = b2 * s.stride[2] + r2;
-    T* out = gx + (n * s.in_channels + g * cin_g) * in_sp + (i0 * s.in_size[1] + i1) * s.in_size[2] + i2;
+    T* out = gx + (n * s.in_channels + g * cin_g + c_first) * in_sp + (i0 * s.in_size[1] + i1) * s.in_size[2] + i2;
 #pragma unroll
-    for (int ci = 0; ci < MaxCh; ++ci)
-      if (ci < cin_g) out[ci * in_sp] = store_as<T>(acc[ci]);
+    for (int c = 0; c < MaxCh; ++c)
+      if (c < chans) out[c * in_sp] = store_as<T>(acc[c]);
   }
 }
 
@@ -243,46 +211,35 @@ cudaError_t launch_forward(const void* x, const void* w, const void* b, const un
   return FULLCONV_LAUNCH_STATUS();
 }
 
-// One launch per residue class of grad_input_class_kernel (every class is non-empty: stride
-// <= input size is not required, an empty class simply launches nothing).
 template <typename T, int MaxCh>
-cudaError_t launch_grad_input_classes(const T* gy, const T* w, T* gx, const ConvShape& s, cudaStream_t stream) {
-  for (int64_t r0 = 0; r0 < s.stride[0]; ++r0)
-    for (int64_t r1 = 0; r1 < s.stride[1]; ++r1)
-      for (int64_t r2 = 0; r2 < s.stride[2]; ++r2) {
-        const int64_t e0 = residue_count(s.in_size[0], s.stride[0], r0);
-        const int64_t e1 = residue_count(s.in_size[1], s.stride[1], r1);
-        const int64_t e2 = residue_count(s.in_size[2], s.stride[2], r2);
-        const int64_t total = s.batch * s.groups * e0 * e1 * e2;
-        if (total == 0) continue;
-        FULLCONV_LAUNCH(blocks_for(total), kThreads, stream, grad_input_class_kernel<T, MaxCh>)(
-            gy, w, gx, s, r0, r1, r2, e0, e1, e2);
-        const cudaError_t err = FULLCONV_LAUNCH_STATUS();
-        if (err != cudaSuccess) return err;
-      }
-  return cudaSuccess;
+cudaError_t launch_grad_input_blocks(const void* gy, const void* w, void* gx, const ConvShape& s,
+                                     cudaStream_t stream) {
+  // per dim: the residues that have members (R) and the largest class's extent (class 0's, E)
+  int64_t E[kMaxSpatialDims], R[kMaxSpatialDims];
+  for (int i = 0; i < kMaxSpatialDims; ++i) {
+    R[i] = s.stride[i] < s.in_size[i] ? s.stride[i] : s.in_size[i];
+    E[i] = residue_count(s.in_size[i], s.stride[i], 0);
+  }
+  const int64_t classes = R[0] * R[1] * R[2];
+  const int64_t cblocks = (s.in_channels_per_group() + MaxCh - 1) / MaxCh;
+  const int64_t total = s.batch * s.groups * cblocks * classes * E[0] * E[1] * E[2];
+  FULLCONV_LAUNCH(blocks_for(total), kThreads, stream, grad_input_kernel<T, MaxCh>)(
+      static_cast<const T*>(gy), static_cast<const T*>(w), static_cast<T*>(gx), s, E[0], E[1], E[2], R[1], R[2],
+      classes, cblocks);
+  return FULLCONV_LAUNCH_STATUS();
 }
-
-// Residue classes per grad_input up to which the per-class kernel runs (each class is a launch).
-constexpr int64_t kMaxClassLaunches = 64;
 
 template <typename T>
 cudaError_t launch_grad_input(const void* gy, const void* w, void* gx, const ConvShape& s,
                               cudaStream_t stream) {
-  const int64_t total = s.batch * s.in_channels * s.in_spatial();
-  if (total == 0) return cudaSuccess;
+  if (s.batch * s.in_channels * s.in_spatial() == 0) return cudaSuccess;
+  // channels per thread: all of a group's up to 4 (depthwise, RGB stems), else blocks of 8
   const int64_t cin_g = s.in_channels_per_group();
-  const auto* gy_t = static_cast<const T*>(gy);
-  const auto* w_t = static_cast<const T*>(w);
-  auto* gx_t = static_cast<T*>(gx);
-  if (s.stride[0] * s.stride[1] * s.stride[2] <= kMaxClassLaunches) {
-    if (cin_g == 1) return launch_grad_input_classes<T, 1>(gy_t, w_t, gx_t, s, stream);
-    if (cin_g <= 4) return launch_grad_input_classes<T, 4>(gy_t, w_t, gx_t, s, stream);
-    if (cin_g <= 16) return launch_grad_input_classes<T, 16>(gy_t, w_t, gx_t, s, stream);
-  }
-  FULLCONV_LAUNCH(blocks_for(total), kThreads, stream, grad_input_kernel<T>)(gy_t, w_t, gx_t, s);
-  return FULLCONV_LAUNCH_STATUS();
+  if (cin_g == 1) return launch_grad_input_blocks<T, 1>(gy, w, gx, s, stream);
+  if (cin_g <= 4) return launch_grad_input_blocks<T, 4>(gy, w, gx, s, stream);
+  return launch_grad_input_blocks<T, 8>(gy, w, gx, s, stream);
 }
+
 
 template <typename T>
 cudaError_t launch_grad_weight(const void* gy, const void* x, void* gw, const ConvShape& s,

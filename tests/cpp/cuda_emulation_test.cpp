@@ -377,6 +377,10 @@ int main(int argc, char** argv) {
       }
       if (cfg.tf32) { ++runs; continue; }  // the direct kernels have no TF32 mode
       run_any(narrow, cfg, false, sm_count, residual, !relu, std::string("direct ") + cfg.name + " " + describe(narrow));
+      // (and on a wide problem now and then: grad_input's blocks of 8 input channels; the
+      // direct kernels' one thread per element makes these the slowest runs to emulate)
+      if (i % 4 == 0 && cfg.dtype == fc::DType::kFloat32)
+        run_any(wide, cfg, false, sm_count, !residual, relu, std::string("direct ") + cfg.name + " " + describe(wide));
       ++runs;
     }
   }
