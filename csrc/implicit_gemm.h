@@ -212,7 +212,9 @@ FULLCONV_HD inline bool dim_offset(const ImageGemm& v, int i, int64_t k, int64_t
     *off = num;
     return true;
   }
-  // num >= 0 whenever tap_div != 1 (grad_input: r + p - k*d with p >= k*d)
+  // num >= 0 whenever tap_div != 1 (grad_input: r + p - k*d with p >= k*d). (Written out
+  // rather than through divmod_nonneg32: that form made the TF32 gather kernel spill twice as
+  // much, 64 bytes instead of 32.)
   if (num >= 0 && num <= INT32_MAX && div <= INT32_MAX) {
     const uint32_t q = uint32_t(num) / uint32_t(div);
     *off = int64_t(q);
@@ -484,8 +486,8 @@ FULLCONV_HD inline int64_t src_offset_channels_last(const ImageGemm& v, int64_t 
 // tap's offsets, so the offset of (row, tap) is the row's part plus the tap's part, and the
 // row reads real input exactly where each coordinate p*src_mul + off lies inside the source.
 // The row's part and its coordinates are found once per tile; a tap then costs a bounds check
-// per dim and an add (no multiplication per row). The coordinates are kept in 32 bits (a
-// kernel's registers): only for views with split_row_fits.
+// per dim and an add (no multiplication per row). The coordinates are kept in 32 bits (the
+// kernels keep a table of these per tile in shared memory): only for views with split_row_fits.
 struct SrcRowCL {
   int64_t base;                // offset of channel 0 if every offset were 0 (>= 0; may lie outside)
   int32_t q[kMaxSpatialDims];  // p * src_mul per dim
@@ -715,20 +717,29 @@ FULLCONV_HD inline ReductionPos decode_reduction_pos(int64_t e, const int64_t ex
   return r;
 }
 
-// Position of e + step from that of e (step >= 0; ext all >= 1).
-FULLCONV_HD inline void advance_reduction_pos(ReductionPos* r, int64_t step, const int64_t ext[kMaxSpatialDims]) {
+// Position of e + step from that of e (step >= 0; ext all >= 1). on_carry(i, carry) hears of
+// each carry out of dim i (2, 1, 0: into dim i - 1, or into n from dim 0).
+template <typename OnCarry>
+FULLCONV_HD inline void advance_reduction_pos(ReductionPos* r, int64_t step, const int64_t ext[kMaxSpatialDims],
+                                              OnCarry&& on_carry) {
   // (divmod_carry: the kernels step every chunk, so no 64-bit division on the usual carries)
   r->q[2] += step;
   if (r->q[2] < ext[2]) return;
   int64_t carry;
   divmod_carry(r->q[2], ext[2], &carry, &r->q[2]);
   r->q[1] += carry;
+  on_carry(2, carry);
   if (r->q[1] < ext[1]) return;
   divmod_carry(r->q[1], ext[1], &carry, &r->q[1]);
   r->q[0] += carry;
+  on_carry(1, carry);
   if (r->q[0] < ext[0]) return;
   divmod_carry(r->q[0], ext[0], &carry, &r->q[0]);
   r->n += carry;
+  on_carry(0, carry);
+}
+FULLCONV_HD inline void advance_reduction_pos(ReductionPos* r, int64_t step, const int64_t ext[kMaxSpatialDims]) {
+  advance_reduction_pos(r, step, ext, [](int, int64_t) {});
 }
 
 // Output-space and input-space flat offsets of a reduction position (the input it meets
@@ -771,29 +782,18 @@ FULLCONV_HD inline ReductionCursor reduction_cursor(const WeightGemm& v, int64_t
 FULLCONV_HD inline void advance_reduction_cursor(const WeightGemm& v, ReductionCursor* c, int64_t step,
                                                  const int64_t ext[kMaxSpatialDims]) {
   const ConvShape& s = v.s;
-  // offsets per unit of q[i] (outer dims) and of n, in positions
-  const int64_t o2 = 1, o1 = s.out_size[2], o0 = s.out_size[1] * s.out_size[2];
-  const int64_t i2 = s.stride[2], i1 = s.stride[1] * s.in_size[2], i0 = s.stride[0] * s.in_size[1] * s.in_size[2];
-  ReductionPos& r = c->pos;
-  r.q[2] += step;
-  c->gy += step * o2 * s.out_channels;
-  c->x += step * i2 * s.in_channels;
-  if (r.q[2] < ext[2]) return;
-  int64_t carry;
-  divmod_carry(r.q[2], ext[2], &carry, &r.q[2]);
-  r.q[1] += carry;
-  c->gy += carry * (o1 - ext[2] * o2) * s.out_channels;
-  c->x += carry * (i1 - ext[2] * i2) * s.in_channels;
-  if (r.q[1] < ext[1]) return;
-  divmod_carry(r.q[1], ext[1], &carry, &r.q[1]);
-  r.q[0] += carry;
-  c->gy += carry * (o0 - ext[1] * o1) * s.out_channels;
-  c->x += carry * (i0 - ext[1] * i1) * s.in_channels;
-  if (r.q[0] < ext[0]) return;
-  divmod_carry(r.q[0], ext[0], &carry, &r.q[0]);
-  r.n += carry;
-  c->gy += carry * (s.out_spatial() - ext[0] * o0) * s.out_channels;
-  c->x += carry * (s.in_spatial() - ext[0] * i0) * s.in_channels;
+  // positions per unit of q[i] in grad_output (o) and in x (in), and per sample (index 3)
+  const int64_t o[4] = {s.out_size[1] * s.out_size[2], s.out_size[2], 1, s.out_spatial()};
+  const int64_t in[4] = {s.stride[0] * s.in_size[1] * s.in_size[2], s.stride[1] * s.in_size[2], s.stride[2],
+                         s.in_spatial()};
+  c->gy += step * o[2] * s.out_channels;
+  c->x += step * in[2] * s.in_channels;
+  // a carry out of dim i: q[i] -= carry * ext[i], the next dim out (or n) += carry
+  advance_reduction_pos(&c->pos, step, ext, [&](int i, int64_t carry) {
+    const int outer = i == 0 ? 3 : i - 1;
+    c->gy += carry * (o[outer] - ext[i] * o[i]) * s.out_channels;
+    c->x += carry * (in[outer] - ext[i] * in[i]) * s.in_channels;
+  });
 }
 
 // Offset in x (N, C, *in) of flat column c at reduction position r (output position r.q: the

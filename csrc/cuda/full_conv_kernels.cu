@@ -33,12 +33,12 @@ __global__ void forward_kernel(const T* __restrict__ x, const T* __restrict__ w,
        idx += int64_t(gridDim.x) * blockDim.x) {
     // idx = ((n * out_channels + co) * out0 + o0) * out1 + o1) * out2 + o2 (no 64-bit division
     // routine where the indices fit 32 bits: divmod_nonneg)
-    int64_t o0, o1, o2, n, co, g, rest, rest2, nc, c_in_g;
+    int64_t o0, o1, o2, n, co, rest, rest2, nc;
     divmod_nonneg(idx, s.out_size[2], &rest, &o2);
     divmod_nonneg(rest, s.out_size[1], &rest2, &o1);
     divmod_nonneg(rest2, s.out_size[0], &nc, &o0);
     divmod_nonneg(nc, s.out_channels, &n, &co);
-    divmod_nonneg(co, cout_g, &g, &c_in_g);
+    const int64_t g = div_nonneg(co, cout_g);
     int64_t lo[3], hi[3];
     const int64_t o[3] = {o0, o1, o2};
     for (int i = 0; i < 3; ++i)
@@ -90,8 +90,8 @@ __global__ void padded_add_kernel(const T* __restrict__ x, Epilogue ep, T* __res
 // input position), the positions ordered by residue class (i = b*stride + r along each dim:
 // b fastest, then the class r), each class over the largest class's extents E (threads past
 // their class's end do nothing; the residues run over R = min(stride, size) per dim, so the
-// threads number less than 2^dims times the positions). A warp's threads therefore share their class and so visit the
-// same taps (those of the class: each reaches a valid output, conv_shape.h; no product with
+// threads number less than 2^dims times the positions). A warp's threads therefore share
+// their class and so visit the same taps (those of the class: each reaches a valid output, conv_shape.h; no product with
 // padding, no discarded strided output), read consecutive grad_output positions
 // (q = start + b), and load each grad_output value once for the block's channels.
 template <typename T, int MaxCh>
@@ -163,10 +163,10 @@ __global__ void grad_weight_kernel(const T* __restrict__ gy, const T* __restrict
   const int64_t out_sp = s.out_spatial(), in_sp = s.in_spatial();
   const int64_t total = s.out_channels * cin_g * ktot;
   for (int64_t widx = blockIdx.x; widx < total; widx += gridDim.x) {
-    int64_t tap, ci, co, g, rest, c_in_g;
+    int64_t tap, ci, co, rest;
     divmod_nonneg(widx, ktot, &rest, &tap);
     divmod_nonneg(rest, cin_g, &co, &ci);
-    divmod_nonneg(co, cout_g, &g, &c_in_g);
+    const int64_t g = div_nonneg(co, cout_g);
     int64_t lo[3], hi[3], shift[3], k[3];
     tap_coords(tap, s.kernel, k);
     int64_t count = 1, extent[3];
@@ -239,7 +239,6 @@ cudaError_t launch_grad_input(const void* gy, const void* w, void* gx, const Con
   if (cin_g <= 4) return launch_grad_input_blocks<T, 4>(gy, w, gx, s, stream);
   return launch_grad_input_blocks<T, 8>(gy, w, gx, s, stream);
 }
-
 
 template <typename T>
 cudaError_t launch_grad_weight(const void* gy, const void* x, void* gw, const ConvShape& s,

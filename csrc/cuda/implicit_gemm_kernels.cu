@@ -676,10 +676,9 @@ __host__ __device__ constexpr int image_cl_ring_bytes() {
 }
 template <typename Math>
 __host__ __device__ constexpr int image_cl_smem_bytes() {
-  return image_cl_ring_bytes<Math>() + Math::BM * int(sizeof(SrcRowCL)) >
-                 Math::kResultBytes + Math::BM * int(sizeof(RowTarget))
-             ? image_cl_ring_bytes<Math>() + Math::BM * int(sizeof(SrcRowCL))
-             : Math::kResultBytes + Math::BM * int(sizeof(RowTarget));
+  constexpr int loop = image_cl_ring_bytes<Math>() + Math::BM * int(sizeof(SrcRowCL));
+  constexpr int after = Math::kResultBytes + Math::BM * int(sizeof(RowTarget));
+  return loop > after ? loop : after;
 }
 template <typename Math>
 __host__ __device__ constexpr int weight_cl_smem_bytes() {
@@ -1036,13 +1035,15 @@ weight_gemm_cl_kernel(WeightGemm v, const T* __restrict__ gy, const T* __restric
     const T* x_e = x_g + cur.x;
 #pragma unroll
     for (int i = 0; i < kAVecs; ++i) {
+      const int m = V * (q + P * i);
       const bool valid = live && (a_real >> i & 1u);
-      cp_async16(As + L::a_index(V * (q + P * i), k), valid ? gy_e + V * (q + P * i) : gy, valid);
+      cp_async16(As + L::a_index(m, k), valid ? gy_e + m : gy, valid);
     }
 #pragma unroll
     for (int i = 0; i < kBVecs; ++i) {
+      const int n = V * (q + P * i);
       const bool valid = live && (b_real >> i & 1u);
-      cp_async16(Bs + L::b_index(k, V * (q + P * i)), valid ? x_e + V * (q + P * i) : x, valid);
+      cp_async16(Bs + L::b_index(k, n), valid ? x_e + n : x, valid);
     }
     e += BK;
     if (e < len) advance_reduction_cursor(v, &cur, BK, ext);
@@ -1204,9 +1205,9 @@ cudaError_t with_weight_tiles(const ConvShape& s, Tiles tiles, F&& f) {
 template <typename Math>
 bool channels_last_fits(const ImageGemm& v) {
   constexpr int V = 16 / int(sizeof(typename Math::Elem));
-  // the copy cursor counts channels of a tap in int
-  return v.red % V == 0 && v.cols % V == 0 && !flat_reduction(v, Math::BK) && v.red <= (int64_t(1) << 30) && split_row_fits(v) &&
-         image_grid_fits(v, Math::BM, Math::BN);
+  // (the copy cursor counts a tap's channels in int, and the row table holds 32-bit coordinates)
+  return v.red % V == 0 && v.cols % V == 0 && !flat_reduction(v, Math::BK) && v.red <= (int64_t(1) << 30) &&
+         split_row_fits(v) && image_grid_fits(v, Math::BM, Math::BN);
 }
 
 // grad_weight: whole vectors of output channels (rows) and input channels (columns) per group.
