@@ -31,7 +31,9 @@ _SUPPORTED_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16
 def full_output_size(size: int, kernel_size: int, stride: int = 1, dilation: int = 1) -> int:
     """Output length of a full convolution along one dim: ``(L + d(k-1) - 1) // s + 1``."""
     for name, v in (("size", size), ("kernel_size", kernel_size), ("stride", stride), ("dilation", dilation)):
-        if isinstance(v, (bool, float)) or not hasattr(v, "__index__") and not isinstance(v, torch.SymInt):
+        if isinstance(v, torch.SymInt) or (isinstance(v, int) and not isinstance(v, bool)):
+            continue  # checked first: some torch.compile versions cannot trace hasattr on a SymInt
+        if isinstance(v, (bool, float)) or not hasattr(v, "__index__"):
             raise FullConvTypeError(f"full_output_size: {name} must be an int, got {v!r}")
     if size < 0 or kernel_size <= 0 or stride <= 0 or dilation <= 0:
         raise FullConvError(f"full_output_size: needs size >= 0 and positive kernel_size, stride and "
