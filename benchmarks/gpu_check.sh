@@ -41,7 +41,7 @@ STEPS="build env probe tests memcheck racecheck gemmcore bench"
 # The summary JSON, rewritten after every step (a check cut short still leaves one).
 write_summary() {
   local steps="" k rc secs
-  for k in $STEPS diag_system_compiler diag_profile; do
+  for k in $STEPS diag_system_compiler diag_profile diag_source; do
     read -r rc secs <<<"${STATUS[$k]:-"-1 0"}"
     steps="$steps\"$k\": {\"rc\": $rc, \"seconds\": $secs},"
   done
@@ -59,10 +59,10 @@ json.dump(info, open(out, "w"), indent=1)
 PYEOF
 }
 # Each step has a time limit (seconds) and the summary is rewritten after each, so a check cut
-# short by the machine's own limit still reports every step it finished. Seen on an H200
-# (2026-11-27): build 140 s, env 10, probe 37, tests 68 (8 workers), memcheck 8, racecheck > 75,
-# GEMM core 8, bench 60 + its last shape; add the profile (~60?). Under a 10-minute limit per
-# command run it as `PACK_LOGS=1 TEST_SECONDS=150 BENCH_SECONDS=45 make gpu-check`. A step that
+# short by the machine's own limit still reports every step it finished. Seen on an H100
+# (2026-11-27): build 150 s, env 9, probe 20, tests 136 (8 workers), memcheck 8, racecheck 69,
+# GEMM core 10, profile 40, bench 51 (45 s budget); the source counters add ~40 s. Under a
+# 10-minute limit per command run it as `PACK_LOGS=1 TEST_SECONDS=150 BENCH_SECONDS=30 make gpu-check`. A step that
 # hits its limit reports rc 124 (pytest, stopped by SIGINT, still prints what passed and failed).
 step() {  # step NAME LIMIT LOGFILE COMMAND...
   local name="$1" limit="$2" log="$3"; shift 3
@@ -127,6 +127,9 @@ step diag_profile 60 "$PREFIX-profile.log" "$NCU" --clock-control none --profile
   --section WarpStateStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
   --section InstructionStats --section SchedulerStats \
   $PY benchmarks/cuda_profile.py
+# Where each tile's instructions go, instruction by instruction (ncu SourceCounters, float16
+# channels-last tiles; benchmarks/ncu_source.sh, NOTES entry 26). Evidence only.
+step diag_source 90 "$PREFIX-source.log" bash benchmarks/ncu_source.sh "$PREFIX-source"
 # Beside the default tiles (auto, per problem), every dtype also on the base tiles, float16/bfloat16
 # on the mma.sync tiles and float32 on the wide FMA tiles (FULLCONV_CUDA_TILES), every pass; the
 # gather and row-order variants were measured in entry 21 of benchmarks/NOTES.md.

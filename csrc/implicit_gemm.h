@@ -265,14 +265,15 @@ struct RowRegion {
 
 FULLCONV_HD inline RowRegion row_region(const ImageGemm& v, int64_t m) {
   RowRegion R;
-  R.index = 0;
-  R.first = 0;
+  // the last region starting at or before m (region_first is nondecreasing; empty regions share
+  // their start with the next), by binary search: five probes instead of a pass over all 27
+  static_assert(kRegions <= 32, "five halving steps");
+  int index = 0;
 FULLCONV_UNROLL
-  for (int r = 1; r < kRegions; ++r)
-    if (v.region_first[r] <= m) {
-      R.index = r;
-      R.first = v.region_first[r];
-    }
+  for (int step = 16; step > 0; step /= 2)
+    if (index + step < kRegions && v.region_first[index + step] <= m) index += step;
+  R.index = index;
+  R.first = v.region_first[index];
   const int seg[kMaxSpatialDims] = {R.index / 9, (R.index / 3) % 3, R.index % 3};
 FULLCONV_UNROLL
   for (int i = 0; i < kMaxSpatialDims; ++i) region_segment(v, i, seg[i], &R.lo[i], &R.ext[i]);
@@ -521,6 +522,40 @@ FULLCONV_UNROLL
   return flat * v.src_channels;
 }
 
+// One entry of a channels-last tile's tap table: the kernels find every tap's liveness and
+// offsets once per tile, in parallel (one thread a tap), into shared memory, so that entering
+// a tap in the main loop is a table read instead of a walk. live: the tap reaches real input
+// at some row of the tile's box (and, for grad_input, belongs to the view's residue class).
+// The offsets are kept in 32 bits: only for views with tap_offsets_fit_int32.
+struct TapCL {
+  int64_t delta;                 // src_tap_delta_channels_last of the offsets (0 when not live)
+  int32_t off[kMaxSpatialDims];  // the tap's source offsets per dim
+  int32_t live;
+};
+
+// Every tap offset of the view (of any residue class, for grad_input) within 32 bits: an offset
+// is (tap_base - k*tap_step) / tap_div, and residue classes move tap_base by less than tap_div.
+FULLCONV_HD inline bool tap_offsets_fit_int32(const ImageGemm& v) {
+  for (int i = 0; i < kMaxSpatialDims; ++i) {
+    const int64_t base = v.tap_base[i] < 0 ? -v.tap_base[i] : v.tap_base[i];
+    const int64_t step = v.tap_step[i] < 0 ? -v.tap_step[i] : v.tap_step[i];
+    if (base + (v.kernel[i] - 1) * step + v.tap_div[i] >= (int64_t(1) << 31)) return false;
+  }
+  return true;
+}
+
+FULLCONV_HD inline TapCL tap_entry_channels_last(const ImageGemm& v, int64_t tap, const int64_t pmin[kMaxSpatialDims],
+                                                 const int64_t pmax[kMaxSpatialDims]) {
+  TapCL e;
+  int64_t off[kMaxSpatialDims];
+  const bool live = tap_offsets(v, tap, off) && tap_live_in_box(v, off, pmin, pmax);
+  e.live = live;
+  e.delta = live ? src_tap_delta_channels_last(v, off) : 0;
+FULLCONV_UNROLL
+  for (int i = 0; i < kMaxSpatialDims; ++i) e.off[i] = static_cast<int32_t>(off[i]);
+  return e;
+}
+
 // src_offset_channels_last(v, n, p, off, g) from the two parts.
 FULLCONV_HD inline int64_t src_offset_channels_last(const ImageGemm& v, const SrcRowCL& r,
                                                     const int64_t off[kMaxSpatialDims], int64_t delta) {
@@ -530,6 +565,16 @@ FULLCONV_UNROLL
     if (static_cast<uint64_t>(r.q[i] + off[i]) >= static_cast<uint64_t>(v.src_size[i])) return -1;
   }
   return r.base + delta;
+}
+
+// The same from a tap table entry (32-bit offsets).
+FULLCONV_HD inline int64_t src_offset_channels_last(const ImageGemm& v, const SrcRowCL& r, const TapCL& e) {
+FULLCONV_UNROLL
+  for (int i = 0; i < kMaxSpatialDims; ++i) {
+    // 0 <= q < src_size as one unsigned comparison (q and the offset within 32 bits each)
+    if (static_cast<uint64_t>(int64_t(r.q[i]) + e.off[i]) >= static_cast<uint64_t>(v.src_size[i])) return -1;
+  }
+  return r.base + e.delta;
 }
 
 // Flat destination position of row position p.

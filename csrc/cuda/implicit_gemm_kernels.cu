@@ -18,6 +18,7 @@
 #include <mma.h>
 #endif
 
+#include <cstring>
 #include <type_traits>
 
 #include "../implicit_gemm.h"
@@ -34,6 +35,9 @@ namespace {
 using namespace igemm;
 
 constexpr int kGemmThreads = 256;
+// Taps of a channels-last image tile's tap table (TapCL entries in shared memory, one thread
+// each): kernels of more taps take the other tiles (channels_last_fits).
+constexpr int kTapTable = kGemmThreads;
 
 constexpr int round_up(int v, int to) { return (v + to - 1) / to * to; }
 
@@ -494,18 +498,48 @@ struct RowTarget {
   int64_t o[kMaxSpatialDims];
 };
 
-// store_image_tile for the channels-last kernels: C either (N, C, *spatial) (dst_channels_last
-// false: consecutive threads take consecutive rows) or (N, *spatial, C) (consecutive threads
-// take consecutive columns, i.e. adjacent channels). The rows' positions are decoded once per
-// tile, by the first BM threads, into shared memory after the accumulator tile.
+// 16 bytes from (aligned) registers to 16-byte-aligned global memory as one vector store
+// (through a uint4 the compiler split it into four 4-byte stores).
+__device__ __forceinline__ void store16(void* dst, const void* src) {
+  uint4 bits;
+  memcpy(&bits, src, sizeof(bits));
+#if defined(__CUDA_ARCH__) && !defined(FULLCONV_EMULATE)
+  asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"l"(dst), "r"(bits.x), "r"(bits.y), "r"(bits.z),
+               "r"(bits.w)
+               : "memory");
+#else
+  memcpy(dst, &bits, sizeof(bits));
+#endif
+}
+
+// store_image_tile for the channels-last kernels: C either (N, C, *spatial) or (N, *spatial, C).
+// The rows' positions are decoded once per tile, by the first BM threads, into shared memory
+// after the accumulator tile, and the columns' bias and non-finite-weight flags by the first BN
+// threads after them. Each thread keeps one row (kGemmThreads is a multiple of BM) and takes
+// every (kGemmThreads / BM)-th column of it (NCHW: consecutive threads write consecutive
+// positions) or every such vector of V adjacent columns (channels-last: one 16-byte store per
+// vector where it is whole and aligned). Without a residual and without non-finite weights in
+// the tile's columns (block-uniform), a value costs a shared-memory read, the bias add and the
+// conversion; otherwise it takes epilogue_value, as the other kernels do.
+template <typename Math>
+__host__ __device__ constexpr int image_epilogue_bytes() {
+  return Math::kResultBytes + Math::BM * int(sizeof(RowTarget)) + Math::BN * int(sizeof(float) + 1);
+}
 template <typename T, typename Math>
 __device__ __forceinline__ void store_image_tile_staged(Math& math, unsigned char* smem, const ImageGemm& v,
                                                         const ImageEpilogue<T>& ep, int64_t m0, int64_t j0,
                                                         int64_t g, bool dst_channels_last, T* __restrict__ dst) {
-  constexpr int BM = Math::BM, BN = Math::BN;
-  static_assert(BM <= kGemmThreads, "one thread per row");
+  constexpr int BM = Math::BM, BN = Math::BN, kLdC = Math::kLdC;
+  constexpr int V = 16 / int(sizeof(T));  // elements of a 16-byte vector
+  static_assert(BM <= kGemmThreads && BN <= kGemmThreads && kGemmThreads % BM == 0, "one thread per row");
+  static_assert(BN % V == 0, "whole vectors per tile row");
+  constexpr int kThreadsPerRow = kGemmThreads / BM;
+  static_assert(Math::kResultBytes % alignof(RowTarget) == 0, "row targets aligned");
+  using A = typename Acc<T>::type;
   const float* Cs = math.stage_results(smem);
   RowTarget* rows = reinterpret_cast<RowTarget*>(smem + Math::kResultBytes);
+  float* col_bias = reinterpret_cast<float*>(rows + BM);
+  unsigned char* col_flag = reinterpret_cast<unsigned char*>(col_bias + BN);
   const int tid = threadIdx.x;
   if (tid < BM) {
     RowTarget r{-1, 0, {0, 0, 0}};
@@ -517,13 +551,45 @@ __device__ __forceinline__ void store_image_tile_staged(Math& math, unsigned cha
     }
     rows[tid] = r;
   }
-  __syncthreads();
+  bool flagged = false;
+  if (tid < BN) {
+    const int64_t co = g * v.cols + j0 + tid;
+    const bool ok = j0 + tid < v.cols;
+    col_bias[tid] = ok && ep.bias != nullptr ? float(A(load(ep.bias + co))) : 0.0f;
+    flagged = ok && ep.nonfinite_weight != nullptr && ep.nonfinite_weight[co] != 0;
+    col_flag[tid] = flagged;
+  }
+  // the plain epilogue for the whole tile (bias, ReLU) unless a residual or a flagged column
+  const bool plain = !__syncthreads_or(flagged) && ep.residual.residual == nullptr;
+  const bool has_bias = ep.bias != nullptr, relu = ep.residual.relu;
+  const int m = tid % BM, first = tid / BM;
+  const RowTarget& r = rows[m];
+  const int64_t base = r.base;
+  if (base < 0) return;  // past the last row (no barrier follows)
+  auto plain_value = [&](int n) -> T {  // column n of this thread's row, plain epilogue
+    A acc = A(Cs[n * kLdC + m]);
+    if (has_bias) acc += A(col_bias[n]);
+    if (relu) acc = relu_keep_nan(acc);
+    return store_as<T>(acc);
+  };
+  // The thread's columns come in runs of R (channels-last: vectors of V, NCHW: single columns),
+  // every kThreadsPerRow-th run; a whole aligned channels-last run of a plain tile is one store.
+  const int R = dst_channels_last ? V : 1;
   const int64_t col_stride = dst_channels_last ? 1 : v.dst_spatial;
-  for (int idx = tid; idx < BM * BN; idx += kGemmThreads) {
-    const int m = dst_channels_last ? idx / BN : idx % BM, n = dst_channels_last ? idx % BN : idx / BM;
-    const RowTarget& r = rows[m];
-    if (r.base < 0 || j0 + n >= v.cols) continue;
-    dst[r.base + (j0 + n) * col_stride] = epilogue_value(ep, v, Cs[n * Math::kLdC + m], g * v.cols + j0 + n, r.nb, r.o);
+  const int64_t cols_left = v.cols - j0;  // > 0
+  T* out = dst + base + j0 * col_stride;
+  for (int n0 = first * R; n0 < BN && n0 < cols_left; n0 += kThreadsPerRow * R) {
+    if (dst_channels_last && plain && n0 + V <= cols_left && reinterpret_cast<uintptr_t>(out + n0) % 16 == 0) {
+      alignas(16) T pack[V];
+#pragma unroll
+      for (int e = 0; e < V; ++e) pack[e] = plain_value(n0 + e);
+      store16(out + n0, pack);
+      continue;
+    }
+#pragma unroll 1
+    for (int n = n0; n < n0 + R && n < cols_left; ++n)
+      out[n * col_stride] = plain ? plain_value(n)
+                                  : epilogue_value(ep, v, Cs[n * kLdC + m], g * v.cols + j0 + n, r.nb, r.o);
   }
 }
 
@@ -676,8 +742,8 @@ __host__ __device__ constexpr int image_cl_ring_bytes() {
 }
 template <typename Math>
 __host__ __device__ constexpr int image_cl_smem_bytes() {
-  constexpr int loop = image_cl_ring_bytes<Math>() + Math::BM * int(sizeof(SrcRowCL));
-  constexpr int after = Math::kResultBytes + Math::BM * int(sizeof(RowTarget));
+  constexpr int loop = image_cl_ring_bytes<Math>() + Math::BM * int(sizeof(SrcRowCL)) + kTapTable * int(sizeof(TapCL));
+  constexpr int after = round_up(image_epilogue_bytes<Math>(), 16);
   return loop > after ? loop : after;
 }
 template <typename Math>
@@ -711,6 +777,7 @@ __device__ __forceinline__ void multiply_ring(Math& math, unsigned char* smem, M
   auto next_stage = [](int stage) { return stage + 1 == kStages ? 0 : stage + 1; };
   int64_t copied = 0;
   int copy_stage = 0, mma_stage = 0;
+#pragma unroll 1
   for (int s = 0; s < kStages - 1; ++s) {
     if (more()) {
       copy_chunk(copy_stage);
@@ -766,9 +833,14 @@ image_gemm_cl_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict
   // of the chunk. B vector i: reduction row (tid + kGemmThreads*i) / kBRowVecs, columns b_col...
   const int a_ch = V * (tid % kARowVecs), b_col = V * (tid % kBRowVecs);
   // The tile's rows, decoded once (one thread a row) into a table beside the ring, where each
-  // tap reads them: registers stay free for the accumulators and the copy cursor.
+  // tap reads them: registers stay free for the accumulators and the copy cursor. After them,
+  // the tap table: each tap's liveness in the tile and its offsets (TapCL, one thread a tap;
+  // channels_last_fits: at most kTapTable taps), so that entering a tap is a table read.
   static_assert(image_cl_ring_bytes<Math>() % alignof(SrcRowCL) == 0, "row table aligned");
   SrcRowCL* rows_src = reinterpret_cast<SrcRowCL*>(smem + image_cl_ring_bytes<Math>());
+  static_assert((BM * sizeof(SrcRowCL)) % alignof(TapCL) == 0, "tap table aligned");
+  TapCL* taps = reinterpret_cast<TapCL*>(rows_src + BM);
+  static_assert(kTapTable == kGemmThreads, "one thread a tap");
   for (int r = tid; r < BM; r += kGemmThreads) {
     int64_t n = 0, p[kMaxSpatialDims] = {0, 0, 0};
     const bool ok = m0 + r < v.rows;
@@ -777,43 +849,49 @@ image_gemm_cl_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict
     if (!ok) row.base = -1;  // no source: marked by a negative base (real bases are >= 0)
     rows_src[r] = row;
   }
+  // (by the threads that decode no row, where they are enough)
+  const int64_t t = v.taps <= kGemmThreads - BM ? tid - BM : tid;
+  if (0 <= t && t < v.taps) {
+    int64_t pmin[kMaxSpatialDims], pmax[kMaxSpatialDims];
+    row_box(v, m0, m0 + BM, pmin, pmax);
+    taps[t] = tap_entry_channels_last(v, t, pmin, pmax);
+  }
   __syncthreads();
   const bool col_ok = j0 + b_col < v.cols;
-  int64_t pmin[kMaxSpatialDims], pmax[kMaxSpatialDims];
-  row_box(v, m0, m0 + BM, pmin, pmax);
   const int chunks = static_cast<int>(chunks_per_tap(v, BK));  // red <= 2^30 (channels_last_fits)
   const int red = static_cast<int>(v.red);
 
   // The copy cursor (block-uniform): the tap and the first channel c0 copied next; tap ==
-  // v.taps when done. The live taps are walked without decoding tap indices (implicit_gemm.h:
-  // LiveTaps). Per tap each A vector gets its source pointer (nullptr where the row meets
-  // padding) and B its pointer at channel 0 of the tap; per chunk both move on by BK channels,
-  // so a chunk's copies cost an add and a comparison each.
-  int64_t tap = v.taps;
+  // v.taps when done. Per tap each A vector gets its source pointer (nullptr where the row
+  // meets padding) and B its pointer at channel 0 of the tap; per chunk both move on by BK
+  // channels, so a chunk's copies cost an add and a comparison each.
+  int tap = -1;  // < kTapTable
   int chunk = 0, c0 = 0;
-  LiveTaps walk;
   const T* a_src[kAVecs];
   const T* b_src = packed;
   const int64_t b_chunk_step = int64_t(BK) * v.cols;
+  // B at (tap 0, this thread's first reduction row, its columns); a tap adds red * cols
+  const T* const b_base = packed + b_offset(v, g, 0, (tid / kBRowVecs), j0 + b_col);
+  const int64_t b_tap_step = v.red * v.cols;
+  const int num_taps = static_cast<int>(v.taps);
 #pragma unroll
   for (int i = 0; i < kAVecs; ++i) a_src[i] = nullptr;
-  auto enter_tap = [&](bool first) {  // the first / the next live tap, with its row offsets
-    int64_t off[kMaxSpatialDims];
-    if (chunks == 0) return;
-    if (first)
-      first_live_tap(v, pmin, pmax, &walk, off);
-    else
-      next_live_tap(v, pmin, pmax, &walk, off);
-    tap = walk.tap;
-    if (tap >= v.taps) return;
-    const int64_t delta = src_tap_delta_channels_last(v, off);
+  auto enter_tap = [&]() {  // the next live tap after `tap`, with its row offsets
+    if (chunks == 0) {
+      tap = num_taps;
+      return;
+    }
+    do {
+      if (++tap >= num_taps) return;
+    } while (!taps[tap].live);
+    const TapCL& e = taps[tap];
 #pragma unroll
     for (int i = 0; i < kAVecs; ++i) {
       const SrcRowCL row = rows_src[(tid + kGemmThreads * i) / kARowVecs];
-      const int64_t o = row.base >= 0 ? src_offset_channels_last(v, row, off, delta) : -1;
+      const int64_t o = row.base >= 0 ? src_offset_channels_last(v, row, e) : -1;
       a_src[i] = o >= 0 ? src + o + a_ch : nullptr;
     }
-    b_src = packed + b_offset(v, g, tap, (tid / kBRowVecs), j0 + b_col);
+    b_src = b_base + int64_t(tap) * b_tap_step;
   };
   auto copy_chunk = [&](int stage) {
     Elem* As = ring_a<Math>(smem, stage);
@@ -835,14 +913,14 @@ image_gemm_cl_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict
     c0 += BK;
     if (++chunk == chunks) {
       chunk = c0 = 0;
-      enter_tap(false);
+      enter_tap();
     }
   };
 
   Math math;
   math.zero();
-  enter_tap(true);
-  multiply_ring(math, smem, [&]() { return tap < v.taps; }, copy_chunk);
+  enter_tap();
+  multiply_ring(math, smem, [&]() { return tap < num_taps; }, copy_chunk);
   store_image_tile_staged(math, smem, v, ep, m0, j0, g, dst_channels_last, dst);
 }
 
@@ -1205,9 +1283,10 @@ cudaError_t with_weight_tiles(const ConvShape& s, Tiles tiles, F&& f) {
 template <typename Math>
 bool channels_last_fits(const ImageGemm& v) {
   constexpr int V = 16 / int(sizeof(typename Math::Elem));
-  // (the copy cursor counts a tap's channels in int, and the row table holds 32-bit coordinates)
+  // (the copy cursor counts a tap's channels in int, the row table holds 32-bit coordinates,
+  // the tap table a tile's taps with 32-bit offsets)
   return v.red % V == 0 && v.cols % V == 0 && !flat_reduction(v, Math::BK) && v.red <= (int64_t(1) << 30) &&
-         split_row_fits(v) && image_grid_fits(v, Math::BM, Math::BN);
+         split_row_fits(v) && v.taps <= kTapTable && tap_offsets_fit_int32(v) && image_grid_fits(v, Math::BM, Math::BN);
 }
 
 // grad_weight: whole vectors of output channels (rows) and input channels (columns) per group.

@@ -254,9 +254,12 @@ Problem random_problem(std::mt19937& rng, int nd, bool wide, bool long_rows = fa
 // A weight holding inf: the padded reference multiplies it by padding zeros (nan) wherever the
 // tap falls outside the input, by real inputs (+-inf, or nan for 0) inside. Both families,
 // float32, against that padded reference in double (nan where it is nan, equal elsewhere).
-void run_nonfinite(bool igemm) {
-  std::mt19937 rng(99);
-  Problem P = random_problem(rng, 2, true);
+// channels_last: float16 through the channels-last tiles (x read channels-last, y written in
+// either layout: dst_channels_last), whose epilogue keeps a fast path for tiles without
+// flagged columns; else float32 through the FMA tiles (igemm) or the direct kernel.
+void run_nonfinite(bool igemm, bool channels_last = false, bool dst_channels_last = false) {
+  std::mt19937 rng(channels_last ? 101 + dst_channels_last : 99);
+  Problem P = random_problem(rng, 2, true, false, channels_last);
   P.w[3] = INFINITY;  // output channel 0
   const ConvShape& s = P.s;
   const auto x = convert<float>(P.x), w = convert<float>(P.w);
@@ -293,7 +296,23 @@ void run_nonfinite(bool igemm) {
   std::vector<float> y(ref.size(), 1234.5f);
   const fc::Epilogue ep;
   cudaError_t err;
-  if (igemm) {
+  double tol = 1e-4;
+  if (channels_last) {
+    EXPECT(fc::igemm_channels_last_ok(fc::DType::kFloat16, false, s, fc::GemmPass::kForward),
+           "nonfinite: the channels-last kernel does not take this problem\n");
+    const auto xh = convert<__half>(P.x), wh = convert<__half>(P.w);
+    const auto x_cl = permute_channels(xh, s.batch, s.in_channels, s.in_spatial(), true);
+    const auto wf = pack(wh, s, true);
+    fc::IgemmLayout layout;
+    layout.src_channels_last = true;
+    layout.dst_channels_last = dst_channels_last;
+    std::vector<__half> yh(ref.size(), to_t<__half>(1234.5));
+    err = fc::forward_igemm(fc::DType::kFloat16, false, layout, x_cl.data(), wf.data(), wh.data(), nullptr, flags.data(),
+                            ep, yh.data(), s, nullptr);
+    if (dst_channels_last) yh = permute_channels(yh, s.batch, s.out_channels, s.out_spatial(), false);
+    for (size_t e = 0; e < y.size(); ++e) y[e] = float(to_d(yh[e]));
+    tol = 1e-2;  // float16 operands and result
+  } else if (igemm) {
     const auto wf = pack(w, s, true);
     err = fc::forward_igemm(fc::DType::kFloat32, false, fc::IgemmLayout(), x.data(), wf.data(), w.data(), nullptr, flags.data(), ep,
                             y.data(), s, nullptr);
@@ -307,10 +326,11 @@ void run_nonfinite(bool igemm) {
     nans += ref_nan;
     if (ref_nan != got_nan) ++mismatches;
     else if (!ref_nan && std::isinf(ref[e]) && ref[e] != y[e]) ++mismatches;
-    else if (!ref_nan && !std::isinf(ref[e]) && std::fabs(ref[e] - y[e]) > 1e-4 * (1 + std::fabs(ref[e]))) ++mismatches;
+    else if (!ref_nan && !std::isinf(ref[e]) && std::fabs(ref[e] - y[e]) > tol * (1 + std::fabs(ref[e]))) ++mismatches;
   }
   EXPECT(mismatches == 0 && nans > 0, "nonfinite (%s): %ld of %zu elements differ from the padded reference (%ld nan)\n",
-         igemm ? "igemm" : "direct", mismatches, ref.size(), nans);
+         channels_last ? (dst_channels_last ? "channels-last in and out" : "channels-last in") : igemm ? "igemm" : "direct",
+         mismatches, ref.size(), nans);
 }
 
 std::string describe(const Problem& P) {
@@ -421,8 +441,49 @@ int main(int argc, char** argv) {
       }
     }
   }
+  // A larger kernel through the channels-last kernels' tap table: 9x9 (81 taps) with stride 2
+  // along one dim, so that grad_input's residue classes leave dead entries among live ones;
+  // border tiles skip taps. (More taps than the table holds, 256, go to the other tiles.)
+  {
+    Problem P;
+    ConvShape& s = P.s;
+    s.ndim = 2;
+    s.batch = 1;
+    s.in_channels = 24;
+    s.out_channels = 40;
+    s.in_size[1] = 7;
+    s.in_size[2] = 19;
+    s.kernel[1] = s.kernel[2] = 9;
+    s.stride[2] = 2;
+    s.compute_output_size();
+    std::normal_distribution<double> normal;
+    P.x.resize(s.batch * s.in_channels * s.in_spatial());
+    P.w.resize(s.out_channels * s.in_channels * s.kernel_volume());
+    P.gy.resize(s.batch * s.out_channels * s.out_spatial());
+    for (auto* vec : {&P.x, &P.w, &P.gy})
+      for (auto& e : *vec) e = normal(rng) * (vec == &P.w ? 0.05 : 1.0);
+    ConvShape big = s;
+    big.kernel[1] = big.kernel[2] = 17;  // 289 taps
+    big.compute_output_size();
+    EXPECT(!fc::igemm_channels_last_ok(fc::DType::kFloat16, false, big, fc::GemmPass::kForward) &&
+               !fc::igemm_channels_last_ok(fc::DType::kFloat16, false, big, fc::GemmPass::kGradInput) &&
+               fc::igemm_channels_last_ok(fc::DType::kFloat16, false, s, fc::GemmPass::kForward),
+           "channels-last kernels: the tap table's limit is not where it should be\n");
+    for (const Config& cfg : configs) {
+      if (cfg.dtype == fc::DType::kFloat64 || (cfg.dtype == fc::DType::kFloat32 && !cfg.tf32)) continue;
+      run_any(P, cfg, true, 132, true, true, std::string("igemm channels-last 81 taps ") + cfg.name, true, true);
+      if (cfg.dtype == fc::DType::kFloat16) {
+        g_tiles = fc::Tiles::kMmaNarrow;
+        run_any(P, cfg, true, 132, false, false, std::string("igemm channels-last mma tiles 81 taps ") + cfg.name, true,
+                false);
+        g_tiles = fc::Tiles::kBase;
+      }
+    }
+  }
   run_nonfinite(true);
   run_nonfinite(false);
+  run_nonfinite(true, true, false);
+  run_nonfinite(true, true, true);
   EXPECT(channels_last_weight_runs > 0, "no grad_weight ran the channels-last kernel\n");
   EXPECT(mma_tile_runs > 0, "no problem ran the mma.sync tiles\n");
   EXPECT(simt_wide_runs > 0, "no problem ran the wide FMA tiles\n");

@@ -22,7 +22,7 @@ using namespace fullconv::igemm;
 struct Tile { int64_t bm, bn, bk; };
 
 static long chunks_run = 0, chunks_skipped = 0, flat_runs = 0, flat_weight_runs = 0, walks_stepped = 0, long_walks = 0, flat_walked = 0,
-            split_checked = 0;
+            split_checked = 0, table_entries_checked = 0;
 
 // One ImageGemm pass, emulated block by block. packed: [g][tap][red][cols].
 static void run_image_gemm(const ImageGemm& v, const Tile& t, const std::vector<double>& src,
@@ -51,6 +51,21 @@ static void run_image_gemm(const ImageGemm& v, const Tile& t, const std::vector<
             ++walks_stepped;
             next_live_tap(v, pmin, pmax, &walk, off);
             want = next_live_tap(v, want + 1, pmin, pmax, want_off);
+          }
+        }
+        if (tap_offsets_fit_int32(v)) {  // the channels-last kernels' tap table: entry t is live exactly at next_live_tap's taps
+          int64_t want_off[3];
+          int64_t want = next_live_tap(v, 0, pmin, pmax, want_off);
+          for (int64_t tap = 0; tap < v.taps; ++tap) {
+            const TapCL e = tap_entry_channels_last(v, tap, pmin, pmax);
+            EXPECT(bool(e.live) == (tap == want), "tap table: tap %ld live %d, next_live_tap %ld\n", (long)tap,
+                   int(e.live), (long)want);
+            if (tap != want) continue;
+            EXPECT(e.off[0] == want_off[0] && e.off[1] == want_off[1] && e.off[2] == want_off[2] &&
+                       e.delta == src_tap_delta_channels_last(v, want_off),
+                   "tap table: offsets of tap %ld\n", (long)tap);
+            ++table_entries_checked;
+            want = next_live_tap(v, tap + 1, pmin, pmax, want_off);
           }
         }
         if (flat) {  // chunks span several taps; no chunk skipped
@@ -109,6 +124,10 @@ static void run_image_gemm(const ImageGemm& v, const Tile& t, const std::vector<
               const SrcRowCL row = src_row_channels_last(v, n, p, g);
               EXPECT(src_offset_channels_last(v, row, off, delta) == src_offset_channels_last(v, n, p, off, g),
                      "split channels-last offset: tap %ld row %ld\n", (long)tap, (long)m);
+              if (tap_offsets_fit_int32(v))  // ... and through the tap table's entry
+                EXPECT(src_offset_channels_last(v, row, tap_entry_channels_last(v, tap, pmin, pmax)) ==
+                           src_offset_channels_last(v, n, p, off, g),
+                       "tap table offset: tap %ld row %ld\n", (long)tap, (long)m);
               ++split_checked;
             }
             for (int64_t c = c0; c < c0 + t.bk && c < v.red; ++c) {
@@ -141,6 +160,10 @@ static void check_regions(const ImageGemm& v) {
     EXPECT(n >= 0 && n < v.batch, "row %ld batch %ld\n", (long)m, (long)n);
     if (!v.regions) continue;
     const RowRegion R = row_region(v, m);
+    int want = 0;  // the last region starting at or before m, by a plain pass
+    for (int r = 1; r < kRegions; ++r)
+      if (v.region_first[r] <= m) want = r;
+    EXPECT(R.index == want && R.first == v.region_first[want], "row %ld: region %d, want %d\n", (long)m, R.index, want);
     EXPECT(R.index >= prev_index && m >= R.first, "regions out of order at row %ld\n", (long)m);
     prev_index = R.index;
     const int seg[3] = {R.index / 9, (R.index / 3) % 3, R.index % 3};
@@ -372,10 +395,12 @@ int main() {
   EXPECT(flat_runs > 0, "no tile ran the flat reduction\n");
   EXPECT(flat_walked > 0, "no flat index walked\n");
   EXPECT(split_checked > 0, "no split channels-last offset checked\n");
+  EXPECT(table_entries_checked > 0, "no tap table entry checked\n");
   EXPECT(walks_stepped > 0 && long_walks > 0, "no live tap walked (%ld tiles of unwalkable kernels)\n", long_walks);
   EXPECT(flat_weight_runs > 0 && flat_weight_runs < problems, "grad_weight ran only one of its two forms\n");
   std::printf("%ld problem x tile runs (%ld tiles with a flat reduction, %ld flat grad_weights), %ld chunks run, "
-              "%ld skipped, %ld live taps walked, %ld split offsets checked, %d failures\n", problems, flat_runs,
-              flat_weight_runs, chunks_run, chunks_skipped, walks_stepped, split_checked, failures);
+              "%ld skipped, %ld live taps walked, %ld split offsets checked, %ld tap table entries checked, %d failures\n",
+              problems, flat_runs, flat_weight_runs, chunks_run, chunks_skipped, walks_stepped, split_checked,
+              table_entries_checked, failures);
   return failures == 0 ? 0 : 1;
 }
