@@ -841,6 +841,91 @@ FULLCONV_HD inline void advance_reduction_cursor(const WeightGemm& v, ReductionC
   });
 }
 
+// The channels-last grad_weight tiles' cursor in 32-bit coordinates (weight_positions_fit_int32:
+// a tap box has fewer than 2^31 positions) with its constants computed once per tile
+// (ReductionSteps, which the kernels keep in shared memory): a chunk adds the two per-step
+// offsets and compares one coordinate; a carry reads its dim's constants. Same offsets as
+// ReductionCursor.
+struct ReductionSteps {
+  int64_t step_gy = 0, step_x = 0;                                   // a step of `step` along q[2]
+  int64_t carry_gy[kMaxSpatialDims] = {}, carry_x[kMaxSpatialDims] = {};  // a unit carry out of dim i
+  int32_t ext[kMaxSpatialDims] = {1, 1, 1};
+  int32_t step = 0;
+};
+struct ReductionCursor32 {
+  int32_t n = 0, q[kMaxSpatialDims] = {0, 0, 0};
+  int64_t gy = 0, x = 0;
+};
+
+FULLCONV_HD inline bool weight_positions_fit_int32(const ConvShape& s) {
+  // every tap box lies inside the output; the margin keeps q + step within 32 bits
+  return s.batch * s.out_spatial() < (int64_t(1) << 30);
+}
+
+FULLCONV_HD inline ReductionSteps reduction_steps(const WeightGemm& v, int32_t step, const int64_t ext[kMaxSpatialDims]) {
+  const ConvShape& s = v.s;
+  // positions per unit of q[i] in grad_output (o) and in x (in), and per sample (index 3)
+  const int64_t o[4] = {s.out_size[1] * s.out_size[2], s.out_size[2], 1, s.out_spatial()};
+  const int64_t in[4] = {s.stride[0] * s.in_size[1] * s.in_size[2], s.stride[1] * s.in_size[2], s.stride[2],
+                         s.in_spatial()};
+  ReductionSteps k;
+  k.step = step;
+  k.step_gy = step * o[2] * s.out_channels;
+  k.step_x = step * in[2] * s.in_channels;
+  for (int i = 0; i < kMaxSpatialDims; ++i) {
+    const int outer = i == 0 ? 3 : i - 1;
+    k.carry_gy[i] = (o[outer] - ext[i] * o[i]) * s.out_channels;
+    k.carry_x[i] = (in[outer] - ext[i] * in[i]) * s.in_channels;
+    k.ext[i] = static_cast<int32_t>(ext[i]);
+  }
+  return k;
+}
+
+FULLCONV_HD inline ReductionCursor32 reduction_cursor32(const WeightGemm& v, int64_t e, const int64_t lo[kMaxSpatialDims],
+                                                        const int64_t ext[kMaxSpatialDims],
+                                                        const int64_t shift[kMaxSpatialDims]) {
+  const ReductionCursor c = reduction_cursor(v, e, lo, ext, shift);
+  ReductionCursor32 r;
+  r.n = static_cast<int32_t>(c.pos.n);
+  for (int i = 0; i < kMaxSpatialDims; ++i) r.q[i] = static_cast<int32_t>(c.pos.q[i]);
+  r.gy = c.gy;
+  r.x = c.x;
+  return r;
+}
+
+// q >= ext >= 1: moves q back below ext and returns how many times ext came off (usually once:
+// a step is at most one chunk).
+FULLCONV_HD inline int32_t carry_out(int32_t* q, int32_t ext) {
+  *q -= ext;
+  if (*q < ext) return 1;
+  const int32_t more = static_cast<int32_t>(static_cast<uint32_t>(*q) / static_cast<uint32_t>(ext));
+  *q -= more * ext;
+  return 1 + more;
+}
+
+// The cursor of e + k.step from that of e (k: reduction_steps of the same box; ext all >= 1).
+FULLCONV_HD inline void advance_reduction_cursor32(ReductionCursor32* c, const ReductionSteps& k) {
+  c->gy += k.step_gy;
+  c->x += k.step_x;
+  c->q[2] += k.step;
+  if (c->q[2] < k.ext[2]) return;
+  // carries out of dim 2, 1, 0
+  int32_t carry = carry_out(&c->q[2], k.ext[2]);
+  c->gy += carry * k.carry_gy[2];
+  c->x += carry * k.carry_x[2];
+  c->q[1] += carry;
+  if (c->q[1] < k.ext[1]) return;
+  carry = carry_out(&c->q[1], k.ext[1]);
+  c->gy += carry * k.carry_gy[1];
+  c->x += carry * k.carry_x[1];
+  c->q[0] += carry;
+  if (c->q[0] < k.ext[0]) return;
+  carry = carry_out(&c->q[0], k.ext[0]);
+  c->gy += carry * k.carry_gy[0];
+  c->x += carry * k.carry_x[0];
+  c->n += carry;
+}
+
 // Offset in x (N, C, *in) of flat column c at reduction position r (output position r.q: the
 // flat box starts at 0) for group g, or -1 where it meets padding.
 FULLCONV_HD inline int64_t flat_x_offset(const WeightGemm& v, const ReductionPos& r, const FlatColumn& c, int64_t g) {

@@ -746,9 +746,14 @@ __host__ __device__ constexpr int image_cl_smem_bytes() {
   constexpr int after = round_up(image_epilogue_bytes<Math>(), 16);
   return loop > after ? loop : after;
 }
+// ... of weight_gemm_cl_kernel: the ring or the result tile, then the cursor's constants
+template <typename Math>
+__host__ __device__ constexpr int weight_cl_steps_offset() {
+  return round_up(ring_smem_bytes<Math>(Math::kResultBytes), 16);
+}
 template <typename Math>
 __host__ __device__ constexpr int weight_cl_smem_bytes() {
-  return ring_smem_bytes<Math>(Math::kResultBytes);
+  return weight_cl_steps_offset<Math>() + int(sizeof(ReductionSteps));
 }
 
 // Operand stage `stage` of the ring (A, then B at kBOffset).
@@ -1087,28 +1092,33 @@ weight_gemm_cl_kernel(WeightGemm v, const T* __restrict__ gy, const T* __restric
 
   const WeightTile t = weight_tile<BM, BN>(v);
   int64_t lo[kMaxSpatialDims], ext[kMaxSpatialDims], shift[kMaxSpatialDims];
-  const int64_t len = tap_box(v, t.tap, lo, ext, shift);
+  const int64_t len = tap_box(v, t.tap, lo, ext, shift);  // < 2^30 (weight_channels_last_fits)
   int64_t c_begin, c_end;
   slice_chunks(len, BK, v.splits, t.slice, &c_begin, &c_end);
+  // the cursor's per-tile constants, beside the ring and the result tile
+  ReductionSteps* steps = reinterpret_cast<ReductionSteps*>(smem + weight_cl_steps_offset<Math>());
+  if (threadIdx.x == 0) *steps = reduction_steps(v, BK, ext);
 
   const int k = threadIdx.x / P, q = threadIdx.x % P;
-  int64_t e = c_begin * BK + k;  // this thread's reduction index, stepped by BK per chunk
-  // its position and operand offsets, moved by addition (ReductionCursor)
-  ReductionCursor cur;
-  if (e < len) cur = reduction_cursor(v, e, lo, ext, shift);
+  const int64_t e0 = c_begin * BK + k;  // this thread's first reduction index, stepped by BK per chunk
+  int left = static_cast<int>(len - e0);  // positions from it to the box's end (<= 0: none)
+  // its position and operand offsets, moved by addition (ReductionCursor32)
+  ReductionCursor32 cur;
+  if (left > 0) cur = reduction_cursor32(v, e0, lo, ext, shift);
   const T* gy_g = gy + t.g * v.rows + t.m0;  // the tile's first channels
   const T* x_g = x + t.g * v.cols + t.j0;
-  int64_t chunk = c_begin;  // the next chunk to copy
+  int chunks_left = static_cast<int>(c_end - c_begin);  // to copy
   // which of this thread's vectors hold real channels (bit i)
   unsigned a_real = 0, b_real = 0;
 #pragma unroll
   for (int i = 0; i < kAVecs; ++i) a_real |= unsigned(t.m0 + V * (q + P * i) < v.rows) << i;
 #pragma unroll
   for (int i = 0; i < kBVecs; ++i) b_real |= unsigned(t.j0 + V * (q + P * i) < v.cols) << i;
+  __syncthreads();  // the constants (the ring's first copies come before its first barrier)
   auto copy_chunk = [&](int stage) {
     Elem* As = ring_a<Math>(smem, stage);
     Elem* Bs = ring_b<Math>(smem, stage);
-    const bool live = e < len;
+    const bool live = left > 0;
     const T* gy_e = gy_g + cur.gy;
     const T* x_e = x_g + cur.x;
 #pragma unroll
@@ -1123,14 +1133,14 @@ weight_gemm_cl_kernel(WeightGemm v, const T* __restrict__ gy, const T* __restric
       const bool valid = live && (b_real >> i & 1u);
       cp_async16(Bs + L::b_index(k, n), valid ? x_e + n : x, valid);
     }
-    e += BK;
-    if (e < len) advance_reduction_cursor(v, &cur, BK, ext);
-    ++chunk;
+    left -= BK;
+    if (left > 0) advance_reduction_cursor32(&cur, *steps);
+    --chunks_left;
   };
 
   Math math;
   math.zero();
-  multiply_ring(math, smem, [&]() { return chunk < c_end; }, copy_chunk);
+  multiply_ring(math, smem, [&]() { return chunks_left > 0; }, copy_chunk);
   store_weight_tile(math, smem, v, t, partial, gw);
 }
 
@@ -1293,8 +1303,9 @@ bool channels_last_fits(const ImageGemm& v) {
 template <typename Math>
 bool weight_channels_last_fits(const ConvShape& s) {
   constexpr int V = 16 / int(sizeof(typename Math::Elem));
+  // (the cursor counts positions in 32 bits)
   return s.out_channels_per_group() % V == 0 && s.in_channels_per_group() % V == 0 &&
-         !flat_weight_columns(s, Math::BN) && weight_grid_fits(s, Math::BM, Math::BN);
+         !flat_weight_columns(s, Math::BN) && weight_positions_fit_int32(s) && weight_grid_fits(s, Math::BM, Math::BN);
 }
 
 template <typename T, typename M>

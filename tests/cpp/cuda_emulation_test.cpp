@@ -469,6 +469,15 @@ int main(int argc, char** argv) {
                !fc::igemm_channels_last_ok(fc::DType::kFloat16, false, big, fc::GemmPass::kGradInput) &&
                fc::igemm_channels_last_ok(fc::DType::kFloat16, false, s, fc::GemmPass::kForward),
            "channels-last kernels: the tap table's limit is not where it should be\n");
+    ConvShape wide = s;  // (64 channels: not the flat grad_weight)
+    wide.in_channels = wide.out_channels = 64;
+    ConvShape huge = wide;  // more than 2^30 output positions: the grad_weight cursor's 32 bits
+    huge.in_size[1] = 32768;
+    huge.in_size[2] = 65536;  // (stride 2 along this dim)
+    huge.compute_output_size();
+    EXPECT(!fc::igemm_channels_last_ok(fc::DType::kFloat16, false, huge, fc::GemmPass::kGradWeight) &&
+               fc::igemm_channels_last_ok(fc::DType::kFloat16, false, wide, fc::GemmPass::kGradWeight),
+           "channels-last grad_weight: the 32-bit position limit is not where it should be\n");
     for (const Config& cfg : configs) {
       if (cfg.dtype == fc::DType::kFloat64 || (cfg.dtype == fc::DType::kFloat32 && !cfg.tf32)) continue;
       run_any(P, cfg, true, 132, true, true, std::string("igemm channels-last 81 taps ") + cfg.name, true, true);

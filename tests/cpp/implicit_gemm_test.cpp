@@ -332,7 +332,7 @@ int main() {
   }
   // The cursor of weight_gemm_cl_kernel (offsets carried by addition) agrees with
   // reduction_offsets at every step, on random grad_weight boxes of random layers.
-  long cursor_steps = 0;
+  long cursor_steps = 0, cursor32_steps = 0;
   for (int trial = 0; trial < 600; ++trial) {
     ConvShape s;
     s.ndim = 3;
@@ -367,8 +367,22 @@ int main() {
              "reduction cursor e=%ld tap %ld\n", (long)e, (long)tap);
       ++cursor_steps;
     }
+    // the 32-bit cursor with per-tile constants (a fixed step, as the kernels take)
+    e = uni(0, int(len) - 1);
+    const int32_t step32 = uni(1, trial % 2 ? 8 : 40);
+    const ReductionSteps k = reduction_steps(v, step32, ext);
+    ReductionCursor32 c32 = reduction_cursor32(v, e, lo, ext, shift);
+    for (; e + step32 < len; e += step32) {
+      advance_reduction_cursor32(&c32, k);
+      const ReductionCursor want = reduction_cursor(v, e + step32, lo, ext, shift);
+      EXPECT(c32.gy == want.gy && c32.x == want.x && c32.n == want.pos.n && c32.q[0] == want.pos.q[0] &&
+                 c32.q[1] == want.pos.q[1] && c32.q[2] == want.pos.q[2],
+             "32-bit reduction cursor e=%ld step %d tap %ld\n", (long)(e + step32), int(step32), (long)tap);
+      ++cursor32_steps;
+    }
   }
   EXPECT(cursor_steps > 1000, "reduction cursor barely stepped (%ld)\n", cursor_steps);
+  EXPECT(cursor32_steps > 1000, "32-bit reduction cursor barely stepped (%ld)\n", cursor32_steps);
   // Tile skipping must matter on a realistic layer: a 7x7 map, 3x3 kernel, 128-row tiles.
   {
     ConvShape s;
