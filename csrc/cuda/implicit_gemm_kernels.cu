@@ -348,8 +348,9 @@ struct MmaMath {
   static constexpr int BM = BMt, BN = BNt, BK = 32, kStages = 4;
   // resident blocks per SM the registers are budgeted for (__launch_bounds__): the 128 x 128
   // tiles' 64 accumulators per thread leave too few of 128 registers for the copy cursor
-  // (spills), so they take one block of 8 warps and up to 255 registers
-  static constexpr int kMinBlocks = BM * BN > 128 * 64 ? 1 : 2;
+  // (spills), so they take one block of 8 warps and up to 255 registers; the 64 x 64 tiles
+  // (grad_weight's; 16 accumulators) fit three blocks (85 registers, 33 KiB of stages each)
+  static constexpr int kMinBlocks = BM * BN > 128 * 64 ? 1 : BM * BN > 64 * 64 ? 2 : 3;
   static constexpr int kWarpsN = BN >= 128 ? 4 : 2, kWarpsM = kGemmThreads / 32 / kWarpsN;
   static constexpr int WM = BM / kWarpsM, WN = BN / kWarpsN;
   static constexpr int MI = WM / 16, NJ = WN / 8;  // 16 x 8 products per warp

@@ -333,6 +333,20 @@ void run_nonfinite(bool igemm, bool channels_last = false, bool dst_channels_las
          mismatches, ref.size(), nans);
 }
 
+// Normal random x, w (scaled by w_scale) and gy for a given shape.
+Problem problem_of(const ConvShape& shape, double w_scale, std::mt19937& rng) {
+  Problem P;
+  P.s = shape;
+  const ConvShape& s = P.s;
+  std::normal_distribution<double> normal;
+  P.x.resize(s.batch * s.in_channels * s.in_spatial());
+  P.w.resize(s.out_channels * s.in_channels_per_group() * s.kernel_volume());
+  P.gy.resize(s.batch * s.out_channels * s.out_spatial());
+  for (auto* vec : {&P.x, &P.w, &P.gy})
+    for (auto& e : *vec) e = normal(rng) * (vec == &P.w ? w_scale : 1.0);
+  return P;
+}
+
 std::string describe(const Problem& P) {
   const ConvShape& s = P.s;
   char buf[256];
@@ -410,8 +424,7 @@ int main(int argc, char** argv) {
   // (Then with whole 16-byte vectors of channels, through the channels-last kernels, on few
   // SMs so that the vectors' positions are stepped across many slices.)
   for (const bool vectors : {false, true}) {
-    Problem P;
-    ConvShape& s = P.s;
+    ConvShape s;
     s.ndim = 2;
     s.batch = 2;
     s.in_channels = vectors ? 24 : 8;
@@ -421,12 +434,7 @@ int main(int argc, char** argv) {
     s.kernel[1] = s.kernel[2] = 3;
     s.stride[1] = 2;
     s.compute_output_size();
-    std::normal_distribution<double> normal;
-    P.x.resize(s.batch * s.in_channels * s.in_spatial());
-    P.w.resize(s.out_channels * s.in_channels * s.kernel_volume());
-    P.gy.resize(s.batch * s.out_channels * s.out_spatial());
-    for (auto* vec : {&P.x, &P.w, &P.gy})
-      for (auto& e : *vec) e = normal(rng) * (vec == &P.w ? 0.1 : 1.0);
+    const Problem P = problem_of(s, 0.1, rng);
     for (const Config& cfg : configs) {
       if (!vectors) {
         run_any(P, cfg, true, 132, false, false, std::string("igemm empty slices ") + cfg.name);
@@ -445,8 +453,7 @@ int main(int argc, char** argv) {
   // along one dim, so that grad_input's residue classes leave dead entries among live ones;
   // border tiles skip taps. (More taps than the table holds, 256, go to the other tiles.)
   {
-    Problem P;
-    ConvShape& s = P.s;
+    ConvShape s;
     s.ndim = 2;
     s.batch = 1;
     s.in_channels = 24;
@@ -456,12 +463,7 @@ int main(int argc, char** argv) {
     s.kernel[1] = s.kernel[2] = 9;
     s.stride[2] = 2;
     s.compute_output_size();
-    std::normal_distribution<double> normal;
-    P.x.resize(s.batch * s.in_channels * s.in_spatial());
-    P.w.resize(s.out_channels * s.in_channels * s.kernel_volume());
-    P.gy.resize(s.batch * s.out_channels * s.out_spatial());
-    for (auto* vec : {&P.x, &P.w, &P.gy})
-      for (auto& e : *vec) e = normal(rng) * (vec == &P.w ? 0.05 : 1.0);
+    const Problem P = problem_of(s, 0.05, rng);
     ConvShape big = s;
     big.kernel[1] = big.kernel[2] = 17;  // 289 taps
     big.compute_output_size();
