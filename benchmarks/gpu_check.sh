@@ -62,7 +62,8 @@ PYEOF
 # short by the machine's own limit still reports every step it finished. Seen on an H100
 # (2026-11-27): build 150 s, env 9, probe 20, tests 136 (8 workers), memcheck 8, racecheck 69,
 # GEMM core 10, profile 40, bench 51 (45 s budget); the source counters add ~40 s. Under a
-# 10-minute limit per command run it as `PACK_LOGS=1 TEST_SECONDS=150 BENCH_SECONDS=30 make gpu-check`. A step that
+# 10-minute limit per command run it as `PACK_LOGS=1 TEST_SECONDS=150 make gpu-check` (the
+# evidence steps and the benchmark fit themselves into GPU_CHECK_SECONDS, below). A step that
 # hits its limit reports rc 124 (pytest, stopped by SIGINT, still prints what passed and failed).
 step() {  # step NAME LIMIT LOGFILE COMMAND...
   local name="$1" limit="$2" log="$3"; shift 3
@@ -76,6 +77,19 @@ step() {  # step NAME LIMIT LOGFILE COMMAND...
   write_summary
   pack_logs
   return 0
+}
+# The whole check aims to end inside GPU_CHECK_SECONDS (default 560; a device command may run
+# 600): an evidence step (diag_*) runs only where its limit still leaves 60 s for the benchmark
+# (else it is recorded with rc -2, skipped), and the benchmark gets what is left.
+BUDGET="${GPU_CHECK_SECONDS:-560}"
+diag_step() {  # diag_step NAME LIMIT LOGFILE COMMAND...
+  if [ $((SECONDS + $2 + 60)) -gt "$BUDGET" ]; then
+    STATUS[$1]="-2 0"
+    echo "== $1 skipped: $SECONDS s spent of a $BUDGET s budget" | tee -a "$PREFIX-summary.log"
+    write_summary
+    return 0
+  fi
+  step "$@"
 }
 : >"$PREFIX-summary.log"
 nvidia-smi | tee -a "$PREFIX-summary.log"
@@ -122,19 +136,24 @@ step gemmcore 90 "$PREFIX-gemm-core.log" $PY benchmarks/cuda_gemm_core.py --out 
 # where the tiles' time goes, for the next kernel change. Evidence only (ncu may be missing or
 # barred from the counters on some machines).
 NCU="$(command -v ncu || echo "${CUDA_HOME}/bin/ncu")"
-step diag_profile 60 "$PREFIX-profile.log" "$NCU" --clock-control none --profile-from-start off \
+# Where each tile's instructions go, instruction by instruction (ncu SourceCounters, float16
+# channels-last tiles; benchmarks/ncu_source.sh, NOTES entry 26). Evidence only.
+diag_step diag_source 60 "$PREFIX-source.log" bash benchmarks/ncu_source.sh "$PREFIX-source"
+diag_step diag_profile 60 "$PREFIX-profile.log" "$NCU" --clock-control none --profile-from-start off \
   --kernel-name regex:gemm --section SpeedOfLight --section Occupancy --section LaunchStats \
   --section WarpStateStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
   --section InstructionStats --section SchedulerStats \
   $PY benchmarks/cuda_profile.py
-# Where each tile's instructions go, instruction by instruction (ncu SourceCounters, float16
-# channels-last tiles; benchmarks/ncu_source.sh, NOTES entry 26). Evidence only.
-step diag_source 90 "$PREFIX-source.log" bash benchmarks/ncu_source.sh "$PREFIX-source"
 # Beside the default tiles (auto, per problem), every dtype also on the base tiles, float16/bfloat16
 # on the mma.sync tiles and float32 on the wide FMA tiles (FULLCONV_CUDA_TILES), every pass; the
 # gather and row-order variants were measured in entry 21 of benchmarks/NOTES.md.
-step bench "$((${BENCH_SECONDS:-75} + 45))" "$PREFIX-bench.log" $PY benchmarks/bench_cuda.py --no-gather \
-  --tiles base,mma,mma-narrow,simt-wide --passes --out "$OUT" --max-seconds "${BENCH_SECONDS:-75}"
+# (its shapes get BENCH_SECONDS, or what the check's budget leaves, at least 15 s; it needs
+# ~40 s beyond that for its start and the shape under way)
+BENCH_BUDGET="${BENCH_SECONDS:-45}"
+LEFT=$((BUDGET - SECONDS - 40))
+[ "$LEFT" -lt "$BENCH_BUDGET" ] && BENCH_BUDGET=$((LEFT > 15 ? LEFT : 15))
+step bench "$((BENCH_BUDGET + 45))" "$PREFIX-bench.log" $PY benchmarks/bench_cuda.py --no-gather \
+  --tiles base,mma,mma-narrow,simt-wide --passes --out "$OUT" --max-seconds "$BENCH_BUDGET"
 cat "$CHECK_JSON"
 echo "gpu-check: results in $OUT ($NAME-*)"
 for k in $STEPS; do
