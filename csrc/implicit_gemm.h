@@ -556,18 +556,8 @@ FULLCONV_UNROLL
   return e;
 }
 
-// src_offset_channels_last(v, n, p, off, g) from the two parts.
-FULLCONV_HD inline int64_t src_offset_channels_last(const ImageGemm& v, const SrcRowCL& r,
-                                                    const int64_t off[kMaxSpatialDims], int64_t delta) {
-FULLCONV_UNROLL
-  for (int i = 0; i < kMaxSpatialDims; ++i) {
-    // 0 <= q < src_size as one unsigned comparison
-    if (static_cast<uint64_t>(r.q[i] + off[i]) >= static_cast<uint64_t>(v.src_size[i])) return -1;
-  }
-  return r.base + delta;
-}
-
-// The same from a tap table entry (32-bit offsets).
+// src_offset_channels_last(v, n, p, off, g) from the two parts: the row's and the tap table
+// entry's (32-bit offsets).
 FULLCONV_HD inline int64_t src_offset_channels_last(const ImageGemm& v, const SrcRowCL& r, const TapCL& e) {
 FULLCONV_UNROLL
   for (int i = 0; i < kMaxSpatialDims; ++i) {
@@ -762,29 +752,20 @@ FULLCONV_HD inline ReductionPos decode_reduction_pos(int64_t e, const int64_t ex
   return r;
 }
 
-// Position of e + step from that of e (step >= 0; ext all >= 1). on_carry(i, carry) hears of
-// each carry out of dim i (2, 1, 0: into dim i - 1, or into n from dim 0).
-template <typename OnCarry>
-FULLCONV_HD inline void advance_reduction_pos(ReductionPos* r, int64_t step, const int64_t ext[kMaxSpatialDims],
-                                              OnCarry&& on_carry) {
+// Position of e + step from that of e (step >= 0; ext all >= 1).
+FULLCONV_HD inline void advance_reduction_pos(ReductionPos* r, int64_t step, const int64_t ext[kMaxSpatialDims]) {
   // (divmod_carry: the kernels step every chunk, so no 64-bit division on the usual carries)
   r->q[2] += step;
   if (r->q[2] < ext[2]) return;
   int64_t carry;
   divmod_carry(r->q[2], ext[2], &carry, &r->q[2]);
   r->q[1] += carry;
-  on_carry(2, carry);
   if (r->q[1] < ext[1]) return;
   divmod_carry(r->q[1], ext[1], &carry, &r->q[1]);
   r->q[0] += carry;
-  on_carry(1, carry);
   if (r->q[0] < ext[0]) return;
   divmod_carry(r->q[0], ext[0], &carry, &r->q[0]);
   r->n += carry;
-  on_carry(0, carry);
-}
-FULLCONV_HD inline void advance_reduction_pos(ReductionPos* r, int64_t step, const int64_t ext[kMaxSpatialDims]) {
-  advance_reduction_pos(r, step, ext, [](int, int64_t) {});
 }
 
 // Output-space and input-space flat offsets of a reduction position (the input it meets
@@ -804,8 +785,9 @@ FULLCONV_HD inline void reduction_offsets(const WeightGemm& v, const ReductionPo
 // A reduction position with its element offsets in channels-last copies of grad_output and x
 // (weight_gemm_cl_kernel's operands): gy = (n*out_spatial + of)*out_channels and
 // x = (n*in_spatial + inf)*in_channels, with of/inf of reduction_offsets. Both are linear in
-// (n, q), so a step adds step * (offset per q[2]) and each carry a constant of its dim: a
-// main loop moves its operand pointers without multiplying a position out per chunk.
+// (n, q), so a step adds step * (offset per q[2]) and each carry a constant of its dim: the
+// 32-bit cursor below starts from this one and moves by addition, without multiplying a
+// position out per chunk.
 struct ReductionCursor {
   ReductionPos pos;
   int64_t gy = 0, x = 0;
@@ -823,26 +805,8 @@ FULLCONV_HD inline ReductionCursor reduction_cursor(const WeightGemm& v, int64_t
   return c;
 }
 
-// The cursor of e + step from that of e (step >= 0), as advance_reduction_pos.
-FULLCONV_HD inline void advance_reduction_cursor(const WeightGemm& v, ReductionCursor* c, int64_t step,
-                                                 const int64_t ext[kMaxSpatialDims]) {
-  const ConvShape& s = v.s;
-  // positions per unit of q[i] in grad_output (o) and in x (in), and per sample (index 3)
-  const int64_t o[4] = {s.out_size[1] * s.out_size[2], s.out_size[2], 1, s.out_spatial()};
-  const int64_t in[4] = {s.stride[0] * s.in_size[1] * s.in_size[2], s.stride[1] * s.in_size[2], s.stride[2],
-                         s.in_spatial()};
-  c->gy += step * o[2] * s.out_channels;
-  c->x += step * in[2] * s.in_channels;
-  // a carry out of dim i: q[i] -= carry * ext[i], the next dim out (or n) += carry
-  advance_reduction_pos(&c->pos, step, ext, [&](int i, int64_t carry) {
-    const int outer = i == 0 ? 3 : i - 1;
-    c->gy += carry * (o[outer] - ext[i] * o[i]) * s.out_channels;
-    c->x += carry * (in[outer] - ext[i] * in[i]) * s.in_channels;
-  });
-}
-
 // The channels-last grad_weight tiles' cursor in 32-bit coordinates (weight_positions_fit_int32:
-// a tap box has fewer than 2^31 positions) with its constants computed once per tile
+// a tap box has fewer than 2^30 positions) with its constants computed once per tile
 // (ReductionSteps, which the kernels keep in shared memory): a chunk adds the two per-step
 // offsets and compares one coordinate; a carry reads its dim's constants. Same offsets as
 // ReductionCursor.

@@ -515,8 +515,8 @@ __device__ __forceinline__ void store16(void* dst, const void* src) {
 
 // store_image_tile for the channels-last kernels: C either (N, C, *spatial) or (N, *spatial, C).
 // The rows' positions are decoded once per tile, by the first BM threads, into shared memory
-// after the accumulator tile, and the columns' bias and non-finite-weight flags by the first BN
-// threads after them. Each thread keeps one row (kGemmThreads is a multiple of BM) and takes
+// after the accumulator tile, and the columns' bias by the first BN threads after them (which
+// also find whether a column's weights are non-finite). Each thread keeps one row (kGemmThreads is a multiple of BM) and takes
 // every (kGemmThreads / BM)-th column of it (NCHW: consecutive threads write consecutive
 // positions) or every such vector of V adjacent columns (channels-last: one 16-byte store per
 // vector where it is whole and aligned). Without a residual and without non-finite weights in
@@ -524,7 +524,7 @@ __device__ __forceinline__ void store16(void* dst, const void* src) {
 // conversion; otherwise it takes epilogue_value, as the other kernels do.
 template <typename Math>
 __host__ __device__ constexpr int image_epilogue_bytes() {
-  return Math::kResultBytes + Math::BM * int(sizeof(RowTarget)) + Math::BN * int(sizeof(float) + 1);
+  return Math::kResultBytes + Math::BM * int(sizeof(RowTarget)) + Math::BN * int(sizeof(float));
 }
 template <typename T, typename Math>
 __device__ __forceinline__ void store_image_tile_staged(Math& math, unsigned char* smem, const ImageGemm& v,
@@ -540,7 +540,6 @@ __device__ __forceinline__ void store_image_tile_staged(Math& math, unsigned cha
   const float* Cs = math.stage_results(smem);
   RowTarget* rows = reinterpret_cast<RowTarget*>(smem + Math::kResultBytes);
   float* col_bias = reinterpret_cast<float*>(rows + BM);
-  unsigned char* col_flag = reinterpret_cast<unsigned char*>(col_bias + BN);
   const int tid = threadIdx.x;
   if (tid < BM) {
     RowTarget r{-1, 0, {0, 0, 0}};
@@ -558,7 +557,6 @@ __device__ __forceinline__ void store_image_tile_staged(Math& math, unsigned cha
     const bool ok = j0 + tid < v.cols;
     col_bias[tid] = ok && ep.bias != nullptr ? float(A(load(ep.bias + co))) : 0.0f;
     flagged = ok && ep.nonfinite_weight != nullptr && ep.nonfinite_weight[co] != 0;
-    col_flag[tid] = flagged;
   }
   // the plain epilogue for the whole tile (bias, ReLU) unless a residual or a flagged column
   const bool plain = !__syncthreads_or(flagged) && ep.residual.residual == nullptr;

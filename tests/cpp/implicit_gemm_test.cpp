@@ -115,20 +115,18 @@ static void run_image_gemm(const ImageGemm& v, const Tile& t, const std::vector<
             continue;
           }
           ++chunks_run;
-          const int64_t delta = src_tap_delta_channels_last(v, off);
           for (int64_t m = m0; m < m1; ++m) {
             int64_t n, p[3];
             decode_row(v, m, &n, p);
             const int64_t base = src_offset(v, n, p, off, g);
             if (c0 == 0) {  // the channels-last kernels' split offset: row part + tap part
               const SrcRowCL row = src_row_channels_last(v, n, p, g);
-              EXPECT(src_offset_channels_last(v, row, off, delta) == src_offset_channels_last(v, n, p, off, g),
-                     "split channels-last offset: tap %ld row %ld\n", (long)tap, (long)m);
-              if (tap_offsets_fit_int32(v))  // ... and through the tap table's entry
+              if (tap_offsets_fit_int32(v)) {  // through the tap table's entry
                 EXPECT(src_offset_channels_last(v, row, tap_entry_channels_last(v, tap, pmin, pmax)) ==
                            src_offset_channels_last(v, n, p, off, g),
-                       "tap table offset: tap %ld row %ld\n", (long)tap, (long)m);
-              ++split_checked;
+                       "split channels-last offset: tap %ld row %ld\n", (long)tap, (long)m);
+                ++split_checked;
+              }
             }
             for (int64_t c = c0; c < c0 + t.bk && c < v.red; ++c) {
               const double a = base >= 0 ? src[base + c * v.src_spatial] : 0.0;
@@ -332,7 +330,7 @@ int main() {
   }
   // The cursor of weight_gemm_cl_kernel (offsets carried by addition) agrees with
   // reduction_offsets at every step, on random grad_weight boxes of random layers.
-  long cursor_steps = 0, cursor32_steps = 0;
+  long cursor32_steps = 0;
   for (int trial = 0; trial < 600; ++trial) {
     ConvShape s;
     s.ndim = 3;
@@ -352,23 +350,8 @@ int main() {
     int64_t lo[3], ext[3], shift[3];
     const int64_t len = tap_box(v, tap, lo, ext, shift);
     if (len == 0) continue;
-    int64_t e = uni(0, int(len) - 1);
-    ReductionCursor c = reduction_cursor(v, e, lo, ext, shift);
-    for (;;) {
-      const int64_t step = uni(1, trial % 2 ? 8 : 40);
-      if (e + step >= len) break;
-      advance_reduction_cursor(v, &c, step, ext);
-      e += step;
-      const ReductionPos want = decode_reduction_pos(e, ext);
-      int64_t of, inf;
-      reduction_offsets(v, want, lo, shift, &of, &inf);
-      EXPECT(c.gy == (want.n * s.out_spatial() + of) * s.out_channels &&
-                 c.x == (want.n * s.in_spatial() + inf) * s.in_channels,
-             "reduction cursor e=%ld tap %ld\n", (long)e, (long)tap);
-      ++cursor_steps;
-    }
     // the 32-bit cursor with per-tile constants (a fixed step, as the kernels take)
-    e = uni(0, int(len) - 1);
+    int64_t e = uni(0, int(len) - 1);
     const int32_t step32 = uni(1, trial % 2 ? 8 : 40);
     const ReductionSteps k = reduction_steps(v, step32, ext);
     ReductionCursor32 c32 = reduction_cursor32(v, e, lo, ext, shift);
@@ -381,7 +364,6 @@ int main() {
       ++cursor32_steps;
     }
   }
-  EXPECT(cursor_steps > 1000, "reduction cursor barely stepped (%ld)\n", cursor_steps);
   EXPECT(cursor32_steps > 1000, "32-bit reduction cursor barely stepped (%ld)\n", cursor32_steps);
   // Tile skipping must matter on a realistic layer: a 7x7 map, 3x3 kernel, 128-row tiles.
   {
