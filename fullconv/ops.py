@@ -244,6 +244,15 @@ def _real_taps_everywhere(L: int, K: int, s: int, d: int) -> bool:
     return reach >= full_output_size(L, K, s, d)
 
 
+def _functorch_wrapped(*tensors) -> bool:
+    """Is any of the tensors a torch.func wrapper (vmap's batched tensors, grad's wrappers) or
+    a batched tensor of the older vmap that gradcheck's batched-gradient check uses? Their
+    values cannot steer Python control flow."""
+    tests = [getattr(torch._C._functorch, name, None)
+             for name in ("is_functorch_wrapped_tensor", "is_legacy_batchedtensor")]
+    return any(f(t) for f in tests if f is not None for t in tensors if isinstance(t, Tensor))
+
+
 def _padding_products_of_grad_weight(grad_weight, grad_output, input, weight, stride, dilation):
     """grad_weight as a padded convolution's backward forms it when grad_output holds inf or
     NaN: there every tap also multiplies the padding zeros, and 0 * inf = NaN, so the taps
@@ -256,6 +265,8 @@ def _padding_products_of_grad_weight(grad_weight, grad_output, input, weight, st
         return grad_weight
     if type(grad_weight) is not Tensor or type(grad_output) is not Tensor or torch.compiler.is_compiling():
         return grad_weight  # traced (fake / functional tensors, compiled graphs): values unknown
+    if _functorch_wrapped(grad_weight, grad_output, input, weight):
+        return grad_weight  # inside torch.func transforms (vmap, grad): no branching on values
     nd = weight.dim() - 2
     kernel, spatial = tuple(weight.shape[2:]), tuple(input.shape[-nd:])
     gy = grad_output if grad_output.dim() == weight.dim() else grad_output.unsqueeze(0)
@@ -291,8 +302,7 @@ def _full_conv_backward(ctx, grad_output):
     stride, dilation, groups = ctx.conv_args
     mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1],
             ctx.has_bias and ctx.needs_input_grad[2]]
-    grads = list(torch.ops.fullconv.full_conv_backward(
-        grad_output, input, weight, stride, dilation, groups, mask))
+    grads = list(_conv_bwd_call()(grad_output, input, weight, stride, dilation, groups, mask))
     if mask[1]:
         grads[1] = _padding_products_of_grad_weight(grads[1], grad_output, input, weight, stride, dilation)
     return (*(g if m else None for g, m in zip(grads, mask)), None, None, None)
@@ -324,8 +334,7 @@ def _backward_backward(ctx, gg_input, gg_weight, gg_bias):
     use_gw = mask[1] and gg_weight is not None
     use_gb = mask[2] and gg_bias is not None
     g_gy = g_x = g_w = None
-    conv = torch.ops.fullconv.full_conv
-    conv_bwd = torch.ops.fullconv.full_conv_backward
+    conv, conv_bwd = _conv_call(), _conv_bwd_call()
     if need_gy:
         g_gy = torch.zeros_like(grad_output)
         if use_gi:
@@ -347,6 +356,197 @@ def _backward_backward(ctx, gg_input, gg_weight, gg_bias):
 
 torch.library.register_autograd("fullconv::full_conv_backward", _backward_backward,
                                 setup_context=_backward_setup_context)
+
+
+# --- vmap -----------------------------------------------------------------------------------
+# Batching rules, so that torch.func.vmap (per-sample gradients, Jacobians, gradcheck's batched
+# gradients) runs one kernel call instead of PyTorch's per-sample loop. Activations batched
+# over a shared weight fold the vmapped dim into the batch; a batched weight (or, in the
+# backward, a weight gradient per vmapped sample) folds it into the groups: B problems of
+# `groups` groups are one problem of B*groups groups.
+
+def _front(t: Tensor, bdim, size: int) -> Tensor:
+    """t with its vmapped dim first (expanded where t is not vmapped)."""
+    return t.movedim(bdim, 0) if bdim is not None else t.unsqueeze(0).expand(size, *t.shape)
+
+
+def _fold_groups(x: Tensor, channel_dim: int) -> Tensor:
+    """(B, N, C, *S) -> (N, B*C, *S): the vmapped problems side by side as groups."""
+    x = x.movedim(0, channel_dim - 1)
+    return x.flatten(channel_dim - 1, channel_dim)
+
+
+def _unfold_groups(y: Tensor, size: int) -> Tensor:
+    """(N, B*C, *S) -> (B, N, C, *S)."""
+    return y.unflatten(1, (size, -1)).movedim(1, 0)
+
+
+def _full_conv_vmap(info, in_dims, input, weight, bias, stride, dilation, groups):
+    B = info.batch_size
+    x_dim, w_dim, b_dim = in_dims[:3]
+    op = torch.ops.fullconv.full_conv
+    nd = weight.dim() - (1 if w_dim is not None else 0) - 2
+    x = _front(input, x_dim, B)
+    unbatched = x.dim() - 1 == nd + 1
+    if unbatched:  # each sample a (C, *S) input: a batch of one
+        x = x.unsqueeze(1)
+    if w_dim is None and b_dim is None:
+        y = op(x.flatten(0, 1), weight, bias, stride, dilation, groups)
+        y = y.unflatten(0, (B, -1))
+    else:
+        w = _front(weight, w_dim, B)
+        b = None if bias is None else _front(bias, b_dim, B).flatten(0, 1)
+        y = op(_fold_groups(x, 2), w.flatten(0, 1), b, stride, dilation, groups * B)
+        y = _unfold_groups(y, B)
+    return (y.squeeze(1) if unbatched else y), 0
+
+
+def _full_conv_backward_vmap(info, in_dims, grad_output, input, weight, stride, dilation, groups, output_mask):
+    B = info.batch_size
+    gy_dim, x_dim, w_dim = in_dims[:3]
+    op = torch.ops.fullconv.full_conv_backward
+    nd = weight.dim() - (1 if w_dim is not None else 0) - 2
+    gy, x = _front(grad_output, gy_dim, B), _front(input, x_dim, B)
+    unbatched = x.dim() - 1 == nd + 1
+    if unbatched:
+        gy, x = gy.unsqueeze(1), x.unsqueeze(1)
+    empty = x.new_empty((0,))
+    if w_dim is None and not output_mask[1] and not output_mask[2]:
+        # only grad_input: the vmapped dim is more batch
+        gi = op(gy.flatten(0, 1), x.flatten(0, 1), weight, stride, dilation, groups, output_mask)[0]
+        gi = gi.unflatten(0, (B, -1)) if output_mask[0] else None
+        gw = gb = None
+    else:
+        w = _front(weight, w_dim, B)
+        gi, gw, gb = op(_fold_groups(gy, 2), _fold_groups(x, 2), w.flatten(0, 1), stride, dilation,
+                        groups * B, output_mask)
+        gi = _unfold_groups(gi, B) if output_mask[0] else None
+        gw = gw.unflatten(0, (B, -1)) if output_mask[1] else None
+        gb = gb.unflatten(0, (B, -1)) if output_mask[2] else None
+    if gi is not None and unbatched:
+        gi = gi.squeeze(1)
+    outs = (gi, gw, gb)
+    return (tuple(empty if g is None else g for g in outs), tuple(None if g is None else 0 for g in outs))
+
+
+torch.library.register_vmap("fullconv::full_conv", _full_conv_vmap)
+torch.library.register_vmap("fullconv::full_conv_backward", _full_conv_backward_vmap)
+
+
+# --- torch.func -----------------------------------------------------------------------------
+# The operators' autograd formulas (register_autograd) serve eager autograd and torch.compile;
+# torch.func's transforms (grad, vjp, jacrev, jacfwd, hessian, functional_call) need
+# autograd.Functions with setup_context. Under a transform the functional API and the backward
+# formulas go through these two, which call the same operators with the same formulas (vmap
+# through the operators' batching rules above, jvp from linearity).
+
+def _functorch_active() -> bool:
+    # (Dynamo's tracing reports an interpreter too: a compiled graph records the operators,
+    # whose registered formulas it differentiates itself)
+    return not torch.compiler.is_compiling() and torch._C._functorch.peek_interpreter_stack() is not None
+
+
+class _Static:
+    """The operators' non-tensor arguments, handed to the Functions as one pytree leaf (the
+    transforms flatten lists into leaves and then miscount the tangents of a jvp)."""
+    __slots__ = ("args",)
+
+    def __init__(self, *args):
+        self.args = args
+
+
+def _conv_call():
+    if not _functorch_active():
+        return torch.ops.fullconv.full_conv
+    return lambda input, weight, bias, *rest: _FullConvFunction.apply(input, weight, bias, _Static(*rest))
+
+
+def _conv_bwd_call():
+    if not _functorch_active():
+        return torch.ops.fullconv.full_conv_backward
+    return lambda gy, input, weight, *rest: _FullConvBackwardFunction.apply(gy, input, weight, _Static(*rest))
+
+
+def _bias_view(b: Tensor, like: Tensor, weight: Tensor) -> Tensor:
+    batched = like.dim() == weight.dim()
+    return b.view(-1, *([1] * (like.dim() - (2 if batched else 1))))
+
+
+class _FullConvFunction(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(input, weight, bias, static):
+        return torch.ops.fullconv.full_conv(input, weight, bias, *static.args)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _full_conv_setup_context(ctx, (*inputs[:3], *inputs[3].args), output)
+        ctx.save_for_forward(*inputs[:2])
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return _full_conv_backward(ctx, grad_output)[:4]
+
+    @staticmethod
+    def jvp(ctx, t_input, t_weight, t_bias, _):
+        input, weight = ctx.saved_tensors
+        stride, dilation, groups = ctx.conv_args
+        conv = _conv_call()
+        out = None
+        if t_input is not None:
+            out = conv(t_input, weight, None, stride, dilation, groups)
+        if t_weight is not None:
+            y = conv(input, t_weight, None, stride, dilation, groups)
+            out = y if out is None else out + y
+        if t_bias is not None:
+            if out is None:
+                out = torch.zeros(_full_conv_fake(input, weight, None, stride, dilation, groups).shape,
+                                  dtype=input.dtype, device=input.device)
+            out = out + _bias_view(t_bias, out, weight)
+        return out
+
+
+class _FullConvBackwardFunction(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(grad_output, input, weight, static):
+        return torch.ops.fullconv.full_conv_backward(grad_output, input, weight, *static.args)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _backward_setup_context(ctx, (*inputs[:3], *inputs[3].args), output)
+        ctx.save_for_forward(*inputs[:3])
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, gg_input, gg_weight, gg_bias):
+        return _backward_backward(ctx, gg_input, gg_weight, gg_bias)[:4]
+
+    @staticmethod
+    def jvp(ctx, t_grad_output, t_input, t_weight, _):
+        """grad_input is bilinear in (grad_output, weight), grad_weight in (grad_output, input),
+        grad_bias linear in grad_output."""
+        grad_output, input, weight = ctx.saved_tensors
+        stride, dilation, groups = ctx.conv_args
+        mask = ctx.output_mask
+        bwd = _conv_bwd_call()
+        outs = [None, None, None]
+
+        def add(i, value):
+            outs[i] = value if outs[i] is None else outs[i] + value
+        if t_grad_output is not None:
+            for i, g in enumerate(bwd(t_grad_output, input, weight, stride, dilation, groups, list(mask))):
+                if mask[i]:
+                    add(i, g)
+        if t_weight is not None and mask[0]:
+            add(0, bwd(grad_output, input, t_weight, stride, dilation, groups, [True, False, False])[0])
+        if t_input is not None and mask[1]:
+            add(1, bwd(grad_output, t_input, weight, stride, dilation, groups, [False, True, False])[1])
+        like = (input, weight, weight.new_empty((weight.shape[0],)))
+        return tuple((torch.zeros_like(l) if m else input.new_empty((0,))) if o is None else o
+                     for o, l, m in zip(outs, like, mask))
 
 
 # --- functional API -------------------------------------------------------------------------
@@ -402,6 +602,8 @@ def _full_conv(nd: int, input: Tensor, weight: Tensor, bias: Optional[Tensor],
     stride = _tuple(stride, nd, "stride")
     dilation = _tuple(dilation, nd, "dilation")
     check_arguments(input, weight, bias, stride, dilation, groups, name, autocast=True)
+    if _functorch_active():
+        return _conv_call()(input, weight, bias, list(stride), list(dilation), int(groups))
     if _forward_ad_active():
         out = _full_conv_dual(input, weight, bias, list(stride), list(dilation), int(groups))
         if out is not None:
@@ -558,7 +760,8 @@ def padded_add(input: Tensor, residual: Tensor, relu: bool = False, nd: Optional
     # every check here, in Python, so errors are FullConvError/FullConvTypeError (under autocast
     # the op promotes differing dtypes, as `a + b` does)
     _check_residual(tuple(input.shape), residual, pads, input, "padded_add", check_dtype=not _autocast_on(input))
-    if _forward_ad_active() and any(t is not None for t in _unpack_duals(input, residual)[1]):
+    if _functorch_active() or (
+            _forward_ad_active() and any(t is not None for t in _unpack_duals(input, residual)[1])):
         return _padded_add_composite(input, residual, pads, relu)
     return torch.ops.fullconv.padded_add(input, residual, pads, bool(relu))
 
@@ -572,8 +775,8 @@ def _f_pad_spec(pads: Sequence[int]) -> tuple:
 
 
 def _padded_add_composite(input, residual, pads, relu):
-    """padded_add from differentiable PyTorch ops (forward-mode AD duals; the op's own
-    autograd formula is reverse-mode only)."""
+    """padded_add from differentiable PyTorch ops (forward-mode AD duals and torch.func
+    transforms; the op's own autograd formula is reverse-mode eager autograd only)."""
     out = input + torch.nn.functional.pad(residual, _f_pad_spec(pads)).to(input.dtype)
     return torch.relu(out) if relu else out
 
@@ -594,7 +797,8 @@ def full_conv_residual(input: Tensor, weight: Tensor, bias: Optional[Tensor], re
         raise FullConvTypeError("full_conv_residual: residual must be a Tensor")
     pads = centred_padding(shape, residual.shape, nd)
     _check_residual(shape, residual, pads, input, "full_conv_residual", autocast=True)
-    if _forward_ad_active() and any(t is not None for t in _unpack_duals(input, weight, bias, residual)[1]):
+    if _functorch_active() or (
+            _forward_ad_active() and any(t is not None for t in _unpack_duals(input, weight, bias, residual)[1])):
         out = _full_conv(nd, input, weight, bias, stride, dilation, groups)
         return _padded_add_composite(out, residual, pads, relu)
     return torch.ops.fullconv.full_conv_residual(input, weight, bias, residual, list(stride),
