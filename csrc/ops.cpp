@@ -87,9 +87,13 @@ ConvShape check_and_make_shape(const at::Tensor& input, const at::Tensor& weight
     TORCH_CHECK_VALUE(L > 0 || input.numel() == 0, op_name,
                       ": spatial dims of the input must be non-empty, got input of shape ",
                       shape_str(input.sizes()));
-    TORCH_CHECK_VALUE(L > 0, op_name,
+    // as F.convNd: an empty spatial dim only in a zero-batch input, and there the padded
+    // extent must still hold the dilated kernel (kernel size > 1 along that dim)
+    TORCH_CHECK_VALUE(L > 0 || (batched && input.size(0) == 0), op_name,
                       ": only zero batch or zero channel inputs may be empty, got input of shape ",
                       shape_str(input.sizes()));
+    TORCH_CHECK_VALUE(L > 0 || k > 1, op_name, ": an empty spatial dim with kernel size 1 leaves no output ",
+                      "position (input ", shape_str(input.sizes()), ", weight ", shape_str(weight.sizes()), ")");
     // the padded extent L + 2 d (k - 1) must stay well inside 64-bit index math
     constexpr int64_t kMaxExtent = int64_t(1) << 62;
     TORCH_CHECK_VALUE(k == 1 || dilation[i] <= (kMaxExtent - L) / (2 * (k - 1)), op_name, ": dilation ", dilation,
@@ -104,6 +108,17 @@ ConvShape check_and_make_shape(const at::Tensor& input, const at::Tensor& weight
     s.dilation[off + i] = dilation[i];
   }
   s.compute_output_size();
+  {  // the output's bytes must be countable in 64 bits (a huge dilation or stride-1 extent)
+    uint64_t bytes = static_cast<uint64_t>(c10::elementSize(dt));
+    bool overflow = false;
+    const int64_t lead[2] = {batched ? s.batch : 1, s.out_channels};
+    for (int64_t v : lead) overflow = overflow || __builtin_mul_overflow(bytes, static_cast<uint64_t>(v), &bytes);
+    for (int i = 0; i < nd; ++i)
+      overflow = overflow || __builtin_mul_overflow(bytes, static_cast<uint64_t>(s.out_size[off + i]), &bytes);
+    TORCH_CHECK_VALUE(!overflow && bytes <= static_cast<uint64_t>(INT64_MAX), op_name, ": the output of a ",
+                      shape_str(input.sizes()), " input and a ", shape_str(weight.sizes()), " weight with dilation ",
+                      dilation, " has more bytes than a 64-bit size can count");
+  }
   if (bias.has_value() && bias->defined()) {
     const auto& b = *bias;
     TORCH_CHECK_VALUE(b.dim() == 1 && b.size(0) == s.out_channels, op_name,

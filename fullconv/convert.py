@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import FullConvError, FullConvTypeError
-from .nn import FullConv1d, FullConv2d, FullConv3d
+from .nn import FullConv1d, FullConv2d, FullConv3d, _FullConvMixin
 from .ops import _f_pad_spec
 
 __all__ = ["convert", "FullConvAlignmentError", "shortcut_padding"]
@@ -125,11 +125,23 @@ def _fold_bn(conv, bn):
     return weight, bias
 
 
+def _called_plainly(module, forward) -> bool:
+    """Would calling the module only run `forward`? Not when a hook is registered on it (or on
+    every module), which the fused path, reading its weights directly, would skip: forward and
+    pre-forward hooks, including those through which old-style weight_norm, spectral_norm and
+    pruning recompute the weight."""
+    from torch.nn.modules import module as _m
+    return (type(module).forward is forward and not module._forward_hooks and not module._forward_pre_hooks
+            and not _m._global_forward_hooks and not _m._global_forward_pre_hooks)
+
+
 def _can_fold(block, conv, bn):
     # (a BatchNorm in training mode inside an eval block normalises with batch statistics)
     return (not block.training and isinstance(conv, (FullConv1d, FullConv2d, FullConv3d))
             and isinstance(bn, nn.modules.batchnorm._BatchNorm) and not bn.training
-            and bn.track_running_stats and bn.running_mean is not None)
+            and bn.track_running_stats and bn.running_mean is not None
+            and _called_plainly(conv, _FullConvMixin.forward)
+            and _called_plainly(bn, nn.modules.batchnorm._BatchNorm.forward))
 
 
 def _residual_output(block, h, x, conv=None, bn=None, main=None):

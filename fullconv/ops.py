@@ -47,8 +47,20 @@ def _check_int64(v: int, name: str) -> None:
         raise FullConvError(f"{name} {v} does not fit a 64-bit integer")
 
 
+def _scalar_int(value):
+    """A 0-d integer tensor as the int it holds (F.convNd accepts them for stride, dilation
+    and groups); anything else unchanged."""
+    if (isinstance(value, Tensor) and value.dim() == 0 and not value.is_floating_point()
+            and not value.is_complex() and value.dtype != torch.bool):
+        return int(value.item())
+    return value
+
+
 def _tuple(value, n: int, name: str) -> tuple:
     """Normalises an int or a length-n sequence of ints, as F.convNd accepts them."""
+    value = _scalar_int(value)
+    if isinstance(value, (tuple, list)):
+        value = tuple(_scalar_int(v) for v in value)
     if isinstance(value, bool):
         raise FullConvTypeError(f"{name} must be an int or a tuple of {n} ints, got a bool")
     if isinstance(value, numbers.Integral):
@@ -151,8 +163,14 @@ def check_arguments(input, weight, bias, stride, dilation, groups, op_name="full
         raise FullConvError(f"{op_name}: kernel size must be positive in every dim, got weight "
                             f"of shape {tuple(weight.shape)}")
     if any(L <= 0 for L in spatial):
-        raise FullConvError(f"{op_name}: only zero batch or zero channel inputs may be empty, "
-                            f"got input of shape {tuple(input.shape)}")
+        # as F.convNd: an empty spatial dim only in a zero-batch input, and there the padded
+        # extent must still hold the dilated kernel (kernel size > 1 along that dim)
+        if not batched or input.shape[0] != 0:
+            raise FullConvError(f"{op_name}: only zero batch or zero channel inputs may be empty, "
+                                f"got input of shape {tuple(input.shape)}")
+        if any(L <= 0 and k == 1 for L, k in zip(spatial, kernel)):
+            raise FullConvError(f"{op_name}: an empty spatial dim with kernel size 1 leaves no output "
+                                f"position (input {tuple(input.shape)}, weight {tuple(weight.shape)})")
     for L, k, d in zip(spatial, kernel, dilation):  # mirrors the C++ bound on the padded extent
         if all(isinstance(v, int) for v in (L, k, d)) and k > 1 and d > (2 ** 62 - L) // (2 * (k - 1)):
             raise FullConvError(f"{op_name}: dilation {tuple(dilation)} with a kernel of shape "
@@ -170,6 +188,14 @@ def check_arguments(input, weight, bias, stride, dilation, groups, op_name="full
     out_spatial = [full_output_size(L, k, s, d)
                    for L, k, s, d in zip(spatial, kernel, stride, dilation)]
     shape = ([input.shape[0]] if batched else []) + [out_channels] + out_spatial
+    if all(isinstance(v, int) for v in shape):  # (not for symbolic shapes)
+        nbytes = input.element_size()
+        for v in shape:
+            nbytes *= v
+        if nbytes >= 2 ** 63:
+            raise FullConvError(f"{op_name}: the output of a {tuple(input.shape)} input and a "
+                                f"{tuple(weight.shape)} weight with dilation {tuple(dilation)} has more "
+                                f"bytes than a 64-bit size can count")
     return batched, shape
 
 
@@ -601,6 +627,7 @@ def _full_conv(nd: int, input: Tensor, weight: Tensor, bias: Optional[Tensor],
                             f"in_channels/groups, *kernel_size), got shape {tuple(weight.shape)}")
     stride = _tuple(stride, nd, "stride")
     dilation = _tuple(dilation, nd, "dilation")
+    groups = _scalar_int(groups)
     check_arguments(input, weight, bias, stride, dilation, groups, name, autocast=True)
     if _functorch_active():
         return _conv_call()(input, weight, bias, list(stride), list(dilation), int(groups))
@@ -696,7 +723,9 @@ def _padded_add_fake(input, residual, residual_padding, relu):
 
 
 def _relu_grad(grad, out, relu):
-    return grad * (out > 0).to(grad.dtype) if relu else grad
+    # where, not a product with the mask: an inf or NaN gradient at a clamped output gives 0,
+    # as torch.relu's backward does
+    return torch.where(out > 0, grad, torch.zeros((), dtype=grad.dtype, device=grad.device)) if relu else grad
 
 
 def _residual_setup_context(ctx, inputs, output):
@@ -791,6 +820,7 @@ def full_conv_residual(input: Tensor, weight: Tensor, bias: Optional[Tensor], re
     nd = weight.dim() - 2
     stride = _tuple(stride, nd, "stride")
     dilation = _tuple(dilation, nd, "dilation")
+    groups = _scalar_int(groups)
     _, shape = check_arguments(input, weight, bias, stride, dilation, groups, "full_conv_residual",
                                autocast=True)
     if not isinstance(residual, Tensor):

@@ -377,3 +377,32 @@ def test_probe_checks_elementwise_products():
 
     with pytest.raises(FullConvAlignmentError, match=r"mul.*module '1'"):
         fullconv.convert(nn.Sequential(nn.Conv2d(3, 4, 1), Gate()))
+
+
+def test_eval_fusion_keeps_hooks_and_hook_based_reparametrisations():
+    """In eval mode a converted ResNet block folds BatchNorm into its last convolution; that
+    path reads the modules' weights directly, so it must step aside where calling the modules
+    would do more: forward hooks (which must fire, and may change outputs) and the old-style
+    weight_norm, whose pre-forward hook recomputes the weight."""
+    torch.manual_seed(0)
+    m = fullconv.convert(build("resnet18")).eval()
+    calls = []
+    m.layer1[0].conv2.register_forward_hook(lambda *a: calls.append("conv2"))
+    m.layer1[0].bn2.register_forward_hook(lambda mod, args, out: calls.append("bn2") or out * 2)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        hooked = m(x)
+        assert calls == ["conv2", "bn2"]
+        m.layer1[0].fullconv_fused = False
+        torch.testing.assert_close(hooked, m(x))
+    # old-style weight_norm: the weight follows weight_g / weight_v through a pre-forward hook
+    ref = build("resnet18")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        nn.utils.weight_norm(ref.layer1[0].conv2)
+    fm = fullconv.convert(ref, inplace=True).eval()
+    with torch.no_grad():
+        fm.layer1[0].conv2.weight_g.mul_(0.5)
+        fused = fm(x)
+        fm.layer1[0].fullconv_fused = False
+        torch.testing.assert_close(fused, fm(x))

@@ -106,3 +106,22 @@ def test_autocast_promotes_padded_add():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert fullconv.padded_add(x, r.to(torch.bfloat16)).dtype == torch.bfloat16
         assert torch.ops.fullconv.padded_add(x, r, [1, 1], True).dtype == torch.float32
+
+
+@pytest.mark.parametrize("op", ["padded_add", "full_conv_residual"])
+def test_relu_backward_is_zero_at_clamped_outputs_whatever_the_gradient(op, any_device):
+    """As torch.relu: an inf or NaN gradient arriving at an output the ReLU clamped gives 0,
+    not inf * 0 = NaN."""
+    x = torch.tensor([[[-1.0, 2.0, -3.0]]], device=any_device, requires_grad=True)
+    r = torch.tensor([[[0.5]]], device=any_device)
+    gy = torch.tensor([[[float("inf"), 1.0, float("nan")]]], device=any_device)
+    if op == "padded_add":
+        y = fullconv.padded_add(x, r, relu=True)
+        want = torch.autograd.grad(torch.relu(x + F.pad(r, (1, 1))), x, gy)[0]
+    else:
+        w = torch.ones(1, 1, 1, device=any_device)
+        y = fullconv.full_conv_residual(x, w, None, r, relu=True)
+        want = torch.autograd.grad(torch.relu(F.conv1d(x, w) + F.pad(r, (1, 1))), x, gy)[0]
+    got = torch.autograd.grad(y, x, gy)[0]
+    assert torch.equal(got.isnan(), want.isnan()) and torch.equal(got.nan_to_num(), want.nan_to_num())
+    assert got.tolist() == [[[0.0, 1.0, 0.0]]]

@@ -44,6 +44,11 @@ CASES = [
      "64-bit integer"),
     ("dilation overflowing the padding", lambda: fullconv.full_conv2d(x2, w2, dilation=2 ** 62), ValueError,
      "64-bit index range"),
+    ("output bytes beyond int64", lambda: fullconv.full_conv2d(x2, w2, dilation=2 ** 31), ValueError,
+     "more bytes than a 64-bit size"),
+    ("empty spatial dim with a 1-wide kernel, zero batch",
+     lambda: fullconv.full_conv2d(torch.randn(0, 4, 0, 5), torch.randn(6, 4, 1, 3)), ValueError, "no output position"),
+    ("empty spatial dim, unbatched", lambda: fullconv.full_conv2d(torch.randn(4, 0, 5), w2), ValueError, "may be empty"),
 ]
 
 
@@ -70,7 +75,33 @@ OP_CASES = [
     ("bias", (x2, w2, torch.zeros(3), [1, 1], [1, 1], 1), "bias must be 1-D"),
     ("empty kernel", (x2, torch.randn(6, 4, 3, 0), None, [1, 1], [1, 1], 1), "kernel size must be positive"),
     ("dilation overflowing the padding", (x2, w2, None, [1, 1], [1, 2 ** 61], 1), "64-bit index range"),
+    ("output bytes beyond int64", (x2, w2, None, [1, 1], [2 ** 31, 2 ** 31], 1), "more bytes than a 64-bit size"),
+    ("empty spatial dim, batch 2", (torch.randn(2, 4, 0, 5), w2, None, [1, 1], [1, 1], 1), "may be empty"),
+    ("empty spatial dim, 1-wide kernel", (torch.randn(0, 4, 0, 5), torch.randn(6, 4, 1, 3), None, [1, 1], [1, 1], 1),
+     "no output position"),
 ]
+
+
+@pytest.mark.parametrize("shape,kernel,stride", [((0, 4, 0, 6), (3, 3), 1), ((0, 4, 0, 6), (3, 3), 2),
+                                                 ((0, 4, 0, 6), (2, 3), 1), ((0, 4, 0, 0), (2, 2), (2, 1)),
+                                                 ((0, 2, 0), (3,), 1), ((0, 2, 3, 0, 1), (1, 2, 1), 1)])
+def test_zero_batch_with_empty_spatial_dims_as_torch(shape, kernel, stride, any_device):
+    """F.convNd accepts an empty spatial dim in a zero-batch input (where the padded extent
+    holds the kernel); so does fullconv, with the same output shape and empty gradients."""
+    import torch.nn.functional as F
+    nd = len(kernel)
+    x = torch.randn(shape, device=any_device, requires_grad=True)
+    w = torch.randn((6, shape[1]) + kernel, device=any_device, requires_grad=True)
+    b = torch.randn(6, device=any_device, requires_grad=True)
+    fn = getattr(fullconv, f"full_conv{nd}d")
+    y = fn(x, w, b, stride)
+    ref = getattr(F, f"conv{nd}d")(x, w, b, stride, [k - 1 for k in kernel])
+    assert y.shape == ref.shape
+    gx, gw, gb = torch.autograd.grad(y.sum(), (x, w, b))
+    assert gx.shape == x.shape and torch.equal(gw, torch.zeros_like(w)) and torch.equal(gb, torch.zeros_like(b))
+    assert torch.ops.fullconv.full_conv(x.detach().to("meta"), w.detach().to("meta"), None,
+                                        [stride] * nd if isinstance(stride, int) else list(stride), [1] * nd,
+                                        1).shape == ref.shape
 
 
 @pytest.mark.parametrize("desc,args,fragment", OP_CASES, ids=[c[0] for c in OP_CASES])
@@ -239,3 +270,18 @@ def test_padded_add_op_refuses_integer_dtypes(device):
 def test_convert_argument_errors(kwargs, fragment):
     with pytest.raises(FullConvTypeError, match=fragment):
         fullconv.convert(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1)), **kwargs)
+
+
+def test_zero_dim_integer_tensors_as_arguments_as_torch():
+    """F.convNd takes 0-d integer tensors for stride, dilation and groups; so does fullconv
+    (a float or bool tensor is still refused)."""
+    x, w = torch.randn(1, 4, 6, 5), torch.randn(4, 2, 3, 3)
+    t = torch.tensor
+    got = fullconv.full_conv2d(x, w, None, t(2), (t(1), 2), t(2))
+    torch.testing.assert_close(got, fullconv.full_conv2d(x, w, None, 2, (1, 2), 2))
+    y = fullconv.full_conv_residual(x, w, None, torch.zeros(1, 4, 2, 2), t(2), 1, t(2))
+    torch.testing.assert_close(y, fullconv.full_conv2d(x, w, None, 2, 1, 2))
+    with pytest.raises(TypeError, match="stride"):
+        fullconv.full_conv2d(x, w, None, t(2.0), 1, 2)
+    with pytest.raises(TypeError, match="groups"):
+        fullconv.full_conv2d(x, w, None, 1, 1, t(True))
