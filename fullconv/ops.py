@@ -407,10 +407,30 @@ def _unfold_groups(y: Tensor, size: int) -> Tensor:
     return y.unflatten(1, (size, -1)).movedim(1, 0)
 
 
+def _sample_on_meta(t: Optional[Tensor], bdim):
+    """One sample of t (its vmapped dim dropped) as a meta tensor: per-sample shapes where
+    there are no samples."""
+    if t is None:
+        return None
+    shape = t.movedim(bdim, 0).shape[1:] if bdim is not None else t.shape
+    return torch.empty(shape, dtype=t.dtype, device="meta")
+
+
+def _no_samples(op, args, in_dims, like: Tensor):
+    """A vmap over zero samples: empty results of the per-sample shapes (from the meta kernels)."""
+    outs = op(*[_sample_on_meta(a, d) if isinstance(a, Tensor) else a for a, d in zip(args, in_dims)])
+    single = isinstance(outs, Tensor)
+    outs = (outs,) if single else tuple(outs)
+    res = tuple(like.new_empty((0, *o.shape)) for o in outs)
+    return (res[0], 0) if single else (res, tuple(0 for _ in res))
+
+
 def _full_conv_vmap(info, in_dims, input, weight, bias, stride, dilation, groups):
     B = info.batch_size
     x_dim, w_dim, b_dim = in_dims[:3]
     op = torch.ops.fullconv.full_conv
+    if B == 0:
+        return _no_samples(op, (input, weight, bias, stride, dilation, groups), in_dims, input)
     nd = weight.dim() - (1 if w_dim is not None else 0) - 2
     x = _front(input, x_dim, B)
     unbatched = x.dim() - 1 == nd + 1
@@ -431,6 +451,11 @@ def _full_conv_backward_vmap(info, in_dims, grad_output, input, weight, stride, 
     B = info.batch_size
     gy_dim, x_dim, w_dim = in_dims[:3]
     op = torch.ops.fullconv.full_conv_backward
+    if B == 0:
+        outs, _ = _no_samples(op, (grad_output, input, weight, stride, dilation, groups, output_mask), in_dims,
+                              input)
+        return (tuple(o if m else input.new_empty((0,)) for o, m in zip(outs, output_mask)),
+                tuple(0 if m else None for m in output_mask))
     nd = weight.dim() - (1 if w_dim is not None else 0) - 2
     gy, x = _front(grad_output, gy_dim, B), _front(input, x_dim, B)
     unbatched = x.dim() - 1 == nd + 1
@@ -467,9 +492,18 @@ torch.library.register_vmap("fullconv::full_conv_backward", _full_conv_backward_
 # through the operators' batching rules above, jvp from linearity).
 
 def _functorch_active() -> bool:
-    # (Dynamo's tracing reports an interpreter too: a compiled graph records the operators,
-    # whose registered formulas it differentiates itself)
-    return not torch.compiler.is_compiling() and torch._C._functorch.peek_interpreter_stack() is not None
+    """Inside a grad, jvp or vmap transform, and not under functionalize (which has no rule
+    for autograd.Functions but runs the operators as they are) nor compiling (Dynamo reports an
+    interpreter while tracing; a compiled graph records the operators, whose registered
+    formulas it differentiates itself)."""
+    if torch.compiler.is_compiling():
+        return False
+    stack = torch._C._functorch.get_interpreter_stack()
+    if not stack:
+        return False
+    kinds = {i.key() for i in stack}
+    T = torch._C._functorch.TransformType
+    return T.Functionalize not in kinds and bool(kinds & {T.Grad, T.Jvp, T.Vmap})
 
 
 class _Static:
@@ -630,6 +664,9 @@ def _full_conv(nd: int, input: Tensor, weight: Tensor, bias: Optional[Tensor],
     groups = _scalar_int(groups)
     check_arguments(input, weight, bias, stride, dilation, groups, name, autocast=True)
     if _functorch_active():
+        if _autocast_on(input):  # cast as the op's autocast kernel would, before the Function saves them
+            input, weight = input.to(_autocast_dtype(input)), weight.to(_autocast_dtype(weight))
+            bias = bias.to(_autocast_dtype(bias)) if bias is not None else None
         return _conv_call()(input, weight, bias, list(stride), list(dilation), int(groups))
     if _forward_ad_active():
         out = _full_conv_dual(input, weight, bias, list(stride), list(dilation), int(groups))
