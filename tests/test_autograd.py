@@ -202,3 +202,31 @@ def test_one_by_one_forward_layouts(layout, algorithm, monkeypatch):
                                             [2, 1], [1, 1], 2)
     assert fake.stride() == y.stride()
     torch.library.opcheck(torch.ops.fullconv.full_conv.default, (x, w, b, [2, 1], [1, 1], 2))
+
+
+def test_nonfinite_grad_output_seen_only_by_padding():
+    # dilation 4 on a length-3 input: some outputs read nothing but padding, so an inf there
+    # leaves fullconv's grad_weight finite, and only the check of grad_output itself finds it
+    x = torch.randn(1, 2, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 2, 3, dtype=torch.float64, requires_grad=True)
+    y = fullconv.full_conv1d(x, w, None, 1, 4)
+    yr = F.conv1d(x, w, None, 1, 8, 4)
+    gy = torch.randn_like(y)
+    gy[0, 1, 3] = float("inf")  # output 3 reads inputs -5, -1, 3: all padding
+    ref = torch.autograd.grad(yr, w, gy)[0]
+    got = torch.autograd.grad(y, w, gy)[0]
+    assert ref.isnan().any()
+    assert torch.equal(got.isnan(), ref.isnan())
+    torch.testing.assert_close(got.nan_to_num(0.0), ref.nan_to_num(0.0))
+
+
+def test_finite_grad_weight_whose_sum_overflows_stays_exact():
+    # the fix-up's quick test sums grad_weight; finite values that overflow the sum take the
+    # exact path, which must leave them as they are
+    x = torch.full((1, 1, 4), 1e18, requires_grad=True)
+    w = torch.ones(16, 1, 2, requires_grad=True)  # 32 entries of 4e37: their sum overflows
+    y = fullconv.full_conv1d(x, w)
+    gy = torch.full_like(y, 1e19)
+    got = torch.autograd.grad(y, w, gy)[0]
+    assert torch.isfinite(got).all() and float(got.sum()) == float("inf")
+    torch.testing.assert_close(got, torch.autograd.grad(F.conv1d(x, w, None, 1, 1), w, gy)[0])
