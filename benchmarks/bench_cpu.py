@@ -177,6 +177,29 @@ def geomean(xs):
     return math.exp(sum(math.log(v) for v in xs) / len(xs)) if xs else float("nan")
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo; platform.processor() is often empty on Linux):
+    ratios against oneDNN differ between CPUs of the same ISA."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def cpu_isa() -> list:
+    """The vector extensions the blocked kernels choose between, as /proc/cpuinfo lists them."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    return [x for x in ("avx2", "fma", "avx512f") if x in flags]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer shapes, shorter timing")
@@ -188,12 +211,13 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     min_time = args.min_time or (0.1 if args.quick else 0.3)
-    env = {"machine": platform.machine(), "processor": platform.processor(),
+    env = {"machine": platform.machine(), "processor": platform.processor() or cpu_model(),
+           "isa": cpu_isa(), "blocked_isa": os.environ.get("FULLCONV_CPU_BLOCKED_ISA", "auto"),
            "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
            "torch": torch.__version__, "mkldnn": torch.backends.mkldnn.is_available(),
            "date": datetime.datetime.now().isoformat(timespec="seconds")}
-    print(f"# fullconv CPU benchmark: torch {env['torch']}, {env['machine']}, "
-          f"{env['threads']} threads, oneDNN {env['mkldnn']}")
+    print(f"# fullconv CPU benchmark: torch {env['torch']}, {env['machine']} ({env['processor']}; "
+          f"{', '.join(env['isa'])}), {env['threads']} threads, oneDNN {env['mkldnn']}")
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover
