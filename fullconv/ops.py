@@ -826,12 +826,20 @@ torch.library.register_autograd("fullconv::padded_add", _padded_add_backward,
                                 setup_context=_padded_add_setup_context)
 
 
+def _check_relu(relu, op_name: str) -> None:
+    # a bool (or 0/1, numpy bools); a string or None would otherwise pass as its truth value
+    numpy_bool = type(relu).__module__ == "numpy" and type(relu).__name__ in ("bool", "bool_")
+    if not isinstance(relu, (bool, numbers.Integral)) and not numpy_bool:
+        raise FullConvTypeError(f"{op_name}: relu must be a bool, got {relu!r}")
+
+
 def padded_add(input: Tensor, residual: Tensor, relu: bool = False, nd: Optional[int] = None) -> Tensor:
     """``input + residual`` with the residual zero-padded symmetrically (centred) to the
     input's spatial size, then ReLU if ``relu``: one pass, no padded copy. ``nd``: number of
     spatial dims (default ``input.dim() - 2``)."""
     if not isinstance(input, Tensor) or not isinstance(residual, Tensor):
         raise FullConvTypeError("padded_add: input and residual must be Tensors")
+    _check_relu(relu, "padded_add")
     if nd is not None and (isinstance(nd, bool) or not isinstance(nd, numbers.Integral)):
         raise FullConvTypeError(f"padded_add: nd must be an int or None, got {nd!r}")
     nd = input.dim() - 2 if nd is None else int(nd)
@@ -869,6 +877,7 @@ def full_conv_residual(input: Tensor, weight: Tensor, bias: Optional[Tensor], re
     act = ReLU if ``relu``: the residual enters the convolution's epilogue, no padded copy."""
     if not isinstance(weight, Tensor):
         raise FullConvTypeError("full_conv_residual: weight must be a Tensor")
+    _check_relu(relu, "full_conv_residual")
     nd = weight.dim() - 2
     stride = _tuple(stride, nd, "stride")
     dilation = _tuple(dilation, nd, "dilation")

@@ -243,6 +243,11 @@ RESIDUAL_CASES = [
      FullConvTypeError, "unsupported dtype"),
     ("padded_add nd float", lambda x, w: fullconv.padded_add(x, x[:, :, 1:-1, 1:-1], nd=2.0),
      FullConvTypeError, "nd must be an int"),
+    ("padded_add relu string", lambda x, w: fullconv.padded_add(x, x[:, :, 1:-1, 1:-1], relu="yes"),
+     FullConvTypeError, "relu must be a bool"),
+    ("residual relu None", lambda x, w: fullconv.full_conv_residual(x, w, None, torch.zeros(2, 6, 5, 5, dtype=x.dtype),
+                                                                  relu=None),
+     FullConvTypeError, "relu must be a bool"),
 ]
 
 
