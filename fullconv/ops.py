@@ -353,6 +353,24 @@ torch.library.register_autograd("fullconv::full_conv", _full_conv_backward,
                                 setup_context=_full_conv_setup_context)
 
 
+def _bias_view(b: Tensor, like: Tensor, weight: Tensor) -> Tensor:
+    """A per-channel vector shaped to broadcast over `like`, an output (batched or not)."""
+    batched = like.dim() == weight.dim()
+    return b.view(-1, *([1] * (like.dim() - (2 if batched else 1))))
+
+
+def _conv_tangent(conv, input, weight, t_input, t_weight, t_bias, stride, dilation, groups, out_shape):
+    """The tangent of full_conv from linearity: conv(dx, w) + conv(x, dw) + db."""
+    out = torch.zeros(out_shape, dtype=input.dtype, device=input.device)
+    if t_input is not None:
+        out = out + conv(t_input.to(input.dtype), weight, None, stride, dilation, groups)
+    if t_weight is not None:
+        out = out + conv(input, t_weight.to(weight.dtype), None, stride, dilation, groups)
+    if t_bias is not None:
+        out = out + _bias_view(t_bias, out, weight)
+    return out
+
+
 def _backward_setup_context(ctx, inputs, output):
     grad_output, input, weight, stride, dilation, groups, output_mask = inputs
     ctx.save_for_backward(grad_output, input, weight)
@@ -383,9 +401,7 @@ def _backward_backward(ctx, gg_input, gg_weight, gg_bias):
         if use_gw:
             g_gy = g_gy + conv(input, gg_weight, None, stride, dilation, groups)
         if use_gb:
-            batched = grad_output.dim() == weight.dim()
-            shape = [1] * (grad_output.dim() - (2 if batched else 1))
-            g_gy = g_gy + gg_bias.view(-1, *shape)
+            g_gy = g_gy + _bias_view(gg_bias, grad_output, weight)
     if need_x and use_gw:
         g_x = conv_bwd(grad_output, input, gg_weight, stride, dilation, groups,
                        [True, False, False])[0]
@@ -542,11 +558,6 @@ def _conv_bwd_call():
     return lambda gy, input, weight, *rest: _FullConvBackwardFunction.apply(gy, input, weight, _Static(*rest))
 
 
-def _bias_view(b: Tensor, like: Tensor, weight: Tensor) -> Tensor:
-    batched = like.dim() == weight.dim()
-    return b.view(-1, *([1] * (like.dim() - (2 if batched else 1))))
-
-
 class _FullConvFunction(torch.autograd.Function):
     generate_vmap_rule = True
 
@@ -567,19 +578,9 @@ class _FullConvFunction(torch.autograd.Function):
     def jvp(ctx, t_input, t_weight, t_bias, _):
         input, weight = ctx.saved_tensors
         stride, dilation, groups = ctx.conv_args
-        conv = _conv_call()
-        out = None
-        if t_input is not None:
-            out = conv(t_input, weight, None, stride, dilation, groups)
-        if t_weight is not None:
-            y = conv(input, t_weight, None, stride, dilation, groups)
-            out = y if out is None else out + y
-        if t_bias is not None:
-            if out is None:
-                out = torch.zeros(_full_conv_fake(input, weight, None, stride, dilation, groups).shape,
-                                  dtype=input.dtype, device=input.device)
-            out = out + _bias_view(t_bias, out, weight)
-        return out
+        shape = _full_conv_fake(input, weight, None, stride, dilation, groups).shape
+        return _conv_tangent(_conv_call(), input, weight, t_input, t_weight, t_bias, stride, dilation, groups,
+                             shape)
 
 
 class _FullConvBackwardFunction(torch.autograd.Function):
@@ -652,14 +653,7 @@ def _full_conv_dual(input, weight, bias, stride, dilation, groups):
         return None
     op = torch.ops.fullconv.full_conv
     y = op(x, w, b, stride, dilation, groups)
-    ty = torch.zeros_like(y)
-    if tx is not None:
-        ty = ty + op(tx.to(x.dtype), w, None, stride, dilation, groups)
-    if tw is not None:
-        ty = ty + op(x, tw.to(w.dtype), None, stride, dilation, groups)
-    if tb is not None:
-        batched = y.dim() == w.dim()
-        ty = ty + tb.view(-1, *([1] * (y.dim() - (2 if batched else 1))))
+    ty = _conv_tangent(op, x, w, tx, tw, tb, stride, dilation, groups, y.shape)
     return torch.autograd.forward_ad.make_dual(y, ty)
 
 
