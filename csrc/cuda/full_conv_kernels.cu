@@ -151,6 +151,161 @@ __global__ void grad_input_kernel(const T* __restrict__ gy, const T* __restrict_
   }
 }
 
+// grad_input, register-blocked (the default direct grad_input; grad_input_kernel above stays
+// for kernels whose residue classes hold more taps than the tables below, kBlockedMaxTaps).
+// gx[n, ci, i] = sum over co and the taps of i's residue class of gy[n, co, q(i, tap)] *
+// w[co, ci, tap]: every product reaches a real input, none meets padding or a discarded strided
+// output. A block is one (sample, group, block of C input channels, residue class) and
+// kBlockedWarps warp tasks; a warp task is one row (b0, b1) of the class and a segment of
+// 32*P positions b2 along the last dim, lane l owning b2 = segment start + l + 32p (p < P), so
+// each of the P loads of a warp reads 32 consecutive grad_output elements. The class's taps
+// (their output offsets) and the weights of a chunk of output channels for those taps and the
+// C channels sit in shared memory, so the inner step per (tap, output channel) is P loads of
+// grad_output, C weights read together, and P*C multiply-adds into registers (the one-thread-
+// per-element kernel did C multiply-adds per load of grad_output and C weight loads).
+// Deterministic: each gx element is summed by one thread in a fixed order.
+constexpr int kBlockedWarps = 8;
+constexpr int kBlockedMaxTaps = 256;
+constexpr int kBlockedWeightBytes = 16384;
+
+struct BlockedGrid {
+  int64_t extent[kMaxSpatialDims];   // class 0's extent per dim (the largest)
+  int64_t residues[kMaxSpatialDims]; // R = min(stride, size) per dim
+  int64_t step[kMaxSpatialDims];     // distance between consecutive taps of one class: s / gcd(s, d)
+  int64_t classes, cblocks, segments, tasks, blocks_per_class, total_blocks;
+};
+
+// The blocked kernel's inner loops over the class's taps and a chunk of output channels:
+// acc[p][c] += gy(position p, tap j, channel co) * w(co, c, tap j). kAll: every position valid.
+template <typename T, int C, int P, bool kAll>
+__device__ __forceinline__ void blocked_taps(const T* __restrict__ plane, const int64_t* tap_offset,
+                                             const typename Acc<T>::type* wsh, int ntaps, int ch, int64_t out_sp,
+                                             const bool (&valid)[P], typename Acc<T>::type (&acc)[P][C]) {
+  using A = typename Acc<T>::type;
+  constexpr int CS = C == 3 ? 4 : C;
+  for (int j = 0; j < ntaps; ++j) {
+    const T* gp = plane + tap_offset[j];
+    const A* wp = wsh + j * ch * CS;
+    const A* const wend = wp + ch * CS;
+#pragma unroll 2
+    for (; wp != wend; wp += CS) {
+      A gv[P];
+#pragma unroll
+      for (int p = 0; p < P; ++p) gv[p] = (kAll || valid[p]) ? load(gp + 32 * p) : A(0);
+      A wv[CS];
+#pragma unroll
+      for (int c = 0; c < CS; ++c) wv[c] = wp[c];
+#pragma unroll
+      for (int p = 0; p < P; ++p)
+#pragma unroll
+        for (int c = 0; c < C; ++c) acc[p][c] += gv[p] * wv[c];
+      gp += out_sp;
+    }
+  }
+}
+
+template <typename T, int C, int P>
+__global__ void __launch_bounds__(kBlockedWarps * 32)
+    grad_input_blocked_kernel(const T* __restrict__ gy, const T* __restrict__ w, T* __restrict__ gx, ConvShape s,
+                              BlockedGrid grid) {
+  using A = typename Acc<T>::type;
+  constexpr int CS = C == 3 ? 4 : C;  // weights per (tap, output channel) in shared memory
+  constexpr int kWeights = kBlockedWeightBytes / int(sizeof(A));
+  FULLCONV_SHARED(int64_t, tap_offset, kBlockedMaxTaps, 16);
+  FULLCONV_SHARED(int32_t, tap_index, kBlockedMaxTaps, 16);
+  FULLCONV_SHARED(A, wsh, kWeights, 16);
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int64_t out_sp = s.out_spatial(), in_sp = s.in_spatial();
+  const int64_t cin_g = s.in_channels_per_group(), cout_g = s.out_channels_per_group();
+  const int64_t ktot = s.kernel_volume();
+  for (int64_t blk = blockIdx.x; blk < grid.total_blocks; blk += gridDim.x) {
+    int64_t bt, cls, cb, g, n, rest, r[kMaxSpatialDims];
+    divmod_nonneg(blk, grid.blocks_per_class, &rest, &bt);
+    divmod_nonneg(rest, grid.classes, &rest, &cls);
+    divmod_nonneg(rest, grid.cblocks, &rest, &cb);
+    divmod_nonneg(rest, s.groups, &n, &g);
+    divmod_nonneg(cls, grid.residues[2], &rest, &r[2]);
+    divmod_nonneg(rest, grid.residues[1], &r[0], &r[1]);
+    // the class's taps per dim: first, first + step, ... (count of them)
+    int64_t first[kMaxSpatialDims], count[kMaxSpatialDims];
+    for (int i = 0; i < kMaxSpatialDims; ++i) {
+      first[i] = -1;
+      const int64_t scan = grid.step[i] < s.kernel[i] ? grid.step[i] : s.kernel[i];
+      for (int64_t k = 0; k < scan; ++k)
+        if (tap_residue(k, s.kernel[i], s.stride[i], s.dilation[i]) == r[i]) {
+          first[i] = k;
+          break;
+        }
+      count[i] = first[i] < 0 ? 0 : div_nonneg(s.kernel[i] - first[i] + grid.step[i] - 1, grid.step[i]);
+    }
+    const int ntaps = static_cast<int>(count[0] * count[1] * count[2]);  // <= kBlockedMaxTaps (host)
+    const int per_channel = ntaps * CS;
+    // output channels per chunk of weights (>= 1: the host checked one fits; all without taps)
+    const int64_t chunk_max = per_channel == 0 ? cout_g : kWeights / per_channel;
+    const int64_t chunk = cout_g < chunk_max ? cout_g : chunk_max;
+    __syncthreads();  // the previous block's readers of the tables are done
+    for (int j = tid; j < ntaps; j += blockDim.x) {
+      const int64_t j2 = j % count[2], j1 = (j / count[2]) % count[1], j0 = j / (count[2] * count[1]);
+      const int64_t k0 = first[0] + j0 * grid.step[0], k1 = first[1] + j1 * grid.step[1],
+                    k2 = first[2] + j2 * grid.step[2];
+      const int64_t q0 = tap_output_start(r[0], k0, s.kernel[0], s.stride[0], s.dilation[0]);
+      const int64_t q1 = tap_output_start(r[1], k1, s.kernel[1], s.stride[1], s.dilation[1]);
+      const int64_t q2 = tap_output_start(r[2], k2, s.kernel[2], s.stride[2], s.dilation[2]);
+      tap_offset[j] = (q0 * s.out_size[1] + q1) * s.out_size[2] + q2;
+      tap_index[j] = static_cast<int32_t>((k0 * s.kernel[1] + k1) * s.kernel[2] + k2);
+    }
+    // this warp's task and this lane's positions
+    const int64_t task = bt * kBlockedWarps + warp;
+    int64_t b0, b1, seg;
+    divmod_nonneg(task, grid.segments, &rest, &seg);
+    divmod_nonneg(rest, grid.extent[1], &b0, &b1);
+    const int64_t i0 = b0 * s.stride[0] + r[0], i1 = b1 * s.stride[1] + r[1];
+    const bool row_ok = task < grid.tasks && i0 < s.in_size[0] && i1 < s.in_size[1];
+    const int64_t b2 = seg * (32 * P) + lane;
+    bool valid[P];
+    bool any = false;
+#pragma unroll
+    for (int p = 0; p < P; ++p) {
+      valid[p] = row_ok && (b2 + 32 * p) * s.stride[2] + r[2] < s.in_size[2];
+      any = any || valid[p];
+    }
+    const int64_t c_first = cb * C;
+    const int chans = static_cast<int>(cin_g - c_first < C ? cin_g - c_first : C);
+    A acc[P][C];
+#pragma unroll
+    for (int p = 0; p < P; ++p)
+#pragma unroll
+      for (int c = 0; c < C; ++c) acc[p][c] = A(0);
+    const int64_t row_offset = (b0 * s.out_size[1] + b1) * s.out_size[2] + b2;
+    for (int64_t co0 = 0; co0 < cout_g; co0 += chunk) {
+      const int ch = static_cast<int>(cout_g - co0 < chunk ? cout_g - co0 : chunk);
+      __syncthreads();  // tap tables written; the previous chunk's weights read
+      // wsh[(j * ch + co) * CS + c] = w[g*cout_g + co0 + co, c_first + c, tap j] (0 past the channels)
+      for (int e = tid; e < ntaps * ch * CS; e += blockDim.x) {
+        const int c = e % CS, jc = e / CS, co = jc % ch, j = jc / ch;
+        wsh[e] = c < chans ? load(w + ((g * cout_g + co0 + co) * cin_g + c_first + c) * ktot + tap_index[j]) : A(0);
+      }
+      __syncthreads();
+      if (!any) continue;
+      const T* plane = gy + (n * s.out_channels + g * cout_g + co0) * out_sp + row_offset;
+      // (all P positions valid: plain loads at fixed offsets; else the row's tail, predicated)
+      if (valid[P - 1])
+        blocked_taps<T, C, P, true>(plane, tap_offset, wsh, ntaps, ch, out_sp, valid, acc);
+      else
+        blocked_taps<T, C, P, false>(plane, tap_offset, wsh, ntaps, ch, out_sp, valid, acc);
+    }
+    if (any) {
+      T* out = gx + (n * s.in_channels + g * cin_g + c_first) * in_sp + (i0 * s.in_size[1] + i1) * s.in_size[2] +
+               b2 * s.stride[2] + r[2];
+#pragma unroll
+      for (int p = 0; p < P; ++p)
+#pragma unroll
+        for (int c = 0; c < C; ++c)
+          if (valid[p] && c < chans) out[c * in_sp + 32 * p * s.stride[2]] = store_as<T>(acc[p][c]);
+    }
+  }
+}
+
 // One block per weight element (co, ci, tap): the block reduces grad_out * input over the
 // batch and the tap's output window in a fixed order (deterministic, no atomics).
 template <typename T>
@@ -229,12 +384,69 @@ cudaError_t launch_grad_input_blocks(const void* gy, const void* w, void* gx, co
   return FULLCONV_LAUNCH_STATUS();
 }
 
+inline int64_t gcd64(int64_t a, int64_t b) {
+  while (b != 0) {
+    const int64_t t = a % b;
+    a = b;
+    b = t;
+  }
+  return a;
+}
+
+// The register-blocked kernel's grid, or false where a residue class has more taps than its
+// tables hold (kBlockedMaxTaps) or the weights of one output channel for them do not fit.
+template <typename T, int C, int P>
+bool blocked_grid(const ConvShape& s, BlockedGrid* grid) {
+  using A = typename Acc<T>::type;
+  constexpr int CS = C == 3 ? 4 : C;
+  int64_t taps = 1;
+  for (int i = 0; i < kMaxSpatialDims; ++i) {
+    grid->residues[i] = s.stride[i] < s.in_size[i] ? s.stride[i] : s.in_size[i];
+    grid->extent[i] = residue_count(s.in_size[i], s.stride[i], 0);
+    grid->step[i] = s.stride[i] / gcd64(s.stride[i], s.dilation[i]);
+    taps *= (s.kernel[i] + grid->step[i] - 1) / grid->step[i];  // most taps of any class
+    if (taps > kBlockedMaxTaps) return false;
+  }
+  if (taps * CS * int64_t(sizeof(A)) > kBlockedWeightBytes) return false;
+  grid->classes = grid->residues[0] * grid->residues[1] * grid->residues[2];
+  grid->cblocks = (s.in_channels_per_group() + C - 1) / C;
+  grid->segments = (grid->extent[2] + 32 * P - 1) / (32 * P);
+  grid->tasks = grid->extent[0] * grid->extent[1] * grid->segments;
+  grid->blocks_per_class = (grid->tasks + kBlockedWarps - 1) / kBlockedWarps;
+  grid->total_blocks = s.batch * s.groups * grid->cblocks * grid->classes * grid->blocks_per_class;
+  return true;
+}
+
+template <typename T, int C, int P>
+cudaError_t launch_grad_input_blocked(const void* gy, const void* w, void* gx, const ConvShape& s,
+                                      cudaStream_t stream, bool* launched) {
+  BlockedGrid grid;
+  *launched = blocked_grid<T, C, P>(s, &grid);
+  if (!*launched) return cudaSuccess;
+  const int64_t cap = int64_t(1) << 24;  // a block-stride loop covers the rest
+  const unsigned int blocks = static_cast<unsigned int>(grid.total_blocks < cap ? grid.total_blocks : cap);
+  FULLCONV_LAUNCH(blocks, kBlockedWarps * 32, stream, grad_input_blocked_kernel<T, C, P>)(
+      static_cast<const T*>(gy), static_cast<const T*>(w), static_cast<T*>(gx), s, grid);
+  return FULLCONV_LAUNCH_STATUS();
+}
+
 template <typename T>
 cudaError_t launch_grad_input(const void* gy, const void* w, void* gx, const ConvShape& s,
                               cudaStream_t stream) {
   if (s.batch * s.in_channels * s.in_spatial() == 0) return cudaSuccess;
-  // channels per thread: all of a group's up to 4 (depthwise, RGB stems), else blocks of 8
   const int64_t cin_g = s.in_channels_per_group();
+  // Register-blocked: all of a group's channels up to 4 (depthwise, RGB stems) with 8 positions
+  // per thread for 1 or 2 channels, else 4; blocks of 4 channels below 8, else of 8.
+  bool launched = false;
+  cudaError_t err;
+  if (cin_g == 1) err = launch_grad_input_blocked<T, 1, 8>(gy, w, gx, s, stream, &launched);
+  else if (cin_g == 2) err = launch_grad_input_blocked<T, 2, 8>(gy, w, gx, s, stream, &launched);
+  else if (cin_g == 3) err = launch_grad_input_blocked<T, 3, 4>(gy, w, gx, s, stream, &launched);
+  else if (cin_g < 8) err = launch_grad_input_blocked<T, 4, 4>(gy, w, gx, s, stream, &launched);
+  else err = launch_grad_input_blocked<T, 8, 4>(gy, w, gx, s, stream, &launched);
+  if (launched || err != cudaSuccess) return err;
+  // (a class with more taps than the tables hold) one thread per input element and block of
+  // channels: all of a group's up to 4, else blocks of 8
   if (cin_g == 1) return launch_grad_input_blocks<T, 1>(gy, w, gx, s, stream);
   if (cin_g <= 4) return launch_grad_input_blocks<T, 4>(gy, w, gx, s, stream);
   return launch_grad_input_blocks<T, 8>(gy, w, gx, s, stream);

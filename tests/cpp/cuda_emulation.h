@@ -8,7 +8,8 @@
 //    some threads reach is reported, as the divergent barrier it would be on a GPU; blocks
 //    run one after another; single OS thread;
 //  * shared arrays (FULLCONV_SHARED) are filled with 0xff bytes (NaN in every float type)
-//    before each block, so reading an element no thread of the block wrote shows up;
+//    before each block, so reading an element no thread of the block wrote shows up; guard
+//    bytes after each array show a write past its end;
 //  * "device memory" is host memory: launchers get host pointers;
 //  * WMMA at matrix level: each thread of a warp holds a whole fragment (load_matrix_sync
 //    reads the tile through its layout and ldm, exactly the addresses a GPU would use;
@@ -94,15 +95,19 @@ inline std::map<const void*, SharedArray>& shared_arrays() {
   static std::map<const void*, SharedArray> arrays;
   return arrays;
 }
+// Guard bytes after each array: a write past its end changes them (checked after each block).
+constexpr size_t kSharedGuard = 256;
+constexpr unsigned char kGuardByte = 0xa5;
 inline void* shared_array(const void* key, size_t bytes, size_t align) {
   auto& arrays = shared_arrays();
   auto it = arrays.find(key);
   if (it == arrays.end()) {
     SharedArray a;
-    a.raw.reset(new unsigned char[bytes + align]);
+    a.raw.reset(new unsigned char[bytes + align + kSharedGuard]);
     a.data = a.raw.get() + (align - reinterpret_cast<uintptr_t>(a.raw.get()) % align) % align;
     a.bytes = bytes;
     std::memset(a.data, 0xff, bytes);
+    std::memset(a.data + bytes, kGuardByte, kSharedGuard);
     it = arrays.emplace(key, std::move(a)).first;
   }
   if (it->second.bytes != bytes) fail("one shared array declared with two sizes");
@@ -110,6 +115,11 @@ inline void* shared_array(const void* key, size_t bytes, size_t align) {
 }
 inline void poison_shared_arrays() {
   for (auto& kv : shared_arrays()) std::memset(kv.second.data, 0xff, kv.second.bytes);
+}
+inline void check_shared_guards() {
+  for (auto& kv : shared_arrays())
+    for (size_t i = 0; i < kSharedGuard; ++i)
+      if (kv.second.data[kv.second.bytes + i] != kGuardByte) fail("a block wrote past the end of a shared array");
 }
 
 // WMMA calls per thread of the running block: (kind, pointer, ldm), compared across lanes.
@@ -247,6 +257,7 @@ inline void run_block(std::vector<Fiber>& pool, unsigned threads, dim3 block) {
     if (finished > 0) fail("__syncthreads() reached by only some threads of a block");
   }
   check_wmma_lanes(threads);
+  check_shared_guards();
   for (const WarpSlot& w : warp_slots)
     if (w.arrived != 0) fail("a warp-wide instruction left waiting when the block ended");
   for (const AsyncCopies& c : async_copies)
