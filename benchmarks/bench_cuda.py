@@ -24,7 +24,11 @@ base,mma,mma-narrow,simt-wide times once more per FULLCONV_CUDA_TILES value the 
 (base: the WMMA / 64x64 FMA tiles for every dtype; float16/bfloat16: the channels-last kernels on
 mma.sync tiles of up to 128 or 64 columns; float32 without TF32: forward and grad_input on wide
 FMA tiles), every mode including --passes, beside the default (auto: the per-problem choice).
-These columns are variant time / default time: below 1 the variant is faster.
+These columns are variant time / default time: below 1 the variant is faster. Layers of at
+most 4 input channels per group (RGB stems) also time the tiled kernels (igemm/fc:
+FULLCONV_CUDA_ALGORITHM=igemm) and the direct kernels one thread per element (element/fc:
+FULLCONV_CUDA_DIRECT=element) beside the default, which runs their forward and grad_input on
+the direct register-blocked kernels.
 
     python benchmarks/bench_cuda.py [--quick] [--algorithm auto|direct|igemm|igemm-gather] [--no-gather]
                                     [--plain-rows] [--tiles base,mma,mma-narrow,simt-wide] [--channels-last] [--passes]
@@ -59,7 +63,14 @@ PEAKS = {"H100": {"float32": 67.0, "tf32": 494.7, "bfloat16": 989.4, "float16": 
 
 # ratios baseline/fullconv reported per shape (those a run timed)
 VARIANTS = ("cudnn", "pad+conv", "same", "fullconv-gather", "fullconv-plain", "fullconv-base", "fullconv-mma",
-            "fullconv-mma-narrow", "fullconv-simt-wide")
+            "fullconv-mma-narrow", "fullconv-simt-wide", "fullconv-igemm", "fullconv-element")
+# layers of at most this many input channels per group (RGB stems) also time, beside the default
+# (auto: the direct register-blocked forward and grad_input there), the tiled kernels
+# (FULLCONV_CUDA_ALGORITHM=igemm) and the direct kernels one thread per element
+# (FULLCONV_CUDA_DIRECT=element): the routing of those layers, measured side by side
+FEW_INPUT_CHANNELS = 4
+FAMILY_VARIANTS = {"fullconv-igemm": {"FULLCONV_CUDA_ALGORITHM": "igemm"},
+                   "fullconv-element": {"FULLCONV_CUDA_DIRECT": "element"}}
 # fullconv variants besides the default, timed in the same process (ratio variant / default < 1:
 # the variant is faster)
 TILE_VARIANTS = {"base": "fullconv-base", "mma": "fullconv-mma", "mma-narrow": "fullconv-mma-narrow",
@@ -135,7 +146,7 @@ class WithEnv:
 
 
 def run_case(case, dtype, timer, device, gather=False, channels_last=False, passes=False, plain_rows=False,
-             tiles=()):
+             tiles=(), families=False):
     name, nd, n, cin, cout, k, s, d, g, L = case
     x = torch.randn(n, cin, *(L,) * nd, device=device, dtype=dtype)
     if channels_last and nd in (2, 3):  # both sides get the same channels-last input
@@ -157,7 +168,11 @@ def run_case(case, dtype, timer, device, gather=False, channels_last=False, pass
         fwd["fullconv-plain"] = WithEnv({"FULLCONV_CUDA_ROW_REGIONS": "0"}, fwd["fullconv"])
     for t in tiles:  # the float16/bfloat16 channels-last kernels on other tiles (FULLCONV_CUDA_TILES)
         fwd[TILE_VARIANTS[t]] = WithEnv({"FULLCONV_CUDA_TILES": t}, fwd["fullconv"])
-    fc_variants = ["fullconv", "fullconv-gather", "fullconv-plain"] + [TILE_VARIANTS[t] for t in tiles]
+    family_variants = FAMILY_VARIANTS if families and cin // g <= FEW_INPUT_CHANNELS else {}
+    for v, env in family_variants.items():  # the few-input-channel layers' routing, side by side
+        fwd[v] = WithEnv(env, fwd["fullconv"])
+    fc_variants = ["fullconv", "fullconv-gather", "fullconv-plain"] + [TILE_VARIANTS[t] for t in tiles] + list(
+        family_variants)
     # the benchmark refuses to time a wrong answer
     ref = fwd["cudnn"](x.float(), w.float(), b.float())
     tol = 1e-3 if dtype == torch.float32 else 3e-2
@@ -190,6 +205,8 @@ def run_case(case, dtype, timer, device, gather=False, channels_last=False, pass
             }
             for t in tiles:
                 res[mode][TILE_VARIANTS[t]] = timer.run(WithEnv({"FULLCONV_CUDA_TILES": t}, backward))
+            for v, env in family_variants.items():
+                res[mode][v] = timer.run(WithEnv(env, backward))
     return res
 
 
@@ -243,6 +260,7 @@ def main(argv=None):
     results, not_measured = [], []
     hdr = (f"{'shape':<28}{'dtype':<9}{'mode':<8}{'fullconv ms':>12}{'TFLOP/s':>9}{'%peak':>7}"
            f"{'cudnn/fc':>9}{'pad+conv/fc':>12}{'same/fc':>9}{'gather/fc':>10}{'plain/fc':>9}"
+           f"{'igemm/fc':>10}{'element/fc':>11}"
            + "".join(f"{t + '/fc':>14}" for t in tiles))
     print(hdr)
     print("-" * len(hdr))
@@ -258,7 +276,8 @@ def main(argv=None):
                            args.plain_rows and args.device == "cuda" and args.algorithm != "direct",
                            # (on the CPU the setting changes nothing: there it only smoke-tests the columns)
                            [t for t in tiles if dname in TILE_DTYPES[t] and not (dname == "float32" and args.tf32)]
-                           if args.algorithm in ("auto", "igemm") else [])
+                           if args.algorithm in ("auto", "igemm") else [],
+                           args.algorithm == "auto")  # (on the CPU: a smoke test of the columns)
             macs = shapes.useful_macs(*case[1:])
             row = {"name": case[0], "shape": case[1:], "dtype": dname, "times_s": res, "ratios": {},
                    "useful_tflops": {}}
@@ -276,7 +295,8 @@ def main(argv=None):
                 cell = lambda v, width: f"{ratios[v]:>{width}.2f}" if v in ratios else f"{'-':>{width}}"
                 print(f"{case[0]:<28}{dname:<9}{tag:<8}{fc * 1e3:>12.3f}{tflops:>9.2f}{pct:>7}"
                       + cell("cudnn", 9) + cell("pad+conv", 12) + cell("same", 9) + cell("fullconv-gather", 10)
-                      + cell("fullconv-plain", 9) + "".join(cell(TILE_VARIANTS[t], 14) for t in tiles),
+                      + cell("fullconv-plain", 9) + cell("fullconv-igemm", 10) + cell("fullconv-element", 11)
+                      + "".join(cell(TILE_VARIANTS[t], 14) for t in tiles),
                       flush=True)
             results.append(row)
     summary = {}
@@ -289,6 +309,11 @@ def main(argv=None):
                 v: {"geomean": math.exp(sum(math.log(r[v]) for r in rs) / len(rs)),
                     "min": min(r[v] for r in rs), "max": max(r[v] for r in rs)}
                 for v in VARIANTS if all(v in r for r in rs)}
+            for v in FAMILY_VARIANTS:  # over the layers that time them (few input channels)
+                few = [r[v] for r in rs if v in r]
+                if few:
+                    summary[f"{mode} {dname}"][v] = {"geomean": math.exp(sum(math.log(x) for x in few) / len(few)),
+                                                     "min": min(few), "max": max(few), "layers": len(few)}
     print()
     for k, s in summary.items():
         gather = (f"; igemm-gather/default: geomean {s['fullconv-gather']['geomean']:.2f}x"
@@ -298,6 +323,10 @@ def main(argv=None):
         for t in tiles:
             v = TILE_VARIANTS[t]
             gather += f"; {t} tiles/auto: geomean {s[v]['geomean']:.2f}x (min {s[v]['min']:.2f})" if v in s else ""
+        for v, label in (("fullconv-igemm", "tiles"), ("fullconv-element", "per-element direct")):
+            if v in s:  # (only the few-input-channel layers time these)
+                gather += (f"; {label}/auto on <= {FEW_INPUT_CHANNELS} input channels: geomean "
+                           f"{s[v]['geomean']:.2f}x (min {s[v]['min']:.2f}, max {s[v]['max']:.2f})")
         pad = f"; vs F.pad+conv: geomean {s['pad+conv']['geomean']:.2f}x" if "pad+conv" in s else ""
         print(f"{k:<28} vs cuDNN: geomean {s['cudnn']['geomean']:.2f}x (min {s['cudnn']['min']:.2f}, "
               f"max {s['cudnn']['max']:.2f}){pad}{gather}")

@@ -28,6 +28,12 @@ def test_bench_cuda_smoke_on_cpu(tmp_path):
     # float32 is timed on the base and wide FMA tiles beside the default, in every mode
     for mode in ("forward", "forward+backward", "grad_input", "grad_weight"):
         assert {"fullconv", "fullconv-base", "fullconv-simt-wide", "cudnn"} <= set(row["times_s"][mode]), mode
+    # a 3-input-channel stem also times the tiled and the per-element direct kernels beside auto
+    assert "igemm/fc" in out and "element/fc" in out
+    stem = next(r for r in data["results"] if r["shape"][2] // r["shape"][7] <= 4)
+    for mode in ("forward", "forward+backward", "grad_input", "grad_weight"):
+        assert {"fullconv-igemm", "fullconv-element"} <= set(stem["times_s"][mode]), mode
+    assert "fullconv-igemm" in data["summary"]["forward float32"]
 
 
 def test_cuda_gemm_core_smoke_on_cpu(tmp_path):

@@ -63,6 +63,46 @@ def test_cpu_vs_cuda(cfg, dtype, cuda_algorithm):
 
 
 @needs_gpu
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("cfg", on_gpu([
+    # nd, n, cin, cout, size, kernel, stride, dilation, groups
+    (2, 2, 3, 64, (37, 41), (7, 7), (2, 2), (1, 1), 1),  # RGB stem: 8 warps of 8 output channels
+    (2, 2, 8, 8, (9, 150), (3, 3), (1, 1), (2, 2), 8),  # depthwise, rows of two warp segments
+    (1, 3, 4, 6, (300,), (5,), (3,), (2,), 2),  # 2 channels per group, stride 3 against dilation 2
+    (3, 1, 6, 10, (5, 6, 7), (3, 3, 3), (2, 1, 2), (1, 1, 1), 1),  # partial channel blocks
+    (2, 1, 1, 64, (5, 6), (13, 13), (1, 1), (1, 1), 1),  # over the forward's weight space: per element
+]), ids=lambda c: f"{c[0]}d-{c[2]}to{c[3]}")
+def test_cuda_direct_blocked_and_per_element(cfg, dtype, monkeypatch):
+    # The direct forward and grad_input, register-blocked (default) and one thread per element
+    # (FULLCONV_CUDA_DIRECT=element), against the reference in float64.
+    nd, n, cin, cout, size, kernel, stride, dilation, groups = cfg
+    monkeypatch.setenv("FULLCONV_CUDA_ALGORITHM", "direct")
+    fn = {1: fullconv.full_conv1d, 2: fullconv.full_conv2d, 3: fullconv.full_conv3d}[nd]
+    x = torch.randn(n, cin, *size, dtype=torch.float64, device="cuda")
+    taps = 1
+    for k in kernel:
+        taps *= k
+    w = torch.randn(cout, cin // groups, *kernel, dtype=torch.float64, device="cuda") / (cin // groups * taps) ** 0.5
+    b = torch.randn(cout, dtype=torch.float64, device="cuda")
+    y_ref = full_conv_reference(x, w, b, stride, dilation, groups)
+    gy = torch.randn_like(y_ref)
+    xr = x.clone().requires_grad_()
+    gx_ref, = torch.autograd.grad(full_conv_reference(xr, w, b, stride, dilation, groups), xr, gy)
+    tol = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 3e-2}[dtype]
+    for kernels in ("blocked", "element"):
+        monkeypatch.setenv("FULLCONV_CUDA_DIRECT", kernels)
+        xd = x.to(dtype).requires_grad_()
+        y = fn(xd, w.to(dtype), b.to(dtype), stride, dilation, groups)
+        gx, = torch.autograd.grad(y, xd, gy.to(dtype))
+        for got, ref in ((y, y_ref), (gx, gx_ref)):
+            err = (got.double() - ref).abs().max().item()
+            assert err <= tol * max(ref.abs().max().item(), 1.0), (kernels, err)
+    monkeypatch.setenv("FULLCONV_CUDA_DIRECT", "fast")
+    with pytest.raises(ValueError, match="FULLCONV_CUDA_DIRECT"):
+        fn(x, w, b, stride, dilation, groups)
+
+
+@needs_gpu
 def test_cuda_autocast_matches_nn_conv():
     ref = torch.nn.Conv2d(3, 8, 3, padding=2).cuda()
     conv = fullconv.FullConv2d.from_conv(ref)

@@ -45,8 +45,10 @@ void check_cuda(const at::Tensor& t, const char* name) {
 //
 // The tiled implicit-GEMM kernels (tensor cores for float16/bfloat16 and TF32, FMA tiles for
 // float32/float64) need enough output channels of the pass to fill their 64-column tiles and,
-// for tensor cores, sm_80 or newer; the direct kernels (one thread per output / input element,
-// one block per weight element) take the rest: depthwise and few-output-channel layers.
+// for tensor cores, sm_80 or newer; the direct kernels (register-blocked forward and grad_input,
+// one block per weight element for grad_weight) take the rest: depthwise and few-channel
+// layers, and the forward of layers with at most 4 input channels per group (RGB stems: the
+// tiles' flat reduction over 3 channels x taps ran at 2-6 TFLOP/s there, NOTES.md 21-26).
 // Where the channel counts allow (cuda::igemm_channels_last_ok), the tiled forward and
 // grad_input read their source from a channels-last copy with 16-byte asynchronous copies
 // (no copy at all for a channels_last input); otherwise they gather element by element.
@@ -54,6 +56,8 @@ void check_cuda(const at::Tensor& t, const char* name) {
 // (igemm-gather: the tiled kernels without the channels-last reads; tests use each).
 // FULLCONV_CUDA_ROW_REGIONS=0 runs the tiled forward's rows in plain order instead of border
 // regions apart from the interior (cuda::IgemmLayout::row_regions), to measure the difference.
+// FULLCONV_CUDA_DIRECT=element runs the direct forward and grad_input one thread per element
+// instead of register-blocked (direct_kernels), likewise.
 // FULLCONV_CUDA_TILES picks the tiles of the tiled kernels (cuda::IgemmLayout::tiles): auto (the
 // default, per problem: tiles_for), or one kind for every problem, to time them side by side:
 // base (WMMA tiles for float16/bfloat16, 64 x 64 FMA tiles for float32), mma / mma-narrow
@@ -88,6 +92,16 @@ std::optional<cuda::Tiles> cuda_tiles() {
   if (v == "mma-narrow") return cuda::Tiles::kMmaNarrow;
   if (v == "simt-wide") return cuda::Tiles::kSimtWide;
   return std::nullopt;
+}
+
+// FULLCONV_CUDA_DIRECT: the direct forward and grad_input kernels, blocked (default) or one
+// thread per element (element), to time them side by side.
+cuda::DirectKernels direct_kernels() {
+  const char* env = std::getenv("FULLCONV_CUDA_DIRECT");
+  const std::string v = env ? env : "blocked";
+  TORCH_CHECK_VALUE(v == "blocked" || v == "element" || v.empty(),
+                    "FULLCONV_CUDA_DIRECT must be blocked or element, got '", v, "'");
+  return v == "element" ? cuda::DirectKernels::kPerElement : cuda::DirectKernels::kBlocked;
 }
 
 // An attribute of the current device (the caller holds a CUDAGuard).
@@ -175,7 +189,7 @@ bool use_igemm(const ConvShape& s, at::ScalarType dtype, Pass pass) {
   const int64_t cin_g = s.in_channels_per_group(), cout_g = s.out_channels_per_group();
   // (few reduction channels run the tiles' flat reduction, implicit_gemm.h)
   switch (pass) {
-    case Pass::kForward: return cout_g >= 16;
+    case Pass::kForward: return cout_g >= 16 && cin_g > 4;
     case Pass::kGradInput: return cin_g >= 16;
     case Pass::kGradWeight: return cout_g >= 8 && cin_g * cout_g >= 32;
   }
@@ -270,7 +284,7 @@ at::Tensor full_conv_cuda_impl(const at::Tensor& input, const at::Tensor& weight
     check_launch(cuda::forward_epilogue(dtype, x.const_data_ptr(), w.const_data_ptr(),
                                         has_bias ? b.const_data_ptr() : nullptr,
                                         nonfinite.const_data_ptr<uint8_t>(), epilogue, y.mutable_data_ptr(), s,
-                                        stream),
+                                        stream, direct_kernels()),
                  "forward");
   }
   if (!batched) y = y.squeeze(0);
@@ -365,7 +379,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cuda(
                    "grad_input (implicit GEMM)");
     } else {
       check_launch(cuda::grad_input(dtype, gy().const_data_ptr(), weight.contiguous().const_data_ptr(),
-                                    gx.mutable_data_ptr(), s, stream),
+                                    gx.mutable_data_ptr(), s, stream, direct_kernels()),
                    "grad_input");
     }
     grad_input = finish_grad_input(gx, input, batched);

@@ -12,6 +12,11 @@ namespace cuda {
 
 enum class DType { kFloat64, kFloat32, kFloat16, kBFloat16 };
 
+// The direct kernels' forward and grad_input: register-blocked (the default; kernels too
+// large for their shared-memory tables fall back to one thread per element), or one thread per
+// element everywhere (FULLCONV_CUDA_DIRECT=element, to time the two side by side).
+enum class DirectKernels { kBlocked, kPerElement };
+
 // y = full_conv(x, w) + bias (bias may be null). Products accumulate in float32 (float64 for
 // float64); no atomics, so results are deterministic. nonfinite_weight (may be null) flags
 // the output channels whose weights hold inf/nan: their products with the implicit padding
@@ -31,7 +36,8 @@ struct Epilogue {
 
 cudaError_t forward_epilogue(DType dtype, const void* x, const void* w, const void* bias,
                              const unsigned char* nonfinite_weight, const Epilogue& epilogue,
-                             void* y, const ConvShape& s, cudaStream_t stream);
+                             void* y, const ConvShape& s, cudaStream_t stream,
+                             DirectKernels kernels = DirectKernels::kBlocked);
 
 // out = input + centred residual (+ ReLU) over `planes` planes of out_size (normalised dims).
 cudaError_t padded_add(DType dtype, const void* input, const Epilogue& epilogue, void* out,
@@ -40,7 +46,7 @@ cudaError_t padded_add(DType dtype, const void* input, const Epilogue& epilogue,
 
 // gx = grad of full_conv w.r.t. its input (every element written).
 cudaError_t grad_input(DType dtype, const void* grad_out, const void* w, void* grad_in,
-                       const ConvShape& s, cudaStream_t stream);
+                       const ConvShape& s, cudaStream_t stream, DirectKernels kernels = DirectKernels::kBlocked);
 
 // gw = grad of full_conv w.r.t. its weight (every element written; fixed-order block reduction).
 cudaError_t grad_weight(DType dtype, const void* grad_out, const void* x, void* grad_w,

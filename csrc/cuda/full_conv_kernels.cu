@@ -67,6 +67,177 @@ __global__ void forward_kernel(const T* __restrict__ x, const T* __restrict__ w,
   }
 }
 
+// Forward, register-blocked (the default direct forward: few output channels per group, few
+// input channels per group where the tiles' flat reduction is slow, and whatever the tiles do
+// not take; forward_kernel above stays for kernels whose weights for one input channel do not
+// fit kForwardWeightBytes, or rows too long for 32-bit positions). A block is one (sample,
+// group, block of wc*CO output channels) and 8 warps: wc warps over CO-channel slices times
+// 8/wc warps over position tasks. A task is one output row (o0, o1) and a segment of 32*P
+// positions o2, lane l owning o2 = segment start + l + 32p. The block's weights for a chunk of
+// input channels sit in shared memory ([ci][tap][channel]); a warp runs the taps that reach
+// real input for its row (dims 0 and 1) and, along dim 2, the union of its positions' taps,
+// each lane's loads predicated on its position meeting real input. The inner step per (input
+// channel, tap) is P loads of x, CO weights read together and P*CO multiply-adds. Products with
+// padding that a warp does evaluate are 0 * w (w finite: 0; w inf/nan: nan, as the padded
+// reference); those it skips are added back for flagged channels (padding_products).
+constexpr int kForwardWeightBytes = 32768;
+
+struct ForwardGrid {
+  int64_t segments, tasks, task_blocks, channel_blocks, total_blocks, ci_chunk;
+  int wc, wt;  // warps over channel slices, warps over position tasks (wc * wt = 8)
+};
+
+template <typename T, int CO, int P>
+__global__ void __launch_bounds__(256)
+    forward_blocked_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
+                           const unsigned char* __restrict__ nonfinite_weight, Epilogue ep, T* __restrict__ y,
+                           ConvShape s, ForwardGrid grid) {
+  using A = typename Acc<T>::type;
+  constexpr int kWeights = kForwardWeightBytes / int(sizeof(A));
+  static_assert(256 * P * CO <= kWeights, "the epilogue's sums must fit the weights' space");
+  FULLCONV_SHARED(A, wsh, kWeights, 16);
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int cw = warp % grid.wc, tw = warp / grid.wc;
+  const int wco = grid.wc * CO;  // output channels per block
+  const int64_t cin_g = s.in_channels_per_group(), cout_g = s.out_channels_per_group();
+  const int64_t ktot = s.kernel_volume(), in_sp = s.in_spatial(), out_sp = s.out_spatial();
+  const int K2 = static_cast<int>(s.kernel[2]);
+  const int d2 = static_cast<int>(s.dilation[2]);
+  const int64_t pad0 = s.padding(0), pad1 = s.padding(1), pad2 = s.padding(2);
+  for (int64_t blk = blockIdx.x; blk < grid.total_blocks; blk += gridDim.x) {
+    int64_t tb, sb, g, n, rest;
+    divmod_nonneg(blk, grid.task_blocks, &rest, &tb);
+    divmod_nonneg(rest, grid.channel_blocks, &rest, &sb);
+    divmod_nonneg(rest, s.groups, &n, &g);
+    const int64_t co_base = sb * wco;          // the block's first channel within the group
+    const int64_t my_co = co_base + cw * CO;   // this warp's first channel within the group
+    const int64_t task = tb * grid.wt + tw;
+    int64_t o0, o1, seg;
+    divmod_nonneg(task, grid.segments, &rest, &seg);
+    divmod_nonneg(rest, s.out_size[1], &o0, &o1);
+    const bool active = task < grid.tasks && my_co < cout_g;
+    const int64_t o2_first = seg * (32 * P) + lane;
+    bool pos_ok[P];
+#pragma unroll
+    for (int p = 0; p < P; ++p) pos_ok[p] = active && o2_first + 32 * p < s.out_size[2];
+    // the row's taps along dims 0 and 1; along dim 2 the union over the warp's positions
+    int64_t lo0 = 0, hi0 = -1, lo1 = 0, hi1 = -1, lo2 = 0, hi2 = -1, unused;
+    if (active) {
+      tap_range(o0, s.in_size[0], s.kernel[0], s.stride[0], s.dilation[0], &lo0, &hi0);
+      tap_range(o1, s.in_size[1], s.kernel[1], s.stride[1], s.dilation[1], &lo1, &hi1);
+      const int64_t oa = seg * (32 * P);
+      const int64_t ob = oa + 32 * P - 1 < s.out_size[2] - 1 ? oa + 32 * P - 1 : s.out_size[2] - 1;
+      tap_range(oa, s.in_size[2], s.kernel[2], s.stride[2], s.dilation[2], &unused, &hi2);
+      tap_range(ob, s.in_size[2], s.kernel[2], s.stride[2], s.dilation[2], &lo2, &unused);
+    }
+    // (32-bit positions along dim 2: the host checked they fit)
+    int i2_first[P];
+#pragma unroll
+    for (int p = 0; p < P; ++p)
+      i2_first[p] = static_cast<int>((o2_first + 32 * p) * s.stride[2] + lo2 * d2 - pad2);
+    const unsigned in2 = static_cast<unsigned>(s.in_size[2]);
+    const int n2 = static_cast<int>(hi2 - lo2 + 1);  // taps along dim 2 (<= 0: none)
+    A acc[P][CO];
+#pragma unroll
+    for (int p = 0; p < P; ++p)
+#pragma unroll
+      for (int c = 0; c < CO; ++c) acc[p][c] = A(0);
+    for (int64_t ci0 = 0; ci0 < cin_g; ci0 += grid.ci_chunk) {
+      const int cc = static_cast<int>(cin_g - ci0 < grid.ci_chunk ? cin_g - ci0 : grid.ci_chunk);
+      __syncthreads();  // the previous chunk's weights read
+      const int per_ci = static_cast<int>(ktot) * wco;
+      for (int e = tid; e < cc * per_ci; e += blockDim.x) {
+        const int co_l = e % wco, rest_e = e / wco;
+        const int tap = rest_e % static_cast<int>(ktot), ci_l = rest_e / static_cast<int>(ktot);
+        wsh[e] = co_base + co_l < cout_g
+                     ? load(w + ((g * cout_g + co_base + co_l) * cin_g + ci0 + ci_l) * ktot + tap)
+                     : A(0);
+      }
+      __syncthreads();
+      for (int ci_l = 0; ci_l < (active ? cc : 0); ++ci_l) {
+        const T* xc = x + (n * s.in_channels + g * cin_g + ci0 + ci_l) * in_sp;
+        for (int64_t k0 = lo0; k0 <= hi0; ++k0) {
+          const int64_t i0 = o0 * s.stride[0] + k0 * s.dilation[0] - pad0;
+          for (int64_t k1 = lo1; k1 <= hi1; ++k1) {
+            const int64_t i1 = o1 * s.stride[1] + k1 * s.dilation[1] - pad1;
+            const T* xrow = xc + (i0 * s.in_size[1] + i1) * s.in_size[2];
+            const A* wp = wsh + ((ci_l * ktot + (k0 * s.kernel[1] + k1) * K2 + lo2) * wco + cw * CO);
+            const T* xp[P];
+            int i2[P];
+#pragma unroll
+            for (int p = 0; p < P; ++p) {
+              i2[p] = i2_first[p];
+              xp[p] = xrow + i2[p];
+            }
+            for (int t = 0; t < n2; ++t) {
+              A xv[P];
+#pragma unroll
+              for (int p = 0; p < P; ++p) xv[p] = pos_ok[p] && static_cast<unsigned>(i2[p]) < in2 ? load(xp[p]) : A(0);
+              A wv[CO];
+#pragma unroll
+              for (int c = 0; c < CO; ++c) wv[c] = wp[c];
+#pragma unroll
+              for (int p = 0; p < P; ++p) {
+#pragma unroll
+                for (int c = 0; c < CO; ++c) acc[p][c] += xv[p] * wv[c];
+                i2[p] += d2;
+                xp[p] += d2;
+              }
+              wp += wco;
+            }
+          }
+        }
+      }
+    }
+    // Epilogue. Outputs of a flagged channel or with a residual go through shared memory (the
+    // weights' space, free once every warp is past its loop), so their rarer code reads the
+    // sums with run-time indices and the loop above keeps its registers.
+    __syncthreads();
+    if (active) {
+      bool fixups = ep.residual != nullptr;
+#pragma unroll
+      for (int c = 0; c < CO; ++c)
+        fixups = fixups || (nonfinite_weight != nullptr && my_co + c < cout_g && nonfinite_weight[g * cout_g + my_co + c]);
+      const int64_t y_row = (o0 * s.out_size[1] + o1) * s.out_size[2] + o2_first;
+      if (!fixups) {
+#pragma unroll
+        for (int c = 0; c < CO; ++c) {
+          if (my_co + c >= cout_g) break;
+          const int64_t oc = g * cout_g + my_co + c;
+          const A b = bias ? load(bias + oc) : A(0);
+          T* yc = y + (n * s.out_channels + oc) * out_sp + y_row;
+#pragma unroll
+          for (int p = 0; p < P; ++p) {
+            A v = acc[p][c] + b;
+            if (ep.relu) v = relu_keep_nan(v);
+            if (pos_ok[p]) yc[32 * p] = store_as<T>(v);
+          }
+        }
+      } else {
+        A* sums = wsh + tid * (P * CO);
+#pragma unroll
+        for (int p = 0; p < P; ++p)
+#pragma unroll
+          for (int c = 0; c < CO; ++c) sums[p * CO + c] = acc[p][c];
+        for (int c = 0; c < CO && my_co + c < cout_g; ++c) {
+          const int64_t oc = g * cout_g + my_co + c;
+          const bool flagged = nonfinite_weight != nullptr && nonfinite_weight[oc];
+          const A b = bias ? load(bias + oc) : A(0);
+          for (int p = 0; p < P; ++p) {
+            if (o2_first + 32 * p >= s.out_size[2]) break;
+            const int64_t o[3] = {o0, o1, o2_first + 32 * p};
+            A v = sums[p * CO + c] + b;
+            if (flagged) v += padding_products(w, s, oc, o);
+            if (ep.residual != nullptr) v += residual_value<T>(ep, n * s.out_channels + oc, o);
+            if (ep.relu) v = relu_keep_nan(v);
+            y[(n * s.out_channels + oc) * out_sp + y_row + 32 * p] = store_as<T>(v);
+          }
+        }
+      }
+    }
+  }
+}
+
 template <typename T>
 __global__ void padded_add_kernel(const T* __restrict__ x, Epilogue ep, T* __restrict__ out,
                                   int64_t planes, int64_t d0, int64_t d1, int64_t d2) {
@@ -355,11 +526,59 @@ __global__ void grad_weight_kernel(const T* __restrict__ gy, const T* __restrict
   }
 }
 
+// The register-blocked forward's grid, or false where one input channel's weights for a
+// block's channels do not fit its shared memory or the positions along dim 2 exceed 32 bits.
+template <typename T, int CO, int P>
+bool forward_grid(const ConvShape& s, ForwardGrid* grid) {
+  using A = typename Acc<T>::type;
+  const int64_t cout_g = s.out_channels_per_group();
+  const int64_t slices = (cout_g + CO - 1) / CO;
+  grid->wc = slices >= 8 ? 8 : slices >= 4 ? 4 : slices >= 2 ? 2 : 1;
+  grid->wt = 8 / grid->wc;
+  const int64_t per_ci = s.kernel_volume() * grid->wc * CO * int64_t(sizeof(A));
+  if (per_ci > kForwardWeightBytes) return false;
+  const int64_t reach = (s.out_size[2] + 32 * P) * s.stride[2] + s.kernel[2] * s.dilation[2] + s.in_size[2];
+  if (reach >= (int64_t(1) << 31)) return false;
+  grid->ci_chunk = kForwardWeightBytes / per_ci;
+  grid->segments = (s.out_size[2] + 32 * P - 1) / (32 * P);
+  grid->tasks = s.out_size[0] * s.out_size[1] * grid->segments;
+  grid->task_blocks = (grid->tasks + grid->wt - 1) / grid->wt;
+  grid->channel_blocks = (cout_g + grid->wc * CO - 1) / (grid->wc * CO);
+  grid->total_blocks = s.batch * s.groups * grid->channel_blocks * grid->task_blocks;
+  return true;
+}
+
+template <typename T, int CO, int P>
+cudaError_t launch_forward_blocked(const void* x, const void* w, const void* b, const unsigned char* nf, Epilogue ep,
+                                   void* y, const ConvShape& s, cudaStream_t stream, bool* launched) {
+  ForwardGrid grid;
+  *launched = forward_grid<T, CO, P>(s, &grid);
+  if (!*launched) return cudaSuccess;
+  const int64_t cap = int64_t(1) << 24;  // a block-stride loop covers the rest
+  const unsigned int blocks = static_cast<unsigned int>(grid.total_blocks < cap ? grid.total_blocks : cap);
+  FULLCONV_LAUNCH(blocks, 256, stream, forward_blocked_kernel<T, CO, P>)(
+      static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(b), nf, ep, static_cast<T*>(y), s,
+      grid);
+  return FULLCONV_LAUNCH_STATUS();
+}
+
 template <typename T>
 cudaError_t launch_forward(const void* x, const void* w, const void* b, const unsigned char* nf,
-                           Epilogue ep, void* y, const ConvShape& s, cudaStream_t stream) {
+                           Epilogue ep, void* y, const ConvShape& s, cudaStream_t stream, DirectKernels kernels) {
   const int64_t total = s.batch * s.out_channels * s.out_spatial();
   if (total == 0) return cudaSuccess;
+  // Register-blocked: slices of CO output channels (8, or the group's up to 4) per warp, 4
+  // positions per lane (8 for one or two channels)
+  const int64_t cout_g = s.out_channels_per_group();
+  bool launched = false;
+  cudaError_t err = cudaSuccess;
+  constexpr int kWide = sizeof(typename Acc<T>::type) == 8 ? 4 : 8;  // (float64: the sums' staging)
+  if (kernels == DirectKernels::kPerElement) launched = false;
+  else if (cout_g == 1) err = launch_forward_blocked<T, 1, 8>(x, w, b, nf, ep, y, s, stream, &launched);
+  else if (cout_g == 2) err = launch_forward_blocked<T, 2, 8>(x, w, b, nf, ep, y, s, stream, &launched);
+  else if (cout_g <= 4) err = launch_forward_blocked<T, 4, 4>(x, w, b, nf, ep, y, s, stream, &launched);
+  else err = launch_forward_blocked<T, kWide, 4>(x, w, b, nf, ep, y, s, stream, &launched);
+  if (launched || err != cudaSuccess) return err;
   FULLCONV_LAUNCH(blocks_for(total), kThreads, stream, forward_kernel<T>)(
       static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(b), nf, ep,
       static_cast<T*>(y), s);
@@ -432,14 +651,15 @@ cudaError_t launch_grad_input_blocked(const void* gy, const void* w, void* gx, c
 
 template <typename T>
 cudaError_t launch_grad_input(const void* gy, const void* w, void* gx, const ConvShape& s,
-                              cudaStream_t stream) {
+                              cudaStream_t stream, DirectKernels kernels) {
   if (s.batch * s.in_channels * s.in_spatial() == 0) return cudaSuccess;
   const int64_t cin_g = s.in_channels_per_group();
   // Register-blocked: all of a group's channels up to 4 (depthwise, RGB stems) with 8 positions
   // per thread for 1 or 2 channels, else 4; blocks of 4 channels below 8, else of 8.
   bool launched = false;
-  cudaError_t err;
-  if (cin_g == 1) err = launch_grad_input_blocked<T, 1, 8>(gy, w, gx, s, stream, &launched);
+  cudaError_t err = cudaSuccess;
+  if (kernels == DirectKernels::kPerElement) launched = false;
+  else if (cin_g == 1) err = launch_grad_input_blocked<T, 1, 8>(gy, w, gx, s, stream, &launched);
   else if (cin_g == 2) err = launch_grad_input_blocked<T, 2, 8>(gy, w, gx, s, stream, &launched);
   else if (cin_g == 3) err = launch_grad_input_blocked<T, 3, 4>(gy, w, gx, s, stream, &launched);
   else if (cin_g < 8) err = launch_grad_input_blocked<T, 4, 4>(gy, w, gx, s, stream, &launched);
@@ -486,8 +706,8 @@ cudaError_t dispatch(DType dtype, Args... args) {
 
 template <typename T> struct ForwardL {
   static cudaError_t run(const void* x, const void* w, const void* b, const unsigned char* nf,
-                         Epilogue ep, void* y, const ConvShape& s, cudaStream_t st) {
-    return launch_forward<T>(x, w, b, nf, ep, y, s, st);
+                         Epilogue ep, void* y, const ConvShape& s, cudaStream_t st, DirectKernels k) {
+    return launch_forward<T>(x, w, b, nf, ep, y, s, st, k);
   }
 };
 template <typename T> struct PaddedAddL {
@@ -497,8 +717,9 @@ template <typename T> struct PaddedAddL {
   }
 };
 template <typename T> struct GradInputL {
-  static cudaError_t run(const void* gy, const void* w, void* gx, const ConvShape& s, cudaStream_t st) {
-    return launch_grad_input<T>(gy, w, gx, s, st);
+  static cudaError_t run(const void* gy, const void* w, void* gx, const ConvShape& s, cudaStream_t st,
+                         DirectKernels k) {
+    return launch_grad_input<T>(gy, w, gx, s, st, k);
   }
 };
 template <typename T> struct GradWeightL {
@@ -512,13 +733,13 @@ template <typename T> struct GradWeightL {
 cudaError_t forward(DType dtype, const void* x, const void* w, const void* bias,
                     const unsigned char* nonfinite_weight, void* y, const ConvShape& s,
                     cudaStream_t stream) {
-  return dispatch<ForwardL>(dtype, x, w, bias, nonfinite_weight, Epilogue(), y, s, stream);
+  return dispatch<ForwardL>(dtype, x, w, bias, nonfinite_weight, Epilogue(), y, s, stream, DirectKernels::kBlocked);
 }
 
 cudaError_t forward_epilogue(DType dtype, const void* x, const void* w, const void* bias,
                              const unsigned char* nonfinite_weight, const Epilogue& epilogue,
-                             void* y, const ConvShape& s, cudaStream_t stream) {
-  return dispatch<ForwardL>(dtype, x, w, bias, nonfinite_weight, epilogue, y, s, stream);
+                             void* y, const ConvShape& s, cudaStream_t stream, DirectKernels kernels) {
+  return dispatch<ForwardL>(dtype, x, w, bias, nonfinite_weight, epilogue, y, s, stream, kernels);
 }
 
 cudaError_t padded_add(DType dtype, const void* input, const Epilogue& epilogue, void* out,
@@ -528,8 +749,8 @@ cudaError_t padded_add(DType dtype, const void* input, const Epilogue& epilogue,
 }
 
 cudaError_t grad_input(DType dtype, const void* grad_out, const void* w, void* grad_in,
-                       const ConvShape& s, cudaStream_t stream) {
-  return dispatch<GradInputL>(dtype, grad_out, w, grad_in, s, stream);
+                       const ConvShape& s, cudaStream_t stream, DirectKernels kernels) {
+  return dispatch<GradInputL>(dtype, grad_out, w, grad_in, s, stream, kernels);
 }
 
 cudaError_t grad_weight(DType dtype, const void* grad_out, const void* x, void* grad_w,

@@ -91,8 +91,12 @@ static bool g_row_regions = true;
 // The tiles of the float16/bfloat16 channels-last kernels (IgemmLayout::tiles).
 static fc::Tiles g_tiles = fc::Tiles::kBase;
 static long mma_tile_runs = 0, simt_wide_runs = 0;
-// The direct family's grad_input alone (its own cases; the forward and grad_weight run elsewhere).
-static bool g_grad_input_only = false;
+// The direct family's passes the next runs check (1 forward, 2 grad_input, 4 grad_weight; its
+// own cases skip the slowest to emulate, grad_weight, which runs on the random problems).
+static int g_direct_passes = 7;
+// The direct forward's and grad_input's kernels for the next runs (register-blocked, or one
+// thread per element: the fallback for kernels too large for the blocked kernels' tables).
+static fc::DirectKernels g_direct_kernels = fc::DirectKernels::kBlocked;
 
 // channels_last (igemm only): every pass reads x and grad_out from channels-last copies (the
 // cp.async kernels); dst_channels_last: forward and grad_input also write y and grad_in
@@ -196,18 +200,20 @@ void run(Problem P, const Config& cfg, bool igemm, bool channels_last, bool dst_
       e3 = fc::grad_weight_igemm(cfg.dtype, cfg.tf32, false, fc::Tiles::kBase, gy.data(), x.data(), gw.data(),
                                  bytes ? workspace.data() : nullptr, s, sm_count, nullptr);
     }
-  } else if (g_grad_input_only) {
-    e1 = e3 = cudaSuccess;
-    e2 = fc::grad_input(cfg.dtype, gy.data(), w.data(), gx.data(), s, nullptr);
   } else {
-    e1 = fc::forward_epilogue(cfg.dtype, x.data(), w.data(), b.data(), nullptr, ep, y.data(), s, nullptr);
-    e2 = fc::grad_input(cfg.dtype, gy.data(), w.data(), gx.data(), s, nullptr);
-    e3 = fc::grad_weight(cfg.dtype, gy.data(), x.data(), gw.data(), s, nullptr);
+    e1 = e2 = e3 = cudaSuccess;
+    if (g_direct_passes & 1)
+      e1 = fc::forward_epilogue(cfg.dtype, x.data(), w.data(), b.data(), nullptr, ep, y.data(), s, nullptr,
+                                g_direct_kernels);
+    if (g_direct_passes & 2)
+      e2 = fc::grad_input(cfg.dtype, gy.data(), w.data(), gx.data(), s, nullptr, g_direct_kernels);
+    if (g_direct_passes & 4) e3 = fc::grad_weight(cfg.dtype, gy.data(), x.data(), gw.data(), s, nullptr);
   }
   EXPECT(e1 == cudaSuccess && e2 == cudaSuccess && e3 == cudaSuccess, "%s: launch error %d %d %d\n", what.c_str(),
          int(e1), int(e2), int(e3));
-  const bool only_gx = !igemm && g_grad_input_only;
-  const double ey = only_gx ? 0.0 : rel_err(y, y_ref), ex = rel_err(gx, gx_ref), ew = only_gx ? 0.0 : rel_err(gw, gw_ref);
+  const int checked = igemm ? 7 : g_direct_passes;
+  const double ey = checked & 1 ? rel_err(y, y_ref) : 0.0, ex = checked & 2 ? rel_err(gx, gx_ref) : 0.0,
+               ew = checked & 4 ? rel_err(gw, gw_ref) : 0.0;
   EXPECT(ey <= cfg.tol, "%s: forward rel. error %g > %g\n", what.c_str(), ey, cfg.tol);
   EXPECT(ex <= cfg.tol, "%s: grad_input rel. error %g > %g\n", what.c_str(), ex, cfg.tol);
   EXPECT(ew <= cfg.tol, "%s: grad_weight rel. error %g > %g\n", what.c_str(), ew, cfg.tol);
@@ -323,7 +329,8 @@ void run_nonfinite(bool igemm, bool channels_last = false, bool dst_channels_las
     err = fc::forward_igemm(fc::DType::kFloat32, false, fc::IgemmLayout(), x.data(), wf.data(), w.data(), nullptr, flags.data(), ep,
                             y.data(), s, nullptr);
   } else {
-    err = fc::forward(fc::DType::kFloat32, x.data(), w.data(), nullptr, flags.data(), y.data(), s, nullptr);
+    err = fc::forward_epilogue(fc::DType::kFloat32, x.data(), w.data(), nullptr, flags.data(), ep, y.data(), s, nullptr,
+                               g_direct_kernels);
   }
   EXPECT(err == cudaSuccess, "nonfinite: launch error\n");
   long mismatches = 0, nans = 0;
@@ -416,7 +423,11 @@ int main(int argc, char** argv) {
         }
       }
       if (cfg.tf32) { ++runs; continue; }  // the direct kernels have no TF32 mode
-      run_any(narrow, cfg, false, sm_count, residual, !relu, std::string("direct ") + cfg.name + " " + describe(narrow));
+      // (every other problem: the direct forward and grad_input one thread per element)
+      g_direct_kernels = i % 2 == 0 ? fc::DirectKernels::kBlocked : fc::DirectKernels::kPerElement;
+      run_any(narrow, cfg, false, sm_count, residual, !relu,
+              std::string("direct ") + (i % 2 == 0 ? "" : "per element ") + cfg.name + " " + describe(narrow));
+      g_direct_kernels = fc::DirectKernels::kBlocked;
       // (and on a wide problem now and then: grad_input's blocks of 8 input channels; the
       // direct kernels' one thread per element makes these the slowest runs to emulate)
       if (i % 4 == 0 && cfg.dtype == fc::DType::kFloat32)
@@ -497,13 +508,20 @@ int main(int argc, char** argv) {
       }
     }
   }
-  // The direct grad_input's register-blocked kernel on shapes chosen for its cases: an RGB stem
+  // The direct forward's and grad_input's register-blocked kernels on shapes chosen for their
+  // cases. grad_input: an RGB stem
   // (3 channels, 7x7 stride 2) with rows longer than a warp task's 128 positions; one and two
   // channels per group (8 positions a thread) with dilation, and with stride 3 against dilation
   // 2 (class taps 3 apart) and stride 2 with dilation 2 (every tap in one class); blocks of 4 and of 8 channels with a partial last block; weight
   // chunks (25 taps x 8 channels x 70 output channels do not fit at once); a residue class
   // with no tap (its inputs get zeros); inputs shorter than the stride; and a 17x17 kernel,
   // whose 289 taps exceed the tables (the one-thread-per-element kernel takes it).
+  // forward (the same shapes, with bias, a residual on some and ReLU on others): 8 output
+  // channels per group (one warp slice; four warps of position tasks) and 10 (a partial second
+  // slice), 3, 1 and 2 per group; input channels in chunks (the 5x5 kernel's 70 output channels
+  // as 9 slices, 8 warps a block), rows of several segments, taps of a row that meet only
+  // padding, and 64 output channels with a 5x5x6 kernel (one input channel's weights for the
+  // block's channels exceed its shared memory: forward_kernel takes it).
   {
     struct Case { int nd; int64_t n, cin, cout, g, in[3], k[3], st[3], dil[3]; };
     const Case cases[] = {
@@ -516,7 +534,9 @@ int main(int argc, char** argv) {
         {2, 2, 3, 5, 1, {1, 3, 7}, {1, 1, 2}, {1, 1, 3}, {1, 1, 1}},
         {1, 2, 3, 4, 1, {1, 1, 1}, {1, 1, 3}, {1, 1, 4}, {1, 1, 1}},
         {2, 1, 1, 2, 1, {1, 2, 3}, {1, 17, 17}, {1, 1, 1}, {1, 1, 1}},
+        {3, 1, 1, 64, 1, {2, 3, 3}, {5, 5, 6}, {2, 2, 2}, {1, 1, 1}},
     };
+    int index = 0;
     for (const Case& c : cases) {
       ConvShape s;
       s.ndim = c.nd;
@@ -532,16 +552,21 @@ int main(int argc, char** argv) {
       }
       s.compute_output_size();
       const Problem P = problem_of(s, 1.0 / std::sqrt(double(s.in_channels_per_group() * s.kernel_volume())), rng);
-      g_grad_input_only = true;
+      g_direct_passes = 3;
       for (const Config& cfg : configs) {
         if (cfg.tf32) continue;
-        run_any(P, cfg, false, 132, false, false, std::string("direct grad_input cases ") + cfg.name + " " + describe(P));
+        run_any(P, cfg, false, 132, index % 2 == 1, index % 3 == 0,
+                std::string("direct forward and grad_input cases ") + cfg.name + " " + describe(P));
       }
-      g_grad_input_only = false;
+      g_direct_passes = 7;
+      ++index;
     }
   }
   run_nonfinite(true);
   run_nonfinite(false);
+  g_direct_kernels = fc::DirectKernels::kPerElement;
+  run_nonfinite(false);
+  g_direct_kernels = fc::DirectKernels::kBlocked;
   run_nonfinite(true, true, false);
   run_nonfinite(true, true, true);
   EXPECT(channels_last_weight_runs > 0, "no grad_weight ran the channels-last kernel\n");
