@@ -26,8 +26,9 @@ mma.sync tiles of up to 128 or 64 columns; float32 without TF32: forward and gra
 FMA tiles), every mode including --passes, beside the default (auto: the per-problem choice).
 These columns are variant time / default time: below 1 the variant is faster. Layers of at
 most 4 input channels per group (RGB stems) also time the tiled kernels (igemm/fc:
-FULLCONV_CUDA_ALGORITHM=igemm) and the direct kernels one thread per element (element/fc:
-FULLCONV_CUDA_DIRECT=element) beside the default, which runs their forward and grad_input on
+FULLCONV_CUDA_ALGORITHM=igemm) and the kernels auto chose before the register-blocked direct
+ones (element/fc: FULLCONV_CUDA_DIRECT=element: forward and grad_weight on the tiles,
+grad_input one thread per element) beside the default, which runs all three passes there on
 the direct register-blocked kernels.
 
     python benchmarks/bench_cuda.py [--quick] [--algorithm auto|direct|igemm|igemm-gather] [--no-gather]
@@ -65,8 +66,8 @@ PEAKS = {"H100": {"float32": 67.0, "tf32": 494.7, "bfloat16": 989.4, "float16": 
 VARIANTS = ("cudnn", "pad+conv", "same", "fullconv-gather", "fullconv-plain", "fullconv-base", "fullconv-mma",
             "fullconv-mma-narrow", "fullconv-simt-wide", "fullconv-igemm", "fullconv-element")
 # layers of at most this many input channels per group (RGB stems) also time, beside the default
-# (auto: the direct register-blocked forward and grad_input there), the tiled kernels
-# (FULLCONV_CUDA_ALGORITHM=igemm) and the direct kernels one thread per element
+# (auto: the direct register-blocked kernels there), the tiled kernels
+# (FULLCONV_CUDA_ALGORITHM=igemm) and auto's choice before those kernels
 # (FULLCONV_CUDA_DIRECT=element): the routing of those layers, measured side by side
 FEW_INPUT_CHANNELS = 4
 FAMILY_VARIANTS = {"fullconv-igemm": {"FULLCONV_CUDA_ALGORITHM": "igemm"},
@@ -323,7 +324,7 @@ def main(argv=None):
         for t in tiles:
             v = TILE_VARIANTS[t]
             gather += f"; {t} tiles/auto: geomean {s[v]['geomean']:.2f}x (min {s[v]['min']:.2f})" if v in s else ""
-        for v, label in (("fullconv-igemm", "tiles"), ("fullconv-element", "per-element direct")):
+        for v, label in (("fullconv-igemm", "tiles"), ("fullconv-element", "previous auto")):
             if v in s:  # (only the few-input-channel layers time these)
                 gather += (f"; {label}/auto on <= {FEW_INPUT_CHANNELS} input channels: geomean "
                            f"{s[v]['geomean']:.2f}x (min {s[v]['min']:.2f}, max {s[v]['max']:.2f})")

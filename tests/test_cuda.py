@@ -73,8 +73,9 @@ def test_cpu_vs_cuda(cfg, dtype, cuda_algorithm):
     (2, 1, 1, 64, (5, 6), (13, 13), (1, 1), (1, 1), 1),  # over the forward's weight space: per element
 ]), ids=lambda c: f"{c[0]}d-{c[2]}to{c[3]}")
 def test_cuda_direct_blocked_and_per_element(cfg, dtype, monkeypatch):
-    # The direct forward and grad_input, register-blocked (default) and one thread per element
-    # (FULLCONV_CUDA_DIRECT=element), against the reference in float64.
+    # The direct forward, grad_input and grad_weight, register-blocked (default; grad_weight
+    # where a layer has at most 4 input and at least 16 output channels per group) and one
+    # thread per element (FULLCONV_CUDA_DIRECT=element), against the reference in float64.
     nd, n, cin, cout, size, kernel, stride, dilation, groups = cfg
     monkeypatch.setenv("FULLCONV_CUDA_ALGORITHM", "direct")
     fn = {1: fullconv.full_conv1d, 2: fullconv.full_conv2d, 3: fullconv.full_conv3d}[nd]
@@ -86,15 +87,15 @@ def test_cuda_direct_blocked_and_per_element(cfg, dtype, monkeypatch):
     b = torch.randn(cout, dtype=torch.float64, device="cuda")
     y_ref = full_conv_reference(x, w, b, stride, dilation, groups)
     gy = torch.randn_like(y_ref)
-    xr = x.clone().requires_grad_()
-    gx_ref, = torch.autograd.grad(full_conv_reference(xr, w, b, stride, dilation, groups), xr, gy)
+    xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
+    gx_ref, gw_ref = torch.autograd.grad(full_conv_reference(xr, wr, b, stride, dilation, groups), (xr, wr), gy)
     tol = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 3e-2}[dtype]
     for kernels in ("blocked", "element"):
         monkeypatch.setenv("FULLCONV_CUDA_DIRECT", kernels)
-        xd = x.to(dtype).requires_grad_()
-        y = fn(xd, w.to(dtype), b.to(dtype), stride, dilation, groups)
-        gx, = torch.autograd.grad(y, xd, gy.to(dtype))
-        for got, ref in ((y, y_ref), (gx, gx_ref)):
+        xd, wd = x.to(dtype).requires_grad_(), w.to(dtype).requires_grad_()
+        y = fn(xd, wd, b.to(dtype), stride, dilation, groups)
+        gx, gw = torch.autograd.grad(y, (xd, wd), gy.to(dtype))
+        for got, ref in ((y, y_ref), (gx, gx_ref), (gw, gw_ref)):
             err = (got.double() - ref).abs().max().item()
             assert err <= tol * max(ref.abs().max().item(), 1.0), (kernels, err)
     monkeypatch.setenv("FULLCONV_CUDA_DIRECT", "fast")

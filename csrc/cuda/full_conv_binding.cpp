@@ -57,7 +57,8 @@ void check_cuda(const at::Tensor& t, const char* name) {
 // FULLCONV_CUDA_ROW_REGIONS=0 runs the tiled forward's rows in plain order instead of border
 // regions apart from the interior (cuda::IgemmLayout::row_regions), to measure the difference.
 // FULLCONV_CUDA_DIRECT=element runs the direct forward and grad_input one thread per element
-// instead of register-blocked (direct_kernels), likewise.
+// instead of register-blocked (direct_kernels) and, under auto, the few-input-channel layers'
+// forward and grad_weight on the tiles again: everything as before those kernels, to time them.
 // FULLCONV_CUDA_TILES picks the tiles of the tiled kernels (cuda::IgemmLayout::tiles): auto (the
 // default, per problem: tiles_for), or one kind for every problem, to time them side by side:
 // base (WMMA tiles for float16/bfloat16, 64 x 64 FMA tiles for float32), mma / mma-narrow
@@ -189,7 +190,9 @@ bool use_igemm(const ConvShape& s, at::ScalarType dtype, Pass pass) {
   const int64_t cin_g = s.in_channels_per_group(), cout_g = s.out_channels_per_group();
   // (few reduction channels run the tiles' flat reduction, implicit_gemm.h)
   switch (pass) {
-    case Pass::kForward: return cout_g >= 16 && cin_g > 4;
+    case Pass::kForward:  // (few input channels: the direct register-blocked forward, where it takes the problem)
+      return cout_g >= 16 && (cin_g > 4 || direct_kernels() == cuda::DirectKernels::kPerElement ||
+                              !cuda::forward_blocked_takes(launcher_dtype(dtype), s));
     case Pass::kGradInput: return cin_g >= 16;
     case Pass::kGradWeight: return cout_g >= 8 && cin_g * cout_g >= 32;
   }
@@ -387,7 +390,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cuda(
   if (output_mask[1]) {
     const auto xb = batched ? input : input.unsqueeze(0);
     auto gw = at::empty(weight.sizes(), options);
-    if (use_igemm(s, input.scalar_type(), Pass::kGradWeight)) {
+    // Few input channels (RGB stems): the direct register-blocked grad_weight where it takes the
+    // problem, under auto and direct (FULLCONV_CUDA_DIRECT=element: the choice below, as before).
+    const std::string algorithm = cuda_algorithm();
+    const bool few_inputs = s.in_channels_per_group() <= 4 && s.out_channels_per_group() >= 16 &&
+                            (algorithm == "auto" || algorithm == "direct") &&
+                            direct_kernels() == cuda::DirectKernels::kBlocked && input.numel() > 0 &&
+                            grad_output.numel() > 0;
+    const int blocked_sms = few_inputs ? device_attribute(cudaDevAttrMultiProcessorCount) : 0;
+    const size_t blocked_bytes = few_inputs ? cuda::grad_weight_blocked_workspace(dtype, s, blocked_sms) : 0;
+    if (blocked_bytes > 0) {
+      const auto workspace = at::empty({static_cast<int64_t>(blocked_bytes)}, options.dtype(at::kByte));
+      const auto x = xb.contiguous();
+      check_launch(cuda::grad_weight_blocked(dtype, gy().const_data_ptr(), x.const_data_ptr(), gw.mutable_data_ptr(),
+                                             workspace.mutable_data_ptr(), s, blocked_sms, stream),
+                   "grad_weight (direct, blocked)");
+    } else if (use_igemm(s, input.scalar_type(), Pass::kGradWeight)) {
       const bool tf32 = use_tf32(input.scalar_type());
       const int sm_count = device_attribute(cudaDevAttrMultiProcessorCount);
       const bool cl = channels_last_pass(input.scalar_type(), s, Pass::kGradWeight);

@@ -18,9 +18,10 @@ enum class DType { kFloat64, kFloat32, kFloat16, kBFloat16 };
 enum class DirectKernels { kBlocked, kPerElement };
 
 // y = full_conv(x, w) + bias (bias may be null). Products accumulate in float32 (float64 for
-// float64); no atomics, so results are deterministic. nonfinite_weight (may be null) flags
-// the output channels whose weights hold inf/nan: their products with the implicit padding
-// are then taken into account (0 * inf = nan, as in the padded reference).
+// float64); no atomics, so results are deterministic. nonfinite_weight flags the output
+// channels whose weights hold inf/nan: their products with the implicit padding are then taken
+// into account (0 * inf = nan, as in the padded reference). It may be null only where every
+// weight is finite (else which padding products reach the output depends on the kernel).
 cudaError_t forward(DType dtype, const void* x, const void* w, const void* bias,
                     const unsigned char* nonfinite_weight, void* y, const ConvShape& s,
                     cudaStream_t stream);
@@ -51,6 +52,20 @@ cudaError_t grad_input(DType dtype, const void* grad_out, const void* w, void* g
 // gw = grad of full_conv w.r.t. its weight (every element written; fixed-order block reduction).
 cudaError_t grad_weight(DType dtype, const void* grad_out, const void* x, void* grad_w,
                         const ConvShape& s, cudaStream_t stream);
+
+// Whether the direct forward (forward_epilogue, DirectKernels::kBlocked) runs its
+// register-blocked kernel on this problem (else one thread per output element).
+bool forward_blocked_takes(DType dtype, const ConvShape& s);
+
+// grad_weight, register-blocked for layers of at most 4 input channels per group (RGB stems):
+// slices of the reduction write partial sums to a workspace of grad_weight_blocked_workspace()
+// bytes, added in a fixed order (deterministic). That size is 0 where the kernel does not take
+// the problem (more than 4 input or fewer than 16 output channels per group, a kernel whose x
+// tile exceeds its shared memory, an empty batch); sm_count (the device's multiprocessors) sizes the slices, and must be the same in
+// both calls.
+size_t grad_weight_blocked_workspace(DType dtype, const ConvShape& s, int sm_count);
+cudaError_t grad_weight_blocked(DType dtype, const void* grad_out, const void* x, void* grad_w, void* workspace,
+                                const ConvShape& s, int sm_count, cudaStream_t stream);
 
 // ---- Tiled implicit-GEMM kernels (implicit_gemm_kernels.cu; index math in implicit_gemm.h).
 // Tensor cores (WMMA, sm_80 and newer only: the caller checks) for float16/bfloat16, and for

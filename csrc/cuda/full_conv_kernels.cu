@@ -238,6 +238,141 @@ __global__ void __launch_bounds__(256)
   }
 }
 
+// grad_weight, register-blocked, for layers of few input channels per group (RGB stems), where
+// the tiles ran flat (input channel, tap) columns: a GEMM of (output channels) x (input channel,
+// tap) columns over the reduction (sample, output position). A block is one (group, block of 64
+// output channels, pass of 160 columns, slice of the reduction) and steps through the slice's
+// position tiles (an output row (n, o0, o1) and 32 positions along dim 2): each step stages the
+// tile's grad_output (64 channels x 32 positions; 4-channel groups XOR-swizzled by position,
+// so both the transposing stores and the 16-byte reads stay nearly free of bank conflicts) and
+// the input rows its taps read (zeros where they meet padding) in shared memory; warp w owns 8
+// output channels, lane l the columns l + 32t (t < 5), so a position costs two 16-byte reads
+// of grad_output, five reads of x and 40 multiply-adds per thread. Slices write partial sums;
+// a second kernel adds them in slice order (deterministic, no atomics). Products with padding
+// inside a tile are gy*0 (a subset of the padded reference's products, so a non-finite
+// gradient gives nan wherever the reference does); positions past a row's end are not visited.
+constexpr int kWeightRows = 32;     // positions per step
+constexpr int kWeightChannels = 64; // output channels per block (8 warps x 8)
+constexpr int kWeightColsPerLane = 5;
+constexpr int kWeightCols = 32 * kWeightColsPerLane;
+constexpr int kWeightXTile = 3072;  // input elements staged per step
+
+struct WeightGrid {
+  int64_t segments, tiles, co_blocks, passes, slices, tiles_per_slice, span2, total_blocks, cols;
+};
+
+template <typename T>
+__global__ void __launch_bounds__(256)
+    grad_weight_blocked_kernel(const T* __restrict__ gy, const T* __restrict__ x,
+                               typename Acc<T>::type* __restrict__ partial, ConvShape s, WeightGrid grid) {
+  using A = typename Acc<T>::type;
+  constexpr int R = kWeightRows, CO = 8, CT = kWeightColsPerLane;
+  FULLCONV_SHARED(A, gys, R * kWeightChannels, 16);
+  FULLCONV_SHARED(A, xs, kWeightXTile, 16);
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int64_t cin_g = s.in_channels_per_group(), cout_g = s.out_channels_per_group();
+  const int64_t ktot = s.kernel_volume(), in_sp = s.in_spatial(), out_sp = s.out_spatial();
+  const int K01 = static_cast<int>(s.kernel[0] * s.kernel[1]);
+  const int span2 = static_cast<int>(grid.span2);
+  const int s2 = static_cast<int>(s.stride[2]);
+  const int x_elems = static_cast<int>(cin_g) * K01 * span2;  // <= kWeightXTile (host)
+  const int64_t pad0 = s.padding(0), pad1 = s.padding(1), pad2 = s.padding(2);
+  for (int64_t blk = blockIdx.x; blk < grid.total_blocks; blk += gridDim.x) {
+    int64_t slice, pass, cb, g, rest;
+    divmod_nonneg(blk, grid.slices, &rest, &slice);
+    divmod_nonneg(rest, grid.passes, &rest, &pass);
+    divmod_nonneg(rest, grid.co_blocks, &g, &cb);
+    const int64_t co_base = cb * kWeightChannels;
+    const int64_t my_co = co_base + warp * CO;
+    // this lane's columns (input channel, tap) and where their inputs sit in the x tile
+    int xoff[CT];
+    bool col_ok[CT];
+#pragma unroll
+    for (int t = 0; t < CT; ++t) {
+      const int64_t col = pass * kWeightCols + lane + 32 * t;
+      col_ok[t] = col < grid.cols;
+      int64_t ci = 0, tap = 0, k[kMaxSpatialDims] = {0, 0, 0};
+      if (col_ok[t]) {
+        divmod_nonneg(col, ktot, &ci, &tap);
+        tap_coords(tap, s.kernel, k);
+      }
+      xoff[t] = static_cast<int>(((ci * s.kernel[0] + k[0]) * s.kernel[1] + k[1]) * span2 + k[2] * s.dilation[2]);
+    }
+    A acc[CO][CT];
+#pragma unroll
+    for (int c = 0; c < CO; ++c)
+#pragma unroll
+      for (int t = 0; t < CT; ++t) acc[c][t] = A(0);
+    const int64_t t_begin = slice * grid.tiles_per_slice;
+    const int64_t t_end = t_begin + grid.tiles_per_slice < grid.tiles ? t_begin + grid.tiles_per_slice : grid.tiles;
+    for (int64_t tile = t_begin; tile < t_end; ++tile) {
+      int64_t n, o0, o1, seg;
+      divmod_nonneg(tile, grid.segments, &rest, &seg);
+      divmod_nonneg(rest, s.out_size[1], &rest, &o1);
+      divmod_nonneg(rest, s.out_size[0], &n, &o0);
+      const int64_t o2_base = seg * R;
+      const int rcount = static_cast<int>(s.out_size[2] - o2_base < R ? s.out_size[2] - o2_base : R);
+      __syncthreads();  // the previous step's reads are done
+      const T* gy_row = gy + (n * s.out_channels + g * cout_g + co_base) * out_sp + (o0 * s.out_size[1] + o1) *
+                                                                                     s.out_size[2] + o2_base;
+      for (int e = tid; e < R * kWeightChannels; e += blockDim.x) {
+        const int r = e % R, co = e / R;
+        const A v = co_base + co < cout_g && r < rcount ? load(gy_row + co * out_sp + r) : A(0);
+        gys[r * kWeightChannels + (((co >> 2) ^ (r & 15)) << 2) + (co & 3)] = v;
+      }
+      const T* x_n = x + (n * s.in_channels + g * cin_g) * in_sp;
+      for (int e = tid; e < x_elems; e += blockDim.x) {
+        const int c = e % span2, row = e / span2;
+        const int k01 = row % K01, ci = row / K01;
+        const int64_t k0 = k01 / s.kernel[1], k1 = k01 % s.kernel[1];
+        const int64_t i0 = o0 * s.stride[0] + k0 * s.dilation[0] - pad0;
+        const int64_t i1 = o1 * s.stride[1] + k1 * s.dilation[1] - pad1;
+        const int64_t i2 = o2_base * s.stride[2] - pad2 + c;
+        const bool inside = 0 <= i0 && i0 < s.in_size[0] && 0 <= i1 && i1 < s.in_size[1] && 0 <= i2 &&
+                            i2 < s.in_size[2];
+        xs[e] = inside ? load(x_n + ci * in_sp + (i0 * s.in_size[1] + i1) * s.in_size[2] + i2) : A(0);
+      }
+      __syncthreads();
+      if (my_co >= cout_g) continue;  // (no barrier before the next step's first)
+      for (int r = 0; r < rcount; ++r) {
+        A gv[CO];
+        const A* gp = gys + r * kWeightChannels;
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+#pragma unroll
+          for (int q = 0; q < 4; ++q) gv[4 * h + q] = gp[(((2 * warp + h) ^ (r & 15)) << 2) + q];
+        A xv[CT];
+#pragma unroll
+        for (int t = 0; t < CT; ++t) xv[t] = xs[xoff[t] + r * s2];
+#pragma unroll
+        for (int c = 0; c < CO; ++c)
+#pragma unroll
+          for (int t = 0; t < CT; ++t) acc[c][t] += gv[c] * xv[t];
+      }
+    }
+    // this slice's partial sums: partial[slice][output channel][column]
+#pragma unroll
+    for (int c = 0; c < CO; ++c)
+#pragma unroll
+      for (int t = 0; t < CT; ++t)
+        if (my_co + c < cout_g && col_ok[t])
+          partial[(slice * s.out_channels + g * cout_g + my_co + c) * grid.cols + pass * kWeightCols + lane + 32 * t] =
+              acc[c][t];
+  }
+}
+
+// gw[e] = the slices' partial sums of element e, added in slice order.
+template <typename T>
+__global__ void sum_slices_kernel(const typename Acc<T>::type* __restrict__ partial, T* __restrict__ gw,
+                                  int64_t elements, int64_t slices) {
+  using A = typename Acc<T>::type;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < elements; e += int64_t(gridDim.x) * blockDim.x) {
+    A v = A(0);
+    for (int64_t q = 0; q < slices; ++q) v += partial[q * elements + e];
+    gw[e] = store_as<T>(v);
+  }
+}
+
 template <typename T>
 __global__ void padded_add_kernel(const T* __restrict__ x, Epilogue ep, T* __restrict__ out,
                                   int64_t planes, int64_t d0, int64_t d1, int64_t d2) {
@@ -534,6 +669,8 @@ bool forward_grid(const ConvShape& s, ForwardGrid* grid) {
   const int64_t cout_g = s.out_channels_per_group();
   const int64_t slices = (cout_g + CO - 1) / CO;
   grid->wc = slices >= 8 ? 8 : slices >= 4 ? 4 : slices >= 2 ? 2 : 1;
+  // (fewer channel slices per block where one input channel's weights for them would not fit)
+  while (grid->wc > 1 && s.kernel_volume() * grid->wc * CO * int64_t(sizeof(A)) > kForwardWeightBytes) grid->wc /= 2;
   grid->wt = 8 / grid->wc;
   const int64_t per_ci = s.kernel_volume() * grid->wc * CO * int64_t(sizeof(A));
   if (per_ci > kForwardWeightBytes) return false;
@@ -554,7 +691,7 @@ cudaError_t launch_forward_blocked(const void* x, const void* w, const void* b, 
   ForwardGrid grid;
   *launched = forward_grid<T, CO, P>(s, &grid);
   if (!*launched) return cudaSuccess;
-  const int64_t cap = int64_t(1) << 24;  // a block-stride loop covers the rest
+  const int64_t cap = grid_cap();  // a block-stride loop covers the rest
   const unsigned int blocks = static_cast<unsigned int>(grid.total_blocks < cap ? grid.total_blocks : cap);
   FULLCONV_LAUNCH(blocks, 256, stream, forward_blocked_kernel<T, CO, P>)(
       static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(b), nf, ep, static_cast<T*>(y), s,
@@ -642,7 +779,7 @@ cudaError_t launch_grad_input_blocked(const void* gy, const void* w, void* gx, c
   BlockedGrid grid;
   *launched = blocked_grid<T, C, P>(s, &grid);
   if (!*launched) return cudaSuccess;
-  const int64_t cap = int64_t(1) << 24;  // a block-stride loop covers the rest
+  const int64_t cap = grid_cap();  // a block-stride loop covers the rest
   const unsigned int blocks = static_cast<unsigned int>(grid.total_blocks < cap ? grid.total_blocks : cap);
   FULLCONV_LAUNCH(blocks, kBlockedWarps * 32, stream, grad_input_blocked_kernel<T, C, P>)(
       static_cast<const T*>(gy), static_cast<const T*>(w), static_cast<T*>(gx), s, grid);
@@ -680,6 +817,58 @@ cudaError_t launch_grad_weight(const void* gy, const void* x, void* gw, const Co
   const int64_t blocks = total < 65535 * 16 ? total : 65535 * 16;
   FULLCONV_LAUNCH(static_cast<unsigned int>(blocks), kThreads, stream, grad_weight_kernel<T>)(
       static_cast<const T*>(gy), static_cast<const T*>(x), static_cast<T*>(gw), s);
+  return FULLCONV_LAUNCH_STATUS();
+}
+
+// The register-blocked grad_weight's grid (sm_count sizes the reduction's slices), or false
+// where it does not take the problem: more than 4 input channels per group (the tiles' GEMM
+// columns are full there), fewer than 16 output channels per group (most of its 64 rows would
+// idle), or an x tile over kWeightXTile elements.
+template <typename T>
+bool weight_grid(const ConvShape& s, int sm_count, WeightGrid* grid) {
+  const int64_t cin_g = s.in_channels_per_group();
+  if (cin_g > 4 || s.out_channels_per_group() < 16 || s.batch == 0) return false;
+  grid->span2 = (kWeightRows - 1) * s.stride[2] + (s.kernel[2] - 1) * s.dilation[2] + 1;
+  if (cin_g * s.kernel[0] * s.kernel[1] * grid->span2 > kWeightXTile) return false;
+  grid->cols = cin_g * s.kernel_volume();
+  grid->segments = (s.out_size[2] + kWeightRows - 1) / kWeightRows;
+  grid->tiles = s.batch * s.out_size[0] * s.out_size[1] * grid->segments;
+  grid->co_blocks = (s.out_channels_per_group() + kWeightChannels - 1) / kWeightChannels;
+  grid->passes = (grid->cols + kWeightCols - 1) / kWeightCols;
+  const int64_t blocks = s.groups * grid->co_blocks * grid->passes;
+  // about four blocks per multiprocessor, each slice at least 8 tiles
+  int64_t slices = (4 * int64_t(sm_count > 0 ? sm_count : 1) + blocks - 1) / blocks;
+  const int64_t most = (grid->tiles + 7) / 8;
+  slices = slices < most ? slices : most;
+  slices = slices > 0 ? slices : 1;
+  grid->tiles_per_slice = (grid->tiles + slices - 1) / slices;
+  grid->slices = (grid->tiles + grid->tiles_per_slice - 1) / grid->tiles_per_slice;
+  grid->total_blocks = blocks * grid->slices;
+  return true;
+}
+
+template <typename T>
+size_t launch_weight_workspace(const ConvShape& s, int sm_count) {
+  WeightGrid grid;
+  if (!weight_grid<T>(s, sm_count, &grid)) return 0;
+  return static_cast<size_t>(grid.slices * s.out_channels * grid.cols) * sizeof(typename Acc<T>::type);
+}
+
+template <typename T>
+cudaError_t launch_grad_weight_blocked(const void* gy, const void* x, void* gw, void* workspace, const ConvShape& s,
+                                       int sm_count, cudaStream_t stream) {
+  using A = typename Acc<T>::type;
+  WeightGrid grid;
+  if (!weight_grid<T>(s, sm_count, &grid) || workspace == nullptr) return cudaErrorInvalidValue;
+  const int64_t cap = grid_cap();  // a block-stride loop covers the rest
+  const unsigned int blocks = static_cast<unsigned int>(grid.total_blocks < cap ? grid.total_blocks : cap);
+  FULLCONV_LAUNCH(blocks, 256, stream, grad_weight_blocked_kernel<T>)(
+      static_cast<const T*>(gy), static_cast<const T*>(x), static_cast<A*>(workspace), s, grid);
+  cudaError_t err = FULLCONV_LAUNCH_STATUS();
+  if (err != cudaSuccess) return err;
+  const int64_t elements = s.out_channels * grid.cols;
+  FULLCONV_LAUNCH(blocks_for(elements), kThreads, stream, sum_slices_kernel<T>)(
+      static_cast<const A*>(workspace), static_cast<T*>(gw), elements, grid.slices);
   return FULLCONV_LAUNCH_STATUS();
 }
 
@@ -722,6 +911,27 @@ template <typename T> struct GradInputL {
     return launch_grad_input<T>(gy, w, gx, s, st, k);
   }
 };
+// Whether launch_forward runs the register-blocked kernel on this problem (same choice of CO, P).
+template <typename T> struct ForwardTakesL {
+  static bool run(const ConvShape& s) {
+    ForwardGrid grid;
+    constexpr int kWide = sizeof(typename Acc<T>::type) == 8 ? 4 : 8;
+    const int64_t cout_g = s.out_channels_per_group();
+    if (cout_g == 1) return forward_grid<T, 1, 8>(s, &grid);
+    if (cout_g == 2) return forward_grid<T, 2, 8>(s, &grid);
+    if (cout_g <= 4) return forward_grid<T, 4, 4>(s, &grid);
+    return forward_grid<T, kWide, 4>(s, &grid);
+  }
+};
+template <typename T> struct WeightWorkspaceL {
+  static size_t run(const ConvShape& s, int sm_count) { return launch_weight_workspace<T>(s, sm_count); }
+};
+template <typename T> struct GradWeightBlockedL {
+  static cudaError_t run(const void* gy, const void* x, void* gw, void* ws, const ConvShape& s, int sm_count,
+                         cudaStream_t st) {
+    return launch_grad_weight_blocked<T>(gy, x, gw, ws, s, sm_count, st);
+  }
+};
 template <typename T> struct GradWeightL {
   static cudaError_t run(const void* gy, const void* x, void* gw, const ConvShape& s, cudaStream_t st) {
     return launch_grad_weight<T>(gy, x, gw, s, st);
@@ -756,6 +966,31 @@ cudaError_t grad_input(DType dtype, const void* grad_out, const void* w, void* g
 cudaError_t grad_weight(DType dtype, const void* grad_out, const void* x, void* grad_w,
                         const ConvShape& s, cudaStream_t stream) {
   return dispatch<GradWeightL>(dtype, grad_out, x, grad_w, s, stream);
+}
+
+bool forward_blocked_takes(DType dtype, const ConvShape& s) {
+  switch (dtype) {
+    case DType::kFloat64: return ForwardTakesL<double>::run(s);
+    case DType::kFloat32: return ForwardTakesL<float>::run(s);
+    case DType::kFloat16: return ForwardTakesL<__half>::run(s);
+    case DType::kBFloat16: return ForwardTakesL<__nv_bfloat16>::run(s);
+  }
+  return false;
+}
+
+size_t grad_weight_blocked_workspace(DType dtype, const ConvShape& s, int sm_count) {
+  switch (dtype) {
+    case DType::kFloat64: return WeightWorkspaceL<double>::run(s, sm_count);
+    case DType::kFloat32: return WeightWorkspaceL<float>::run(s, sm_count);
+    case DType::kFloat16: return WeightWorkspaceL<__half>::run(s, sm_count);
+    case DType::kBFloat16: return WeightWorkspaceL<__nv_bfloat16>::run(s, sm_count);
+  }
+  return 0;
+}
+
+cudaError_t grad_weight_blocked(DType dtype, const void* grad_out, const void* x, void* grad_w, void* workspace,
+                                const ConvShape& s, int sm_count, cudaStream_t stream) {
+  return dispatch<GradWeightBlockedL>(dtype, grad_out, x, grad_w, workspace, s, sm_count, stream);
 }
 
 }  // namespace cuda

@@ -68,6 +68,8 @@ inline dim3 gridDim;
 namespace fullconv_emu {
 
 inline long launches = 0;
+// grid_cap() of csrc/cuda/launch.cuh: lowered by tests so that block-stride loops go round
+inline long long grid_cap_value = 1LL << 24;
 inline int launch_errors = 0;
 
 [[noreturn]] inline void fail(const char* what) {
@@ -356,6 +358,7 @@ void cp_async_wait() {
   type* const name = static_cast<type*>(::fullconv_emu::shared_array(&name##_key, sizeof(type) * (count), (align)))
 #define FULLCONV_LAUNCH(grid, block, stream, ...) ::fullconv_emu::make_launch(dim3(grid), dim3(block), &__VA_ARGS__)
 #define FULLCONV_DYNAMIC_SHARED(name, bytes) FULLCONV_SHARED(unsigned char, name, bytes, 128)
+inline long long grid_cap() { return ::fullconv_emu::grid_cap_value; }
 #define FULLCONV_LAUNCH_SMEM(grid, block, smem, stream, ...) \
   ::fullconv_emu::make_launch(dim3(grid), dim3(block), &__VA_ARGS__)
 // the opt-in limit of the largest supported GPU (sm_90: 227 KiB per block)

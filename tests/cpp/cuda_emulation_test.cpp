@@ -97,6 +97,7 @@ static int g_direct_passes = 7;
 // The direct forward's and grad_input's kernels for the next runs (register-blocked, or one
 // thread per element: the fallback for kernels too large for the blocked kernels' tables).
 static fc::DirectKernels g_direct_kernels = fc::DirectKernels::kBlocked;
+static long blocked_weight_runs = 0;
 
 // channels_last (igemm only): every pass reads x and grad_out from channels-last copies (the
 // cp.async kernels); dst_channels_last: forward and grad_input also write y and grad_in
@@ -207,7 +208,20 @@ void run(Problem P, const Config& cfg, bool igemm, bool channels_last, bool dst_
                                 g_direct_kernels);
     if (g_direct_passes & 2)
       e2 = fc::grad_input(cfg.dtype, gy.data(), w.data(), gx.data(), s, nullptr, g_direct_kernels);
-    if (g_direct_passes & 4) e3 = fc::grad_weight(cfg.dtype, gy.data(), x.data(), gw.data(), s, nullptr);
+    if (g_direct_passes & 4) {
+      // (few input channels: the register-blocked grad_weight, its slices' partial sums in a
+      // workspace that starts as NaN, so an unwritten partial shows)
+      const size_t bytes = g_direct_kernels == fc::DirectKernels::kBlocked
+                               ? fc::grad_weight_blocked_workspace(cfg.dtype, s, sm_count)
+                               : 0;
+      if (bytes > 0) {
+        std::vector<double> workspace(bytes / sizeof(double) + 1, NAN);
+        e3 = fc::grad_weight_blocked(cfg.dtype, gy.data(), x.data(), gw.data(), workspace.data(), s, sm_count, nullptr);
+        ++blocked_weight_runs;
+      } else {
+        e3 = fc::grad_weight(cfg.dtype, gy.data(), x.data(), gw.data(), s, nullptr);
+      }
+    }
   }
   EXPECT(e1 == cudaSuccess && e2 == cudaSuccess && e3 == cudaSuccess, "%s: launch error %d %d %d\n", what.c_str(),
          int(e1), int(e2), int(e3));
@@ -516,16 +530,18 @@ int main(int argc, char** argv) {
   // chunks (25 taps x 8 channels x 70 output channels do not fit at once); a residue class
   // with no tap (its inputs get zeros); inputs shorter than the stride; and a 17x17 kernel,
   // whose 289 taps exceed the tables (the one-thread-per-element kernel takes it).
-  // forward (the same shapes, with bias, a residual on some and ReLU on others): 8 output
-  // channels per group (one warp slice; four warps of position tasks) and 10 (a partial second
-  // slice), 3, 1 and 2 per group; input channels in chunks (the 5x5 kernel's 70 output channels
+  // forward (the same shapes, with bias, a residual on some and ReLU on others): 20 output
+  // channels per group (two warp slices, the second partial; four warps of position tasks), 6
+  // and 10, 3, 1 and 2 per group; input channels in chunks (the 5x5 kernel's 70 output channels
   // as 9 slices, 8 warps a block), rows of several segments, taps of a row that meet only
-  // padding, and 64 output channels with a 5x5x6 kernel (one input channel's weights for the
-  // block's channels exceed its shared memory: forward_kernel takes it).
+  // padding, and 64 output channels with a 5x5x6 kernel (one input channel's weights for 64
+  // channels exceed its shared memory: blocks of 32). grad_weight (register-blocked where a
+  // case has at most 4 input and at least 16 output channels per group): the stem in 4 slices,
+  // 64 channels of 150 taps. Each case once more in float32 with a grid of 3 blocks.
   {
     struct Case { int nd; int64_t n, cin, cout, g, in[3], k[3], st[3], dil[3]; };
     const Case cases[] = {
-        {2, 1, 3, 8, 1, {1, 5, 270}, {1, 7, 7}, {1, 2, 2}, {1, 1, 1}},
+        {2, 1, 3, 20, 1, {1, 5, 270}, {1, 7, 7}, {1, 2, 2}, {1, 1, 1}},
         {2, 2, 2, 6, 2, {1, 6, 300}, {1, 3, 3}, {1, 1, 1}, {1, 2, 2}},
         {1, 2, 4, 5, 1, {1, 1, 600}, {1, 1, 5}, {1, 1, 3}, {1, 1, 2}},
         {1, 1, 4, 6, 2, {1, 1, 90}, {1, 1, 4}, {1, 1, 2}, {1, 1, 2}},
@@ -552,12 +568,18 @@ int main(int argc, char** argv) {
       }
       s.compute_output_size();
       const Problem P = problem_of(s, 1.0 / std::sqrt(double(s.in_channels_per_group() * s.kernel_volume())), rng);
-      g_direct_passes = 3;
+      // (grad_weight too where the register-blocked kernel takes the problem: few input channels)
+      g_direct_passes = fc::grad_weight_blocked_workspace(fc::DType::kFloat64, s, 132) > 0 ? 7 : 3;
       for (const Config& cfg : configs) {
         if (cfg.tf32) continue;
         run_any(P, cfg, false, 132, index % 2 == 1, index % 3 == 0,
                 std::string("direct forward and grad_input cases ") + cfg.name + " " + describe(P));
       }
+      // again with at most 3 blocks a launch: the kernels' block-stride loops go round
+      fullconv_emu::grid_cap_value = 3;
+      run_any(P, configs[1], false, 132, index % 2 == 0, index % 3 == 1,
+              std::string("direct cases, 3 blocks ") + configs[1].name + " " + describe(P));
+      fullconv_emu::grid_cap_value = 1LL << 24;
       g_direct_passes = 7;
       ++index;
     }
@@ -570,6 +592,7 @@ int main(int argc, char** argv) {
   run_nonfinite(true, true, false);
   run_nonfinite(true, true, true);
   EXPECT(channels_last_weight_runs > 0, "no grad_weight ran the channels-last kernel\n");
+  EXPECT(blocked_weight_runs > 0, "no grad_weight ran the register-blocked direct kernel\n");
   EXPECT(mma_tile_runs > 0, "no problem ran the mma.sync tiles\n");
   EXPECT(simt_wide_runs > 0, "no problem ran the wide FMA tiles\n");
   // the swizzled stages: every ldmatrix matrix reads its 8 rows from 8 different bank groups
