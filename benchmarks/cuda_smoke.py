@@ -5,7 +5,9 @@ also on TF32), with stride, dilation, groups, 1-D/2-D/3-D, odd sizes that leave 
 tiles, and a non-finite weight; float16/bfloat16 also on the mma.sync tiles
 (FULLCONV_CUDA_TILES=mma, mma-narrow), float32 on the wide FMA tiles (simt-wide).
 --quick (for racecheck, which checks shared memory and is slow on the kernels that use it):
-the tiled kernels (the direct ones use no shared memory) in float32 and float16 only.
+the tiled kernels in float32 and float16, and the direct kernels in float32 on the cases of
+at most 4 input channels per group (their register-blocked forward, grad_input and
+grad_weight stage operands in shared memory).
 Each run is reported as it ends, so a run cut short by a time limit shows how far it got."""
 import os
 import sys
@@ -30,6 +32,10 @@ def main():
         (fullconv.full_conv2d, (2, 64, 10, 9), (72, 64, 3, 3), (2, 1), 1, 1),
         (fullconv.full_conv2d, (2, 136, 7, 6), (144, 136, 3, 3), 1, 1, 1),
         (fullconv.full_conv2d, (2, 64, 10, 9, "channels_last"), (80, 32, 3, 3), 1, (1, 2), 2),
+        # few input channels: the direct register-blocked kernels (an RGB stem; a 1-D layer with
+        # rows of two warp segments), their grad_weight in slices
+        (fullconv.full_conv2d, (2, 3, 11, 40), (20, 3, 7, 7), 2, 1, 1),
+        (fullconv.full_conv1d, (1, 2, 700), (32, 2, 5), 3, 2, 1),
     ]
     tensor_cores = torch.cuda.get_device_capability()[0] >= 8
     runs = [(a, d, False, "base") for a in ("direct", "igemm")
@@ -39,13 +45,17 @@ def main():
     runs += [("igemm", torch.float32, False, "simt-wide")]
     runs += [("igemm", d, False, t) for d in (torch.float16, torch.bfloat16) for t in ("mma", "mma-narrow")
              if tensor_cores]
-    if "--quick" in sys.argv[1:]:
-        runs = [r for r in runs if r[0] == "igemm" and r[1] in (torch.float32, torch.float16)]
+    quick = "--quick" in sys.argv[1:]
+    if quick:
+        runs = [r for r in runs if (r[0] == "igemm" and r[1] in (torch.float32, torch.float16))
+                or (r[0] == "direct" and r[1] == torch.float32)]
     for i, (algorithm, dtype, tf32, tiles) in enumerate(runs):
         os.environ["FULLCONV_CUDA_ALGORITHM"] = algorithm
         os.environ["FULLCONV_CUDA_TILES"] = tiles
         torch.backends.cudnn.allow_tf32 = tf32
         for fn, xs, ws, stride, dilation, groups in cases:
+            if quick and algorithm == "direct" and xs[1] // groups > 4:
+                continue
             x = torch.randn([e for e in xs if not isinstance(e, str)], device="cuda", dtype=dtype)
             if "channels_last" in xs:
                 x = x.contiguous(memory_format=torch.channels_last)

@@ -126,7 +126,7 @@ step tests "${TEST_SECONDS:-200}" "$PREFIX-tests.log" env FULLCONV_TEST_BACKENDS
   --ignore=tests/test_index_math.py --ignore=tests/test_data.py --ignore=tests/test_experiments.py
 SAN="$(command -v compute-sanitizer || echo "${CUDA_HOME}/bin/compute-sanitizer")"
 step memcheck 60 "$PREFIX-memcheck.log" "$SAN" --tool memcheck --error-exitcode 1 $PY benchmarks/cuda_smoke.py
-step racecheck 90 "$PREFIX-racecheck.log" "$SAN" --tool racecheck --error-exitcode 1 $PY benchmarks/cuda_smoke.py --quick
+step racecheck 120 "$PREFIX-racecheck.log" "$SAN" --tool racecheck --error-exitcode 1 $PY benchmarks/cuda_smoke.py --quick
 # The tiles' GEMM core against cuBLAS, the gather's and the taps' cost, each pass alone
 # (benchmarks/cuda_gemm_core.py): where the time goes, for the next kernel change.
 step gemmcore 90 "$PREFIX-gemm-core.log" $PY benchmarks/cuda_gemm_core.py --out "$OUT"
