@@ -1,7 +1,13 @@
-// CUDA kernels of full convolution: direct formulations that never read padding and skip
-// zero taps through the shared index math of conv_shape.h (tap_range for the gather view,
-// tap_residue / tap_output_start for the scatter view, tap_output_range for grad_weight).
-// Torch-free, so nvcc compiles this file in seconds. 64-bit index arithmetic throughout.
+// CUDA kernels of full convolution: direct formulations that skip zero taps through the shared
+// index math of conv_shape.h (tap_range for the gather view, tap_residue / tap_output_start for
+// the scatter view, tap_output_range for grad_weight): register-blocked forward, grad_input and
+// (few input channels) grad_weight, and one thread per element (per weight element for
+// grad_weight) where a problem exceeds the blocked kernels' shared-memory tables. Only the
+// blocked forward and grad_weight evaluate products with padding, and only inside a tile at a
+// row's edges (0 * w or gy * 0: a subset of the padded reference's products). Torch-free, so
+// nvcc compiles this file in seconds. 64-bit index arithmetic for every tensor offset; 32-bit
+// only for quantities the host bounds (positions along the last dim in the forward, table and
+// tile indices).
 #include "device_math.cuh"
 #include "full_conv_cuda.h"
 #include "launch.cuh"
