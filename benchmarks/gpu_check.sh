@@ -144,18 +144,18 @@ diag_step diag_profile 60 "$PREFIX-profile.log" "$NCU" --clock-control none --pr
   --section WarpStateStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
   --section InstructionStats --section SchedulerStats \
   $PY benchmarks/cuda_profile.py
-# Beside the default tiles (auto, per problem), every dtype also on the base tiles
-# (FULLCONV_CUDA_TILES=base), every pass, and the few-input-channel layers (RGB stems) also on
-# the tiles and on the per-element direct kernels (their routing, NOTES entry 29); the mma.sync
-# and wide FMA tiles were timed against the base tiles in entries 23 and 26, the gather and
-# row-order variants in entry 21 of benchmarks/NOTES.md.
+# Every pass against cuDNN, and the few-input-channel layers (RGB stems) also on the tiles and
+# on auto's previous choices (their routing, NOTES entry 29; about 13 s per stem dtype); the
+# mma.sync and wide FMA tiles were timed against the base tiles in entries 23 and 26, the
+# gather and row-order variants in entry 21 of benchmarks/NOTES.md (bench_cuda.py --tiles,
+# --plain-rows and the default gather column time them again when wanted).
 # (its shapes get BENCH_SECONDS, or what the check's budget leaves, at least 15 s; it needs
 # ~40 s beyond that for its start and the shape under way)
 BENCH_BUDGET="${BENCH_SECONDS:-45}"
 LEFT=$((BUDGET - SECONDS - 40))
 [ "$LEFT" -lt "$BENCH_BUDGET" ] && BENCH_BUDGET=$((LEFT > 15 ? LEFT : 15))
 step bench "$((BENCH_BUDGET + 45))" "$PREFIX-bench.log" $PY benchmarks/bench_cuda.py --no-gather \
-  --tiles base --passes --out "$OUT" --max-seconds "$BENCH_BUDGET"
+  --passes --out "$OUT" --max-seconds "$BENCH_BUDGET"
 cat "$CHECK_JSON"
 echo "gpu-check: results in $OUT ($NAME-*)"
 for k in $STEPS; do
