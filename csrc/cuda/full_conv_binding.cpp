@@ -45,10 +45,11 @@ void check_cuda(const at::Tensor& t, const char* name) {
 //
 // The tiled implicit-GEMM kernels (tensor cores for float16/bfloat16 and TF32, FMA tiles for
 // float32/float64) need enough output channels of the pass to fill their 64-column tiles and,
-// for tensor cores, sm_80 or newer; the direct kernels (register-blocked forward and grad_input,
-// one block per weight element for grad_weight) take the rest: depthwise and few-channel
-// layers, and the forward of layers with at most 4 input channels per group (RGB stems: the
-// tiles' flat reduction over 3 channels x taps ran at 2-6 TFLOP/s there, NOTES.md 21-26).
+// for tensor cores, sm_80 or newer; the direct kernels (register-blocked; one thread or block
+// per element where a problem exceeds their tables) take the rest: depthwise and few-channel
+// layers, and the forward and grad_weight of layers with at most 4 input channels per group
+// (RGB stems: the tiles' flat reductions over 3 channels x taps ran at 2-11 TFLOP/s there,
+// NOTES.md 21-26, 29).
 // Where the channel counts allow (cuda::igemm_channels_last_ok), the tiled forward and
 // grad_input read their source from a channels-last copy with 16-byte asynchronous copies
 // (no copy at all for a channels_last input); otherwise they gather element by element.
@@ -95,8 +96,7 @@ std::optional<cuda::Tiles> cuda_tiles() {
   return std::nullopt;
 }
 
-// FULLCONV_CUDA_DIRECT: the direct forward and grad_input kernels, blocked (default) or one
-// thread per element (element), to time them side by side.
+// FULLCONV_CUDA_DIRECT (blocked | element), read per call; see the comment at the top.
 cuda::DirectKernels direct_kernels() {
   const char* env = std::getenv("FULLCONV_CUDA_DIRECT");
   const std::string v = env ? env : "blocked";

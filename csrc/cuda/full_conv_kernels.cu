@@ -12,6 +12,9 @@
 #include "full_conv_cuda.h"
 #include "launch.cuh"
 
+#include <numeric>
+#include <type_traits>
+
 namespace fullconv {
 namespace cuda {
 namespace {
@@ -705,23 +708,36 @@ cudaError_t launch_forward_blocked(const void* x, const void* w, const void* b, 
   return FULLCONV_LAUNCH_STATUS();
 }
 
+// The register-blocked forward's tile for a problem: f(CO, P) with CO output channels a warp
+// slice (8, 4 for float64's staging, or the group's 1, 2 or up to 4) and P positions a lane
+// (4, or 8 for one or two channels), as std::integral_constant values.
+template <typename T, typename F>
+auto with_forward_tile(const ConvShape& s, F&& f) {
+  using I = std::integral_constant<int, 1>;
+  using II = std::integral_constant<int, 2>;
+  using IV = std::integral_constant<int, 4>;
+  using VIII = std::integral_constant<int, 8>;
+  using Wide = std::integral_constant<int, sizeof(typename Acc<T>::type) == 8 ? 4 : 8>;
+  const int64_t cout_g = s.out_channels_per_group();
+  if (cout_g == 1) return f(I(), VIII());
+  if (cout_g == 2) return f(II(), VIII());
+  if (cout_g <= 4) return f(IV(), IV());
+  return f(Wide(), IV());
+}
+
 template <typename T>
 cudaError_t launch_forward(const void* x, const void* w, const void* b, const unsigned char* nf,
                            Epilogue ep, void* y, const ConvShape& s, cudaStream_t stream, DirectKernels kernels) {
   const int64_t total = s.batch * s.out_channels * s.out_spatial();
   if (total == 0) return cudaSuccess;
-  // Register-blocked: slices of CO output channels (8, or the group's up to 4) per warp, 4
-  // positions per lane (8 for one or two channels)
-  const int64_t cout_g = s.out_channels_per_group();
   bool launched = false;
-  cudaError_t err = cudaSuccess;
-  constexpr int kWide = sizeof(typename Acc<T>::type) == 8 ? 4 : 8;  // (float64: the sums' staging)
-  if (kernels == DirectKernels::kPerElement) launched = false;
-  else if (cout_g == 1) err = launch_forward_blocked<T, 1, 8>(x, w, b, nf, ep, y, s, stream, &launched);
-  else if (cout_g == 2) err = launch_forward_blocked<T, 2, 8>(x, w, b, nf, ep, y, s, stream, &launched);
-  else if (cout_g <= 4) err = launch_forward_blocked<T, 4, 4>(x, w, b, nf, ep, y, s, stream, &launched);
-  else err = launch_forward_blocked<T, kWide, 4>(x, w, b, nf, ep, y, s, stream, &launched);
-  if (launched || err != cudaSuccess) return err;
+  if (kernels == DirectKernels::kBlocked) {
+    const cudaError_t err = with_forward_tile<T>(s, [&](auto co, auto p) {
+      return launch_forward_blocked<T, decltype(co)::value, decltype(p)::value>(x, w, b, nf, ep, y, s, stream,
+                                                                                &launched);
+    });
+    if (launched || err != cudaSuccess) return err;
+  }
   FULLCONV_LAUNCH(blocks_for(total), kThreads, stream, forward_kernel<T>)(
       static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(b), nf, ep,
       static_cast<T*>(y), s);
@@ -746,15 +762,6 @@ cudaError_t launch_grad_input_blocks(const void* gy, const void* w, void* gx, co
   return FULLCONV_LAUNCH_STATUS();
 }
 
-inline int64_t gcd64(int64_t a, int64_t b) {
-  while (b != 0) {
-    const int64_t t = a % b;
-    a = b;
-    b = t;
-  }
-  return a;
-}
-
 // The register-blocked kernel's grid, or false where a residue class has more taps than its
 // tables hold (kBlockedMaxTaps) or the weights of one output channel for them do not fit.
 template <typename T, int C, int P>
@@ -765,7 +772,7 @@ bool blocked_grid(const ConvShape& s, BlockedGrid* grid) {
   for (int i = 0; i < kMaxSpatialDims; ++i) {
     grid->residues[i] = s.stride[i] < s.in_size[i] ? s.stride[i] : s.in_size[i];
     grid->extent[i] = residue_count(s.in_size[i], s.stride[i], 0);
-    grid->step[i] = s.stride[i] / gcd64(s.stride[i], s.dilation[i]);
+    grid->step[i] = s.stride[i] / std::gcd(s.stride[i], s.dilation[i]);
     taps *= (s.kernel[i] + grid->step[i] - 1) / grid->step[i];  // most taps of any class
     if (taps > kBlockedMaxTaps) return false;
   }
@@ -801,8 +808,9 @@ cudaError_t launch_grad_input(const void* gy, const void* w, void* gx, const Con
   // per thread for 1 or 2 channels, else 4; blocks of 4 channels below 8, else of 8.
   bool launched = false;
   cudaError_t err = cudaSuccess;
-  if (kernels == DirectKernels::kPerElement) launched = false;
-  else if (cin_g == 1) err = launch_grad_input_blocked<T, 1, 8>(gy, w, gx, s, stream, &launched);
+  if (kernels == DirectKernels::kPerElement) {
+    // (FULLCONV_CUDA_DIRECT=element: the kernel below)
+  } else if (cin_g == 1) err = launch_grad_input_blocked<T, 1, 8>(gy, w, gx, s, stream, &launched);
   else if (cin_g == 2) err = launch_grad_input_blocked<T, 2, 8>(gy, w, gx, s, stream, &launched);
   else if (cin_g == 3) err = launch_grad_input_blocked<T, 3, 4>(gy, w, gx, s, stream, &launched);
   else if (cin_g < 8) err = launch_grad_input_blocked<T, 4, 4>(gy, w, gx, s, stream, &launched);
@@ -889,14 +897,14 @@ cudaError_t launch_padded_add(const void* x, Epilogue ep, void* out, int64_t pla
 }
 
 template <template <typename> class Launch, typename... Args>
-cudaError_t dispatch(DType dtype, Args... args) {
+auto dispatch(DType dtype, Args... args) -> decltype(Launch<float>::run(args...)) {
   switch (dtype) {
     case DType::kFloat64: return Launch<double>::run(args...);
     case DType::kFloat32: return Launch<float>::run(args...);
     case DType::kFloat16: return Launch<__half>::run(args...);
     case DType::kBFloat16: return Launch<__nv_bfloat16>::run(args...);
   }
-  return cudaErrorInvalidValue;
+  return {};  // (not reached: every DType is a case; cudaSuccess / 0 / false)
 }
 
 template <typename T> struct ForwardL {
@@ -917,16 +925,13 @@ template <typename T> struct GradInputL {
     return launch_grad_input<T>(gy, w, gx, s, st, k);
   }
 };
-// Whether launch_forward runs the register-blocked kernel on this problem (same choice of CO, P).
+// Whether launch_forward runs the register-blocked kernel on this problem.
 template <typename T> struct ForwardTakesL {
   static bool run(const ConvShape& s) {
-    ForwardGrid grid;
-    constexpr int kWide = sizeof(typename Acc<T>::type) == 8 ? 4 : 8;
-    const int64_t cout_g = s.out_channels_per_group();
-    if (cout_g == 1) return forward_grid<T, 1, 8>(s, &grid);
-    if (cout_g == 2) return forward_grid<T, 2, 8>(s, &grid);
-    if (cout_g <= 4) return forward_grid<T, 4, 4>(s, &grid);
-    return forward_grid<T, kWide, 4>(s, &grid);
+    return with_forward_tile<T>(s, [&](auto co, auto p) {
+      ForwardGrid grid;
+      return forward_grid<T, decltype(co)::value, decltype(p)::value>(s, &grid);
+    });
   }
 };
 template <typename T> struct WeightWorkspaceL {
@@ -974,24 +979,10 @@ cudaError_t grad_weight(DType dtype, const void* grad_out, const void* x, void* 
   return dispatch<GradWeightL>(dtype, grad_out, x, grad_w, s, stream);
 }
 
-bool forward_blocked_takes(DType dtype, const ConvShape& s) {
-  switch (dtype) {
-    case DType::kFloat64: return ForwardTakesL<double>::run(s);
-    case DType::kFloat32: return ForwardTakesL<float>::run(s);
-    case DType::kFloat16: return ForwardTakesL<__half>::run(s);
-    case DType::kBFloat16: return ForwardTakesL<__nv_bfloat16>::run(s);
-  }
-  return false;
-}
+bool forward_blocked_takes(DType dtype, const ConvShape& s) { return dispatch<ForwardTakesL>(dtype, s); }
 
 size_t grad_weight_blocked_workspace(DType dtype, const ConvShape& s, int sm_count) {
-  switch (dtype) {
-    case DType::kFloat64: return WeightWorkspaceL<double>::run(s, sm_count);
-    case DType::kFloat32: return WeightWorkspaceL<float>::run(s, sm_count);
-    case DType::kFloat16: return WeightWorkspaceL<__half>::run(s, sm_count);
-    case DType::kBFloat16: return WeightWorkspaceL<__nv_bfloat16>::run(s, sm_count);
-  }
-  return 0;
+  return dispatch<WeightWorkspaceL>(dtype, s, sm_count);
 }
 
 cudaError_t grad_weight_blocked(DType dtype, const void* grad_out, const void* x, void* grad_w, void* workspace,
