@@ -9,7 +9,10 @@ Modes: forward, forward+backward (grads of input, weight, bias). Dtypes: float32
 on both sides unless --tf32), bfloat16, float16. Shapes: every conv layer of an F-Conv
 ResNet-18 and ResNet-50 at 224x224 batch 64, the Red-Green net, a 3-D ResNet-18 layer.
 Shapes run in turn from each network, so a run cut short by --max-seconds covers all of them.
-Timing: CUDA events around each run, L2 flushed before it, warm-up, medians (min-max).
+Timing: CUDA events around each run, L2 flushed before it, then the stream held by a device-side
+sleep (--hold-us, default 1000) so that the run's kernels are queued before its start event: the
+events time the GPU, not the host's dispatch (whose time per call is recorded beside it and
+summarised); warm-up, medians (min-max).
 Reported: useful TFLOP/s (real products only) and % of the card's peak, ratios
 baseline/fullconv (> 1: fullconv faster). --max-seconds bounds the run; shapes not reached
 are listed as not measured.
@@ -42,6 +45,7 @@ import datetime
 import json
 import math
 import os
+import statistics
 import sys
 import time
 
@@ -99,23 +103,40 @@ MODES = (("forward", "fwd", 1), ("forward+backward", "fwd+bwd", 3), ("grad_input
 
 
 class Timer:
-    """CUDA events around each run with the L2 cache flushed before it (CPU: perf_counter)."""
+    """CUDA events around each run with the L2 cache flushed before it (CPU: perf_counter).
 
-    def __init__(self, device):
+    After the flush the stream is held busy for `hold_us` (a device-side sleep) before the start
+    event, so the run's kernels are queued while the GPU still sleeps and the events time the GPU
+    alone: without the hold, a variant whose host side (Python, dispatch, autograd) outlasts the
+    flush has the GPU idle inside its events, which times the host, not the kernels. The host
+    time of each call is recorded beside it (`host_median`, seconds) and runs whose host time
+    exceeded the hold are counted (`host_over_hold`). hold_us=0: no hold (events time both)."""
+
+    def __init__(self, device, hold_us=1000.0):
         self.device = device
         self.flush = torch.empty(256 << 20, dtype=torch.uint8, device=device) if device == "cuda" else None
+        self.hold_us = hold_us
+        self.hold_cycles = 0
+        if device == "cuda" and hold_us > 0:
+            # the sleep counts SM clock cycles: at most the card's clock (kHz; 2 GHz if unknown)
+            khz = getattr(torch.cuda.get_device_properties(0), "clock_rate", 0) or 2_000_000
+            self.hold_cycles = int(hold_us * khz / 1e3)
 
     def run(self, fn, budget_s=0.5, min_reps=3, max_reps=25):
         fn()  # warm-up (also cudnn.benchmark's algorithm search)
         fn()
-        times = []
+        times, host = [], []
         t_start = time.perf_counter()
         while len(times) < max_reps and (len(times) < min_reps or time.perf_counter() - t_start < budget_s):
             if self.device == "cuda":
                 self.flush.zero_()
+                if self.hold_cycles:
+                    torch.cuda._sleep(self.hold_cycles)
                 a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 a.record()
+                h0 = time.perf_counter()
                 fn()
+                host.append(time.perf_counter() - h0)
                 b.record()
                 b.synchronize()
                 times.append(a.elapsed_time(b) / 1e3)
@@ -123,8 +144,11 @@ class Timer:
                 t0 = time.perf_counter()
                 fn()
                 times.append(time.perf_counter() - t0)
+                host.append(times[-1])
         times.sort()
-        return {"median": times[len(times) // 2], "min": times[0], "max": times[-1], "reps": len(times)}
+        over = sum(h * 1e6 > self.hold_us for h in host) if self.hold_cycles else None
+        return {"median": times[len(times) // 2], "min": times[0], "max": times[-1], "reps": len(times),
+                "host_median": sorted(host)[len(host) // 2], "host_over_hold": over}
 
 
 class WithEnv:
@@ -230,6 +254,9 @@ def main(argv=None):
                     help="channels-last inputs (2-D/3-D shapes) for every variant")
     ap.add_argument("--passes", action="store_true",
                     help="also time grad_input and grad_weight alone against ATen's convolution_backward")
+    ap.add_argument("--hold-us", type=float, default=1000.0,
+                    help="device-side sleep before each timed run so its launches queue up (0: none, "
+                         "the events then also time host-side gaps)")
     ap.add_argument("--max-seconds", type=float, default=float("inf"))
     ap.add_argument("--device", default="cuda", help="cuda (cpu only to smoke-test the script)")
     ap.add_argument("--limit", type=int, default=None, help="first N shapes only")
@@ -249,14 +276,14 @@ def main(argv=None):
     peaks = next((v for k, v in PEAKS.items() if k in card), None)
     env = {"card": card, "torch": torch.__version__, "cuda": torch.version.cuda,
            "cudnn": torch.backends.cudnn.version() if args.device == "cuda" else None,
-           "tf32": args.tf32, "channels_last": args.channels_last, "fullconv_cuda_algorithm": args.algorithm, "date": datetime.datetime.now().isoformat(timespec="seconds")}
+           "tf32": args.tf32, "hold_us": args.hold_us if args.device == "cuda" else 0, "channels_last": args.channels_last, "fullconv_cuda_algorithm": args.algorithm, "date": datetime.datetime.now().isoformat(timespec="seconds")}
     print(f"# fullconv GPU benchmark on {card}: torch {env['torch']}, CUDA {env['cuda']}, "
           f"cuDNN {env['cudnn']}, TF32 {'on' if args.tf32 else 'off'} (both sides), "
           f"{'channels-last' if args.channels_last else 'contiguous'} inputs, "
           f"fullconv kernels: {args.algorithm}")
     cases = suite(args.quick)[: args.limit]
     dtypes = [d for d in args.dtypes.split(",") if d]
-    timer = Timer(args.device)
+    timer = Timer(args.device, args.hold_us)
     t0 = time.perf_counter()
     results, not_measured = [], []
     hdr = (f"{'shape':<28}{'dtype':<9}{'mode':<8}{'fullconv ms':>12}{'TFLOP/s':>9}{'%peak':>7}"
@@ -331,6 +358,20 @@ def main(argv=None):
         pad = f"; vs F.pad+conv: geomean {s['pad+conv']['geomean']:.2f}x" if "pad+conv" in s else ""
         print(f"{k:<28} vs cuDNN: geomean {s['cudnn']['geomean']:.2f}x (min {s['cudnn']['min']:.2f}, "
               f"max {s['cudnn']['max']:.2f}){pad}{gather}")
+    # the host side of one call (dispatch, autograd), which the hold keeps out of the GPU times
+    host = {}
+    for r in results:
+        for mode, t in r["times_s"].items():
+            for v in ("fullconv", "cudnn"):
+                if v in t and "host_median" in t[v]:
+                    host.setdefault(mode, {}).setdefault(v, []).append(t[v]["host_median"])
+    over = sum(t[v].get("host_over_hold") or 0 for r in results for t in r["times_s"].values() for v in t)
+    for mode, h in host.items():
+        cells = ", ".join(f"{v} {1e6 * statistics.median(x):.0f} us" for v, x in h.items())
+        print(f"host time per call, {mode:<16} median over the layers: {cells}")
+    if timer.hold_cycles:
+        print(f"timed runs whose host side outlasted the {args.hold_us:.0f} us hold (their GPU time may "
+              f"include host gaps): {over}")
     if not_measured:
         print(f"not measured (time budget {args.max_seconds:.0f} s): {len(not_measured)} shape/dtype pairs")
     os.makedirs(args.out, exist_ok=True)

@@ -47,9 +47,9 @@ void check_cuda(const at::Tensor& t, const char* name) {
 // float32/float64) need enough output channels of the pass to fill their 64-column tiles and,
 // for tensor cores, sm_80 or newer; the direct kernels (register-blocked; one thread or block
 // per element where a problem exceeds their tables) take the rest: depthwise and few-channel
-// layers, and the forward and grad_weight of layers with at most 4 input channels per group
-// (RGB stems: the tiles' flat reductions over 3 channels x taps ran at 2-11 TFLOP/s there,
-// NOTES.md 21-26, 29).
+// layers, and in float32 (without TF32) and float64 the forward and grad_weight of layers with
+// at most 4 input channels per group (RGB stems: the tiles' flat reductions over 3 channels x
+// taps ran at 2-11 TFLOP/s there, NOTES.md 21-26, 29, 30; few_inputs_direct).
 // Where the channel counts allow (cuda::igemm_channels_last_ok), the tiled forward and
 // grad_input read their source from a channels-last copy with 16-byte asynchronous copies
 // (no copy at all for a channels_last input); otherwise they gather element by element.
@@ -175,6 +175,22 @@ cuda::Tiles tiles_for(at::ScalarType dtype, const ConvShape& s, Pass pass) {
   return cuda::Tiles::kBase;
 }
 
+// Under auto, whether the direct register-blocked kernels take the forward or grad_weight of a
+// layer with at most 4 input channels per group (RGB stems) from the tiles, whose flat
+// reductions over a few channels x taps gather every operand element on its own. They do in the
+// FMA dtypes (float32 without TF32, float64): on the H200 run of benchmarks/NOTES.md 30 the
+// direct float32 forward took 0.56-0.70x the tiles' time and the direct grad_weight 0.90x with
+// 64 output channels per group. With tensor cores (float16/bfloat16, TF32) the tiles were level
+// or ahead (forward 1.02-1.6x, grad_weight 1.1-2.1x the tiles' time for the direct kernels), and
+// a grad_weight of fewer than 64 output channels per group fills only part of the direct
+// kernel's 64 rows per block (1.6x the tiles' time at 32): those stay on the tiles.
+bool few_inputs_direct(at::ScalarType dtype, const ConvShape& s, Pass pass) {
+  if (s.in_channels_per_group() > 4 || direct_kernels() == cuda::DirectKernels::kPerElement) return false;
+  if ((dtype == at::kHalf || dtype == at::kBFloat16 || use_tf32(dtype)) && tensor_cores_usable()) return false;
+  if (pass == Pass::kGradWeight) return s.out_channels_per_group() >= 64;
+  return pass == Pass::kForward && cuda::forward_blocked_takes(launcher_dtype(dtype), s);
+}
+
 bool use_igemm(const ConvShape& s, at::ScalarType dtype, Pass pass) {
   const std::string algorithm = cuda_algorithm();
   if (algorithm == "direct") return false;
@@ -190,9 +206,7 @@ bool use_igemm(const ConvShape& s, at::ScalarType dtype, Pass pass) {
   const int64_t cin_g = s.in_channels_per_group(), cout_g = s.out_channels_per_group();
   // (few reduction channels run the tiles' flat reduction, implicit_gemm.h)
   switch (pass) {
-    case Pass::kForward:  // (few input channels: the direct register-blocked forward, where it takes the problem)
-      return cout_g >= 16 && (cin_g > 4 || direct_kernels() == cuda::DirectKernels::kPerElement ||
-                              !cuda::forward_blocked_takes(launcher_dtype(dtype), s));
+    case Pass::kForward: return cout_g >= 16 && !few_inputs_direct(dtype, s, pass);
     case Pass::kGradInput: return cin_g >= 16;
     case Pass::kGradWeight: return cout_g >= 8 && cin_g * cout_g >= 32;
   }
@@ -391,12 +405,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cuda(
     const auto xb = batched ? input : input.unsqueeze(0);
     auto gw = at::empty(weight.sizes(), options);
     // Few input channels (RGB stems): the direct register-blocked grad_weight where it takes the
-    // problem, under auto and direct (FULLCONV_CUDA_DIRECT=element: the choice below, as before).
+    // problem under direct, and under auto where few_inputs_direct says so (FULLCONV_CUDA_DIRECT=
+    // element: the choice below, as before).
     const std::string algorithm = cuda_algorithm();
-    const bool few_inputs = s.in_channels_per_group() <= 4 && s.out_channels_per_group() >= 16 &&
-                            (algorithm == "auto" || algorithm == "direct") &&
-                            direct_kernels() == cuda::DirectKernels::kBlocked && input.numel() > 0 &&
-                            grad_output.numel() > 0;
+    const bool few_inputs = (algorithm == "direct" ? s.in_channels_per_group() <= 4 &&
+                                                         direct_kernels() == cuda::DirectKernels::kBlocked
+                             : algorithm == "auto" && few_inputs_direct(input.scalar_type(), s, Pass::kGradWeight)) &&
+                            input.numel() > 0 && grad_output.numel() > 0;
     const int blocked_sms = few_inputs ? device_attribute(cudaDevAttrMultiProcessorCount) : 0;
     const size_t blocked_bytes = few_inputs ? cuda::grad_weight_blocked_workspace(dtype, s, blocked_sms) : 0;
     if (blocked_bytes > 0) {

@@ -12,6 +12,7 @@
 #include "full_conv_cuda.h"
 #include "launch.cuh"
 
+#include <cstdint>
 #include <numeric>
 #include <type_traits>
 
@@ -265,6 +266,7 @@ constexpr int kWeightChannels = 64; // output channels per block (8 warps x 8)
 constexpr int kWeightColsPerLane = 5;
 constexpr int kWeightCols = 32 * kWeightColsPerLane;
 constexpr int kWeightXTile = 3072;  // input elements staged per step
+constexpr int kWeightXRows = kWeightXTile / kWeightRows;  // input rows staged per step, at most
 
 struct WeightGrid {
   int64_t segments, tiles, co_blocks, passes, slices, tiles_per_slice, span2, total_blocks, cols;
@@ -278,14 +280,27 @@ __global__ void __launch_bounds__(256)
   constexpr int R = kWeightRows, CO = 8, CT = kWeightColsPerLane;
   FULLCONV_SHARED(A, gys, R * kWeightChannels, 16);
   FULLCONV_SHARED(A, xs, kWeightXTile, 16);
+  FULLCONV_SHARED(int64_t, row_offset, kWeightXRows, 16);
+  FULLCONV_SHARED(int32_t, row_tap, 2 * kWeightXRows, 16);
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int64_t cin_g = s.in_channels_per_group(), cout_g = s.out_channels_per_group();
   const int64_t ktot = s.kernel_volume(), in_sp = s.in_spatial(), out_sp = s.out_spatial();
   const int K01 = static_cast<int>(s.kernel[0] * s.kernel[1]);
   const int span2 = static_cast<int>(grid.span2);
   const int s2 = static_cast<int>(s.stride[2]);
-  const int x_elems = static_cast<int>(cin_g) * K01 * span2;  // <= kWeightXTile (host)
+  const int K1 = static_cast<int>(s.kernel[1]);
+  const int x_rows = static_cast<int>(cin_g) * K01;  // x_rows * span2 <= kWeightXTile (host), span2 >= 32
   const int64_t pad0 = s.padding(0), pad1 = s.padding(1), pad2 = s.padding(2);
+  // per staged input row (ci, k0, k1): its offset from the sample's (i0, i1) = (0, 0) and its tap
+  // offsets k0 * d0, k1 * d1 (the same for every tile)
+  for (int row = tid; row < x_rows; row += blockDim.x) {
+    const int k01 = row % K01, ci = row / K01;
+    const int64_t k0d = (k01 / K1) * s.dilation[0], k1d = (k01 % K1) * s.dilation[1];
+    row_tap[2 * row] = static_cast<int32_t>(k0d);
+    row_tap[2 * row + 1] = static_cast<int32_t>(k1d);
+    row_offset[row] = ci * in_sp + (k0d * s.in_size[1] + k1d) * s.in_size[2];
+  }
+  __syncthreads();
   for (int64_t blk = blockIdx.x; blk < grid.total_blocks; blk += gridDim.x) {
     int64_t slice, pass, cb, g, rest;
     divmod_nonneg(blk, grid.slices, &rest, &slice);
@@ -329,17 +344,21 @@ __global__ void __launch_bounds__(256)
         const A v = co_base + co < cout_g && r < rcount ? load(gy_row + co * out_sp + r) : A(0);
         gys[r * kWeightChannels + (((co >> 2) ^ (r & 15)) << 2) + (co & 3)] = v;
       }
+      // the input rows (ci, k0, k1) its taps read, span2 elements each from i2_base: a warp per
+      // row, from the rows' table (no division in the loop)
       const T* x_n = x + (n * s.in_channels + g * cin_g) * in_sp;
-      for (int e = tid; e < x_elems; e += blockDim.x) {
-        const int c = e % span2, row = e / span2;
-        const int k01 = row % K01, ci = row / K01;
-        const int64_t k0 = k01 / s.kernel[1], k1 = k01 % s.kernel[1];
-        const int64_t i0 = o0 * s.stride[0] + k0 * s.dilation[0] - pad0;
-        const int64_t i1 = o1 * s.stride[1] + k1 * s.dilation[1] - pad1;
-        const int64_t i2 = o2_base * s.stride[2] - pad2 + c;
-        const bool inside = 0 <= i0 && i0 < s.in_size[0] && 0 <= i1 && i1 < s.in_size[1] && 0 <= i2 &&
-                            i2 < s.in_size[2];
-        xs[e] = inside ? load(x_n + ci * in_sp + (i0 * s.in_size[1] + i1) * s.in_size[2] + i2) : A(0);
+      const int64_t i0_base = o0 * s.stride[0] - pad0, i1_base = o1 * s.stride[1] - pad1;
+      const int64_t i2_base = o2_base * s.stride[2] - pad2;
+      const int64_t tile_offset = (i0_base * s.in_size[1] + i1_base) * s.in_size[2];
+      for (int row = warp; row < x_rows; row += blockDim.x / 32) {
+        const int64_t i0 = i0_base + row_tap[2 * row], i1 = i1_base + row_tap[2 * row + 1];
+        const bool row_in = 0 <= i0 && i0 < s.in_size[0] && 0 <= i1 && i1 < s.in_size[1];
+        const T* src = x_n + (row_in ? row_offset[row] + tile_offset : 0);
+        A* dst = xs + row * span2;
+        for (int c = lane; c < span2; c += 32) {
+          const int64_t i2 = i2_base + c;
+          dst[c] = row_in && 0 <= i2 && i2 < s.in_size[2] ? load(src + i2) : A(0);
+        }
       }
       __syncthreads();
       if (my_co >= cout_g) continue;  // (no barrier before the next step's first)
@@ -475,7 +494,7 @@ __global__ void grad_input_kernel(const T* __restrict__ gy, const T* __restrict_
 // 32*P positions b2 along the last dim, lane l owning b2 = segment start + l + 32p (p < P), so
 // each of the P loads of a warp reads 32 consecutive grad_output elements. The class's taps
 // (their output offsets) and the weights of a chunk of output channels for those taps and the
-// C channels sit in shared memory, so the inner step per (tap, output channel) is P loads of
+// C channels sit in shared memory, so the inner step per (output channel, tap) is P loads of
 // grad_output, C weights read together, and P*C multiply-adds into registers (the one-thread-
 // per-element kernel did C multiply-adds per load of grad_output and C weight loads).
 // Deterministic: each gx element is summed by one thread in a fixed order.
@@ -490,20 +509,22 @@ struct BlockedGrid {
   int64_t classes, cblocks, segments, tasks, blocks_per_class, total_blocks;
 };
 
-// The blocked kernel's inner loops over the class's taps and a chunk of output channels:
-// acc[p][c] += gy(position p, tap j, channel co) * w(co, c, tap j). kAll: every position valid.
+// The blocked kernel's inner loops over a chunk of output channels and the class's taps:
+// acc[p][c] += gy(position p, channel co, tap j) * w(co, c, tap j). Channel by channel, so a
+// warp's loads for one channel's taps (shifted windows of a few neighbouring rows of one plane,
+// shared with the block's other warps) meet in L1; taps outermost (the order before) streamed
+// the whole chunk's planes through L1 once per tap (NOTES.md 30). kAll: every position valid.
 template <typename T, int C, int P, bool kAll>
 __device__ __forceinline__ void blocked_taps(const T* __restrict__ plane, const int64_t* tap_offset,
                                              const typename Acc<T>::type* wsh, int ntaps, int ch, int64_t out_sp,
                                              const bool (&valid)[P], typename Acc<T>::type (&acc)[P][C]) {
   using A = typename Acc<T>::type;
   constexpr int CS = C == 3 ? 4 : C;
-  for (int j = 0; j < ntaps; ++j) {
-    const T* gp = plane + tap_offset[j];
-    const A* wp = wsh + j * ch * CS;
-    const A* const wend = wp + ch * CS;
+  const A* wp = wsh;
+  for (int co = 0; co < ch; ++co, plane += out_sp) {
 #pragma unroll 2
-    for (; wp != wend; wp += CS) {
+    for (int j = 0; j < ntaps; ++j, wp += CS) {
+      const T* gp = plane + tap_offset[j];
       A gv[P];
 #pragma unroll
       for (int p = 0; p < P; ++p) gv[p] = (kAll || valid[p]) ? load(gp + 32 * p) : A(0);
@@ -514,7 +535,6 @@ __device__ __forceinline__ void blocked_taps(const T* __restrict__ plane, const 
       for (int p = 0; p < P; ++p)
 #pragma unroll
         for (int c = 0; c < C; ++c) acc[p][c] += gv[p] * wv[c];
-      gp += out_sp;
     }
   }
 }
@@ -595,9 +615,9 @@ __global__ void __launch_bounds__(kBlockedWarps * 32)
     for (int64_t co0 = 0; co0 < cout_g; co0 += chunk) {
       const int ch = static_cast<int>(cout_g - co0 < chunk ? cout_g - co0 : chunk);
       __syncthreads();  // tap tables written; the previous chunk's weights read
-      // wsh[(j * ch + co) * CS + c] = w[g*cout_g + co0 + co, c_first + c, tap j] (0 past the channels)
+      // wsh[(co * ntaps + j) * CS + c] = w[g*cout_g + co0 + co, c_first + c, tap j] (0 past the channels)
       for (int e = tid; e < ntaps * ch * CS; e += blockDim.x) {
-        const int c = e % CS, jc = e / CS, co = jc % ch, j = jc / ch;
+        const int c = e % CS, jc = e / CS, j = jc % ntaps, co = jc / ntaps;
         wsh[e] = c < chans ? load(w + ((g * cout_g + co0 + co) * cin_g + c_first + c) * ktot + tap_index[j]) : A(0);
       }
       __syncthreads();
@@ -843,7 +863,9 @@ bool weight_grid(const ConvShape& s, int sm_count, WeightGrid* grid) {
   const int64_t cin_g = s.in_channels_per_group();
   if (cin_g > 4 || s.out_channels_per_group() < 16 || s.batch == 0) return false;
   grid->span2 = (kWeightRows - 1) * s.stride[2] + (s.kernel[2] - 1) * s.dilation[2] + 1;
-  if (cin_g * s.kernel[0] * s.kernel[1] * grid->span2 > kWeightXTile) return false;
+  if (cin_g * s.kernel[0] * s.kernel[1] * grid->span2 > kWeightXTile) return false;  // (so at most kWeightXRows rows)
+  for (int i = 0; i < 2; ++i)  // (the rows' tap offsets are 32-bit)
+    if ((s.kernel[i] - 1) * s.dilation[i] > INT32_MAX) return false;
   grid->cols = cin_g * s.kernel_volume();
   grid->segments = (s.out_size[2] + kWeightRows - 1) / kWeightRows;
   grid->tiles = s.batch * s.out_size[0] * s.out_size[1] * grid->segments;
