@@ -13,10 +13,13 @@ fullconv reaches on 64-512-channel 3x3 layers; the peak memory of forward+backwa
 fullconv and the padded reference (each in a fresh subprocess, high-water mark of the resident
 set above the inputs); a train step of an F-Conv ResNet-18 (64x64, batch 16; fullconv.convert)
 against the same network built the authors' way (nn.Conv2d(padding=k-1) + padded residuals).
-The issue's targets are printed beside what was measured.
+The issue's targets are printed beside what was measured. --narrow-tiles also times fullconv
+with FULLCONV_CPU_BLOCKED_TILE=narrow (the blocked forward's two-vector register tiles
+everywhere, instead of four vectors on AVX-512 for groups of 48+ float32 output channels):
+column narrow/fc, above 1 where the default is faster.
 
     python benchmarks/bench_cpu.py [--quick] [--threads N] [--no-memory] [--no-network]
-                                   [--out benchmarks/results]
+                                   [--narrow-tiles] [--out benchmarks/results]
 """
 from __future__ import annotations
 
@@ -75,7 +78,22 @@ def measure(stmt, env, min_time):
     return {"median": m.median, "min": min(m.times), "max": max(m.times)}
 
 
-def run_case(case, min_time):
+def _with_env(variable, value):
+    """f(*args) run with one environment variable set (fullconv reads its switches per call)."""
+    def call(f, *args):
+        old = os.environ.get(variable)
+        os.environ[variable] = value
+        try:
+            return f(*args)
+        finally:
+            if old is None:
+                del os.environ[variable]
+            else:
+                os.environ[variable] = old
+    return call
+
+
+def run_case(case, min_time, narrow=False):
     name, nd, n, cin, cout, k, s, d, g, L = case
     x = torch.randn(n, cin, *(L,) * nd)
     w = torch.randn(cout, cin // g, *(k,) * nd) / math.sqrt(cin // g * k ** nd)
@@ -89,6 +107,9 @@ def run_case(case, min_time):
         "pad+conv": "conv(F.pad(x, pads), w, b, s, 0, d, g)",
         "same": "conv(x, w, b, s, same, d, g)",
     }
+    if narrow:
+        env["narrow"] = _with_env("FULLCONV_CPU_BLOCKED_TILE", "narrow")
+        fwd["fullconv-narrow"] = "narrow(fc, x, w, b, s, d, g)"
     # correctness guard: the benchmark refuses to time a wrong answer
     torch.testing.assert_close(FULL[nd](x, w, b, s, d, g), CONV[nd](x, w, b, s, p, d, g),
                                rtol=1e-3, atol=1e-3)
@@ -207,12 +228,15 @@ def main(argv=None):
     ap.add_argument("--min-time", type=float, default=None, help="seconds per measurement")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     ap.add_argument("--no-network", action="store_true", help="skip the ResNet-18 train step")
+    ap.add_argument("--narrow-tiles", action="store_true",
+                    help="also time fullconv on the two-vector forward tiles (FULLCONV_CPU_BLOCKED_TILE=narrow)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     min_time = args.min_time or (0.1 if args.quick else 0.3)
     env = {"machine": platform.machine(), "processor": platform.processor() or cpu_model(),
            "isa": cpu_isa(), "blocked_isa": os.environ.get("FULLCONV_CPU_BLOCKED_ISA", "auto"),
+           "blocked_tile": os.environ.get("FULLCONV_CPU_BLOCKED_TILE", "auto"), "narrow_tiles_column": args.narrow_tiles,
            "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
            "torch": torch.__version__, "mkldnn": torch.backends.mkldnn.is_available(),
            "date": datetime.datetime.now().isoformat(timespec="seconds")}
@@ -224,19 +248,21 @@ def main(argv=None):
         def tqdm(it, **_):
             return it
     cases = suite(args.quick)
-    results = [run_case(c, min_time) for c in tqdm(cases, desc="shapes", file=sys.stderr)]
+    results = [run_case(c, min_time, args.narrow_tiles) for c in tqdm(cases, desc="shapes", file=sys.stderr)]
     sgemm = sgemm_gflops(min_time)
     if not args.no_memory and sys.platform.startswith("linux"):
         for c, r in zip(tqdm(cases, desc="peak memory", file=sys.stderr), results):
             r["peak_memory_bytes"] = peak_memory(c, args.threads)
     network = None if args.no_network else resnet18_train_step(max(min_time, 1.0), args.threads)
     hdr = (f"{'shape':<26}{'mode':<8}{'fullconv ms':>12}{'GFLOP/s':>9}"
-           f"{'padded/fc':>10}{'pad+conv/fc':>12}{'same/fc':>9}")
+           f"{'padded/fc':>10}{'pad+conv/fc':>12}{'same/fc':>9}" + (f"{'narrow/fc':>11}" if args.narrow_tiles else ""))
     print(hdr)
     print("-" * len(hdr))
     summary = {}
     for mode, tag, flop_mul in (("forward", "fwd", 1), ("forward+backward", "fwd+bwd", 3)):
         ratios = {"padded": [], "pad+conv": [], "same": []}
+        if args.narrow_tiles:
+            ratios["fullconv-narrow"] = []
         for r in results:
             t = r["times_s"][mode]
             fc = t["fullconv"]["median"]
@@ -247,14 +273,18 @@ def main(argv=None):
             gflops = flop_mul * r["useful_gflop_forward"] / fc
             r.setdefault("useful_gflops", {})[mode] = gflops
             print(f"{r['name']:<26}{tag:<8}{fc * 1e3:>12.3f}{gflops:>9.1f}"
-                  f"{row['padded']:>10.2f}{row['pad+conv']:>12.2f}{row['same']:>9.2f}")
+                  f"{row['padded']:>10.2f}{row['pad+conv']:>12.2f}{row['same']:>9.2f}"
+                  + (f"{row['fullconv-narrow']:>11.2f}" if args.narrow_tiles else ""))
         summary[mode] = {v: {"geomean": geomean(xs), "min": min(xs), "max": max(xs)}
                          for v, xs in ratios.items()}
     print()
     for mode, s in summary.items():
         print(f"{mode:<18} ratio vs padded F.conv: geomean {s['padded']['geomean']:.2f}x "
               f"(min {s['padded']['min']:.2f}, max {s['padded']['max']:.2f}); vs F.pad+conv: "
-              f"geomean {s['pad+conv']['geomean']:.2f}x")
+              f"geomean {s['pad+conv']['geomean']:.2f}x" + (
+                  f"; narrow tiles / default: geomean {s['fullconv-narrow']['geomean']:.2f}x (min "
+                  f"{s['fullconv-narrow']['min']:.2f}, max {s['fullconv-narrow']['max']:.2f})"
+                  if "fullconv-narrow" in s else ""))
     wide = [r for r in results if r["kernel"] == 3 and r["groups"] == 1 and r["nd"] == 2
             and 64 <= r["in_channels"] <= 512 and 64 <= r["out_channels"] <= 512]
     wide_fraction = [r["useful_gflops"]["forward"] / sgemm for r in wide]

@@ -143,6 +143,7 @@ def test_unknown_cpu_algorithm_is_refused(monkeypatch):
 @pytest.mark.parametrize("variable,value,message", [
     ("FULLCONV_CPU_BLOCKED_INPUT", "sometimes", "auto, copy or inplace"),
     ("FULLCONV_CPU_BLOCKED_ISA", "sse2", "auto, avx2 or avx512"),
+    ("FULLCONV_CPU_BLOCKED_TILE", "wide", "auto or narrow"),
 ])
 def test_unknown_blocked_switch_value_is_refused(monkeypatch, variable, value, message):
     monkeypatch.setenv("FULLCONV_CPU_ALGORITHM", "blocked")

@@ -5,6 +5,7 @@ import itertools
 import pytest
 import torch
 
+from conftest import BLOCKED, set_cpu_algorithm
 from helpers import check_against_reference
 
 DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
@@ -160,3 +161,28 @@ def test_working_dtype_baseline_is_checked_before_use():
     x = torch.randn(1, 1, 1, 1, dtype=torch.float64)
     w = torch.randn(1, 1, 2, 2, 4, dtype=torch.float64)
     check_against_reference(x.bfloat16(), w.bfloat16(), None, 1, 1, 1)
+
+
+@pytest.mark.skipif(not BLOCKED, reason="no blocked CPU kernels on this CPU")
+@pytest.mark.parametrize("isa", ["avx512", "avx512-narrow", "avx2"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("cout,groups", [(24, 1), (47, 1), (64, 1), (100, 2), (130, 1)])
+def test_register_tile_widths(cout, groups, dtype, isa, monkeypatch):
+    # The blocked forward's tiles of four vectors of output channels (AVX-512, groups of at
+    # least three vectors: 48 float32 or 24 float64 channels) and of two, with a partial last
+    # block, through the forward and both gradients (stride-1 grad_input runs the forward
+    # kernel on grad_output; strided, once per residue class), channels-first and last.
+    if isa.startswith("avx512") and torch.backends.cpu.get_cpu_capability() != "AVX512":
+        pytest.skip("this CPU has no AVX-512")
+    set_cpu_algorithm(monkeypatch, f"blocked-{isa.split('-')[0]}")
+    monkeypatch.setenv("FULLCONV_CPU_BLOCKED_TILE", "narrow" if isa.endswith("narrow") else "auto")
+    cin = 6 * groups
+    for stride, layout in ((1, torch.contiguous_format), (2, torch.channels_last)):
+        x = torch.randn(2, cin, 9, 7, dtype=torch.float64).contiguous(memory_format=layout).to(dtype)
+        w = (torch.randn(cout, cin // groups, 3, 2, dtype=torch.float64) / 4).to(dtype)
+        b = torch.randn(cout, dtype=torch.float64).to(dtype)
+        check_against_reference(x, w, b, stride, 1, groups)
+        # and as grad_input's problem: cout channels in, few out
+        xt = torch.randn(2, cout, 8, 6, dtype=torch.float64).contiguous(memory_format=layout).to(dtype)
+        wt = (torch.randn(cin, cout // groups, 2, 3, dtype=torch.float64) / 8).to(dtype)
+        check_against_reference(xt, wt, None, stride, 1, groups)

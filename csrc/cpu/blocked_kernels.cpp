@@ -17,7 +17,7 @@ namespace blocked {
   namespace NS {                                                                                    \
   template <typename T>                                                                             \
   void forward(const Problem& p, const T* in, const T* w_packed, const T* bias, bool accumulate,   \
-               T* out, int64_t task_begin, int64_t task_end);                                       \
+               T* out, int64_t task_begin, int64_t task_end, int64_t block);                        \
   template <typename T>                                                                             \
   void rows_forward(const Problem& p, const T* in, const T* w_packed, const T* bias, bool accumulate, \
                     T* out, int64_t task_begin, int64_t task_end);                                  \
@@ -94,9 +94,9 @@ void by_isa(Isa isa, Avx512 avx512_kernel, Avx2 avx2_kernel) {
 
 template <typename T>
 void forward(Isa isa, const Problem& p, const T* in, const T* w_packed, const T* bias, bool accumulate,
-             T* out, int64_t task_begin, int64_t task_end) {
-  by_isa(isa, [&] { avx512::forward<T>(p, in, w_packed, bias, accumulate, out, task_begin, task_end); },
-         [&] { avx2::forward<T>(p, in, w_packed, bias, accumulate, out, task_begin, task_end); });
+             T* out, int64_t task_begin, int64_t task_end, int64_t block) {
+  by_isa(isa, [&] { avx512::forward<T>(p, in, w_packed, bias, accumulate, out, task_begin, task_end, block); },
+         [&] { avx2::forward<T>(p, in, w_packed, bias, accumulate, out, task_begin, task_end, block); });
 }
 
 template <typename T>
@@ -127,7 +127,7 @@ void grad_weight(Isa isa, const Problem& p, const T* gy_blocked, const T* x_bloc
 Isa isa() { return Isa::kNone; }
 
 template <typename T>
-void forward(Isa, const Problem&, const T*, const T*, const T*, bool, T*, int64_t, int64_t) {
+void forward(Isa, const Problem&, const T*, const T*, const T*, bool, T*, int64_t, int64_t, int64_t) {
   throw std::logic_error("blocked kernels are not built for this CPU");
 }
 template <typename T>
@@ -147,9 +147,9 @@ void grad_weight(Isa, const Problem&, const T*, const T*, int64_t, int64_t, bool
 #endif
 
 template void forward<float>(Isa, const Problem&, const float*, const float*, const float*, bool, float*,
-                             int64_t, int64_t);
+                             int64_t, int64_t, int64_t);
 template void forward<double>(Isa, const Problem&, const double*, const double*, const double*, bool,
-                              double*, int64_t, int64_t);
+                              double*, int64_t, int64_t, int64_t);
 template void rows_forward<float>(Isa, const Problem&, const float*, const float*, const float*, bool,
                                   float*, int64_t, int64_t);
 template void rows_forward<double>(Isa, const Problem&, const double*, const double*, const double*, bool,

@@ -11,7 +11,8 @@
 //   in, out      [N, C, S0, S1, S2] with the element strides in Problem (forward), C = all
 //                channels of all groups
 //   packed w     [G, OCB, K0, K1, K2, Cin_g, B] output channels in blocks of B (zero beyond
-//                                             Cout_g); B = oc_block<T>(isa) = two vectors
+//                                             Cout_g); B = forward_block<T>(isa, Cout_g): two
+//                                             vectors, or four (AVX-512) for wide groups
 // A register tile is B output channels x up to 6 output positions of one row (forward; each
 // (tap, channel) run covers only the tile positions where that tap reads real input) or
 // B output channels x up to 6 input channels of one tap (grad_weight), accumulated in
@@ -69,10 +70,19 @@ Isa isa();
 const char* isa_name(Isa isa);
 inline bool available() { return isa() != Isa::kNone; }
 
-// Output channels per register tile: two vectors.
+// Output channels per register tile of grad_weight: two vectors.
 template <typename T>
 constexpr int64_t oc_block(Isa isa) {
   return 2 * (isa == Isa::kAvx512 ? 64 : 32) / static_cast<int64_t>(sizeof(T));
+}
+// Output channels per register tile of forward(), and its packed weight's block: two vectors,
+// or on AVX-512 four where a group has at least three vectors of output channels (4 x 6
+// accumulators of the 32 registers: 10 loads per 24 multiply-adds instead of 8 per 12;
+// benchmarks/NOTES.md 28, 31). AVX2's 16 registers hold only the two-vector tile.
+template <typename T>
+constexpr int64_t forward_block(Isa isa, int64_t out_channels_per_group) {
+  const int64_t lanes = (isa == Isa::kAvx512 ? 64 : 32) / static_cast<int64_t>(sizeof(T));
+  return isa == Isa::kAvx512 && out_channels_per_group >= 3 * lanes ? 4 * lanes : 2 * lanes;
 }
 
 // Rows: output channels per tile of the kernels that run their vectors along the positions of
@@ -86,9 +96,10 @@ constexpr int64_t kGradWeightInputBlock = 6;
 // tasks share packed weights). Writes every element of the rows it owns: bias (per output
 // channel, may be null) + (accumulate ? the value already in `out` : 0) + the correlation.
 int64_t forward_task_count(const Problem& p, int64_t block);
+// `block`: the packed weight's block, forward_block<T>(isa, out channels per group).
 template <typename T>
 void forward(Isa isa, const Problem& p, const T* in, const T* w_packed, const T* bias, bool accumulate,
-             T* out, int64_t task_begin, int64_t task_end);
+             T* out, int64_t task_begin, int64_t task_end, int64_t block);
 
 // Forward with vectors along output rows: for problems with few output channels per group.
 // Needs unit stride along dim 2 (stride[2] == 1) and inputs consecutive along dim 2

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <stdexcept>
 #include <vector>
 
 #include "../conv_shape.h"
@@ -149,10 +150,10 @@ struct Segment {
 
 #define FULLCONV_TARGET_INLINE FULLCONV_TARGET __attribute__((always_inline)) inline
 
-// The products of one segment for the positions [J0, J1) of a P-position tile.
-template <typename T, int P, int J0, int J1>
-FULLCONV_TARGET_INLINE void run_segment(const Segment<T>& sg, int64_t xc, typename Simd<T>::V (&a0)[P],
-                                      typename Simd<T>::V (&a1)[P]) {
+// The products of one segment for the positions [J0, J1) of a tile of NV vectors of output
+// channels x P positions.
+template <typename T, int NV, int P, int J0, int J1>
+FULLCONV_TARGET_INLINE void run_segment(const Segment<T>& sg, int64_t xc, typename Simd<T>::V (&a)[NV][P]) {
   using S = Simd<T>;
   using V = typename S::V;
   constexpr int L = S::kLanes;
@@ -162,26 +163,27 @@ FULLCONV_TARGET_INLINE void run_segment(const Segment<T>& sg, int64_t xc, typena
   for (int j = J0; j < J1; ++j) xp[j] = sg.x[j];
   const int64_t len = sg.len;
   int64_t off = 0;
-  for (int64_t i = 0; i < len; ++i, off += xc, w += 2 * L) {
-    const V w0 = S::load(w), w1 = S::load(w + L);
+  for (int64_t i = 0; i < len; ++i, off += xc, w += NV * L) {
+    V wv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) wv[v] = S::load(w + v * L);
 #pragma GCC unroll 8
     for (int j = J0; j < J1; ++j) {
       const V b = S::broadcast(xp[j] + off);
-      a0[j] = S::fma(w0, b, a0[j]);
-      a1[j] = S::fma(w1, b, a1[j]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) a[v][j] = S::fma(wv[v], b, a[v][j]);
     }
   }
 }
 
 // A segment covering only part of the tile (row edges): one specialisation per range, so the
 // accumulators stay in registers and no product of padding is computed.
-template <typename T, int P>
-FULLCONV_TARGET_INLINE void run_partial_segment(const Segment<T>& sg, int64_t xc, typename Simd<T>::V (&a0)[P],
-                                              typename Simd<T>::V (&a1)[P]) {
+template <typename T, int NV, int P>
+FULLCONV_TARGET_INLINE void run_partial_segment(const Segment<T>& sg, int64_t xc, typename Simd<T>::V (&a)[NV][P]) {
   static_assert(kMaxPositions == 6, "the cases below cover ranges within 6 positions");
 #define FULLCONV_RANGE_CASE(A, B)                                                   \
   case (A) * 8 + (B):                                                               \
-    if constexpr ((B) <= P) run_segment<T, P, (A), (B)>(sg, xc, a0, a1);           \
+    if constexpr ((B) <= P) run_segment<T, NV, P, (A), (B)>(sg, xc, a);            \
     return;
   switch (sg.j0 * 8 + sg.j1) {
     FULLCONV_RANGE_CASE(0, 1) FULLCONV_RANGE_CASE(0, 2) FULLCONV_RANGE_CASE(0, 3)
@@ -196,51 +198,47 @@ FULLCONV_TARGET_INLINE void run_partial_segment(const Segment<T>& sg, int64_t xc
 #undef FULLCONV_RANGE_CASE
 }
 
-// B output channels x P positions, accumulated over all segments, then stored once: vector
-// stores when the output's channels are contiguous (oc_step == 1), otherwise through a small
-// transpose (each channel's P positions written with pos_step).
-template <typename T, int P, bool kTail>
+// B = NV vectors of output channels x P positions, accumulated over all segments, then stored
+// once: vector stores when the output's channels are contiguous (oc_step == 1), otherwise
+// through a small transpose (each channel's P positions written with pos_step).
+template <typename T, int NV, int P, bool kTail>
 FULLCONV_TARGET void forward_tile(const Segment<T>* seg, int64_t nseg, int64_t xc, const T* bias,
                                 bool accumulate, T* out, int64_t pos_step, int64_t oc_step, int64_t valid) {
   using S = Simd<T>;
   using V = typename S::V;
   constexpr int L = S::kLanes;
   const bool vector_store = oc_step == 1;
-  const auto m0 = S::mask(valid), m1 = S::mask(valid - L);
-  V b0 = S::zero(), b1 = S::zero();
-  if (bias != nullptr) {
-    b0 = load_channels<T, kTail>(bias, m0);
-    b1 = load_channels<T, kTail>(bias + L, m1);
+  typename S::M m[NV];
+  V b[NV];
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) {
+    m[v] = S::mask(valid - v * L);
+    b[v] = bias != nullptr ? load_channels<T, kTail>(bias + v * L, m[v]) : S::zero();
   }
-  V a0[P], a1[P];
+  V a[NV][P];
 #pragma GCC unroll 8
   for (int j = 0; j < P; ++j) {
-    if (accumulate && vector_store) {
-      a0[j] = S::add(b0, load_channels<T, kTail>(out + j * pos_step, m0));
-      a1[j] = S::add(b1, load_channels<T, kTail>(out + j * pos_step + L, m1));
-    } else {
-      a0[j] = b0;
-      a1[j] = b1;
-    }
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v)
+      a[v][j] = accumulate && vector_store ? S::add(b[v], load_channels<T, kTail>(out + j * pos_step + v * L, m[v]))
+                                           : b[v];
   }
   for (int64_t q = 0; q < nseg; ++q) {
-    if (seg[q].j0 == 0 && seg[q].j1 == P) run_segment<T, P, 0, P>(seg[q], xc, a0, a1);
-    else run_partial_segment<T, P>(seg[q], xc, a0, a1);
+    if (seg[q].j0 == 0 && seg[q].j1 == P) run_segment<T, NV, P, 0, P>(seg[q], xc, a);
+    else run_partial_segment<T, NV, P>(seg[q], xc, a);
   }
   if (vector_store) {
 #pragma GCC unroll 8
-    for (int j = 0; j < P; ++j) {
-      store_channels<T, kTail>(out + j * pos_step, m0, a0[j]);
-      store_channels<T, kTail>(out + j * pos_step + L, m1, a1[j]);
-    }
+    for (int j = 0; j < P; ++j)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) store_channels<T, kTail>(out + j * pos_step + v * L, m[v], a[v][j]);
     return;
   }
-  alignas(64) T buf[P][2 * L];
+  alignas(64) T buf[P][NV * L];
 #pragma GCC unroll 8
-  for (int j = 0; j < P; ++j) {
-    S::store(buf[j], a0[j]);
-    S::store(buf[j] + L, a1[j]);
-  }
+  for (int j = 0; j < P; ++j)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) S::store(buf[j] + v * L, a[v][j]);
   for (int64_t c = 0; c < valid; ++c) {
     T* o = out + c * oc_step;
     if (accumulate)
@@ -250,17 +248,17 @@ FULLCONV_TARGET void forward_tile(const Segment<T>* seg, int64_t nseg, int64_t x
   }
 }
 
-template <typename T, bool kTail>
+template <typename T, int NV, bool kTail>
 FULLCONV_TARGET void forward_tile_n(int positions, const Segment<T>* seg, int64_t nseg, int64_t xc,
                                   const T* bias, bool accumulate, T* out, int64_t pos_step,
                                   int64_t oc_step, int64_t valid) {
   switch (positions) {
 #define FULLCONV_TILE_CASE(N) \
-  case N: return forward_tile<T, N, kTail>(seg, nseg, xc, bias, accumulate, out, pos_step, oc_step, valid);
+  case N: return forward_tile<T, NV, N, kTail>(seg, nseg, xc, bias, accumulate, out, pos_step, oc_step, valid);
     FULLCONV_TILE_CASE(1) FULLCONV_TILE_CASE(2) FULLCONV_TILE_CASE(3)
     FULLCONV_TILE_CASE(4) FULLCONV_TILE_CASE(5)
 #undef FULLCONV_TILE_CASE
-    default: return forward_tile<T, 6, kTail>(seg, nseg, xc, bias, accumulate, out, pos_step, oc_step, valid);
+    default: return forward_tile<T, NV, 6, kTail>(seg, nseg, xc, bias, accumulate, out, pos_step, oc_step, valid);
   }
 }
 
@@ -561,10 +559,13 @@ FULLCONV_TARGET void depthwise_plane(const Problem& p, const T* in_c, const T* w
 
 }  // namespace
 
-template <typename T>
-FULLCONV_TARGET void forward(const Problem& p, const T* in, const T* w_packed, const T* bias,
-                           bool accumulate, T* out, int64_t task_begin, int64_t task_end) {
-  constexpr int64_t B = 2 * Simd<T>::kLanes;
+namespace {
+
+// forward() with tiles of NV vectors of output channels (B = NV * lanes, the packed weight's block).
+template <typename T, int NV>
+FULLCONV_TARGET void forward_blocks(const Problem& p, const T* in, const T* w_packed, const T* bias,
+                                    bool accumulate, T* out, int64_t task_begin, int64_t task_end) {
+  constexpr int64_t B = NV * Simd<T>::kLanes;
   const int64_t cin_g = p.in_channels_per_group(), cout_g = p.out_channels_per_group();
   const int64_t OCB = ceil_div(cout_g, B), ktot = p.kernel_volume();
   const int64_t K1 = p.kernel[1], K2 = p.kernel[2];
@@ -636,11 +637,24 @@ FULLCONV_TARGET void forward(const Problem& p, const T* in, const T* w_packed, c
       }
       T* tile_out = out_row + ow0 * os2;
       if (valid == B)
-        forward_tile_n<T, false>(P, seg.data(), nseg, isc, b_block, accumulate, tile_out, os2, osc, valid);
+        forward_tile_n<T, NV, false>(P, seg.data(), nseg, isc, b_block, accumulate, tile_out, os2, osc, valid);
       else
-        forward_tile_n<T, true>(P, seg.data(), nseg, isc, b_block, accumulate, tile_out, os2, osc, valid);
+        forward_tile_n<T, NV, true>(P, seg.data(), nseg, isc, b_block, accumulate, tile_out, os2, osc, valid);
     }
   }
+}
+
+}  // namespace
+
+template <typename T>
+FULLCONV_TARGET void forward(const Problem& p, const T* in, const T* w_packed, const T* bias,
+                           bool accumulate, T* out, int64_t task_begin, int64_t task_end, int64_t block) {
+  constexpr int64_t L = Simd<T>::kLanes;
+#if FULLCONV_BLOCKED_WIDTH == 512
+  if (block == 4 * L) return forward_blocks<T, 4>(p, in, w_packed, bias, accumulate, out, task_begin, task_end);
+#endif
+  if (block != 2 * L) throw std::logic_error("blocked forward: a weight packed in blocks this build has no tile for");
+  forward_blocks<T, 2>(p, in, w_packed, bias, accumulate, out, task_begin, task_end);
 }
 
 template <typename T>
@@ -746,7 +760,8 @@ FULLCONV_TARGET void grad_weight(const Problem& p, const T* gy_blocked, const T*
 
 // The build's kernels, for blocked_kernels.cpp to dispatch to.
 #define FULLCONV_INSTANTIATE(T)                                                                    \
-  template void forward<T>(const Problem&, const T*, const T*, const T*, bool, T*, int64_t, int64_t); \
+  template void forward<T>(const Problem&, const T*, const T*, const T*, bool, T*, int64_t, int64_t,  \
+                           int64_t);                                                               \
   template void rows_forward<T>(const Problem&, const T*, const T*, const T*, bool, T*, int64_t,    \
                                 int64_t);                                                          \
   template void depthwise_forward<T>(const Problem&, const T*, const T*, const T*, bool, T*,        \

@@ -791,6 +791,19 @@ double forward_reuse(const ConvShape& s) {
   return r;
 }
 
+// The register tiles' output channels for the blocked forward: blocked::forward_block, or with
+// FULLCONV_CPU_BLOCKED_TILE=narrow the two-vector tiles everywhere (to time the four-vector
+// AVX-512 tiles against them; an invalid value is a ValueError).
+template <typename scalar_t>
+int64_t forward_tile_block(blocked::Isa isa, int64_t out_channels_per_group) {
+  const char* env = std::getenv("FULLCONV_CPU_BLOCKED_TILE");
+  const std::string mode = env != nullptr && *env != '\0' ? env : "auto";
+  TORCH_CHECK_VALUE(mode == "auto" || mode == "narrow", "FULLCONV_CPU_BLOCKED_TILE must be auto or narrow, got '",
+                    mode, "'");
+  return mode == "narrow" ? blocked::oc_block<scalar_t>(isa)
+                          : blocked::forward_block<scalar_t>(isa, out_channels_per_group);
+}
+
 // Runs a blocked problem: `in` 5-D in the compute dtype (from blocked_input, for the same
 // kernel choice), `w6` the problem's weight [G, Cout', Cin', K0, K1, K2] (any strides; taps
 // read flipped when `flip`); the output strides of `p` must be set.
@@ -802,7 +815,9 @@ void blocked_forward(blocked::Isa isa, blocked::Problem p, const at::Tensor& in,
   const bool rows = !depthwise && rows_kernel(p.out_channels_per_group(), p.stride[2]);
   TORCH_INTERNAL_ASSERT(!(rows || depthwise) || p.in_stride[2] == 1 || p.in_size[2] == 1);
   if (rows || depthwise) p.in_stride[2] = 1;
-  const int64_t block = depthwise ? 1 : rows ? blocked::kRowsBlock : blocked::oc_block<scalar_t>(isa);
+  const int64_t block = depthwise ? 1
+                        : rows    ? blocked::kRowsBlock
+                                  : forward_tile_block<scalar_t>(isa, p.out_channels_per_group());
   const at::Tensor w_packed = pack_blocked<scalar_t>(block, w6, flip);
   const int64_t tasks = depthwise ? blocked::depthwise_task_count(p) : blocked::forward_task_count(p, block);
   const scalar_t* ip = in.const_data_ptr<scalar_t>();
@@ -811,7 +826,7 @@ void blocked_forward(blocked::Isa isa, blocked::Problem p, const at::Tensor& in,
   at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
     if (depthwise) blocked::depthwise_forward<scalar_t>(isa, p, ip, wp, bp, accumulate, out, begin, end);
     else if (rows) blocked::rows_forward<scalar_t>(isa, p, ip, wp, bp, accumulate, out, begin, end);
-    else blocked::forward<scalar_t>(isa, p, ip, wp, bp, accumulate, out, begin, end);
+    else blocked::forward<scalar_t>(isa, p, ip, wp, bp, accumulate, out, begin, end, block);
   });
 }
 
