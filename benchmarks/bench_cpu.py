@@ -14,8 +14,9 @@ fullconv and the padded reference (each in a fresh subprocess, high-water mark o
 set above the inputs); a train step of an F-Conv ResNet-18 (64x64, batch 16; fullconv.convert)
 against the same network built the authors' way (nn.Conv2d(padding=k-1) + padded residuals).
 The issue's targets are printed beside what was measured. --narrow-tiles also times fullconv
-with FULLCONV_CPU_BLOCKED_TILE=narrow (the blocked forward's two-vector register tiles
-everywhere, instead of four vectors on AVX-512 for groups of 48+ float32 output channels):
+with FULLCONV_CPU_BLOCKED_TILE=narrow (the blocked forward's and grad_weight's two-vector
+register tiles everywhere, instead of four vectors on AVX-512 for groups of 48+ float32 output
+channels):
 column narrow/fc, above 1 where the default is faster.
 
     python benchmarks/bench_cpu.py [--quick] [--threads N] [--no-memory] [--no-network]
@@ -229,7 +230,7 @@ def main(argv=None):
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     ap.add_argument("--no-network", action="store_true", help="skip the ResNet-18 train step")
     ap.add_argument("--narrow-tiles", action="store_true",
-                    help="also time fullconv on the two-vector forward tiles (FULLCONV_CPU_BLOCKED_TILE=narrow)")
+                    help="also time fullconv on the two-vector register tiles (FULLCONV_CPU_BLOCKED_TILE=narrow)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -1,12 +1,13 @@
-"""The blocked CPU forward's register tiles, side by side: default (four vectors of output
+"""The blocked CPU kernels' register tiles, side by side: default (four vectors of output
 channels on AVX-512 for groups of at least three vectors) against the two-vector tiles
-(FULLCONV_CPU_BLOCKED_TILE=narrow) and oneDNN's F.convNd(padding=d*(k-1)), per 2-D layer of the
-CPU benchmark's suite. Each layer: one warm-up call per variant, then `--rounds` rounds of one
+(FULLCONV_CPU_BLOCKED_TILE=narrow) and oneDNN (F.convNd(padding=d*(k-1)), or for --pass
+grad_weight ATen's convolution_backward with the same mask), per 2-D layer of the CPU
+benchmark's suite. Each layer: one warm-up call per variant, then `--rounds` rounds of one
 call each, the variants' order reversed every other round; medians per variant. One call at a
 time (not torch.utils.benchmark's repeated blocks), so an allocator or clock state that one
 variant leaves behind falls on the next call of every variant alike.
 
-    python benchmarks/cpu_tile_widths.py [--threads N] [--rounds R] [--quick]
+    python benchmarks/cpu_tile_widths.py [--pass forward|grad_weight] [--threads N] [--rounds R] [--quick]
 """
 from __future__ import annotations
 
@@ -32,9 +33,10 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--quick", action="store_true", help="the CPU benchmark's quick suite")
+    ap.add_argument("--pass", dest="which", choices=["forward", "grad_weight"], default="forward")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    print(f"# blocked forward tiles, torch {torch.__version__}, {args.threads} threads, {args.rounds} rounds")
+    print(f"# blocked {args.which} tiles, torch {torch.__version__}, {args.threads} threads, {args.rounds} rounds")
     print(f"{'layer':<24}{'cout/g':>7}{'default ms':>12}{'narrow ms':>11}{'narrow/default':>16}{'oneDNN/default':>16}")
     ratios = []
     old = os.environ.get("FULLCONV_CPU_BLOCKED_TILE")
@@ -45,8 +47,15 @@ def main(argv=None):
             x = torch.randn(n, cin, size, size)
             w = torch.randn(cout, cin // g, k, k) / (cin // g * k * k) ** 0.5
             b = torch.randn(cout)
-            full = lambda: fullconv.full_conv2d(x, w, b, s, d, g)  # noqa: E731
-            padded = lambda: F.conv2d(x, w, b, s, d * (k - 1), d, g)  # noqa: E731
+            if args.which == "forward":
+                full = lambda: fullconv.full_conv2d(x, w, b, s, d, g)  # noqa: E731
+                padded = lambda: F.conv2d(x, w, b, s, d * (k - 1), d, g)  # noqa: E731
+            else:
+                gy = torch.randn_like(fullconv.full_conv2d(x, w, b, s, d, g))
+                mask = [False, True, False]
+                full = lambda: torch.ops.fullconv.full_conv_backward(gy, x, w, [s] * 2, [d] * 2, g, mask)  # noqa: E731
+                padded = lambda: torch.ops.aten.convolution_backward(  # noqa: E731
+                    gy, x, w, None, [s] * 2, [d * (k - 1)] * 2, [d] * 2, False, [0, 0], g, mask)
             times = {v: [] for v in VARIANTS}
             for r in range(args.rounds + 1):
                 for v in (VARIANTS if r % 2 == 0 else VARIANTS[::-1]):

@@ -70,8 +70,10 @@ def test_sass_loops_reads_a_listing(tmp_path):
 def test_cpu_tile_widths_smoke():
     # the blocked forward's tile widths side by side (benchmarks/cpu_tile_widths.py)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
-    proc = subprocess.run([sys.executable, "benchmarks/cpu_tile_widths.py", "--quick", "--rounds", "1",
-                           "--threads", "1"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert "narrow/default, every layer: geomean" in proc.stdout
+    for which in ("forward", "grad_weight"):
+        proc = subprocess.run([sys.executable, "benchmarks/cpu_tile_widths.py", "--quick", "--rounds", "1",
+                               "--threads", "1", "--pass", which], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        assert f"# blocked {which} tiles" in proc.stdout and "narrow/default, every layer: geomean" in proc.stdout
     assert "FULLCONV_CPU_BLOCKED_TILE" not in os.environ

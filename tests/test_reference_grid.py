@@ -168,10 +168,11 @@ def test_working_dtype_baseline_is_checked_before_use():
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize("cout,groups", [(24, 1), (47, 1), (64, 1), (100, 2), (130, 1)])
 def test_register_tile_widths(cout, groups, dtype, isa, monkeypatch):
-    # The blocked forward's tiles of four vectors of output channels (AVX-512, groups of at
-    # least three vectors: 48 float32 or 24 float64 channels) and of two, with a partial last
-    # block, through the forward and both gradients (stride-1 grad_input runs the forward
-    # kernel on grad_output; strided, once per residue class), channels-first and last.
+    # The blocked forward's and grad_weight's tiles of four vectors of output channels
+    # (AVX-512, groups of at least three vectors: 48 float32 or 24 float64 channels) and of two
+    # (avx512-narrow: FULLCONV_CPU_BLOCKED_TILE=narrow; avx2), with a partial last block,
+    # through the forward and both gradients (stride-1 grad_input runs the forward kernel on
+    # grad_output; strided, once per residue class), channels-first and last.
     if isa.startswith("avx512") and torch.backends.cpu.get_cpu_capability() != "AVX512":
         pytest.skip("this CPU has no AVX-512")
     set_cpu_algorithm(monkeypatch, f"blocked-{isa.split('-')[0]}")

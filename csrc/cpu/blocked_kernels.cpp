@@ -27,7 +27,7 @@ namespace blocked {
   template <typename T>                                                                             \
   void grad_weight(const Problem& p, const T* gy_blocked, const T* x_blocked, int64_t n_begin,     \
                    int64_t n_end, bool accumulate, T* gw, const WeightStrides& ws,                 \
-                   int64_t task_begin, int64_t task_end);                                           \
+                   int64_t task_begin, int64_t task_end, int64_t block);                            \
   }
 FULLCONV_DECLARE_BUILD(avx2)
 FULLCONV_DECLARE_BUILD(avx512)
@@ -116,10 +116,12 @@ void depthwise_forward(Isa isa, const Problem& p, const T* in, const T* w_packed
 template <typename T>
 void grad_weight(Isa isa, const Problem& p, const T* gy_blocked, const T* x_blocked, int64_t n_begin,
                  int64_t n_end, bool accumulate, T* gw, const WeightStrides& ws, int64_t task_begin,
-                 int64_t task_end) {
+                 int64_t task_end, int64_t block) {
   by_isa(isa,
-         [&] { avx512::grad_weight<T>(p, gy_blocked, x_blocked, n_begin, n_end, accumulate, gw, ws, task_begin, task_end); },
-         [&] { avx2::grad_weight<T>(p, gy_blocked, x_blocked, n_begin, n_end, accumulate, gw, ws, task_begin, task_end); });
+         [&] { avx512::grad_weight<T>(p, gy_blocked, x_blocked, n_begin, n_end, accumulate, gw, ws, task_begin, task_end,
+                                      block); },
+         [&] { avx2::grad_weight<T>(p, gy_blocked, x_blocked, n_begin, n_end, accumulate, gw, ws, task_begin, task_end,
+                                    block); });
 }
 
 #else  // not x86-64 with GCC/Clang: no blocked kernels; callers check available()
@@ -140,7 +142,7 @@ void depthwise_forward(Isa, const Problem&, const T*, const T*, const T*, bool, 
 }
 template <typename T>
 void grad_weight(Isa, const Problem&, const T*, const T*, int64_t, int64_t, bool, T*, const WeightStrides&,
-                 int64_t, int64_t) {
+                 int64_t, int64_t, int64_t) {
   throw std::logic_error("blocked kernels are not built for this CPU");
 }
 
@@ -159,9 +161,9 @@ template void depthwise_forward<float>(Isa, const Problem&, const float*, const 
 template void depthwise_forward<double>(Isa, const Problem&, const double*, const double*, const double*,
                                         bool, double*, int64_t, int64_t);
 template void grad_weight<float>(Isa, const Problem&, const float*, const float*, int64_t, int64_t, bool,
-                                 float*, const WeightStrides&, int64_t, int64_t);
+                                 float*, const WeightStrides&, int64_t, int64_t, int64_t);
 template void grad_weight<double>(Isa, const Problem&, const double*, const double*, int64_t, int64_t,
-                                  bool, double*, const WeightStrides&, int64_t, int64_t);
+                                  bool, double*, const WeightStrides&, int64_t, int64_t, int64_t);
 
 }  // namespace blocked
 }  // namespace fullconv

@@ -11,7 +11,7 @@
 //   in, out      [N, C, S0, S1, S2] with the element strides in Problem (forward), C = all
 //                channels of all groups
 //   packed w     [G, OCB, K0, K1, K2, Cin_g, B] output channels in blocks of B (zero beyond
-//                                             Cout_g); B = forward_block<T>(isa, Cout_g): two
+//                                             Cout_g); B = tile_block<T>(isa, Cout_g): two
 //                                             vectors, or four (AVX-512) for wide groups
 // A register tile is B output channels x up to 6 output positions of one row (forward; each
 // (tap, channel) run covers only the tile positions where that tap reads real input) or
@@ -70,17 +70,18 @@ Isa isa();
 const char* isa_name(Isa isa);
 inline bool available() { return isa() != Isa::kNone; }
 
-// Output channels per register tile of grad_weight: two vectors.
+// Two vectors of output channels: the narrower tile_block.
 template <typename T>
 constexpr int64_t oc_block(Isa isa) {
   return 2 * (isa == Isa::kAvx512 ? 64 : 32) / static_cast<int64_t>(sizeof(T));
 }
-// Output channels per register tile of forward(), and its packed weight's block: two vectors,
-// or on AVX-512 four where a group has at least three vectors of output channels (4 x 6
+// Output channels per register tile of forward() and grad_weight(), and the block of the
+// forward's packed weight and of grad_weight's blocked output gradient: two vectors, or on
+// AVX-512 four where a group has at least three vectors of output channels (4 x 6
 // accumulators of the 32 registers: 10 loads per 24 multiply-adds instead of 8 per 12;
 // benchmarks/NOTES.md 28, 31). AVX2's 16 registers hold only the two-vector tile.
 template <typename T>
-constexpr int64_t forward_block(Isa isa, int64_t out_channels_per_group) {
+constexpr int64_t tile_block(Isa isa, int64_t out_channels_per_group) {
   const int64_t lanes = (isa == Isa::kAvx512 ? 64 : 32) / static_cast<int64_t>(sizeof(T));
   return isa == Isa::kAvx512 && out_channels_per_group >= 3 * lanes ? 4 * lanes : 2 * lanes;
 }
@@ -96,7 +97,7 @@ constexpr int64_t kGradWeightInputBlock = 6;
 // tasks share packed weights). Writes every element of the rows it owns: bias (per output
 // channel, may be null) + (accumulate ? the value already in `out` : 0) + the correlation.
 int64_t forward_task_count(const Problem& p, int64_t block);
-// `block`: the packed weight's block, forward_block<T>(isa, out channels per group).
+// `block`: the packed weight's block, tile_block<T>(isa, out channels per group).
 template <typename T>
 void forward(Isa isa, const Problem& p, const T* in, const T* w_packed, const T* bias, bool accumulate,
              T* out, int64_t task_begin, int64_t task_end, int64_t block);
@@ -126,7 +127,7 @@ struct WeightStrides {
 // grad_weight: tasks are (group, oc block, input-channel block, tap), in that order. Reads
 // channel-blocked copies of the forward's output gradient and input, zero past the last
 // channel of a group, so each tile streams both operands sequentially:
-//   gy_blocked  [G, OCB, N, O0, O1, O2, B]
+//   gy_blocked  [G, OCB, N, O0, O1, O2, B]            B = `block`, tile_block<T>(isa, Cout_g)
 //   x_blocked   [G, ICB, N, I0, I1, I2, kGradWeightInputBlock]
 // Sums over samples [n_begin, n_end) and writes (or, with accumulate, adds to) the elements
 // of the weight gradient `gw` (strides `ws`) it owns; callers split large batches so that the
@@ -135,7 +136,7 @@ int64_t grad_weight_task_count(const Problem& p, int64_t block);
 template <typename T>
 void grad_weight(Isa isa, const Problem& p, const T* gy_blocked, const T* x_blocked, int64_t n_begin,
                  int64_t n_end, bool accumulate, T* gw, const WeightStrides& ws, int64_t task_begin,
-                 int64_t task_end);
+                 int64_t task_end, int64_t block);
 
 }  // namespace blocked
 }  // namespace fullconv

@@ -262,10 +262,10 @@ FULLCONV_TARGET void forward_tile_n(int positions, const Segment<T>* seg, int64_
   }
 }
 
-// B output channels x NI input channels of one tap, summed over every sample and every
-// output position where the tap reads real input (one contiguous range per dim). Reads the
-// channel-blocked copies (blocked_kernels.h), so both operands stream sequentially.
-template <typename T, int NI>
+// B = NV vectors of output channels x NI input channels of one tap, summed over every sample
+// and every output position where the tap reads real input (one contiguous range per dim).
+// Reads the channel-blocked copies (blocked_kernels.h), so both operands stream sequentially.
+template <typename T, int NV, int NI>
 FULLCONV_TARGET void grad_weight_tile(const Problem& p, const T* gy_block, const T* x_block,
                                     const int64_t* k, int64_t n_begin, int64_t n_end,
                                     bool accumulate, T* dst, int64_t oc_stride, int64_t ic_stride,
@@ -273,10 +273,12 @@ FULLCONV_TARGET void grad_weight_tile(const Problem& p, const T* gy_block, const
   using S = Simd<T>;
   using V = typename S::V;
   constexpr int L = S::kLanes;
-  constexpr int64_t B = 2 * Simd<T>::kLanes, BI = kGradWeightInputBlock;
-  V a0[NI], a1[NI];
+  constexpr int64_t B = NV * Simd<T>::kLanes, BI = kGradWeightInputBlock;
+  V a[NV][NI];
 #pragma GCC unroll 8
-  for (int j = 0; j < NI; ++j) a0[j] = a1[j] = S::zero();
+  for (int j = 0; j < NI; ++j)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) a[v][j] = S::zero();
   int64_t lo[3], hi[3];
   bool empty = false;
   for (int i = 0; i < 3; ++i) {
@@ -295,24 +297,25 @@ FULLCONV_TARGET void grad_weight_tile(const Problem& p, const T* gy_block, const
           const T* gp = gy_block + (((n * p.out_size[0] + o0) * p.out_size[1] + o1) * p.out_size[2] + lo[2]) * B;
           const T* xp = x_block + (((n * p.in_size[0] + i0) * p.in_size[1] + i1) * p.in_size[2] + i2) * BI;
           for (int64_t q = 0; q < count; ++q, gp += B, xp += x_step) {
-            const V w0 = S::load(gp), w1 = S::load(gp + L);
+            V w[NV];
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; ++v) w[v] = S::load(gp + v * L);
 #pragma GCC unroll 8
             for (int j = 0; j < NI; ++j) {
               const V b = S::broadcast(xp + j);
-              a0[j] = S::fma(w0, b, a0[j]);
-              a1[j] = S::fma(w1, b, a1[j]);
+#pragma GCC unroll 4
+              for (int v = 0; v < NV; ++v) a[v][j] = S::fma(w[v], b, a[v][j]);
             }
           }
         }
       }
   }
   // B x NI products of a whole reduction: a scalar transpose into the gradient's layout
-  alignas(64) T buf[NI][2 * L];
+  alignas(64) T buf[NI][NV * L];
 #pragma GCC unroll 8
-  for (int j = 0; j < NI; ++j) {
-    S::store(buf[j], a0[j]);
-    S::store(buf[j] + L, a1[j]);
-  }
+  for (int j = 0; j < NI; ++j)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) S::store(buf[j] + v * L, a[v][j]);
   for (int64_t c = 0; c < valid; ++c) {
     T* o = dst + c * oc_stride;
     if (accumulate)
@@ -322,7 +325,7 @@ FULLCONV_TARGET void grad_weight_tile(const Problem& p, const T* gy_block, const
   }
 }
 
-template <typename T>
+template <typename T, int NV>
 FULLCONV_TARGET void grad_weight_tile_n(int channels, const Problem& p, const T* gy_block,
                                       const T* x_block, const int64_t* k, int64_t n_begin,
                                       int64_t n_end, bool accumulate, T* dst, int64_t oc_stride,
@@ -331,13 +334,13 @@ FULLCONV_TARGET void grad_weight_tile_n(int channels, const Problem& p, const T*
   switch (channels) {
 #define FULLCONV_GW_CASE(N)                                                                       \
   case N:                                                                                         \
-    return grad_weight_tile<T, N>(p, gy_block, x_block, k, n_begin, n_end, accumulate, dst, oc_stride, \
-                                  ic_stride, valid);
+    return grad_weight_tile<T, NV, N>(p, gy_block, x_block, k, n_begin, n_end, accumulate, dst, oc_stride, \
+                                      ic_stride, valid);
     FULLCONV_GW_CASE(1) FULLCONV_GW_CASE(2) FULLCONV_GW_CASE(3) FULLCONV_GW_CASE(4) FULLCONV_GW_CASE(5)
 #undef FULLCONV_GW_CASE
     default:
-      return grad_weight_tile<T, 6>(p, gy_block, x_block, k, n_begin, n_end, accumulate, dst, oc_stride,
-                                    ic_stride, valid);
+      return grad_weight_tile<T, NV, 6>(p, gy_block, x_block, k, n_begin, n_end, accumulate, dst, oc_stride,
+                                        ic_stride, valid);
   }
 }
 
@@ -728,11 +731,14 @@ FULLCONV_TARGET void depthwise_forward(const Problem& p, const T* in, const T* w
   }
 }
 
-template <typename T>
-FULLCONV_TARGET void grad_weight(const Problem& p, const T* gy_blocked, const T* x_blocked,
-                               int64_t n_begin, int64_t n_end, bool accumulate, T* gw,
-                               const WeightStrides& ws, int64_t task_begin, int64_t task_end) {
-  constexpr int64_t B = 2 * Simd<T>::kLanes, BI = kGradWeightInputBlock;
+namespace {
+
+// grad_weight() with tiles of NV vectors of output channels (B = NV * lanes, gy_blocked's block).
+template <typename T, int NV>
+FULLCONV_TARGET void grad_weight_blocks(const Problem& p, const T* gy_blocked, const T* x_blocked,
+                                        int64_t n_begin, int64_t n_end, bool accumulate, T* gw,
+                                        const WeightStrides& ws, int64_t task_begin, int64_t task_end) {
+  constexpr int64_t B = NV * Simd<T>::kLanes, BI = kGradWeightInputBlock;
   const int64_t cin_g = p.in_channels_per_group(), cout_g = p.out_channels_per_group();
   const int64_t OCB = ceil_div(cout_g, B), ICB = ceil_div(cin_g, BI);
   const int64_t ktot = p.kernel_volume();
@@ -751,11 +757,27 @@ FULLCONV_TARGET void grad_weight(const Problem& p, const T* gy_blocked, const T*
     const int channels = static_cast<int>(std::min<int64_t>(BI, cin_g - ic0));
     T* dst = gw + oc0 * ws.out_channel + ic0 * ws.in_channel + k[0] * ws.kernel[0] +
              k[1] * ws.kernel[1] + k[2] * ws.kernel[2];
-    grad_weight_tile_n<T>(channels, p, gy_blocked + (g * OCB + ocb) * out_points * B,
-                          x_blocked + (g * ICB + icb) * in_points * BI, k, n_begin, n_end,
-                          accumulate, dst, ws.out_channel, ws.in_channel,
-                          std::min(B, cout_g - ocb * B));
+    grad_weight_tile_n<T, NV>(channels, p, gy_blocked + (g * OCB + ocb) * out_points * B,
+                              x_blocked + (g * ICB + icb) * in_points * BI, k, n_begin, n_end,
+                              accumulate, dst, ws.out_channel, ws.in_channel,
+                              std::min(B, cout_g - ocb * B));
   }
+}
+
+}  // namespace
+
+template <typename T>
+FULLCONV_TARGET void grad_weight(const Problem& p, const T* gy_blocked, const T* x_blocked,
+                               int64_t n_begin, int64_t n_end, bool accumulate, T* gw,
+                               const WeightStrides& ws, int64_t task_begin, int64_t task_end, int64_t block) {
+  constexpr int64_t L = Simd<T>::kLanes;
+#if FULLCONV_BLOCKED_WIDTH == 512
+  if (block == 4 * L)
+    return grad_weight_blocks<T, 4>(p, gy_blocked, x_blocked, n_begin, n_end, accumulate, gw, ws, task_begin,
+                                    task_end);
+#endif
+  if (block != 2 * L) throw std::logic_error("blocked grad_weight: a gradient blocked in blocks this build has no tile for");
+  grad_weight_blocks<T, 2>(p, gy_blocked, x_blocked, n_begin, n_end, accumulate, gw, ws, task_begin, task_end);
 }
 
 // The build's kernels, for blocked_kernels.cpp to dispatch to.
@@ -767,7 +789,7 @@ FULLCONV_TARGET void grad_weight(const Problem& p, const T* gy_blocked, const T*
   template void depthwise_forward<T>(const Problem&, const T*, const T*, const T*, bool, T*,        \
                                      int64_t, int64_t);                                            \
   template void grad_weight<T>(const Problem&, const T*, const T*, int64_t, int64_t, bool, T*,      \
-                               const WeightStrides&, int64_t, int64_t);
+                               const WeightStrides&, int64_t, int64_t, int64_t);
 FULLCONV_INSTANTIATE(float)
 FULLCONV_INSTANTIATE(double)
 #undef FULLCONV_INSTANTIATE

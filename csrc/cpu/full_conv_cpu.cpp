@@ -791,17 +791,17 @@ double forward_reuse(const ConvShape& s) {
   return r;
 }
 
-// The register tiles' output channels for the blocked forward: blocked::forward_block, or with
-// FULLCONV_CPU_BLOCKED_TILE=narrow the two-vector tiles everywhere (to time the four-vector
-// AVX-512 tiles against them; an invalid value is a ValueError).
+// The register tiles' output channels for the blocked forward and grad_weight:
+// blocked::tile_block, or with FULLCONV_CPU_BLOCKED_TILE=narrow the two-vector tiles everywhere
+// (to time the four-vector AVX-512 tiles against them; an invalid value is a ValueError).
 template <typename scalar_t>
-int64_t forward_tile_block(blocked::Isa isa, int64_t out_channels_per_group) {
+int64_t tile_block_setting(blocked::Isa isa, int64_t out_channels_per_group) {
   const char* env = std::getenv("FULLCONV_CPU_BLOCKED_TILE");
   const std::string mode = env != nullptr && *env != '\0' ? env : "auto";
   TORCH_CHECK_VALUE(mode == "auto" || mode == "narrow", "FULLCONV_CPU_BLOCKED_TILE must be auto or narrow, got '",
                     mode, "'");
   return mode == "narrow" ? blocked::oc_block<scalar_t>(isa)
-                          : blocked::forward_block<scalar_t>(isa, out_channels_per_group);
+                          : blocked::tile_block<scalar_t>(isa, out_channels_per_group);
 }
 
 // Runs a blocked problem: `in` 5-D in the compute dtype (from blocked_input, for the same
@@ -817,7 +817,7 @@ void blocked_forward(blocked::Isa isa, blocked::Problem p, const at::Tensor& in,
   if (rows || depthwise) p.in_stride[2] = 1;
   const int64_t block = depthwise ? 1
                         : rows    ? blocked::kRowsBlock
-                                  : forward_tile_block<scalar_t>(isa, p.out_channels_per_group());
+                                  : tile_block_setting<scalar_t>(isa, p.out_channels_per_group());
   const at::Tensor w_packed = pack_blocked<scalar_t>(block, w6, flip);
   const int64_t tasks = depthwise ? blocked::depthwise_task_count(p) : blocked::forward_task_count(p, block);
   const scalar_t* ip = in.const_data_ptr<scalar_t>();
@@ -905,7 +905,7 @@ template <typename scalar_t>
 at::Tensor blocked_grad_weight(blocked::Isa isa, const ConvShape& s, const at::Tensor& gy5, const at::Tensor& x5,
                                at::IntArrayRef weight_sizes, at::MemoryFormat weight_format) {
   const auto p = forward_problem(s);
-  const int64_t B = blocked::oc_block<scalar_t>(isa);
+  const int64_t B = tile_block_setting<scalar_t>(isa, p.out_channels_per_group());
   const auto gy_blocked = channel_blocked(gy5, s.groups, B);
   const auto x_blocked = channel_blocked(x5, s.groups, blocked::kGradWeightInputBlock);
   // written in place in the weight's layout (5-D view with leading kernel dims of size 1)
@@ -926,7 +926,7 @@ at::Tensor blocked_grad_weight(blocked::Isa isa, const ConvShape& s, const at::T
   for (int64_t n0 = 0; n0 < s.batch; n0 += chunk) {
     const int64_t n1 = std::min(s.batch, n0 + chunk);
     at::parallel_for(0, blocked::grad_weight_task_count(p, B), 1, [&](int64_t begin, int64_t end) {
-      blocked::grad_weight<scalar_t>(isa, p, gyp, xp, n0, n1, n0 > 0, gwp, ws, begin, end);
+      blocked::grad_weight<scalar_t>(isa, p, gyp, xp, n0, n1, n0 > 0, gwp, ws, begin, end, B);
     });
   }
   return gw;
