@@ -183,7 +183,8 @@ cuda::Tiles tiles_for(at::ScalarType dtype, const ConvShape& s, Pass pass) {
 // 64 output channels per group. With tensor cores (float16/bfloat16, TF32) the tiles were level
 // or ahead (forward 1.02-1.6x, grad_weight 1.1-2.1x the tiles' time for the direct kernels), and
 // a grad_weight of fewer than 64 output channels per group fills only part of the direct
-// kernel's 64 rows per block (1.6x the tiles' time at 32): those stay on the tiles.
+// kernel's 64 rows per block (1.6x the tiles' time at 32): those stay on the tiles where the
+// tiles take them (the grad_weight branch of the backward keeps the direct kernel otherwise).
 bool few_inputs_direct(at::ScalarType dtype, const ConvShape& s, Pass pass) {
   if (s.in_channels_per_group() > 4 || direct_kernels() == cuda::DirectKernels::kPerElement) return false;
   if ((dtype == at::kHalf || dtype == at::kBFloat16 || use_tf32(dtype)) && tensor_cores_usable()) return false;
@@ -407,11 +408,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cuda(
     // Few input channels (RGB stems): the direct register-blocked grad_weight where it takes the
     // problem under direct, and under auto where few_inputs_direct says so (FULLCONV_CUDA_DIRECT=
     // element: the choice below, as before).
+    // Under auto also where the tiles do not take the problem (one input channel and fewer than
+    // 32 output channels; 16-bit dtypes without usable tensor cores): the alternative there is
+    // one block per weight element.
     const std::string algorithm = cuda_algorithm();
-    const bool few_inputs = (algorithm == "direct" ? s.in_channels_per_group() <= 4 &&
-                                                         direct_kernels() == cuda::DirectKernels::kBlocked
-                             : algorithm == "auto" && few_inputs_direct(input.scalar_type(), s, Pass::kGradWeight)) &&
-                            input.numel() > 0 && grad_output.numel() > 0;
+    const bool blocked_ok = s.in_channels_per_group() <= 4 && direct_kernels() == cuda::DirectKernels::kBlocked;
+    const bool few_inputs =
+        input.numel() > 0 && grad_output.numel() > 0 &&
+        (algorithm == "direct" ? blocked_ok
+         : algorithm == "auto" && (few_inputs_direct(input.scalar_type(), s, Pass::kGradWeight) ||
+                                   (blocked_ok && !use_igemm(s, input.scalar_type(), Pass::kGradWeight))));
     const int blocked_sms = few_inputs ? device_attribute(cudaDevAttrMultiProcessorCount) : 0;
     const size_t blocked_bytes = few_inputs ? cuda::grad_weight_blocked_workspace(dtype, s, blocked_sms) : 0;
     if (blocked_bytes > 0) {
