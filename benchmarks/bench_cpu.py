@@ -41,7 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fullconv  # noqa: E402
 import shapes  # noqa: E402
-from timing import side_by_side, timer  # noqa: E402
+from timing import WithEnv, side_by_side, timer  # noqa: E402
 
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 FULL = {1: fullconv.full_conv1d, 2: fullconv.full_conv2d, 3: fullconv.full_conv3d}
@@ -79,21 +79,6 @@ def measure(stmt, env, min_time):
     return {"median": m.median, "min": min(m.times), "max": max(m.times)}
 
 
-def _with_env(variable, value):
-    """f(*args) run with one environment variable set (fullconv reads its switches per call)."""
-    def call(f, *args):
-        old = os.environ.get(variable)
-        os.environ[variable] = value
-        try:
-            return f(*args)
-        finally:
-            if old is None:
-                del os.environ[variable]
-            else:
-                os.environ[variable] = old
-    return call
-
-
 def run_case(case, min_time, narrow=False):
     name, nd, n, cin, cout, k, s, d, g, L = case
     x = torch.randn(n, cin, *(L,) * nd)
@@ -109,8 +94,8 @@ def run_case(case, min_time, narrow=False):
         "same": "conv(x, w, b, s, same, d, g)",
     }
     if narrow:
-        env["narrow"] = _with_env("FULLCONV_CPU_BLOCKED_TILE", "narrow")
-        fwd["fullconv-narrow"] = "narrow(fc, x, w, b, s, d, g)"
+        env["narrow"] = WithEnv({"FULLCONV_CPU_BLOCKED_TILE": "narrow"}, FULL[nd])
+        fwd["fullconv-narrow"] = "narrow(x, w, b, s, d, g)"
     # correctness guard: the benchmark refuses to time a wrong answer
     torch.testing.assert_close(FULL[nd](x, w, b, s, d, g), CONV[nd](x, w, b, s, p, d, g),
                                rtol=1e-3, atol=1e-3)

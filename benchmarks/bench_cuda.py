@@ -56,6 +56,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fullconv  # noqa: E402
 import shapes  # noqa: E402
+from timing import WithEnv  # noqa: E402
 
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 FULL = {1: fullconv.full_conv1d, 2: fullconv.full_conv2d, 3: fullconv.full_conv3d}
@@ -149,25 +150,6 @@ class Timer:
         over = sum(h * 1e6 > self.hold_us for h in host) if self.hold_cycles else None
         return {"median": times[len(times) // 2], "min": times[0], "max": times[-1], "reps": len(times),
                 "host_median": sorted(host)[len(host) // 2], "host_over_hold": over}
-
-
-class WithEnv:
-    """Runs fn with the environment variables `env` set, then restores them."""
-
-    def __init__(self, env, fn):
-        self.env, self.fn = env, fn
-
-    def __call__(self, *args):
-        old = {k: os.environ.get(k) for k in self.env}
-        os.environ.update(self.env)
-        try:
-            return self.fn(*args)
-        finally:
-            for k, v in old.items():
-                if v is None:
-                    del os.environ[k]
-                else:
-                    os.environ[k] = v
 
 
 def run_case(case, dtype, timer, device, gather=False, channels_last=False, passes=False, plain_rows=False,

@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fullconv  # noqa: E402
 from bench_cpu import suite  # noqa: E402
+from timing import WithEnv  # noqa: E402
 
 VARIANTS = ("default", "narrow", "oneDNN")
 
@@ -39,47 +40,40 @@ def main(argv=None):
     print(f"# blocked {args.which} tiles, torch {torch.__version__}, {args.threads} threads, {args.rounds} rounds")
     print(f"{'layer':<24}{'cout/g':>7}{'default ms':>12}{'narrow ms':>11}{'narrow/default':>16}{'oneDNN/default':>16}")
     ratios = []
-    old = os.environ.get("FULLCONV_CPU_BLOCKED_TILE")
-    try:
-        for name, nd, n, cin, cout, k, s, d, g, size in suite(args.quick):
-            if nd != 2:
-                continue
-            x = torch.randn(n, cin, size, size)
-            w = torch.randn(cout, cin // g, k, k) / (cin // g * k * k) ** 0.5
-            b = torch.randn(cout)
-            if args.which == "forward":
-                full = lambda: fullconv.full_conv2d(x, w, b, s, d, g)  # noqa: E731
-                padded = lambda: F.conv2d(x, w, b, s, d * (k - 1), d, g)  # noqa: E731
-            else:
-                gy = torch.randn_like(fullconv.full_conv2d(x, w, b, s, d, g))
-                mask = [False, True, False]
-                full = lambda: torch.ops.fullconv.full_conv_backward(gy, x, w, [s] * 2, [d] * 2, g, mask)  # noqa: E731
-                padded = lambda: torch.ops.aten.convolution_backward(  # noqa: E731
-                    gy, x, w, None, [s] * 2, [d * (k - 1)] * 2, [d] * 2, False, [0, 0], g, mask)
-            times = {v: [] for v in VARIANTS}
-            for r in range(args.rounds + 1):
-                for v in (VARIANTS if r % 2 == 0 else VARIANTS[::-1]):
-                    os.environ["FULLCONV_CPU_BLOCKED_TILE"] = "narrow" if v == "narrow" else "auto"
-                    t0 = time.perf_counter()
-                    (padded if v == "oneDNN" else full)()
-                    if r > 0:  # (round 0 warms up)
-                        times[v].append(time.perf_counter() - t0)
-            med = {v: sorted(ts)[len(ts) // 2] for v, ts in times.items()}
-            ratios.append((cout // g, med["narrow"] / med["default"]))
-            print(f"{name:<24}{cout // g:>7}{med['default'] * 1e3:>12.2f}{med['narrow'] * 1e3:>11.2f}"
-                  f"{med['narrow'] / med['default']:>16.2f}{med['oneDNN'] / med['default']:>16.2f}", flush=True)
-        for label, xs in (("every layer", [r for _, r in ratios]),
-                          ("layers of >= 48 output channels per group (where the tiles differ on AVX-512)",
-                           [r for c, r in ratios if c >= 48])):
-            if xs:
-                print(f"narrow/default, {label}: geomean {math.exp(sum(map(math.log, xs)) / len(xs)):.2f}x "
-                      f"(min {min(xs):.2f}, max {max(xs):.2f})")
-    finally:
-        if old is None:
-            os.environ.pop("FULLCONV_CPU_BLOCKED_TILE", None)
+    for name, nd, n, cin, cout, k, s, d, g, size in suite(args.quick):
+        if nd != 2:
+            continue
+        x = torch.randn(n, cin, size, size)
+        w = torch.randn(cout, cin // g, k, k) / (cin // g * k * k) ** 0.5
+        b = torch.randn(cout)
+        if args.which == "forward":
+            full = lambda: fullconv.full_conv2d(x, w, b, s, d, g)  # noqa: E731
+            padded = lambda: F.conv2d(x, w, b, s, d * (k - 1), d, g)  # noqa: E731
         else:
-            os.environ["FULLCONV_CPU_BLOCKED_TILE"] = old
-
+            gy = torch.randn_like(fullconv.full_conv2d(x, w, b, s, d, g))
+            mask = [False, True, False]
+            full = lambda: torch.ops.fullconv.full_conv_backward(gy, x, w, [s] * 2, [d] * 2, g, mask)  # noqa: E731
+            padded = lambda: torch.ops.aten.convolution_backward(  # noqa: E731
+                gy, x, w, None, [s] * 2, [d * (k - 1)] * 2, [d] * 2, False, [0, 0], g, mask)
+        fns = {"default": WithEnv({"FULLCONV_CPU_BLOCKED_TILE": "auto"}, full),
+               "narrow": WithEnv({"FULLCONV_CPU_BLOCKED_TILE": "narrow"}, full), "oneDNN": padded}
+        times = {v: [] for v in VARIANTS}
+        for r in range(args.rounds + 1):
+            for v in (VARIANTS if r % 2 == 0 else VARIANTS[::-1]):
+                t0 = time.perf_counter()
+                fns[v]()
+                if r > 0:  # (round 0 warms up)
+                    times[v].append(time.perf_counter() - t0)
+        med = {v: sorted(ts)[len(ts) // 2] for v, ts in times.items()}
+        ratios.append((cout // g, med["narrow"] / med["default"]))
+        print(f"{name:<24}{cout // g:>7}{med['default'] * 1e3:>12.2f}{med['narrow'] * 1e3:>11.2f}"
+              f"{med['narrow'] / med['default']:>16.2f}{med['oneDNN'] / med['default']:>16.2f}", flush=True)
+    for label, xs in (("every layer", [r for _, r in ratios]),
+                      ("layers of >= 48 output channels per group (where the tiles differ on AVX-512)",
+                       [r for c, r in ratios if c >= 48])):
+        if xs:
+            print(f"narrow/default, {label}: geomean {math.exp(sum(map(math.log, xs)) / len(xs)):.2f}x "
+                  f"(min {min(xs):.2f}, max {max(xs):.2f})")
 
 if __name__ == "__main__":
     main()

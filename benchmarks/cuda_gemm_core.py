@@ -34,7 +34,8 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fullconv  # noqa: E402
-from bench_cuda import PEAKS, Timer, WithEnv  # noqa: E402
+from bench_cuda import PEAKS, Timer  # noqa: E402
+from timing import WithEnv  # noqa: E402
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 CL = torch.channels_last

@@ -1,4 +1,5 @@
 """Side-by-side timing shared by the CPU benchmarks."""
+import os
 import statistics
 
 import torch
@@ -26,3 +27,22 @@ def side_by_side(timers, min_time, rounds=ROUNDS):
         for v in (order if r % 2 == 0 else order[::-1]):
             times[v] += timers[v].blocked_autorange(min_run_time=min_time / rounds).times
     return {v: {"median": statistics.median(ts), "min": min(ts), "max": max(ts)} for v, ts in times.items()}
+
+
+class WithEnv:
+    """Runs fn with the environment variables `env` set, then restores them."""
+
+    def __init__(self, env, fn):
+        self.env, self.fn = env, fn
+
+    def __call__(self, *args):
+        old = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)
+        try:
+            return self.fn(*args)
+        finally:
+            for k, v in old.items():
+                if v is None:
+                    del os.environ[k]
+                else:
+                    os.environ[k] = v

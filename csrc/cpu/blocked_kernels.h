@@ -82,8 +82,8 @@ constexpr int64_t oc_block(Isa isa) {
 // benchmarks/NOTES.md 28, 31). AVX2's 16 registers hold only the two-vector tile.
 template <typename T>
 constexpr int64_t tile_block(Isa isa, int64_t out_channels_per_group) {
-  const int64_t lanes = (isa == Isa::kAvx512 ? 64 : 32) / static_cast<int64_t>(sizeof(T));
-  return isa == Isa::kAvx512 && out_channels_per_group >= 3 * lanes ? 4 * lanes : 2 * lanes;
+  const int64_t two = oc_block<T>(isa);  // (three vectors: 3/2 of two)
+  return isa == Isa::kAvx512 && 2 * out_channels_per_group >= 3 * two ? 2 * two : two;
 }
 
 // Rows: output channels per tile of the kernels that run their vectors along the positions of

@@ -406,18 +406,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cuda(
     const auto xb = batched ? input : input.unsqueeze(0);
     auto gw = at::empty(weight.sizes(), options);
     // Few input channels (RGB stems): the direct register-blocked grad_weight where it takes the
-    // problem under direct, and under auto where few_inputs_direct says so (FULLCONV_CUDA_DIRECT=
-    // element: the choice below, as before).
-    // Under auto also where the tiles do not take the problem (one input channel and fewer than
-    // 32 output channels; 16-bit dtypes without usable tensor cores): the alternative there is
-    // one block per weight element.
+    // problem, under direct always, under auto where few_inputs_direct says so or the tiles do
+    // not take it (one input channel and fewer than 32 output channels; 16-bit dtypes without
+    // usable tensor cores: the alternative there is one block per weight element).
+    // FULLCONV_CUDA_DIRECT=element: the choice below, as before.
     const std::string algorithm = cuda_algorithm();
-    const bool blocked_ok = s.in_channels_per_group() <= 4 && direct_kernels() == cuda::DirectKernels::kBlocked;
     const bool few_inputs =
-        input.numel() > 0 && grad_output.numel() > 0 &&
-        (algorithm == "direct" ? blocked_ok
-         : algorithm == "auto" && (few_inputs_direct(input.scalar_type(), s, Pass::kGradWeight) ||
-                                   (blocked_ok && !use_igemm(s, input.scalar_type(), Pass::kGradWeight))));
+        input.numel() > 0 && grad_output.numel() > 0 && s.in_channels_per_group() <= 4 &&
+        direct_kernels() == cuda::DirectKernels::kBlocked &&
+        (algorithm == "direct" ||
+         (algorithm == "auto" && (few_inputs_direct(input.scalar_type(), s, Pass::kGradWeight) ||
+                                  !use_igemm(s, input.scalar_type(), Pass::kGradWeight))));
     const int blocked_sms = few_inputs ? device_attribute(cudaDevAttrMultiProcessorCount) : 0;
     const size_t blocked_bytes = few_inputs ? cuda::grad_weight_blocked_workspace(dtype, s, blocked_sms) : 0;
     if (blocked_bytes > 0) {
