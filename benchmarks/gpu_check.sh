@@ -152,6 +152,9 @@ diag_step diag_profile 60 "$PREFIX-profile.log" "$NCU" --clock-control none --pr
   --section WarpStateStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
   --section InstructionStats --section SchedulerStats \
   $PY benchmarks/cuda_profile.py
+# Host time per call on small layers against F.conv2d (the C++ autograd formulas of NOTES
+# entry 32; benchmarks/host_overhead.py). Evidence only.
+diag_step diag_host 45 "$PREFIX-host.log" $PY benchmarks/host_overhead.py --device cuda --min-time 0.3 --out "$OUT"
 # Every pass against cuDNN, and the few-input-channel layers (RGB stems) also on the tiles and
 # on auto's previous choices (their routing, NOTES entry 29; about 13 s per stem dtype); the
 # mma.sync and wide FMA tiles were timed against the base tiles in entries 23 and 26, the

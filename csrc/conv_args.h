@@ -78,4 +78,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> one_tap_backward(const at::Tensor
 void apply_nonfinite_weight_padding(at::Tensor& output, const at::Tensor& weight,
                                     const ConvShape& shape);
 
+// The same for grad_weight: a padded convolution's grad_weight multiplies grad_output by the
+// padding zeros too, so a non-finite grad_output element makes NaN every tap of its output
+// channel that meets padding there. Restores those NaN (CPU; a scan of grad_weight, and of
+// grad_output where some output reads padding alone, when every value is finite).
+void apply_nonfinite_grad_output_padding(at::Tensor& grad_weight, const at::Tensor& grad_output,
+                                         const ConvShape& shape);
+
 }  // namespace fullconv

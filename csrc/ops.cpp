@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <cstring>
 #include <sstream>
+#include <utility>
+#include <vector>
 
 #include "conv_args.h"
 #include "cpu/blocked_kernels.h"
@@ -337,6 +339,58 @@ void apply_nonfinite_weight_padding(at::Tensor& output, const at::Tensor& weight
           plane.narrow(dim - 1, last_inside + 1, s.out_size[i] - last_inside - 1).fill_(NAN);
       }
     }
+  }
+}
+
+namespace {
+// Does every output position along dim i read real input through some tap? (Not always: a
+// dilation larger than the input leaves outputs that see only padding.)
+bool real_taps_everywhere(const ConvShape& s, int i) {
+  std::vector<std::pair<int64_t, int64_t>> ranges;
+  for (int64_t k = 0; k < s.kernel[i]; ++k) {
+    int64_t lo, hi;
+    tap_output_range(k, s.in_size[i], s.kernel[i], s.stride[i], s.dilation[i], &lo, &hi);
+    if (lo <= hi) ranges.emplace_back(lo, hi);
+  }
+  std::sort(ranges.begin(), ranges.end());
+  int64_t reach = 0;  // outputs [0, reach) are covered by the ranges seen so far
+  for (const auto& [lo, hi] : ranges) {
+    if (lo > reach) return false;
+    reach = std::max(reach, hi + 1);
+  }
+  return reach >= s.out_size[i];
+}
+}  // namespace
+
+void apply_nonfinite_grad_output_padding(at::Tensor& grad_weight, const at::Tensor& grad_output,
+                                         const ConvShape& s) {
+  if (grad_weight.numel() == 0 || grad_output.numel() == 0) return;
+  const int off = kMaxSpatialDims - s.ndim;
+  if (all_finite(grad_weight)) {
+    // A non-finite grad_output element at an output that reads real input makes that tap's
+    // grad_weight non-finite too; only outputs that read padding alone can hide one.
+    bool everywhere = true;
+    for (int i = off; i < kMaxSpatialDims; ++i) everywhere = everywhere && real_taps_everywhere(s, i);
+    if (everywhere || all_finite(grad_output)) return;
+  }
+  const auto gy = grad_output.dim() == s.ndim + 2 ? grad_output : grad_output.unsqueeze(0);
+  const auto bad = gy.isfinite().logical_not().any(0);  // [Cout, *out]
+  const auto total = bad.flatten(1).sum(1);
+  if (!total.gt(0).any().item<bool>()) return;
+  for (int64_t t = 0; t < s.kernel_volume(); ++t) {
+    // the outputs at which tap t reads real input form a box; a bad element outside it met padding
+    at::Tensor box = bad, taps = grad_weight;
+    int64_t rem = t;
+    for (int i = kMaxSpatialDims - 1; i >= off; --i) {
+      const int64_t k = rem % s.kernel[i];
+      rem /= s.kernel[i];
+      int64_t lo, hi;
+      tap_output_range(k, s.in_size[i], s.kernel[i], s.stride[i], s.dilation[i], &lo, &hi);
+      box = box.narrow(1 + i - off, lo, std::max<int64_t>(0, hi - lo + 1));
+      taps = taps.select(2 + i - off, k);  // dims after 2 + i - off are selected already
+    }
+    const auto meets_padding = total.gt(box.flatten(1).sum(1));  // [Cout]
+    taps.masked_fill_(meets_padding.unsqueeze(1), NAN);
   }
 }
 

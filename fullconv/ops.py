@@ -11,9 +11,6 @@ Padding is always ``dilation * (kernel_size - 1)`` per side and never materialis
 """
 from __future__ import annotations
 
-import functools
-import itertools
-import math
 import numbers
 from typing import Optional, Sequence, Union
 
@@ -60,6 +57,10 @@ def _scalar_int(value):
 
 def _tuple(value, n: int, name: str) -> tuple:
     """Normalises an int or a length-n sequence of ints, as F.convNd accepts them."""
+    if type(value) is int and -(2 ** 63) <= value < 2 ** 63:  # the common cases first
+        return (value,) * n
+    if type(value) is tuple and len(value) == n and all(type(v) is int and -(2 ** 63) <= v < 2 ** 63 for v in value):
+        return value
     value = _scalar_int(value)
     if isinstance(value, (tuple, list)):
         value = tuple(_scalar_int(v) for v in value)
@@ -252,85 +253,6 @@ def _full_conv_backward_fake(grad_output, input, weight, stride, dilation, group
 
 # --- autograd -------------------------------------------------------------------------------
 
-def _tap_outputs(k: int, L: int, K: int, s: int, d: int) -> tuple:
-    """[lo, hi]: the outputs at which tap k reads real input (0 <= o*s + k*d - p < L; empty
-    when lo > hi), as tap_output_range() in csrc/conv_shape.h."""
-    p = d * (K - 1)
-    return max(0, -((k * d - p) // s)), min(full_output_size(L, K, s, d) - 1, (L - 1 + p - k * d) // s)
-
-
-@functools.lru_cache(maxsize=4096)
-def _real_taps_everywhere(L: int, K: int, s: int, d: int) -> bool:
-    """Does every output position along this dim read real input through some tap? (Not
-    always: a dilation larger than the input leaves outputs that see only padding.)"""
-    reach = 0  # outputs [0, reach) are covered by the ranges seen so far (taps in order of lo)
-    for lo, hi in sorted(_tap_outputs(k, L, K, s, d) for k in range(K)):
-        if lo > hi:
-            continue
-        if lo > reach:
-            return False
-        reach = max(reach, hi + 1)
-    return reach >= full_output_size(L, K, s, d)
-
-
-def _functorch_wrapped(*tensors) -> bool:
-    """Is any of the tensors a torch.func wrapper (vmap's batched tensors, grad's wrappers) or
-    a batched tensor of the older vmap that gradcheck's batched-gradient check uses? Their
-    values cannot steer Python control flow."""
-    return any(f(t) for f in _WRAPPED_TESTS for t in tensors if isinstance(t, Tensor))
-
-
-_WRAPPED_TESTS = [f for f in (getattr(torch._C._functorch, name, None)
-                              for name in ("is_functorch_wrapped_tensor", "is_legacy_batchedtensor")) if f is not None]
-
-
-def _surely_finite(t: Tensor) -> bool:
-    """True only if every element of t is finite: their sum is (one reduction; the five kernels
-    of torch.isfinite(t).all() took 3.9 ms on a 512x512x3x3 weight, the sum 0.2 ms). A sum that
-    overflows answers False for finite values, which sends the caller down its exact path; it
-    never answers True wrongly (inf or NaN in a sum of floats leaves it non-finite)."""
-    acc = torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else None
-    return math.isfinite(float(t.sum(dtype=acc)))
-
-
-def _padding_products_of_grad_weight(grad_weight, grad_output, input, weight, stride, dilation):
-    """grad_weight as a padded convolution's backward forms it when grad_output holds inf or
-    NaN: there every tap also multiplies the padding zeros, and 0 * inf = NaN, so the taps
-    that meet padding at a non-finite grad_output element become NaN (the kernels skip those
-    products, as they skip them everywhere). Eager CPU autograd only: the test is a pass over
-    grad_weight (a non-finite grad_output element makes the grad_weight products of its real
-    taps non-finite too) whose answer a GPU would have to synchronise for and a traced graph
-    cannot branch on."""
-    if grad_weight.device.type != "cpu" or grad_output.numel() == 0 or grad_weight.numel() == 0:
-        return grad_weight
-    if type(grad_weight) is not Tensor or type(grad_output) is not Tensor or torch.compiler.is_compiling():
-        return grad_weight  # traced (fake / functional tensors, compiled graphs): values unknown
-    if _functorch_wrapped(grad_weight, grad_output, input, weight):
-        return grad_weight  # inside torch.func transforms (vmap, grad): no branching on values
-    nd = weight.dim() - 2
-    kernel, spatial = tuple(weight.shape[2:]), tuple(input.shape[-nd:])
-    gy = grad_output if grad_output.dim() == weight.dim() else grad_output.unsqueeze(0)
-    if _surely_finite(grad_weight):
-        if all(_real_taps_everywhere(int(L), int(K), int(s_), int(d))
-               for L, K, s_, d in zip(spatial, kernel, stride, dilation)):
-            return grad_weight
-        if _surely_finite(gy):
-            return grad_weight
-    bad = (~torch.isfinite(gy)).any(0)  # (Cout, *out)
-    total = bad.flatten(1).sum(1)
-    if not bool((total > 0).any()):
-        return grad_weight
-    gw = grad_weight.clone()
-    for k in itertools.product(*(range(K) for K in kernel)):
-        box = bad
-        for i, (ki, L, K, s_, d) in enumerate(zip(k, spatial, kernel, stride, dilation)):
-            lo, hi = _tap_outputs(ki, L, K, s_, d)
-            box = box.narrow(1 + i, lo, max(0, hi - lo + 1))
-        meets_padding = total > box.flatten(1).sum(1)  # a bad element outside the tap's box
-        gw[(slice(None), slice(None)) + k][meets_padding] = float("nan")
-    return gw
-
-
 def _full_conv_setup_context(ctx, inputs, output):
     input, weight, bias, stride, dilation, groups = inputs
     ctx.save_for_backward(input, weight)
@@ -343,14 +265,15 @@ def _full_conv_backward(ctx, grad_output):
     stride, dilation, groups = ctx.conv_args
     mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1],
             ctx.has_bias and ctx.needs_input_grad[2]]
-    grads = list(_conv_bwd_call()(grad_output, input, weight, stride, dilation, groups, mask))
-    if mask[1]:
-        grads[1] = _padding_products_of_grad_weight(grads[1], grad_output, input, weight, stride, dilation)
+    grads = _conv_bwd_call()(grad_output, input, weight, stride, dilation, groups, mask)
     return (*(g if m else None for g, m in zip(grads, mask)), None, None, None)
 
 
-torch.library.register_autograd("fullconv::full_conv", _full_conv_backward,
-                                setup_context=_full_conv_setup_context)
+# full_conv's eager autograd formula is the C++ one (csrc/autograd.cpp: the Python formula's
+# interpreter time was most of a small layer's forward and backward); the two functions above
+# serve the torch.func Function below, with the same operators. The CPU backward kernel itself
+# gives grad_weight the padded reference's NaN where a non-finite grad_output element meets
+# padding (apply_nonfinite_grad_output_padding, csrc/ops.cpp).
 
 
 def _bias_view(b: Tensor, like: Tensor, weight: Tensor) -> Tensor:
@@ -516,8 +439,8 @@ torch.library.register_vmap("fullconv::full_conv_backward", _full_conv_backward_
 
 
 # --- torch.func -----------------------------------------------------------------------------
-# The operators' autograd formulas (register_autograd) serve eager autograd and torch.compile;
-# torch.func's transforms (grad, vjp, jacrev, jacfwd, hessian, functional_call) need
+# The operators' autograd formulas (C++, csrc/autograd.cpp; full_conv_backward's double
+# backward above, in Python) serve eager autograd and torch.compile; torch.func's transforms (grad, vjp, jacrev, jacfwd, hessian, functional_call) need
 # autograd.Functions with setup_context. Under a transform the functional API and the backward
 # formulas go through these two, which call the same operators with the same formulas (vmap
 # through the operators' batching rules above, jvp from linearity).
@@ -671,6 +594,16 @@ def _full_conv(nd: int, input: Tensor, weight: Tensor, bias: Optional[Tensor],
     stride = _tuple(stride, nd, "stride")
     dilation = _tuple(dilation, nd, "dilation")
     groups = _scalar_int(groups)
+    if type(groups) is int and not _functorch_active() and not _forward_ad_active() \
+            and not torch.compiler.is_compiling():
+        # Plain eager call: the operator checks its arguments itself (the same checks, in C++),
+        # so the Python ones run only for a call it refuses, to raise their error types and
+        # messages (or, if they pass, the operator's own error).
+        try:
+            return torch.ops.fullconv.full_conv(input, weight, bias, list(stride), list(dilation), groups)
+        except Exception:
+            check_arguments(input, weight, bias, stride, dilation, groups, name, autocast=True)
+            raise
     check_arguments(input, weight, bias, stride, dilation, groups, name, autocast=True)
     if _functorch_active():
         if _autocast_on(input):  # cast as the op's autocast kernel would, before the Function saves them
@@ -768,56 +701,8 @@ def _padded_add_fake(input, residual, residual_padding, relu):
     return torch.empty_like(input, memory_format=_suggest_memory_format(input))
 
 
-def _relu_grad(grad, out, relu):
-    # where, not a product with the mask: an inf or NaN gradient at a clamped output gives 0,
-    # as torch.relu's backward does
-    return torch.where(out > 0, grad, torch.zeros((), dtype=grad.dtype, device=grad.device)) if relu else grad
-
-
-def _residual_setup_context(ctx, inputs, output):
-    input, weight, bias, residual, stride, dilation, groups, residual_padding, relu = inputs
-    ctx.save_for_backward(input, weight, output if relu else None)
-    ctx.conv_args = (stride, dilation, groups)
-    ctx.residual_padding = residual_padding
-    ctx.relu = relu
-    ctx.has_bias = bias is not None
-
-
-def _residual_backward(ctx, grad_output):
-    input, weight, output = ctx.saved_tensors
-    stride, dilation, groups = ctx.conv_args
-    g = _relu_grad(grad_output, output, ctx.relu)
-    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
-    grads = [None, None, None]
-    if any(mask):
-        grads = list(torch.ops.fullconv.full_conv_backward(g, input, weight, stride, dilation, groups, mask))
-        if mask[1]:
-            grads[1] = _padding_products_of_grad_weight(grads[1], g, input, weight, stride, dilation)
-        grads = [t if m else None for t, m in zip(grads, mask)]
-    g_res = _centre(g, ctx.residual_padding) if ctx.needs_input_grad[3] else None
-    return (*grads, g_res, None, None, None, None, None)
-
-
-torch.library.register_autograd("fullconv::full_conv_residual", _residual_backward,
-                                setup_context=_residual_setup_context)
-
-
-def _padded_add_setup_context(ctx, inputs, output):
-    input, residual, residual_padding, relu = inputs
-    ctx.save_for_backward(output if relu else None)
-    ctx.residual_padding = residual_padding
-    ctx.relu = relu
-
-
-def _padded_add_backward(ctx, grad_output):
-    (output,) = ctx.saved_tensors
-    g = _relu_grad(grad_output, output, ctx.relu)
-    g_res = _centre(g, ctx.residual_padding) if ctx.needs_input_grad[1] else None
-    return (g if ctx.needs_input_grad[0] else None), g_res, None, None
-
-
-torch.library.register_autograd("fullconv::padded_add", _padded_add_backward,
-                                setup_context=_padded_add_setup_context)
+# Their autograd formulas are C++ (csrc/autograd.cpp), as full_conv's: the gradient through
+# the ReLU goes to the convolution's backward and, centred, to the residual.
 
 
 def _check_relu(relu, op_name: str) -> None:

@@ -43,6 +43,15 @@ def test_cuda_gemm_core_smoke_on_cpu(tmp_path):
     assert {"fullconv core (channels-last)", "fullconv core, simt-wide tiles", "cuBLAS mm"} <= labels, labels
 
 
+def test_host_overhead_smoke(tmp_path):
+    out, data = run_script(["benchmarks/host_overhead.py", "--quick"], tmp_path)
+    variants = {(r["mode"], r["variant"]) for r in data["results"]}
+    for mode in ("forward", "forward, grad on", "forward+backward"):
+        for v in ("F.conv2d(padding=k-1)", "fullconv.full_conv2d", "FullConv2d module", "raw operator"):
+            assert (mode, v) in variants
+    assert all(r["median_us"] > 0 for r in data["results"]) and "x F.conv2d" in out
+
+
 def test_sass_loops_reads_a_listing(tmp_path):
     # a cuobjdump-style listing: setup with one division call, then a loop of two HMMA closed by a
     # backward branch, then the exit

@@ -125,3 +125,50 @@ def test_relu_backward_is_zero_at_clamped_outputs_whatever_the_gradient(op, any_
     got = torch.autograd.grad(y, x, gy)[0]
     assert torch.equal(got.isnan(), want.isnan()) and torch.equal(got.nan_to_num(), want.nan_to_num())
     assert got.tolist() == [[[0.0, 1.0, 0.0]]]
+
+
+@pytest.mark.parametrize("bias,needs", [(bias, needs) for bias in (False, True)
+                                         for needs in ("x", "w", "b", "r", "xr", "wbr") if bias or "b" not in needs])
+def test_residual_gradients_of_each_input_subset(bias, needs, any_device):
+    """The C++ autograd formula asks the backward for the gradients of exactly the inputs that
+    need one (the tensor inputs counted without an absent bias) and gives the residual the
+    centre of the gradient through the ReLU."""
+    torch.manual_seed(3)
+    opts = dict(dtype=torch.float64, device=any_device)
+    x, w, r = torch.randn(2, 3, 5, 4, **opts), torch.randn(4, 3, 3, 2, **opts), torch.randn(2, 4, 5, 3, **opts)
+    b = torch.randn(4, **opts) if bias else None
+    named = {"x": x, "w": w, "b": b, "r": r}
+    for k in needs:
+        named[k].requires_grad_()
+    inputs = [named[k] for k in needs]
+    y = fullconv.full_conv_residual(x, w, b, r, relu=True)
+    ref = torch.relu(F.conv2d(x, w, b, 1, (2, 1)) + centred_pad(r, y))
+    gy = torch.randn_like(y)
+    for got, want in zip(torch.autograd.grad(y, inputs, gy), torch.autograd.grad(ref, inputs, gy)):
+        torch.testing.assert_close(got, want)
+    p = fullconv.padded_add(ref.detach(), r, relu=True)
+    if r.requires_grad:
+        torch.testing.assert_close(torch.autograd.grad(p, r, gy)[0],
+                                   torch.autograd.grad(torch.relu(ref.detach() + centred_pad(r, y)), r, gy)[0])
+
+
+def test_epilogue_gradgradcheck(any_device):
+    opts = dict(dtype=torch.float64, device=any_device, requires_grad=True)
+    x, w, b = torch.randn(1, 2, 4, 3, **opts), torch.randn(3, 2, 2, 2, **opts), torch.randn(3, **opts)
+    r = torch.randn(1, 3, 3, 2, **opts)
+    assert torch.autograd.gradgradcheck(
+        lambda *a: torch.ops.fullconv.full_conv_residual(*a, [1, 1], [1, 1], 1, [1, 1], False), (x, w, b, r))
+    assert torch.autograd.gradgradcheck(lambda a, c: torch.ops.fullconv.padded_add(a, c, [1, 1], False),
+                                        (torch.randn(1, 3, 5, 4, **opts), r))
+
+
+def test_eager_autograd_nodes_are_cpp():
+    """The operators' eager autograd formulas are the C++ ones (csrc/autograd.cpp)."""
+    x = torch.randn(1, 2, 5, 5, requires_grad=True)
+    w = torch.randn(3, 2, 3, 3, requires_grad=True)
+    y = fullconv.full_conv2d(x, w)
+    z = fullconv.full_conv_residual(x, w, None, torch.randn(1, 3, 5, 5), relu=True)
+    p = fullconv.padded_add(y, torch.randn(1, 3, 5, 5), relu=True)
+    assert y.grad_fn.name().endswith("fullconv::FullConvBackward>")
+    assert z.grad_fn.name().endswith("fullconv::FullConvResidualBackward>")
+    assert p.grad_fn.name().endswith("fullconv::PaddedAddBackward>")

@@ -191,3 +191,26 @@ def test_per_sample_gradients_of_a_residual_network(any_device):
         net(X[i:i + 1]).square().sum().backward()
         for k, p in net.named_parameters():
             assert_close_scaled(got[k][i], p.grad, D, f"per-sample grad of {k}, sample {i}")
+
+
+def test_raw_operators_refuse_grad_and_jvp_instead_of_a_wrong_tangent():
+    """The raw operators' autograd formulas are C++ and not transform-aware: grad, jvp and a
+    forward-mode dual raise (a Python formula used to give jvp a zero tangent silently); the
+    functional API differentiates under every transform (tests above)."""
+    import torch.autograd.forward_ad as fwAD
+    x, w = torch.randn(1, 2, 5, 5, dtype=D), torch.randn(3, 2, 3, 3, dtype=D)
+    for name in ("full_conv", "full_conv_residual"):
+        if name == "full_conv":
+            def f(w):
+                return torch.ops.fullconv.full_conv(x, w, None, [1, 1], [1, 1], 1)
+        else:
+            def f(w):
+                return torch.ops.fullconv.full_conv_residual(x, w, None, torch.zeros(1, 3, 7, 7, dtype=D),
+                                                             [1, 1], [1, 1], 1, [0, 0], False)
+        with pytest.raises(RuntimeError, match="functorch"):
+            func.grad(lambda w: f(w).sum())(w)
+        with pytest.raises(RuntimeError, match="functorch"):
+            func.jvp(f, (w,), (torch.ones_like(w),))
+        with fwAD.dual_level(), pytest.raises(RuntimeError, match="jvp is not implemented"):
+            f(fwAD.make_dual(w, torch.ones_like(w)))
+    assert func.vmap(lambda w: torch.ops.fullconv.full_conv(x, w, None, [1, 1], [1, 1], 1))(w[None]).shape == (1, 1, 3, 7, 7)

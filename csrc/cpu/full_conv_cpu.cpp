@@ -1208,6 +1208,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cpu(
     });
     grad_input = finish_grad_input(gx, input, batched);
   }
+  if (output_mask[1]) apply_nonfinite_grad_output_padding(grad_weight, grad_output, s);
   return {grad_input, grad_weight, grad_bias};
 }
 
