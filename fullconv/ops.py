@@ -580,6 +580,14 @@ def _full_conv_dual(input, weight, bias, stride, dilation, groups):
     return torch.autograd.forward_ad.make_dual(y, ty)
 
 
+def _plain_eager() -> bool:
+    """A plain eager call: no compiling, no torch.func transform, no forward-mode AD. The operators check their arguments themselves (the same checks, in C++), so
+    the functional API calls them at once and runs its Python checks only for a call they
+    refuse, to raise its error types and messages (or, where those pass, the operator's own
+    error): the checks cost more than a small layer's kernels (NOTES entry 32)."""
+    return not _functorch_active() and not _forward_ad_active() and not torch.compiler.is_compiling()
+
+
 def _full_conv(nd: int, input: Tensor, weight: Tensor, bias: Optional[Tensor],
                stride: IntOrTuple, dilation: IntOrTuple, groups: int) -> Tensor:
     name = f"full_conv{nd}d"
@@ -594,11 +602,7 @@ def _full_conv(nd: int, input: Tensor, weight: Tensor, bias: Optional[Tensor],
     stride = _tuple(stride, nd, "stride")
     dilation = _tuple(dilation, nd, "dilation")
     groups = _scalar_int(groups)
-    if type(groups) is int and not _functorch_active() and not _forward_ad_active() \
-            and not torch.compiler.is_compiling():
-        # Plain eager call: the operator checks its arguments itself (the same checks, in C++),
-        # so the Python ones run only for a call it refuses, to raise their error types and
-        # messages (or, if they pass, the operator's own error).
+    if type(groups) is int and _plain_eager():
         try:
             return torch.ops.fullconv.full_conv(input, weight, bias, list(stride), list(dilation), groups)
         except Exception:
@@ -725,9 +729,17 @@ def padded_add(input: Tensor, residual: Tensor, relu: bool = False, nd: Optional
     if nd < 1 or nd > 3:
         raise FullConvError(f"padded_add: expected 1 to 3 spatial dims, got input of shape {tuple(input.shape)}")
     pads = centred_padding(input.shape, residual.shape, nd)
-    # every check here, in Python, so errors are FullConvError/FullConvTypeError (under autocast
-    # the op promotes differing dtypes, as `a + b` does)
-    _check_residual(tuple(input.shape), residual, pads, input, "padded_add", check_dtype=not _autocast_on(input))
+    # the checks in Python for their errors, FullConvError/FullConvTypeError (under autocast the
+    # op promotes differing dtypes, as `a + b` does); a plain eager call checks only if refused
+    check = lambda: _check_residual(tuple(input.shape), residual, pads, input, "padded_add",  # noqa: E731
+                                    check_dtype=not _autocast_on(input))
+    if _plain_eager():
+        try:
+            return torch.ops.fullconv.padded_add(input, residual, pads, bool(relu))
+        except Exception:
+            check()
+            raise
+    check()
     if _functorch_active() or (
             _forward_ad_active() and any(t is not None for t in _unpack_duals(input, residual)[1])):
         return _padded_add_composite(input, residual, pads, relu)
@@ -761,15 +773,31 @@ def full_conv_residual(input: Tensor, weight: Tensor, bias: Optional[Tensor], re
     stride = _tuple(stride, nd, "stride")
     dilation = _tuple(dilation, nd, "dilation")
     groups = _scalar_int(groups)
-    _, shape = check_arguments(input, weight, bias, stride, dilation, groups, "full_conv_residual",
-                               autocast=True)
-    if not isinstance(residual, Tensor):
-        raise FullConvTypeError("full_conv_residual: residual must be a Tensor")
-    pads = centred_padding(shape, residual.shape, nd)
-    _check_residual(shape, residual, pads, input, "full_conv_residual", autocast=True)
+    if type(groups) is int and _plain_eager():
+        try:
+            # (the operator checks the arguments; a wrong shape here only makes it refuse the call)
+            shape = [*input.shape[:-nd - 1], weight.shape[0]] + [
+                (L + d * (k - 1) - 1) // s_ + 1 for L, k, s_, d in zip(input.shape[-nd:], weight.shape[2:], stride, dilation)]
+            return torch.ops.fullconv.full_conv_residual(input, weight, bias, residual, list(stride), list(dilation),
+                                                         groups, centred_padding(shape, residual.shape, nd), bool(relu))
+        except Exception:
+            _full_conv_residual_checks(input, weight, bias, residual, stride, dilation, groups, nd)
+            raise
+    shape, pads = _full_conv_residual_checks(input, weight, bias, residual, stride, dilation, groups, nd)
     if _functorch_active() or (
             _forward_ad_active() and any(t is not None for t in _unpack_duals(input, weight, bias, residual)[1])):
         out = _full_conv(nd, input, weight, bias, stride, dilation, groups)
         return _padded_add_composite(out, residual, pads, relu)
     return torch.ops.fullconv.full_conv_residual(input, weight, bias, residual, list(stride),
                                                  list(dilation), int(groups), pads, bool(relu))
+
+
+def _full_conv_residual_checks(input, weight, bias, residual, stride, dilation, groups, nd):
+    """full_conv_residual's argument checks; returns (output shape, residual padding)."""
+    _, shape = check_arguments(input, weight, bias, stride, dilation, groups, "full_conv_residual",
+                               autocast=True)
+    if not isinstance(residual, Tensor):
+        raise FullConvTypeError("full_conv_residual: residual must be a Tensor")
+    pads = centred_padding(shape, residual.shape, nd)
+    _check_residual(shape, residual, pads, input, "full_conv_residual", autocast=True)
+    return shape, pads
