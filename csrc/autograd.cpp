@@ -39,28 +39,9 @@ using BackwardSig = std::tuple<at::Tensor, at::Tensor, at::Tensor>(const at::Ten
                                                                    const at::Tensor&, at::IntArrayRef,
                                                                    at::IntArrayRef, int64_t, std::array<bool, 3>);
 
-const c10::TypedOperatorHandle<FullConvSig>& full_conv_op() {
-  static const auto op =
-      c10::Dispatcher::singleton().findSchemaOrThrow("fullconv::full_conv", "").typed<FullConvSig>();
-  return op;
-}
-
-const c10::TypedOperatorHandle<BackwardSig>& full_conv_backward_op() {
-  static const auto op =
-      c10::Dispatcher::singleton().findSchemaOrThrow("fullconv::full_conv_backward", "").typed<BackwardSig>();
-  return op;
-}
-
-const c10::TypedOperatorHandle<ResidualSig>& full_conv_residual_op() {
-  static const auto op =
-      c10::Dispatcher::singleton().findSchemaOrThrow("fullconv::full_conv_residual", "").typed<ResidualSig>();
-  return op;
-}
-
-const c10::TypedOperatorHandle<PaddedAddSig>& padded_add_op() {
-  static const auto op =
-      c10::Dispatcher::singleton().findSchemaOrThrow("fullconv::padded_add", "").typed<PaddedAddSig>();
-  return op;
+template <typename Sig>
+c10::TypedOperatorHandle<Sig> find_op(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
 }
 
 void save_conv_args(AutogradContext* ctx, const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
@@ -84,8 +65,9 @@ std::array<at::Tensor, 3> conv_gradients(AutogradContext* ctx, const at::Tensor&
                                     has_bias && ctx->needs_input_grad(2)};
   std::array<at::Tensor, 3> grads;
   if (!(mask[0] || mask[1] || mask[2])) return grads;
+  static const auto backward_op = find_op<BackwardSig>("fullconv::full_conv_backward");
   auto call = [&] {
-    return full_conv_backward_op().call(grad_output, input, weight, stride, dilation, groups, mask);
+    return backward_op.call(grad_output, input, weight, stride, dilation, groups, mask);
   };
   std::tuple<at::Tensor, at::Tensor, at::Tensor> out;
   if (at::GradMode::is_enabled()) {
@@ -116,7 +98,8 @@ class FullConvBackward : public torch::autograd::Function<FullConvBackward> {
     at::Tensor output;
     {
       at::AutoDispatchBelowADInplaceOrView below_autograd;
-      output = full_conv_op().call(input, weight, bias, stride, dilation, groups);
+      static const auto op = find_op<FullConvSig>("fullconv::full_conv");
+      output = op.call(input, weight, bias, stride, dilation, groups);
     }
     ctx->save_for_backward({input, weight});
     save_conv_args(ctx, bias, stride, dilation, groups);
@@ -140,8 +123,8 @@ class FullConvResidualBackward : public torch::autograd::Function<FullConvResidu
     at::Tensor output;
     {
       at::AutoDispatchBelowADInplaceOrView below_autograd;
-      output = full_conv_residual_op().call(input, weight, bias, residual, stride, dilation, groups,
-                                            residual_padding, relu);
+      static const auto op = find_op<ResidualSig>("fullconv::full_conv_residual");
+      output = op.call(input, weight, bias, residual, stride, dilation, groups, residual_padding, relu);
     }
     ctx->save_for_backward({input, weight, relu ? output : at::Tensor()});
     save_conv_args(ctx, bias, stride, dilation, groups);
@@ -171,7 +154,8 @@ class PaddedAddBackward : public torch::autograd::Function<PaddedAddBackward> {
     at::Tensor output;
     {
       at::AutoDispatchBelowADInplaceOrView below_autograd;
-      output = padded_add_op().call(input, residual, residual_padding, relu);
+      static const auto op = find_op<PaddedAddSig>("fullconv::padded_add");
+      output = op.call(input, residual, residual_padding, relu);
     }
     ctx->save_for_backward({relu ? output : at::Tensor()});
     ctx->saved_data["residual_padding"] = residual_padding.vec();
