@@ -581,11 +581,23 @@ def _full_conv_dual(input, weight, bias, stride, dilation, groups):
 
 
 def _plain_eager() -> bool:
-    """A plain eager call: no compiling, no torch.func transform, no forward-mode AD. The operators check their arguments themselves (the same checks, in C++), so
-    the functional API calls them at once and runs its Python checks only for a call they
-    refuse, to raise its error types and messages (or, where those pass, the operator's own
-    error): the checks cost more than a small layer's kernels (NOTES entry 32)."""
+    """A plain eager call: no compiling, no torch.func transform, no forward-mode AD. There the
+    functional API calls the operators at once (they check their arguments themselves, with the
+    same checks in C++) and runs its Python checks only for a call they refuse
+    (`_checked_on_refusal`): the checks cost more than a small layer's kernels (NOTES entry 32)."""
     return not _functorch_active() and not _forward_ad_active() and not torch.compiler.is_compiling()
+
+
+def _checked_on_refusal(call, checks):
+    """call(); if the operator refuses, checks() raises the functional API's error type and
+    message (outside the handler, so the traceback does not show the operator's error first),
+    or, where the Python checks pass, the operator's own error is raised."""
+    try:
+        return call()
+    except Exception as e:  # noqa: BLE001 - re-raised below unless the checks raise their own
+        error = e
+    checks()
+    raise error
 
 
 def _full_conv(nd: int, input: Tensor, weight: Tensor, bias: Optional[Tensor],
@@ -603,11 +615,9 @@ def _full_conv(nd: int, input: Tensor, weight: Tensor, bias: Optional[Tensor],
     dilation = _tuple(dilation, nd, "dilation")
     groups = _scalar_int(groups)
     if type(groups) is int and _plain_eager():
-        try:
-            return torch.ops.fullconv.full_conv(input, weight, bias, list(stride), list(dilation), groups)
-        except Exception:
-            check_arguments(input, weight, bias, stride, dilation, groups, name, autocast=True)
-            raise
+        return _checked_on_refusal(
+            lambda: torch.ops.fullconv.full_conv(input, weight, bias, list(stride), list(dilation), groups),
+            lambda: check_arguments(input, weight, bias, stride, dilation, groups, name, autocast=True))
     check_arguments(input, weight, bias, stride, dilation, groups, name, autocast=True)
     if _functorch_active():
         if _autocast_on(input):  # cast as the op's autocast kernel would, before the Function saves them
@@ -733,12 +743,8 @@ def padded_add(input: Tensor, residual: Tensor, relu: bool = False, nd: Optional
     # op promotes differing dtypes, as `a + b` does); a plain eager call checks only if refused
     check = lambda: _check_residual(tuple(input.shape), residual, pads, input, "padded_add",  # noqa: E731
                                     check_dtype=not _autocast_on(input))
-    if _plain_eager():
-        try:
-            return torch.ops.fullconv.padded_add(input, residual, pads, bool(relu))
-        except Exception:
-            check()
-            raise
+    if _plain_eager() and not _autocast_on(input):  # (autocast: its kernel would promote any dtype)
+        return _checked_on_refusal(lambda: torch.ops.fullconv.padded_add(input, residual, pads, bool(relu)), check)
     check()
     if _functorch_active() or (
             _forward_ad_active() and any(t is not None for t in _unpack_duals(input, residual)[1])):
@@ -774,15 +780,14 @@ def full_conv_residual(input: Tensor, weight: Tensor, bias: Optional[Tensor], re
     dilation = _tuple(dilation, nd, "dilation")
     groups = _scalar_int(groups)
     if type(groups) is int and _plain_eager():
-        try:
+        def call():
             # (the operator checks the arguments; a wrong shape here only makes it refuse the call)
             shape = [*input.shape[:-nd - 1], weight.shape[0]] + [
                 (L + d * (k - 1) - 1) // s_ + 1 for L, k, s_, d in zip(input.shape[-nd:], weight.shape[2:], stride, dilation)]
             return torch.ops.fullconv.full_conv_residual(input, weight, bias, residual, list(stride), list(dilation),
                                                          groups, centred_padding(shape, residual.shape, nd), bool(relu))
-        except Exception:
-            _full_conv_residual_checks(input, weight, bias, residual, stride, dilation, groups, nd)
-            raise
+        return _checked_on_refusal(
+            call, lambda: _full_conv_residual_checks(input, weight, bias, residual, stride, dilation, groups, nd))
     shape, pads = _full_conv_residual_checks(input, weight, bias, residual, stride, dilation, groups, nd)
     if _functorch_active() or (
             _forward_ad_active() and any(t is not None for t in _unpack_duals(input, weight, bias, residual)[1])):

@@ -100,6 +100,13 @@ def test_epilogue_errors():
         torch.ops.fullconv.padded_add(torch.randn(2, 4, 8, 8), torch.randn(2, 4, 10, 10), [-1, -1], False)
 
 
+def test_autocast_padded_add_refuses_unsupported_input_dtypes():
+    # its autocast kernel promotes the operands, but an integer or bool input stays refused
+    for dtype in (torch.int64, torch.bool):
+        with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(TypeError, match="unsupported dtype"):
+            fullconv.padded_add(torch.ones(1, 1, 4, 4, dtype=dtype), torch.randn(1, 1, 2, 2))
+
+
 def test_autocast_promotes_padded_add():
     x = torch.randn(2, 3, 6, 6, dtype=torch.bfloat16)
     r = torch.randn(2, 3, 4, 4)
