@@ -440,8 +440,9 @@ torch.library.register_vmap("fullconv::full_conv_backward", _full_conv_backward_
 
 # --- torch.func -----------------------------------------------------------------------------
 # The operators' autograd formulas (C++, csrc/autograd.cpp; full_conv_backward's double
-# backward above, in Python) serve eager autograd and torch.compile; torch.func's transforms (grad, vjp, jacrev, jacfwd, hessian, functional_call) need
-# autograd.Functions with setup_context. Under a transform the functional API and the backward
+# backward above, in Python) serve eager autograd and torch.compile; torch.func's transforms
+# (grad, vjp, jacrev, jacfwd, hessian, functional_call) need autograd.Functions with
+# setup_context. Under a transform the functional API and the backward
 # formulas go through these two, which call the same operators with the same formulas (vmap
 # through the operators' batching rules above, jvp from linearity).
 
