@@ -311,6 +311,24 @@ bool all_finite(const at::Tensor& t) {
 }
 }  // namespace
 
+namespace {
+// Flat tap t as per-dim coordinates k[i] and the outputs [lo[i], hi[i]] at which that
+// coordinate reads real input (empty when lo > hi); outside them it reads padding.
+struct TapBox {
+  int64_t k[kMaxSpatialDims], lo[kMaxSpatialDims], hi[kMaxSpatialDims];
+};
+
+TapBox tap_box(const ConvShape& s, int64_t t) {
+  TapBox b{};
+  for (int i = kMaxSpatialDims - 1; i >= kMaxSpatialDims - s.ndim; --i) {
+    b.k[i] = t % s.kernel[i];
+    t /= s.kernel[i];
+    tap_output_range(b.k[i], s.in_size[i], s.kernel[i], s.stride[i], s.dilation[i], &b.lo[i], &b.hi[i]);
+  }
+  return b;
+}
+}  // namespace
+
 void apply_nonfinite_weight_padding(at::Tensor& output, const at::Tensor& weight,
                                     const ConvShape& s) {
   if (output.numel() == 0 || all_finite(weight)) return;
@@ -323,14 +341,10 @@ void apply_nonfinite_weight_padding(at::Tensor& output, const at::Tensor& weight
   for (int64_t co = 0; co < s.out_channels; ++co) {
     for (int64_t t = 0; t < bad.size(1); ++t) {
       if (!bad_acc[co][t]) continue;
-      int64_t rem = t;
+      const TapBox box = tap_box(s, t);
       for (int i = kMaxSpatialDims - 1; i >= off; --i) {
-        const int64_t k = rem % s.kernel[i];
-        rem /= s.kernel[i];
-        // Outputs outside [first_inside, last_inside] read padding through tap k.
-        int64_t first_inside, last_inside;
-        tap_output_range(k, s.in_size[i], s.kernel[i], s.stride[i], s.dilation[i], &first_inside,
-                         &last_inside);
+        // Outputs outside [first_inside, last_inside] read padding through the tap.
+        const int64_t first_inside = box.lo[i], last_inside = box.hi[i];
         const int64_t dim = 2 + (i - off);
         auto plane = out.select(1, co);  // [N, spatial...]; spatial dim i is dim - 1 here
         if (first_inside > 0)
@@ -379,15 +393,11 @@ void apply_nonfinite_grad_output_padding(at::Tensor& grad_weight, const at::Tens
   if (!total.gt(0).any().item<bool>()) return;
   for (int64_t t = 0; t < s.kernel_volume(); ++t) {
     // the outputs at which tap t reads real input form a box; a bad element outside it met padding
+    const TapBox tb = tap_box(s, t);
     at::Tensor box = bad, taps = grad_weight;
-    int64_t rem = t;
     for (int i = kMaxSpatialDims - 1; i >= off; --i) {
-      const int64_t k = rem % s.kernel[i];
-      rem /= s.kernel[i];
-      int64_t lo, hi;
-      tap_output_range(k, s.in_size[i], s.kernel[i], s.stride[i], s.dilation[i], &lo, &hi);
-      box = box.narrow(1 + i - off, lo, std::max<int64_t>(0, hi - lo + 1));
-      taps = taps.select(2 + i - off, k);  // dims after 2 + i - off are selected already
+      box = box.narrow(1 + i - off, tb.lo[i], std::max<int64_t>(0, tb.hi[i] - tb.lo[i] + 1));
+      taps = taps.select(2 + i - off, tb.k[i]);  // dims after 2 + i - off are selected already
     }
     const auto meets_padding = total.gt(box.flatten(1).sum(1));  // [Cout]
     taps.masked_fill_(meets_padding.unsqueeze(1), NAN);
