@@ -14,7 +14,7 @@ DEPS_STAMP  := $(VENV)/.deps-installed
 BUILD_STAMP := $(VENV)/.fullconv-built-cuda$(FORCE_CUDA)
 SOURCES := setup.py $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.h csrc/cpu/*.cpp csrc/cuda/*.cu csrc/cuda/*.cuh csrc/cuda/*.cpp csrc/cuda/*.h)
 
-.PHONY: test demo bench setup clean gpu-check
+.PHONY: test demo bench setup clean gpu-check gpu-followup
 
 setup: $(BUILD_STAMP)
 
@@ -47,6 +47,11 @@ bench: $(BUILD_STAMP)
 # the GPU, compute-sanitizer, the GPU benchmark; logs + JSON to $(OUT).
 gpu-check:
 	OUT=$(or $(OUT),benchmarks/results) bash benchmarks/gpu_check.sh
+
+# After gpu-check, on the same machine and build: the tiles' profile, each pass's kernels, the
+# benchmark with the 256-row tiles beside the default (benchmarks/gpu_followup.sh).
+gpu-followup:
+	OUT=$(or $(OUT),benchmarks/results) bash benchmarks/gpu_followup.sh
 
 clean:
 	rm -rf build *.egg-info fullconv/_C*.so $(VENV)/.fullconv-built-cuda*

@@ -6,14 +6,16 @@ one process, side by side (CUDA events, L2 flushed before each run, medians):
   core     a 1x1 stride-1 convolution on a channels-last input, fullconv's tiled kernels
            forced (FULLCONV_CUDA_ALGORITHM=igemm): the implicit GEMM with trivial indexing and
            no layout copy, on the base tiles and on each other tiles kind of the dtype
-           (FULLCONV_CUDA_TILES: mma, mma-narrow for float16/bfloat16, simt-wide for float32).
+           (FULLCONV_CUDA_TILES: mma, mma-narrow, mma-wide for float16/bfloat16, simt-wide for
+           float32).
            Against cuBLAS (torch.mm of the same M x K by K x N) and cuDNN's 1x1 convolution.
            core/cuBLAS is the GEMM core's own efficiency.
   gather   the same 1x1 on a contiguous (NCHW) input, tiles gathering element by element
            (igemm-gather): what the gather costs against the channels-last reads.
   taps     a 3x3 full convolution with C input channels against a 1x1 with 9C (the same GEMM
            K), both channels-last: what the taps' index math and border handling cost.
-  passes   forward, grad_input and grad_weight of the 3x3 layer alone, fullconv vs cuDNN.
+  passes   forward, grad_input and grad_weight of the 3x3 layer alone, fullconv (its default
+           tiles, then each other tiles kind of the dtype) vs cuDNN.
 
 Useful TFLOP/s (real products only) and % of the card's dense peak for each.
 
@@ -47,7 +49,7 @@ def igemm(fn, gather=False, tiles="base"):
 
 
 # the tiles kinds besides base that change each dtype's kernels (float32: TF32 off)
-OTHER_TILES = {torch.float16: ("mma", "mma-narrow"), torch.bfloat16: ("mma", "mma-narrow"),
+OTHER_TILES = {torch.float16: ("mma", "mma-narrow", "mma-wide"), torch.bfloat16: ("mma", "mma-narrow", "mma-wide"),
                torch.float32: ("simt-wide",)}
 
 
@@ -115,6 +117,11 @@ def pass_rows(timer, dtype, device, n, c, k, hw):
             cu = lambda mask=mask: torch.ops.aten.convolution_backward(gy, x, w, None, st, pad, dil, False,
                                                                        [0, 0], 1, mask)
         rows[mode] = {"fullconv": timer.run(fc), "cuDNN": timer.run(cu)}
+        for tiles in OTHER_TILES.get(dtype, ()):  # the same pass on each other tiles kind
+            other = igemm(fc, tiles=tiles)
+            if mode == "forward":
+                check(f"forward, {tiles} tiles", other(), F.conv2d(x.float(), w.float(), padding=2), dtype)
+            rows[mode][f"fullconv, {tiles} tiles"] = timer.run(other)
     return macs, rows
 
 
@@ -169,6 +176,9 @@ def main(argv=None):
         macs, rows = pass_rows(timer, dtype, args.device, n, *tap_shape)
         for mode, ts in rows.items():
             report("passes", f"{mode} fullconv", dname, macs, ts["fullconv"])
+            for label, t in ts.items():
+                if label.startswith("fullconv, "):
+                    report("passes", f"{mode} {label}", dname, macs, t, ts["fullconv"]["median"])
             report("passes", f"{mode} cuDNN", dname, macs, ts["cuDNN"], ts["fullconv"]["median"])
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, f"gemm-core-{card.replace(' ', '-')}{'-quick' if args.quick else ''}-"

@@ -1,17 +1,19 @@
-"""A small workload for Nsight Compute: each tiled pass of one ResNet-18 layer once per tiles kind.
+"""A small workload for Nsight Compute: tiled passes of two ResNet layers, once per tiles kind.
 
-ResNet-18's layer-1 3x3 convolution (64 -> 64 channels, 56x56, batch 32) as a full
-convolution: the forward, grad_input and grad_weight kernels in float16 (channels-last) on the
-base and mma-narrow tiles, and the float32 forward and grad_input on the base and simt-wide
-tiles. Each is run once unprofiled (warm-up, weight packing, allocator), then once between
-cudaProfilerStart/Stop, so that
+The 3x3 convolutions of ResNet-18's layer 1 (64 -> 64 channels, 56x56, batch 32) and layer 3
+(256 -> 256 channels, 14x14, batch 64) as full convolutions in float16 (channels-last): the
+forward and grad_input on the mma.sync tiles of at most 64 columns (mma-narrow, auto's choice)
+and on the 256-row tiles (mma-wide: 256 x 64 on layer 1, 256 x 128 with 64 x 64 per warp on
+layer 3), and layer 1's grad_weight on mma-narrow. Each is run once unprofiled (warm-up, weight
+packing, allocator), then once between cudaProfilerStart/Stop, so that
 
     ncu --clock-control none --profile-from-start off --kernel-name regex:gemm \\
         --section SpeedOfLight --section Occupancy --section WarpStateStats ... \\
         python benchmarks/cuda_profile.py
 
 reports exactly one launch of each tiled kernel, labelled by the line printed before it.
-Without ncu it simply runs (and checks each result against cuDNN's padded convolution).
+Without ncu it simply runs (and checks each forward against cuDNN's padded convolution).
+(Entry 26 of benchmarks/NOTES.md profiled the WMMA base tiles and the float32 tiles.)
 """
 import os
 import sys
@@ -22,10 +24,13 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import fullconv  # noqa: E402
 
-# (dtype, tiles kinds, passes)
+# (label, (N, C, K, H=W), quick shape, dtype, tiles kinds, passes)
 RUNS = [
-    (torch.float16, ("base", "mma-narrow"), ("forward", "grad_input", "grad_weight")),
-    (torch.float32, ("base", "simt-wide"), ("forward", "grad_input")),
+    ("rn18 layer1", (32, 64, 64, 56), (2, 16, 16, 8), torch.float16, ("mma-narrow", "mma-wide"),
+     ("forward", "grad_input")),
+    ("rn18 layer1", (32, 64, 64, 56), (2, 16, 16, 8), torch.float16, ("mma-narrow",), ("grad_weight",)),
+    ("rn18 layer3", (64, 256, 256, 14), (2, 32, 136, 6), torch.float16, ("mma-narrow", "mma-wide"),
+     ("forward", "grad_input")),
 ]
 
 
@@ -34,12 +39,11 @@ def main():
         sys.exit("cuda_profile.py: no CUDA device")
     torch.backends.cudnn.allow_tf32 = False
     torch.manual_seed(0)
-    n, c, k, hw = (2, 16, 16, 8) if "--quick" in sys.argv[1:] else (32, 64, 64, 56)
+    quick = "--quick" in sys.argv[1:]
     os.environ["FULLCONV_CUDA_ALGORITHM"] = "igemm"
-    for dtype, tiles_kinds, passes in RUNS:
-        x = torch.randn(n, c, hw, hw, device="cuda", dtype=dtype)
-        if dtype != torch.float32:
-            x = x.contiguous(memory_format=torch.channels_last)
+    for label, shape, quick_shape, dtype, tiles_kinds, passes in RUNS:
+        n, c, k, hw = quick_shape if quick else shape
+        x = torch.randn(n, c, hw, hw, device="cuda", dtype=dtype).contiguous(memory_format=torch.channels_last)
         w = (torch.randn(k, c, 3, 3, device="cuda") / (9 * c) ** 0.5).to(dtype)
         gy = torch.randn(n, k, hw + 2, hw + 2, device="cuda", dtype=dtype)
         ref = F.conv2d(x.float(), w.float(), padding=2)
@@ -56,9 +60,9 @@ def main():
                 out = run()
                 if p == "forward":
                     err = (out.float() - ref).abs().max().item() / ref.abs().max().item()
-                    assert err < 3e-2, f"{dtype} {tiles} forward: relative error {err:.3g}"
+                    assert err < 3e-2, f"{label} {dtype} {tiles} forward: relative error {err:.3g}"
                 torch.cuda.synchronize()
-                print(f"== profiled next: {str(dtype).replace('torch.', '')} {p} tiles={tiles} "
+                print(f"== profiled next: {label} {str(dtype).replace('torch.', '')} {p} tiles={tiles} "
                       f"(N={n} C={c} K={k} {hw}x{hw}, 3x3)", flush=True)
                 torch.cuda.profiler.start()
                 run()

@@ -12,8 +12,9 @@
 //
 // Runs ResNet-18 layer 1's 3x3 convolution (64 -> 64 channels, 56x56, batch 32) as a full
 // convolution in float16, channels-last: forward, grad_input and grad_weight on the WMMA (base)
-// and mma.sync tiles, each once unprofiled and once between cudaProfilerStart/Stop, and prints
-// each launch's time (CUDA events, median of 20) beside its label. Inputs are random; the
+// and mma.sync tiles (mma-narrow, mma-wide), each once unprofiled and once between
+// cudaProfilerStart/Stop, and prints each launch's time (CUDA events, median of 20) beside its
+// label. Inputs are random; the
 // results are checked elsewhere (tests, benchmarks/cuda_profile.py), not here.
 #include <cuda_fp16.h>
 #include <cuda_profiler_api.h>
@@ -116,7 +117,7 @@ int main(int argc, char** argv) {
   const struct {
     fc::Tiles tiles;
     const char* name;
-  } kinds[] = {{fc::Tiles::kBase, "base"}, {fc::Tiles::kMmaNarrow, "mma-narrow"}};
+  } kinds[] = {{fc::Tiles::kBase, "base"}, {fc::Tiles::kMmaNarrow, "mma-narrow"}, {fc::Tiles::kMmaWide, "mma-wide"}};
   const double flop = 2.0 * double(s.batch) * s.out_channels * s.in_channels * s.kernel_volume() * double(s.in_spatial());
   for (const auto& kind : kinds) {
     fc::IgemmLayout layout;

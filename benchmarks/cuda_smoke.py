@@ -3,7 +3,7 @@ families (direct and tiled implicit GEMM, the latter also reading channels-last 
 cp.async; forward, grad_input, grad_weight with and without split-K) in every dtype (float32
 also on TF32), with stride, dilation, groups, 1-D/2-D/3-D, odd sizes that leave partial
 tiles, and a non-finite weight; float16/bfloat16 also on the mma.sync tiles
-(FULLCONV_CUDA_TILES=mma, mma-narrow), float32 on the wide FMA tiles (simt-wide).
+(FULLCONV_CUDA_TILES=mma, mma-narrow, mma-wide), float32 on the wide FMA tiles (simt-wide).
 --quick (for racecheck, which checks shared memory and is slow on the kernels that use it):
 the tiled kernels in float32 and float16, and the direct kernels in float32 on the cases of
 at most 4 input channels per group (their register-blocked forward, grad_input and
@@ -43,7 +43,7 @@ def main():
             if a == "direct" or tensor_cores or d in (torch.float64, torch.float32)]
     runs += [("igemm", torch.float32, True, "base")] if tensor_cores else []
     runs += [("igemm", torch.float32, False, "simt-wide")]
-    runs += [("igemm", d, False, t) for d in (torch.float16, torch.bfloat16) for t in ("mma", "mma-narrow")
+    runs += [("igemm", d, False, t) for d in (torch.float16, torch.bfloat16) for t in ("mma", "mma-narrow", "mma-wide")
              if tensor_cores]
     quick = "--quick" in sys.argv[1:]
     if quick:

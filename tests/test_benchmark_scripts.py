@@ -21,7 +21,7 @@ def run_script(args, tmp_path):
 
 def test_bench_cuda_smoke_on_cpu(tmp_path):
     out, data = run_script(["benchmarks/bench_cuda.py", "--device", "cpu", "--quick", "--no-gather", "--passes",
-                            "--tiles", "base,mma,mma-narrow,simt-wide", "--max-seconds", "1"], tmp_path)
+                            "--tiles", "base,mma,mma-narrow,mma-wide,simt-wide", "--max-seconds", "1"], tmp_path)
     assert "base/fc" in out and "simt-wide/fc" in out
     row = data["results"][0]
     assert row["dtype"] == "float32"
@@ -41,6 +41,23 @@ def test_cuda_gemm_core_smoke_on_cpu(tmp_path):
                            tmp_path)
     labels = {r["label"].split(" C")[0] for r in data["rows"]}
     assert {"fullconv core (channels-last)", "fullconv core, simt-wide tiles", "cuBLAS mm"} <= labels, labels
+    # each pass of the 3x3 layer also on the other tiles kinds of the dtype
+    assert {"forward fullconv, simt-wide tiles", "grad_input fullconv, simt-wide tiles"} <= {
+        r["label"] for r in data["rows"] if r["section"] == "passes"}, data["rows"]
+
+
+def test_cuda_kernel_times_smoke_on_cpu(tmp_path):
+    out, data = run_script(["benchmarks/cuda_kernel_times.py", "--device", "cpu", "--quick", "--dtype", "float16",
+                            "--layers", "rn18-l3,rn50-l3-1x1", "--reps", "1"], tmp_path)
+    layer = data["layers"]["rn18-l3"]
+    assert set(layer) == {"forward", "grad_input", "grad_weight"}
+    # the default kernels, cuDNN's and the other tiles kind, each with its time per kernel
+    assert set(layer["forward"]) == {"fullconv", "cuDNN", "fullconv mma-wide"}
+    for row in layer["forward"].values():
+        assert row["kernels_s"] and abs(sum(row["kernels_s"].values()) - row["total_s"]) < 1e-9
+    bad = subprocess.run([sys.executable, "benchmarks/cuda_kernel_times.py", "--device", "cpu", "--layers", "rn99"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "unknown layer" in bad.stderr
 
 
 def test_host_overhead_smoke(tmp_path):
@@ -86,3 +103,15 @@ def test_cpu_tile_widths_smoke():
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
         assert f"# blocked {which} tiles" in proc.stdout and "narrow/default, every layer: geomean" in proc.stdout
     assert "FULLCONV_CPU_BLOCKED_TILE" not in os.environ
+
+
+def test_gpu_scripts_parse_and_followup_needs_a_gpu_build(tmp_path):
+    for script in ("benchmarks/gpu_check.sh", "benchmarks/gpu_followup.sh"):
+        proc = subprocess.run(["bash", "-n", script], cwd=ROOT, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+    import torch
+    if torch.cuda.is_available():
+        return  # (the follow-up itself runs only on a GPU machine, after gpu-check)
+    proc = subprocess.run(["bash", "benchmarks/gpu_followup.sh"], cwd=ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, OUT=str(tmp_path)), timeout=120)
+    assert proc.returncode == 1 and "no CUDA device" in proc.stdout

@@ -347,10 +347,11 @@ MMA_LAYERS = [
 ]
 
 
-# (tiles, dtype): the mma.sync tiles for float16/bfloat16, the wide FMA tiles for float32
-# (auto: the per-problem choice, which picks each of them on some of these layers)
-TILE_RUNS = [(t, d) for t in ("base", "mma", "mma-narrow", "auto") for d in (torch.float16, torch.bfloat16)] + [
-    (t, torch.float32) for t in ("base", "simt-wide", "auto")]
+# (tiles, dtype): the mma.sync tiles for float16/bfloat16 (mma-wide: 256-row tiles, 256 x 128
+# on the layers of more than 64 columns), the wide FMA tiles for float32 (auto: the per-problem
+# choice, which picks each of them on some of these layers)
+TILE_RUNS = [(t, d) for t in ("base", "mma", "mma-narrow", "mma-wide", "auto")
+             for d in (torch.float16, torch.bfloat16)] + [(t, torch.float32) for t in ("base", "simt-wide", "auto")]
 
 
 TILE_CASES = [(cfg, memory_format, tiles, dtype) for cfg in MMA_LAYERS for memory_format in ("contiguous", "channels_last")

@@ -64,7 +64,8 @@ void check_cuda(const at::Tensor& t, const char* name) {
 // default, per problem: tiles_for), or one kind for every problem, to time them side by side:
 // base (WMMA tiles for float16/bfloat16, 64 x 64 FMA tiles for float32), mma / mma-narrow
 // (float16/bfloat16 channels-last kernels on mma.sync tiles from swizzled shared memory, 128
-// or 64 columns where a pass has more than 64), simt-wide (the float32 forward and grad_input
+// or 64 columns where a pass has more than 64), mma-wide (their forward and grad_input on
+// 256-row tiles of 128 or 64 columns, cuda::Tiles::kMmaWide), simt-wide (the float32 forward and grad_input
 // on 128 x 64 FMA tiles read as 16-byte vectors).
 using Pass = cuda::GemmPass;
 
@@ -87,11 +88,13 @@ bool row_regions() {
 std::optional<cuda::Tiles> cuda_tiles() {
   const char* env = std::getenv("FULLCONV_CUDA_TILES");
   const std::string v = env ? env : "auto";
-  TORCH_CHECK_VALUE(v == "auto" || v == "base" || v == "mma" || v == "mma-narrow" || v == "simt-wide" || v.empty(),
-                    "FULLCONV_CUDA_TILES must be auto, base, mma, mma-narrow or simt-wide, got '", v, "'");
+  TORCH_CHECK_VALUE(v == "auto" || v == "base" || v == "mma" || v == "mma-narrow" || v == "mma-wide" ||
+                        v == "simt-wide" || v.empty(),
+                    "FULLCONV_CUDA_TILES must be auto, base, mma, mma-narrow, mma-wide or simt-wide, got '", v, "'");
   if (v == "base") return cuda::Tiles::kBase;
   if (v == "mma") return cuda::Tiles::kMma;
   if (v == "mma-narrow") return cuda::Tiles::kMmaNarrow;
+  if (v == "mma-wide") return cuda::Tiles::kMmaWide;
   if (v == "simt-wide") return cuda::Tiles::kSimtWide;
   return std::nullopt;
 }

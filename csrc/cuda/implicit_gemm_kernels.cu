@@ -338,9 +338,11 @@ struct SwizzledLayout {
 
 // float16 / bfloat16 tiles on mma.sync.m16n8k16 (float32 accumulators), operands brought from
 // swizzled shared memory by ldmatrix (warp_mma.cuh): block tile BMt x BNt over 8 warps (2 x 4
-// for 128 columns, else 4 x 2), each warp a (BM / warps) x (BN / warps) tile of 16 x 8
-// products; BK = 32, a ring of kStages = 4 stages (dynamic shared memory). Used by the
-// channels-last kernels only (their cp.async copies fill the stages).
+// for 128 x 128, else 4 x 2), each warp a (BM / warps) x (BN / warps) tile of 16 x 8 products
+// (32 x 32 for 128 x 64, 64 x 32 for 128 x 128 and 256 x 64, 64 x 64 for 256 x 128); BK = 32, a
+// ring of kStages = 4 stages (dynamic shared memory). Used by the channels-last kernels only
+// (their cp.async copies fill the stages). Per 16-deep step a warp issues MI + NJ / 2 ldmatrix
+// for MI * NJ products: 4 for 8 on 32 x 32, 6 for 16 on 64 x 32, 8 for 32 on 64 x 64.
 template <typename T, bool AKContig, int BMt, int BNt>
 struct MmaMath {
   using Elem = T;
@@ -350,8 +352,9 @@ struct MmaMath {
   // tiles' 64 accumulators per thread leave too few of 128 registers for the copy cursor
   // (spills), so they take one block of 8 warps and up to 255 registers; the 64 x 64 tiles
   // (grad_weight's; 16 accumulators) fit three blocks (85 registers, 33 KiB of stages each)
+  // (the 256-row tiles, 64 x 64 or 64 x 32 per warp, take one block and up to 255 registers too)
   static constexpr int kMinBlocks = BM * BN > 128 * 64 ? 1 : BM * BN > 64 * 64 ? 2 : 3;
-  static constexpr int kWarpsN = BN >= 128 ? 4 : 2, kWarpsM = kGemmThreads / 32 / kWarpsN;
+  static constexpr int kWarpsN = BN >= 128 && BM < 256 ? 4 : 2, kWarpsM = kGemmThreads / 32 / kWarpsN;
   static constexpr int WM = BM / kWarpsM, WN = BN / kWarpsN;
   static constexpr int MI = WM / 16, NJ = WN / 8;  // 16 x 8 products per warp
   static_assert(WM % 16 == 0 && WN % 16 == 0 && WM * kWarpsM == BM && WN * kWarpsN == BN, "warp layout");
@@ -1271,15 +1274,15 @@ cudaError_t with_weight_math(const ConvShape& s, F&& f) {
   return f(Type<Math>());
 }
 // ... or, for the channels-last kernel with mma.sync tiles (float16 / bfloat16), tiles of
-// weight_tile_rows() rows and (kMma) 128 columns where a group has more than 64 input channels,
-// else 64.
+// weight_tile_rows() rows and (kMma, kMmaWide) 128 columns where a group has more than 64 input
+// channels, else 64.
 template <typename Math, typename F>
 cudaError_t with_weight_tiles(const ConvShape& s, Tiles tiles, F&& f) {
   if constexpr (MmaElem<Math>::value) {
-    if (tiles == Tiles::kMma || tiles == Tiles::kMmaNarrow) {
+    if (tiles == Tiles::kMma || tiles == Tiles::kMmaNarrow || tiles == Tiles::kMmaWide) {
       using E = typename MmaElem<Math>::type;
       const bool rows64 = weight_tile_rows(s) == 64;
-      const bool cols128 = tiles == Tiles::kMma && s.in_channels_per_group() > 64;
+      const bool cols128 = tiles != Tiles::kMmaNarrow && s.in_channels_per_group() > 64;
       if (rows64) return cols128 ? f(Type<MmaMath<E, false, 64, 128>>()) : f(Type<MmaMath<E, false, 64, 64>>());
       return cols128 ? f(Type<MmaMath<E, false, 128, 128>>()) : f(Type<MmaMath<E, false, 128, 64>>());
     }
@@ -1322,6 +1325,21 @@ cudaError_t launch_image_cl(const ImageGemm& v, const void* src, const void* pac
   return FULLCONV_LAUNCH_STATUS();
 }
 
+// The most dynamic shared memory a block of the current device may have (opted in).
+int max_dynamic_smem() {
+#ifdef FULLCONV_EMULATE
+  return 227 * 1024;
+#else
+  int device = 0, bytes = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 48 * 1024;
+  }
+  return bytes;
+#endif
+}
+
 // A channels-last source runs the cp.async kernel (WMMA or mma.sync tiles: layout.tiles), any
 // other the gather.
 template <typename T, typename Math>
@@ -1336,9 +1354,22 @@ cudaError_t launch_image_any(const ImageGemm& v, IgemmLayout layout, const void*
     return launch_image<T, Math>(v, src, packed, ep, dst, stream);
   }
   if constexpr (MmaElem<Math>::value) {
-    if (layout.tiles == Tiles::kMma || layout.tiles == Tiles::kMmaNarrow) {
-      using E = typename MmaElem<Math>::type;
-      if (v.cols > 64 && layout.tiles == Tiles::kMma)
+    using E = typename MmaElem<Math>::type;
+    if (layout.tiles == Tiles::kMmaWide) {
+      // 256-row tiles where the device grants a block their shared memory (the result tile of
+      // 256 x 128 takes about 141 KiB: not on cards with 100 KiB per SM), else those of kMma
+      if (v.cols > 64) {
+        using M = MmaMath<E, true, 256, 128>;
+        if (image_cl_smem_bytes<M>() <= max_dynamic_smem())
+          return launch_image_cl<T, M>(v, src, packed, ep, layout.dst_channels_last, dst, stream);
+      } else {
+        using M = MmaMath<E, true, 256, 64>;
+        if (image_cl_smem_bytes<M>() <= max_dynamic_smem())
+          return launch_image_cl<T, M>(v, src, packed, ep, layout.dst_channels_last, dst, stream);
+      }
+    }
+    if (layout.tiles == Tiles::kMma || layout.tiles == Tiles::kMmaNarrow || layout.tiles == Tiles::kMmaWide) {
+      if (v.cols > 64 && layout.tiles != Tiles::kMmaNarrow)
         return launch_image_cl<T, MmaMath<E, true, 128, 128>>(v, src, packed, ep, layout.dst_channels_last, dst, stream);
       return launch_image_cl<T, MmaMath<E, true, 128, 64>>(v, src, packed, ep, layout.dst_channels_last, dst, stream);
     }

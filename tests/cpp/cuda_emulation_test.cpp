@@ -428,9 +428,11 @@ int main(int argc, char** argv) {
                 std::string("igemm channels-last ") + (dst_cl ? "in and out " : "in ") + cfg.name + " " + describe(cl),
                 true, dst_cl);
         if (cfg.dtype == fc::DType::kFloat16 || cfg.dtype == fc::DType::kBFloat16) {  // again on mma.sync tiles
-          g_tiles = i % 2 == 0 ? fc::Tiles::kMma : fc::Tiles::kMmaNarrow;
+          const fc::Tiles kinds[] = {fc::Tiles::kMma, fc::Tiles::kMmaNarrow, fc::Tiles::kMmaWide};
+          const char* kind_names[] = {"mma tiles ", "narrow mma tiles ", "wide mma tiles "};
+          g_tiles = kinds[i % 3];
           run_any(cl, cfg, true, sm_count, !residual, relu,
-                  std::string("igemm channels-last ") + (i % 2 == 0 ? "mma tiles " : "narrow mma tiles ") +
+                  std::string("igemm channels-last ") + kind_names[i % 3] +
                       (dst_cl ? "in " : "in and out ") + cfg.name + " " + describe(cl),
                   true, !dst_cl);
           g_tiles = fc::Tiles::kBase;
@@ -514,12 +516,42 @@ int main(int argc, char** argv) {
     for (const Config& cfg : configs) {
       if (cfg.dtype == fc::DType::kFloat64 || (cfg.dtype == fc::DType::kFloat32 && !cfg.tf32)) continue;
       run_any(P, cfg, true, 132, true, true, std::string("igemm channels-last 81 taps ") + cfg.name, true, true);
-      if (cfg.dtype == fc::DType::kFloat16) {
-        g_tiles = fc::Tiles::kMmaNarrow;
-        run_any(P, cfg, true, 132, false, false, std::string("igemm channels-last mma tiles 81 taps ") + cfg.name, true,
+      if (cfg.dtype == fc::DType::kFloat16 || cfg.dtype == fc::DType::kBFloat16) {
+        // (float16: the narrow tiles, bfloat16: the 256-row tiles)
+        const bool wide = cfg.dtype == fc::DType::kBFloat16;
+        g_tiles = wide ? fc::Tiles::kMmaWide : fc::Tiles::kMmaNarrow;
+        run_any(P, cfg, true, 132, false, false,
+                std::string("igemm channels-last ") + (wide ? "wide " : "") + "mma tiles 81 taps " + cfg.name, true,
                 false);
         g_tiles = fc::Tiles::kBase;
       }
+    }
+  }
+  // The 256-row mma.sync tiles (kMmaWide) on more than 64 columns, where they take 256 x 128
+  // tiles of 64 x 64 per warp: 286 rows (a partial second row tile) and 136 output channels (a
+  // partial second column tile) in the forward, 72 columns in grad_input; dilation 2 along one
+  // dim. Each dtype once with a residual and ReLU into NCHW, once into channels-last.
+  {
+    ConvShape s;
+    s.ndim = 2;
+    s.batch = 2;
+    s.in_channels = 72;
+    s.out_channels = 136;
+    s.in_size[1] = 7;
+    s.in_size[2] = 11;
+    s.kernel[1] = s.kernel[2] = 3;
+    s.dilation[1] = 2;
+    s.compute_output_size();
+    const Problem P = problem_of(s, 0.05, rng);
+    for (const Config& cfg : configs) {
+      if (cfg.dtype != fc::DType::kFloat16 && cfg.dtype != fc::DType::kBFloat16) continue;
+      g_tiles = fc::Tiles::kMmaWide;
+      for (const bool dst_cl : {false, true})
+        run_any(P, cfg, true, 132, !dst_cl, !dst_cl,
+                std::string("igemm channels-last wide mma tiles, 136 columns, ") + (dst_cl ? "in and out " : "in ") +
+                    cfg.name,
+                true, dst_cl);
+      g_tiles = fc::Tiles::kBase;
     }
   }
   // The direct forward's and grad_input's register-blocked kernels on shapes chosen for their
