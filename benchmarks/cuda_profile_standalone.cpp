@@ -5,8 +5,7 @@
 //
 //   nvcc -std=c++17 -O3 -lineinfo -gencode arch=compute_90a,code=sm_90a --expt-relaxed-constexpr \
 //        -D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__ -D__CUDA_NO_BFLOAT16_CONVERSIONS__ \
-//        -I csrc benchmarks/cuda_profile_standalone.cpp csrc/cuda/implicit_gemm_kernels.cu \
-//        csrc/cuda/full_conv_kernels.cu -o cuda_profile_standalone
+//        -I csrc benchmarks/cuda_profile_standalone.cpp csrc/cuda/*.cu -o cuda_profile_standalone
 //   ncu --section SourceCounters --section InstructionStats --kernel-name regex:gemm \
 //       --profile-from-start off -o report ./cuda_profile_standalone
 //

@@ -10,8 +10,8 @@ DEST="$1"
 CUDA_HOME="${CUDA_HOME:-$(dirname "$(dirname "$(command -v nvcc)")")}"
 NCU="$(command -v ncu || echo "$CUDA_HOME/bin/ncu")"
 OBJS=()
-for f in implicit_gemm_kernels full_conv_kernels; do
-  OBJS+=("$(ls -t build/temp*/csrc/cuda/$f.o | head -n1)")
+for src in csrc/cuda/*.cu; do  # (the torch-free units: the tiles once per dtype, the direct kernels)
+  OBJS+=("$(ls -t build/temp*/csrc/cuda/"$(basename "$src" .cu)".o | head -n1)")
 done
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT

@@ -7,7 +7,7 @@ loop's code, each path once), so they show what a loop carries, not how often ea
 
     nvcc -std=c++17 -O3 -cubin -gencode arch=compute_90,code=sm_90 --expt-relaxed-constexpr \\
          -D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__ \\
-         -D__CUDA_NO_BFLOAT16_CONVERSIONS__ -I csrc -c csrc/cuda/implicit_gemm_kernels.cu -o ig.cubin
+         -D__CUDA_NO_BFLOAT16_CONVERSIONS__ -I csrc -c csrc/cuda/implicit_gemm_f16.cu -o ig.cubin
     cuobjdump -sass ig.cubin > ig.sass      # cuobjdump: CUDA toolkit, or pip nvidia-cuda-cuobjdump
     python benchmarks/sass_loops.py ig.sass [--filter image_gemm_cl_kernel]
 """

@@ -11,6 +11,8 @@ split-K (empty slices included).
 
 What this cannot show (timing, the hardware's own fragment layout, memory-model effects
 between warps) is left to `make gpu-check` on a GPU."""
+import concurrent.futures
+import glob
 import os
 import shutil
 import subprocess
@@ -30,14 +32,23 @@ def test_cuda_kernels_emulated(tmp_path):
         pytest.fail("no C++ compiler found (needed to build the extension anyway)")
     exe = tmp_path / "cuda_emulation_test"
     csrc = os.path.join(ROOT, "csrc")
-    cmd = [cxx, "-std=c++17", "-O2", "-Wall", "-Werror", "-Wno-unknown-pragmas",
-           # the flags torch's CUDA builds use: no implicit half/bfloat16 conversions
-           "-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__", "-D__CUDA_NO_BFLOAT16_CONVERSIONS__",
-           "-I", csrc, "-I", include, "-include", os.path.join(ROOT, "tests", "cpp", "cuda_emulation.h"),
-           "-x", "c++", os.path.join(csrc, "cuda", "implicit_gemm_kernels.cu"),
-           os.path.join(csrc, "cuda", "full_conv_kernels.cu"),
-           "-x", "none", os.path.join(ROOT, "tests", "cpp", "cuda_emulation_test.cpp"), "-o", str(exe)]
-    subprocess.run(cmd, check=True)
+    flags = ["-std=c++17", "-O2", "-Wall", "-Werror", "-Wno-unknown-pragmas",
+             # the flags torch's CUDA builds use: no implicit half/bfloat16 conversions
+             "-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__", "-D__CUDA_NO_BFLOAT16_CONVERSIONS__",
+             "-I", csrc, "-I", include]
+    # every CUDA unit of the extension (the tiles are compiled once per dtype), as C++ against
+    # the emulation, and the test driver; compiled side by side, then linked
+    units = sorted(glob.glob(os.path.join(csrc, "cuda", "*.cu")))
+    assert any(u.endswith("implicit_gemm_dispatch.cu") for u in units) and len(units) >= 6, units
+    flags += ["-include", os.path.join(ROOT, "tests", "cpp", "cuda_emulation.h")]
+    jobs = [[cxx, *flags, "-x", "c++", "-c", u, "-o", str(tmp_path / (os.path.basename(u) + ".o"))] for u in units]
+    jobs.append([cxx, *flags, "-c", os.path.join(ROOT, "tests", "cpp", "cuda_emulation_test.cpp"),
+                 "-o", str(tmp_path / "cuda_emulation_test.o")])
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        for proc in pool.map(lambda cmd: subprocess.run(cmd, capture_output=True, text=True), jobs):
+            assert proc.returncode == 0, " ".join(proc.args) + "\n" + proc.stderr[-4000:]
+    subprocess.run([cxx, *(str(tmp_path / (os.path.basename(u) + ".o")) for u in units),
+                    str(tmp_path / "cuda_emulation_test.o"), "-o", str(exe)], check=True)
     result = subprocess.run([str(exe), "8"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert " 0 failures" in result.stdout

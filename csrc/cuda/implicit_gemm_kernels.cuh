@@ -13,7 +13,13 @@
 // (tile-level zero-tap skipping); within a chunk, padding reads load zeros.
 // grad_weight is reduced with split-K into a float32 (float64) workspace and summed in slice
 // order by a second kernel: deterministic, no atomics.
-// Torch-free: nvcc compiles it in seconds.
+// Torch-free. Compiled once per dtype (implicit_gemm_f64.cu, _f32, _tf32, _f16, _bf16: each
+// defines FULLCONV_IGEMM_DTYPE and FULLCONV_IGEMM_NS, instantiates that dtype's kernels only,
+// float32 on FMA tiles or on TF32 tensor cores, and defines its entry points,
+// implicit_gemm_entry.h), so that nvcc builds the five in parallel;
+// implicit_gemm_dispatch.cu defines the public functions of full_conv_cuda.h, which pick a
+// dtype's entry points, and the dtype-free ones.
+#pragma once
 #ifndef FULLCONV_EMULATE
 #include <mma.h>
 #endif
@@ -26,6 +32,7 @@
 #include "warp_mma.cuh"
 #include "device_math.cuh"
 #include "full_conv_cuda.h"
+#include "implicit_gemm_entry.h"
 #include "launch.cuh"
 
 namespace fullconv {
@@ -1193,24 +1200,53 @@ __global__ void prepare_weight_kernel(const T* __restrict__ w, ConvShape s, bool
 
 // ---------------------------------------------------------------------------- dispatch
 
+// Whether this translation unit instantiates the kernels of dtype D (FULLCONV_IGEMM_DTYPE; the
+// dispatch unit none), float32 on TF32 tensor cores (Tf32 true) or FMA tiles: a float32 unit
+// builds one of the two (FULLCONV_IGEMM_TF32 = 1 or 0).
+template <DType D, bool Tf32 = false>
+constexpr bool built_here() {
+#ifdef FULLCONV_IGEMM_DTYPE
+#ifndef FULLCONV_IGEMM_TF32
+#define FULLCONV_IGEMM_TF32 0
+#endif
+  return D == FULLCONV_IGEMM_DTYPE && (D != DType::kFloat32 || Tf32 == bool(FULLCONV_IGEMM_TF32));
+#else
+  return false;
+#endif
+}
+
 // The math of a dtype: tensor cores for half/bf16 and (when allowed) TF32, FMA otherwise.
-// Op::template run<T, Math>(args...) is instantiated for each.
+// Op::template run<T, Math>(args...) is instantiated for each dtype built here; another dtype
+// is refused (the dispatch sends each dtype to its own unit).
 template <typename Op, bool AK, bool BK, typename... Args>
 cudaError_t with_math(DType dtype, bool tf32, Args&&... args) {
   switch (dtype) {
-    case DType::kFloat64: return Op::template run<double, SimtMath<double, AK, BK>>(args...);
+    case DType::kFloat64:
+      if constexpr (built_here<DType::kFloat64>()) return Op::template run<double, SimtMath<double, AK, BK>>(args...);
+      break;
     case DType::kFloat32:
-      if (tf32) return Op::template run<float, WmmaMath<Tf32, AK, BK>>(args...);
-      return Op::template run<float, SimtMath<float, AK, BK>>(args...);
-    case DType::kFloat16: return Op::template run<__half, WmmaMath<__half, AK, BK>>(args...);
-    case DType::kBFloat16: return Op::template run<__nv_bfloat16, WmmaMath<__nv_bfloat16, AK, BK>>(args...);
+      if (tf32) {
+        if constexpr (built_here<DType::kFloat32, true>())
+          return Op::template run<float, WmmaMath<Tf32, AK, BK>>(args...);
+      } else {
+        if constexpr (built_here<DType::kFloat32, false>())
+          return Op::template run<float, SimtMath<float, AK, BK>>(args...);
+      }
+      break;
+    case DType::kFloat16:
+      if constexpr (built_here<DType::kFloat16>()) return Op::template run<__half, WmmaMath<__half, AK, BK>>(args...);
+      break;
+    case DType::kBFloat16:
+      if constexpr (built_here<DType::kBFloat16>())
+        return Op::template run<__nv_bfloat16, WmmaMath<__nv_bfloat16, AK, BK>>(args...);
+      break;
   }
   return cudaErrorInvalidValue;
 }
 
 // The grid within CUDA's limits, and a kernel whose live taps the tiles can walk (at most 64
 // taps along each dim, implicit_gemm.h: LiveTaps).
-bool image_grid_fits(const ImageGemm& v, int bm, int bn) {
+inline bool image_grid_fits(const ImageGemm& v, int bm, int bn) {
   const int64_t x = (v.rows + bm - 1) / bm, y = (v.cols + bn - 1) / bn * v.groups;
   return x < (int64_t(1) << 31) && y <= 65535 && live_taps_walkable(v);
 }
@@ -1231,7 +1267,7 @@ cudaError_t launch_image(const ImageGemm& v, const void* src, const void* packed
   return FULLCONV_LAUNCH_STATUS();
 }
 
-bool weight_grid_fits(const ConvShape& s, int bm, int bn) {
+inline bool weight_grid_fits(const ConvShape& s, int bm, int bn) {
   const WeightGemm v = weight_gemm(s, bm, bn, 1, 1, 1, 1);
   return ((v.rows + bm - 1) / bm) * ((v.cols + bn - 1) / bn) * v.groups * v.taps < (int64_t(1) << 31);
 }
@@ -1326,7 +1362,7 @@ cudaError_t launch_image_cl(const ImageGemm& v, const void* src, const void* pac
 }
 
 // The most dynamic shared memory a block of the current device may have (opted in).
-int max_dynamic_smem() {
+inline int max_dynamic_smem() {
 #ifdef FULLCONV_EMULATE
   return 227 * 1024;
 #else
@@ -1511,57 +1547,13 @@ struct GradWeightOp {
 
 }  // namespace
 
-bool igemm_grid_fits(const ConvShape& s, GemmPass pass) {
-  // the smallest block tiles (SIMT: 64 x 64) need the most blocks
-  switch (pass) {
-    case GemmPass::kForward: return image_grid_fits(forward_gemm(s), 64, 64);
-    case GemmPass::kGradInput:
-      for (int64_t cls = 0; cls < residue_classes(s); ++cls)
-        if (!image_grid_fits(grad_input_gemm(s, cls), 64, 64)) return false;
-      return true;
-    case GemmPass::kGradWeight: return weight_grid_fits(s, 64, 64);
-  }
-  return false;
-}
-
-bool tensor_core_kernels_built() {
-#ifdef FULLCONV_EMULATE
-  return true;
-#else
-  // A build for an older architecture (TORCH_CUDA_ARCH_LIST=7.5+PTX, say) may run on a newer
-  // GPU through its PTX, whose tensor-core kernels are stubs: ask what this GPU would run.
-  cudaFuncAttributes attr;
-  const cudaError_t err = cudaFuncGetAttributes(&attr, image_gemm_kernel<__half, WmmaMath<__half, false, false>, false>);
-  if (err != cudaSuccess) {
-    (void)cudaGetLastError();  // clear it: the direct kernels take over
-    return false;
-  }
-  return attr.ptxVersion >= 80;
-#endif
-}
+#ifdef FULLCONV_IGEMM_NS
+// The entry points of this unit's dtype (implicit_gemm_entry.h; the dispatch calls them with it).
+namespace FULLCONV_IGEMM_NS {
 
 cudaError_t prepare_weight(DType dtype, const void* w, const ConvShape& s, GemmPass pass, void* packed,
                            unsigned char* nonfinite_weight, cudaStream_t stream) {
   return with_math<PrepareWeightOp, false, false>(dtype, false, w, s, pass, packed, nonfinite_weight, stream);
-}
-
-bool igemm_channels_last_ok(DType dtype, bool tf32, const ConvShape& s, GemmPass pass) {
-  // the tensor-core operand tag of the dtype (float32 only with TF32)
-  auto fits = [&](auto tag) {
-    using Tag = typename decltype(tag)::type;
-    if (pass == GemmPass::kGradWeight)  // (checked with the 64-row tiles: the most blocks)
-      return weight_channels_last_fits<WmmaMath<Tag, false, false, 64>>(s);
-    // reduction channels and columns are the same in every residue class of grad_input
-    return channels_last_fits<WmmaMath<Tag, true, false>>(pass == GemmPass::kForward ? forward_gemm(s)
-                                                                                    : grad_input_gemm(s, 0));
-  };
-  switch (dtype) {
-    case DType::kFloat16: return fits(Type<__half>());
-    case DType::kBFloat16: return fits(Type<__nv_bfloat16>());
-    case DType::kFloat32: return tf32 && fits(Type<Tf32>());
-    case DType::kFloat64: return false;
-  }
-  return false;
 }
 
 // forward: A = x rows (m-contiguous, or k-contiguous from a channels-last x), B = packed
@@ -1592,6 +1584,9 @@ cudaError_t grad_weight_igemm(DType dtype, bool tf32, bool channels_last, Tiles 
   return with_math<GradWeightOp, true, true>(dtype, tf32, s, channels_last, tiles, sm_count, grad_out, x, grad_w,
                                              workspace, stream);
 }
+
+}  // namespace FULLCONV_IGEMM_NS
+#endif
 
 }  // namespace cuda
 }  // namespace fullconv
