@@ -4,7 +4,8 @@ The 3x3 convolutions of ResNet-18's layer 1 (64 -> 64 channels, 56x56, batch 32)
 (256 -> 256 channels, 14x14, batch 64) as full convolutions in float16 (channels-last): the
 forward and grad_input on the mma.sync tiles of at most 64 columns (mma-narrow, auto's choice)
 and on the 256-row tiles (mma-wide: 256 x 64 on layer 1, 256 x 128 with 64 x 64 per warp on
-layer 3), and layer 1's grad_weight on mma-narrow. Each is run once unprofiled (warm-up, weight
+layer 3), and layer 1's grad_weight on mma-narrow; then the forward of the GEMM core of
+cuda_gemm_core.py (1x1, 1024 -> 1024 channels, 14x14, batch 64) on both tiles kinds. Each is run once unprofiled (warm-up, weight
 packing, allocator), then once between cudaProfilerStart/Stop, so that
 
     ncu --clock-control none --profile-from-start off --kernel-name regex:gemm \\
@@ -24,13 +25,16 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import fullconv  # noqa: E402
 
-# (label, (N, C, K, H=W), quick shape, dtype, tiles kinds, passes)
+# (label, (N, C, K, H=W, kernel), quick shape, dtype, tiles kinds, passes)
 RUNS = [
-    ("rn18 layer1", (32, 64, 64, 56), (2, 16, 16, 8), torch.float16, ("mma-narrow", "mma-wide"),
+    ("rn18 layer1", (32, 64, 64, 56, 3), (2, 16, 16, 8, 3), torch.float16, ("mma-narrow", "mma-wide"),
      ("forward", "grad_input")),
-    ("rn18 layer1", (32, 64, 64, 56), (2, 16, 16, 8), torch.float16, ("mma-narrow",), ("grad_weight",)),
-    ("rn18 layer3", (64, 256, 256, 14), (2, 32, 136, 6), torch.float16, ("mma-narrow", "mma-wide"),
+    ("rn18 layer1", (32, 64, 64, 56, 3), (2, 16, 16, 8, 3), torch.float16, ("mma-narrow",), ("grad_weight",)),
+    ("rn18 layer3", (64, 256, 256, 14, 3), (2, 32, 136, 6, 3), torch.float16, ("mma-narrow", "mma-wide"),
      ("forward", "grad_input")),
+    # the GEMM core of cuda_gemm_core.py (a 1x1 convolution through the tiles: no taps to skip)
+    ("gemm core", (64, 1024, 1024, 14, 1), (2, 64, 136, 6, 1), torch.float16, ("mma-narrow", "mma-wide"),
+     ("forward",)),
 ]
 
 
@@ -42,11 +46,11 @@ def main():
     quick = "--quick" in sys.argv[1:]
     os.environ["FULLCONV_CUDA_ALGORITHM"] = "igemm"
     for label, shape, quick_shape, dtype, tiles_kinds, passes in RUNS:
-        n, c, k, hw = quick_shape if quick else shape
+        n, c, k, hw, ks = quick_shape if quick else shape
         x = torch.randn(n, c, hw, hw, device="cuda", dtype=dtype).contiguous(memory_format=torch.channels_last)
-        w = (torch.randn(k, c, 3, 3, device="cuda") / (9 * c) ** 0.5).to(dtype)
-        gy = torch.randn(n, k, hw + 2, hw + 2, device="cuda", dtype=dtype)
-        ref = F.conv2d(x.float(), w.float(), padding=2)
+        w = (torch.randn(k, c, ks, ks, device="cuda") / (ks * ks * c) ** 0.5).to(dtype)
+        gy = torch.randn(n, k, hw + ks - 1, hw + ks - 1, device="cuda", dtype=dtype)
+        ref = F.conv2d(x.float(), w.float(), padding=ks - 1)
         for tiles in tiles_kinds:
             os.environ["FULLCONV_CUDA_TILES"] = tiles
             for p in passes:
@@ -63,7 +67,7 @@ def main():
                     assert err < 3e-2, f"{label} {dtype} {tiles} forward: relative error {err:.3g}"
                 torch.cuda.synchronize()
                 print(f"== profiled next: {label} {str(dtype).replace('torch.', '')} {p} tiles={tiles} "
-                      f"(N={n} C={c} K={k} {hw}x{hw}, 3x3)", flush=True)
+                      f"(N={n} C={c} K={k} {hw}x{hw}, {ks}x{ks})", flush=True)
                 torch.cuda.profiler.start()
                 run()
                 torch.cuda.synchronize()

@@ -138,11 +138,11 @@ step racecheck 120 "$PREFIX-racecheck.log" "$SAN" --tool racecheck --error-exitc
 # The tiles' GEMM core against cuBLAS, the gather's and the taps' cost, each pass alone
 # (benchmarks/cuda_gemm_core.py): where the time goes, for the next kernel change.
 step gemmcore 90 "$PREFIX-gemm-core.log" $PY benchmarks/cuda_gemm_core.py --out "$OUT"
-# Hardware counters of each tiled kernel of one ResNet-18 layer on each tiles kind (Nsight
-# Compute: throughput against the card's limits, occupancy, warp stall reasons, memory traffic,
-# instructions executed and issue-slot use: NOTES entry 25 predicts issue-bound tiles):
+# Hardware counters of the float16 tiles on two ResNet-18 layers, mma-narrow against mma-wide
+# (Nsight Compute: throughput against the card's limits, occupancy, warp stall reasons, memory
+# traffic, instructions executed and issue-slot use; benchmarks/cuda_profile.py, NOTES entry 33):
 # where the tiles' time goes, for the next kernel change. Evidence only (ncu may be missing or
-# barred from the counters on some machines).
+# barred from the counters on some machines; `make gpu-followup` runs it again with more time).
 NCU="$(command -v ncu || echo "${CUDA_HOME}/bin/ncu")"
 # Where each tile's instructions go, instruction by instruction (ncu SourceCounters, float16
 # channels-last tiles; benchmarks/ncu_source.sh, NOTES entry 26). Evidence only.
