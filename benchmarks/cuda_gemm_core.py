@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import math
 import os
 import sys
@@ -37,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fullconv  # noqa: E402
 from bench_cuda import PEAKS, Timer  # noqa: E402
-from timing import WithEnv  # noqa: E402
+from timing import WithEnv, save_results  # noqa: E402
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 CL = torch.channels_last
@@ -180,12 +179,7 @@ def main(argv=None):
                 if label.startswith("fullconv, "):
                     report("passes", f"{mode} {label}", dname, macs, t, ts["fullconv"]["median"])
             report("passes", f"{mode} cuDNN", dname, macs, ts["cuDNN"], ts["fullconv"]["median"])
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, f"gemm-core-{card.replace(' ', '-')}{'-quick' if args.quick else ''}-"
-                                  f"{datetime.date.today().isoformat()}.json")
-    with open(path, "w") as f:
-        json.dump(out, f, indent=1)
-    print(f"wrote {path}")
+    save_results(args.out, "gemm-core", card, args.quick, out)
 
 
 if __name__ == "__main__":

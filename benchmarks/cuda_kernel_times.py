@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import collections
 import datetime
-import json
 import os
 import sys
 
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fullconv  # noqa: E402
-from timing import WithEnv  # noqa: E402
+from timing import WithEnv, save_results  # noqa: E402
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 # name: (batch, in channels, out channels, kernel, size)
@@ -131,12 +130,7 @@ def main(argv=None):
                 for kname, t in sorted(times.items(), key=lambda kv: -kv[1]):
                     print(f"    {t * 1e3:9.3f} ms {100 * t / max(total, 1e-12):5.1f}%  {short(kname)}")
             out["layers"][name][mode] = rows
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, f"kernel-times-{card.replace(' ', '-')}{'-quick' if args.quick else ''}-"
-                                  f"{datetime.date.today().isoformat()}.json")
-    with open(path, "w") as f:
-        json.dump(out, f, indent=1)
-    print(f"wrote {path}")
+    save_results(args.out, "kernel-times", card, args.quick, out)
 
 
 if __name__ == "__main__":

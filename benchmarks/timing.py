@@ -1,4 +1,6 @@
-"""Side-by-side timing shared by the CPU benchmarks."""
+"""Side-by-side timing shared by the CPU benchmarks; a results file shared by the CUDA probes."""
+import datetime
+import json
 import os
 import statistics
 
@@ -46,3 +48,15 @@ class WithEnv:
                     del os.environ[k]
                 else:
                     os.environ[k] = v
+
+
+def save_results(out_dir, kind, card, quick, data):
+    """Writes data as out_dir/KIND-CARD[-quick]-DATE.json (card's spaces as dashes); returns the
+    path, after printing it."""
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"{kind}-{card.replace(' ', '-')}{'-quick' if quick else ''}-"
+                                 f"{datetime.date.today().isoformat()}.json")
+    with open(path, "w") as f:
+        json.dump(data, f, indent=1)
+    print(f"wrote {path}")
+    return path

@@ -64,8 +64,8 @@ void check_cuda(const at::Tensor& t, const char* name) {
 // default, per problem: tiles_for), or one kind for every problem, to time them side by side:
 // base (WMMA tiles for float16/bfloat16, 64 x 64 FMA tiles for float32), mma / mma-narrow
 // (float16/bfloat16 channels-last kernels on mma.sync tiles from swizzled shared memory, 128
-// or 64 columns where a pass has more than 64), mma-wide (their forward and grad_input on
-// 256-row tiles of 128 or 64 columns, cuda::Tiles::kMmaWide), simt-wide (the float32 forward and grad_input
+// or 64 columns where a pass has more than 64), mma-wide (the same on 256-row tiles of 128 or 64
+// columns, cuda::Tiles::kMmaWide), simt-wide (the float32 forward and grad_input
 // on 128 x 64 FMA tiles read as 16-byte vectors).
 using Pass = cuda::GemmPass;
 

@@ -111,9 +111,10 @@ bool igemm_channels_last_ok(DType dtype, bool tf32, const ConvShape& s, GemmPass
 // tiles of 64 x 64 for float32/float64; kMma: the float16/bfloat16 channels-last kernels on
 // mma.sync tiles (ldmatrix from swizzled shared memory, a ring of four stages; 128 x 128 where
 // a pass has more than 64 columns, else 128 x 64); kMmaNarrow: the same with at most 64
-// columns; kMmaWide: the forward and grad_input on 256-row mma.sync tiles (256 x 128 where a
-// pass has more than 64 columns, 64 x 64 per warp, else 256 x 64; those of kMma on a device
-// that cannot give a block the ~141 KiB of shared memory of the first), grad_weight as kMma;
+// columns; kMmaWide: 256-row mma.sync tiles (256 x 128 where a pass has more than 64 columns,
+// 64 x 64 per warp, else 256 x 64; those of kMma on a device that cannot give a block the
+// ~141 KiB of shared memory of the first), for grad_weight where a group has at least 256
+// output channels (its rows), else as kMma;
 // kSimtWide: the float32 (no TF32) forward and grad_input (gather kernels) on FMA
 // tiles of 128 x 64 read as 16-byte vectors. The binding resolves its per-problem choice
 // (FULLCONV_CUDA_TILES=auto) to one of these before a launch.

@@ -1290,6 +1290,21 @@ template <bool A, bool B, int R> struct MmaElem<WmmaMath<__nv_bfloat16, A, B, R>
 };
 
 
+// The most dynamic shared memory a block of the current device may have (opted in).
+inline int max_dynamic_smem() {
+#ifdef FULLCONV_EMULATE
+  return 227 * 1024;
+#else
+  int device = 0, bytes = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 48 * 1024;
+  }
+  return bytes;
+#endif
+}
+
 // The same tensor-core math with other shared-memory layouts (the channels-last kernels':
 // image: k-contiguous A rows, one position's channels; weight: m- and n-contiguous).
 template <typename M, bool AK, bool BK> struct Relayout;
@@ -1311,10 +1326,17 @@ cudaError_t with_weight_math(const ConvShape& s, F&& f) {
 }
 // ... or, for the channels-last kernel with mma.sync tiles (float16 / bfloat16), tiles of
 // weight_tile_rows() rows and (kMma, kMmaWide) 128 columns where a group has more than 64 input
-// channels, else 64.
+// channels, else 64; kMmaWide: 256 rows where a group has at least 256 output channels (those
+// of kMma where the device cannot give 256 x 128 tiles their shared memory).
 template <typename Math, typename F>
 cudaError_t with_weight_tiles(const ConvShape& s, Tiles tiles, F&& f) {
   if constexpr (MmaElem<Math>::value) {
+    if (tiles == Tiles::kMmaWide && s.out_channels_per_group() >= 256) {
+      using E = typename MmaElem<Math>::type;
+      if (s.in_channels_per_group() <= 64) return f(Type<MmaMath<E, false, 256, 64>>());
+      using M = MmaMath<E, false, 256, 128>;
+      if (weight_cl_smem_bytes<M>() <= max_dynamic_smem()) return f(Type<M>());
+    }
     if (tiles == Tiles::kMma || tiles == Tiles::kMmaNarrow || tiles == Tiles::kMmaWide) {
       using E = typename MmaElem<Math>::type;
       const bool rows64 = weight_tile_rows(s) == 64;
@@ -1359,21 +1381,6 @@ cudaError_t launch_image_cl(const ImageGemm& v, const void* src, const void* pac
   FULLCONV_LAUNCH_SMEM(grid, kGemmThreads, bytes, stream, image_gemm_cl_kernel<T, M>)(
       v, static_cast<const T*>(src), static_cast<const T*>(packed), ep, dst_channels_last, static_cast<T*>(dst));
   return FULLCONV_LAUNCH_STATUS();
-}
-
-// The most dynamic shared memory a block of the current device may have (opted in).
-inline int max_dynamic_smem() {
-#ifdef FULLCONV_EMULATE
-  return 227 * 1024;
-#else
-  int device = 0, bytes = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return 48 * 1024;
-  }
-  return bytes;
-#endif
 }
 
 // A channels-last source runs the cp.async kernel (WMMA or mma.sync tiles: layout.tiles), any

@@ -553,6 +553,23 @@ int main(int argc, char** argv) {
                 true, dst_cl);
       g_tiles = fc::Tiles::kBase;
     }
+    // 264 output channels: grad_weight on 256 x 128 tiles too (two row tiles, the second of 8
+    // rows), with split-K over its few positions
+    ConvShape s2 = s;
+    s2.batch = 1;
+    s2.out_channels = 264;
+    s2.in_size[1] = 5;
+    s2.in_size[2] = 6;
+    s2.dilation[1] = 1;
+    s2.compute_output_size();
+    const Problem P2 = problem_of(s2, 0.05, rng);
+    for (const Config& cfg : configs) {
+      if (cfg.dtype != fc::DType::kFloat16 && cfg.dtype != fc::DType::kBFloat16) continue;
+      g_tiles = fc::Tiles::kMmaWide;
+      run_any(P2, cfg, true, 132, false, true,
+              std::string("igemm channels-last wide mma tiles, 264 output channels, ") + cfg.name, true, true);
+      g_tiles = fc::Tiles::kBase;
+    }
   }
   // The direct forward's and grad_input's register-blocked kernels on shapes chosen for their
   // cases. grad_input: an RGB stem
