@@ -1203,12 +1203,12 @@ __global__ void prepare_weight_kernel(const T* __restrict__ w, ConvShape s, bool
 // Whether this translation unit instantiates the kernels of dtype D (FULLCONV_IGEMM_DTYPE; the
 // dispatch unit none), float32 on TF32 tensor cores (Tf32 true) or FMA tiles: a float32 unit
 // builds one of the two (FULLCONV_IGEMM_TF32 = 1 or 0).
-template <DType D, bool Tf32 = false>
-constexpr bool built_here() {
-#ifdef FULLCONV_IGEMM_DTYPE
 #ifndef FULLCONV_IGEMM_TF32
 #define FULLCONV_IGEMM_TF32 0
 #endif
+template <DType D, bool Tf32 = false>
+constexpr bool built_here() {
+#ifdef FULLCONV_IGEMM_DTYPE
   return D == FULLCONV_IGEMM_DTYPE && (D != DType::kFloat32 || Tf32 == bool(FULLCONV_IGEMM_TF32));
 #else
   return false;
