@@ -66,8 +66,8 @@ def kernel_times(fn, reps, device):
     totals = collections.defaultdict(float)
     for e in prof.events():
         if device == "cuda":
-            if e.device_type == torch.autograd.DeviceType.CUDA:
-                totals[e.name] += e.device_time * 1e-6 / reps  # device_time: microseconds
+            if e.device_type == torch.autograd.DeviceType.CUDA:  # a kernel (or copy/memset) on the device
+                totals[e.name] += e.time_range.elapsed_us() * 1e-6 / reps
         elif e.device_type == torch.autograd.DeviceType.CPU and e.cpu_parent is None:
             totals[e.name] += e.cpu_time_total * 1e-6 / reps
     return dict(totals)

@@ -1,5 +1,5 @@
 // Device helpers shared by the direct (full_conv_kernels.cu) and tiled
-// (implicit_gemm_kernels.cu) CUDA kernels: accumulator types and conversions, the fused
+// (implicit_gemm_kernels.cuh) CUDA kernels: accumulator types and conversions, the fused
 // residual epilogue, and the products of non-finite weights with the implicit padding.
 // Torch-free.
 #pragma once

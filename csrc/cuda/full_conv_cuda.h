@@ -67,7 +67,8 @@ size_t grad_weight_blocked_workspace(DType dtype, const ConvShape& s, int sm_cou
 cudaError_t grad_weight_blocked(DType dtype, const void* grad_out, const void* x, void* grad_w, void* workspace,
                                 const ConvShape& s, int sm_count, cudaStream_t stream);
 
-// ---- Tiled implicit-GEMM kernels (implicit_gemm_kernels.cu; index math in implicit_gemm.h).
+// ---- Tiled implicit-GEMM kernels (implicit_gemm_kernels.cuh, built per dtype; index math in
+// implicit_gemm.h).
 // Tensor cores (WMMA, sm_80 and newer only: the caller checks) for float16/bfloat16, and for
 // float32 when tf32 is true; FMA tiles for float32 (tf32 false) and float64. `packed` is the
 // weight rearranged as [groups][taps][reduction channels][columns]: forward

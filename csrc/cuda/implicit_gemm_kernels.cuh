@@ -24,6 +24,7 @@
 #include <mma.h>
 #endif
 
+#include <atomic>
 #include <cstring>
 #include <type_traits>
 
@@ -1290,17 +1291,25 @@ template <bool A, bool B, int R> struct MmaElem<WmmaMath<__nv_bfloat16, A, B, R>
 };
 
 
-// The most dynamic shared memory a block of the current device may have (opted in).
+// The most dynamic shared memory a block of the current device may have (opted in), asked
+// once per device.
 inline int max_dynamic_smem() {
 #ifdef FULLCONV_EMULATE
-  return 227 * 1024;
+  return fullconv_emu::max_dynamic_smem_bytes;
 #else
+  constexpr int kDevices = 64;
+  static std::atomic<int> known[kDevices];  // 0: not asked yet
   int device = 0, bytes = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) {
+  if (cudaGetDevice(&device) != cudaSuccess) {
     (void)cudaGetLastError();
     return 48 * 1024;
   }
+  if (device < kDevices && (bytes = known[device].load(std::memory_order_relaxed)) > 0) return bytes;
+  if (cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess || bytes <= 0) {
+    (void)cudaGetLastError();
+    return 48 * 1024;
+  }
+  if (device < kDevices) known[device].store(bytes, std::memory_order_relaxed);
   return bytes;
 #endif
 }
@@ -1327,15 +1336,19 @@ cudaError_t with_weight_math(const ConvShape& s, F&& f) {
 // ... or, for the channels-last kernel with mma.sync tiles (float16 / bfloat16), tiles of
 // weight_tile_rows() rows and (kMma, kMmaWide) 128 columns where a group has more than 64 input
 // channels, else 64; kMmaWide: 256 rows where a group has at least 256 output channels (those
-// of kMma where the device cannot give 256 x 128 tiles their shared memory).
+// of kMma where the device cannot give the 256-row tiles their shared memory).
 template <typename Math, typename F>
 cudaError_t with_weight_tiles(const ConvShape& s, Tiles tiles, F&& f) {
   if constexpr (MmaElem<Math>::value) {
     if (tiles == Tiles::kMmaWide && s.out_channels_per_group() >= 256) {
       using E = typename MmaElem<Math>::type;
-      if (s.in_channels_per_group() <= 64) return f(Type<MmaMath<E, false, 256, 64>>());
-      using M = MmaMath<E, false, 256, 128>;
-      if (weight_cl_smem_bytes<M>() <= max_dynamic_smem()) return f(Type<M>());
+      if (s.in_channels_per_group() <= 64) {
+        using M = MmaMath<E, false, 256, 64>;
+        if (weight_cl_smem_bytes<M>() <= max_dynamic_smem()) return f(Type<M>());
+      } else {
+        using M = MmaMath<E, false, 256, 128>;
+        if (weight_cl_smem_bytes<M>() <= max_dynamic_smem()) return f(Type<M>());
+      }
     }
     if (tiles == Tiles::kMma || tiles == Tiles::kMmaNarrow || tiles == Tiles::kMmaWide) {
       using E = typename MmaElem<Math>::type;
@@ -1378,6 +1391,9 @@ cudaError_t launch_image_cl(const ImageGemm& v, const void* src, const void* pac
   if (err != cudaSuccess) return err;
   const dim3 grid(static_cast<unsigned int>((v.rows + M::BM - 1) / M::BM),
                   static_cast<unsigned int>((v.cols + M::BN - 1) / M::BN * v.groups));
+#ifdef FULLCONV_EMULATE
+  fullconv_emu::wide_image_launches += M::BM == 256;  // (the emulation test asks which tiles ran)
+#endif
   FULLCONV_LAUNCH_SMEM(grid, kGemmThreads, bytes, stream, image_gemm_cl_kernel<T, M>)(
       v, static_cast<const T*>(src), static_cast<const T*>(packed), ep, dst_channels_last, static_cast<T*>(dst));
   return FULLCONV_LAUNCH_STATUS();
@@ -1506,6 +1522,9 @@ struct GradWeightOp {
     constexpr int bytes = weight_cl_smem_bytes<M>();
     const cudaError_t err = allow_dynamic_smem(weight_gemm_cl_kernel<T, M>, bytes);
     if (err != cudaSuccess) return err;
+#ifdef FULLCONV_EMULATE
+    fullconv_emu::wide_weight_launches += M::BM == 256;
+#endif
     FULLCONV_LAUNCH_SMEM(grid, kGemmThreads, bytes, stream, weight_gemm_cl_kernel<T, M>)(v, gy, x, workspace, gw);
     return FULLCONV_LAUNCH_STATUS();
   }

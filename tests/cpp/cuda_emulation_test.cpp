@@ -553,21 +553,45 @@ int main(int argc, char** argv) {
                 true, dst_cl);
       g_tiles = fc::Tiles::kBase;
     }
-    // 264 output channels: grad_weight on 256 x 128 tiles too (two row tiles, the second of 8
-    // rows), with split-K over its few positions
-    ConvShape s2 = s;
-    s2.batch = 1;
-    s2.out_channels = 264;
-    s2.in_size[1] = 5;
-    s2.in_size[2] = 6;
-    s2.dilation[1] = 1;
-    s2.compute_output_size();
-    const Problem P2 = problem_of(s2, 0.05, rng);
-    for (const Config& cfg : configs) {
-      if (cfg.dtype != fc::DType::kFloat16 && cfg.dtype != fc::DType::kBFloat16) continue;
+    // 264 output channels: grad_weight on 256-row tiles too (two row tiles, the second of 8
+    // rows), 256 x 128 with 72 input channels, 256 x 64 with 40; 288 positions per tap (9
+    // chunks): split into slices (a workspace is asked for)
+    for (const int64_t cin : {72, 40}) {
+      ConvShape s2 = s;
+      s2.in_channels = cin;
+      s2.out_channels = 264;
+      s2.in_size[1] = s2.in_size[2] = 12;
+      s2.dilation[1] = 1;
+      s2.compute_output_size();
+      EXPECT(fc::grad_weight_igemm_workspace(fc::DType::kFloat16, false, fc::Tiles::kMmaWide, s2, 132) > 0,
+             "wide grad_weight tiles, %lld input channels: no split-K slices\n", (long long)cin);
+      const Problem P2 = problem_of(s2, 0.05, rng);
+      for (const Config& cfg : configs) {
+        if (cfg.dtype != fc::DType::kFloat16 && cfg.dtype != fc::DType::kBFloat16) continue;
+        g_tiles = fc::Tiles::kMmaWide;
+        const long image0 = fullconv_emu::wide_image_launches, weight0 = fullconv_emu::wide_weight_launches;
+        run_any(P2, cfg, true, 132, false, true,
+                std::string("igemm channels-last wide mma tiles, 264 output channels, ") + std::to_string(cin) +
+                    " input channels, " + cfg.name,
+                true, true);
+        EXPECT(fullconv_emu::wide_image_launches > image0 && fullconv_emu::wide_weight_launches > weight0,
+               "wide mma tiles, %lld input channels: the 256-row kernels did not run\n", (long long)cin);
+        g_tiles = fc::Tiles::kBase;
+      }
+      // A device of 99 KiB per block (sm_86/89): the 256 x 128 tiles give way to the mma tiles,
+      // the 256 x 64 ones (grad_input and grad_weight of 40 input channels) still run.
+      fullconv_emu::max_dynamic_smem_bytes = 99 * 1024;
       g_tiles = fc::Tiles::kMmaWide;
-      run_any(P2, cfg, true, 132, false, true,
-              std::string("igemm channels-last wide mma tiles, 264 output channels, ") + cfg.name, true, true);
+      const long image0 = fullconv_emu::wide_image_launches, weight0 = fullconv_emu::wide_weight_launches;
+      run_any(P2, configs[3], true, 132, true, false,
+              std::string("igemm channels-last wide mma tiles on 99 KiB, ") + std::to_string(cin) +
+                  " input channels, " + configs[3].name,
+              true, false);
+      const bool narrow_cols = cin <= 64;
+      EXPECT((fullconv_emu::wide_image_launches > image0) == narrow_cols &&
+                 (fullconv_emu::wide_weight_launches > weight0) == narrow_cols,
+             "wide mma tiles on 99 KiB, %lld input channels: wrong fallback\n", (long long)cin);
+      fullconv_emu::max_dynamic_smem_bytes = 227 * 1024;
       g_tiles = fc::Tiles::kBase;
     }
   }

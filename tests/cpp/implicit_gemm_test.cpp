@@ -1,4 +1,4 @@
-// Host emulation of the tiled CUDA kernels (csrc/cuda/implicit_gemm_kernels.cu): the same
+// Host emulation of the tiled CUDA kernels (csrc/cuda/implicit_gemm_kernels.cuh): the same
 // views (csrc/implicit_gemm.h), the same block decomposition into BM x BN tiles, the same
 // tap-major reduction chunks and tile-level tap skipping, the same split-K partition — with
 // scalar double arithmetic instead of warps. Compared against full convolution written out
