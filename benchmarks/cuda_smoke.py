@@ -32,6 +32,9 @@ def main():
         (fullconv.full_conv2d, (2, 64, 10, 9), (72, 64, 3, 3), (2, 1), 1, 1),
         (fullconv.full_conv2d, (2, 136, 7, 6), (144, 136, 3, 3), 1, 1, 1),
         (fullconv.full_conv2d, (2, 64, 10, 9, "channels_last"), (80, 32, 3, 3), 1, (1, 2), 2),
+        # 264 output channels: under mma-wide every pass on the 256 x 128 tiles (grad_weight's
+        # rows are the output channels)
+        (fullconv.full_conv2d, (1, 72, 6, 5), (264, 72, 3, 3), 1, 1, 1),
         # few input channels: the direct register-blocked kernels (an RGB stem; a 1-D layer with
         # rows of two warp segments), their grad_weight in slices
         (fullconv.full_conv2d, (2, 3, 11, 40), (20, 3, 7, 7), 2, 1, 1),
