@@ -48,8 +48,9 @@ bench: $(BUILD_STAMP)
 gpu-check:
 	OUT=$(or $(OUT),benchmarks/results) bash benchmarks/gpu_check.sh
 
-# After gpu-check, on the same machine and build: the tiles' profile, each pass's kernels, the
-# benchmark with the 256-row tiles beside the default (benchmarks/gpu_followup.sh).
+# After gpu-check, on the same machine and build: the main-loop probe, the tiles' profile, each
+# pass's kernels, the benchmark with the 256-row tiles beside the default
+# (benchmarks/gpu_followup.sh).
 gpu-followup:
 	OUT=$(or $(OUT),benchmarks/results) bash benchmarks/gpu_followup.sh
 

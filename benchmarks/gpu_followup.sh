@@ -2,6 +2,8 @@
 # `make gpu-followup`: what a GPU machine measures after `make gpu-check`, on the same build
 # (run it on the same warm machine: it builds nothing; without a build of the extension in the
 # tree it stops). The evidence the tiles' next change needs, in the order of its value:
+#   0. probe:    the float16 tiles' main loop timed whole, without its copies and without its
+#                math (benchmarks/probe/mainloop_probe.sh: its own nvcc build, no torch);
 #   1. profile:  Nsight Compute sections (speed of light, occupancy, warp stalls, memory
 #                traffic, scheduler) of the float16 tiles on two ResNet layers, mma-narrow
 #                against mma-wide (benchmarks/cuda_profile.py); skipped without ncu;
@@ -10,7 +12,7 @@
 #   3. bench:    every layer against cuDNN with the mma-wide tiles timed beside the default
 #                (benchmarks/bench_cuda.py --tiles mma-wide --passes), in what time is left.
 # Logs and JSON go to $OUT (default benchmarks/results/) as gpu-CARD-DATE-followup-*; the whole
-# run aims to end inside FOLLOWUP_SECONDS (default 280).
+# run aims to end inside FOLLOWUP_SECONDS (default 300).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-benchmarks/results}"
@@ -18,7 +20,7 @@ mkdir -p "$OUT"
 PY="$(command -v "${PYTHON:-python3}")"
 export PYTHONUNBUFFERED=1
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-BUDGET="${FOLLOWUP_SECONDS:-280}"
+BUDGET="${FOLLOWUP_SECONDS:-300}"
 if ! $PY -c "import sys, torch, fullconv; sys.exit(0 if torch.cuda.is_available() and
     torch._C._dispatch_has_kernel_for_dispatch_key('fullconv::full_conv', 'CUDA') else 1)" 2>/dev/null; then
   echo "gpu-followup: no CUDA device, or no CUDA build of the extension here (run make gpu-check first)"
@@ -37,6 +39,7 @@ step() {  # step NAME LIMIT COMMAND...  (output in $PREFIX-NAME.log)
   echo "   -> rc=$rc in $((SECONDS - t0)) s" | tee -a "$PREFIX-summary.log"
   tail -n 4 "$PREFIX-$name.log" | sed 's/^/   | /' | tee -a "$PREFIX-summary.log"
 }
+step probe 150 env WORK="$(mktemp -d)" bash benchmarks/probe/mainloop_probe.sh
 NCU="$(command -v ncu || echo "$CUDA_HOME/bin/ncu")"
 if [ -x "$NCU" ]; then
   step profile 100 "$NCU" --clock-control none --profile-from-start off --kernel-name regex:gemm \

@@ -54,3 +54,25 @@ def test_cuda_kernels_emulated(tmp_path):
     assert " 0 failures" in result.stdout
     launches = int(result.stdout.split(" kernel launches")[0].split()[-1])
     assert launches > 100
+
+
+def test_mainloop_probe_builds_compile(tmp_path):
+    """benchmarks/probe/mainloop_probe.sh builds the float16 tiles with their copies or their
+    math left out (FULLCONV_IGEMM_PROBE 1, 2) on a GPU machine; here those builds compile
+    against the emulation, so that a change of the kernels cannot break them unseen."""
+    include = os.path.join(CUDA_HOME, "include")
+    if not os.path.exists(os.path.join(include, "cuda_fp16.h")):
+        pytest.skip(f"no CUDA headers under {include}")
+    cxx = shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
+    flags = ["-std=c++17", "-O1", "-Wall", "-Werror", "-Wno-unknown-pragmas", "-D__CUDA_NO_HALF_OPERATORS__",
+             "-D__CUDA_NO_HALF_CONVERSIONS__", "-D__CUDA_NO_BFLOAT16_CONVERSIONS__", "-I", os.path.join(ROOT, "csrc"),
+             "-I", include, "-include", os.path.join(ROOT, "tests", "cpp", "cuda_emulation.h"), "-x", "c++"]
+    unit = os.path.join(ROOT, "benchmarks", "probe", "mainloop_probe_unit.cu")
+    jobs = [[cxx, *flags, f"-DFULLCONV_IGEMM_PROBE={m}", f"-DFULLCONV_IGEMM_NS=probe{m}", "-c", unit,
+             "-o", str(tmp_path / f"probe{m}.o")] for m in (1, 2)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        for proc in pool.map(lambda cmd: subprocess.run(cmd, capture_output=True, text=True), jobs):
+            assert proc.returncode == 0, " ".join(proc.args) + "\n" + proc.stderr[-4000:]
+    script = subprocess.run(["bash", "-n", os.path.join(ROOT, "benchmarks", "probe", "mainloop_probe.sh")],
+                            capture_output=True, text=True)
+    assert script.returncode == 0, script.stderr

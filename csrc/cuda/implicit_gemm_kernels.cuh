@@ -776,6 +776,19 @@ __device__ __forceinline__ typename Math::Elem* ring_b(unsigned char* smem, int 
   return reinterpret_cast<typename Math::Elem*>(smem + stage * Math::kOperandBytes + Math::kBOffset);
 }
 
+// FULLCONV_IGEMM_PROBE (benchmarks/mainloop_probe.sh only; the extension builds 0): 1 leaves out
+// the channels-last kernels' copies into the ring (their math runs on whatever the stages
+// hold), 2 their math (the copies run, the accumulators stay zero), so that a unit built so
+// times one half of the main loop without the other. Results are meaningless then.
+#ifndef FULLCONV_IGEMM_PROBE
+#define FULLCONV_IGEMM_PROBE 0
+#endif
+
+// A 16-byte copy into the ring (cp_async16), or none under FULLCONV_IGEMM_PROBE 1.
+__device__ __forceinline__ void ring_copy16(void* dst, const void* src, bool valid) {
+  if constexpr (FULLCONV_IGEMM_PROBE != 1) cp_async16(dst, src, valid);
+}
+
 // The main loop of the channels-last kernels. more() says (block-uniformly) whether a chunk is
 // left to copy; copy_chunk(stage) issues its cp.async copies into that stage and moves the
 // caller's cursor on. Chunk c travels in commit group c: kStages - 1 groups ahead, then one
@@ -810,7 +823,8 @@ __device__ __forceinline__ void multiply_ring(Math& math, unsigned char* smem, M
       copy_stage = next_stage(copy_stage);
     }
     cp_async_commit();
-    math.template mma<true>(ring_a<Math>(smem, mma_stage), ring_b<Math>(smem, mma_stage));
+    if constexpr (FULLCONV_IGEMM_PROBE != 2)
+      math.template mma<true>(ring_a<Math>(smem, mma_stage), ring_b<Math>(smem, mma_stage));
     mma_stage = next_stage(mma_stage);
   }
   cp_async_wait<0>();
@@ -915,13 +929,13 @@ image_gemm_cl_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict
     for (int i = 0; i < kAVecs; ++i) {
       const int r = (tid + kGemmThreads * i) / kARowVecs;
       const bool valid = a_src[i] != nullptr && c0 + a_ch < red;
-      cp_async16(As + L::a_index(r, a_ch), valid ? a_src[i] + c0 : src, valid);
+      ring_copy16(As + L::a_index(r, a_ch), valid ? a_src[i] + c0 : src, valid);
     }
 #pragma unroll
     for (int i = 0; i < kBVecs; ++i) {
       const int k = (tid + kGemmThreads * i) / kBRowVecs;  // = tid / kBRowVecs + i * (rows per pass)
       const bool valid = col_ok && c0 + k < red;
-      cp_async16(Bs + L::b_index(k, b_col), valid ? b_src + int64_t(i) * (kGemmThreads / kBRowVecs) * v.cols : packed,
+      ring_copy16(Bs + L::b_index(k, b_col), valid ? b_src + int64_t(i) * (kGemmThreads / kBRowVecs) * v.cols : packed,
                  valid);
     }
     b_src += b_chunk_step;
@@ -1135,13 +1149,13 @@ weight_gemm_cl_kernel(WeightGemm v, const T* __restrict__ gy, const T* __restric
     for (int i = 0; i < kAVecs; ++i) {
       const int m = V * (q + P * i);
       const bool valid = live && (a_real >> i & 1u);
-      cp_async16(As + L::a_index(m, k), valid ? gy_e + m : gy, valid);
+      ring_copy16(As + L::a_index(m, k), valid ? gy_e + m : gy, valid);
     }
 #pragma unroll
     for (int i = 0; i < kBVecs; ++i) {
       const int n = V * (q + P * i);
       const bool valid = live && (b_real >> i & 1u);
-      cp_async16(Bs + L::b_index(k, n), valid ? x_e + n : x, valid);
+      ring_copy16(Bs + L::b_index(k, n), valid ? x_e + n : x, valid);
     }
     left -= BK;
     if (left > 0) advance_reduction_cursor32(&cur, *steps);

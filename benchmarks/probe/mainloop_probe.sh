@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Builds benchmarks/probe/mainloop_probe (three float16 builds of the tiled kernels: whole, no
+# copies into the ring, no math; see mainloop_probe.cpp) for this machine's GPU and runs it.
+# Needs nvcc and a GPU, not torch. Usage: bash benchmarks/probe/mainloop_probe.sh [--quick]
+# (from the repository root; ARCH=sm_90a overrides the architecture, WORK a build directory).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+NVCC="$(command -v nvcc || echo "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc")"
+if [ -z "${ARCH:-}" ]; then
+  CC="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -n1 | tr -d ' .')"
+  ARCH="sm_${CC}"
+  [ "$CC" = "90" ] && ARCH="sm_90a"
+fi
+WORK="${WORK:-$(mktemp -d)}"
+FLAGS=(-std=c++17 -O3 -lineinfo "-arch=$ARCH" --expt-relaxed-constexpr -D__CUDA_NO_HALF_OPERATORS__
+       -D__CUDA_NO_HALF_CONVERSIONS__ -D__CUDA_NO_BFLOAT16_CONVERSIONS__ -I csrc)
+t0=$SECONDS
+pids=()
+for mode in 0:probe_full 1:probe_no_copy 2:probe_no_math; do
+  "$NVCC" "${FLAGS[@]}" -DFULLCONV_IGEMM_PROBE="${mode%%:*}" -DFULLCONV_IGEMM_NS="${mode#*:}" \
+    -c benchmarks/probe/mainloop_probe_unit.cu -o "$WORK/unit${mode%%:*}.o" &
+  pids+=($!)
+done
+"$NVCC" "${FLAGS[@]}" -c benchmarks/probe/mainloop_probe.cpp -o "$WORK/main.o"
+for p in "${pids[@]}"; do wait "$p"; done
+"$NVCC" "-arch=$ARCH" "$WORK"/unit0.o "$WORK"/unit1.o "$WORK"/unit2.o "$WORK"/main.o -o "$WORK/mainloop_probe"
+echo "mainloop_probe: built for $ARCH in $((SECONDS - t0)) s"
+"$WORK/mainloop_probe" "$@"
