@@ -15,58 +15,14 @@
 // cudaProfilerStart/Stop, and prints each launch's time (CUDA events, median of 20) beside its
 // label. Inputs are random; the
 // results are checked elsewhere (tests, benchmarks/cuda_profile.py), not here.
-#include <cuda_fp16.h>
 #include <cuda_profiler_api.h>
-#include <cuda_runtime.h>
 
-#include <algorithm>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
-#include <functional>
-#include <random>
-#include <vector>
 
 #include "cuda/full_conv_cuda.h"
+#include "cuda_standalone.h"
 
 namespace fc = fullconv::cuda;
-
-#define CHECK(call)                                                                         \
-  do {                                                                                      \
-    cudaError_t err_ = (call);                                                              \
-    if (err_ != cudaSuccess) {                                                              \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(err_)); \
-      std::exit(1);                                                                         \
-    }                                                                                       \
-  } while (0)
-
-static void* random_half(size_t count, float scale, std::mt19937& gen) {
-  std::normal_distribution<float> dist(0.0f, scale);
-  std::vector<__half> host(count);
-  for (auto& h : host) h = __float2half(dist(gen));
-  void* dev = nullptr;
-  CHECK(cudaMalloc(&dev, count * sizeof(__half)));
-  CHECK(cudaMemcpy(dev, host.data(), count * sizeof(__half), cudaMemcpyHostToDevice));
-  return dev;
-}
-
-static float median_ms(const std::function<void()>& launch) {
-  cudaEvent_t a, b;
-  CHECK(cudaEventCreate(&a));
-  CHECK(cudaEventCreate(&b));
-  std::vector<float> ms;
-  for (int i = 0; i < 20; ++i) {
-    CHECK(cudaEventRecord(a));
-    launch();
-    CHECK(cudaEventRecord(b));
-    CHECK(cudaEventSynchronize(b));
-    float t = 0;
-    CHECK(cudaEventElapsedTime(&t, a, b));
-    ms.push_back(t);
-  }
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
 
 int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
@@ -143,7 +99,7 @@ int main(int argc, char** argv) {
       p.run();
       CHECK(cudaDeviceSynchronize());
       CHECK(cudaProfilerStop());
-      const float ms = median_ms(p.run);
+      const float ms = median_ms(p.run, 20);
       std::printf("   %s tiles=%s: %.1f us median of 20, %.1f useful TFLOP/s\n", p.name, kind.name, ms * 1e3,
                   flop / (ms * 1e-3) / 1e12);
     }

@@ -7,17 +7,9 @@
 // is in all three. Torch-free; build and run with benchmarks/probe/mainloop_probe.sh on a GPU.
 // Inputs are random, results are not checked (two of the builds compute nothing meaningful;
 // the kernels themselves are checked by the test suite).
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-
-#include <algorithm>
-#include <cstdio>
-#include <cstdlib>
-#include <functional>
-#include <random>
 #include <string>
-#include <vector>
 
+#include "../cuda_standalone.h"
 #include "cuda/implicit_gemm_entry.h"
 
 namespace fullconv {
@@ -29,47 +21,6 @@ FULLCONV_IGEMM_DECLARE_ENTRY_POINTS(probe_no_math)
 }  // namespace fullconv
 
 namespace fc = fullconv::cuda;
-
-#define CHECK(call)                                                                                  \
-  do {                                                                                               \
-    cudaError_t err_ = (call);                                                                       \
-    if (err_ != cudaSuccess) {                                                                       \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(err_)); \
-      std::exit(1);                                                                                  \
-    }                                                                                                \
-  } while (0)
-
-static void* random_half(size_t count, float scale, std::mt19937& gen) {
-  std::normal_distribution<float> dist(0.0f, scale);
-  std::vector<__half> host(count);
-  for (auto& h : host) h = __float2half(dist(gen));
-  void* dev = nullptr;
-  CHECK(cudaMalloc(&dev, count * sizeof(__half)));
-  CHECK(cudaMemcpy(dev, host.data(), count * sizeof(__half), cudaMemcpyHostToDevice));
-  return dev;
-}
-
-static float median_ms(const std::function<void()>& launch, int reps) {
-  cudaEvent_t a, b;
-  CHECK(cudaEventCreate(&a));
-  CHECK(cudaEventCreate(&b));
-  launch();  // warm-up
-  CHECK(cudaDeviceSynchronize());
-  std::vector<float> ms;
-  for (int i = 0; i < reps; ++i) {
-    CHECK(cudaEventRecord(a));
-    launch();
-    CHECK(cudaEventRecord(b));
-    CHECK(cudaEventSynchronize(b));
-    float t = 0;
-    CHECK(cudaEventElapsedTime(&t, a, b));
-    ms.push_back(t);
-  }
-  CHECK(cudaEventDestroy(a));
-  CHECK(cudaEventDestroy(b));
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
 
 struct Layer {
   const char* name;
@@ -157,6 +108,9 @@ int main(int argc, char** argv) {
                                                                 sms, 0));
           }
         };
+        forward();  // (warm-up)
+        grad_weight();
+        CHECK(cudaDeviceSynchronize());
         t[0][mode] = median_ms(forward, reps);
         t[1][mode] = median_ms(grad_weight, reps);
       }
