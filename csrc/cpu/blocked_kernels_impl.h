@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstring>
 #include <stdexcept>
+#include <type_traits>
 #include <vector>
 
 #include "../conv_shape.h"
@@ -198,9 +199,91 @@ FULLCONV_TARGET_INLINE void run_partial_segment(const Segment<T>& sg, int64_t xc
 #undef FULLCONV_RANGE_CASE
 }
 
+// Writes a tile of float32 accumulators a[v][j] (vector v: 16 or 8 output channels, at
+// position j < P) where each channel's P positions are adjacent in memory (channel c at
+// out + c * oc_step, positions at +0..P-1): a register transpose of eight positions (those past
+// P are zero and never written) into one 8-lane vector per channel, then one masked 8-lane
+// store per channel (accumulate: added to what is there). Channels from `valid` on are not
+// touched. Instead of P scalar stores per channel through a stack buffer.
+FULLCONV_TARGET_INLINE void put_positions(float* out, int64_t c, int64_t oc_step, int64_t valid, bool accumulate,
+                                          __m256i pm, __m256 x) {
+  if (c >= valid) return;
+  float* o = out + c * oc_step;
+  if (accumulate) x = _mm256_add_ps(x, _mm256_maskload_ps(o, pm));
+  _mm256_maskstore_ps(o, pm, x);
+}
+
+#if FULLCONV_BLOCKED_WIDTH == 512
+// (the zero-masked forms with every lane set: the unmasked intrinsics of GCC 12, casts
+// included, trip -Wmaybe-uninitialized on their undefined pass-through operand)
+FULLCONV_TARGET_INLINE __m256 lower_half(__m512 x) {
+  return _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xFF, _mm512_castps_pd(x), 0));
+}
+FULLCONV_TARGET_INLINE __m256 upper_half(__m512 x) {
+  return _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xFF, _mm512_castps_pd(x), 1));
+}
+#endif
+
+template <int NV, int P>
+FULLCONV_TARGET_INLINE void store_positions(const typename Simd<float>::V (&a)[NV][P], float* out, int64_t oc_step,
+                                            int64_t valid, bool accumulate) {
+  static_assert(P >= 1 && P <= 8, "eight positions per transpose");
+  using V = typename Simd<float>::V;
+  constexpr int L = Simd<float>::kLanes;
+  const __m256i pm = _mm256_cmpgt_epi32(_mm256_set1_epi32(P), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) {
+    V r[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) r[j] = j < P ? a[v][j < P ? j : 0] : Simd<float>::zero();
+#if FULLCONV_BLOCKED_WIDTH == 512
+    // (zero-masked forms with every lane set: see lower_half)
+    // per 128-bit lane l (channels 4l..4l+3): t interleaves two positions, u_k holds channel
+    // 4l+k at positions 0-3 (k < 4) or channel 4l+k-4 at positions 4-7 (k >= 4)
+    const V t0 = _mm512_maskz_unpacklo_ps(0xFFFF, r[0], r[1]), t1 = _mm512_maskz_unpackhi_ps(0xFFFF, r[0], r[1]);
+    const V t2 = _mm512_maskz_unpacklo_ps(0xFFFF, r[2], r[3]), t3 = _mm512_maskz_unpackhi_ps(0xFFFF, r[2], r[3]);
+    const V t4 = _mm512_maskz_unpacklo_ps(0xFFFF, r[4], r[5]), t5 = _mm512_maskz_unpackhi_ps(0xFFFF, r[4], r[5]);
+    const V t6 = _mm512_maskz_unpacklo_ps(0xFFFF, r[6], r[7]), t7 = _mm512_maskz_unpackhi_ps(0xFFFF, r[6], r[7]);
+    const V u[8] = {_mm512_shuffle_ps(t0, t2, 0x44), _mm512_shuffle_ps(t0, t2, 0xEE),
+                    _mm512_shuffle_ps(t1, t3, 0x44), _mm512_shuffle_ps(t1, t3, 0xEE),
+                    _mm512_shuffle_ps(t4, t6, 0x44), _mm512_shuffle_ps(t4, t6, 0xEE),
+                    _mm512_shuffle_ps(t5, t7, 0x44), _mm512_shuffle_ps(t5, t7, 0xEE)};
+    // lanes 0 and 1 of u_k and u_{k+4} side by side: channels k and 4+k; lanes 2, 3: 8+k, 12+k
+    const __m512i lo = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+    const __m512i hi = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+    const int64_t c0 = int64_t(v) * L;
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      const V w01 = _mm512_permutex2var_ps(u[k], lo, u[k + 4]);
+      const V w23 = _mm512_permutex2var_ps(u[k], hi, u[k + 4]);
+      put_positions(out, c0 + k, oc_step, valid, accumulate, pm, lower_half(w01));
+      put_positions(out, c0 + 4 + k, oc_step, valid, accumulate, pm, upper_half(w01));
+      put_positions(out, c0 + 8 + k, oc_step, valid, accumulate, pm, lower_half(w23));
+      put_positions(out, c0 + 12 + k, oc_step, valid, accumulate, pm, upper_half(w23));
+    }
+#else
+    const V t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    const V t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    const V t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    const V t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    const V u[8] = {_mm256_shuffle_ps(t0, t2, 0x44), _mm256_shuffle_ps(t0, t2, 0xEE),
+                    _mm256_shuffle_ps(t1, t3, 0x44), _mm256_shuffle_ps(t1, t3, 0xEE),
+                    _mm256_shuffle_ps(t4, t6, 0x44), _mm256_shuffle_ps(t4, t6, 0xEE),
+                    _mm256_shuffle_ps(t5, t7, 0x44), _mm256_shuffle_ps(t5, t7, 0xEE)};
+    const int64_t c0 = int64_t(v) * L;
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      put_positions(out, c0 + k, oc_step, valid, accumulate, pm, _mm256_permute2f128_ps(u[k], u[k + 4], 0x20));
+      put_positions(out, c0 + 4 + k, oc_step, valid, accumulate, pm, _mm256_permute2f128_ps(u[k], u[k + 4], 0x31));
+    }
+#endif
+  }
+}
+
 // B = NV vectors of output channels x P positions, accumulated over all segments, then stored
 // once: vector stores when the output's channels are contiguous (oc_step == 1), otherwise
-// through a small transpose (each channel's P positions written with pos_step).
+// through a small transpose (each channel's P positions written with pos_step; float32 with
+// adjacent positions: store_positions).
 template <typename T, int NV, int P, bool kTail>
 FULLCONV_TARGET void forward_tile(const Segment<T>* seg, int64_t nseg, int64_t xc, const T* bias,
                                 bool accumulate, T* out, int64_t pos_step, int64_t oc_step, int64_t valid) {
@@ -233,6 +316,12 @@ FULLCONV_TARGET void forward_tile(const Segment<T>* seg, int64_t nseg, int64_t x
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) store_channels<T, kTail>(out + j * pos_step + v * L, m[v], a[v][j]);
     return;
+  }
+  if constexpr (std::is_same_v<T, float>) {
+    if (pos_step == 1) {  // e.g. NCHW output: each channel's positions adjacent
+      store_positions<NV, P>(a, out, oc_step, valid, accumulate);
+      return;
+    }
   }
   alignas(64) T buf[P][NV * L];
 #pragma GCC unroll 8
