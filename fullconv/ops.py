@@ -471,13 +471,16 @@ class _Static:
 
 
 def _conv_call():
-    if not _functorch_active():
+    if not _functorch_active() and not _forward_ad_active():
         return torch.ops.fullconv.full_conv
     return lambda input, weight, bias, *rest: _FullConvFunction.apply(input, weight, bias, _Static(*rest))
 
 
 def _conv_bwd_call():
-    if not _functorch_active():
+    """full_conv_backward as the formulas call it: the operator, or under a transform or
+    forward-mode AD the Function below, whose jvp carries tangents through a backward
+    (forward-over-reverse: Hessian-vector products, gradgradcheck's check_fwd_over_rev)."""
+    if not _functorch_active() and not _forward_ad_active():
         return torch.ops.fullconv.full_conv_backward
     return lambda gy, input, weight, *rest: _FullConvBackwardFunction.apply(gy, input, weight, _Static(*rest))
 
@@ -570,15 +573,13 @@ def _unpack_duals(*tensors):
 
 def _full_conv_dual(input, weight, bias, stride, dilation, groups):
     """full_conv on forward-mode AD duals. The op's autograd formula is reverse-mode only, so
-    the tangent is formed here from linearity: conv(dx, w) + conv(x, dw) + db. None when no
-    argument carries a tangent."""
-    (x, w, b), (tx, tw, tb) = _unpack_duals(input, weight, bias)
-    if tx is None and tw is None and tb is None:
+    the call goes through _FullConvFunction: its jvp forms the tangent from linearity
+    (conv(dx, w) + conv(x, dw) + db) and its backward runs full_conv_backward through a Function
+    with a jvp too, so a reverse-mode gradient taken under the same dual level carries
+    tangents (forward-over-reverse). None when no argument carries a tangent."""
+    if all(t is None for t in _unpack_duals(input, weight, bias)[1]):
         return None
-    op = torch.ops.fullconv.full_conv
-    y = op(x, w, b, stride, dilation, groups)
-    ty = _conv_tangent(op, x, w, tx, tw, tb, stride, dilation, groups, y.shape)
-    return torch.autograd.forward_ad.make_dual(y, ty)
+    return _FullConvFunction.apply(input, weight, bias, _Static(stride, dilation, groups))
 
 
 def _plain_eager() -> bool:

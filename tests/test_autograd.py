@@ -122,6 +122,46 @@ def test_forward_mode_ad_matches_conv(nd):
     torch.testing.assert_close(jt, jr)
 
 
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c[0]}d-s{c[6]}-d{c[7]}-g{c[8]}")
+def test_forward_over_reverse_matches_conv(cfg):
+    """A tangent carried through a reverse-mode gradient taken under the dual level (a
+    Hessian-vector product; gradgradcheck's check_fwd_over_rev): the backward's own operator
+    must carry tangents too."""
+    import torch.autograd.forward_ad as fwAD
+    torch.manual_seed(0)
+    x, w, b, stride, dilation, groups = make(cfg)
+    b = b if b is not None else torch.randn(w.shape[0], dtype=w.dtype, requires_grad=True)
+    nd = cfg[0]
+    conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[nd]
+    pad = [d * (k - 1) for d, k in zip(dilation, w.shape[2:])]
+    tangents = [torch.randn_like(t) for t in (x, w, b)]
+    results = []
+    full = {1: fullconv.full_conv1d, 2: fullconv.full_conv2d, 3: fullconv.full_conv3d}[nd]
+    for fn in (lambda x, w, b: full(x, w, b, stride, dilation, groups),
+               lambda x, w, b: conv(x, w, b, stride, pad, dilation, groups)):
+        with fwAD.dual_level():
+            duals = [fwAD.make_dual(p.detach().requires_grad_(), t) for p, t in zip((x, w, b), tangents)]
+            y = fn(*duals)
+            grads = torch.autograd.grad((y * y).sum(), duals, create_graph=True)
+            results.append([fwAD.unpack_dual(g) for g in grads])
+    for got, ref in zip(*results):
+        torch.testing.assert_close(got.primal, ref.primal)
+        torch.testing.assert_close(got.tangent, ref.tangent)
+    assert torch.autograd.gradgradcheck(lambda x, w, b: full(x, w, b, stride, dilation, groups),
+                                        (x, w, b), check_fwd_over_rev=True)
+
+
+def test_forward_over_reverse_through_fused_epilogue():
+    x = torch.randn(2, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    r = torch.randn(2, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda x, w, r: fullconv.full_conv_residual(x, w, None, r, relu=True),
+                                        (x, w, r), check_fwd_over_rev=True)
+    assert torch.autograd.gradgradcheck(lambda x, r: fullconv.padded_add(x, r, relu=False),
+                                        (torch.randn(2, 2, 6, 6, dtype=torch.float64, requires_grad=True), r),
+                                        check_fwd_over_rev=True)
+
+
 def test_forward_mode_ad_through_fused_epilogue():
     import torch.autograd.forward_ad as fwAD
     x = torch.randn(2, 4, 6, 6, dtype=torch.float64)
