@@ -1,8 +1,10 @@
 """Drop-in full-convolution modules.
 
-``FullConv1d/2d/3d`` subclass ``nn.Conv1d/2d/3d``: same parameters, initialisation and
-state_dict, so weights move freely between the two. ``.padding`` reports the full padding
-``dilation * (kernel_size - 1)``; other paddings and padding modes are refused.
+``FullConv1d/2d/3d`` subclass ``nn.Conv1d/2d/3d``: same parameters (in ``nn.ConvNd``'s order:
+in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode,
+device, dtype), initialisation and state_dict, so weights move freely between the two.
+``padding`` is ``'full'`` (the default) or the full padding ``dilation * (kernel_size - 1)``
+itself, which ``.padding`` reports; other paddings and padding modes are refused.
 """
 from __future__ import annotations
 
@@ -20,20 +22,12 @@ class _FullConvMixin:
     _nd: int
     _functional = None
 
-    def _init_full(self, conv_cls, in_channels, out_channels, kernel_size, stride, dilation,
-                   groups, bias, device, dtype, extra):
-        if "padding" in extra:
-            raise FullConvError(
-                f"{type(self).__name__} always uses full padding dilation*(kernel_size-1); "
-                f"do not pass padding= (got padding={extra['padding']!r})")
-        padding_mode = extra.pop("padding_mode", "zeros")
+    def _init_full(self, conv_cls, in_channels, out_channels, kernel_size, stride, padding, dilation,
+                   groups, bias, padding_mode, device, dtype):
         if padding_mode != "zeros":
             raise FullConvError(
                 f"{type(self).__name__} supports only padding_mode='zeros' (full convolution "
                 f"zero-pads by definition), got padding_mode={padding_mode!r}")
-        if extra:
-            raise TypeError(f"{type(self).__name__}() got unexpected keyword arguments "
-                            f"{sorted(extra)}")
         nd = self._nd
         kernel = _tuple(kernel_size, nd, "kernel_size")
         dil = _tuple(dilation, nd, "dilation")
@@ -42,9 +36,17 @@ class _FullConvMixin:
             raise FullConvError(f"kernel_size must be positive, got {kernel}")
         if any(d <= 0 for d in dil):
             raise FullConvError(f"dilation must be positive, got {dil}")
-        padding = tuple(d * (k - 1) for d, k in zip(dil, kernel))
+        full = tuple(d * (k - 1) for d, k in zip(dil, kernel))
+        # nn.ConvNd's positional order, so that a call written for it means the same here; a
+        # padding other than the full one is refused (the full one itself is accepted as is)
+        if not (isinstance(padding, str) and padding == "full"):
+            given = padding if isinstance(padding, str) else _tuple(padding, nd, "padding")
+            if given != full:
+                raise FullConvError(
+                    f"{type(self).__name__} always uses full padding dilation*(kernel_size-1) = {full}; "
+                    f"leave padding at its default 'full' (got padding={padding!r})")
         conv_cls.__init__(self, in_channels, out_channels, kernel, stride=stride,
-                          padding=padding, dilation=dil, groups=groups, bias=bias,
+                          padding=full, dilation=dil, groups=groups, bias=bias,
                           padding_mode="zeros", device=device, dtype=dtype)
         if any(s <= 0 for s in self.stride):
             raise FullConvError(f"stride must be positive, got {self.stride}")
@@ -134,10 +136,10 @@ class FullConv1d(_FullConvMixin, nn.Conv1d):
     _nd = 1
     _functional = staticmethod(full_conv1d)
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, dilation=1, groups=1,
-                 bias=True, device=None, dtype=None, **kwargs):
-        self._init_full(nn.Conv1d, in_channels, out_channels, kernel_size, stride, dilation,
-                        groups, bias, device, dtype, kwargs)
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding="full", dilation=1,
+                 groups=1, bias=True, padding_mode="zeros", device=None, dtype=None):
+        self._init_full(nn.Conv1d, in_channels, out_channels, kernel_size, stride, padding, dilation,
+                        groups, bias, padding_mode, device, dtype)
 
 
 class FullConv2d(_FullConvMixin, nn.Conv2d):
@@ -145,10 +147,10 @@ class FullConv2d(_FullConvMixin, nn.Conv2d):
     _nd = 2
     _functional = staticmethod(full_conv2d)
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, dilation=1, groups=1,
-                 bias=True, device=None, dtype=None, **kwargs):
-        self._init_full(nn.Conv2d, in_channels, out_channels, kernel_size, stride, dilation,
-                        groups, bias, device, dtype, kwargs)
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding="full", dilation=1,
+                 groups=1, bias=True, padding_mode="zeros", device=None, dtype=None):
+        self._init_full(nn.Conv2d, in_channels, out_channels, kernel_size, stride, padding, dilation,
+                        groups, bias, padding_mode, device, dtype)
 
 
 class FullConv3d(_FullConvMixin, nn.Conv3d):
@@ -156,7 +158,7 @@ class FullConv3d(_FullConvMixin, nn.Conv3d):
     _nd = 3
     _functional = staticmethod(full_conv3d)
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, dilation=1, groups=1,
-                 bias=True, device=None, dtype=None, **kwargs):
-        self._init_full(nn.Conv3d, in_channels, out_channels, kernel_size, stride, dilation,
-                        groups, bias, device, dtype, kwargs)
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding="full", dilation=1,
+                 groups=1, bias=True, padding_mode="zeros", device=None, dtype=None):
+        self._init_full(nn.Conv3d, in_channels, out_channels, kernel_size, stride, padding, dilation,
+                        groups, bias, padding_mode, device, dtype)

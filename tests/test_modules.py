@@ -28,6 +28,24 @@ def test_subclass_state_dict_and_init(nd, base, cls):
 
 
 @pytest.mark.parametrize("nd,base,cls", PAIRS)
+def test_positional_arguments_in_nn_conv_order(nd, base, cls):
+    """A call written for nn.ConvNd means the same: (in, out, k, stride, padding, dilation,
+    groups, bias, padding_mode); the padding may be 'full' or the full padding itself."""
+    torch.manual_seed(2)
+    r = base(4, 6, 3, 2, 4, 2, 2, False, "zeros")
+    torch.manual_seed(2)
+    m = cls(4, 6, 3, 2, 4, 2, 2, False, "zeros")
+    assert (m.stride, m.padding, m.dilation, m.groups) == (r.stride, r.padding, r.dilation, r.groups)
+    assert m.bias is None and torch.equal(m.weight, r.weight)
+    x = torch.randn(2, 4, *(6,) * nd)
+    torch.testing.assert_close(m(x), r(x), rtol=1e-4, atol=1e-5)
+    assert cls(4, 6, 3, 1, "full", 2).padding == (4,) * nd
+    assert cls(4, 6, 3, 1, (2,) * nd).dilation == (1,) * nd
+    with pytest.raises(ValueError, match="full padding"):
+        cls(4, 6, 3, 1, 1)  # nn.ConvNd's same padding for k=3: refused, not taken as a dilation
+
+
+@pytest.mark.parametrize("nd,base,cls", PAIRS)
 def test_from_conv(nd, base, cls):
     conv = base(3, 4, (2, 3, 1)[:nd] if nd > 1 else 3, stride=(2, 1, 1)[:nd] if nd > 1 else 2,
                 padding=1, bias=False).double()
