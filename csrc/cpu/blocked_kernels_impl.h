@@ -154,14 +154,15 @@ struct Segment {
 // The products of one segment for the positions [J0, J1) of a tile of NV vectors of output
 // channels x P positions.
 template <typename T, int NV, int P, int J0, int J1>
-FULLCONV_TARGET_INLINE void run_segment(const Segment<T>& sg, int64_t xc, typename Simd<T>::V (&a)[NV][P]) {
+FULLCONV_TARGET_INLINE void run_segment(const Segment<T>& sg, int64_t xc, int64_t x_shift,
+                                        typename Simd<T>::V (&a)[NV][P]) {
   using S = Simd<T>;
   using V = typename S::V;
   constexpr int L = S::kLanes;
   const T* w = sg.w;
   const T* xp[P];
 #pragma GCC unroll 8
-  for (int j = J0; j < J1; ++j) xp[j] = sg.x[j];
+  for (int j = J0; j < J1; ++j) xp[j] = sg.x[j] + x_shift;
   const int64_t len = sg.len;
   int64_t off = 0;
   for (int64_t i = 0; i < len; ++i, off += xc, w += NV * L) {
@@ -180,11 +181,12 @@ FULLCONV_TARGET_INLINE void run_segment(const Segment<T>& sg, int64_t xc, typena
 // A segment covering only part of the tile (row edges): one specialisation per range, so the
 // accumulators stay in registers and no product of padding is computed.
 template <typename T, int NV, int P>
-FULLCONV_TARGET_INLINE void run_partial_segment(const Segment<T>& sg, int64_t xc, typename Simd<T>::V (&a)[NV][P]) {
+FULLCONV_TARGET_INLINE void run_partial_segment(const Segment<T>& sg, int64_t xc, int64_t x_shift,
+                                                typename Simd<T>::V (&a)[NV][P]) {
   static_assert(kMaxPositions == 6, "the cases below cover ranges within 6 positions");
 #define FULLCONV_RANGE_CASE(A, B)                                                   \
   case (A) * 8 + (B):                                                               \
-    if constexpr ((B) <= P) run_segment<T, NV, P, (A), (B)>(sg, xc, a);            \
+    if constexpr ((B) <= P) run_segment<T, NV, P, (A), (B)>(sg, xc, x_shift, a);   \
     return;
   switch (sg.j0 * 8 + sg.j1) {
     FULLCONV_RANGE_CASE(0, 1) FULLCONV_RANGE_CASE(0, 2) FULLCONV_RANGE_CASE(0, 3)
@@ -285,7 +287,7 @@ FULLCONV_TARGET_INLINE void store_positions(const typename Simd<float>::V (&a)[N
 // through a small transpose (each channel's P positions written with pos_step; float32 with
 // adjacent positions: store_positions).
 template <typename T, int NV, int P, bool kTail>
-FULLCONV_TARGET void forward_tile(const Segment<T>* seg, int64_t nseg, int64_t xc, const T* bias,
+FULLCONV_TARGET void forward_tile(const Segment<T>* seg, int64_t nseg, int64_t xc, int64_t x_shift, const T* bias,
                                 bool accumulate, T* out, int64_t pos_step, int64_t oc_step, int64_t valid) {
   using S = Simd<T>;
   using V = typename S::V;
@@ -307,8 +309,8 @@ FULLCONV_TARGET void forward_tile(const Segment<T>* seg, int64_t nseg, int64_t x
                                            : b[v];
   }
   for (int64_t q = 0; q < nseg; ++q) {
-    if (seg[q].j0 == 0 && seg[q].j1 == P) run_segment<T, NV, P, 0, P>(seg[q], xc, a);
-    else run_partial_segment<T, NV, P>(seg[q], xc, a);
+    if (seg[q].j0 == 0 && seg[q].j1 == P) run_segment<T, NV, P, 0, P>(seg[q], xc, x_shift, a);
+    else run_partial_segment<T, NV, P>(seg[q], xc, x_shift, a);
   }
   if (vector_store) {
 #pragma GCC unroll 8
@@ -338,16 +340,17 @@ FULLCONV_TARGET void forward_tile(const Segment<T>* seg, int64_t nseg, int64_t x
 }
 
 template <typename T, int NV, bool kTail>
-FULLCONV_TARGET void forward_tile_n(int positions, const Segment<T>* seg, int64_t nseg, int64_t xc,
+FULLCONV_TARGET void forward_tile_n(int positions, const Segment<T>* seg, int64_t nseg, int64_t xc, int64_t x_shift,
                                   const T* bias, bool accumulate, T* out, int64_t pos_step,
                                   int64_t oc_step, int64_t valid) {
   switch (positions) {
 #define FULLCONV_TILE_CASE(N) \
-  case N: return forward_tile<T, NV, N, kTail>(seg, nseg, xc, bias, accumulate, out, pos_step, oc_step, valid);
+  case N: return forward_tile<T, NV, N, kTail>(seg, nseg, xc, x_shift, bias, accumulate, out, pos_step, oc_step, valid);
     FULLCONV_TILE_CASE(1) FULLCONV_TILE_CASE(2) FULLCONV_TILE_CASE(3)
     FULLCONV_TILE_CASE(4) FULLCONV_TILE_CASE(5)
 #undef FULLCONV_TILE_CASE
-    default: return forward_tile<T, NV, 6, kTail>(seg, nseg, xc, bias, accumulate, out, pos_step, oc_step, valid);
+    default: return forward_tile<T, NV, 6, kTail>(seg, nseg, xc, x_shift, bias, accumulate, out, pos_step, oc_step,
+                                                  valid);
   }
 }
 
@@ -674,7 +677,7 @@ FULLCONV_TARGET void forward_blocks(const Problem& p, const T* in, const T* w_pa
   // positions along dim 2 at which every tap reads real input
   const int64_t inner_lo = std::max<int64_t>(0, ceil_div(pad2, s2));
   const int64_t inner_hi = std::min<int64_t>(O2 - 1, floor_div(I2 - 1 - (K2 - 1) * d2 + pad2, s2));
-  std::vector<Segment<T>> seg(static_cast<size_t>(ktot));
+  std::vector<Segment<T>> seg(static_cast<size_t>(ktot)), inner_seg(static_cast<size_t>(ktot));
 
   for (int64_t task = task_begin; task < task_end; ++task) {
     int64_t t = task;
@@ -693,9 +696,8 @@ FULLCONV_TARGET void forward_blocks(const Problem& p, const T* in, const T* w_pa
     const T* b_block = bias != nullptr ? bias + g * cout_g + ocb * B : nullptr;
     T* out_row = out + n * osn + o0 * os0 + o1 * os1 + (g * cout_g + ocb * B) * osc;
 
-    for (int64_t ow0 = 0; ow0 < O2; ow0 += kMaxPositions) {
-      const int P = static_cast<int>(std::min<int64_t>(kMaxPositions, O2 - ow0));
-      const bool inner = ow0 >= inner_lo && ow0 + P - 1 <= inner_hi;
+    // The segments of the tile at ow0 with P positions (inner: every tap reads real input).
+    auto build = [&](Segment<T>* segs, int64_t ow0, int P, bool inner) {
       int64_t nseg = 0;
       for (int64_t k0 = k0_lo; k0 <= k0_hi; ++k0) {
         const int64_t i0 = o0 * p.stride[0] + k0 * p.dilation[0] - p.pad[0];
@@ -704,7 +706,7 @@ FULLCONV_TARGET void forward_blocks(const Problem& p, const T* in, const T* w_pa
           const T* x_row = in + n * isn + i0 * is0 + i1 * is1 + g * cin_g * isc;
           const T* w_row = w_block + (k0 * K1 + k1) * K2 * cin_g * B;
           if (inner && merge_taps) {
-            Segment<T>& sg = seg[nseg++];
+            Segment<T>& sg = segs[nseg++];
             for (int j = 0; j < P; ++j) sg.x[j] = x_row + ((ow0 + j) * s2 - pad2) * is2;
             sg.w = w_row;
             sg.len = K2 * cin_g;
@@ -718,7 +720,7 @@ FULLCONV_TARGET void forward_blocks(const Problem& p, const T* in, const T* w_pa
             const int64_t j0 = std::max<int64_t>(0, ceil_div(-shift, s2) - ow0);
             const int64_t j1 = std::min<int64_t>(P, floor_div(I2 - 1 - shift, s2) - ow0 + 1);
             if (j0 >= j1) continue;  // the tap meets only padding at every position of the tile
-            Segment<T>& sg = seg[nseg++];
+            Segment<T>& sg = segs[nseg++];
             for (int64_t j = j0; j < j1; ++j) sg.x[j] = x_row + ((ow0 + j) * s2 + shift) * is2;
             sg.w = w_row + k2 * cin_g * B;
             sg.len = cin_g;
@@ -727,11 +729,33 @@ FULLCONV_TARGET void forward_blocks(const Problem& p, const T* in, const T* w_pa
           }
         }
       }
+      return nseg;
+    };
+    // Full inner tiles differ only by where along the row they read: their segments are built
+    // once per row (at ow0 = inner_ref) and each such tile reads them shifted by
+    // (ow0 - inner_ref) * s2 positions.
+    int64_t inner_nseg = -1, inner_ref = 0;
+    for (int64_t ow0 = 0; ow0 < O2; ow0 += kMaxPositions) {
+      const int P = static_cast<int>(std::min<int64_t>(kMaxPositions, O2 - ow0));
+      const bool inner = ow0 >= inner_lo && ow0 + P - 1 <= inner_hi;
+      const Segment<T>* segs = seg.data();
+      int64_t nseg, x_shift = 0;
+      if (inner && P == kMaxPositions) {
+        if (inner_nseg < 0) {
+          inner_nseg = build(inner_seg.data(), ow0, P, true);
+          inner_ref = ow0;
+        }
+        segs = inner_seg.data();
+        nseg = inner_nseg;
+        x_shift = (ow0 - inner_ref) * s2 * is2;
+      } else {
+        nseg = build(seg.data(), ow0, P, inner);
+      }
       T* tile_out = out_row + ow0 * os2;
       if (valid == B)
-        forward_tile_n<T, NV, false>(P, seg.data(), nseg, isc, b_block, accumulate, tile_out, os2, osc, valid);
+        forward_tile_n<T, NV, false>(P, segs, nseg, isc, x_shift, b_block, accumulate, tile_out, os2, osc, valid);
       else
-        forward_tile_n<T, NV, true>(P, seg.data(), nseg, isc, b_block, accumulate, tile_out, os2, osc, valid);
+        forward_tile_n<T, NV, true>(P, segs, nseg, isc, x_shift, b_block, accumulate, tile_out, os2, osc, valid);
     }
   }
 }
