@@ -2,8 +2,9 @@
 # `make gpu-followup`: what a GPU machine measures after `make gpu-check`, on the same build
 # (run it on the same warm machine: it builds nothing; without a build of the extension in the
 # tree it stops). The evidence the tiles' next change needs, in the order of its value:
-#   0. probe:    the float16 tiles' main loop timed whole, without its copies and without its
-#                math (benchmarks/probe/mainloop_probe.sh: its own nvcc build, no torch);
+#   0. probe:    the float16 tiles' main loop timed whole, without its copies, without its math
+#                and without its main loop (setup and epilogue alone; benchmarks/probe/
+#                mainloop_probe.sh: its own nvcc build, no torch);
 #   1. profile:  Nsight Compute sections (speed of light, occupancy, warp stalls, memory
 #                traffic, scheduler) of the float16 tiles on two ResNet layers, mma-narrow
 #                against mma-wide (benchmarks/cuda_profile.py); skipped without ncu;

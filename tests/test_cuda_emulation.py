@@ -57,9 +57,10 @@ def test_cuda_kernels_emulated(tmp_path):
 
 
 def test_mainloop_probe_builds_compile(tmp_path):
-    """benchmarks/probe/mainloop_probe.sh builds the float16 tiles with their copies or their
-    math left out (FULLCONV_IGEMM_PROBE 1, 2) on a GPU machine; here those builds compile
-    against the emulation, so that a change of the kernels cannot break them unseen."""
+    """benchmarks/probe/mainloop_probe.sh builds the float16 tiles with their copies, their math
+    or their whole main loop left out (FULLCONV_IGEMM_PROBE 1, 2, 3) on a GPU machine; here those
+    builds compile against the emulation, so that a change of the kernels cannot break them
+    unseen."""
     include = os.path.join(CUDA_HOME, "include")
     if not os.path.exists(os.path.join(include, "cuda_fp16.h")):
         pytest.skip(f"no CUDA headers under {include}")
@@ -69,7 +70,7 @@ def test_mainloop_probe_builds_compile(tmp_path):
              "-I", include, "-include", os.path.join(ROOT, "tests", "cpp", "cuda_emulation.h"), "-x", "c++"]
     unit = os.path.join(ROOT, "benchmarks", "probe", "mainloop_probe_unit.cu")
     jobs = [[cxx, *flags, f"-DFULLCONV_IGEMM_PROBE={m}", f"-DFULLCONV_IGEMM_NS=probe{m}", "-c", unit,
-             "-o", str(tmp_path / f"probe{m}.o")] for m in (1, 2)]
+             "-o", str(tmp_path / f"probe{m}.o")] for m in (1, 2, 3)]
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
         for proc in pool.map(lambda cmd: subprocess.run(cmd, capture_output=True, text=True), jobs):
             assert proc.returncode == 0, " ".join(proc.args) + "\n" + proc.stderr[-4000:]

@@ -1,10 +1,11 @@
 // Where the channels-last tiles' main loop spends its time: each kernel timed whole, without
 // its copies into the shared-memory ring (math on whatever the stages hold) and without its
-// math (copies only), from three builds of the same float16 kernels (mainloop_probe_unit.cu,
-// FULLCONV_IGEMM_PROBE 0/1/2). If the time without copies is close to the whole, the math side
-// (ldmatrix, mma.sync, barriers, the per-chunk instructions) binds; if the time without math
-// is, the copies (the L2 -> shared memory path) do; the fixed per-tile work (setup, epilogue)
-// is in all three. Torch-free; build and run with benchmarks/probe/mainloop_probe.sh on a GPU.
+// math (copies only) and without its main loop (the tile's setup and epilogue alone), from four
+// builds of the same float16 kernels (mainloop_probe_unit.cu, FULLCONV_IGEMM_PROBE 0/1/2/3). If
+// the time without copies is close to the whole, the math side (ldmatrix, mma.sync, barriers,
+// the per-chunk instructions) binds; if the time without math is, the copies (the L2 -> shared
+// memory path) do; the fixed per-tile work (setup: row decode, tap table; epilogue) is in all
+// of them and alone in the last column. Torch-free; build and run with benchmarks/probe/mainloop_probe.sh on a GPU.
 // Inputs are random, results are not checked (two of the builds compute nothing meaningful;
 // the kernels themselves are checked by the test suite).
 #include <string>
@@ -17,6 +18,7 @@ namespace cuda {
 FULLCONV_IGEMM_DECLARE_ENTRY_POINTS(probe_full)
 FULLCONV_IGEMM_DECLARE_ENTRY_POINTS(probe_no_copy)
 FULLCONV_IGEMM_DECLARE_ENTRY_POINTS(probe_no_math)
+FULLCONV_IGEMM_DECLARE_ENTRY_POINTS(probe_no_loop)
 }  // namespace cuda
 }  // namespace fullconv
 
@@ -43,8 +45,8 @@ int main(int argc, char** argv) {
   CHECK(cudaGetDeviceProperties(&prop, 0));
   std::printf("# mainloop probe on %s (%d SMs): float16, channels-last, median of %d launches (ms)\n", prop.name,
               sms, reps);
-  std::printf("%-18s %-12s %-11s %9s %9s %9s  %s\n", "layer", "pass", "tiles", "whole", "no copy", "no math",
-              "useful TFLOP/s (whole)");
+  std::printf("%-18s %-12s %-11s %9s %9s %9s %9s  %s\n", "layer", "pass", "tiles", "whole", "no copy", "no math",
+              "no loop", "useful TFLOP/s (whole)");
   std::mt19937 gen(0);
   const auto dt = fc::DType::kFloat16;
   for (const Layer& l : quick ? std::vector<Layer>(std::begin(quick_layers), std::end(quick_layers))
@@ -81,8 +83,8 @@ int main(int argc, char** argv) {
       const size_t ws = fc::probe_full::grad_weight_igemm_workspace(dt, false, kind.first, s, sms);
       void* workspace = nullptr;
       if (ws) CHECK(cudaMalloc(&workspace, ws));
-      float t[2][3];
-      for (int mode = 0; mode < 3; ++mode) {
+      float t[2][4];
+      for (int mode = 0; mode < 4; ++mode) {
         auto forward = [&] {
           switch (mode) {
             case 0: CHECK(fc::probe_full::forward_igemm(dt, false, layout, x, packed, w, nullptr,
@@ -92,7 +94,11 @@ int main(int argc, char** argv) {
                                                            static_cast<unsigned char*>(nonfinite), fc::Epilogue{}, y, s,
                                                            0));
                     break;
-            default: CHECK(fc::probe_no_math::forward_igemm(dt, false, layout, x, packed, w, nullptr,
+            case 2: CHECK(fc::probe_no_math::forward_igemm(dt, false, layout, x, packed, w, nullptr,
+                                                           static_cast<unsigned char*>(nonfinite), fc::Epilogue{}, y,
+                                                           s, 0));
+                    break;
+            default: CHECK(fc::probe_no_loop::forward_igemm(dt, false, layout, x, packed, w, nullptr,
                                                             static_cast<unsigned char*>(nonfinite), fc::Epilogue{}, y,
                                                             s, 0));
           }
@@ -104,7 +110,10 @@ int main(int argc, char** argv) {
             case 1: CHECK(fc::probe_no_copy::grad_weight_igemm(dt, false, true, kind.first, gy, x, gw, workspace, s,
                                                                sms, 0));
                     break;
-            default: CHECK(fc::probe_no_math::grad_weight_igemm(dt, false, true, kind.first, gy, x, gw, workspace, s,
+            case 2: CHECK(fc::probe_no_math::grad_weight_igemm(dt, false, true, kind.first, gy, x, gw, workspace, s,
+                                                               sms, 0));
+                    break;
+            default: CHECK(fc::probe_no_loop::grad_weight_igemm(dt, false, true, kind.first, gy, x, gw, workspace, s,
                                                                 sms, 0));
           }
         };
@@ -116,8 +125,8 @@ int main(int argc, char** argv) {
       }
       const char* passes[] = {"forward", "grad_weight"};
       for (int p = 0; p < 2; ++p)
-        std::printf("%-18s %-12s %-11s %9.3f %9.3f %9.3f  %.1f\n", l.name, passes[p], kind.second, t[p][0], t[p][1],
-                    t[p][2], flop / (t[p][0] * 1e-3) / 1e12);
+        std::printf("%-18s %-12s %-11s %9.3f %9.3f %9.3f %9.3f  %.1f\n", l.name, passes[p], kind.second, t[p][0],
+                    t[p][1], t[p][2], t[p][3], flop / (t[p][0] * 1e-3) / 1e12);
       std::fflush(stdout);
       if (workspace) CHECK(cudaFree(workspace));
     }

@@ -778,8 +778,9 @@ __device__ __forceinline__ typename Math::Elem* ring_b(unsigned char* smem, int 
 
 // FULLCONV_IGEMM_PROBE (benchmarks/mainloop_probe.sh only; the extension builds 0): 1 leaves out
 // the channels-last kernels' copies into the ring (their math runs on whatever the stages
-// hold), 2 their math (the copies run, the accumulators stay zero), so that a unit built so
-// times one half of the main loop without the other. Results are meaningless then.
+// hold), 2 their math (the copies run, the accumulators stay zero), 3 the whole main loop (the
+// tile's setup and epilogue alone), so that a unit built so times one part of a tile without
+// the others. Results are meaningless then.
 #ifndef FULLCONV_IGEMM_PROBE
 #define FULLCONV_IGEMM_PROBE 0
 #endif
@@ -800,6 +801,10 @@ __device__ __forceinline__ void ring_copy16(void* dst, const void* src, bool val
 template <typename Math, typename More, typename Copy>
 __device__ __forceinline__ void multiply_ring(Math& math, unsigned char* smem, More&& more, Copy&& copy_chunk) {
   constexpr int kStages = Math::kStages;
+  if constexpr (FULLCONV_IGEMM_PROBE == 3) {
+    __syncthreads();
+    return;
+  }
   // chunk c lives in stage c % kStages; the stages of the next chunk to copy and of the next to
   // multiply are counted round the ring (no 64-bit remainder per chunk)
   auto next_stage = [](int stage) { return stage + 1 == kStages ? 0 : stage + 1; };
