@@ -563,22 +563,13 @@ def _forward_ad_active() -> bool:
     return torch.autograd.forward_ad._current_level >= 0
 
 
-def _unpack_duals(*tensors):
-    """(primals, tangents) of forward-mode AD dual tensors (None: no tangent / no tensor)."""
-    fwad = torch.autograd.forward_ad
-    unpacked = [fwad.unpack_dual(t) if isinstance(t, Tensor) else None for t in tensors]
-    return ([u.primal if u is not None else t for u, t in zip(unpacked, tensors)],
-            [u.tangent if u is not None else None for u in unpacked])
-
-
 def _full_conv_dual(input, weight, bias, stride, dilation, groups):
-    """full_conv on forward-mode AD duals. The op's autograd formula is reverse-mode only, so
-    the call goes through _FullConvFunction: its jvp forms the tangent from linearity
+    """full_conv while forward-mode AD is on. The op's autograd formula is reverse-mode only,
+    so the call goes through _FullConvFunction: its jvp forms the tangent from linearity
     (conv(dx, w) + conv(x, dw) + db) and its backward runs full_conv_backward through a Function
-    with a jvp too, so a reverse-mode gradient taken under the same dual level carries
-    tangents (forward-over-reverse). None when no argument carries a tangent."""
-    if all(t is None for t in _unpack_duals(input, weight, bias)[1]):
-        return None
+    with a jvp too, so a reverse-mode gradient taken under the dual level carries tangents
+    (forward-over-reverse), also through layers whose own arguments carry none (a tangent
+    may reach their backward from a later layer)."""
     return _FullConvFunction.apply(input, weight, bias, _Static(stride, dilation, groups))
 
 
@@ -621,15 +612,16 @@ def _full_conv(nd: int, input: Tensor, weight: Tensor, bias: Optional[Tensor],
             lambda: torch.ops.fullconv.full_conv(input, weight, bias, list(stride), list(dilation), groups),
             lambda: check_arguments(input, weight, bias, stride, dilation, groups, name, autocast=True))
     check_arguments(input, weight, bias, stride, dilation, groups, name, autocast=True)
-    if _functorch_active():
-        if _autocast_on(input):  # cast as the op's autocast kernel would, before the Function saves them
-            input, weight = input.to(_autocast_dtype(input)), weight.to(_autocast_dtype(weight))
-            bias = bias.to(_autocast_dtype(bias)) if bias is not None else None
+    functorch = _functorch_active()
+    if (functorch or _forward_ad_active()) and _autocast_on(input):
+        # cast as the op's autocast kernel would, before a Function saves them (with their
+        # tangents: .to has a forward-AD formula)
+        input, weight = input.to(_autocast_dtype(input)), weight.to(_autocast_dtype(weight))
+        bias = bias.to(_autocast_dtype(bias)) if bias is not None else None
+    if functorch:
         return _conv_call()(input, weight, bias, list(stride), list(dilation), int(groups))
     if _forward_ad_active():
-        out = _full_conv_dual(input, weight, bias, list(stride), list(dilation), int(groups))
-        if out is not None:
-            return out
+        return _full_conv_dual(input, weight, bias, list(stride), list(dilation), int(groups))
     return torch.ops.fullconv.full_conv(input, weight, bias, list(stride), list(dilation),
                                         int(groups))
 
@@ -748,8 +740,7 @@ def padded_add(input: Tensor, residual: Tensor, relu: bool = False, nd: Optional
     if _plain_eager() and not _autocast_on(input):  # (autocast: its kernel would promote any dtype)
         return _checked_on_refusal(lambda: torch.ops.fullconv.padded_add(input, residual, pads, bool(relu)), check)
     check()
-    if _functorch_active() or (
-            _forward_ad_active() and any(t is not None for t in _unpack_duals(input, residual)[1])):
+    if _functorch_active() or _forward_ad_active():
         return _padded_add_composite(input, residual, pads, relu)
     return torch.ops.fullconv.padded_add(input, residual, pads, bool(relu))
 
@@ -791,8 +782,7 @@ def full_conv_residual(input: Tensor, weight: Tensor, bias: Optional[Tensor], re
         return _checked_on_refusal(
             call, lambda: _full_conv_residual_checks(input, weight, bias, residual, stride, dilation, groups, nd))
     shape, pads = _full_conv_residual_checks(input, weight, bias, residual, stride, dilation, groups, nd)
-    if _functorch_active() or (
-            _forward_ad_active() and any(t is not None for t in _unpack_duals(input, weight, bias, residual)[1])):
+    if _functorch_active() or _forward_ad_active():
         out = _full_conv(nd, input, weight, bias, stride, dilation, groups)
         return _padded_add_composite(out, residual, pads, relu)
     return torch.ops.fullconv.full_conv_residual(input, weight, bias, residual, list(stride),

@@ -151,6 +151,31 @@ def test_forward_over_reverse_matches_conv(cfg):
                                         (x, w, b), check_fwd_over_rev=True)
 
 
+@pytest.mark.parametrize("autocast", [False, True])
+def test_forward_over_reverse_through_a_layer_without_tangents(autocast):
+    """Two layers under one dual level, the tangent on the second's weight only: the first
+    layer's backward then meets a dual grad_output. Under autocast the bfloat16 activation meets
+    the second layer's float32 weight, as in nn.Conv2d."""
+    import contextlib
+    import torch.autograd.forward_ad as fwAD
+    torch.manual_seed(0)
+    x, w1, w2 = torch.randn(2, 3, 6, 6), torch.randn(4, 3, 3, 3), torch.randn(5, 4, 3, 3)
+    tw = torch.randn_like(w2)
+    results = []
+    for conv in (fullconv.full_conv2d, lambda a, w: F.conv2d(a, w, padding=2)):
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+        with ctx, fwAD.dual_level():
+            xx = x.clone().requires_grad_()
+            y = conv(conv(xx, w1), fwAD.make_dual(w2.clone().requires_grad_(), tw))
+            g, = torch.autograd.grad(y.float().pow(2).sum(), xx, create_graph=True)
+            results.append((fwAD.unpack_dual(y), fwAD.unpack_dual(g)))
+    (y, g), (y_ref, g_ref) = results
+    assert y.tangent.dtype == y_ref.tangent.dtype and g.tangent.dtype == g_ref.tangent.dtype
+    tol = dict(rtol=2e-2, atol=2e-2) if autocast else dict(rtol=1e-4, atol=1e-3)  # float32 sums in other orders
+    for got, ref in ((y.tangent, y_ref.tangent), (g.primal, g_ref.primal), (g.tangent, g_ref.tangent)):
+        torch.testing.assert_close(got.float(), ref.float(), **tol)
+
+
 def test_forward_over_reverse_through_fused_epilogue():
     x = torch.randn(2, 2, 4, 4, dtype=torch.float64, requires_grad=True)
     w = torch.randn(2, 2, 3, 3, dtype=torch.float64, requires_grad=True)
