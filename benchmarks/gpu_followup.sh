@@ -40,7 +40,7 @@ step() {  # step NAME LIMIT COMMAND...  (output in $PREFIX-NAME.log)
   echo "   -> rc=$rc in $((SECONDS - t0)) s" | tee -a "$PREFIX-summary.log"
   tail -n 4 "$PREFIX-$name.log" | sed 's/^/   | /' | tee -a "$PREFIX-summary.log"
 }
-step probe 150 env WORK="$(mktemp -d)" bash benchmarks/probe/mainloop_probe.sh
+step probe 180 env WORK="$(mktemp -d)" bash benchmarks/probe/mainloop_probe.sh
 NCU="$(command -v ncu || echo "$CUDA_HOME/bin/ncu")"
 if [ -x "$NCU" ]; then
   step profile 100 "$NCU" --clock-control none --profile-from-start off --kernel-name regex:gemm \

@@ -39,7 +39,8 @@ class _FullConvMixin:
         full = tuple(d * (k - 1) for d, k in zip(dil, kernel))
         # nn.ConvNd's positional order, so that a call written for it means the same here; a
         # padding other than the full one is refused (the full one itself is accepted as is)
-        if not (isinstance(padding, str) and padding == "full"):
+        no_padding = all(f == 0 for f in full)  # 1-tap kernels: 'valid' and 'same' are the full padding
+        if not (isinstance(padding, str) and (padding == "full" or (no_padding and padding in ("valid", "same")))):
             given = padding if isinstance(padding, str) else _tuple(padding, nd, "padding")
             if given != full:
                 raise FullConvError(

@@ -41,6 +41,7 @@ def test_positional_arguments_in_nn_conv_order(nd, base, cls):
     torch.testing.assert_close(m(x), r(x), rtol=1e-4, atol=1e-5)
     assert cls(4, 6, 3, 1, "full", 2).padding == (4,) * nd
     assert cls(4, 6, 3, 1, (2,) * nd).dilation == (1,) * nd
+    assert cls(4, 6, 1, 1, "same").padding == (0,) * nd  # one tap: no padding either way
     with pytest.raises(ValueError, match="full padding"):
         cls(4, 6, 3, 1, 1)  # nn.ConvNd's same padding for k=3: refused, not taken as a dilation
 
