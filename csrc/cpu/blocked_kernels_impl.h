@@ -714,13 +714,24 @@ FULLCONV_TARGET void forward_blocks(const Problem& p, const T* in, const T* w_pa
             sg.j1 = P;
             continue;
           }
+          Segment<T>* last = nullptr;  // the segment of tap k2 - 1 of this kernel row, if any
           for (int64_t k2 = 0; k2 < K2; ++k2) {
             // tile positions j whose input index (ow0 + j)*s2 + k2*d2 - pad2 lies in [0, I2)
             const int64_t shift = k2 * d2 - pad2;
             const int64_t j0 = std::max<int64_t>(0, ceil_div(-shift, s2) - ow0);
             const int64_t j1 = std::min<int64_t>(P, floor_div(I2 - 1 - shift, s2) - ow0 + 1);
-            if (j0 >= j1) continue;  // the tap meets only padding at every position of the tile
+            if (j0 >= j1) {  // the tap meets only padding at every position of the tile
+              last = nullptr;
+              continue;
+            }
+            // with merge_taps, tap k2's run continues tap k2 - 1's in the input and the packed
+            // weight: the same positions make it one segment (at a stride, pairs of taps share them)
+            if (merge_taps && last != nullptr && last->j0 == j0 && last->j1 == j1) {
+              last->len += cin_g;
+              continue;
+            }
             Segment<T>& sg = segs[nseg++];
+            last = &sg;
             for (int64_t j = j0; j < j1; ++j) sg.x[j] = x_row + ((ow0 + j) * s2 + shift) * is2;
             sg.w = w_row + k2 * cin_g * B;
             sg.len = cin_g;
