@@ -208,6 +208,18 @@ template <> struct ALayoutOf<true> { using type = nvcuda::wmma::row_major; };
 template <bool KContig> struct BLayoutOf { using type = nvcuda::wmma::row_major; };
 template <> struct BLayoutOf<true> { using type = nvcuda::wmma::col_major; };
 
+// Every element of a BM x BN accumulator tile staged column-major in shared memory (leading
+// dimension LdC) handed to f(m, n, value), consecutive threads taking consecutive rows (with
+// 256 threads and 128 rows each thread keeps one row, with 64 rows two): the tensor-core
+// tiles' for_each_result.
+template <int BM, int BN, int LdC, typename F>
+__device__ __forceinline__ void for_each_staged_result(const float* Cs, F&& f) {
+  for (int idx = threadIdx.x; idx < BM * BN; idx += kGemmThreads) {
+    const int m = idx % BM, n = idx / BM;
+    f(m, n, Cs[n * LdC + m]);
+  }
+}
+
 // Block tile BMt x 64 over 8 warps: BMt = 128 as 4 x 2 warps of 32 x 32, BMt = 64 (grad_weight
 // of layers with at most 64 output channels per group, which would leave half a 128-row tile
 // empty) as 2 x 4 warps of 32 x 16.
@@ -290,15 +302,10 @@ struct WmmaMath {
   }
 
   // Stages the accumulators in shared memory (after the caller's final __syncthreads), then
-  // hands every element of the tile to f, consecutive threads taking consecutive rows (with
-  // 256 threads and 128 rows each thread keeps one row, with 64 rows two).
+  // hands every element of the tile to f (for_each_staged_result).
   template <typename F>
   __device__ __forceinline__ void for_each_result(unsigned char* smem, F&& f) {
-    const float* Cs = stage_results(smem);
-    for (int idx = threadIdx.x; idx < BM * BN; idx += kGemmThreads) {
-      const int m = idx % BM, n = idx / BM;
-      f(m, n, Cs[n * kLdC + m]);
-    }
+    for_each_staged_result<BM, BN, kLdC>(stage_results(smem), f);
   }
 
   // The accumulator tile in shared memory, column-major with leading dimension kLdC (the
@@ -447,11 +454,7 @@ struct MmaMath {
 
   template <typename F>
   __device__ __forceinline__ void for_each_result(unsigned char* smem, F&& f) {
-    const float* Cs = stage_results(smem);
-    for (int idx = threadIdx.x; idx < BM * BN; idx += kGemmThreads) {
-      const int m = idx % BM, n = idx / BM;
-      f(m, n, Cs[n * kLdC + m]);
-    }
+    for_each_staged_result<BM, BN, kLdC>(stage_results(smem), f);
   }
 };
 
