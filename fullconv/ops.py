@@ -470,8 +470,21 @@ class _Static:
         self.args = args
 
 
+def _through_functions() -> bool:
+    """The formulas run through the autograd.Functions below (a torch.func transform, or
+    forward-mode AD) rather than the operators."""
+    return _functorch_active() or _forward_ad_active()
+
+
 def _conv_call():
-    if not _functorch_active() and not _forward_ad_active():
+    """full_conv as the functional API and the formulas call it: the operator, or under a
+    transform or forward-mode AD _FullConvFunction (the operator's autograd formula is
+    reverse-mode only): its jvp forms the tangent from linearity (conv(dx, w) + conv(x, dw) +
+    db) and its backward runs full_conv_backward through a Function with a jvp too, so a
+    reverse-mode gradient taken under the dual level carries tangents (forward-over-reverse),
+    also through layers whose own arguments carry none (a tangent may reach their backward
+    from a later layer)."""
+    if not _through_functions():
         return torch.ops.fullconv.full_conv
     return lambda input, weight, bias, *rest: _FullConvFunction.apply(input, weight, bias, _Static(*rest))
 
@@ -480,7 +493,7 @@ def _conv_bwd_call():
     """full_conv_backward as the formulas call it: the operator, or under a transform or
     forward-mode AD the Function below, whose jvp carries tangents through a backward
     (forward-over-reverse: Hessian-vector products, gradgradcheck's check_fwd_over_rev)."""
-    if not _functorch_active() and not _forward_ad_active():
+    if not _through_functions():
         return torch.ops.fullconv.full_conv_backward
     return lambda gy, input, weight, *rest: _FullConvBackwardFunction.apply(gy, input, weight, _Static(*rest))
 
@@ -563,16 +576,6 @@ def _forward_ad_active() -> bool:
     return torch.autograd.forward_ad._current_level >= 0
 
 
-def _full_conv_dual(input, weight, bias, stride, dilation, groups):
-    """full_conv while forward-mode AD is on. The op's autograd formula is reverse-mode only,
-    so the call goes through _FullConvFunction: its jvp forms the tangent from linearity
-    (conv(dx, w) + conv(x, dw) + db) and its backward runs full_conv_backward through a Function
-    with a jvp too, so a reverse-mode gradient taken under the dual level carries tangents
-    (forward-over-reverse), also through layers whose own arguments carry none (a tangent
-    may reach their backward from a later layer)."""
-    return _FullConvFunction.apply(input, weight, bias, _Static(stride, dilation, groups))
-
-
 def _plain_eager() -> bool:
     """A plain eager call: no compiling, no torch.func transform, no forward-mode AD. There the
     functional API calls the operators at once (they check their arguments themselves, with the
@@ -612,18 +615,12 @@ def _full_conv(nd: int, input: Tensor, weight: Tensor, bias: Optional[Tensor],
             lambda: torch.ops.fullconv.full_conv(input, weight, bias, list(stride), list(dilation), groups),
             lambda: check_arguments(input, weight, bias, stride, dilation, groups, name, autocast=True))
     check_arguments(input, weight, bias, stride, dilation, groups, name, autocast=True)
-    functorch = _functorch_active()
-    if (functorch or _forward_ad_active()) and _autocast_on(input):
-        # cast as the op's autocast kernel would, before a Function saves them (with their
+    if _autocast_on(input) and _through_functions():
+        # cast as the op's autocast kernel would, before the Function saves them (with their
         # tangents: .to has a forward-AD formula)
         input, weight = input.to(_autocast_dtype(input)), weight.to(_autocast_dtype(weight))
         bias = bias.to(_autocast_dtype(bias)) if bias is not None else None
-    if functorch:
-        return _conv_call()(input, weight, bias, list(stride), list(dilation), int(groups))
-    if _forward_ad_active():
-        return _full_conv_dual(input, weight, bias, list(stride), list(dilation), int(groups))
-    return torch.ops.fullconv.full_conv(input, weight, bias, list(stride), list(dilation),
-                                        int(groups))
+    return _conv_call()(input, weight, bias, list(stride), list(dilation), int(groups))
 
 
 def full_conv1d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
