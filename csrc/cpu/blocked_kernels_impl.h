@@ -201,12 +201,7 @@ FULLCONV_TARGET_INLINE void run_partial_segment(const Segment<T>& sg, int64_t xc
 #undef FULLCONV_RANGE_CASE
 }
 
-// Writes a tile of float32 accumulators a[v][j] (vector v: 16 or 8 output channels, at
-// position j < P) where each channel's P positions are adjacent in memory (channel c at
-// out + c * oc_step, positions at +0..P-1): a register transpose of eight positions (those past
-// P are zero and never written) into one 8-lane vector per channel, then one masked 8-lane
-// store per channel (accumulate: added to what is there). Channels from `valid` on are not
-// touched. Instead of P scalar stores per channel through a stack buffer.
+// store_positions' store of channel c (its positions: the lanes of pm), unless c >= valid.
 FULLCONV_TARGET_INLINE void put_positions(float* out, int64_t c, int64_t oc_step, int64_t valid, bool accumulate,
                                           __m256i pm, __m256 x) {
   if (c >= valid) return;
@@ -226,6 +221,12 @@ FULLCONV_TARGET_INLINE __m256 upper_half(__m512 x) {
 }
 #endif
 
+// Writes a tile of float32 accumulators a[v][j] (vector v: 16 or 8 output channels, at
+// position j < P) where each channel's P positions are adjacent in memory (channel c at
+// out + c * oc_step, positions at +0..P-1): a register transpose of eight positions (those past
+// P are zero and never written) into one 8-lane vector per channel, then one masked 8-lane
+// store per channel (accumulate: added to what is there). Channels from `valid` on are not
+// touched. Instead of P scalar stores per channel through a stack buffer.
 template <int NV, int P>
 FULLCONV_TARGET_INLINE void store_positions(const typename Simd<float>::V (&a)[NV][P], float* out, int64_t oc_step,
                                             int64_t valid, bool accumulate) {
