@@ -2,7 +2,10 @@
 # `make gpu-followup`: what a GPU machine measures after `make gpu-check`, on the same build
 # (run it on the same warm machine: it builds nothing; without a build of the extension in the
 # tree it stops). The evidence the tiles' next change needs, in the order of its value:
-#   0. probe:    the float16 tiles' main loop timed whole, without its copies, without its math
+#   0. ladder:   the float16 main loop rebuilt a part at a time on plain GEMMs (mma.sync alone,
+#                + ldmatrix, + a barrier per chunk, + the cp.async ring), with MmaMath and
+#                multiply_ring as the extension has them (benchmarks/probe/mma_ladder.sh; no torch);
+#      probe:    the float16 tiles' main loop timed whole, without its copies, without its math
 #                and without its main loop (setup and epilogue alone; benchmarks/probe/
 #                mainloop_probe.sh: its own nvcc build, no torch);
 #   1. profile:  Nsight Compute sections (speed of light, occupancy, warp stalls, memory
@@ -40,6 +43,7 @@ step() {  # step NAME LIMIT COMMAND...  (output in $PREFIX-NAME.log)
   echo "   -> rc=$rc in $((SECONDS - t0)) s" | tee -a "$PREFIX-summary.log"
   tail -n 4 "$PREFIX-$name.log" | sed 's/^/   | /' | tee -a "$PREFIX-summary.log"
 }
+step ladder 90 env WORK="$(mktemp -d)" bash benchmarks/probe/mma_ladder.sh
 step probe 180 env WORK="$(mktemp -d)" bash benchmarks/probe/mainloop_probe.sh
 NCU="$(command -v ncu || echo "$CUDA_HOME/bin/ncu")"
 if [ -x "$NCU" ]; then

@@ -77,3 +77,33 @@ def test_mainloop_probe_builds_compile(tmp_path):
     script = subprocess.run(["bash", "-n", os.path.join(ROOT, "benchmarks", "probe", "mainloop_probe.sh")],
                             capture_output=True, text=True)
     assert script.returncode == 0, script.stderr
+
+
+def test_mma_ladder_emulated(tmp_path):
+    """benchmarks/probe/mma_ladder.cu (the float16 main loop rebuilt a part at a time on a plain
+    GEMM, timed on a GPU by mma_ladder.sh) runs every rung of each tile kind here against the
+    emulation, its whole-loop rung checked against a double reference on GEMMs with partial
+    tiles; where nvcc is present it also compiles for the GPU (sm_90a), so that the device build
+    cannot break unseen."""
+    include = os.path.join(CUDA_HOME, "include")
+    if not os.path.exists(os.path.join(include, "cuda_fp16.h")):
+        pytest.skip(f"no CUDA headers under {include}")
+    cxx = shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
+    source = os.path.join(ROOT, "benchmarks", "probe", "mma_ladder.cu")
+    defines = ["-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__", "-D__CUDA_NO_BFLOAT16_CONVERSIONS__",
+               "-I", os.path.join(ROOT, "csrc")]
+    jobs = [[cxx, "-std=c++17", "-O1", "-Wall", "-Werror", "-Wno-unknown-pragmas", *defines, "-I", include,
+             "-include", os.path.join(ROOT, "tests", "cpp", "cuda_emulation.h"), "-x", "c++", source,
+             "-o", str(tmp_path / "ladder")]]
+    nvcc = shutil.which("nvcc") or os.path.join(CUDA_HOME, "bin", "nvcc")
+    if os.path.exists(nvcc):
+        jobs.append([nvcc, "-std=c++17", "-O3", "-arch=sm_90a", "--expt-relaxed-constexpr", *defines, "-c", source,
+                     "-o", str(tmp_path / "ladder_gpu.o")])
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        for proc in pool.map(lambda cmd: subprocess.run(cmd, capture_output=True, text=True), jobs):
+            assert proc.returncode == 0, " ".join(proc.args) + "\n" + proc.stderr[-4000:]
+    result = subprocess.run([str(tmp_path / "ladder")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "(emulated): 0 failures" in result.stdout, result.stdout + result.stderr
+    script = subprocess.run(["bash", "-n", os.path.join(ROOT, "benchmarks", "probe", "mma_ladder.sh")],
+                            capture_output=True, text=True)
+    assert script.returncode == 0, script.stderr

@@ -1,0 +1,322 @@
+// The float16 tiles' main loop rebuilt one part at a time on a plain GEMM (no convolution), to
+// find which part holds the tiles near 0.1 mma.sync per clock per SM (NOTES 30 and 33): each
+// rung adds one thing to the one before it, with the production MmaMath (the same warp tiles,
+// ldmatrix addresses and swizzled stages as the extension) and the production multiply_ring:
+//   mma       the warp tile's mma.sync.m16n8k16 on fragments held in registers, as many per
+//             chunk and in the same order as MmaMath::mma (the tensor pipe's own rate with this
+//             accumulator layout and this many warps per SM);
+//   ldmatrix  + the fragments brought from the ring's stages by MmaMath::mma (stages filled once);
+//   barrier   + one __syncthreads per chunk, as the ring has;
+//   ring      the whole main loop: multiply_ring with 16-byte cp.async copies of A (M x K,
+//             k-contiguous, like a channels-last input) and B (K x N, like the packed weight)
+//             into a ring of four stages, then the tile's results written out (checked against
+//             a plain kernel: the rung reports FAILED if any result is off).
+// Per rung and tile: the median time of a launch (CUDA events), TFLOP/s, and from clock64 inside
+// the blocks the cycles a block spends per 32-deep chunk and the mma.sync per clock per SM that
+// gives at the occupancy the driver reports. A large step between two rungs names the part that
+// costs; if the "mma" rung itself is near 0.1 per clock, the instruction is the limit on this card.
+// Torch-free. Build and run with benchmarks/probe/mma_ladder.sh on a GPU (sm_80 or newer).
+#define FULLCONV_IGEMM_DTYPE DType::kFloat16
+#define FULLCONV_IGEMM_NS igemm_ladder
+#include "cuda/implicit_gemm_kernels.cuh"
+
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#ifndef FULLCONV_EMULATE
+#include "../cuda_standalone.h"
+#endif
+
+namespace fullconv {
+namespace cuda {
+
+enum Rung { kMmaOnly = 0, kLdmatrix = 1, kBarrier = 2, kRing = 3 };
+constexpr const char* kRungNames[] = {"mma", "ldmatrix", "barrier", "ring"};
+
+#ifdef FULLCONV_EMULATE
+inline long long ladder_clock() { return 0; }
+#else
+__device__ __forceinline__ long long ladder_clock() { return clock64(); }
+#endif
+
+struct LadderArgs {
+  const __half* a;     // M x K, row-major (k contiguous)
+  const __half* b;     // K x N, row-major (n contiguous)
+  float* c;            // ring: M x N results; other rungs: one value per thread (keeps results live)
+  long long* cycles;   // per block: clock64 cycles of its main loop
+  int m, n, k;         // the other rungs: k = chunks * BK, m and n unused
+};
+
+template <int R, typename Math>
+__global__ void __launch_bounds__(kGemmThreads, Math::kMinBlocks) ladder_kernel(LadderArgs p) {
+  constexpr int BM = Math::BM, BN = Math::BN, BK = Math::BK, kStages = Math::kStages;
+  using L = typename Math::L;
+  FULLCONV_DYNAMIC_SHARED(smem, Math::kSmemBytes);
+  const int tid = threadIdx.x;
+  const int chunks = p.k / BK;
+  Math math;
+  math.zero();
+  if constexpr (R != kRing) {  // stages filled once with small values (no copies in the loop)
+    __half* h = reinterpret_cast<__half*>(smem);
+    for (int i = tid; i < kStages * Math::kOperandBytes / 2; i += kGemmThreads) h[i] = __float2half(0.001f * (i % 13));
+    __syncthreads();
+  }
+  const long long t0 = ladder_clock();
+  if constexpr (R == kMmaOnly) {
+    // fragments from the first stage once, then the chunks' products on them
+    uint32_t a[Math::MI][4], b[Math::NJ][2];
+    const uint32_t* words = reinterpret_cast<const uint32_t*>(smem);
+#pragma unroll
+    for (int i = 0; i < Math::MI; ++i)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) a[i][r] = words[(tid * 7 + i * 4 + r) % 1024];
+#pragma unroll
+    for (int j = 0; j < Math::NJ; ++j)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) b[j][r] = words[(tid * 5 + j * 2 + r) % 1024 + 1024];
+#pragma unroll 1
+    for (int c = 0; c < chunks; ++c)
+#pragma unroll
+      for (int kk = 0; kk < BK; kk += 16)
+#pragma unroll
+        for (int i = 0; i < Math::MI; ++i)
+#pragma unroll
+          for (int j = 0; j < Math::NJ; ++j) mma_m16n8k16<__half>(math.acc[i][j], a[i], b[j]);
+  } else if constexpr (R == kLdmatrix || R == kBarrier) {
+    int stage = 0;
+#pragma unroll 1
+    for (int c = 0; c < chunks; ++c) {
+      if constexpr (R == kBarrier) __syncthreads();
+      math.mma(ring_a<Math>(smem, stage), ring_b<Math>(smem, stage));
+      stage = stage + 1 == kStages ? 0 : stage + 1;
+    }
+  } else {
+    // the tile's copies, as image_gemm_cl_kernel's with every row valid and one tap
+    constexpr int V = 8, kARowVecs = BK / V, kBRowVecs = BN / V;
+    constexpr int kAVecs = BM * kARowVecs / kGemmThreads, kBVecs = BK * kBRowVecs / kGemmThreads;
+    const int64_t m0 = int64_t(blockIdx.x) * BM, n0 = int64_t(blockIdx.y) * BN;
+    const int a_ch = V * (tid % kARowVecs), b_col = V * (tid % kBRowVecs);
+    const __half* a_src[kAVecs];
+#pragma unroll
+    for (int i = 0; i < kAVecs; ++i) {
+      const int64_t row = m0 + (tid + kGemmThreads * i) / kARowVecs;
+      a_src[i] = row < p.m ? p.a + row * p.k + a_ch : nullptr;
+    }
+    const bool col_ok = n0 + b_col < p.n;
+    const __half* b_src = p.b + int64_t(tid / kBRowVecs) * p.n + n0 + b_col;
+    int c0 = 0;
+    auto copy_chunk = [&](int stage) {
+      __half* As = ring_a<Math>(smem, stage);
+      __half* Bs = ring_b<Math>(smem, stage);
+#pragma unroll
+      for (int i = 0; i < kAVecs; ++i) {
+        const int r = (tid + kGemmThreads * i) / kARowVecs;
+        cp_async16(As + L::a_index(r, a_ch), a_src[i] != nullptr ? a_src[i] + c0 : p.a, a_src[i] != nullptr);
+      }
+#pragma unroll
+      for (int i = 0; i < kBVecs; ++i) {
+        const int k = (tid + kGemmThreads * i) / kBRowVecs;
+        cp_async16(Bs + L::b_index(k, b_col), col_ok ? b_src + int64_t(i) * (kGemmThreads / kBRowVecs) * p.n : p.b,
+                   col_ok);
+      }
+      b_src += int64_t(BK) * p.n;
+      c0 += BK;
+    };
+    multiply_ring(math, smem, [&]() { return c0 < p.k; }, copy_chunk);
+  }
+  const long long t1 = ladder_clock();
+  if (tid == 0) p.cycles[blockIdx.x + int64_t(blockIdx.y) * gridDim.x] = t1 - t0;
+  if constexpr (R == kRing) {
+    const int64_t m0 = int64_t(blockIdx.x) * BM, n0 = int64_t(blockIdx.y) * BN;
+    math.for_each_result(smem, [&](int m, int n, float v) {
+      if (m0 + m < p.m && n0 + n < p.n) p.c[(m0 + m) * p.n + n0 + n] = v;
+    });
+  } else {
+    float sum = 0.0f;
+#pragma unroll
+    for (int i = 0; i < Math::MI; ++i)
+#pragma unroll
+      for (int j = 0; j < Math::NJ; ++j)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) sum += math.acc[i][j][r];
+    p.c[int64_t(blockIdx.x) * kGemmThreads + tid] = sum;
+  }
+}
+
+#ifndef FULLCONV_EMULATE
+// C = A B in float32, one thread a result (the ring rung's check): grid (m, ceil(n / 128)) x 128
+__global__ void reference_gemm(const __half* a, const __half* b, float* c, int m, int n, int k) {
+  const int64_t i = blockIdx.x, j = int64_t(blockIdx.y) * blockDim.x + threadIdx.x;
+  if (i >= m || j >= n) return;
+  float acc = 0.0f;
+  for (int t = 0; t < k; ++t) acc += __half2float(a[i * k + t]) * __half2float(b[int64_t(t) * n + j]);
+  c[i * n + j] = acc;
+}
+#endif
+
+}  // namespace cuda
+}  // namespace fullconv
+
+namespace fc = fullconv::cuda;
+
+#ifdef FULLCONV_EMULATE
+// Host emulation (tests/test_cuda_emulation.py): every rung of every tile kind runs; the ring
+// rung's results on GEMMs with partial row and column tiles are compared with a double
+// reference, so that a GPU run's numbers come from a loop that computes the product.
+template <int R, typename Math>
+int emulated_rung(int m, int n, int k, const std::vector<__half>& a, const std::vector<__half>& b) {
+  const bool ring = R == fc::kRing;
+  const dim3 grid = ring ? dim3((m + Math::BM - 1) / Math::BM, (n + Math::BN - 1) / Math::BN) : dim3(2);
+  std::vector<float> c(ring ? size_t(m) * n : size_t(grid.x) * fc::kGemmThreads, -1.0f);
+  std::vector<long long> cycles(size_t(grid.x) * grid.y);
+  fc::LadderArgs p{a.data(), b.data(), c.data(), cycles.data(), m, n, ring ? k : 2 * Math::BK};
+  FULLCONV_LAUNCH_SMEM(grid, fc::kGemmThreads, Math::kSmemBytes, 0, fc::ladder_kernel<R, Math>)(p);
+  if (FULLCONV_LAUNCH_STATUS() != cudaSuccess) return 1;
+  if (!ring) return 0;
+  int bad = 0;
+  for (int i = 0; i < m; ++i)
+    for (int j = 0; j < n; ++j) {
+      double want = 0;
+      for (int t = 0; t < k; ++t) want += double(__half2float(a[size_t(i) * k + t])) * __half2float(b[size_t(t) * n + j]);
+      bad += std::fabs(c[size_t(i) * n + j] - want) > 1e-3 * (1 + std::fabs(want));
+    }
+  return bad;
+}
+
+template <typename Math>
+int emulated_tiles(const char* name) {
+  std::mt19937 gen(1);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  int bad = emulated_rung<fc::kMmaOnly, Math>(0, 0, 0, {}, {}) + emulated_rung<fc::kLdmatrix, Math>(0, 0, 0, {}, {}) +
+            emulated_rung<fc::kBarrier, Math>(0, 0, 0, {}, {});
+  for (const auto& [m, n, k] : {std::array<int, 3>{Math::BM + 44, Math::BN + 8, 96}, {40, 64, 160}}) {
+    std::vector<__half> a(size_t(m) * k), b(size_t(k) * n);
+    for (auto& v : a) v = __float2half(dist(gen));
+    for (auto& v : b) v = __float2half(dist(gen));
+    bad += emulated_rung<fc::kRing, Math>(m, n, k, a, b);
+  }
+  std::printf("%s: %d failures\n", name, bad);
+  return bad;
+}
+
+int main() {
+  using namespace fullconv::cuda;
+  const int bad = emulated_tiles<MmaMath<__half, true, 128, 64>>("128x64") +
+                  emulated_tiles<MmaMath<__half, true, 128, 128>>("128x128") +
+                  emulated_tiles<MmaMath<__half, true, 256, 128>>("256x128");
+  std::printf("mma_ladder (emulated): %d failures\n", bad);
+  return bad == 0 ? 0 : 1;
+}
+#else
+struct Gemm {
+  const char* name;
+  int m, n, k;
+};
+
+template <int R, typename Math>
+void run_rung(const char* tiles, const Gemm& g, const void* a, const void* b, int sms, double clock_ghz, int reps) {
+  constexpr int bytes = Math::kSmemBytes;
+  CHECK(allow_dynamic_smem(fc::ladder_kernel<R, Math>, bytes));
+  int per_sm = 0;
+  CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fc::ladder_kernel<R, Math>, fc::kGemmThreads, bytes));
+  dim3 grid;
+  fc::LadderArgs p{static_cast<const __half*>(a), static_cast<const __half*>(b), nullptr, nullptr, g.m, g.n, g.k};
+  if (R == fc::kRing) {
+    grid = dim3((g.m + Math::BM - 1) / Math::BM, (g.n + Math::BN - 1) / Math::BN);
+  } else {
+    grid = dim3(sms * (per_sm > 0 ? per_sm : 1) * 4);  // four full waves
+    p.k = 256 * Math::BK;
+  }
+  const size_t blocks = size_t(grid.x) * grid.y;
+  const size_t c_count = R == fc::kRing ? size_t(g.m) * g.n : blocks * fc::kGemmThreads;
+  CHECK(cudaMalloc(&p.c, c_count * sizeof(float)));
+  CHECK(cudaMalloc(&p.cycles, blocks * sizeof(long long)));
+  auto launch = [&] { FULLCONV_LAUNCH_SMEM(grid, fc::kGemmThreads, bytes, 0, fc::ladder_kernel<R, Math>)(p); };
+  launch();
+  CHECK(cudaGetLastError());
+  CHECK(cudaDeviceSynchronize());
+  const float ms = median_ms(launch, reps);
+  CHECK(cudaGetLastError());
+  std::vector<long long> cycles(blocks);
+  CHECK(cudaMemcpy(cycles.data(), p.cycles, blocks * sizeof(long long), cudaMemcpyDeviceToHost));
+  double mean_cycles = 0;
+  for (long long c : cycles) mean_cycles += double(c) / double(blocks);
+  const int chunks = p.k / Math::BK;
+  const double mmas_per_block = double(fc::kGemmThreads / 32) * Math::MI * Math::NJ * (Math::BK / 16) * chunks;
+  const double flop = 2.0 * Math::BM * Math::BN * double(p.k) * double(blocks);
+  const double per_clock = mmas_per_block / mean_cycles * per_sm;
+  const double from_time = mmas_per_block * double(blocks) / sms / (double(ms) * 1e-3 * clock_ghz * 1e9);
+  std::string check = "-";
+  if (R == fc::kRing) {
+    float* ref = nullptr;
+    CHECK(cudaMalloc(&ref, c_count * sizeof(float)));
+    fc::reference_gemm<<<dim3(g.m, (g.n + 127) / 128), 128>>>(p.a, p.b, ref, g.m, g.n, g.k);
+    CHECK(cudaGetLastError());
+    std::vector<float> got(c_count), want(c_count);
+    CHECK(cudaMemcpy(got.data(), p.c, c_count * sizeof(float), cudaMemcpyDeviceToHost));
+    CHECK(cudaMemcpy(want.data(), ref, c_count * sizeof(float), cudaMemcpyDeviceToHost));
+    CHECK(cudaFree(ref));
+    double worst = 0;
+    for (size_t i = 0; i < c_count; ++i) worst = std::max(worst, double(std::fabs(got[i] - want[i])));
+    check = worst <= 1e-2 ? "ok" : "FAILED";
+    char buf[64];
+    std::snprintf(buf, sizeof(buf), "%s (max err %.1e)", check.c_str(), worst);
+    check = buf;
+  }
+  std::printf("%-9s %-9s %-22s %9.4f %9.1f %11.1f %9.3f %9.3f %6d  %s\n", tiles, fc::kRungNames[R],
+              R == fc::kRing ? g.name : "(on chip)", ms, flop / (ms * 1e-3) / 1e12, mean_cycles / chunks, per_clock,
+              from_time, per_sm, check.c_str());
+  std::fflush(stdout);
+  CHECK(cudaFree(p.c));
+  CHECK(cudaFree(p.cycles));
+}
+
+template <typename Math>
+void run_tiles(const char* tiles, const std::vector<Gemm>& gemms, const std::vector<void*>& a,
+               const std::vector<void*>& b, int sms, double clock_ghz, int reps) {
+  run_rung<fc::kMmaOnly, Math>(tiles, gemms[0], a[0], b[0], sms, clock_ghz, reps);
+  run_rung<fc::kLdmatrix, Math>(tiles, gemms[0], a[0], b[0], sms, clock_ghz, reps);
+  run_rung<fc::kBarrier, Math>(tiles, gemms[0], a[0], b[0], sms, clock_ghz, reps);
+  for (size_t i = 0; i < gemms.size(); ++i) run_rung<fc::kRing, Math>(tiles, gemms[i], a[i], b[i], sms, clock_ghz, reps);
+}
+
+int main(int argc, char** argv) {
+  const bool quick = argc > 1 && std::string(argv[1]) == "--quick";
+  const int reps = quick ? 3 : 20;
+  int sms = 0, clock_khz = 0;
+  CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  CHECK(cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, 0));
+  cudaDeviceProp prop;
+  CHECK(cudaGetDeviceProperties(&prop, 0));
+  const double clock_ghz = clock_khz * 1e-6;
+  // the GEMM core (C1024 K1024 14^2, batch 64), ResNet-18 layer 3's (C256 K256 14^2, 3x3 taps as
+  // depth) and layer 1's (C64 K64, 58^2 full-conv outputs, batch 64) shapes as plain GEMMs
+  const std::vector<Gemm> gemms = quick ? std::vector<Gemm>{{"quick 512x256x256", 512, 256, 256}}
+                                        : std::vector<Gemm>{{"core 12544x1024x1024", 12544, 1024, 1024},
+                                                            {"l3 13456x256x2304", 13456, 256, 2304},
+                                                            {"l1 215296x64x576", 215296, 64, 576}};
+  std::mt19937 gen(0);
+  std::vector<void*> a, b;
+  for (const Gemm& g : gemms) {
+    a.push_back(random_half(size_t(g.m) * g.k, 1.0f, gen));
+    b.push_back(random_half(size_t(g.k) * g.n, 0.05f, gen));
+  }
+  std::printf("# mma ladder on %s (%d SMs, %.2f GHz max clock): float16, median of %d launches\n", prop.name, sms,
+              clock_ghz, reps);
+  std::printf("# mma/clk/SM: from the blocks' clock64 x resident blocks; 'at max clock': from the event time\n");
+  std::printf("%-9s %-9s %-22s %9s %9s %11s %9s %9s %6s  %s\n", "tiles", "rung", "problem", "ms", "TFLOP/s",
+              "cyc/chunk", "mma/clk", "at max", "blk/SM", "check");
+  using namespace fullconv::cuda;
+  run_tiles<MmaMath<__half, true, 128, 64>>("128x64", gemms, a, b, sms, clock_ghz, reps);
+  run_tiles<MmaMath<__half, true, 128, 128>>("128x128", gemms, a, b, sms, clock_ghz, reps);
+  run_tiles<MmaMath<__half, true, 256, 128>>("256x128", gemms, a, b, sms, clock_ghz, reps);
+  for (void* p : a) CHECK(cudaFree(p));
+  for (void* p : b) CHECK(cudaFree(p));
+  std::printf("mma_ladder: done\n");
+  return 0;
+}
+#endif

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Builds benchmarks/probe/mma_ladder (the float16 tiles' main loop rebuilt a part at a time on
+# a plain GEMM; see mma_ladder.cu) for this machine's GPU and runs it. Needs nvcc and a GPU, not
+# torch. Usage: bash benchmarks/probe/mma_ladder.sh [--quick] (from the repository root;
+# ARCH=sm_90a overrides the architecture, WORK a build directory).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+NVCC="$(command -v nvcc || echo "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc")"
+if [ -z "${ARCH:-}" ]; then
+  CC="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -n1 | tr -d ' .')"
+  ARCH="sm_${CC}"
+  [ "$CC" = "90" ] && ARCH="sm_90a"
+fi
+WORK="${WORK:-$(mktemp -d)}"
+t0=$SECONDS
+"$NVCC" -std=c++17 -O3 -lineinfo "-arch=$ARCH" --expt-relaxed-constexpr \
+  -D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__ -D__CUDA_NO_BFLOAT16_CONVERSIONS__ -I csrc \
+  benchmarks/probe/mma_ladder.cu -o "$WORK/mma_ladder"
+echo "mma_ladder: built for $ARCH in $((SECONDS - t0)) s"
+"$WORK/mma_ladder" "$@"
