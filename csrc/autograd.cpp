@@ -52,6 +52,9 @@ void save_conv_args(AutogradContext* ctx, const std::optional<at::Tensor>& bias,
   ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
 }
 
+// Whether t is a dual tensor of the (single) open forward-AD level.
+bool carries_tangent(const at::Tensor& t) { return t.defined() && t._fw_grad(/*level=*/0).defined(); }
+
 // grad_input, grad_weight, grad_bias of full_conv(input, weight, bias) for grad_output, those
 // of the tensor inputs 0, 1 (and 2, bias, when there is one) that need one; undefined otherwise.
 std::array<at::Tensor, 3> conv_gradients(AutogradContext* ctx, const at::Tensor& grad_output,
@@ -70,7 +73,15 @@ std::array<at::Tensor, 3> conv_gradients(AutogradContext* ctx, const at::Tensor&
     return backward_op.call(grad_output, input, weight, stride, dilation, groups, mask);
   };
   std::tuple<at::Tensor, at::Tensor, at::Tensor> out;
-  if (at::GradMode::is_enabled()) {
+  if (carries_tangent(grad_output) || carries_tangent(input) || carries_tangent(weight)) {
+    // a forward taken outside a dual level, its gradient inside one (forward-over-reverse):
+    // full_conv_backward's formula is reverse-mode only, so the backward runs through the
+    // Python Function with a jvp (fullconv/ops.py registers this operator at import)
+    const auto dual = c10::Dispatcher::singleton().findSchema({"fullconv::_full_conv_backward_dual", ""});
+    TORCH_CHECK(dual.has_value(), "fullconv: forward-mode AD through full_conv's backward needs the fullconv "
+                                  "Python package imported (it registers fullconv::_full_conv_backward_dual)");
+    out = dual->typed<BackwardSig>().call(grad_output, input, weight, stride, dilation, groups, mask);
+  } else if (at::GradMode::is_enabled()) {
     out = call();
   } else {
     at::AutoDispatchBelowADInplaceOrView below_autograd;

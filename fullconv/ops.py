@@ -565,6 +565,22 @@ class _FullConvBackwardFunction(torch.autograd.Function):
                      for o, l, m in zip(outs, like, mask))
 
 
+# The C++ autograd formulas (csrc/autograd.cpp) call full_conv_backward below forward-mode AD.
+# When their backward meets a tangent (the forward ran outside a dual level, its gradient is
+# taken inside one: a Hessian-vector product of a model built before the level opened) they
+# call this operator instead, which runs the backward through the Function above.
+torch.library.define(
+    "fullconv::_full_conv_backward_dual",
+    "(Tensor grad_output, Tensor input, Tensor weight, int[] stride, int[] dilation, int groups, "
+    "bool[3] output_mask) -> (Tensor, Tensor, Tensor)")
+
+
+@torch.library.impl("fullconv::_full_conv_backward_dual", "CompositeImplicitAutograd")
+def _full_conv_backward_dual(grad_output, input, weight, stride, dilation, groups, output_mask):
+    return _FullConvBackwardFunction.apply(grad_output, input, weight,
+                                           _Static(stride, dilation, groups, list(output_mask)))
+
+
 # --- functional API -------------------------------------------------------------------------
 
 def _is_proxy(*args) -> bool:

@@ -176,6 +176,40 @@ def test_forward_over_reverse_through_a_layer_without_tangents(autocast):
         torch.testing.assert_close(got.float(), ref.float(), **tol)
 
 
+@pytest.mark.parametrize("create_graph", [False, True])
+@pytest.mark.parametrize("fused", [False, True])
+def test_forward_over_reverse_when_forward_ran_before_the_dual_level(create_graph, fused):
+    """A model run outside the dual level, its gradient taken inside one with a dual
+    grad_output: the operators' C++ formulas then meet tangents in their backward, which must
+    carry them (as F.conv2d's does), not drop them."""
+    import torch.autograd.forward_ad as fwAD
+    torch.manual_seed(0)
+    opts = dict(dtype=torch.float64, requires_grad=True)
+    x, w, b = torch.randn(2, 2, 5, 5, **opts), torch.randn(3, 2, 3, 3, **opts), torch.randn(3, **opts)
+    r = torch.randn(2, 3, 3, 3, **opts)
+    if fused:
+        got_fn = lambda: fullconv.full_conv_residual(x, w, b, r, relu=True)  # noqa: E731
+        ref_fn = lambda: torch.relu(F.conv2d(x, w, b, padding=2) + F.pad(r, (2, 2, 2, 2)))  # noqa: E731
+        inputs = (x, w, b, r)
+    else:
+        got_fn = lambda: fullconv.full_conv2d(x, w, b)  # noqa: E731
+        ref_fn = lambda: F.conv2d(x, w, b, padding=2)  # noqa: E731
+        inputs = (x, w, b)
+    g = t = None
+    results = []
+    for fn in (got_fn, ref_fn):
+        y = fn()
+        if g is None:
+            g, t = torch.randn_like(y), torch.randn_like(y)
+        with fwAD.dual_level():
+            grads = torch.autograd.grad(y, inputs, fwAD.make_dual(g, t), create_graph=create_graph)
+            results.append([fwAD.unpack_dual(v) for v in grads])
+    for got, ref in zip(*results):
+        assert got.tangent is not None and ref.tangent is not None
+        torch.testing.assert_close(got.primal, ref.primal)
+        torch.testing.assert_close(got.tangent, ref.tangent)
+
+
 def test_forward_over_reverse_through_fused_epilogue():
     x = torch.randn(2, 2, 4, 4, dtype=torch.float64, requires_grad=True)
     w = torch.randn(2, 2, 3, 3, dtype=torch.float64, requires_grad=True)
