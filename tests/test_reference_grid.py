@@ -187,3 +187,33 @@ def test_register_tile_widths(cout, groups, dtype, isa, monkeypatch):
         xt = torch.randn(2, cout, 8, 6, dtype=torch.float64).contiguous(memory_format=layout).to(dtype)
         wt = (torch.randn(cin, cout // groups, 2, 3, dtype=torch.float64) / 8).to(dtype)
         check_against_reference(xt, wt, None, stride, 1, groups)
+
+
+WEIGHT_LAYOUTS = ["contiguous", "transposed", "sliced", "channels_last"]
+
+
+def make_weight(cout, cin_g, kernel, layout, dtype):
+    if layout == "transposed":  # (Cin', Cout) storage: output channels the closer dim
+        return torch.randn(cin_g, cout, *kernel, dtype=dtype).transpose(0, 1)
+    if layout == "sliced":  # taps and channels apart: every other tap of a wider kernel
+        return torch.randn(cout, cin_g, *kernel[:-1], 2 * kernel[-1], dtype=dtype)[..., ::2]
+    w = torch.randn(cout, cin_g, *kernel, dtype=dtype)
+    return w.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else w
+
+
+@pytest.mark.skipif(not BLOCKED, reason="the blocked kernels need AVX2 + FMA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("wlayout", WEIGHT_LAYOUTS)
+@pytest.mark.parametrize("cout,cin,groups,kernel", [(37, 40, 1, (3, 3)), (70, 9, 1, (2, 3)), (24, 1, 1, (3, 3)),
+                                                    (64, 16, 2, (1, 1)), (8, 72, 1, (5, 5))],
+                         ids=lambda v: str(v))
+def test_weight_layouts_through_the_blocked_packing(cout, cin, groups, kernel, wlayout, dtype, monkeypatch):
+    """The blocked forward packs the weight per call (output channels in runs of the tile's
+    block): through 8 x 8 register transposes where each output channel's (input channel, tap)
+    pairs form one run, through a buffer otherwise; whole and partial blocks of 8 output channels
+    and of 8 (input channel, tap) columns, every weight layout, against the reference."""
+    set_cpu_algorithm(monkeypatch, "blocked")
+    x = torch.randn(2, cin, 6, 5, dtype=dtype)
+    w = make_weight(cout, cin // groups, kernel, wlayout, dtype)
+    b = torch.randn(cout, dtype=dtype)
+    check_against_reference(x, w, b, (1, 1), (1, 1), groups)

@@ -9,6 +9,10 @@
 
 #include "../conv_shape.h"
 
+#if FULLCONV_BLOCKED_X86
+#include <immintrin.h>
+#endif
+
 namespace fullconv {
 namespace blocked {
 
@@ -124,6 +128,54 @@ void grad_weight(Isa isa, const Problem& p, const T* gy_blocked, const T* x_bloc
                                     block); });
 }
 
+namespace {
+// Whole 8 x 8 blocks of transpose_to_runs for float32; returns the rows done (a multiple of 8).
+__attribute__((target("avx2"))) int64_t transpose_blocks_avx2(const float* src, int64_t ld, int64_t rows,
+                                                              int64_t cols, const int64_t* dst_off, float* dst) {
+  int64_t b0 = 0;
+  for (; b0 + 8 <= rows; b0 += 8) {
+    int64_t j0 = 0;
+    for (; j0 + 8 <= cols; j0 += 8) {
+      __m256 r[8];
+      for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + (b0 + i) * ld + j0);
+      // t: rows 2i, 2i+1 interleaved per column pair; u_k: column k (low 128 bits) and k + 4
+      // (high) of four rows; then rows 0-3 and 4-7 side by side
+      const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+      const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+      const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+      const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+      const __m256 u[8] = {_mm256_shuffle_ps(t0, t2, 0x44), _mm256_shuffle_ps(t0, t2, 0xEE),
+                           _mm256_shuffle_ps(t1, t3, 0x44), _mm256_shuffle_ps(t1, t3, 0xEE),
+                           _mm256_shuffle_ps(t4, t6, 0x44), _mm256_shuffle_ps(t4, t6, 0xEE),
+                           _mm256_shuffle_ps(t5, t7, 0x44), _mm256_shuffle_ps(t5, t7, 0xEE)};
+      for (int k = 0; k < 4; ++k) {
+        _mm256_storeu_ps(dst + dst_off[j0 + k] + b0, _mm256_permute2f128_ps(u[k], u[k + 4], 0x20));
+        _mm256_storeu_ps(dst + dst_off[j0 + 4 + k] + b0, _mm256_permute2f128_ps(u[k], u[k + 4], 0x31));
+      }
+    }
+    for (; j0 < cols; ++j0)
+      for (int i = 0; i < 8; ++i) dst[dst_off[j0] + b0 + i] = src[(b0 + i) * ld + j0];
+  }
+  return b0;
+}
+
+template <typename T>
+int64_t transpose_blocks(const T*, int64_t, int64_t, int64_t, const int64_t*, T*) {
+  return 0;
+}
+template <>
+int64_t transpose_blocks<float>(const float* src, int64_t ld, int64_t rows, int64_t cols, const int64_t* dst_off,
+                                float* dst) {
+  return best_isa() == Isa::kNone ? 0 : transpose_blocks_avx2(src, ld, rows, cols, dst_off, dst);
+}
+}  // namespace
+
+template <typename T>
+void transpose_to_runs(const T* src, int64_t ld, int64_t rows, int64_t cols, const int64_t* dst_off, T* dst) {
+  for (int64_t b = transpose_blocks<T>(src, ld, rows, cols, dst_off, dst); b < rows; ++b)
+    for (int64_t j = 0; j < cols; ++j) dst[dst_off[j] + b] = src[b * ld + j];
+}
+
 #else  // not x86-64 with GCC/Clang: no blocked kernels; callers check available()
 
 Isa isa() { return Isa::kNone; }
@@ -146,8 +198,16 @@ void grad_weight(Isa, const Problem&, const T*, const T*, int64_t, int64_t, bool
   throw std::logic_error("blocked kernels are not built for this CPU");
 }
 
+template <typename T>
+void transpose_to_runs(const T* src, int64_t ld, int64_t rows, int64_t cols, const int64_t* dst_off, T* dst) {
+  for (int64_t b = 0; b < rows; ++b)
+    for (int64_t j = 0; j < cols; ++j) dst[dst_off[j] + b] = src[b * ld + j];
+}
+
 #endif
 
+template void transpose_to_runs<float>(const float*, int64_t, int64_t, int64_t, const int64_t*, float*);
+template void transpose_to_runs<double>(const double*, int64_t, int64_t, int64_t, const int64_t*, double*);
 template void forward<float>(Isa, const Problem&, const float*, const float*, const float*, bool, float*,
                              int64_t, int64_t, int64_t);
 template void forward<double>(Isa, const Problem&, const double*, const double*, const double*, bool,

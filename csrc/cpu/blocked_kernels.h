@@ -138,5 +138,13 @@ void grad_weight(Isa isa, const Problem& p, const T* gy_blocked, const T* x_bloc
                  int64_t n_end, bool accumulate, T* gw, const WeightStrides& ws, int64_t task_begin,
                  int64_t task_end, int64_t block);
 
+// dst[dst_off[j] + b] = src[b * ld + j] for b < rows, j < cols: the weight packer's transpose
+// (rows: output channels; columns: a run of (input channel, tap) pairs, each going to the run
+// of output channels at dst_off[j]). float32 on AVX2 through 8 x 8 register transposes (one
+// 8-lane store per column and 8 rows); otherwise, and for the rows and columns past the last
+// whole 8 x 8 block, element by element. Any CPU.
+template <typename T>
+void transpose_to_runs(const T* src, int64_t ld, int64_t rows, int64_t cols, const int64_t* dst_off, T* dst);
+
 }  // namespace blocked
 }  // namespace fullconv
