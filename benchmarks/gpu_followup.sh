@@ -43,7 +43,7 @@ step() {  # step NAME LIMIT COMMAND...  (output in $PREFIX-NAME.log)
   echo "   -> rc=$rc in $((SECONDS - t0)) s" | tee -a "$PREFIX-summary.log"
   tail -n 4 "$PREFIX-$name.log" | sed 's/^/   | /' | tee -a "$PREFIX-summary.log"
 }
-step ladder 90 env WORK="$(mktemp -d)" bash benchmarks/probe/mma_ladder.sh
+step ladder 150 env WORK="$(mktemp -d)" bash benchmarks/probe/mma_ladder.sh
 step probe 180 env WORK="$(mktemp -d)" bash benchmarks/probe/mainloop_probe.sh
 NCU="$(command -v ncu || echo "$CUDA_HOME/bin/ncu")"
 if [ -x "$NCU" ]; then

@@ -115,13 +115,15 @@ __global__ void __launch_bounds__(kGemmThreads, Math::kMinBlocks) ladder_kernel(
 #pragma unroll
       for (int i = 0; i < kAVecs; ++i) {
         const int r = (tid + kGemmThreads * i) / kARowVecs;
-        cp_async16(As + L::a_index(r, a_ch), a_src[i] != nullptr ? a_src[i] + c0 : p.a, a_src[i] != nullptr);
+        const bool valid = a_src[i] != nullptr && c0 + a_ch < p.k;  // (as the kernels: zeros past K)
+        cp_async16(As + L::a_index(r, a_ch), valid ? a_src[i] + c0 : p.a, valid);
       }
 #pragma unroll
       for (int i = 0; i < kBVecs; ++i) {
         const int k = (tid + kGemmThreads * i) / kBRowVecs;
-        cp_async16(Bs + L::b_index(k, b_col), col_ok ? b_src + int64_t(i) * (kGemmThreads / kBRowVecs) * p.n : p.b,
-                   col_ok);
+        const bool valid = col_ok && c0 + k < p.k;
+        cp_async16(Bs + L::b_index(k, b_col), valid ? b_src + int64_t(i) * (kGemmThreads / kBRowVecs) * p.n : p.b,
+                   valid);
       }
       b_src += int64_t(BK) * p.n;
       c0 += BK;
@@ -207,7 +209,10 @@ int main() {
   using namespace fullconv::cuda;
   const int bad = emulated_tiles<MmaMath<__half, true, 128, 64>>("128x64") +
                   emulated_tiles<MmaMath<__half, true, 128, 128>>("128x128") +
-                  emulated_tiles<MmaMath<__half, true, 256, 128>>("256x128");
+                  emulated_tiles<MmaMath<__half, true, 256, 128>>("256x128") +
+                  emulated_tiles<MmaMath<__half, true, 128, 128, 64, 3>>("128x128 k64 s3") +
+                  emulated_tiles<MmaMath<__half, true, 128, 64, 64, 4>>("128x64 k64 s4") +
+                  emulated_tiles<MmaMath<__half, true, 128, 128, 32, 6>>("128x128 k32 s6");
   std::printf("mma_ladder (emulated): %d failures\n", bad);
   return bad == 0 ? 0 : 1;
 }
@@ -267,7 +272,7 @@ void run_rung(const char* tiles, const Gemm& g, const void* a, const void* b, in
     std::snprintf(buf, sizeof(buf), "%s (max err %.1e)", check.c_str(), worst);
     check = buf;
   }
-  std::printf("%-9s %-9s %-22s %9.4f %9.1f %11.1f %9.3f %9.3f %6d  %s\n", tiles, fc::kRungNames[R],
+  std::printf("%-15s %-9s %-22s %9.4f %9.1f %11.1f %9.3f %9.3f %6d  %s\n", tiles, fc::kRungNames[R],
               R == fc::kRing ? g.name : "(on chip)", ms, flop / (ms * 1e-3) / 1e12, mean_cycles / chunks, per_clock,
               from_time, per_sm, check.c_str());
   std::fflush(stdout);
@@ -282,6 +287,15 @@ void run_tiles(const char* tiles, const std::vector<Gemm>& gemms, const std::vec
   run_rung<fc::kLdmatrix, Math>(tiles, gemms[0], a[0], b[0], sms, clock_ghz, reps);
   run_rung<fc::kBarrier, Math>(tiles, gemms[0], a[0], b[0], sms, clock_ghz, reps);
   for (size_t i = 0; i < gemms.size(); ++i) run_rung<fc::kRing, Math>(tiles, gemms[i], a[i], b[i], sms, clock_ghz, reps);
+}
+
+// the barrier and ring rungs only, on the first two GEMMs
+template <typename Math>
+void run_variant(const char* tiles, const std::vector<Gemm>& gemms, const std::vector<void*>& a,
+                 const std::vector<void*>& b, int sms, double clock_ghz, int reps) {
+  run_rung<fc::kBarrier, Math>(tiles, gemms[0], a[0], b[0], sms, clock_ghz, reps);
+  for (size_t i = 0; i < gemms.size() && i < 2; ++i)
+    run_rung<fc::kRing, Math>(tiles, gemms[i], a[i], b[i], sms, clock_ghz, reps);
 }
 
 int main(int argc, char** argv) {
@@ -308,12 +322,21 @@ int main(int argc, char** argv) {
   std::printf("# mma ladder on %s (%d SMs, %.2f GHz max clock): float16, median of %d launches\n", prop.name, sms,
               clock_ghz, reps);
   std::printf("# mma/clk/SM: from the blocks' clock64 x resident blocks; 'at max clock': from the event time\n");
-  std::printf("%-9s %-9s %-22s %9s %9s %11s %9s %9s %6s  %s\n", "tiles", "rung", "problem", "ms", "TFLOP/s",
+  std::printf("%-15s %-9s %-22s %9s %9s %11s %9s %9s %6s  %s\n", "tiles", "rung", "problem", "ms", "TFLOP/s",
               "cyc/chunk", "mma/clk", "at max", "blk/SM", "check");
   using namespace fullconv::cuda;
   run_tiles<MmaMath<__half, true, 128, 64>>("128x64", gemms, a, b, sms, clock_ghz, reps);
   run_tiles<MmaMath<__half, true, 128, 128>>("128x128", gemms, a, b, sms, clock_ghz, reps);
   run_tiles<MmaMath<__half, true, 256, 128>>("256x128", gemms, a, b, sms, clock_ghz, reps);
+  // the ring's depth per chunk (BK) and stages, against the kernels' 32 and 4: if the
+  // per-chunk barrier and wait bind, 64-deep chunks (half the barriers per product; whole
+  // 128-byte rows of A per copy) run faster; if the copies' latency does, more stages
+  std::printf("# ring variants (k: chunk depth, s: stages; the kernels use k32 s4)\n");
+  run_variant<MmaMath<__half, true, 128, 128, 64, 3>>("128x128 k64 s3", gemms, a, b, sms, clock_ghz, reps);
+  run_variant<MmaMath<__half, true, 128, 128, 64, 4>>("128x128 k64 s4", gemms, a, b, sms, clock_ghz, reps);
+  run_variant<MmaMath<__half, true, 128, 128, 32, 6>>("128x128 k32 s6", gemms, a, b, sms, clock_ghz, reps);
+  run_variant<MmaMath<__half, true, 128, 64, 64, 4>>("128x64 k64 s4", gemms, a, b, sms, clock_ghz, reps);
+  run_variant<MmaMath<__half, true, 128, 64, 32, 6>>("128x64 k32 s6", gemms, a, b, sms, clock_ghz, reps);
   for (void* p : a) CHECK(cudaFree(p));
   for (void* p : b) CHECK(cudaFree(p));
   std::printf("mma_ladder: done\n");

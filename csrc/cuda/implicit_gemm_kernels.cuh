@@ -358,11 +358,14 @@ struct SwizzledLayout {
 // ring of kStages = 4 stages (dynamic shared memory). Used by the channels-last kernels only
 // (their cp.async copies fill the stages). Per 16-deep step a warp issues MI + NJ / 2 ldmatrix
 // for MI * NJ products: 4 for 8 on 32 x 32, 6 for 16 on 64 x 32, 8 for 32 on 64 x 64.
-template <typename T, bool AKContig, int BMt, int BNt>
+// (BKt and StagesT: the depth of a chunk and the ring's stages; the kernels use 32 and 4,
+// benchmarks/probe/mma_ladder.cu times others.)
+template <typename T, bool AKContig, int BMt, int BNt, int BKt = 32, int StagesT = 4>
 struct MmaMath {
   using Elem = T;
   using AccT = float;
-  static constexpr int BM = BMt, BN = BNt, BK = 32, kStages = 4;
+  static constexpr int BM = BMt, BN = BNt, BK = BKt, kStages = StagesT;
+  static_assert(BK % 16 == 0 && kStages >= 2, "whole 16-deep steps, a ring");
   // resident blocks per SM the registers are budgeted for (__launch_bounds__): the 128 x 128
   // tiles' 64 accumulators per thread leave too few of 128 registers for the copy cursor
   // (spills), so they take one block of 8 warps and up to 255 registers; the 64 x 64 tiles
@@ -1302,7 +1305,7 @@ template <typename Tag, bool A, bool B, int R> struct IsWmma<WmmaMath<Tag, A, B,
 // 128 where a pass has more than 64 columns, else 64.
 template <typename M> struct MmaElem { static constexpr bool value = false; };
 template <typename M> struct IsMma : std::false_type {};
-template <typename E, bool A, int R, int C> struct IsMma<MmaMath<E, A, R, C>> : std::true_type {};
+template <typename E, bool A, int R, int C, int K, int S> struct IsMma<MmaMath<E, A, R, C, K, S>> : std::true_type {};
 template <bool A, bool B, int R> struct MmaElem<WmmaMath<__half, A, B, R>> {
   static constexpr bool value = true;
   using type = __half;
