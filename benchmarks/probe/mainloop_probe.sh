@@ -5,13 +5,7 @@
 # (from the repository root; ARCH=sm_90a overrides the architecture, WORK a build directory).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-NVCC="$(command -v nvcc || echo "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc")"
-if [ -z "${ARCH:-}" ]; then
-  CC="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -n1 | tr -d ' .')"
-  ARCH="sm_${CC}"
-  [ "$CC" = "90" ] && ARCH="sm_90a"
-fi
-WORK="${WORK:-$(mktemp -d)}"
+. benchmarks/probe/nvcc_env.sh
 FLAGS=(-std=c++17 -O3 -lineinfo "-arch=$ARCH" --expt-relaxed-constexpr -D__CUDA_NO_HALF_OPERATORS__
        -D__CUDA_NO_HALF_CONVERSIONS__ -D__CUDA_NO_BFLOAT16_CONVERSIONS__ -I csrc)
 t0=$SECONDS

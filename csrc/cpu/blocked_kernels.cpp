@@ -9,9 +9,7 @@
 
 #include "../conv_shape.h"
 
-#if FULLCONV_BLOCKED_X86
-#include <immintrin.h>
-#endif
+#include "transpose8.h"
 
 namespace fullconv {
 namespace blocked {
@@ -136,22 +134,10 @@ __attribute__((target("avx2"))) int64_t transpose_blocks_avx2(const float* src, 
   for (; b0 + 8 <= rows; b0 += 8) {
     int64_t j0 = 0;
     for (; j0 + 8 <= cols; j0 += 8) {
-      __m256 r[8];
+      __m256 r[8], col[8];
       for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + (b0 + i) * ld + j0);
-      // t: rows 2i, 2i+1 interleaved per column pair; u_k: column k (low 128 bits) and k + 4
-      // (high) of four rows; then rows 0-3 and 4-7 side by side
-      const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-      const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-      const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-      const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-      const __m256 u[8] = {_mm256_shuffle_ps(t0, t2, 0x44), _mm256_shuffle_ps(t0, t2, 0xEE),
-                           _mm256_shuffle_ps(t1, t3, 0x44), _mm256_shuffle_ps(t1, t3, 0xEE),
-                           _mm256_shuffle_ps(t4, t6, 0x44), _mm256_shuffle_ps(t4, t6, 0xEE),
-                           _mm256_shuffle_ps(t5, t7, 0x44), _mm256_shuffle_ps(t5, t7, 0xEE)};
-      for (int k = 0; k < 4; ++k) {
-        _mm256_storeu_ps(dst + dst_off[j0 + k] + b0, _mm256_permute2f128_ps(u[k], u[k + 4], 0x20));
-        _mm256_storeu_ps(dst + dst_off[j0 + 4 + k] + b0, _mm256_permute2f128_ps(u[k], u[k + 4], 0x31));
-      }
+      transpose8x8(r, col);
+      for (int k = 0; k < 8; ++k) _mm256_storeu_ps(dst + dst_off[j0 + k] + b0, col[k]);
     }
     for (; j0 < cols; ++j0)
       for (int i = 0; i < 8; ++i) dst[dst_off[j0] + b0 + i] = src[(b0 + i) * ld + j0];

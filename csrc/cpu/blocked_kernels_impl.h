@@ -18,6 +18,7 @@
 
 #include "../conv_shape.h"
 #include "blocked_kernels.h"
+#include "transpose8.h"
 
 #if FULLCONV_BLOCKED_X86
 #include <immintrin.h>
@@ -265,20 +266,11 @@ FULLCONV_TARGET_INLINE void store_positions(const typename Simd<float>::V (&a)[N
       put_positions(out, c0 + 12 + k, oc_step, valid, accumulate, pm, upper_half(w23));
     }
 #else
-    const V t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-    const V t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-    const V t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-    const V t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-    const V u[8] = {_mm256_shuffle_ps(t0, t2, 0x44), _mm256_shuffle_ps(t0, t2, 0xEE),
-                    _mm256_shuffle_ps(t1, t3, 0x44), _mm256_shuffle_ps(t1, t3, 0xEE),
-                    _mm256_shuffle_ps(t4, t6, 0x44), _mm256_shuffle_ps(t4, t6, 0xEE),
-                    _mm256_shuffle_ps(t5, t7, 0x44), _mm256_shuffle_ps(t5, t7, 0xEE)};
+    V col[8];  // channel c0 + k at positions 0-7
+    transpose8x8(r, col);
     const int64_t c0 = int64_t(v) * L;
-#pragma GCC unroll 4
-    for (int k = 0; k < 4; ++k) {
-      put_positions(out, c0 + k, oc_step, valid, accumulate, pm, _mm256_permute2f128_ps(u[k], u[k + 4], 0x20));
-      put_positions(out, c0 + 4 + k, oc_step, valid, accumulate, pm, _mm256_permute2f128_ps(u[k], u[k + 4], 0x31));
-    }
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; ++k) put_positions(out, c0 + k, oc_step, valid, accumulate, pm, col[k]);
 #endif
   }
 }

@@ -689,10 +689,7 @@ at::Tensor weight_6d(const ConvShape& s, const at::Tensor& w) {
 // reverse) packed for the blocked kernels as [G, OCB, K0, K1, K2, Cin', B], zero past Cout'.
 // Read in place through its strides, in the order its layout favours (a contiguous() copy of
 // grad_input's transposed view first cost 74 -> 58 us on a 1x64x8x8 grad_input, and a
-// weight-sized temporary):
-//  - Cin' the closer dim (a weight as it is, forward): through a per-task buffer, below;
-//  - Cout' the closer dim (the transposed view of grad_input): tasks of 16 input channels over
-//    all taps, each (input channel, output channel) reading its taps as one run.
+// weight-sized temporary; see below).
 template <typename scalar_t>
 at::Tensor pack_blocked(int64_t B, const at::Tensor& w, bool flip) {
   const int64_t G = w.size(0), cout = w.size(1), cin = w.size(2);
@@ -709,39 +706,50 @@ at::Tensor pack_blocked(int64_t B, const at::Tensor& w, bool flip) {
     const int64_t k2 = t % w.size(5), k1 = (t / w.size(5)) % w.size(4), k0 = t / (w.size(5) * w.size(4));
     tap_off[tap] = k0 * w.stride(3) + k1 * w.stride(4) + k2 * w.stride(5);
   }
+  // Tasks of (group, block, kChunk input channels) over all taps.
+  //  - Cout' the closer dim (the transposed view of grad_input): each (input channel, output
+  //    channel) reads its taps as one run and writes them Cin'*B apart;
+  //  - Cin' the closer dim (a weight as it is, forward): the block's B x kChunk x ktot weights
+  //    are read output channel by output channel. With taps in order and input channels ktot
+  //    apart (a contiguous weight) that is one run of kChunk * ktot elements each, which
+  //    blocked::transpose_to_runs turns into the runs of B at each (tap, input channel);
+  //    otherwise they go through a buffer that stays in L1 (about 16 KiB of float32), written
+  //    tap by tap. Reading tap by tap instead fetched each source line once per tap from beyond
+  //    the caches (~1 ns per element: 45 % of a 1x512x7x7 forward, 3x3, on one thread).
   const bool cout_fast = cout > 1 && cin > 1 && so < si;
-  if (!cout_fast) {
-    // Tasks of (group, block, kChunk input channels) over all taps. The block's B x kChunk x
-    // ktot weights are read output channel by output channel: with taps in order and input
-    // channels ktot apart (a contiguous weight) one run of kChunk * ktot elements each, which
-    // blocked::transpose_to_runs turns into the runs of B at each (tap, input channel);
-    // otherwise through a buffer that stays in L1 (about 16 KiB of float32), written tap by
-    // tap. Reading tap by tap instead fetched each source line once per tap from beyond the
-    // caches (~1 ns per element: 45 % of a 1x512x7x7 forward, 3x3, on one thread).
-    const int64_t kChunk = std::max<int64_t>(1, std::min<int64_t>(cin, 4096 / (B * ktot)));
-    const int64_t chunks = ceil_div(cin, kChunk);
-    bool taps_in_order = true;  // taps read as one run per (output, input) channel
-    for (int64_t tap = 0; tap < ktot; ++tap) taps_in_order = taps_in_order && tap_off[tap] == tap;
-    const bool runs = taps_in_order && (si == ktot || cin == 1);
-    at::parallel_for(0, G * ocb * chunks, 1, [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> tile(runs ? 0 : B * kChunk * ktot);
-      std::vector<int64_t> dst_off(runs ? kChunk * ktot : 0);
-      for (int64_t t = begin; t < end; ++t) {
-        const int64_t chunk = t % chunks, gb = t / chunks;
-        const int64_t blk = gb % ocb, g = gb / ocb;
-        const int64_t ci0 = chunk * kChunk, n = std::min(cin, ci0 + kChunk) - ci0;
-        const int64_t valid = std::min(B, cout - blk * B);
-        const scalar_t* base = src + g * sg + (blk * B) * so + ci0 * si;
-        for (int64_t tap = 0; tap < ktot; ++tap)
-          for (int64_t ci = 0; ci < n; ++ci) {
-            scalar_t* to = dst + ((gb * ktot + tap) * cin + ci0 + ci) * B;
-            std::fill(to + valid, to + B, scalar_t(0));
-            if (runs) dst_off[ci * ktot + tap] = to - dst;
-          }
-        if (runs) {
-          blocked::transpose_to_runs<scalar_t>(base, so, valid, n * ktot, dst_off.data(), dst);
-          continue;
+  const int64_t kChunk = cout_fast ? 16 : std::max<int64_t>(1, std::min<int64_t>(cin, 4096 / (B * ktot)));
+  const int64_t chunks = ceil_div(cin, kChunk);
+  bool taps_in_order = true;  // taps read as one run per (output, input) channel
+  for (int64_t tap = 0; tap < ktot; ++tap) taps_in_order = taps_in_order && tap_off[tap] == tap;
+  const bool runs = !cout_fast && taps_in_order && (si == ktot || cin == 1);
+  const bool buffered = !cout_fast && !runs;
+  at::parallel_for(0, G * ocb * chunks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<scalar_t> tile(buffered ? B * kChunk * ktot : 0);
+    std::vector<int64_t> dst_off(runs ? kChunk * ktot : 0);
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t chunk = t % chunks, gb = t / chunks;
+      const int64_t blk = gb % ocb, g = gb / ocb;
+      const int64_t ci0 = chunk * kChunk, n = std::min(cin, ci0 + kChunk) - ci0;
+      const int64_t valid = std::min(B, cout - blk * B);
+      const scalar_t* base = src + g * sg + (blk * B) * so + ci0 * si;
+      // the run of B at (tap, ci0 + ci): zero past the valid output channels
+      auto run = [&](int64_t tap, int64_t ci) { return dst + ((gb * ktot + tap) * cin + ci0 + ci) * B; };
+      for (int64_t tap = 0; tap < ktot; ++tap)
+        for (int64_t ci = 0; ci < n; ++ci) {
+          scalar_t* to = run(tap, ci);
+          std::fill(to + valid, to + B, scalar_t(0));
+          if (runs) dst_off[ci * ktot + tap] = to - dst;
         }
+      if (runs) {
+        blocked::transpose_to_runs<scalar_t>(base, so, valid, n * ktot, dst_off.data(), dst);
+      } else if (cout_fast) {
+        for (int64_t ci = 0; ci < n; ++ci)
+          for (int64_t b = 0; b < valid; ++b) {
+            const scalar_t* from = base + ci * si + b * so;
+            scalar_t* to = run(0, ci) + b;
+            for (int64_t tap = 0; tap < ktot; ++tap) to[tap * cin * B] = from[tap_off[tap]];
+          }
+      } else {
         for (int64_t b = 0; b < valid; ++b)
           for (int64_t ci = 0; ci < n; ++ci) {
             const scalar_t* from = base + b * so + ci * si;
@@ -750,35 +758,11 @@ at::Tensor pack_blocked(int64_t B, const at::Tensor& w, bool flip) {
           }
         for (int64_t tap = 0; tap < ktot; ++tap)
           for (int64_t ci = 0; ci < n; ++ci) {
-            scalar_t* to = dst + ((gb * ktot + tap) * cin + ci0 + ci) * B;
+            scalar_t* to = run(tap, ci);
             const scalar_t* col = tile.data() + ci * ktot + tap;
             for (int64_t b = 0; b < valid; ++b) to[b] = col[b * n * ktot];
           }
       }
-    });
-    return packed;
-  }
-  // Cout' the closer dim: tasks of (group, block, kChunk input channels, all taps)
-  constexpr int64_t kChunk = 16;
-  const int64_t chunks = ceil_div(cin, kChunk);
-  at::parallel_for(0, G * ocb * chunks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t chunk = t % chunks, gb = t / chunks;
-      const int64_t blk = gb % ocb, g = gb / ocb;
-      const int64_t ci0 = chunk * kChunk, n = std::min(cin, ci0 + kChunk) - ci0;
-      const int64_t valid = std::min(B, cout - blk * B);
-      const scalar_t* base = src + g * sg + (blk * B) * so + ci0 * si;
-      for (int64_t tap = 0; tap < ktot; ++tap) {
-        scalar_t* to = dst + ((gb * ktot + tap) * cin + ci0) * B;
-        for (int64_t ci = 0; ci < n; ++ci)
-          for (int64_t b = valid; b < B; ++b) to[ci * B + b] = scalar_t(0);
-      }
-      for (int64_t ci = 0; ci < n; ++ci)
-        for (int64_t b = 0; b < valid; ++b) {
-          const scalar_t* from = base + ci * si + b * so;
-          scalar_t* to = dst + ((gb * ktot) * cin + ci0 + ci) * B + b;
-          for (int64_t tap = 0; tap < ktot; ++tap) to[tap * cin * B] = from[tap_off[tap]];
-        }
     }
   });
   return packed;
