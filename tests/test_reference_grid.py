@@ -204,16 +204,20 @@ def make_weight(cout, cin_g, kernel, layout, dtype):
 @pytest.mark.skipif(not BLOCKED, reason="the blocked kernels need AVX2 + FMA")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("wlayout", WEIGHT_LAYOUTS)
+@pytest.mark.parametrize("stride", [(1, 1), (2, 1)], ids=lambda v: f"s{v[0]}")
 @pytest.mark.parametrize("cout,cin,groups,kernel", [(37, 40, 1, (3, 3)), (70, 9, 1, (2, 3)), (24, 1, 1, (3, 3)),
-                                                    (64, 16, 2, (1, 1)), (8, 72, 1, (5, 5))],
+                                                    (1, 37, 1, (3, 3)), (64, 16, 2, (1, 1)), (8, 72, 1, (5, 5))],
                          ids=lambda v: str(v))
-def test_weight_layouts_through_the_blocked_packing(cout, cin, groups, kernel, wlayout, dtype, monkeypatch):
-    """The blocked forward packs the weight per call (output channels in runs of the tile's
-    block): through 8 x 8 register transposes where each output channel's (input channel, tap)
-    pairs form one run, through a buffer otherwise; whole and partial blocks of 8 output channels
-    and of 8 (input channel, tap) columns, every weight layout, against the reference."""
+def test_weight_layouts_through_the_blocked_packing(cout, cin, groups, kernel, stride, wlayout, dtype, monkeypatch):
+    """The blocked kernels pack a weight per call, in runs of the tile's block of output
+    channels: the forward's (a contiguous copy of the weight) through 8 x 8 register transposes
+    of each output channel's run of (input channel, tap) pairs; grad_input's, the transposed
+    view, flipped at stride 1, through a run of taps per channel pair, through a buffer where one
+    of the group's channel counts is 1 (stride 1), or through the transposes (stride 2, one
+    output channel). Whole and partial blocks of 8 rows and columns, every weight layout the
+    caller may pass, forward and all gradients against the reference."""
     set_cpu_algorithm(monkeypatch, "blocked")
     x = torch.randn(2, cin, 6, 5, dtype=dtype)
     w = make_weight(cout, cin // groups, kernel, wlayout, dtype)
     b = torch.randn(cout, dtype=dtype)
-    check_against_reference(x, w, b, (1, 1), (1, 1), groups)
+    check_against_reference(x, w, b, stride, (1, 1), groups)

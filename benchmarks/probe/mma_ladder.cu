@@ -11,9 +11,12 @@
 //             k-contiguous, like a channels-last input) and B (K x N, like the packed weight)
 //             into a ring of four stages, then the tile's results written out (checked against
 //             a plain kernel: the rung reports FAILED if any result is off).
-// Per rung and tile: the median time of a launch (CUDA events), TFLOP/s, and from clock64 inside
-// the blocks the cycles a block spends per 32-deep chunk and the mma.sync per clock per SM that
-// gives at the occupancy the driver reports. A large step between two rungs names the part that
+// Per rung and tile: the median time of a launch (CUDA events), TFLOP/s (the ring rung: the
+// GEMM's useful products, not its padded tiles'), and from clock64 inside the blocks the cycles
+// a block spends per chunk and the mma.sync per clock per SM that gives at the occupancy the
+// driver reports (a per-block rate times the resident blocks: for a ring grid of fewer blocks
+// than the SMs hold, e.g. layer 3's GEMM on 256 x 128 tiles, that is what a full SM would do).
+// The ring's copies are 16-byte vectors: K and N multiples of 8. A large step between two rungs names the part that
 // costs; if the "mma" rung itself is near 0.1 per clock, the instruction is the limit on this card.
 // Torch-free. Build and run with benchmarks/probe/mma_ladder.sh on a GPU (sm_80 or newer).
 #define FULLCONV_IGEMM_DTYPE DType::kFloat16
@@ -184,7 +187,7 @@ int emulated_rung(int m, int n, int k, const std::vector<__half>& a, const std::
     for (int j = 0; j < n; ++j) {
       double want = 0;
       for (int t = 0; t < k; ++t) want += double(__half2float(a[size_t(i) * k + t])) * __half2float(b[size_t(t) * n + j]);
-      bad += std::fabs(c[size_t(i) * n + j] - want) > 1e-3 * (1 + std::fabs(want));
+      bad += !(std::fabs(c[size_t(i) * n + j] - want) <= 1e-3 * (1 + std::fabs(want)));  // NaN counts
     }
   return bad;
 }
@@ -239,6 +242,7 @@ void run_rung(const char* tiles, const Gemm& g, const void* a, const void* b, in
   const size_t blocks = size_t(grid.x) * grid.y;
   const size_t c_count = R == fc::kRing ? size_t(g.m) * g.n : blocks * fc::kGemmThreads;
   CHECK(cudaMalloc(&p.c, c_count * sizeof(float)));
+  CHECK(cudaMemset(p.c, 0xFF, c_count * sizeof(float)));  // NaN: a result never written fails the check
   CHECK(cudaMalloc(&p.cycles, blocks * sizeof(long long)));
   auto launch = [&] { FULLCONV_LAUNCH_SMEM(grid, fc::kGemmThreads, bytes, 0, fc::ladder_kernel<R, Math>)(p); };
   launch();
@@ -252,7 +256,9 @@ void run_rung(const char* tiles, const Gemm& g, const void* a, const void* b, in
   for (long long c : cycles) mean_cycles += double(c) / double(blocks);
   const int chunks = p.k / Math::BK;
   const double mmas_per_block = double(fc::kGemmThreads / 32) * Math::MI * Math::NJ * (Math::BK / 16) * chunks;
-  const double flop = 2.0 * Math::BM * Math::BN * double(p.k) * double(blocks);
+  // useful products: the GEMM's own for the ring rung (not the padded tiles'), the tiles'
+  // otherwise (every product of the other rungs is issued)
+  const double flop = R == fc::kRing ? 2.0 * double(g.m) * g.n * g.k : 2.0 * Math::BM * Math::BN * double(p.k) * double(blocks);
   const double per_clock = mmas_per_block / mean_cycles * per_sm;
   const double from_time = mmas_per_block * double(blocks) / sms / (double(ms) * 1e-3 * clock_ghz * 1e9);
   std::string check = "-";
@@ -266,10 +272,15 @@ void run_rung(const char* tiles, const Gemm& g, const void* a, const void* b, in
     CHECK(cudaMemcpy(want.data(), ref, c_count * sizeof(float), cudaMemcpyDeviceToHost));
     CHECK(cudaFree(ref));
     double worst = 0;
-    for (size_t i = 0; i < c_count; ++i) worst = std::max(worst, double(std::fabs(got[i] - want[i])));
-    check = worst <= 1e-2 ? "ok" : "FAILED";
+    size_t bad = 0;
+    for (size_t i = 0; i < c_count; ++i) {
+      const double err = std::fabs(double(got[i]) - double(want[i]));
+      bad += !(err <= 1e-2);  // NaN counts
+      if (err > worst) worst = err;
+    }
+    check = bad == 0 ? "ok" : "FAILED";
     char buf[64];
-    std::snprintf(buf, sizeof(buf), "%s (max err %.1e)", check.c_str(), worst);
+    std::snprintf(buf, sizeof(buf), "%s (%zu off, max err %.1e)", check.c_str(), bad, worst);
     check = buf;
   }
   std::printf("%-15s %-9s %-22s %9.4f %9.1f %11.1f %9.3f %9.3f %6d  %s\n", tiles, fc::kRungNames[R],

@@ -709,13 +709,16 @@ at::Tensor pack_blocked(int64_t B, const at::Tensor& w, bool flip) {
   // Tasks of (group, block, kChunk input channels) over all taps.
   //  - Cout' the closer dim (the transposed view of grad_input): each (input channel, output
   //    channel) reads its taps as one run and writes them Cin'*B apart;
-  //  - Cin' the closer dim (a weight as it is, forward): the block's B x kChunk x ktot weights
-  //    are read output channel by output channel. With taps in order and input channels ktot
-  //    apart (a contiguous weight) that is one run of kChunk * ktot elements each, which
-  //    blocked::transpose_to_runs turns into the runs of B at each (tap, input channel);
-  //    otherwise they go through a buffer that stays in L1 (about 16 KiB of float32), written
-  //    tap by tap. Reading tap by tap instead fetched each source line once per tap from beyond
-  //    the caches (~1 ns per element: 45 % of a 1x512x7x7 forward, 3x3, on one thread).
+  //  - otherwise the block's B x kChunk x ktot weights are read output channel by output
+  //    channel. With taps in order and input channels ktot apart (the forward's contiguous
+  //    weight; strided grad_input's taps of one output channel) that is one run of
+  //    kChunk * ktot elements each, which blocked::transpose_to_runs turns into the runs of B
+  //    at each (tap, input channel); otherwise (stride-1 grad_input's flipped taps where a
+  //    group has one input or output channel) they go through a buffer of B * kChunk * ktot
+  //    elements (16 KiB of float32 while B * ktot <= 4096, more for larger 3-D kernels, where
+  //    kChunk is 1), written tap by tap. Reading tap by tap instead fetched each source line
+  //    once per tap from beyond the caches (~1 ns per element: 45 % of a 1x512x7x7 forward,
+  //    3x3, on one thread).
   const bool cout_fast = cout > 1 && cin > 1 && so < si;
   const int64_t kChunk = cout_fast ? 16 : std::max<int64_t>(1, std::min<int64_t>(cin, 4096 / (B * ktot)));
   const int64_t chunks = ceil_div(cin, kChunk);
