@@ -41,7 +41,7 @@ STEPS="build env probe tests memcheck racecheck gemmcore bench"
 # The summary JSON, rewritten after every step (a check cut short still leaves one).
 write_summary() {
   local steps="" k rc secs
-  for k in $STEPS diag_system_compiler diag_profile diag_source; do
+  for k in $STEPS diag_ladder diag_system_compiler diag_profile diag_source; do
     read -r rc secs <<<"${STATUS[$k]:-"-1 0"}"
     steps="$steps\"$k\": {\"rc\": $rc, \"seconds\": $secs},"
   done
@@ -97,7 +97,16 @@ nvidia-smi | tee -a "$PREFIX-summary.log"
 # Built in place (setup.py build_ext) and imported from the checkout: recent setuptools turn an
 # editable pip install into a second, isolated pip run that needs the network.
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# The float16 main loop rebuilt a part at a time on plain GEMMs (benchmarks/probe/mma_ladder.sh,
+# NOTES 35: mma.sync alone, + ldmatrix, + a barrier per chunk, + the cp.async ring): compiled
+# beside the extension (nvcc alone, no torch), run right after the build, before anything that
+# can run out of time. Evidence only.
+LADDER_WORK="$(mktemp -d)"
+WORK="$LADDER_WORK" bash benchmarks/probe/mma_ladder.sh --build-only >"$PREFIX-ladder-build.log" 2>&1 &
+LADDER_BUILD=$!
 step build 200 "$PREFIX-build.log" env MAX_JOBS="$(nproc)" $PY setup.py build_ext --inplace
+wait "$LADDER_BUILD"
+diag_step diag_ladder 90 "$PREFIX-ladder.log" env WORK="$LADDER_WORK" bash benchmarks/probe/mma_ladder.sh
 # The machine's toolchain as the build saw it: compilers, the libraries the extension loads,
 # CPU features (the evidence a crash on this image needs, gathered before anything can crash).
 step env 30 "$PREFIX-env.log" env PYTHON="$PY" bash benchmarks/machine_facts.sh

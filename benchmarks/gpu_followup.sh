@@ -4,7 +4,8 @@
 # tree it stops). The evidence the tiles' next change needs, in the order of its value:
 #   0. ladder:   the float16 main loop rebuilt a part at a time on plain GEMMs (mma.sync alone,
 #                + ldmatrix, + a barrier per chunk, + the cp.async ring), with MmaMath and
-#                multiply_ring as the extension has them (benchmarks/probe/mma_ladder.sh; no torch);
+#                multiply_ring as the extension has them (benchmarks/probe/mma_ladder.sh; no
+#                torch), unless gpu-check ran it on this machine today;
 #      probe:    the float16 tiles' main loop timed whole, without its copies, without its math
 #                and without its main loop (setup and epilogue alone; benchmarks/probe/
 #                mainloop_probe.sh: its own nvcc build, no torch);
@@ -43,7 +44,13 @@ step() {  # step NAME LIMIT COMMAND...  (output in $PREFIX-NAME.log)
   echo "   -> rc=$rc in $((SECONDS - t0)) s" | tee -a "$PREFIX-summary.log"
   tail -n 4 "$PREFIX-$name.log" | sed 's/^/   | /' | tee -a "$PREFIX-summary.log"
 }
-step ladder 150 env WORK="$(mktemp -d)" bash benchmarks/probe/mma_ladder.sh
+# (the ladder: already run by gpu-check on this machine today, unless that step failed or was skipped)
+if $PY -c "import json, sys; s = json.load(open(sys.argv[1]))['steps']
+sys.exit(0 if s.get('diag_ladder', {}).get('rc') == 0 else 1)" "$OUT/gpu-$CARD-$(date -u +%Y-%m-%d)-check.json" 2>/dev/null; then
+  echo "== ladder: run by gpu-check (its log: gpu-$CARD-*-ladder.log)" | tee -a "$PREFIX-summary.log"
+else
+  step ladder 150 env WORK="$(mktemp -d)" bash benchmarks/probe/mma_ladder.sh
+fi
 step probe 180 env WORK="$(mktemp -d)" bash benchmarks/probe/mainloop_probe.sh
 NCU="$(command -v ncu || echo "$CUDA_HOME/bin/ncu")"
 if [ -x "$NCU" ]; then
