@@ -221,3 +221,27 @@ def test_weight_layouts_through_the_blocked_packing(cout, cin, groups, kernel, s
     w = make_weight(cout, cin // groups, kernel, wlayout, dtype)
     b = torch.randn(cout, dtype=dtype)
     check_against_reference(x, w, b, stride, (1, 1), groups)
+
+
+@pytest.mark.skipif(not BLOCKED, reason="the blocked kernels need AVX2 + FMA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("value", [float("inf"), -float("inf"), float("nan")], ids=str)
+@pytest.mark.parametrize("where", [(0, 0, 0, 0), (36, 39, 2, 2), (3, 13, 2, 2)],
+                         ids=["in-8x8-block", "tail-row", "tail-column"])
+def test_nonfinite_weight_seen_by_the_blocked_packing(where, value, dtype, monkeypatch):
+    """The blocked forward learns from its weight packing whether the weight is all finite and
+    then skips the separate pass that adds the padding products of non-finite weights: a
+    non-finite value inside an 8 x 8 register transpose, in a row past the last whole block of
+    8 output channels, or in a column past the last whole block of 8 (input channel, tap)
+    pairs must still give the reference's NaNs (0 * inf at the padding)."""
+    import fullconv
+    from fullconv.reference import full_conv_reference
+    set_cpu_algorithm(monkeypatch, "blocked")
+    torch.manual_seed(0)
+    x = torch.randn(2, 40, 5, 6, dtype=dtype)
+    w = torch.randn(37, 40, 3, 3, dtype=dtype)
+    w[where] = value
+    y = fullconv.full_conv2d(x, w)
+    r = full_conv_reference(x.double(), w.double()).to(dtype)
+    assert torch.equal(y.isnan(), r.isnan()) and torch.equal(y.isinf(), r.isinf())
+    torch.testing.assert_close(y, r, equal_nan=True, rtol=1e-4, atol=1e-3)

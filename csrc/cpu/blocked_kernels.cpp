@@ -2,6 +2,7 @@
 // parts that need no vector instructions. No torch headers here.
 #include "blocked_kernels.h"
 
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
@@ -127,39 +128,58 @@ void grad_weight(Isa isa, const Problem& p, const T* gy_blocked, const T* x_bloc
 }
 
 namespace {
-// Whole 8 x 8 blocks of transpose_to_runs for float32; returns the rows done (a multiple of 8).
+// Whole 8 x 8 blocks of transpose_to_runs for float32; returns the rows done (a multiple of 8)
+// and sets *nonfinite if an element it moved is infinite or NaN.
 __attribute__((target("avx2"))) int64_t transpose_blocks_avx2(const float* src, int64_t ld, int64_t rows,
-                                                              int64_t cols, const int64_t* dst_off, float* dst) {
+                                                              int64_t cols, const int64_t* dst_off, float* dst,
+                                                              bool* nonfinite) {
+  const __m256 zero = _mm256_setzero_ps();
+  __m256 products = zero;  // OR of x * 0 over the elements: +-0 while all are finite, NaN after
+  bool scalar_nonfinite = false;
   int64_t b0 = 0;
   for (; b0 + 8 <= rows; b0 += 8) {
     int64_t j0 = 0;
     for (; j0 + 8 <= cols; j0 += 8) {
       __m256 r[8], col[8];
-      for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + (b0 + i) * ld + j0);
+      for (int i = 0; i < 8; ++i) {
+        r[i] = _mm256_loadu_ps(src + (b0 + i) * ld + j0);
+        products = _mm256_or_ps(products, _mm256_mul_ps(r[i], zero));
+      }
       transpose8x8(r, col);
       for (int k = 0; k < 8; ++k) _mm256_storeu_ps(dst + dst_off[j0 + k] + b0, col[k]);
     }
     for (; j0 < cols; ++j0)
-      for (int i = 0; i < 8; ++i) dst[dst_off[j0] + b0 + i] = src[(b0 + i) * ld + j0];
+      for (int i = 0; i < 8; ++i) {
+        const float v = src[(b0 + i) * ld + j0];
+        scalar_nonfinite = scalar_nonfinite || !std::isfinite(v);
+        dst[dst_off[j0] + b0 + i] = v;
+      }
   }
+  if (scalar_nonfinite || _mm256_movemask_ps(_mm256_cmp_ps(products, products, _CMP_UNORD_Q)) != 0) *nonfinite = true;
   return b0;
 }
 
 template <typename T>
-int64_t transpose_blocks(const T*, int64_t, int64_t, int64_t, const int64_t*, T*) {
+int64_t transpose_blocks(const T*, int64_t, int64_t, int64_t, const int64_t*, T*, bool*) {
   return 0;
 }
 template <>
 int64_t transpose_blocks<float>(const float* src, int64_t ld, int64_t rows, int64_t cols, const int64_t* dst_off,
-                                float* dst) {
-  return best_isa() == Isa::kNone ? 0 : transpose_blocks_avx2(src, ld, rows, cols, dst_off, dst);
+                                float* dst, bool* nonfinite) {
+  return best_isa() == Isa::kNone ? 0 : transpose_blocks_avx2(src, ld, rows, cols, dst_off, dst, nonfinite);
 }
 }  // namespace
 
 template <typename T>
-void transpose_to_runs(const T* src, int64_t ld, int64_t rows, int64_t cols, const int64_t* dst_off, T* dst) {
-  for (int64_t b = transpose_blocks<T>(src, ld, rows, cols, dst_off, dst); b < rows; ++b)
-    for (int64_t j = 0; j < cols; ++j) dst[dst_off[j] + b] = src[b * ld + j];
+bool transpose_to_runs(const T* src, int64_t ld, int64_t rows, int64_t cols, const int64_t* dst_off, T* dst) {
+  bool nonfinite = false;
+  for (int64_t b = transpose_blocks<T>(src, ld, rows, cols, dst_off, dst, &nonfinite); b < rows; ++b)
+    for (int64_t j = 0; j < cols; ++j) {
+      const T v = src[b * ld + j];
+      nonfinite = nonfinite || !std::isfinite(v);
+      dst[dst_off[j] + b] = v;
+    }
+  return !nonfinite;
 }
 
 #else  // not x86-64 with GCC/Clang: no blocked kernels; callers check available()
@@ -185,15 +205,21 @@ void grad_weight(Isa, const Problem&, const T*, const T*, int64_t, int64_t, bool
 }
 
 template <typename T>
-void transpose_to_runs(const T* src, int64_t ld, int64_t rows, int64_t cols, const int64_t* dst_off, T* dst) {
+bool transpose_to_runs(const T* src, int64_t ld, int64_t rows, int64_t cols, const int64_t* dst_off, T* dst) {
+  bool nonfinite = false;
   for (int64_t b = 0; b < rows; ++b)
-    for (int64_t j = 0; j < cols; ++j) dst[dst_off[j] + b] = src[b * ld + j];
+    for (int64_t j = 0; j < cols; ++j) {
+      const T v = src[b * ld + j];
+      nonfinite = nonfinite || !std::isfinite(v);
+      dst[dst_off[j] + b] = v;
+    }
+  return !nonfinite;
 }
 
 #endif
 
-template void transpose_to_runs<float>(const float*, int64_t, int64_t, int64_t, const int64_t*, float*);
-template void transpose_to_runs<double>(const double*, int64_t, int64_t, int64_t, const int64_t*, double*);
+template bool transpose_to_runs<float>(const float*, int64_t, int64_t, int64_t, const int64_t*, float*);
+template bool transpose_to_runs<double>(const double*, int64_t, int64_t, int64_t, const int64_t*, double*);
 template void forward<float>(Isa, const Problem&, const float*, const float*, const float*, bool, float*,
                              int64_t, int64_t, int64_t);
 template void forward<double>(Isa, const Problem&, const double*, const double*, const double*, bool,

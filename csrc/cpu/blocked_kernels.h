@@ -142,9 +142,11 @@ void grad_weight(Isa isa, const Problem& p, const T* gy_blocked, const T* x_bloc
 // (rows: output channels; columns: a run of (input channel, tap) pairs, each going to the run
 // of output channels at dst_off[j]). float32 on AVX2 through 8 x 8 register transposes (one
 // 8-lane store per column and 8 rows); otherwise, and for the rows and columns past the last
-// whole 8 x 8 block, element by element. Any CPU.
+// whole 8 x 8 block, element by element. Any CPU. Returns whether every element moved is finite
+// (the forward then needs no separate pass over its weight for the padding products of
+// non-finite weights).
 template <typename T>
-void transpose_to_runs(const T* src, int64_t ld, int64_t rows, int64_t cols, const int64_t* dst_off, T* dst);
+bool transpose_to_runs(const T* src, int64_t ld, int64_t rows, int64_t cols, const int64_t* dst_off, T* dst);
 
 }  // namespace blocked
 }  // namespace fullconv

@@ -38,6 +38,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
@@ -690,8 +691,10 @@ at::Tensor weight_6d(const ConvShape& s, const at::Tensor& w) {
 // Read in place through its strides, in the order its layout favours (a contiguous() copy of
 // grad_input's transposed view first cost 74 -> 58 us on a 1x64x8x8 grad_input, and a
 // weight-sized temporary; see below).
+// all_finite (optional): set to whether the packing saw every element and found them all
+// finite (false where unknown: only the transposes below check).
 template <typename scalar_t>
-at::Tensor pack_blocked(int64_t B, const at::Tensor& w, bool flip) {
+at::Tensor pack_blocked(int64_t B, const at::Tensor& w, bool flip, bool* all_finite = nullptr) {
   const int64_t G = w.size(0), cout = w.size(1), cin = w.size(2);
   const int64_t ktot = w.size(3) * w.size(4) * w.size(5);
   const int64_t ocb = ceil_div(cout, B);
@@ -726,6 +729,7 @@ at::Tensor pack_blocked(int64_t B, const at::Tensor& w, bool flip) {
   for (int64_t tap = 0; tap < ktot; ++tap) taps_in_order = taps_in_order && tap_off[tap] == tap;
   const bool runs = !cout_fast && taps_in_order && (si == ktot || cin == 1);
   const bool buffered = !cout_fast && !runs;
+  std::atomic<bool> nonfinite{false};
   at::parallel_for(0, G * ocb * chunks, 1, [&](int64_t begin, int64_t end) {
     std::vector<scalar_t> tile(buffered ? B * kChunk * ktot : 0);
     std::vector<int64_t> dst_off(runs ? kChunk * ktot : 0);
@@ -744,7 +748,8 @@ at::Tensor pack_blocked(int64_t B, const at::Tensor& w, bool flip) {
           if (runs) dst_off[ci * ktot + tap] = to - dst;
         }
       if (runs) {
-        blocked::transpose_to_runs<scalar_t>(base, so, valid, n * ktot, dst_off.data(), dst);
+        if (!blocked::transpose_to_runs<scalar_t>(base, so, valid, n * ktot, dst_off.data(), dst))
+          nonfinite.store(true, std::memory_order_relaxed);
       } else if (cout_fast) {
         for (int64_t ci = 0; ci < n; ++ci)
           for (int64_t b = 0; b < valid; ++b) {
@@ -768,6 +773,7 @@ at::Tensor pack_blocked(int64_t B, const at::Tensor& w, bool flip) {
       }
     }
   });
+  if (all_finite != nullptr) *all_finite = runs && !nonfinite.load();
   return packed;
 }
 
@@ -833,7 +839,7 @@ int64_t tile_block_setting(blocked::Isa isa, int64_t out_channels_per_group) {
 // read flipped when `flip`); the output strides of `p` must be set.
 template <typename scalar_t>
 void blocked_forward(blocked::Isa isa, blocked::Problem p, const at::Tensor& in, const at::Tensor& w6, bool flip,
-                     const at::Tensor* bias, bool accumulate, scalar_t* out) {
+                     const at::Tensor* bias, bool accumulate, scalar_t* out, bool* weight_finite = nullptr) {
   set_input_strides(p, in);
   const bool depthwise = depthwise_kernel(p.in_channels_per_group(), p.out_channels_per_group(), p.stride[2]);
   const bool rows = !depthwise && rows_kernel(p.out_channels_per_group(), p.stride[2]);
@@ -842,7 +848,7 @@ void blocked_forward(blocked::Isa isa, blocked::Problem p, const at::Tensor& in,
   const int64_t block = depthwise ? 1
                         : rows    ? blocked::kRowsBlock
                                   : tile_block_setting<scalar_t>(isa, p.out_channels_per_group());
-  const at::Tensor w_packed = pack_blocked<scalar_t>(block, w6, flip);
+  const at::Tensor w_packed = pack_blocked<scalar_t>(block, w6, flip, weight_finite);
   const int64_t tasks = depthwise ? blocked::depthwise_task_count(p) : blocked::forward_task_count(p, block);
   const scalar_t* ip = in.const_data_ptr<scalar_t>();
   const scalar_t* wp = w_packed.const_data_ptr<scalar_t>();
@@ -1010,6 +1016,7 @@ at::Tensor full_conv_cpu_impl(const at::Tensor& input, const at::Tensor& weight,
     if (residual != nullptr)
       residual_region(y, residual_padding).add_(batched ? *residual : residual->unsqueeze(0));
   }
+  bool weight_finite = false;  // known finite (seen so by the blocked forward's packing)
   if (x.numel() > 0) {
     if (blocked_path) {
       AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "full_conv_cpu_blocked", [&] {
@@ -1017,7 +1024,7 @@ at::Tensor full_conv_cpu_impl(const at::Tensor& input, const at::Tensor& weight,
         auto p = forward_problem(s);
         set_output_strides(p, y5);
         blocked_forward<scalar_t>(isa, p, x, weight_6d(s, w), false, tiles_own_output && has_bias ? &b : nullptr,
-                                  !tiles_own_output, y5.mutable_data_ptr<scalar_t>());
+                                  !tiles_own_output, y5.mutable_data_ptr<scalar_t>(), &weight_finite);
       });
     } else if (algo == Algorithm::kDirect) {
       AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "full_conv_cpu_direct", [&] {
@@ -1033,7 +1040,7 @@ at::Tensor full_conv_cpu_impl(const at::Tensor& input, const at::Tensor& weight,
   }
   if (tiles_own_output && residual != nullptr)
     residual_region(y, residual_padding).add_(batched ? *residual : residual->unsqueeze(0));
-  apply_nonfinite_weight_padding(y, weight, s);
+  if (!weight_finite) apply_nonfinite_weight_padding(y, weight, s);  // (else a second pass over the weight)
   if (relu) y.relu_();
   if (!batched) y = y.squeeze(0);
   return y.to(input.scalar_type()).contiguous(out_format);
