@@ -98,7 +98,8 @@ nvidia-smi | tee -a "$PREFIX-summary.log"
 # editable pip install into a second, isolated pip run that needs the network.
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 # The float16 main loop rebuilt a part at a time on plain GEMMs (benchmarks/probe/mma_ladder.sh,
-# NOTES 35: mma.sync alone, + ldmatrix, + a barrier per chunk, + the cp.async ring): compiled
+# NOTES 35-36: mma.sync alone, + ldmatrix, + a barrier per chunk, + the cp.async ring; then the
+# same on Hopper's wgmma): compiled
 # beside the extension (nvcc alone, no torch), run right after the build, before anything that
 # can run out of time. Evidence only.
 LADDER_WORK="$(mktemp -d)"
@@ -106,7 +107,7 @@ WORK="$LADDER_WORK" bash benchmarks/probe/mma_ladder.sh --build-only >"$PREFIX-l
 LADDER_BUILD=$!
 step build 200 "$PREFIX-build.log" env MAX_JOBS="$(nproc)" $PY setup.py build_ext --inplace
 wait "$LADDER_BUILD"
-diag_step diag_ladder 90 "$PREFIX-ladder.log" env WORK="$LADDER_WORK" bash benchmarks/probe/mma_ladder.sh
+diag_step diag_ladder 120 "$PREFIX-ladder.log" env WORK="$LADDER_WORK" bash benchmarks/probe/mma_ladder.sh
 # The machine's toolchain as the build saw it: compilers, the libraries the extension loads,
 # CPU features (the evidence a crash on this image needs, gathered before anything can crash).
 step env 30 "$PREFIX-env.log" env PYTHON="$PY" bash benchmarks/machine_facts.sh

@@ -4,8 +4,9 @@
 # tree it stops). The evidence the tiles' next change needs, in the order of its value:
 #   0. ladder:   the float16 main loop rebuilt a part at a time on plain GEMMs (mma.sync alone,
 #                + ldmatrix, + a barrier per chunk, + the cp.async ring), with MmaMath and
-#                multiply_ring as the extension has them (benchmarks/probe/mma_ladder.sh; no
-#                torch), unless gpu-check ran it on this machine today;
+#                multiply_ring as the extension has them, then the same on Hopper's wgmma
+#                (benchmarks/probe/mma_ladder.sh; no torch), unless gpu-check ran it on this
+#                machine today;
 #      probe:    the float16 tiles' main loop timed whole, without its copies, without its math
 #                and without its main loop (setup and epilogue alone; benchmarks/probe/
 #                mainloop_probe.sh: its own nvcc build, no torch);
@@ -49,7 +50,7 @@ if $PY -c "import json, sys; s = json.load(open(sys.argv[1]))['steps']
 sys.exit(0 if s.get('diag_ladder', {}).get('rc') == 0 else 1)" "$OUT/gpu-$CARD-$(date -u +%Y-%m-%d)-check.json" 2>/dev/null; then
   echo "== ladder: run by gpu-check (its log: gpu-$CARD-*-ladder.log)" | tee -a "$PREFIX-summary.log"
 else
-  step ladder 150 env WORK="$(mktemp -d)" bash benchmarks/probe/mma_ladder.sh
+  step ladder 180 env WORK="$(mktemp -d)" bash benchmarks/probe/mma_ladder.sh
 fi
 step probe 180 env WORK="$(mktemp -d)" bash benchmarks/probe/mainloop_probe.sh
 NCU="$(command -v ncu || echo "$CUDA_HOME/bin/ncu")"

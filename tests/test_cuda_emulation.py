@@ -14,6 +14,7 @@ between warps) is left to `make gpu-check` on a GPU."""
 import concurrent.futures
 import glob
 import os
+import re
 import shutil
 import subprocess
 
@@ -84,7 +85,10 @@ def test_mma_ladder_emulated(tmp_path):
     GEMM, timed on a GPU by mma_ladder.sh) runs every rung of each tile kind here against the
     emulation, its whole-loop rung checked against a double reference on GEMMs with partial
     tiles; where nvcc is present it also compiles for the GPU (sm_90a), so that the device build
-    cannot break unseen."""
+    cannot break unseen. The wgmma rungs (csrc/cuda/warpgroup_mma.cuh) run against the
+    emulation's model of their shared-memory layout; ptxas must keep their accumulators in
+    registers (no spills) and their products pipelined (no C7514-style "wgmma serialized"
+    performance warnings)."""
     include = os.path.join(CUDA_HOME, "include")
     if not os.path.exists(os.path.join(include, "cuda_fp16.h")):
         pytest.skip(f"no CUDA headers under {include}")
@@ -97,13 +101,21 @@ def test_mma_ladder_emulated(tmp_path):
              "-o", str(tmp_path / "ladder")]]
     nvcc = shutil.which("nvcc") or os.path.join(CUDA_HOME, "bin", "nvcc")
     if os.path.exists(nvcc):
-        jobs.append([nvcc, "-std=c++17", "-O3", "-arch=sm_90a", "--expt-relaxed-constexpr", *defines, "-c", source,
-                     "-o", str(tmp_path / "ladder_gpu.o")])
+        jobs.append([nvcc, "-std=c++17", "-O3", "-gencode=arch=compute_90a,code=sm_90a", "--expt-relaxed-constexpr",
+                     "-Xptxas", "-v", *defines, "-c", source, "-o", str(tmp_path / "ladder_gpu.o")])
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        for proc in pool.map(lambda cmd: subprocess.run(cmd, capture_output=True, text=True), jobs):
-            assert proc.returncode == 0, " ".join(proc.args) + "\n" + proc.stderr[-4000:]
+        procs = list(pool.map(lambda cmd: subprocess.run(cmd, capture_output=True, text=True), jobs))
+    for proc in procs:
+        assert proc.returncode == 0, " ".join(proc.args) + "\n" + proc.stderr[-4000:]
+    if len(procs) > 1:
+        ptxas = procs[1].stderr
+        assert "wgmma_ladder_kernel" in ptxas
+        assert "Potential Performance Loss" not in ptxas, ptxas[-4000:]
+        spills = re.findall(r"(\d+) bytes spill stores", ptxas)
+        assert spills and all(n == "0" for n in spills), ptxas[-4000:]
     result = subprocess.run([str(tmp_path / "ladder")], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "(emulated): 0 failures" in result.stdout, result.stdout + result.stderr
+    assert "wgmma 128x256 s4: 0 failures" in result.stdout, result.stdout
     script = subprocess.run(["bash", "-n", os.path.join(ROOT, "benchmarks", "probe", "mma_ladder.sh")],
                             capture_output=True, text=True)
     assert script.returncode == 0, script.stderr

@@ -22,6 +22,7 @@
 #define FULLCONV_IGEMM_DTYPE DType::kFloat16
 #define FULLCONV_IGEMM_NS igemm_ladder
 #include "cuda/implicit_gemm_kernels.cuh"
+#include "cuda/warpgroup_mma.cuh"
 
 #include <array>
 #include <cmath>
@@ -37,8 +38,8 @@
 namespace fullconv {
 namespace cuda {
 
-enum Rung { kMmaOnly = 0, kLdmatrix = 1, kBarrier = 2, kRing = 3 };
-constexpr const char* kRungNames[] = {"mma", "ldmatrix", "barrier", "ring"};
+enum Rung { kMmaOnly = 0, kLdmatrix = 1, kBarrier = 2, kRing = 3, kWgmma = 4, kWgmmaBarrier = 5, kWgmmaRing = 6 };
+constexpr const char* kRungNames[] = {"mma", "ldmatrix", "barrier", "ring", "wgmma", "wg+barrier", "wg ring"};
 
 #ifdef FULLCONV_EMULATE
 inline long long ladder_clock() { return 0; }
@@ -48,7 +49,7 @@ __device__ __forceinline__ long long ladder_clock() { return clock64(); }
 
 struct LadderArgs {
   const __half* a;     // M x K, row-major (k contiguous)
-  const __half* b;     // K x N, row-major (n contiguous)
+  const __half* b;     // K x N, row-major (n contiguous); the wgmma rungs: N x K (k contiguous)
   float* c;            // ring: M x N results; other rungs: one value per thread (keeps results live)
   long long* cycles;   // per block: clock64 cycles of its main loop
   int m, n, k;         // the other rungs: k = chunks * BK, m and n unused
@@ -152,6 +153,156 @@ __global__ void __launch_bounds__(kGemmThreads, Math::kMinBlocks) ladder_kernel(
   }
 }
 
+// ---------------------------------------------------------------- wgmma rungs (sm_90a)
+// The same ladder on Hopper's warpgroup instruction (csrc/cuda/warpgroup_mma.cuh), which the
+// mma.sync tiles do not use: two warpgroups (256 threads), a 128 x BN block tile (each
+// warpgroup 64 rows x BN, BN / 128 wgmma.m64n128k16 per 16-deep slice), 64-deep chunks (one
+// 128-byte swizzled row per tile row), S stages. Operands come straight from shared memory
+// (no ldmatrix, no fragments in registers), and one batch of products stays in flight while
+// the next is issued (commit, then wait for all but the newest).
+//   wgmma       the batches on stages filled once (the instruction's rate with this tile);
+//   wg+barrier  + one __syncthreads per chunk;
+//   wg ring     + cp.async copies of A (M x K) and B^T (N x K, k contiguous: a weight packed
+//               [cout][cin x taps]) into S stages, S - 2 chunks ahead, results written out
+//               and checked against a plain kernel on the GPU.
+template <int BNt, int StagesT>
+struct WgmmaTiles {
+  static constexpr int BM = 128, BN = BNt, BK = 64, kStages = StagesT, NH = BN / 128;
+  static constexpr int kABytes = BM * 128, kBBytes = BN * 128, kStageBytes = kABytes + kBBytes;
+  static constexpr int kSmemBytes = kStages * kStageBytes + 1024;  // + the first stage's alignment
+  static_assert(BN % 128 == 0 && kStages >= 3, "tile");
+};
+
+template <int R, typename Tiles>
+__global__ void __launch_bounds__(kGemmThreads, 1) wgmma_ladder_kernel(LadderArgs p) {
+  constexpr int BM = Tiles::BM, BN = Tiles::BN, BK = Tiles::BK, S = Tiles::kStages, NH = Tiles::NH;
+  constexpr int kStageBytes = Tiles::kStageBytes, kABytes = Tiles::kABytes;
+  FULLCONV_DYNAMIC_SHARED(smem_raw, Tiles::kSmemBytes);
+  const int tid = threadIdx.x, wg = tid / 128;
+  // stages start at a multiple of 1024 bytes of the shared window (the swizzle's period)
+  const uint32_t raw = shared_address(smem_raw);
+  const uint32_t pad = (1024u - raw % 1024u) % 1024u;
+  unsigned char* const smem = smem_raw + pad;
+  const uint32_t base = raw + pad;
+  float acc[NH][64];
+#pragma unroll
+  for (int h = 0; h < NH; ++h)
+#pragma unroll
+    for (int r = 0; r < 64; ++r) acc[h][r] = 0.0f;
+  // one chunk's products on stage s: this warpgroup's 64 rows of A against every row of B
+  auto issue = [&](int s) {
+    const uint32_t a0 = base + uint32_t(s) * kStageBytes + uint32_t(wg) * 64 * 128;
+    const uint32_t b0 = base + uint32_t(s) * kStageBytes + kABytes;
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < BK / 16; ++kk)
+#pragma unroll
+      for (int h = 0; h < NH; ++h)
+        wgmma_m64n128k16<__half>(acc[h], wgmma_descriptor_sw128(a0 + 32 * kk),
+                                 wgmma_descriptor_sw128(b0 + h * 128 * 128 + 32 * kk), true);
+    wgmma_commit();
+  };
+  const int chunks = (p.k + BK - 1) / BK;
+  if constexpr (R != kWgmmaRing) {  // stages filled once with small values
+    __half* hs = reinterpret_cast<__half*>(smem);
+    for (int i = tid; i < S * kStageBytes / 2; i += kGemmThreads) hs[i] = __float2half(0.001f * (i % 13));
+    fence_proxy_async();
+    __syncthreads();
+  }
+  const long long t0 = ladder_clock();
+  if constexpr (R != kWgmmaRing) {
+#pragma unroll 1
+    for (int c = 0; c < chunks; ++c) {
+      if constexpr (R == kWgmmaBarrier) __syncthreads();
+      issue(c % S);
+      wgmma_wait<1>();
+    }
+    wgmma_wait<0>();
+#pragma unroll
+    for (int h = 0; h < NH; ++h) wgmma_hold(acc[h]);
+  } else {
+    // 16-byte vectors: row r's chunk j (k = 8j..8j+7 of the chunk) at chunk position j ^ (r % 8)
+    const int64_t m0 = int64_t(blockIdx.x) * BM, n0 = int64_t(blockIdx.y) * BN;
+    auto copy_chunk = [&](int s, int c) {
+      const int k0 = c * BK;
+#pragma unroll
+      for (int i = 0; i < BM * 8 / kGemmThreads; ++i) {
+        const int v = tid + kGemmThreads * i, r = v / 8, j = v % 8;
+        const bool valid = m0 + r < p.m && k0 + 8 * j < p.k;
+        cp_async16(smem + s * kStageBytes + r * 128 + 16 * (j ^ (r % 8)),
+                   valid ? p.a + (m0 + r) * p.k + k0 + 8 * j : p.a, valid);
+      }
+#pragma unroll
+      for (int i = 0; i < BN * 8 / kGemmThreads; ++i) {
+        const int v = tid + kGemmThreads * i, r = v / 8, j = v % 8;
+        const bool valid = n0 + r < p.n && k0 + 8 * j < p.k;
+        cp_async16(smem + s * kStageBytes + kABytes + r * 128 + 16 * (j ^ (r % 8)),
+                   valid ? p.b + (n0 + r) * p.k + k0 + 8 * j : p.b, valid);
+      }
+    };
+#pragma unroll
+    for (int s = 0; s < S - 2; ++s) {
+      if (s < chunks) copy_chunk(s, s);
+      cp_async_commit();
+    }
+#pragma unroll 1
+    for (int c = 0; c < chunks; ++c) {
+      cp_async_wait<S - 3>();  // this thread's copies of chunk c have landed
+      fence_proxy_async();
+      __syncthreads();  // everyone's have; and chunk c - 2's products are done (waits below)
+      if (c + S - 2 < chunks) copy_chunk((c + S - 2) % S, c + S - 2);  // into chunk c - 2's stage
+      cp_async_commit();
+      issue(c % S);
+      wgmma_wait<1>();  // chunk c - 1's products done
+    }
+    wgmma_wait<0>();
+#pragma unroll
+    for (int h = 0; h < NH; ++h) wgmma_hold(acc[h]);
+    cp_async_wait<0>();
+  }
+  const long long t1 = ladder_clock();
+  if (tid == 0) p.cycles[blockIdx.x + int64_t(blockIdx.y) * gridDim.x] = t1 - t0;
+  if constexpr (R == kWgmmaRing) {
+    const int64_t m0 = int64_t(blockIdx.x) * BM, n0 = int64_t(blockIdx.y) * BN;
+    const int w = (tid % 128) / 32, g = (tid % 32) / 4, q = tid % 4;
+#pragma unroll
+    for (int h = 0; h < NH; ++h)
+#pragma unroll
+      for (int r = 0; r < 64; ++r) {
+        const int64_t row = m0 + 64 * wg + 16 * w + 8 * ((r / 2) % 2) + g;
+        const int64_t col = n0 + 128 * h + 8 * (r / 4) + 2 * q + r % 2;
+        if (row < p.m && col < p.n) p.c[row * p.n + col] = acc[h][r];
+      }
+  } else {
+    float sum = 0.0f;
+#pragma unroll
+    for (int h = 0; h < NH; ++h)
+#pragma unroll
+      for (int r = 0; r < 64; ++r) sum += acc[h][r];
+    p.c[int64_t(blockIdx.x) * kGemmThreads + tid] = sum;
+  }
+}
+
+template <int R, typename Tiles>
+constexpr auto ladder_kernel_for() {
+  if constexpr (R >= kWgmma) return &wgmma_ladder_kernel<R, Tiles>;
+  else return &ladder_kernel<R, Tiles>;
+}
+
+#ifndef FULLCONV_EMULATE
+// whether this build holds sm_90a code (wgmma) for the running GPU
+__global__ void wgmma_compiled(int* out) { *out = FULLCONV_DEVICE_SM90A; }
+
+// C = A B^T in float32 (A: M x K, B: N x K), one thread a result (the wgmma ring's check)
+__global__ void reference_gemm_nt(const __half* a, const __half* b, float* c, int m, int n, int k) {
+  const int64_t i = blockIdx.x, j = int64_t(blockIdx.y) * blockDim.x + threadIdx.x;
+  if (i >= m || j >= n) return;
+  float acc = 0.0f;
+  for (int t = 0; t < k; ++t) acc += __half2float(a[i * k + t]) * __half2float(b[j * k + t]);
+  c[i * n + j] = acc;
+}
+#endif
+
 #ifndef FULLCONV_EMULATE
 // C = A B in float32, one thread a result (the ring rung's check): grid (m, ceil(n / 128)) x 128
 __global__ void reference_gemm(const __half* a, const __half* b, float* c, int m, int n, int k) {
@@ -174,35 +325,43 @@ namespace fc = fullconv::cuda;
 // reference, so that a GPU run's numbers come from a loop that computes the product.
 template <int R, typename Math>
 int emulated_rung(int m, int n, int k, const std::vector<__half>& a, const std::vector<__half>& b) {
-  const bool ring = R == fc::kRing;
+  constexpr bool wg = R >= fc::kWgmma;
+  const bool ring = R == fc::kRing || R == fc::kWgmmaRing;
   const dim3 grid = ring ? dim3((m + Math::BM - 1) / Math::BM, (n + Math::BN - 1) / Math::BN) : dim3(2);
   std::vector<float> c(ring ? size_t(m) * n : size_t(grid.x) * fc::kGemmThreads, -1.0f);
   std::vector<long long> cycles(size_t(grid.x) * grid.y);
   fc::LadderArgs p{a.data(), b.data(), c.data(), cycles.data(), m, n, ring ? k : 2 * Math::BK};
-  FULLCONV_LAUNCH_SMEM(grid, fc::kGemmThreads, Math::kSmemBytes, 0, fc::ladder_kernel<R, Math>)(p);
+  if constexpr (wg)
+    FULLCONV_LAUNCH_SMEM(grid, fc::kGemmThreads, Math::kSmemBytes, 0, fc::wgmma_ladder_kernel<R, Math>)(p);
+  else
+    FULLCONV_LAUNCH_SMEM(grid, fc::kGemmThreads, Math::kSmemBytes, 0, fc::ladder_kernel<R, Math>)(p);
   if (FULLCONV_LAUNCH_STATUS() != cudaSuccess) return 1;
   if (!ring) return 0;
   int bad = 0;
   for (int i = 0; i < m; ++i)
     for (int j = 0; j < n; ++j) {
       double want = 0;
-      for (int t = 0; t < k; ++t) want += double(__half2float(a[size_t(i) * k + t])) * __half2float(b[size_t(t) * n + j]);
+      for (int t = 0; t < k; ++t)
+        want += double(__half2float(a[size_t(i) * k + t])) * __half2float(wg ? b[size_t(j) * k + t] : b[size_t(t) * n + j]);
       bad += !(std::fabs(c[size_t(i) * n + j] - want) <= 1e-3 * (1 + std::fabs(want)));  // NaN counts
     }
   return bad;
 }
 
-template <typename Math>
+// every rung of one tile kind; the ring's results on GEMMs with partial row, column and depth tiles
+template <int First, typename Math>
 int emulated_tiles(const char* name) {
   std::mt19937 gen(1);
   std::normal_distribution<float> dist(0.0f, 1.0f);
-  int bad = emulated_rung<fc::kMmaOnly, Math>(0, 0, 0, {}, {}) + emulated_rung<fc::kLdmatrix, Math>(0, 0, 0, {}, {}) +
-            emulated_rung<fc::kBarrier, Math>(0, 0, 0, {}, {});
-  for (const auto& [m, n, k] : {std::array<int, 3>{Math::BM + 44, Math::BN + 8, 96}, {40, 64, 160}}) {
+  int bad = emulated_rung<First, Math>(0, 0, 0, {}, {}) + emulated_rung<First + 1, Math>(0, 0, 0, {}, {});
+  if constexpr (First == fc::kMmaOnly) bad += emulated_rung<fc::kBarrier, Math>(0, 0, 0, {}, {});
+  // (the wgmma ring's 64-deep chunks: a deeper product, so that stages are reused)
+  const int deep = First == fc::kMmaOnly ? 160 : 344;
+  for (const auto& [m, n, k] : {std::array<int, 3>{Math::BM + 44, Math::BN + 8, 96}, {40, 64, deep}}) {
     std::vector<__half> a(size_t(m) * k), b(size_t(k) * n);
     for (auto& v : a) v = __float2half(dist(gen));
     for (auto& v : b) v = __float2half(dist(gen));
-    bad += emulated_rung<fc::kRing, Math>(m, n, k, a, b);
+    bad += emulated_rung<First == fc::kMmaOnly ? fc::kRing : fc::kWgmmaRing, Math>(m, n, k, a, b);
   }
   std::printf("%s: %d failures\n", name, bad);
   return bad;
@@ -210,12 +369,16 @@ int emulated_tiles(const char* name) {
 
 int main() {
   using namespace fullconv::cuda;
-  const int bad = emulated_tiles<MmaMath<__half, true, 128, 64>>("128x64") +
-                  emulated_tiles<MmaMath<__half, true, 128, 128>>("128x128") +
-                  emulated_tiles<MmaMath<__half, true, 256, 128>>("256x128") +
-                  emulated_tiles<MmaMath<__half, true, 128, 128, 64, 3>>("128x128 k64 s3") +
-                  emulated_tiles<MmaMath<__half, true, 128, 64, 64, 4>>("128x64 k64 s4") +
-                  emulated_tiles<MmaMath<__half, true, 128, 128, 32, 6>>("128x128 k32 s6");
+  constexpr int M = kMmaOnly, W = kWgmma;
+  const int bad = emulated_tiles<M, MmaMath<__half, true, 128, 64>>("128x64") +
+                  emulated_tiles<M, MmaMath<__half, true, 128, 128>>("128x128") +
+                  emulated_tiles<M, MmaMath<__half, true, 256, 128>>("256x128") +
+                  emulated_tiles<M, MmaMath<__half, true, 128, 128, 64, 3>>("128x128 k64 s3") +
+                  emulated_tiles<M, MmaMath<__half, true, 128, 64, 64, 4>>("128x64 k64 s4") +
+                  emulated_tiles<M, MmaMath<__half, true, 128, 128, 32, 6>>("128x128 k32 s6") +
+                  emulated_tiles<W, WgmmaTiles<128, 3>>("wgmma 128x128 s3") +
+                  emulated_tiles<W, WgmmaTiles<128, 4>>("wgmma 128x128 s4") +
+                  emulated_tiles<W, WgmmaTiles<256, 4>>("wgmma 128x256 s4");
   std::printf("mma_ladder (emulated): %d failures\n", bad);
   return bad == 0 ? 0 : 1;
 }
@@ -227,24 +390,26 @@ struct Gemm {
 
 template <int R, typename Math>
 void run_rung(const char* tiles, const Gemm& g, const void* a, const void* b, int sms, double clock_ghz, int reps) {
+  constexpr bool wg = R >= fc::kWgmma, ring = R == fc::kRing || R == fc::kWgmmaRing;
   constexpr int bytes = Math::kSmemBytes;
-  CHECK(allow_dynamic_smem(fc::ladder_kernel<R, Math>, bytes));
+  void (*const kernel)(fc::LadderArgs) = fc::ladder_kernel_for<R, Math>();
+  CHECK(allow_dynamic_smem(kernel, bytes));
   int per_sm = 0;
-  CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fc::ladder_kernel<R, Math>, fc::kGemmThreads, bytes));
+  CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, fc::kGemmThreads, bytes));
   dim3 grid;
   fc::LadderArgs p{static_cast<const __half*>(a), static_cast<const __half*>(b), nullptr, nullptr, g.m, g.n, g.k};
-  if (R == fc::kRing) {
+  if (ring) {
     grid = dim3((g.m + Math::BM - 1) / Math::BM, (g.n + Math::BN - 1) / Math::BN);
   } else {
     grid = dim3(sms * (per_sm > 0 ? per_sm : 1) * 4);  // four full waves
     p.k = 256 * Math::BK;
   }
   const size_t blocks = size_t(grid.x) * grid.y;
-  const size_t c_count = R == fc::kRing ? size_t(g.m) * g.n : blocks * fc::kGemmThreads;
+  const size_t c_count = ring ? size_t(g.m) * g.n : blocks * fc::kGemmThreads;
   CHECK(cudaMalloc(&p.c, c_count * sizeof(float)));
   CHECK(cudaMemset(p.c, 0xFF, c_count * sizeof(float)));  // NaN: a result never written fails the check
   CHECK(cudaMalloc(&p.cycles, blocks * sizeof(long long)));
-  auto launch = [&] { FULLCONV_LAUNCH_SMEM(grid, fc::kGemmThreads, bytes, 0, fc::ladder_kernel<R, Math>)(p); };
+  auto launch = [&] { FULLCONV_LAUNCH_SMEM(grid, fc::kGemmThreads, bytes, 0, kernel)(p); };
   launch();
   CHECK(cudaGetLastError());
   CHECK(cudaDeviceSynchronize());
@@ -254,18 +419,23 @@ void run_rung(const char* tiles, const Gemm& g, const void* a, const void* b, in
   CHECK(cudaMemcpy(cycles.data(), p.cycles, blocks * sizeof(long long), cudaMemcpyDeviceToHost));
   double mean_cycles = 0;
   for (long long c : cycles) mean_cycles += double(c) / double(blocks);
-  const int chunks = p.k / Math::BK;
-  const double mmas_per_block = double(fc::kGemmThreads / 32) * Math::MI * Math::NJ * (Math::BK / 16) * chunks;
+  const int chunks = (p.k + Math::BK - 1) / Math::BK;
+  // mma.sync.m16n8k16 or their equivalents (a wgmma.m64n128k16 is 64 of them)
+  double mmas_per_chunk = 0;
+  if constexpr (wg) mmas_per_chunk = 2.0 * (Math::BK / 16) * Math::NH * 64;
+  else mmas_per_chunk = double(fc::kGemmThreads / 32) * Math::MI * Math::NJ * (Math::BK / 16);
+  const double mmas_per_block = mmas_per_chunk * chunks;
   // useful products: the GEMM's own for the ring rung (not the padded tiles'), the tiles'
   // otherwise (every product of the other rungs is issued)
-  const double flop = R == fc::kRing ? 2.0 * double(g.m) * g.n * g.k : 2.0 * Math::BM * Math::BN * double(p.k) * double(blocks);
+  const double flop = ring ? 2.0 * double(g.m) * g.n * g.k : 2.0 * Math::BM * Math::BN * double(p.k) * double(blocks);
   const double per_clock = mmas_per_block / mean_cycles * per_sm;
   const double from_time = mmas_per_block * double(blocks) / sms / (double(ms) * 1e-3 * clock_ghz * 1e9);
   std::string check = "-";
-  if (R == fc::kRing) {
+  if (ring) {
     float* ref = nullptr;
     CHECK(cudaMalloc(&ref, c_count * sizeof(float)));
-    fc::reference_gemm<<<dim3(g.m, (g.n + 127) / 128), 128>>>(p.a, p.b, ref, g.m, g.n, g.k);
+    if (wg) fc::reference_gemm_nt<<<dim3(g.m, (g.n + 127) / 128), 128>>>(p.a, p.b, ref, g.m, g.n, g.k);
+    else fc::reference_gemm<<<dim3(g.m, (g.n + 127) / 128), 128>>>(p.a, p.b, ref, g.m, g.n, g.k);
     CHECK(cudaGetLastError());
     std::vector<float> got(c_count), want(c_count);
     CHECK(cudaMemcpy(got.data(), p.c, c_count * sizeof(float), cudaMemcpyDeviceToHost));
@@ -284,7 +454,7 @@ void run_rung(const char* tiles, const Gemm& g, const void* a, const void* b, in
     check = buf;
   }
   std::printf("%-15s %-9s %-22s %9.4f %9.1f %11.1f %9.3f %9.3f %6d  %s\n", tiles, fc::kRungNames[R],
-              R == fc::kRing ? g.name : "(on chip)", ms, flop / (ms * 1e-3) / 1e12, mean_cycles / chunks, per_clock,
+              ring ? g.name : "(on chip)", ms, flop / (ms * 1e-3) / 1e12, mean_cycles / chunks, per_clock,
               from_time, per_sm, check.c_str());
   std::fflush(stdout);
   CHECK(cudaFree(p.c));
@@ -309,8 +479,29 @@ void run_variant(const char* tiles, const std::vector<Gemm>& gemms, const std::v
     run_rung<fc::kRing, Math>(tiles, gemms[i], a[i], b[i], sms, clock_ghz, reps);
 }
 
+template <typename Tiles>
+void run_wgmma(const char* tiles, const std::vector<Gemm>& gemms, const std::vector<void*>& a,
+               const std::vector<void*>& b, int sms, double clock_ghz, int reps) {
+  run_rung<fc::kWgmma, Tiles>(tiles, gemms[0], a[0], b[0], sms, clock_ghz, reps);
+  run_rung<fc::kWgmmaBarrier, Tiles>(tiles, gemms[0], a[0], b[0], sms, clock_ghz, reps);
+  for (size_t i = 0; i < gemms.size(); ++i)
+    run_rung<fc::kWgmmaRing, Tiles>(tiles, gemms[i], a[i], b[i], sms, clock_ghz, reps);
+}
+
 int main(int argc, char** argv) {
-  const bool quick = argc > 1 && std::string(argv[1]) == "--quick";
+  // --quick: one small GEMM, 3 launches a row; --mma / --wgmma: only the mma.sync or only the
+  // wgmma rows (mma_ladder.sh runs them as two processes, so that a fault in one keeps the other)
+  bool quick = false, mma_rows = true, wgmma_rows = true;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--quick") quick = true;
+    else if (arg == "--mma") wgmma_rows = false;
+    else if (arg == "--wgmma") mma_rows = false;
+    else {
+      std::fprintf(stderr, "usage: mma_ladder [--quick] [--mma | --wgmma]\n");
+      return 2;
+    }
+  }
   const int reps = quick ? 3 : 20;
   int sms = 0, clock_khz = 0;
   CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
@@ -336,18 +527,41 @@ int main(int argc, char** argv) {
   std::printf("%-15s %-9s %-22s %9s %9s %11s %9s %9s %6s  %s\n", "tiles", "rung", "problem", "ms", "TFLOP/s",
               "cyc/chunk", "mma/clk", "at max", "blk/SM", "check");
   using namespace fullconv::cuda;
-  run_tiles<MmaMath<__half, true, 128, 64>>("128x64", gemms, a, b, sms, clock_ghz, reps);
-  run_tiles<MmaMath<__half, true, 128, 128>>("128x128", gemms, a, b, sms, clock_ghz, reps);
-  run_tiles<MmaMath<__half, true, 256, 128>>("256x128", gemms, a, b, sms, clock_ghz, reps);
-  // the ring's depth per chunk (BK) and stages, against the kernels' 32 and 4: if the
-  // per-chunk barrier and wait bind, 64-deep chunks (half the barriers per product; whole
-  // 128-byte rows of A per copy) run faster; if the copies' latency does, more stages
-  std::printf("# ring variants (k: chunk depth, s: stages; the kernels use k32 s4)\n");
-  run_variant<MmaMath<__half, true, 128, 128, 64, 3>>("128x128 k64 s3", gemms, a, b, sms, clock_ghz, reps);
-  run_variant<MmaMath<__half, true, 128, 128, 64, 4>>("128x128 k64 s4", gemms, a, b, sms, clock_ghz, reps);
-  run_variant<MmaMath<__half, true, 128, 128, 32, 6>>("128x128 k32 s6", gemms, a, b, sms, clock_ghz, reps);
-  run_variant<MmaMath<__half, true, 128, 64, 64, 4>>("128x64 k64 s4", gemms, a, b, sms, clock_ghz, reps);
-  run_variant<MmaMath<__half, true, 128, 64, 32, 6>>("128x64 k32 s6", gemms, a, b, sms, clock_ghz, reps);
+  if (mma_rows) {
+    run_tiles<MmaMath<__half, true, 128, 64>>("128x64", gemms, a, b, sms, clock_ghz, reps);
+    run_tiles<MmaMath<__half, true, 128, 128>>("128x128", gemms, a, b, sms, clock_ghz, reps);
+    run_tiles<MmaMath<__half, true, 256, 128>>("256x128", gemms, a, b, sms, clock_ghz, reps);
+    // the ring's depth per chunk (BK) and stages, against the kernels' 32 and 4: if the
+    // per-chunk barrier and wait bind, 64-deep chunks (half the barriers per product; whole
+    // 128-byte rows of A per copy) run faster; if the copies' latency does, more stages
+    std::printf("# ring variants (k: chunk depth, s: stages; the kernels use k32 s4)\n");
+    run_variant<MmaMath<__half, true, 128, 128, 64, 3>>("128x128 k64 s3", gemms, a, b, sms, clock_ghz, reps);
+    run_variant<MmaMath<__half, true, 128, 128, 64, 4>>("128x128 k64 s4", gemms, a, b, sms, clock_ghz, reps);
+    run_variant<MmaMath<__half, true, 128, 128, 32, 6>>("128x128 k32 s6", gemms, a, b, sms, clock_ghz, reps);
+    run_variant<MmaMath<__half, true, 128, 64, 64, 4>>("128x64 k64 s4", gemms, a, b, sms, clock_ghz, reps);
+    run_variant<MmaMath<__half, true, 128, 64, 32, 6>>("128x64 k32 s6", gemms, a, b, sms, clock_ghz, reps);
+  }
+  // Hopper's wgmma (sm_90a builds on compute capability 9.0 only); B is read as N x K here
+  if (wgmma_rows) {
+    int* flag = nullptr;
+    int compiled = 0;
+    CHECK(cudaMalloc(&flag, sizeof(int)));
+    fc::wgmma_compiled<<<1, 1>>>(flag);
+    CHECK(cudaGetLastError());
+    CHECK(cudaMemcpy(&compiled, flag, sizeof(int), cudaMemcpyDeviceToHost));
+    CHECK(cudaFree(flag));
+    if (prop.major != 9 || !compiled) {
+      std::printf("# wgmma rungs skipped: %s\n",
+                  prop.major != 9 ? "not a compute capability 9.0 GPU" : "built without sm_90a");
+    } else {
+      std::printf("# wgmma rungs (two warpgroups, 64-deep chunks, s: stages; mma/clk counts a wgmma.m64n128k16 as "
+                  "64 mma.sync.m16n8k16; B read as N x K)\n");
+      run_wgmma<WgmmaTiles<128, 3>>("wg 128x128 s3", gemms, a, b, sms, clock_ghz, reps);
+      run_wgmma<WgmmaTiles<128, 4>>("wg 128x128 s4", gemms, a, b, sms, clock_ghz, reps);
+      run_wgmma<WgmmaTiles<256, 3>>("wg 128x256 s3", gemms, a, b, sms, clock_ghz, reps);
+      run_wgmma<WgmmaTiles<256, 4>>("wg 128x256 s4", gemms, a, b, sms, clock_ghz, reps);
+    }
+  }
   for (void* p : a) CHECK(cudaFree(p));
   for (void* p : b) CHECK(cudaFree(p));
   std::printf("mma_ladder: done\n");

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds benchmarks/probe/mma_ladder (the float16 tiles' main loop rebuilt a part at a time on
-# a plain GEMM; see mma_ladder.cu) for this machine's GPU and runs it. Needs nvcc and a GPU, not
-# torch. Usage: bash benchmarks/probe/mma_ladder.sh [--build-only | --quick] (from the
-# repository root; ARCH=sm_90a overrides the architecture, WORK a build directory: a build
+# a plain GEMM, and the same ladder on Hopper's wgmma; see mma_ladder.cu) for this machine's
+# GPU and runs it. Needs nvcc and a GPU, not torch. Usage:
+# bash benchmarks/probe/mma_ladder.sh [--build-only | --quick] (from the repository root; ARCH=sm_90a overrides the architecture, WORK a build directory: a build
 # already there, newer than the source, is run as it is, so `--build-only` beside another
 # build and a later run with the same WORK split the two).
 set -euo pipefail
@@ -10,10 +10,20 @@ cd "$(dirname "$0")/../.."
 . benchmarks/probe/nvcc_env.sh
 if [ ! "$WORK/mma_ladder" -nt benchmarks/probe/mma_ladder.cu ]; then
   t0=$SECONDS
-  "$NVCC" -std=c++17 -O3 -lineinfo "-arch=$ARCH" --expt-relaxed-constexpr \
+  # (sm_90a in the -gencode form: the -arch shorthand may add a plain sm_90 pass)
+  TARGET="-arch=$ARCH"
+  [ "$ARCH" = "sm_90a" ] && TARGET="-gencode=arch=compute_90a,code=sm_90a"
+  "$NVCC" -std=c++17 -O3 -lineinfo "$TARGET" --expt-relaxed-constexpr -Xptxas -v \
     -D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__ -D__CUDA_NO_BFLOAT16_CONVERSIONS__ -I csrc \
-    benchmarks/probe/mma_ladder.cu -o "$WORK/mma_ladder"
+    benchmarks/probe/mma_ladder.cu -o "$WORK/mma_ladder" 2> "$WORK/ptxas.log" || { cat "$WORK/ptxas.log"; exit 1; }
+  # registers, spills and warnings of the wgmma kernels (a spill or C7510-style warning means
+  # the accumulators left registers or the wgmma pipeline was serialised)
+  grep -E "warning|wgmma_ladder_kernel" -A2 "$WORK/ptxas.log" | grep -E "warning|registers|spill" | sort | uniq -c || true
   echo "mma_ladder: built for $ARCH in $((SECONDS - t0)) s"
 fi
 [ "${1:-}" = "--build-only" ] && exit 0
-"$WORK/mma_ladder" "$@"
+# the mma.sync rows, then the wgmma rows in a process of their own (a fault in one keeps the other)
+rc=0
+"$WORK/mma_ladder" --mma "$@" || rc=$?
+"$WORK/mma_ladder" --wgmma "$@" || rc=$?
+exit $rc

@@ -18,9 +18,17 @@
 //  * cp.async (csrc/cuda/async_copy.cuh) per thread: each copy lands in shared memory at once
 //    or only at the wait that retires its group, at random; 16-byte alignment, destinations
 //    inside a shared array and nothing in flight at the end of a block are checked;
+//  * wgmma (csrc/cuda/warpgroup_mma.cuh) per warpgroup of 128 threads: products recorded at
+//    the wgmma and performed at the wait that retires their commit group, reading shared
+//    memory through the descriptor with the K-major 128-byte-swizzle layout model written
+//    there (the only layout modelled; any other descriptor fails); a wgmma without a fence
+//    before its batch, products left unretired at the end of a block and operands outside the
+//    shared array are reported; the window address of the dynamic shared array is 128- but not
+//    1024-byte aligned, as on a GPU it may be. The layout model itself is only checked on a GPU;
 //  * checks a GPU makes at launch: block size <= 1024, grid y/z <= 65535, no empty grid, and
 //    32-byte alignment of every WMMA pointer plus ldm a multiple of 16 bytes.
 // What it cannot show: timing, bank conflicts, the real fragment distribution over lanes,
+// a missing fence.proxy.async between thread writes and wgmma reads,
 // compiler or hardware faults, races between threads that a barrier-exact schedule hides.
 #pragma once
 
@@ -188,6 +196,34 @@ struct WarpSlot {
   uint32_t out[32][4];
 };
 inline std::vector<WarpSlot> warp_slots;
+
+// Warpgroup-wide instructions (wgmma and its fence, commit and wait; csrc/cuda/warpgroup_mma.cuh):
+// the 128 threads of a warpgroup meet in its slot as a warp's lanes do; products are recorded
+// at the wgmma, grouped at the commit and performed only at the wait that retires their group
+// (reading shared memory then), so an operand overwritten or an accumulator read too early shows.
+struct WgmmaOp {
+  uint64_t a, b;
+  bool accumulate;
+  bool bf16;  // operand type: bfloat16, else float16
+  float* d[128];
+};
+struct WarpgroupSlot {
+  int kind = -1;
+  int arrived = 0;
+  long generation = 0;
+  uint64_t a = 0, b = 0;
+  int flag = 0;
+  float* d[128];
+  bool fenced = false;                  // a wgmma_fence since the last commit
+  std::vector<WgmmaOp> open;            // issued, not yet committed
+  std::vector<std::vector<WgmmaOp>> groups;  // committed, not yet retired
+};
+inline std::vector<WarpgroupSlot> warpgroup_slots;
+// The block's shared window for shared_address(): the one shared array its descriptors point
+// into, placed at a window address that is 128- but not 1024-byte aligned (as a GPU may place
+// dynamic shared memory), so kernels must align their tiles themselves.
+inline const unsigned char* shared_window = nullptr;
+constexpr uint32_t kSharedWindowBase = 384;
 inline long warp_instructions = 0;
 // ldmatrix matrices whose 8 rows do not fall on 8 different 16-byte bank groups (shared memory
 // has 32 four-byte banks: such a matrix takes more than one pass on a GPU)
@@ -214,6 +250,8 @@ inline void run_block(std::vector<Fiber>& pool, unsigned threads, dim3 block) {
   wmma_calls.assign(threads, {});
   async_copies.assign(threads, {});
   warp_slots.assign((threads + 31) / 32, WarpSlot());
+  warpgroup_slots.assign((threads + 127) / 128, WarpgroupSlot());
+  shared_window = nullptr;
   barrier_or.clear();
   std::vector<unsigned> order(threads);
   for (unsigned t = 0; t < threads; ++t) order[t] = t;
@@ -256,7 +294,7 @@ inline void run_block(std::vector<Fiber>& pool, unsigned threads, dim3 block) {
       std::shuffle(waiting.begin(), waiting.end(), schedule_rng());
       for (unsigned t : waiting) resume(t, still);
       if (still.size() == waiting.size() && warp_instructions == before)
-        fail("a warp-wide instruction (ldmatrix, mma.sync) reached by only some lanes of a warp");
+        fail("a warp-wide instruction (ldmatrix, mma.sync, wgmma) reached by only some lanes of a warp(group)");
       waiting.swap(still);
     }
     if (running == 0) break;
@@ -266,6 +304,10 @@ inline void run_block(std::vector<Fiber>& pool, unsigned threads, dim3 block) {
   check_shared_guards();
   for (const WarpSlot& w : warp_slots)
     if (w.arrived != 0) fail("a warp-wide instruction left waiting when the block ended");
+  for (const WarpgroupSlot& w : warpgroup_slots) {
+    if (w.arrived != 0) fail("a warpgroup-wide instruction left waiting when the block ended");
+    if (!w.open.empty() || !w.groups.empty()) fail("wgmma products not retired by a wait when the block ended");
+  }
   for (const AsyncCopies& c : async_copies)
     if (!c.open.empty() || !c.groups.empty()) fail("cp.async copies still in flight when the block ended");
 }
@@ -584,6 +626,144 @@ void mma_m16n8k16(float d[4], const uint32_t a[4], const uint32_t b[2]) {
       }
   });
   for (int i = 0; i < 4; ++i) d[i] = fullconv_emu::bits_to_float(out[i]);
+}
+}  // namespace cuda
+}  // namespace fullconv
+
+// ------------------------------------------ warpgroup-wide instructions (csrc/cuda/warpgroup_mma.cuh)
+namespace fullconv_emu {
+// The thread's operands go to its warpgroup's slot; the last of the 128 to arrive runs
+// act(slot), the others wait for it.
+template <typename Act>
+void warpgroup_instruction(int kind, uint64_t a, uint64_t b, int flag, float* d, Act&& act) {
+  const unsigned t = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+  if ((blockDim.x * blockDim.y * blockDim.z) % 128 != 0) fail("warpgroup-wide instruction in a block of partial warpgroups");
+  WarpgroupSlot& w = warpgroup_slots[t / 128];
+  if (w.arrived == 0) {
+    w.kind = kind;
+    w.a = a;
+    w.b = b;
+    w.flag = flag;
+  } else if (w.kind != kind || w.a != a || w.b != b || w.flag != flag) {
+    fail("threads of a warpgroup at different warpgroup-wide instructions or with different operands");
+  }
+  w.d[t % 128] = d;
+  const long generation = w.generation;
+  if (++w.arrived == 128) {
+    act(w);
+    w.arrived = 0;
+    ++w.generation;
+    ++warp_instructions;
+  } else {
+    while (w.generation == generation) {
+      current->waiting = true;
+      swapcontext(&current->ctx, &scheduler);
+    }
+  }
+}
+
+// The 16-bit value at shared-window address `address` of the block's window.
+inline uint16_t shared_u16(uint32_t address) {
+  if (shared_window == nullptr) fail("wgmma descriptor used before any shared_address() in this block");
+  for (auto& kv : shared_arrays())
+    if (kv.second.data == shared_window) {
+      if (address < kSharedWindowBase || address + 2 > kSharedWindowBase + kv.second.bytes)
+        fail("wgmma operand outside the block's shared array");
+      uint16_t v;
+      std::memcpy(&v, shared_window + (address - kSharedWindowBase), 2);
+      return v;
+    }
+  fail("shared window lost");
+}
+
+// Element (row, k) of a K-major, 128-byte-swizzled operand (k < 16) read through descriptor desc.
+inline uint16_t descriptor_element(uint64_t desc, int row, int k) {
+  const uint32_t start = uint32_t(desc & 0x3fff) << 4;
+  const uint32_t sbo = uint32_t((desc >> 32) & 0x3fff) << 4;
+  if ((desc >> 62) != 1 || ((desc >> 49) & 7) != 0 || sbo != 1024)
+    fail("wgmma descriptor other than K-major, 128-byte swizzle, base offset 0, 1024 bytes per 8 rows (not modelled)");
+  if ((start & 0x380) != 0 || (start & 0xf) != 0)
+    fail("wgmma descriptor start not within the first 128 bytes of a 1024-byte-aligned group of rows");
+  const uint32_t logical = start + uint32_t(row / 8) * sbo + uint32_t(row % 8) * 128 + uint32_t(k) * 2;
+  const uint32_t physical = logical ^ (((logical >> 7) & 7) << 4);
+  return shared_u16(physical);
+}
+
+template <typename T>
+float element_value(uint16_t bits) {
+  T v;
+  std::memcpy(static_cast<void*>(&v), &bits, 2);
+  return nvcuda::wmma::as_float(v);
+}
+
+// Performs one recorded m64n128k16 product on the 128 threads' accumulators.
+template <typename T>
+void perform_wgmma(const WgmmaOp& op) {
+  static float A[64][16], B[128][16];
+  for (int i = 0; i < 64; ++i)
+    for (int k = 0; k < 16; ++k) A[i][k] = element_value<T>(descriptor_element(op.a, i, k));
+  for (int j = 0; j < 128; ++j)
+    for (int k = 0; k < 16; ++k) B[j][k] = element_value<T>(descriptor_element(op.b, j, k));
+  for (int t = 0; t < 128; ++t) {
+    const int w = t / 32, g = (t % 32) / 4, q = t % 4;
+    for (int r = 0; r < 64; ++r) {
+      const int row = 16 * w + 8 * ((r / 2) % 2) + g, col = 8 * (r / 4) + 2 * q + r % 2;
+      float v = op.accumulate ? op.d[t][r] : 0.0f;
+      for (int k = 0; k < 16; ++k) v += A[row][k] * B[col][k];
+      op.d[t][r] = v;
+    }
+  }
+}
+}  // namespace fullconv_emu
+
+namespace fullconv {
+namespace cuda {
+inline uint32_t shared_address(const void* p) {
+  const auto* b = static_cast<const unsigned char*>(p);
+  for (auto& kv : fullconv_emu::shared_arrays())
+    if (b >= kv.second.data && b < kv.second.data + kv.second.bytes) {
+      if (fullconv_emu::shared_window != nullptr && fullconv_emu::shared_window != kv.second.data)
+        fullconv_emu::fail("shared_address() into two shared arrays in one block (not modelled)");
+      fullconv_emu::shared_window = kv.second.data;
+      return fullconv_emu::kSharedWindowBase + uint32_t(b - kv.second.data);
+    }
+  fullconv_emu::fail("shared_address() of a pointer outside shared memory");
+}
+inline void wgmma_fence() {
+  fullconv_emu::warpgroup_instruction(30, 0, 0, 0, nullptr, [](fullconv_emu::WarpgroupSlot& w) { w.fenced = true; });
+}
+inline void wgmma_commit() {
+  fullconv_emu::warpgroup_instruction(31, 0, 0, 0, nullptr, [](fullconv_emu::WarpgroupSlot& w) {
+    w.groups.push_back(std::move(w.open));
+    w.open.clear();
+    w.fenced = false;
+  });
+}
+template <int N>
+void wgmma_wait() {
+  fullconv_emu::warpgroup_instruction(32, 0, 0, N, nullptr, [](fullconv_emu::WarpgroupSlot& w) {
+    while (w.groups.size() > size_t(N)) {
+      for (const auto& op : w.groups.front()) {
+        if (op.bf16) fullconv_emu::perform_wgmma<__nv_bfloat16>(op);
+        else fullconv_emu::perform_wgmma<__half>(op);
+      }
+      w.groups.erase(w.groups.begin());
+    }
+  });
+}
+// Orders a thread's shared-memory writes before the tensor cores' reads; in the emulation the
+// barrier that must follow does that (the copies land at their wait), so nothing to do.
+inline void fence_proxy_async() {}
+inline void wgmma_hold(float*) {}  // (a compiler-ordering point only)
+template <typename T>
+void wgmma_m64n128k16(float d[64], uint64_t a, uint64_t b, bool accumulate) {
+  static_assert(std::is_same<T, __half>::value || std::is_same<T, __nv_bfloat16>::value, "16-bit operands");
+  fullconv_emu::warpgroup_instruction(33, a, b, accumulate, d, [](fullconv_emu::WarpgroupSlot& w) {
+    if (!w.fenced) fullconv_emu::fail("wgmma without a wgmma_fence() before its batch");
+    fullconv_emu::WgmmaOp op{w.a, w.b, w.flag != 0, std::is_same<T, __nv_bfloat16>::value, {}};
+    std::copy(w.d, w.d + 128, op.d);
+    w.open.push_back(op);
+  });
 }
 }  // namespace cuda
 }  // namespace fullconv
