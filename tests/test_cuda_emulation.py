@@ -113,6 +113,10 @@ def test_mma_ladder_emulated(tmp_path):
         assert "Potential Performance Loss" not in ptxas, ptxas[-4000:]
         spills = re.findall(r"(\d+) bytes spill stores", ptxas)
         assert spills and all(n == "0" for n in spills), ptxas[-4000:]
+        # the wgmma kernels' accumulators in registers: no stack frame either
+        frames = re.findall(r"Compiling entry function '[^']*wgmma_ladder_kernel[^']*'.*?(\d+) bytes stack frame",
+                            ptxas, flags=re.S)
+        assert len(frames) == 12 and all(n == "0" for n in frames), ptxas[-4000:]
     result = subprocess.run([str(tmp_path / "ladder")], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "(emulated): 0 failures" in result.stdout, result.stdout + result.stderr
     assert "wgmma 128x256 s4: 0 failures" in result.stdout, result.stdout

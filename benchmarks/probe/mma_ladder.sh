@@ -10,15 +10,16 @@ cd "$(dirname "$0")/../.."
 . benchmarks/probe/nvcc_env.sh
 if [ ! "$WORK/mma_ladder" -nt benchmarks/probe/mma_ladder.cu ]; then
   t0=$SECONDS
-  # (sm_90a in the -gencode form: the -arch shorthand may add a plain sm_90 pass)
+  # (sm_90a in the -gencode form, as the device notes advise for wgmma)
   TARGET="-arch=$ARCH"
   [ "$ARCH" = "sm_90a" ] && TARGET="-gencode=arch=compute_90a,code=sm_90a"
   "$NVCC" -std=c++17 -O3 -lineinfo "$TARGET" --expt-relaxed-constexpr -Xptxas -v \
     -D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__ -D__CUDA_NO_BFLOAT16_CONVERSIONS__ -I csrc \
     benchmarks/probe/mma_ladder.cu -o "$WORK/mma_ladder" 2> "$WORK/ptxas.log" || { cat "$WORK/ptxas.log"; exit 1; }
-  # registers, spills and warnings of the wgmma kernels (a spill or C7510-style warning means
-  # the accumulators left registers or the wgmma pipeline was serialised)
-  grep -E "warning|wgmma_ladder_kernel" -A2 "$WORK/ptxas.log" | grep -E "warning|registers|spill" | sort | uniq -c || true
+  # registers, stack, spills and warnings of the wgmma kernels (a stack frame or spill means the
+  # accumulators left registers; "Performance Loss" that ptxas serialised the wgmma pipeline)
+  grep -E "warning|Performance Loss|wgmma_ladder_kernel" -A2 "$WORK/ptxas.log" |
+    grep -E "warning|Performance Loss|registers|spill" | sort | uniq -c || true
   echo "mma_ladder: built for $ARCH in $((SECONDS - t0)) s"
 fi
 [ "${1:-}" = "--build-only" ] && exit 0

@@ -37,6 +37,11 @@
 
 #include "launch.cuh"
 
+#ifndef FULLCONV_EMULATE
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#endif
+
 // Device code for sm_90a (wgmma needs the architecture-specific target); the emulation counts
 // as such.
 #if defined(FULLCONV_EMULATE) || defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -92,8 +97,8 @@ __device__ __forceinline__ void fence_proxy_async() {
 
 // Keeps the compiler from moving other accesses of the accumulators d across this point:
 // call it after the wgmma_wait() that retires their products and before reading them (the
-// wait itself names no registers, so a read could otherwise be scheduled ahead of it).
-// No instruction is emitted.
+// wait itself names no registers, so a read could otherwise be scheduled ahead of it), and
+// after setting them before the first wgmma_fence(). No instruction is emitted.
 __device__ __forceinline__ void wgmma_hold(float d[64]) {
 #pragma unroll
   for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
@@ -101,9 +106,11 @@ __device__ __forceinline__ void wgmma_hold(float d[64]) {
 
 // d (+)= A B^T over the warpgroup's 64 x 128 x 16 product; A: 64 x 16 at descriptor a, B:
 // 128 x 16 at descriptor b (both K-major); accumulate = false overwrites d. T: __half or
-// __nv_bfloat16.
+// __nv_bfloat16. (No "memory" clobber: shared memory is ordered by the fence and the wait
+// around a batch, which have one.)
 template <typename T>
 __device__ __forceinline__ void wgmma_m64n128k16(float d[64], uint64_t a, uint64_t b, bool accumulate) {
+  static_assert(std::is_same<T, __half>::value || std::is_same<T, __nv_bfloat16>::value, "16-bit operands");
 #if FULLCONV_DEVICE_SM90A
   if constexpr (std::is_same<T, __half>::value)
     asm volatile(

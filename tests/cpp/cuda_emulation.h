@@ -18,10 +18,10 @@
 //  * cp.async (csrc/cuda/async_copy.cuh) per thread: each copy lands in shared memory at once
 //    or only at the wait that retires its group, at random; 16-byte alignment, destinations
 //    inside a shared array and nothing in flight at the end of a block are checked;
-//  * wgmma (csrc/cuda/warpgroup_mma.cuh) per warpgroup of 128 threads: products recorded at
-//    the wgmma and performed at the wait that retires their commit group, reading shared
-//    memory through the descriptor with the K-major 128-byte-swizzle layout model written
-//    there (the only layout modelled; any other descriptor fails); a wgmma without a fence
+//  * wgmma (csrc/cuda/warpgroup_mma.cuh) per warpgroup of 128 threads: operands read at the
+//    wgmma through the descriptor with the K-major 128-byte-swizzle layout model written
+//    there (the only layout modelled; any other descriptor fails) and required unchanged at
+//    the wait that retires their commit group, where the product is performed; a wgmma without a fence
 //    before its batch, products left unretired at the end of a block and operands outside the
 //    shared array are reported; the window address of the dynamic shared array is 128- but not
 //    1024-byte aligned, as on a GPU it may be. The layout model itself is only checked on a GPU;
@@ -198,14 +198,17 @@ struct WarpSlot {
 inline std::vector<WarpSlot> warp_slots;
 
 // Warpgroup-wide instructions (wgmma and its fence, commit and wait; csrc/cuda/warpgroup_mma.cuh):
-// the 128 threads of a warpgroup meet in its slot as a warp's lanes do; products are recorded
-// at the wgmma, grouped at the commit and performed only at the wait that retires their group
-// (reading shared memory then), so an operand overwritten or an accumulator read too early shows.
+// the 128 threads of a warpgroup meet in its slot as a warp's lanes do; a product's operands
+// are read at the wgmma and must be unchanged at the wait that retires its group (the hardware
+// reads them at some time in between), and the product is performed only at that wait, so an
+// operand read before it landed, an operand overwritten while in flight and an accumulator read
+// too early all show.
 struct WgmmaOp {
   uint64_t a, b;
   bool accumulate;
   bool bf16;  // operand type: bfloat16, else float16
   float* d[128];
+  uint16_t a_bits[64][16], b_bits[128][16];  // the operands as they were at the wgmma
 };
 struct WarpgroupSlot {
   int kind = -1;
@@ -696,14 +699,27 @@ float element_value(uint16_t bits) {
   return nvcuda::wmma::as_float(v);
 }
 
-// Performs one recorded m64n128k16 product on the 128 threads' accumulators.
+// Reads the operands of a wgmma through its descriptors.
+inline void read_wgmma_operands(uint64_t a, uint64_t b, uint16_t (&a_bits)[64][16], uint16_t (&b_bits)[128][16]) {
+  for (int i = 0; i < 64; ++i)
+    for (int k = 0; k < 16; ++k) a_bits[i][k] = descriptor_element(a, i, k);
+  for (int j = 0; j < 128; ++j)
+    for (int k = 0; k < 16; ++k) b_bits[j][k] = descriptor_element(b, j, k);
+}
+
+// Retires one recorded m64n128k16 product: its operands must still be what they were at the
+// wgmma; then the product is added to the 128 threads' accumulators.
 template <typename T>
 void perform_wgmma(const WgmmaOp& op) {
+  static uint16_t a_now[64][16], b_now[128][16];
+  read_wgmma_operands(op.a, op.b, a_now, b_now);
+  if (std::memcmp(a_now, op.a_bits, sizeof(a_now)) != 0 || std::memcmp(b_now, op.b_bits, sizeof(b_now)) != 0)
+    fail("a wgmma operand in shared memory changed between the wgmma and the wait that retires it");
   static float A[64][16], B[128][16];
   for (int i = 0; i < 64; ++i)
-    for (int k = 0; k < 16; ++k) A[i][k] = element_value<T>(descriptor_element(op.a, i, k));
+    for (int k = 0; k < 16; ++k) A[i][k] = element_value<T>(op.a_bits[i][k]);
   for (int j = 0; j < 128; ++j)
-    for (int k = 0; k < 16; ++k) B[j][k] = element_value<T>(descriptor_element(op.b, j, k));
+    for (int k = 0; k < 16; ++k) B[j][k] = element_value<T>(op.b_bits[j][k]);
   for (int t = 0; t < 128; ++t) {
     const int w = t / 32, g = (t % 32) / 4, q = t % 4;
     for (int r = 0; r < 64; ++r) {
@@ -760,9 +776,14 @@ void wgmma_m64n128k16(float d[64], uint64_t a, uint64_t b, bool accumulate) {
   static_assert(std::is_same<T, __half>::value || std::is_same<T, __nv_bfloat16>::value, "16-bit operands");
   fullconv_emu::warpgroup_instruction(33, a, b, accumulate, d, [](fullconv_emu::WarpgroupSlot& w) {
     if (!w.fenced) fullconv_emu::fail("wgmma without a wgmma_fence() before its batch");
-    fullconv_emu::WgmmaOp op{w.a, w.b, w.flag != 0, std::is_same<T, __nv_bfloat16>::value, {}};
+    w.open.emplace_back();
+    fullconv_emu::WgmmaOp& op = w.open.back();
+    op.a = w.a;
+    op.b = w.b;
+    op.accumulate = w.flag != 0;
+    op.bf16 = std::is_same<T, __nv_bfloat16>::value;
     std::copy(w.d, w.d + 128, op.d);
-    w.open.push_back(op);
+    fullconv_emu::read_wgmma_operands(w.a, w.b, op.a_bits, op.b_bits);
   });
 }
 }  // namespace cuda
