@@ -45,9 +45,10 @@ step() {  # step NAME LIMIT COMMAND...  (output in $PREFIX-NAME.log)
   echo "   -> rc=$rc in $((SECONDS - t0)) s" | tee -a "$PREFIX-summary.log"
   tail -n 4 "$PREFIX-$name.log" | sed 's/^/   | /' | tee -a "$PREFIX-summary.log"
 }
-# (the ladder: already run by gpu-check on this machine today, unless that step failed or was skipped)
+# (the ladder: already run by gpu-check on this machine today, unless that step failed or was
+# skipped; rc 3: it ran whole and a ring row failed its check, which a rerun would not change)
 if $PY -c "import json, sys; s = json.load(open(sys.argv[1]))['steps']
-sys.exit(0 if s.get('diag_ladder', {}).get('rc') == 0 else 1)" "$OUT/gpu-$CARD-$(date -u +%Y-%m-%d)-check.json" 2>/dev/null; then
+sys.exit(0 if s.get('diag_ladder', {}).get('rc') in (0, 3) else 1)" "$OUT/gpu-$CARD-$(date -u +%Y-%m-%d)-check.json" 2>/dev/null; then
   echo "== ladder: run by gpu-check (its log: gpu-$CARD-*-ladder.log)" | tee -a "$PREFIX-summary.log"
 else
   step ladder 180 env WORK="$(mktemp -d)" bash benchmarks/probe/mma_ladder.sh
