@@ -162,12 +162,16 @@ __global__ void __launch_bounds__(kGemmThreads, Math::kMinBlocks) ladder_kernel(
 // the next is issued (commit, then wait for all but the newest).
 //   wgmma       the batches on stages filled once (the instruction's rate with this tile);
 //   wg+barrier  + one __syncthreads per chunk;
-//   wg ring     + cp.async copies of A (M x K) and B^T (N x K, k contiguous: a weight packed
-//               [cout][cin x taps]) into S stages, S - 2 chunks ahead, results written out
-//               and checked against a plain kernel on the GPU.
-template <int BNt, int StagesT>
+//   wg ring     + cp.async copies of A (M x K) and B into S stages, S - 2 chunks ahead,
+//               results written out and checked against a plain kernel on the GPU.
+// B either K-major (given N x K, k contiguous: a weight packed [cout][taps x cin]) or, "nB",
+// N-major (given K x N, n contiguous, as the mma.sync rows and the extension's packed weight
+// [tap][cin][cout] have it), in panels of 64 columns (warpgroup_mma.cuh's two layouts).
+template <int BNt, int StagesT, bool KMajorB = true>
 struct WgmmaTiles {
   static constexpr int BM = 128, BN = BNt, BK = 64, kStages = StagesT, NH = BN / 128;
+  static constexpr bool kKMajorB = KMajorB;
+  static constexpr int kPanelBytes = BK * 128;  // N-major B: one panel of 64 columns
   static constexpr int kABytes = BM * 128, kBBytes = BN * 128, kStageBytes = kABytes + kBBytes;
   static constexpr int kSmemBytes = kStages * kStageBytes + 1024;  // + the first stage's alignment
   static_assert(BN % 128 == 0 && kStages >= 3, "tile");
@@ -199,9 +203,15 @@ __global__ void __launch_bounds__(kGemmThreads, 1) wgmma_ladder_kernel(LadderArg
 #pragma unroll
     for (int kk = 0; kk < BK / 16; ++kk)
 #pragma unroll
-      for (int h = 0; h < NH; ++h)
-        wgmma_m64n128k16<__half>(acc[h], wgmma_descriptor_sw128(a0 + 32 * kk),
-                                 wgmma_descriptor_sw128(b0 + h * 128 * 128 + 32 * kk), true);
+      for (int h = 0; h < NH; ++h) {
+        const uint64_t da = wgmma_descriptor_kmajor(a0 + 32 * kk);
+        if constexpr (Tiles::kKMajorB)
+          wgmma_m64n128k16<__half>(acc[h], da, wgmma_descriptor_kmajor(b0 + h * 128 * 128 + 32 * kk), true);
+        else  // two panels per 128 columns; slice kk 16 rows into them
+          wgmma_m64n128k16<__half, true>(
+              acc[h], da, wgmma_descriptor_mnmajor(b0 + 2 * h * Tiles::kPanelBytes + 16 * 128 * kk, Tiles::kPanelBytes),
+              true);
+      }
     wgmma_commit();
   };
   const int chunks = (p.k + BK - 1) / BK;
@@ -236,10 +246,18 @@ __global__ void __launch_bounds__(kGemmThreads, 1) wgmma_ladder_kernel(LadderArg
       }
 #pragma unroll
       for (int i = 0; i < BN * 8 / kGemmThreads; ++i) {
-        const int v = tid + kGemmThreads * i, r = v / 8, j = v % 8;
-        const bool valid = n0 + r < p.n && k0 + 8 * j < p.k;
-        cp_async16(smem + s * kStageBytes + kABytes + r * 128 + 16 * (j ^ (r % 8)),
-                   valid ? p.b + (n0 + r) * p.k + k0 + 8 * j : p.b, valid);
+        const int v = tid + kGemmThreads * i;
+        if constexpr (Tiles::kKMajorB) {  // row r (a column of B), its k chunk j
+          const int r = v / 8, j = v % 8;
+          const bool valid = n0 + r < p.n && k0 + 8 * j < p.k;
+          cp_async16(smem + s * kStageBytes + kABytes + r * 128 + 16 * (j ^ (r % 8)),
+                     valid ? p.b + (n0 + r) * p.k + k0 + 8 * j : p.b, valid);
+        } else {  // k row r, columns 8c..8c+7: panel c / 8, chunk c % 8 of its row
+          const int r = v / (BN / 8), c = v % (BN / 8);
+          const bool valid = k0 + r < p.k && n0 + 8 * c < p.n;
+          cp_async16(smem + s * kStageBytes + kABytes + (c / 8) * Tiles::kPanelBytes + r * 128 + 16 * ((c % 8) ^ (r % 8)),
+                     valid ? p.b + int64_t(k0 + r) * p.n + n0 + 8 * c : p.b, valid);
+        }
       }
     };
 #pragma unroll
@@ -283,6 +301,13 @@ __global__ void __launch_bounds__(kGemmThreads, 1) wgmma_ladder_kernel(LadderArg
       for (int r = 0; r < 64; ++r) sum += acc[h][r];
     p.c[int64_t(blockIdx.x) * kGemmThreads + tid] = sum;
   }
+}
+
+// whether a rung reads B as N x K (the K-major wgmma rows) rather than K x N
+template <int R, typename Tiles>
+constexpr bool b_is_n_by_k() {
+  if constexpr (R >= kWgmma) return Tiles::kKMajorB;
+  else return false;
 }
 
 template <int R, typename Tiles>
@@ -343,6 +368,7 @@ namespace fc = fullconv::cuda;
 template <int R, typename Math>
 int emulated_rung(int m, int n, int k, const std::vector<__half>& a, const std::vector<__half>& b) {
   constexpr bool wg = R >= fc::kWgmma;
+  constexpr bool b_nk = fc::b_is_n_by_k<R, Math>();  // B given N x K (else K x N)
   const bool ring = R == fc::kRing || R == fc::kWgmmaRing;
   const dim3 grid = ring ? dim3((m + Math::BM - 1) / Math::BM, (n + Math::BN - 1) / Math::BN) : dim3(2);
   std::vector<float> c(ring ? size_t(m) * n : size_t(grid.x) * fc::kGemmThreads, -1.0f);
@@ -359,7 +385,7 @@ int emulated_rung(int m, int n, int k, const std::vector<__half>& a, const std::
     for (int j = 0; j < n; ++j) {
       double want = 0;
       for (int t = 0; t < k; ++t)
-        want += double(__half2float(a[size_t(i) * k + t])) * __half2float(wg ? b[size_t(j) * k + t] : b[size_t(t) * n + j]);
+        want += double(__half2float(a[size_t(i) * k + t])) * __half2float(b_nk ? b[size_t(j) * k + t] : b[size_t(t) * n + j]);
       bad += !(std::fabs(c[size_t(i) * n + j] - want) <= 1e-3 * (1 + std::fabs(want)));  // NaN counts
     }
   return bad;
@@ -395,7 +421,9 @@ int main() {
                   emulated_tiles<M, MmaMath<__half, true, 128, 128, 32, 6>>("128x128 k32 s6") +
                   emulated_tiles<W, WgmmaTiles<128, 3>>("wgmma 128x128 s3") +
                   emulated_tiles<W, WgmmaTiles<128, 4>>("wgmma 128x128 s4") +
-                  emulated_tiles<W, WgmmaTiles<256, 4>>("wgmma 128x256 s4");
+                  emulated_tiles<W, WgmmaTiles<256, 4>>("wgmma 128x256 s4") +
+                  emulated_tiles<W, WgmmaTiles<128, 3, false>>("wgmma 128x128 s3 nB") +
+                  emulated_tiles<W, WgmmaTiles<256, 4, false>>("wgmma 128x256 s4 nB");
   std::printf("mma_ladder (emulated): %d failures\n", bad);
   return bad == 0 ? 0 : 1;
 }
@@ -454,7 +482,7 @@ void run_rung(const char* tiles, const Gemm& g, const void* a, const void* b, in
   if (ring) {
     float* ref = nullptr;
     CHECK(cudaMalloc(&ref, c_count * sizeof(float)));
-    if (wg) fc::reference_gemm_nt<<<dim3(g.m, (g.n + 127) / 128), 128>>>(p.a, p.b, ref, g.m, g.n, g.k);
+    if (fc::b_is_n_by_k<R, Math>()) fc::reference_gemm_nt<<<dim3(g.m, (g.n + 127) / 128), 128>>>(p.a, p.b, ref, g.m, g.n, g.k);
     else fc::reference_gemm<<<dim3(g.m, (g.n + 127) / 128), 128>>>(p.a, p.b, ref, g.m, g.n, g.k);
     CHECK(cudaGetLastError());
     std::vector<float> got(c_count), want(c_count);
@@ -577,11 +605,13 @@ int main(int argc, char** argv) {
                   prop.major != 9 ? "not a compute capability 9.0 GPU" : "built without sm_90a");
     } else {
       std::printf("# wgmma rungs (two warpgroups, 64-deep chunks, s: stages; mma/clk counts a wgmma.m64n128k16 as "
-                  "64 mma.sync.m16n8k16; B read as N x K)\n");
+                  "64 mma.sync.m16n8k16; B read as N x K, nB: as K x N like the mma.sync rows)\n");
       run_wgmma<WgmmaTiles<128, 3>>("wg 128x128 s3", gemms, a, b, sms, clock_ghz, reps);
       run_wgmma<WgmmaTiles<128, 4>>("wg 128x128 s4", gemms, a, b, sms, clock_ghz, reps);
       run_wgmma<WgmmaTiles<256, 3>>("wg 128x256 s3", gemms, a, b, sms, clock_ghz, reps);
       run_wgmma<WgmmaTiles<256, 4>>("wg 128x256 s4", gemms, a, b, sms, clock_ghz, reps);
+      run_wgmma<WgmmaTiles<128, 4, false>>("wg 128x128 s4 nB", gemms, a, b, sms, clock_ghz, reps);
+      run_wgmma<WgmmaTiles<256, 3, false>>("wg 128x256 s3 nB", gemms, a, b, sms, clock_ghz, reps);
     }
   }
   for (void* p : a) CHECK(cudaFree(p));

@@ -19,8 +19,8 @@
 //    or only at the wait that retires its group, at random; 16-byte alignment, destinations
 //    inside a shared array and nothing in flight at the end of a block are checked;
 //  * wgmma (csrc/cuda/warpgroup_mma.cuh) per warpgroup of 128 threads: operands read at the
-//    wgmma through the descriptor with the K-major 128-byte-swizzle layout model written
-//    there (the only layout modelled; any other descriptor fails) and required unchanged at
+//    wgmma through the descriptor with the 128-byte-swizzle layout models written there
+//    (K-major, and MN-major for B; any other descriptor fails) and required unchanged at
 //    the wait that retires their commit group, where the product is performed; a wgmma without a fence
 //    before its batch, products left unretired at the end of a block and operands outside the
 //    shared array are reported; the window address of the dynamic shared array is 128- but not
@@ -206,7 +206,8 @@ inline std::vector<WarpSlot> warp_slots;
 struct WgmmaOp {
   uint64_t a, b;
   bool accumulate;
-  bool bf16;  // operand type: bfloat16, else float16
+  bool bf16;      // operand type: bfloat16, else float16
+  bool mn_major;  // B N-major (stored K x N), else K-major
   float* d[128];
   uint16_t a_bits[64][16], b_bits[128][16];  // the operands as they were at the wgmma
 };
@@ -679,15 +680,24 @@ inline uint16_t shared_u16(uint32_t address) {
   fail("shared window lost");
 }
 
-// Element (row, k) of a K-major, 128-byte-swizzled operand (k < 16) read through descriptor desc.
-inline uint16_t descriptor_element(uint64_t desc, int row, int k) {
+// Element (row, k) (row: m or n, k < 16) of a 128-byte-swizzled operand read through
+// descriptor desc, K-major or (mn_major) MN-major (warpgroup_mma.cuh's layouts).
+inline uint16_t descriptor_element(uint64_t desc, int row, int k, bool mn_major) {
   const uint32_t start = uint32_t(desc & 0x3fff) << 4;
+  const uint32_t lbo = uint32_t((desc >> 16) & 0x3fff) << 4;
   const uint32_t sbo = uint32_t((desc >> 32) & 0x3fff) << 4;
   if ((desc >> 62) != 1 || ((desc >> 49) & 7) != 0 || sbo != 1024)
-    fail("wgmma descriptor other than K-major, 128-byte swizzle, base offset 0, 1024 bytes per 8 rows (not modelled)");
-  if ((start & 0x380) != 0 || (start & 0xf) != 0)
-    fail("wgmma descriptor start not within the first 128 bytes of a 1024-byte-aligned group of rows");
-  const uint32_t logical = start + uint32_t(row / 8) * sbo + uint32_t(row % 8) * 128 + uint32_t(k) * 2;
+    fail("wgmma descriptor other than 128-byte swizzle, base offset 0, 1024 bytes per 8 rows (not modelled)");
+  uint32_t logical;
+  if (!mn_major) {
+    if ((start & 0x380) != 0 || (start & 0xf) != 0)
+      fail("wgmma descriptor start not within the first 128 bytes of a 1024-byte-aligned group of rows");
+    logical = start + uint32_t(row / 8) * sbo + uint32_t(row % 8) * 128 + uint32_t(k) * 2;
+  } else {
+    if ((start & 0x3ff) != 0 || lbo % 1024 != 0 || lbo == 0)
+      fail("MN-major wgmma descriptor: start or panel offset not a multiple of 1024 bytes (not modelled)");
+    logical = start + uint32_t(row / 64) * lbo + uint32_t(k / 8) * sbo + uint32_t(k % 8) * 128 + uint32_t(row % 64) * 2;
+  }
   const uint32_t physical = logical ^ (((logical >> 7) & 7) << 4);
   return shared_u16(physical);
 }
@@ -700,11 +710,12 @@ float element_value(uint16_t bits) {
 }
 
 // Reads the operands of a wgmma through its descriptors.
-inline void read_wgmma_operands(uint64_t a, uint64_t b, uint16_t (&a_bits)[64][16], uint16_t (&b_bits)[128][16]) {
+inline void read_wgmma_operands(uint64_t a, uint64_t b, bool mn_major, uint16_t (&a_bits)[64][16],
+                                uint16_t (&b_bits)[128][16]) {
   for (int i = 0; i < 64; ++i)
-    for (int k = 0; k < 16; ++k) a_bits[i][k] = descriptor_element(a, i, k);
+    for (int k = 0; k < 16; ++k) a_bits[i][k] = descriptor_element(a, i, k, false);
   for (int j = 0; j < 128; ++j)
-    for (int k = 0; k < 16; ++k) b_bits[j][k] = descriptor_element(b, j, k);
+    for (int k = 0; k < 16; ++k) b_bits[j][k] = descriptor_element(b, j, k, mn_major);
 }
 
 // Retires one recorded m64n128k16 product: its operands must still be what they were at the
@@ -712,7 +723,7 @@ inline void read_wgmma_operands(uint64_t a, uint64_t b, uint16_t (&a_bits)[64][1
 template <typename T>
 void perform_wgmma(const WgmmaOp& op) {
   static uint16_t a_now[64][16], b_now[128][16];
-  read_wgmma_operands(op.a, op.b, a_now, b_now);
+  read_wgmma_operands(op.a, op.b, op.mn_major, a_now, b_now);
   if (std::memcmp(a_now, op.a_bits, sizeof(a_now)) != 0 || std::memcmp(b_now, op.b_bits, sizeof(b_now)) != 0)
     fail("a wgmma operand in shared memory changed between the wgmma and the wait that retires it");
   static float A[64][16], B[128][16];
@@ -771,10 +782,10 @@ void wgmma_wait() {
 // barrier that must follow does that (the copies land at their wait), so nothing to do.
 inline void fence_proxy_async() {}
 inline void wgmma_hold(float*) {}  // (a compiler-ordering point only)
-template <typename T>
+template <typename T, bool MnMajorB = false>
 void wgmma_m64n128k16(float d[64], uint64_t a, uint64_t b, bool accumulate) {
   static_assert(std::is_same<T, __half>::value || std::is_same<T, __nv_bfloat16>::value, "16-bit operands");
-  fullconv_emu::warpgroup_instruction(33, a, b, accumulate, d, [](fullconv_emu::WarpgroupSlot& w) {
+  fullconv_emu::warpgroup_instruction(MnMajorB ? 34 : 33, a, b, accumulate, d, [](fullconv_emu::WarpgroupSlot& w) {
     if (!w.fenced) fullconv_emu::fail("wgmma without a wgmma_fence() before its batch");
     w.open.emplace_back();
     fullconv_emu::WgmmaOp& op = w.open.back();
@@ -782,8 +793,9 @@ void wgmma_m64n128k16(float d[64], uint64_t a, uint64_t b, bool accumulate) {
     op.b = w.b;
     op.accumulate = w.flag != 0;
     op.bf16 = std::is_same<T, __nv_bfloat16>::value;
+    op.mn_major = MnMajorB;
     std::copy(w.d, w.d + 128, op.d);
-    fullconv_emu::read_wgmma_operands(w.a, w.b, op.a_bits, op.b_bits);
+    fullconv_emu::read_wgmma_operands(w.a, w.b, MnMajorB, op.a_bits, op.b_bits);
   });
 }
 }  // namespace cuda
