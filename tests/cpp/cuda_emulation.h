@@ -527,6 +527,25 @@ inline float __float_to_tf32(float v) {
 
 // ------------------------------------------------ warp-wide instructions (csrc/cuda/warp_mma.cuh)
 namespace fullconv_emu {
+// The calling thread arrives at slot w of a warp-wide (size 32) or warpgroup-wide (128)
+// instruction: the last of `size` threads runs act(w), the others wait (back to the scheduler)
+// until it has.
+template <typename Slot, typename Act>
+void meet(Slot& w, int size, Act&& act) {
+  const long generation = w.generation;
+  if (++w.arrived == size) {
+    act(w);
+    w.arrived = 0;
+    ++w.generation;
+    ++warp_instructions;
+  } else {
+    while (w.generation == generation) {
+      current->waiting = true;
+      swapcontext(&current->ctx, &scheduler);
+    }
+  }
+}
+
 // The lane's operands go to its warp's slot; the last lane to arrive computes every lane's
 // registers with compute(slot), the others wait for it.
 template <typename Compute>
@@ -540,18 +559,7 @@ void warp_instruction(int kind, const void* addr, const uint32_t* in, int n_in, 
   else if (w.kind != kind) fail("lanes of a warp at different warp-wide instructions");
   w.addr[lane] = addr;
   for (int i = 0; i < n_in; ++i) w.in[lane][i] = in[i];
-  const long generation = w.generation;
-  if (++w.arrived == 32) {
-    compute(w);
-    w.arrived = 0;
-    ++w.generation;
-    ++warp_instructions;
-  } else {
-    while (w.generation == generation) {
-      current->waiting = true;
-      swapcontext(&current->ctx, &scheduler);
-    }
-  }
+  meet(w, 32, compute);
   for (int i = 0; i < n_out; ++i) out[i] = w.out[lane][i];
 }
 
@@ -652,18 +660,7 @@ void warpgroup_instruction(int kind, uint64_t a, uint64_t b, int flag, float* d,
     fail("threads of a warpgroup at different warpgroup-wide instructions or with different operands");
   }
   w.d[t % 128] = d;
-  const long generation = w.generation;
-  if (++w.arrived == 128) {
-    act(w);
-    w.arrived = 0;
-    ++w.generation;
-    ++warp_instructions;
-  } else {
-    while (w.generation == generation) {
-      current->waiting = true;
-      swapcontext(&current->ctx, &scheduler);
-    }
-  }
+  meet(w, 128, act);
 }
 
 // The 16-bit value at shared-window address `address` of the block's window.
