@@ -335,23 +335,14 @@ __global__ void wgmma_bf16_assembles(const uint64_t* desc, float* out) {
   for (int r = 0; r < 64; ++r) out[64 * threadIdx.x + r] = acc[r];
 }
 
-// C = A B^T in float32 (A: M x K, B: N x K), one thread a result (the wgmma ring's check)
-__global__ void reference_gemm_nt(const __half* a, const __half* b, float* c, int m, int n, int k) {
+// C = A B in float32, one thread a result (the ring rows' check): grid (m, ceil(n / 128)) x 128;
+// B given K x N, or N x K with b_n_by_k (the K-major wgmma rows)
+__global__ void reference_gemm(const __half* a, const __half* b, bool b_n_by_k, float* c, int m, int n, int k) {
   const int64_t i = blockIdx.x, j = int64_t(blockIdx.y) * blockDim.x + threadIdx.x;
   if (i >= m || j >= n) return;
   float acc = 0.0f;
-  for (int t = 0; t < k; ++t) acc += __half2float(a[i * k + t]) * __half2float(b[j * k + t]);
-  c[i * n + j] = acc;
-}
-#endif
-
-#ifndef FULLCONV_EMULATE
-// C = A B in float32, one thread a result (the ring rung's check): grid (m, ceil(n / 128)) x 128
-__global__ void reference_gemm(const __half* a, const __half* b, float* c, int m, int n, int k) {
-  const int64_t i = blockIdx.x, j = int64_t(blockIdx.y) * blockDim.x + threadIdx.x;
-  if (i >= m || j >= n) return;
-  float acc = 0.0f;
-  for (int t = 0; t < k; ++t) acc += __half2float(a[i * k + t]) * __half2float(b[int64_t(t) * n + j]);
+  for (int t = 0; t < k; ++t)
+    acc += __half2float(a[i * k + t]) * __half2float(b_n_by_k ? b[j * k + t] : b[int64_t(t) * n + j]);
   c[i * n + j] = acc;
 }
 #endif
@@ -482,8 +473,8 @@ void run_rung(const char* tiles, const Gemm& g, const void* a, const void* b, in
   if (ring) {
     float* ref = nullptr;
     CHECK(cudaMalloc(&ref, c_count * sizeof(float)));
-    if (fc::b_is_n_by_k<R, Math>()) fc::reference_gemm_nt<<<dim3(g.m, (g.n + 127) / 128), 128>>>(p.a, p.b, ref, g.m, g.n, g.k);
-    else fc::reference_gemm<<<dim3(g.m, (g.n + 127) / 128), 128>>>(p.a, p.b, ref, g.m, g.n, g.k);
+    fc::reference_gemm<<<dim3(g.m, (g.n + 127) / 128), 128>>>(p.a, p.b, fc::b_is_n_by_k<R, Math>(), ref, g.m, g.n,
+                                                            g.k);
     CHECK(cudaGetLastError());
     std::vector<float> got(c_count), want(c_count);
     CHECK(cudaMemcpy(got.data(), p.c, c_count * sizeof(float), cudaMemcpyDeviceToHost));
