@@ -4,7 +4,8 @@ Environment switches:
   FORCE_CUDA=1           build the CUDA sources even when no GPU is visible (needs nvcc)
   FORCE_CUDA=0           never build them
   CUDA_HOME              CUDA toolkit to use (default: /usr/local/cuda when it exists)
-  TORCH_CUDA_ARCH_LIST   GPU architectures (default: "8.0;9.0")
+  TORCH_CUDA_ARCH_LIST   GPU architectures (default: "8.0;9.0a"; 9.0a is Hopper's architecture-specific
+                         target, whose code the wgmma tiles need: with 9.0 instead they fall back)
   DEBUG=1                -O0 -g
   NVCC_FLAGS             extra nvcc flags
   MAX_JOBS               parallel compile jobs (ninja)
@@ -20,10 +21,24 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 if os.environ.get("CUDA_HOME") is None and os.path.isdir("/usr/local/cuda"):
     # torch's own detection can pick a different toolkit than the one on PATH.
     os.environ["CUDA_HOME"] = "/usr/local/cuda"
-os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+
+import inspect  # noqa: E402
 
 import torch  # noqa: E402
 import torch.utils.cpp_extension  # noqa: E402
+
+
+def torch_knows_arch(arch):
+    """Whether this torch's extension builder accepts `arch` in TORCH_CUDA_ARCH_LIST."""
+    try:
+        source = inspect.getsource(torch.utils.cpp_extension._get_cuda_arch_flags)
+    except (AttributeError, OSError, TypeError):
+        return False
+    return f"'{arch}'" in source or f'"{arch}"' in source
+
+
+# (read when the CUDA sources are compiled; torch releases that predate 9.0a get 9.0)
+os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0a" if torch_knows_arch("9.0a") else "8.0;9.0")
 from torch.utils.cpp_extension import (  # noqa: E402
     CUDA_HOME,
     BuildExtension,
@@ -99,6 +114,11 @@ if use_cuda:
     srcs += sources("csrc/cuda/*.cu") + sources("csrc/cuda/*.cpp")
     ext_cls = CUDAExtension
     extra["nvcc"] = nvcc_flags
+    # whether the device code holds sm_90a (wgmma) kernels, for the host code that picks them
+    archs = [a.strip().split("+")[0] for a in os.environ["TORCH_CUDA_ARCH_LIST"].replace(" ", ";").split(";")]
+    sm90a = "1" if "9.0a" in archs else "0"
+    for flags in (cxx_flags, nvcc_flags):
+        flags.append(f"-DFULLCONV_SM90A_BUILT={sm90a}")
 
 print("fullconv build configuration:", file=sys.stderr)
 print(f"  torch {torch.__version__} (CUDA {torch.version.cuda}), python {sys.version.split()[0]}", file=sys.stderr)

@@ -14,8 +14,9 @@ STAMP="$(date -u +%Y-%m-%d)"
 export PYTHONUNBUFFERED=1
 export FORCE_CUDA=1 FULLCONV_EXPECT_CUDA=1
 if [ -z "${TORCH_CUDA_ARCH_LIST:-}" ]; then
-  # build for the card in this machine only (fast); CI and setup.py default to 8.0;9.0
-  TORCH_CUDA_ARCH_LIST="$($PY -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())')"
+  # build for the card in this machine only (fast; 9.0a on Hopper, whose wgmma tiles need it);
+  # CI and setup.py default to 8.0;9.0a
+  TORCH_CUDA_ARCH_LIST="$($PY -c 'import torch; c = torch.cuda.get_device_capability(); print("%d.%d%s" % (*c, "a" if c == (9, 0) else ""))')"
   export TORCH_CUDA_ARCH_LIST
 fi
 if [ -z "${CUDA_HOME:-}" ]; then
@@ -170,14 +171,16 @@ diag_step diag_host 45 "$PREFIX-host.log" $PY benchmarks/host_overhead.py --devi
 # on auto's previous choices (their routing, NOTES entry 29; about 13 s per stem dtype); the
 # mma.sync and wide FMA tiles were timed against the base tiles in entries 23 and 26, the
 # gather and row-order variants in entry 21 of benchmarks/NOTES.md (bench_cuda.py --tiles,
-# --plain-rows and the default gather column time them again when wanted).
+# --plain-rows and the default gather column time them again when wanted). Hopper's wgmma
+# tiles (opt-in, FULLCONV_CUDA_TILES=wgmma, NOTES entry 37) are timed beside the default: on
+# other cards that column is the mma tiles again.
 # (its shapes get BENCH_SECONDS, or what the check's budget leaves, at least 15 s; it needs
 # ~40 s beyond that for its start and the shape under way)
 BENCH_BUDGET="${BENCH_SECONDS:-45}"
 LEFT=$((BUDGET - SECONDS - 40))
 [ "$LEFT" -lt "$BENCH_BUDGET" ] && BENCH_BUDGET=$((LEFT > 15 ? LEFT : 15))
 step bench "$((BENCH_BUDGET + 45))" "$PREFIX-bench.log" $PY benchmarks/bench_cuda.py --no-gather \
-  --passes --out "$OUT" --max-seconds "$BENCH_BUDGET"
+  --passes --tiles wgmma --out "$OUT" --max-seconds "$BENCH_BUDGET"
 cat "$CHECK_JSON"
 echo "gpu-check: results in $OUT ($NAME-*)"
 for k in $STEPS; do

@@ -348,9 +348,11 @@ MMA_LAYERS = [
 
 
 # (tiles, dtype): the mma.sync tiles for float16/bfloat16 (mma-wide: 256-row tiles, 256 x 128
-# on the layers of more than 64 columns), the wide FMA tiles for float32 (auto: the per-problem
-# choice, which picks each of them on some of these layers)
-TILE_RUNS = [(t, d) for t in ("base", "mma", "mma-narrow", "mma-wide", "auto")
+# on the layers of more than 64 columns; wgmma: Hopper's 128 x 128 wgmma tiles for the forward
+# and grad_input of more than 64 columns on a compute-capability-9.0 device, the mma tiles
+# elsewhere), the wide FMA tiles for float32 (auto: the per-problem choice, which picks each of
+# them on some of these layers)
+TILE_RUNS = [(t, d) for t in ("base", "mma", "mma-narrow", "mma-wide", "wgmma", "auto")
              for d in (torch.float16, torch.bfloat16)] + [(t, torch.float32) for t in ("base", "simt-wide", "auto")]
 
 
@@ -399,10 +401,42 @@ def test_cuda_tiles_against_reference(case, monkeypatch):
 
 @needs_gpu
 def test_cuda_tiles_switch_refuses_unknown_value(monkeypatch):
-    monkeypatch.setenv("FULLCONV_CUDA_TILES", "wgmma")
+    monkeypatch.setenv("FULLCONV_CUDA_TILES", "tensor")
     x = torch.randn(1, 16, 5, 5, device="cuda", dtype=torch.float16)
     with pytest.raises(ValueError, match="FULLCONV_CUDA_TILES"):
         fullconv.full_conv2d(x, torch.randn(16, 16, 3, 3, device="cuda", dtype=torch.float16))
+
+
+@needs_gpu
+def test_cuda_wgmma_tiles_run_where_hopper_code_is_built(monkeypatch):
+    """FULLCONV_CUDA_TILES=wgmma: the float16 forward and grad_input of more than 64 columns on
+    the wgmma kernels on a compute-capability-9.0 device with a build holding sm_90a code, on
+    the mma.sync kernels elsewhere (where the instructions would trap); gradients as the
+    reference either way."""
+    monkeypatch.setenv("FULLCONV_CUDA_ALGORITHM", "igemm")
+    monkeypatch.setenv("FULLCONV_CUDA_TILES", "wgmma")
+    x = torch.randn(2, 136, 9, 8, device="cuda", dtype=torch.float16).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(144, 136, 3, 3, device="cuda", dtype=torch.float16) / 35
+    x.requires_grad_()
+    w.requires_grad_()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        y = fullconv.full_conv2d(x, w)
+        gy = torch.randn_like(y)
+        gx, gw = torch.autograd.grad(y, (x, w), gy)
+        torch.cuda.synchronize()
+    calls = {e.key: e.count for e in prof.key_averages()}
+    wgmma = sum(c for k, c in calls.items() if "WgmmaMath" in k)
+    mma = sum(c for k, c in calls.items() if "MmaMath" in k)
+    if torch.cuda.get_device_capability() == (9, 0) and torch.ops.fullconv._cuda_wgmma_built():
+        assert wgmma == 2, calls  # forward and grad_input (grad_weight: the mma.sync tiles)
+    else:
+        assert wgmma == 0 and mma >= 3, calls
+    xr, wr = (t.detach().double().requires_grad_() for t in (x, w))
+    yr = full_conv_reference(xr, wr, None, (1, 1), (1, 1), 1)
+    refs = (yr, *torch.autograd.grad(yr, (xr, wr), gy.double()))
+    for name, a, r in zip(("output", "grad_input", "grad_weight"), (y, gx, gw), refs):
+        err = (a.double() - r).abs().max().item() / max(r.abs().max().item(), 1.0)
+        assert err <= LAYER_TOL[torch.float16], f"{name}: relative error {err:.3g}"
 
 
 # One-tap kernels (no padding) under auto: both passes by ATen's convolution backward.

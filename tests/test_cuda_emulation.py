@@ -123,3 +123,30 @@ def test_mma_ladder_emulated(tmp_path):
     script = subprocess.run(["bash", "-n", os.path.join(ROOT, "benchmarks", "probe", "mma_ladder.sh")],
                             capture_output=True, text=True)
     assert script.returncode == 0, script.stderr
+
+
+def test_wgmma_tiles_compile_for_hopper(tmp_path):
+    """The extension's wgmma tiles (FULLCONV_CUDA_TILES=wgmma: WgmmaMath, the float16/bfloat16
+    channels-last forward and grad_input) as nvcc builds them for sm_90a: one kernel per dtype,
+    accumulators in registers (no stack frame, no spills) and products left asynchronous (no
+    "Potential Performance Loss" note of serialized wgmma). The emulation above runs them; this
+    is what it cannot see."""
+    nvcc = shutil.which("nvcc") or os.path.join(CUDA_HOME, "bin", "nvcc")
+    if not os.path.exists(nvcc):
+        pytest.skip("no nvcc")
+    csrc = os.path.join(ROOT, "csrc")
+    jobs = [[nvcc, "-std=c++17", "-O3", "-gencode=arch=compute_90a,code=sm_90a", "-DFULLCONV_SM90A_BUILT=1",
+             "-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__", "-D__CUDA_NO_BFLOAT16_CONVERSIONS__",
+             "-I", csrc, "-Xptxas", "-v", "-c", os.path.join(csrc, "cuda", f"implicit_gemm_{d}.cu"),
+             "-o", str(tmp_path / f"{d}.o")] for d in ("f16", "bf16")]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        procs = list(pool.map(lambda cmd: subprocess.run(cmd, capture_output=True, text=True), jobs))
+    for proc in procs:
+        assert proc.returncode == 0, " ".join(proc.args) + "\n" + proc.stderr[-4000:]
+        log = proc.stderr
+        assert "Potential Performance Loss" not in log, log[-4000:]
+        assert "warning" not in log, log[-4000:]
+        entries = re.findall(r"Compiling entry function '([^']*9WgmmaMath[^']*)'.*?(\d+) bytes stack frame, "
+                             r"(\d+) bytes spill stores, (\d+) bytes spill loads", log, flags=re.S)
+        assert len(entries) == 1, log[-4000:]
+        assert entries[0][1:] == ("0", "0", "0"), entries

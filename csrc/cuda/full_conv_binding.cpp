@@ -66,7 +66,9 @@ void check_cuda(const at::Tensor& t, const char* name) {
 // (float16/bfloat16 channels-last kernels on mma.sync tiles from swizzled shared memory, 128
 // or 64 columns where a pass has more than 64), mma-wide (the same on 256-row tiles of 128 or 64
 // columns, cuda::Tiles::kMmaWide), simt-wide (the float32 forward and grad_input
-// on 128 x 64 FMA tiles read as 16-byte vectors).
+// on 128 x 64 FMA tiles read as 16-byte vectors), wgmma (the float16/bfloat16 channels-last
+// forward and grad_input of more than 64 columns on Hopper's wgmma, cuda::Tiles::kWgmma, on a
+// compute-capability-9.0 device with a build holding sm_90a code; elsewhere as mma).
 using Pass = cuda::GemmPass;
 
 std::string cuda_algorithm() {
@@ -89,13 +91,15 @@ std::optional<cuda::Tiles> cuda_tiles() {
   const char* env = std::getenv("FULLCONV_CUDA_TILES");
   const std::string v = env ? env : "auto";
   TORCH_CHECK_VALUE(v == "auto" || v == "base" || v == "mma" || v == "mma-narrow" || v == "mma-wide" ||
-                        v == "simt-wide" || v.empty(),
-                    "FULLCONV_CUDA_TILES must be auto, base, mma, mma-narrow, mma-wide or simt-wide, got '", v, "'");
+                        v == "simt-wide" || v == "wgmma" || v.empty(),
+                    "FULLCONV_CUDA_TILES must be auto, base, mma, mma-narrow, mma-wide, simt-wide or wgmma, got '", v,
+                    "'");
   if (v == "base") return cuda::Tiles::kBase;
   if (v == "mma") return cuda::Tiles::kMma;
   if (v == "mma-narrow") return cuda::Tiles::kMmaNarrow;
   if (v == "mma-wide") return cuda::Tiles::kMmaWide;
   if (v == "simt-wide") return cuda::Tiles::kSimtWide;
+  if (v == "wgmma") return cuda::Tiles::kWgmma;
   return std::nullopt;
 }
 
@@ -158,6 +162,22 @@ bool tf32_for_convolutions(const Ctx& ctx, Priority<0>) {
   return ctx.allowTF32CuDNN();
 }
 
+// Hopper's wgmma tiles on the current device: compute capability 9.0 exactly (sm_90a code runs
+// nowhere else) and a build holding that code (asked once per device).
+bool wgmma_usable() {
+  int device = 0;
+  check_launch(cudaGetDevice(&device), "device query");
+  static std::mutex mutex;
+  static std::unordered_map<int, bool> known;
+  const std::lock_guard<std::mutex> lock(mutex);
+  const auto it = known.find(device);
+  if (it != known.end()) return it->second;
+  const bool usable = cuda::wgmma_kernels_built() && device_attribute(cudaDevAttrComputeCapabilityMajor) == 9 &&
+                      device_attribute(cudaDevAttrComputeCapabilityMinor) == 0;
+  known[device] = usable;
+  return usable;
+}
+
 bool use_tf32(at::ScalarType dtype) {
   return dtype == at::kFloat && tf32_for_convolutions(at::globalContext(), Priority<2>());
 }
@@ -169,7 +189,8 @@ bool use_tf32(at::ScalarType dtype) {
 // for the float32 forward and grad_input (0.71-0.86x); strided layers, one-tap kernels and few
 // channels were even or slower on both, and keep the base tiles.
 cuda::Tiles tiles_for(at::ScalarType dtype, const ConvShape& s, Pass pass) {
-  if (const auto forced = cuda_tiles()) return *forced;
+  if (const auto forced = cuda_tiles())
+    return *forced == cuda::Tiles::kWgmma && !wgmma_usable() ? cuda::Tiles::kMma : *forced;
   if (s.kernel_volume() == 1 || !s.unit_stride()) return cuda::Tiles::kBase;
   if (dtype == at::kHalf || dtype == at::kBFloat16) return cuda::Tiles::kMmaNarrow;
   if (dtype == at::kFloat && !use_tf32(dtype) && pass != Pass::kGradWeight && s.in_channels_per_group() >= 64 &&
@@ -454,6 +475,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cuda(
 
 }  // namespace
 }  // namespace fullconv
+
+// Whether this build holds the sm_90a wgmma kernels (TORCH_CUDA_ARCH_LIST with 9.0a), for the
+// tests that expect FULLCONV_CUDA_TILES=wgmma to run them on a compute-capability-9.0 device.
+TORCH_LIBRARY_FRAGMENT(fullconv, m) {
+  m.def("_cuda_wgmma_built() -> bool", []() { return fullconv::cuda::wgmma_kernels_built(); });
+}
 
 TORCH_LIBRARY_IMPL(fullconv, CUDA, m) {
   m.impl("full_conv", &fullconv::full_conv_cuda);

@@ -117,9 +117,23 @@ bool igemm_channels_last_ok(DType dtype, bool tf32, const ConvShape& s, GemmPass
 // ~141 KiB of shared memory of the first), for grad_weight where a group has at least 256
 // output channels (its rows), else as kMma;
 // kSimtWide: the float32 (no TF32) forward and grad_input (gather kernels) on FMA
-// tiles of 128 x 64 read as 16-byte vectors. The binding resolves its per-problem choice
-// (FULLCONV_CUDA_TILES=auto) to one of these before a launch.
-enum class Tiles { kBase, kMma, kMmaNarrow, kMmaWide, kSimtWide };
+// tiles of 128 x 64 read as 16-byte vectors; kWgmma: the float16/bfloat16 channels-last
+// forward and grad_input on Hopper's wgmma (128 x 128 tiles of two warpgroups, 64-deep chunks,
+// four stages) where a pass has more than 64 columns, else and for grad_weight as kMma; only
+// for a device of compute capability 9.0 and a build with sm_90a code (wgmma_kernels_built;
+// the binding gives kMma instead elsewhere, where the instructions would trap). The binding
+// resolves its per-problem choice (FULLCONV_CUDA_TILES=auto) to one of these before a launch.
+enum class Tiles { kBase, kMma, kMmaNarrow, kMmaWide, kSimtWide, kWgmma };
+
+// Whether this build holds sm_90a code (TORCH_CUDA_ARCH_LIST with 9.0a: setup.py defines
+// FULLCONV_SM90A_BUILT for every unit), which the kWgmma tiles need on a 9.0 device.
+inline constexpr bool wgmma_kernels_built() {
+#if defined(FULLCONV_EMULATE) || (defined(FULLCONV_SM90A_BUILT) && FULLCONV_SM90A_BUILT)
+  return true;
+#else
+  return false;
+#endif
+}
 struct IgemmLayout {
   bool src_channels_last = false;
   bool dst_channels_last = false;

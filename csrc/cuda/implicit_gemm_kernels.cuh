@@ -31,6 +31,7 @@
 #include "../implicit_gemm.h"
 #include "async_copy.cuh"
 #include "warp_mma.cuh"
+#include "warpgroup_mma.cuh"
 #include "device_math.cuh"
 #include "full_conv_cuda.h"
 #include "implicit_gemm_entry.h"
@@ -47,7 +48,7 @@ constexpr int kGemmThreads = 256;
 // each): kernels of more taps take the other tiles (channels_last_fits).
 constexpr int kTapTable = kGemmThreads;
 
-constexpr int round_up(int v, int to) { return (v + to - 1) / to * to; }
+__host__ __device__ constexpr int round_up(int v, int to) { return (v + to - 1) / to * to; }
 
 // Shared-memory operand layouts. A is BM x BK, B is BK x BN; "k-contiguous" stores a row of A
 // (column of B) with its BK reduction elements adjacent, otherwise the BM (BN) elements of one
@@ -461,6 +462,133 @@ struct MmaMath {
   }
 };
 
+// ---------------------------------------------------------------------------- wgmma math (sm_90a)
+
+// Operand layouts of WgmmaMath, the two 128-byte-swizzled layouts of warpgroup_mma.cuh for
+// 64-deep chunks: A (BM x 64) K-major, row m's 16-byte chunk j (k = 8j .. 8j+7) at chunk
+// position j ^ (m % 8) of its 128-byte row (the same as SwizzledLayout's k-contiguous A of
+// 64-deep chunks); B (64 x BN) N-major in panels of 64 columns, each panel 64 k rows of 128
+// bytes, column chunk j of row k at position j ^ (k % 8). A 16-byte copy of 8 adjacent k (A) or
+// n (B) lands whole, as the channels-last kernels' copies need.
+template <int BM, int BN>
+struct WgmmaLayout {
+  static constexpr int BK = 64, kAElems = BM * BK, kBElems = BK * BN, kPanelElems = BK * 64;
+  __host__ __device__ static constexpr int a_index(int m, int k) { return m * BK + (((k / 8) ^ (m % 8)) * 8) + k % 8; }
+  __host__ __device__ static constexpr int b_index(int k, int n) {
+    return (n / 64) * kPanelElems + k * 64 + ((((n % 64) / 8) ^ (k % 8)) * 8) + n % 8;
+  }
+};
+
+// float16 / bfloat16 tiles on Hopper's warpgroup instruction (wgmma.m64n128k16, float32
+// accumulators, warpgroup_mma.cuh): a 128 x BN block tile over two warpgroups, each 64 rows x
+// BN (BN / 128 instructions per 16-deep slice), operands read by the tensor cores straight from
+// the ring's stages (no ldmatrix, no fragments in registers); 64-deep chunks, kStages stages.
+// The products are asynchronous: mma() issues a chunk's batch and waits until only that batch
+// is running, so one chunk's products overlap the next chunk's wait and copies; multiply_ring
+// therefore copies kStages - 2 chunks ahead (the stage refilled is that of the chunk two back,
+// whose products the last mma() retired), fences the copies for the tensor cores' proxy, and
+// retires the last batch (drain) before the stages become the result tile. Stages start at a
+// multiple of 1024 bytes of the shared window (the swizzle's period): the kernels align their
+// dynamic shared memory (kSmemAlign). Used by the channels-last forward / grad_input kernel
+// only, and only for builds with sm_90a code on a compute-capability-9.0 device
+// (FULLCONV_CUDA_TILES=wgmma; the binding checks both: elsewhere the instructions trap).
+template <typename T, int BNt = 128, int StagesT = 4>
+struct WgmmaMath {
+  using Elem = T;
+  using AccT = float;
+  static constexpr int BM = 128, BN = BNt, BK = 64, kStages = StagesT, NH = BN / 128;
+  static_assert(BN % 128 == 0 && kStages >= 3, "whole m64n128 products per warpgroup; a copy ahead and a batch in flight");
+  static constexpr int kMinBlocks = 1;  // 64 x NH accumulators per thread
+  static constexpr int kSmemAlign = 1024;
+  using L = WgmmaLayout<BM, BN>;
+  static constexpr int kBOffset = L::kAElems * int(sizeof(T));
+  static constexpr int kPanelBytes = L::kPanelElems * int(sizeof(T));
+  static constexpr int kOperandBytes = kBOffset + L::kBElems * int(sizeof(T));  // one stage
+  static_assert(kBOffset % 1024 == 0 && kOperandBytes % 1024 == 0, "every operand at the swizzle's period");
+  static constexpr int kLdC = BM + 4;  // accumulators staged column-major (rows adjacent)
+  static constexpr int kResultBytes = BN * kLdC * int(sizeof(float));
+  static constexpr int kSmemBytes = kStages * kOperandBytes > kResultBytes ? kStages * kOperandBytes : kResultBytes;
+
+  float acc[NH][64];
+
+  __device__ __forceinline__ void zero() {
+#pragma unroll
+    for (int h = 0; h < NH; ++h) {
+#pragma unroll
+      for (int r = 0; r < 64; ++r) acc[h][r] = 0.0f;
+      wgmma_hold(acc[h]);
+    }
+  }
+
+  // Issues the products of one chunk (A at As, B at Bs in shared memory, laid out as L) and
+  // returns once at most this batch is running.
+  template <bool RoundTf32 = false>
+  __device__ __forceinline__ void mma(const Elem* As, const Elem* Bs) {
+    const uint32_t a0 = shared_address(As) + uint32_t(threadIdx.x / 128) * 64 * 128;  // this warpgroup's rows
+    const uint32_t b0 = shared_address(Bs);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < BK / 16; ++kk) {
+      const uint64_t da = wgmma_descriptor_kmajor(a0 + 32 * kk);  // 16 k = 32 bytes into each row
+#pragma unroll
+      for (int h = 0; h < NH; ++h)  // columns 128h.. : two panels; slice kk 16 k rows into them
+        wgmma_m64n128k16<T, true>(acc[h], da, wgmma_descriptor_mnmajor(b0 + 2 * h * kPanelBytes + 16 * 128 * kk, kPanelBytes),
+                                  true);
+    }
+    wgmma_commit();
+    wgmma_wait<1>();
+  }
+
+  // Retires every issued product (before the accumulators are read or the stages reused).
+  __device__ __forceinline__ void drain() {
+    wgmma_wait<0>();
+#pragma unroll
+    for (int h = 0; h < NH; ++h) wgmma_hold(acc[h]);
+  }
+
+  // As MmaMath::stage_results (after drain()): accumulator d[4j + 2h' + e] of warp w, lane
+  // l is D[16w + 8h' + l/4][8j + 2(l%4) + e] of the warpgroup's 64 rows (warpgroup_mma.cuh).
+  __device__ __forceinline__ const float* stage_results(unsigned char* smem) {
+    float* Cs = reinterpret_cast<float*>(smem);
+    const int wg = threadIdx.x / 128, w = (threadIdx.x % 128) / 32, lane = threadIdx.x % 32;
+#pragma unroll
+    for (int h = 0; h < NH; ++h)
+#pragma unroll
+      for (int r = 0; r < 64; ++r) {
+        const int m = 64 * wg + 16 * w + 8 * ((r / 2) % 2) + lane / 4;
+        const int n = 128 * h + 8 * (r / 4) + 2 * (lane % 4) + r % 2;
+        Cs[n * kLdC + m] = acc[h][r];
+      }
+    __syncthreads();
+    return Cs;
+  }
+
+  template <typename F>
+  __device__ __forceinline__ void for_each_result(unsigned char* smem, F&& f) {
+    for_each_staged_result<BM, BN, kLdC>(stage_results(smem), f);
+  }
+};
+
+template <typename M> struct IsWgmma : std::false_type {};
+template <typename T, int C, int S> struct IsWgmma<WgmmaMath<T, C, S>> : std::true_type {};
+
+// The dynamic shared memory a kernel of math M asks beyond its own use, so that it can start
+// its stages at M's alignment (FULLCONV_DYNAMIC_SHARED guarantees 128 bytes), and that start.
+template <typename M>
+__host__ __device__ constexpr int smem_align_slack() {
+  if constexpr (IsWgmma<M>::value) return M::kSmemAlign - 128;
+  else return 0;
+}
+template <typename M>
+__device__ __forceinline__ unsigned char* aligned_smem(unsigned char* raw) {
+  if constexpr (IsWgmma<M>::value) {
+    const uint32_t at = shared_address(raw);
+    return raw + (uint32_t(M::kSmemAlign) - at % uint32_t(M::kSmemAlign)) % uint32_t(M::kSmemAlign);
+  } else {
+    return raw;
+  }
+}
+
 // ---------------------------------------------------------------------------- kernels
 
 // What the forward adds to the product (null pointers: nothing, as for grad_input).
@@ -756,11 +884,12 @@ template <typename Math>
 __host__ __device__ constexpr int image_cl_ring_bytes() {
   return round_up(Math::kStages * Math::kOperandBytes, 16);
 }
+// (plus the slack that lets the kernel align the ring: smem_align_slack)
 template <typename Math>
 __host__ __device__ constexpr int image_cl_smem_bytes() {
   constexpr int loop = image_cl_ring_bytes<Math>() + Math::BM * int(sizeof(SrcRowCL)) + kTapTable * int(sizeof(TapCL));
   constexpr int after = round_up(image_epilogue_bytes<Math>(), 16);
-  return loop > after ? loop : after;
+  return (loop > after ? loop : after) + smem_align_slack<Math>();
 }
 // ... of weight_gemm_cl_kernel: the ring or the result tile, then the cursor's constants
 template <typename Math>
@@ -798,15 +927,23 @@ __device__ __forceinline__ void ring_copy16(void* dst, const void* src, bool val
 
 // The main loop of the channels-last kernels. more() says (block-uniformly) whether a chunk is
 // left to copy; copy_chunk(stage) issues its cp.async copies into that stage and moves the
-// caller's cursor on. Chunk c travels in commit group c: kStages - 1 groups ahead, then one
-// per chunk multiplied (empty once the copies are done), so waiting for all but the newest
-// kStages - 2 groups completes chunk k. Chunk c goes to stage c % kStages, where chunk
-// c - kStages was multiplied in iteration c - kStages; chunk c is copied in iteration
-// c - kStages + 1, after that iteration's barrier. Returns with every copy landed and a
-// barrier passed, so the stages may become the result tile.
+// caller's cursor on. Chunk c travels in commit group c: kAhead groups ahead, then one per
+// chunk multiplied (empty once the copies are done), so waiting for all but the newest
+// kAhead - 1 groups completes chunk k. Chunk c goes to stage c % kStages and is copied in
+// iteration c - kAhead, after that iteration's barrier. With products that finish within
+// mma() (WMMA, mma.sync) kAhead = kStages - 1: the stage refilled held chunk c - kStages,
+// multiplied in the iteration before. With asynchronous ones (wgmma: mma() returns with its
+// own batch still running) kAhead = kStages - 2: the stage refilled held chunk c - kStages,
+// two iterations back, whose batch the previous iteration's mma() retired before the barrier;
+// landed copies are fenced for the tensor cores' reads (fence.proxy.async) before it.
+// Returns with every copy landed, every product retired and a barrier passed, so the stages
+// may become the result tile.
 template <typename Math, typename More, typename Copy>
 __device__ __forceinline__ void multiply_ring(Math& math, unsigned char* smem, More&& more, Copy&& copy_chunk) {
   constexpr int kStages = Math::kStages;
+  constexpr bool kAsync = IsWgmma<Math>::value;
+  constexpr int kAhead = kAsync ? kStages - 2 : kStages - 1;
+  static_assert(kAhead >= 1, "a chunk copied ahead");
   if constexpr (FULLCONV_IGEMM_PROBE == 3) {
     __syncthreads();
     return;
@@ -817,7 +954,7 @@ __device__ __forceinline__ void multiply_ring(Math& math, unsigned char* smem, M
   int64_t copied = 0;
   int copy_stage = 0, mma_stage = 0;
 #pragma unroll 1
-  for (int s = 0; s < kStages - 1; ++s) {
+  for (int s = 0; s < kAhead; ++s) {
     if (more()) {
       copy_chunk(copy_stage);
       ++copied;
@@ -826,7 +963,8 @@ __device__ __forceinline__ void multiply_ring(Math& math, unsigned char* smem, M
     cp_async_commit();
   }
   for (int64_t k = 0; k < copied; ++k) {
-    cp_async_wait<kStages - 2>();
+    cp_async_wait<kAhead - 1>();
+    if constexpr (kAsync) fence_proxy_async();
     __syncthreads();
     if (more()) {
       copy_chunk(copy_stage);
@@ -838,6 +976,7 @@ __device__ __forceinline__ void multiply_ring(Math& math, unsigned char* smem, M
       math.template mma<true>(ring_a<Math>(smem, mma_stage), ring_b<Math>(smem, mma_stage));
     mma_stage = next_stage(mma_stage);
   }
+  if constexpr (kAsync) math.drain();
   cp_async_wait<0>();
   __syncthreads();
 }
@@ -858,9 +997,12 @@ image_gemm_cl_kernel(ImageGemm v, const T* __restrict__ src, const T* __restrict
   static_assert(kGemmThreads % kARowVecs == 0 && kGemmThreads % kBRowVecs == 0, "fixed vector column per thread");
   // the ring, or after the main loop the accumulator tile and the rows' targets
   constexpr int kSmemBytes = image_cl_smem_bytes<Math>();
-  static_assert(kSmemBytes >= Math::kSmemBytes && kSmemBytes <= 160 * 1024, "shared memory of a block (sm_80: 163 KiB)");
+  static_assert(kSmemBytes >= Math::kSmemBytes + smem_align_slack<Math>() &&
+                    kSmemBytes <= (IsWgmma<Math>::value ? 227 : 160) * 1024,
+                "shared memory of a block (sm_80: 163 KiB, sm_90: 227 KiB)");
   static_assert(Math::kResultBytes % alignof(RowTarget) == 0, "row targets aligned");
-  FULLCONV_DYNAMIC_SHARED(smem, kSmemBytes);
+  FULLCONV_DYNAMIC_SHARED(smem_raw, kSmemBytes);
+  unsigned char* const smem = aligned_smem<Math>(smem_raw);
 
   const int64_t col_tiles = (v.cols + BN - 1) / BN;
   int64_t g, j_tile;
@@ -1375,7 +1517,7 @@ cudaError_t with_weight_tiles(const ConvShape& s, Tiles tiles, F&& f) {
         if (weight_cl_smem_bytes<M>() <= max_dynamic_smem()) return f(Type<M>());
       }
     }
-    if (tiles == Tiles::kMma || tiles == Tiles::kMmaNarrow || tiles == Tiles::kMmaWide) {
+    if (tiles == Tiles::kMma || tiles == Tiles::kMmaNarrow || tiles == Tiles::kMmaWide || tiles == Tiles::kWgmma) {
       using E = typename MmaElem<Math>::type;
       const bool rows64 = weight_tile_rows(s) == 64;
       const bool cols128 = tiles != Tiles::kMmaNarrow && s.in_channels_per_group() > 64;
@@ -1418,6 +1560,7 @@ cudaError_t launch_image_cl(const ImageGemm& v, const void* src, const void* pac
                   static_cast<unsigned int>((v.cols + M::BN - 1) / M::BN * v.groups));
 #ifdef FULLCONV_EMULATE
   fullconv_emu::wide_image_launches += M::BM == 256;  // (the emulation test asks which tiles ran)
+  fullconv_emu::wgmma_image_launches += IsWgmma<M>::value;
 #endif
   FULLCONV_LAUNCH_SMEM(grid, kGemmThreads, bytes, stream, image_gemm_cl_kernel<T, M>)(
       v, static_cast<const T*>(src), static_cast<const T*>(packed), ep, dst_channels_last, static_cast<T*>(dst));
@@ -1439,6 +1582,11 @@ cudaError_t launch_image_any(const ImageGemm& v, IgemmLayout layout, const void*
   }
   if constexpr (MmaElem<Math>::value) {
     using E = typename MmaElem<Math>::type;
+    if (layout.tiles == Tiles::kWgmma && v.cols > 64) {
+      using M = WgmmaMath<E, 128>;
+      if (image_cl_smem_bytes<M>() <= max_dynamic_smem())
+        return launch_image_cl<T, M>(v, src, packed, ep, layout.dst_channels_last, dst, stream);
+    }
     if (layout.tiles == Tiles::kMmaWide) {
       // 256-row tiles where the device grants a block their shared memory (the result tile of
       // 256 x 128 takes about 141 KiB: not on cards with 100 KiB per SM), else those of kMma
@@ -1452,7 +1600,8 @@ cudaError_t launch_image_any(const ImageGemm& v, IgemmLayout layout, const void*
           return launch_image_cl<T, M>(v, src, packed, ep, layout.dst_channels_last, dst, stream);
       }
     }
-    if (layout.tiles == Tiles::kMma || layout.tiles == Tiles::kMmaNarrow || layout.tiles == Tiles::kMmaWide) {
+    if (layout.tiles == Tiles::kMma || layout.tiles == Tiles::kMmaNarrow || layout.tiles == Tiles::kMmaWide ||
+        layout.tiles == Tiles::kWgmma) {
       if (v.cols > 64 && layout.tiles != Tiles::kMmaNarrow)
         return launch_image_cl<T, MmaMath<E, true, 128, 128>>(v, src, packed, ep, layout.dst_channels_last, dst, stream);
       return launch_image_cl<T, MmaMath<E, true, 128, 64>>(v, src, packed, ep, layout.dst_channels_last, dst, stream);

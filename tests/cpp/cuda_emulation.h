@@ -22,13 +22,14 @@
 //    wgmma through the descriptor with the 128-byte-swizzle layout models written there
 //    (K-major, and MN-major for B; any other descriptor fails) and required unchanged at
 //    the wait that retires their commit group, where the product is performed; a wgmma without a fence
-//    before its batch, products left unretired at the end of a block and operands outside the
-//    shared array are reported; the window address of the dynamic shared array is 128- but not
+//    before its batch, a wgmma reading a cp.async destination before the writing thread's
+//    fence.proxy.async (after the copy's wait), products left unretired at the end of a block
+//    and operands outside the shared array are reported; the window address of the dynamic shared array is 128- but not
 //    1024-byte aligned, as on a GPU it may be. The layout model itself is only checked on a GPU;
 //  * checks a GPU makes at launch: block size <= 1024, grid y/z <= 65535, no empty grid, and
 //    32-byte alignment of every WMMA pointer plus ldm a multiple of 16 bytes.
 // What it cannot show: timing, bank conflicts, the real fragment distribution over lanes,
-// a missing fence.proxy.async between thread writes and wgmma reads,
+// a missing fence.proxy.async between ordinary shared-memory stores and wgmma reads,
 // compiler or hardware faults, races between threads that a barrier-exact schedule hides.
 #pragma once
 
@@ -48,6 +49,7 @@
 
 #include <algorithm>
 #include <map>
+#include <unordered_map>
 #include <random>
 
 #include <cuda_runtime_api.h>
@@ -79,7 +81,7 @@ inline long launches = 0;
 // the opt-in shared memory per block the emulated device grants (max_dynamic_smem() of the
 // tiles; sm_90: 227 KiB), and the launches of 256-row tile kernels (image, grad_weight)
 inline int max_dynamic_smem_bytes = 227 * 1024;
-inline long wide_image_launches = 0, wide_weight_launches = 0;
+inline long wide_image_launches = 0, wide_weight_launches = 0, wgmma_image_launches = 0;
 // grid_cap() of csrc/cuda/launch.cuh: lowered by tests so that block-stride loops go round
 inline long long grid_cap_value = 1LL << 24;
 inline int launch_errors = 0;
@@ -165,6 +167,7 @@ inline void check_wmma_lanes(unsigned threads) {
 struct AsyncCopy {
   unsigned char* dst;
   unsigned char bytes[16];
+  bool landed;  // written to shared memory at issue (else at the wait that retires it)
 };
 struct AsyncCopies {
   std::vector<AsyncCopy> open;
@@ -173,9 +176,14 @@ struct AsyncCopies {
 inline std::vector<AsyncCopies> async_copies;
 // __syncthreads_or: the OR of each barrier round of the running block
 inline std::map<long, int> barrier_or;
-inline AsyncCopies& my_async_copies() {
-  return async_copies[threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)];
-}
+inline unsigned my_thread_index() { return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z); }
+inline AsyncCopies& my_async_copies() { return async_copies[my_thread_index()]; }
+// cp.async destinations (16-byte chunks) not yet ordered for the tensor cores' reads: written by
+// a thread's copy, then made visible to wgmma only by that thread's fence.proxy.async after
+// the wait that retires the copy (warpgroup_mma.cuh); the thread that wrote each, and per
+// thread the retired copies a fence would order.
+inline std::unordered_map<const unsigned char*, unsigned> unfenced_chunks;
+inline std::vector<std::vector<const unsigned char*>> retired_unfenced;
 inline bool in_shared_array(const void* p, size_t bytes) {
   const auto* b = static_cast<const unsigned char*>(p);
   for (auto& kv : shared_arrays())
@@ -253,6 +261,8 @@ inline void run_block(std::vector<Fiber>& pool, unsigned threads, dim3 block) {
   poison_shared_arrays();
   wmma_calls.assign(threads, {});
   async_copies.assign(threads, {});
+  unfenced_chunks.clear();
+  retired_unfenced.assign(threads, {});
   warp_slots.assign((threads + 31) / 32, WarpSlot());
   warpgroup_slots.assign((threads + 127) / 128, WarpgroupSlot());
   shared_window = nullptr;
@@ -383,8 +393,10 @@ inline void cp_async16(void* dst, const void* src, bool valid) {
   else std::memset(c.bytes, 0, 16);
   // lands now or at the wait that retires it, at random: the first shows a stage overwritten
   // while other threads may still read it, the second a stage read before its wait
-  if (fullconv_emu::schedule_rng()() % 2 == 0) std::memcpy(c.dst, c.bytes, 16);
-  else fullconv_emu::my_async_copies().open.push_back(c);
+  c.landed = fullconv_emu::schedule_rng()() % 2 == 0;
+  if (c.landed) std::memcpy(c.dst, c.bytes, 16);
+  fullconv_emu::my_async_copies().open.push_back(c);
+  fullconv_emu::unfenced_chunks[c.dst] = fullconv_emu::my_thread_index();
 }
 inline void cp_async_commit() {
   auto& mine = fullconv_emu::my_async_copies();
@@ -394,8 +406,12 @@ inline void cp_async_commit() {
 template <int N>
 void cp_async_wait() {
   auto& mine = fullconv_emu::my_async_copies();
+  auto& retired = fullconv_emu::retired_unfenced[fullconv_emu::my_thread_index()];
   while (mine.groups.size() > size_t(N)) {
-    for (const auto& c : mine.groups.front()) std::memcpy(c.dst, c.bytes, 16);
+    for (const auto& c : mine.groups.front()) {
+      if (!c.landed) std::memcpy(c.dst, c.bytes, 16);
+      retired.push_back(c.dst);
+    }
     mine.groups.erase(mine.groups.begin());
   }
 }
@@ -677,9 +693,18 @@ inline uint16_t shared_u16(uint32_t address) {
   fail("shared window lost");
 }
 
+// Fails where the tensor cores would read a cp.async destination its thread has not fenced.
+inline void require_fenced(uint32_t address) {
+  if (unfenced_chunks.empty()) return;
+  const unsigned char* chunk = shared_window + ((address - kSharedWindowBase) & ~uint32_t(15));
+  if (unfenced_chunks.count(chunk))
+    fail("a wgmma reads a cp.async destination without the writing thread's fence.proxy.async after its wait");
+}
+
 // Element (row, k) (row: m or n, k < 16) of a 128-byte-swizzled operand read through
-// descriptor desc, K-major or (mn_major) MN-major (warpgroup_mma.cuh's layouts).
-inline uint16_t descriptor_element(uint64_t desc, int row, int k, bool mn_major) {
+// descriptor desc, K-major or (mn_major) MN-major (warpgroup_mma.cuh's layouts); with
+// at_issue, the proxy ordering of its bytes is checked too.
+inline uint16_t descriptor_element(uint64_t desc, int row, int k, bool mn_major, bool at_issue = false) {
   const uint32_t start = uint32_t(desc & 0x3fff) << 4;
   const uint32_t lbo = uint32_t((desc >> 16) & 0x3fff) << 4;
   const uint32_t sbo = uint32_t((desc >> 32) & 0x3fff) << 4;
@@ -696,7 +721,9 @@ inline uint16_t descriptor_element(uint64_t desc, int row, int k, bool mn_major)
     logical = start + uint32_t(row / 64) * lbo + uint32_t(k / 8) * sbo + uint32_t(k % 8) * 128 + uint32_t(row % 64) * 2;
   }
   const uint32_t physical = logical ^ (((logical >> 7) & 7) << 4);
-  return shared_u16(physical);
+  const uint16_t v = shared_u16(physical);
+  if (at_issue) require_fenced(physical);
+  return v;
 }
 
 template <typename T>
@@ -708,11 +735,11 @@ float element_value(uint16_t bits) {
 
 // Reads the operands of a wgmma through its descriptors.
 inline void read_wgmma_operands(uint64_t a, uint64_t b, bool mn_major, uint16_t (&a_bits)[64][16],
-                                uint16_t (&b_bits)[128][16]) {
+                                uint16_t (&b_bits)[128][16], bool at_issue = false) {
   for (int i = 0; i < 64; ++i)
-    for (int k = 0; k < 16; ++k) a_bits[i][k] = descriptor_element(a, i, k, false);
+    for (int k = 0; k < 16; ++k) a_bits[i][k] = descriptor_element(a, i, k, false, at_issue);
   for (int j = 0; j < 128; ++j)
-    for (int k = 0; k < 16; ++k) b_bits[j][k] = descriptor_element(b, j, k, mn_major);
+    for (int k = 0; k < 16; ++k) b_bits[j][k] = descriptor_element(b, j, k, mn_major, at_issue);
 }
 
 // Retires one recorded m64n128k16 product: its operands must still be what they were at the
@@ -775,9 +802,17 @@ void wgmma_wait() {
     }
   });
 }
-// Orders a thread's shared-memory writes before the tensor cores' reads; in the emulation the
-// barrier that must follow does that (the copies land at their wait), so nothing to do.
-inline void fence_proxy_async() {}
+// Orders a thread's shared-memory writes before the tensor cores' reads (a barrier must follow
+// for other threads' wgmma): here, the thread's cp.async copies retired by a wait so far stop
+// counting as unfenced (ordinary stores are not tracked).
+inline void fence_proxy_async() {
+  const unsigned t = fullconv_emu::my_thread_index();
+  for (const unsigned char* chunk : fullconv_emu::retired_unfenced[t]) {
+    const auto it = fullconv_emu::unfenced_chunks.find(chunk);
+    if (it != fullconv_emu::unfenced_chunks.end() && it->second == t) fullconv_emu::unfenced_chunks.erase(it);
+  }
+  fullconv_emu::retired_unfenced[t].clear();
+}
 inline void wgmma_hold(float*) {}  // (a compiler-ordering point only)
 template <typename T, bool MnMajorB = false>
 void wgmma_m64n128k16(float d[64], uint64_t a, uint64_t b, bool accumulate) {
@@ -792,7 +827,7 @@ void wgmma_m64n128k16(float d[64], uint64_t a, uint64_t b, bool accumulate) {
     op.bf16 = std::is_same<T, __nv_bfloat16>::value;
     op.mn_major = MnMajorB;
     std::copy(w.d, w.d + 128, op.d);
-    fullconv_emu::read_wgmma_operands(w.a, w.b, MnMajorB, op.a_bits, op.b_bits);
+    fullconv_emu::read_wgmma_operands(w.a, w.b, MnMajorB, op.a_bits, op.b_bits, true);
   });
 }
 }  // namespace cuda

@@ -428,11 +428,11 @@ int main(int argc, char** argv) {
                 std::string("igemm channels-last ") + (dst_cl ? "in and out " : "in ") + cfg.name + " " + describe(cl),
                 true, dst_cl);
         if (cfg.dtype == fc::DType::kFloat16 || cfg.dtype == fc::DType::kBFloat16) {  // again on mma.sync tiles
-          const fc::Tiles kinds[] = {fc::Tiles::kMma, fc::Tiles::kMmaNarrow, fc::Tiles::kMmaWide};
-          const char* kind_names[] = {"mma tiles ", "narrow mma tiles ", "wide mma tiles "};
-          g_tiles = kinds[i % 3];
+          const fc::Tiles kinds[] = {fc::Tiles::kMma, fc::Tiles::kMmaNarrow, fc::Tiles::kMmaWide, fc::Tiles::kWgmma};
+          const char* kind_names[] = {"mma tiles ", "narrow mma tiles ", "wide mma tiles ", "wgmma tiles "};
+          g_tiles = kinds[i % 4];
           run_any(cl, cfg, true, sm_count, !residual, relu,
-                  std::string("igemm channels-last ") + kind_names[i % 3] +
+                  std::string("igemm channels-last ") + kind_names[i % 4] +
                       (dst_cl ? "in " : "in and out ") + cfg.name + " " + describe(cl),
                   true, !dst_cl);
           g_tiles = fc::Tiles::kBase;
@@ -594,6 +594,58 @@ int main(int argc, char** argv) {
       fullconv_emu::max_dynamic_smem_bytes = 227 * 1024;
       g_tiles = fc::Tiles::kBase;
     }
+  }
+  // Hopper's wgmma tiles (kWgmma: 128 x 128, 64-deep chunks, four stages, operands read through
+  // the descriptors' swizzled layouts) on passes of more than 64 columns: 136 output channels
+  // (a partial second column tile) and 200 input channels (four chunks per tap, the last of 8
+  // channels, so stages are reused round the ring within a tap), 3x3 with dilation 2 along one
+  // dim and stride 2 along the other (grad_input's residue classes), 283 output rows (a partial
+  // row tile); residual and ReLU into NCHW, then channels-last; grad_input's 200 columns on
+  // 128 x 128 and a partial tile. Then 72 channels each way on a device of 99 KiB per block,
+  // where the wgmma tiles do not fit and the mma tiles take over.
+  {
+    ConvShape s;
+    s.ndim = 2;
+    s.batch = 1;
+    s.in_channels = 200;
+    s.out_channels = 136;
+    s.in_size[1] = 9;
+    s.in_size[2] = 25;
+    s.kernel[1] = s.kernel[2] = 3;
+    s.dilation[1] = 2;
+    s.stride[2] = 2;
+    s.compute_output_size();
+    const Problem P = problem_of(s, 0.05, rng);
+    for (const Config& cfg : configs) {
+      if (cfg.dtype != fc::DType::kFloat16 && cfg.dtype != fc::DType::kBFloat16) continue;
+      g_tiles = fc::Tiles::kWgmma;
+      for (const bool dst_cl : {false, true}) {
+        const long before = fullconv_emu::wgmma_image_launches;
+        run_any(P, cfg, true, 132, !dst_cl, !dst_cl,
+                std::string("igemm channels-last wgmma tiles, 200 -> 136 channels, ") + (dst_cl ? "in and out " : "in ") +
+                    cfg.name,
+                true, dst_cl);
+        // the forward and grad_input's residue classes (stride 2: two)
+        EXPECT(fullconv_emu::wgmma_image_launches == before + 3, "wgmma tiles: %ld launches, 3 expected\n",
+               fullconv_emu::wgmma_image_launches - before);
+      }
+      g_tiles = fc::Tiles::kBase;
+    }
+    ConvShape small = s;
+    small.in_channels = small.out_channels = 72;
+    const Problem P2 = problem_of(small, 0.05, rng);
+    fullconv_emu::max_dynamic_smem_bytes = 99 * 1024;
+    g_tiles = fc::Tiles::kWgmma;
+    const long before = fullconv_emu::wgmma_image_launches;
+    run_any(P2, configs[3], true, 132, true, true, std::string("igemm channels-last wgmma tiles on 99 KiB ") +
+            configs[3].name, true, false);
+    EXPECT(fullconv_emu::wgmma_image_launches == before, "wgmma tiles ran on a device of 99 KiB per block\n");
+    fullconv_emu::max_dynamic_smem_bytes = 227 * 1024;
+    run_any(P2, configs[3], true, 132, false, true, std::string("igemm channels-last wgmma tiles, 72 channels ") +
+            configs[3].name, true, true);
+    EXPECT(fullconv_emu::wgmma_image_launches == before + 3, "wgmma tiles, 72 channels: %ld launches, 3 expected\n",
+           fullconv_emu::wgmma_image_launches - before);
+    g_tiles = fc::Tiles::kBase;
   }
   // The direct forward's and grad_input's register-blocked kernels on shapes chosen for their
   // cases. grad_input: an RGB stem
