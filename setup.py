@@ -114,9 +114,14 @@ if use_cuda:
     srcs += sources("csrc/cuda/*.cu") + sources("csrc/cuda/*.cpp")
     ext_cls = CUDAExtension
     extra["nvcc"] = nvcc_flags
-    # whether the device code holds sm_90a (wgmma) kernels, for the host code that picks them
+    # whether the device code holds sm_90a (wgmma) kernels, for the host code that picks them:
+    # not when plain 9.0 code is built beside it (which of the two a 9.0 device loads is the
+    # driver's choice, and 9.0's wgmma kernels are stubs that trap)
     archs = [a.strip().split("+")[0] for a in os.environ["TORCH_CUDA_ARCH_LIST"].replace(" ", ";").split(";")]
-    sm90a = "1" if "9.0a" in archs else "0"
+    sm90a = "1" if "9.0a" in archs and "9.0" not in archs else "0"
+    if "9.0a" in archs and "9.0" in archs:
+        print("fullconv: TORCH_CUDA_ARCH_LIST holds both 9.0 and 9.0a; the wgmma tiles stay off "
+              "(FULLCONV_CUDA_TILES=wgmma runs the mma tiles): list 9.0a alone for them", file=sys.stderr)
     for flags in (cxx_flags, nvcc_flags):
         flags.append(f"-DFULLCONV_SM90A_BUILT={sm90a}")
 
@@ -127,6 +132,8 @@ print(f"  CUDA extension: {'yes' if use_cuda else 'no'} (FORCE_CUDA={os.environ.
 print(f"  OpenMP (at::parallel_for): {'yes' if '-fopenmp' in extra_link else 'no'}", file=sys.stderr)
 print(f"  C++ runtime linked: {libstdcxx or 'the compiler default'}", file=sys.stderr)
 print(f"  stable ABI: Py_LIMITED_API={limited_api} ({'from torch' if torch_limited_api else 'set here'}), wheel tag {abi3_tag}", file=sys.stderr)
+if use_cuda:
+    print(f"  wgmma tiles (sm_90a code): {'yes' if sm90a == '1' else 'no'}", file=sys.stderr)
 print(f"  debug: {debug}; MAX_JOBS={os.environ.get('MAX_JOBS', 'default')}", file=sys.stderr)
 print(f"  sources: {' '.join(srcs)}", file=sys.stderr)
 

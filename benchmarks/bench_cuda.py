@@ -236,8 +236,7 @@ def main(argv=None):
                     help="also time the forward with its rows in plain order (FULLCONV_CUDA_ROW_REGIONS=0)")
     ap.add_argument("--tiles", default="",
                     help="comma-separated FULLCONV_CUDA_TILES values (base, mma, mma-narrow, mma-wide, simt-wide, wgmma) "
-                         "also
-                         "timed beside the default (auto) for the dtypes each changes")
+                         "also timed beside the default (auto) for the dtypes each changes")
     ap.add_argument("--channels-last", action="store_true",
                     help="channels-last inputs (2-D/3-D shapes) for every variant")
     ap.add_argument("--passes", action="store_true",

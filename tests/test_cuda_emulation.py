@@ -3,9 +3,10 @@ compiler against tests/cpp/cuda_emulation.h (threads as fibers with exact barrie
 random order each round; shared memory poisoned before each block; WMMA at matrix level with
 the GPU's alignment rules, every lane's arguments compared, TF32 operands checked rounded;
 ldmatrix and mma.sync as warp-wide instructions with the PTX fragment layouts, every
-ldmatrix checked free of shared-memory bank conflicts) and run by
+ldmatrix checked free of shared-memory bank conflicts; wgmma with its descriptors' swizzled
+layouts, operands unchanged and fenced for the async proxy until retired) and run by
 tests/cpp/cuda_emulation_test.cpp against the double reference of the definition: tiled
-implicit-GEMM (WMMA and mma.sync tiles) and direct kernels, every dtype (float32 also on TF32), forward with bias and
+implicit-GEMM (WMMA, mma.sync and wgmma tiles) and direct kernels, every dtype (float32 also on TF32), forward with bias and
 the residual epilogue and non-finite weights, grad_input, grad_weight with and without
 split-K (empty slices included).
 

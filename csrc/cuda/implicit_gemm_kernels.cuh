@@ -1583,8 +1583,10 @@ cudaError_t launch_image_any(const ImageGemm& v, IgemmLayout layout, const void*
   if constexpr (MmaElem<Math>::value) {
     using E = typename MmaElem<Math>::type;
     if (layout.tiles == Tiles::kWgmma && v.cols > 64) {
+      // (64-deep chunks: a reduction of 24 or 32 channels per tap, flat for them, is tap-major
+      // for the 32-deep mma tiles, which take it)
       using M = WgmmaMath<E, 128>;
-      if (image_cl_smem_bytes<M>() <= max_dynamic_smem())
+      if (image_cl_smem_bytes<M>() <= max_dynamic_smem() && channels_last_fits<M>(v))
         return launch_image_cl<T, M>(v, src, packed, ep, layout.dst_channels_last, dst, stream);
     }
     if (layout.tiles == Tiles::kMmaWide) {

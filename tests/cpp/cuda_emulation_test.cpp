@@ -645,6 +645,23 @@ int main(int argc, char** argv) {
             configs[3].name, true, true);
     EXPECT(fullconv_emu::wgmma_image_launches == before + 3, "wgmma tiles, 72 channels: %ld launches, 3 expected\n",
            fullconv_emu::wgmma_image_launches - before);
+    // 32 reduction channels per tap are a flat reduction for 64-deep chunks, not for the mma
+    // tiles' 32: those passes fall to the mma tiles (forward of 32 -> 136, grad_input of
+    // 136 -> 32); 40 channels run the wgmma forward with a partial chunk per tap
+    const int narrow[][3] = {{32, 136, 0}, {136, 32, 0}, {40, 136, 1}};
+    for (const auto& c : narrow) {
+      ConvShape t = s;
+      t.in_channels = c[0];
+      t.out_channels = c[1];
+      const Problem P3 = problem_of(t, 0.05, rng);
+      const long at = fullconv_emu::wgmma_image_launches;
+      run_any(P3, configs[3], true, 132, false, false,
+              std::string("igemm channels-last wgmma tiles, ") + std::to_string(c[0]) + " -> " + std::to_string(c[1]) +
+                  " channels " + configs[3].name,
+              true, false);
+      EXPECT(fullconv_emu::wgmma_image_launches == at + c[2], "wgmma tiles, %d -> %d channels: %ld launches, %d expected\n",
+             c[0], c[1], fullconv_emu::wgmma_image_launches - at, c[2]);
+    }
     g_tiles = fc::Tiles::kBase;
   }
   // The direct forward's and grad_input's register-blocked kernels on shapes chosen for their
