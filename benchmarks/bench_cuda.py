@@ -23,11 +23,11 @@ For tensor-core dtypes a further column times the tiled kernels without their ch
 reads (igemm-gather) beside the default, so one run shows what those reads gain (--no-gather
 skips it); --plain-rows times the forward once more with its rows in plain order
 (FULLCONV_CUDA_ROW_REGIONS=0) instead of border regions apart from the interior; --tiles
-base,mma,mma-narrow,mma-wide,simt-wide,wgmma times once more per FULLCONV_CUDA_TILES value the
-dtypes it changes (base: the WMMA / 64x64 FMA tiles for every dtype; float16/bfloat16: the
+base,mma,mma-narrow,mma-wide,simt-wide,wgmma,wgmma-wide times once more per FULLCONV_CUDA_TILES
+value the dtypes it changes (base: the WMMA / 64x64 FMA tiles for every dtype; float16/bfloat16: the
 channels-last kernels on mma.sync tiles of up to 128 or 64 columns, or of 256 rows (mma-wide),
-or forward and grad_input on Hopper's wgmma (wgmma: compute capability 9.0 with sm_90a code, the
-mma tiles elsewhere); float32 without TF32: forward and grad_input on wide FMA tiles), every mode including --passes, beside the default (auto: the per-problem choice).
+or forward and grad_input on Hopper's wgmma (wgmma: 128 x 128, wgmma-wide: 128 x 256; compute
+capability 9.0 with sm_90a code, the mma tiles elsewhere); float32 without TF32: forward and grad_input on wide FMA tiles), every mode including --passes, beside the default (auto: the per-problem choice).
 These columns are variant time / default time: below 1 the variant is faster. Layers of at
 most 4 input channels per group (RGB stems) also time the tiled kernels (igemm/fc:
 FULLCONV_CUDA_ALGORITHM=igemm) and the kernels auto chose before the register-blocked direct
@@ -36,7 +36,7 @@ grad_input one thread per element) beside the default, which runs all three pass
 the direct register-blocked kernels.
 
     python benchmarks/bench_cuda.py [--quick] [--algorithm auto|direct|igemm|igemm-gather] [--no-gather]
-                                    [--plain-rows] [--tiles base,mma,mma-narrow,mma-wide,simt-wide,wgmma] [--channels-last]
+                                    [--plain-rows] [--tiles base,mma,mma-narrow,mma-wide,simt-wide,wgmma,wgmma-wide] [--channels-last]
                                     [--passes]
                                     [--max-seconds S] [--out DIR]
 """
@@ -71,7 +71,7 @@ PEAKS = {"H100": {"float32": 67.0, "tf32": 494.7, "bfloat16": 989.4, "float16": 
 
 # ratios baseline/fullconv reported per shape (those a run timed)
 VARIANTS = ("cudnn", "pad+conv", "same", "fullconv-gather", "fullconv-plain", "fullconv-base", "fullconv-mma",
-            "fullconv-mma-narrow", "fullconv-mma-wide", "fullconv-simt-wide", "fullconv-wgmma", "fullconv-igemm",
+            "fullconv-mma-narrow", "fullconv-mma-wide", "fullconv-simt-wide", "fullconv-wgmma", "fullconv-wgmma-wide", "fullconv-igemm",
             "fullconv-element")
 # layers of at most this many input channels per group (RGB stems) also time, beside the default
 # (auto: the direct register-blocked kernels there), the tiled kernels
@@ -83,11 +83,12 @@ FAMILY_VARIANTS = {"fullconv-igemm": {"FULLCONV_CUDA_ALGORITHM": "igemm"},
 # fullconv variants besides the default, timed in the same process (ratio variant / default < 1:
 # the variant is faster)
 TILE_VARIANTS = {"base": "fullconv-base", "mma": "fullconv-mma", "mma-narrow": "fullconv-mma-narrow",
-                 "mma-wide": "fullconv-mma-wide", "simt-wide": "fullconv-simt-wide", "wgmma": "fullconv-wgmma"}
+                 "mma-wide": "fullconv-mma-wide", "simt-wide": "fullconv-simt-wide", "wgmma": "fullconv-wgmma",
+                 "wgmma-wide": "fullconv-wgmma-wide"}
 # the dtypes each FULLCONV_CUDA_TILES value changes (float32: with TF32 off)
 TILE_DTYPES = {"base": ("float32", "bfloat16", "float16"), "mma": ("bfloat16", "float16"),
                "mma-narrow": ("bfloat16", "float16"), "mma-wide": ("bfloat16", "float16"), "simt-wide": ("float32",),
-               "wgmma": ("bfloat16", "float16")}
+               "wgmma": ("bfloat16", "float16"), "wgmma-wide": ("bfloat16", "float16")}
 
 
 def suite(quick):
@@ -235,8 +236,8 @@ def main(argv=None):
     ap.add_argument("--plain-rows", action="store_true",
                     help="also time the forward with its rows in plain order (FULLCONV_CUDA_ROW_REGIONS=0)")
     ap.add_argument("--tiles", default="",
-                    help="comma-separated FULLCONV_CUDA_TILES values (base, mma, mma-narrow, mma-wide, simt-wide, wgmma) "
-                         "also timed beside the default (auto) for the dtypes each changes")
+                    help="comma-separated FULLCONV_CUDA_TILES values (base, mma, mma-narrow, mma-wide, simt-wide, wgmma, "
+                         "wgmma-wide) also timed beside the default (auto) for the dtypes each changes")
     ap.add_argument("--channels-last", action="store_true",
                     help="channels-last inputs (2-D/3-D shapes) for every variant")
     ap.add_argument("--passes", action="store_true",

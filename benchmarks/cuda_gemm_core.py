@@ -6,8 +6,8 @@ one process, side by side (CUDA events, L2 flushed before each run, medians):
   core     a 1x1 stride-1 convolution on a channels-last input, fullconv's tiled kernels
            forced (FULLCONV_CUDA_ALGORITHM=igemm): the implicit GEMM with trivial indexing and
            no layout copy, on the base tiles and on each other tiles kind of the dtype
-           (FULLCONV_CUDA_TILES: mma, mma-narrow, mma-wide, wgmma for float16/bfloat16,
-           simt-wide for float32).
+           (FULLCONV_CUDA_TILES: mma, mma-narrow, mma-wide, wgmma, wgmma-wide for
+           float16/bfloat16, simt-wide for float32).
            Against cuBLAS (torch.mm of the same M x K by K x N) and cuDNN's 1x1 convolution.
            core/cuBLAS is the GEMM core's own efficiency.
   gather   the same 1x1 on a contiguous (NCHW) input, tiles gathering element by element
@@ -48,8 +48,8 @@ def igemm(fn, gather=False, tiles="base"):
 
 
 # the tiles kinds besides base that change each dtype's kernels (float32: TF32 off)
-OTHER_TILES = {torch.float16: ("mma", "mma-narrow", "mma-wide", "wgmma"),
-               torch.bfloat16: ("mma", "mma-narrow", "mma-wide", "wgmma"),
+OTHER_TILES = {torch.float16: ("mma", "mma-narrow", "mma-wide", "wgmma", "wgmma-wide"),
+               torch.bfloat16: ("mma", "mma-narrow", "mma-wide", "wgmma", "wgmma-wide"),
                torch.float32: ("simt-wide",)}
 
 

@@ -13,11 +13,11 @@
 #   1. profile:  Nsight Compute sections (speed of light, occupancy, warp stalls, memory
 #                traffic, scheduler) of the float16 tiles on two ResNet layers, mma-narrow
 #                against mma-wide (benchmarks/cuda_profile.py); skipped without ncu;
-#   2. kernels:  each pass split into its device kernels, fullconv (default, mma-wide, wgmma)
-#                against cuDNN, on four layers (benchmarks/cuda_kernel_times.py);
-#   3. bench:    every layer against cuDNN with the mma-wide and wgmma tiles timed beside the
-#                default (benchmarks/bench_cuda.py --tiles mma-wide,wgmma --passes), in what
-#                time is left.
+#   2. kernels:  each pass split into its device kernels, fullconv (default, mma-wide, wgmma,
+#                wgmma-wide) against cuDNN, on four layers (benchmarks/cuda_kernel_times.py);
+#   3. bench:    every layer against cuDNN with the mma-wide, wgmma and wgmma-wide tiles timed
+#                beside the default (benchmarks/bench_cuda.py --tiles mma-wide,wgmma,wgmma-wide
+#                --passes), in what time is left.
 # Logs and JSON go to $OUT (default benchmarks/results/) as gpu-CARD-DATE-followup-*; the whole
 # run aims to end inside FOLLOWUP_SECONDS (default 300).
 set -uo pipefail
@@ -64,10 +64,11 @@ if [ -x "$NCU" ]; then
 else
   echo "== profile skipped: no ncu" | tee -a "$PREFIX-summary.log"
 fi
-step kernels 70 $PY benchmarks/cuda_kernel_times.py --dtype float16 --tiles mma-wide,wgmma --out "$OUT"
+step kernels 100 $PY benchmarks/cuda_kernel_times.py --dtype float16 --tiles mma-wide,wgmma,wgmma-wide --out "$OUT"
 LEFT=$((BUDGET - SECONDS - 40))
 if [ "$LEFT" -ge 20 ]; then
-  step bench $((LEFT + 40)) $PY benchmarks/bench_cuda.py --no-gather --passes --tiles mma-wide,wgmma --out "$OUT" \
+  step bench $((LEFT + 40)) $PY benchmarks/bench_cuda.py --no-gather --passes --tiles mma-wide,wgmma,wgmma-wide \
+    --out "$OUT" \
     --max-seconds "$LEFT"
 else
   echo "== bench skipped: $SECONDS s spent of $BUDGET" | tee -a "$PREFIX-summary.log"

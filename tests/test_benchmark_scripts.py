@@ -21,7 +21,7 @@ def run_script(args, tmp_path):
 
 def test_bench_cuda_smoke_on_cpu(tmp_path):
     out, data = run_script(["benchmarks/bench_cuda.py", "--device", "cpu", "--quick", "--no-gather", "--passes",
-                            "--tiles", "base,mma,mma-narrow,mma-wide,simt-wide,wgmma", "--max-seconds", "1"], tmp_path)
+                            "--tiles", "base,mma,mma-narrow,mma-wide,simt-wide,wgmma,wgmma-wide", "--max-seconds", "1"], tmp_path)
     assert "base/fc" in out and "simt-wide/fc" in out
     row = data["results"][0]
     assert row["dtype"] == "float32"

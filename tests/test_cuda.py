@@ -2,6 +2,7 @@
 CPU-vs-CUDA agreement, autocast, torch.compile, determinism, a > 2^31-element tensor.
 The reference grid, gradcheck and opcheck run on CUDA through the `device` fixtures."""
 import os
+import re
 
 import pytest
 import torch
@@ -350,9 +351,10 @@ MMA_LAYERS = [
 # (tiles, dtype): the mma.sync tiles for float16/bfloat16 (mma-wide: 256-row tiles, 256 x 128
 # on the layers of more than 64 columns; wgmma: Hopper's 128 x 128 wgmma tiles for the forward
 # and grad_input of more than 64 columns on a compute-capability-9.0 device, the mma tiles
-# elsewhere), the wide FMA tiles for float32 (auto: the per-problem choice, which picks each of
-# them on some of these layers)
-TILE_RUNS = [(t, d) for t in ("base", "mma", "mma-narrow", "mma-wide", "wgmma", "auto")
+# elsewhere; wgmma-wide: 128 x 256 where a pass has more than 128 columns), the wide FMA
+# tiles for float32 (auto: the per-problem choice, which picks each of them on some of these
+# layers)
+TILE_RUNS = [(t, d) for t in ("base", "mma", "mma-narrow", "mma-wide", "wgmma", "wgmma-wide", "auto")
              for d in (torch.float16, torch.bfloat16)] + [(t, torch.float32) for t in ("base", "simt-wide", "auto")]
 
 
@@ -408,15 +410,16 @@ def test_cuda_tiles_switch_refuses_unknown_value(monkeypatch):
 
 
 @needs_gpu
-def test_cuda_wgmma_tiles_run_where_hopper_code_is_built(monkeypatch):
-    """FULLCONV_CUDA_TILES=wgmma: the float16 forward and grad_input of more than 64 columns on
-    the wgmma kernels on a compute-capability-9.0 device with a build holding sm_90a code, on
-    the mma.sync kernels elsewhere (where the instructions would trap); gradients as the
-    reference either way."""
+@pytest.mark.parametrize("tiles", ["wgmma", "wgmma-wide"])
+def test_cuda_wgmma_tiles_run_where_hopper_code_is_built(tiles, monkeypatch):
+    """FULLCONV_CUDA_TILES=wgmma / wgmma-wide: the float16 forward and grad_input of more than
+    128 columns on the wgmma kernels of 128 / 256 columns on a compute-capability-9.0 device
+    with a build holding sm_90a code, on the mma.sync kernels elsewhere (where the instructions
+    would trap); gradients as the reference either way."""
     monkeypatch.setenv("FULLCONV_CUDA_ALGORITHM", "igemm")
-    monkeypatch.setenv("FULLCONV_CUDA_TILES", "wgmma")
+    monkeypatch.setenv("FULLCONV_CUDA_TILES", tiles)
     x = torch.randn(2, 136, 9, 8, device="cuda", dtype=torch.float16).contiguous(memory_format=torch.channels_last)
-    w = torch.randn(144, 136, 3, 3, device="cuda", dtype=torch.float16) / 35
+    w = torch.randn(264, 136, 3, 3, device="cuda", dtype=torch.float16) / 35
     x.requires_grad_()
     w.requires_grad_()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
@@ -427,8 +430,10 @@ def test_cuda_wgmma_tiles_run_where_hopper_code_is_built(monkeypatch):
     calls = {e.key: e.count for e in prof.key_averages()}
     wgmma = sum(c for k, c in calls.items() if "WgmmaMath" in k)
     mma = sum(c for k, c in calls.items() if "MmaMath" in k)
+    columns = {m for k in calls for m in re.findall(r"WgmmaMath<[^,<>]+, (\d+)", k)}
     if torch.cuda.get_device_capability() == (9, 0) and torch.ops.fullconv._cuda_wgmma_built():
         assert wgmma == 2, calls  # forward and grad_input (grad_weight: the mma.sync tiles)
+        assert columns == {"256" if tiles == "wgmma-wide" else "128"}, calls
     else:
         assert wgmma == 0 and mma >= 3, calls
     xr, wr = (t.detach().double().requires_grad_() for t in (x, w))

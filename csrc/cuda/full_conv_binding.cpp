@@ -68,7 +68,8 @@ void check_cuda(const at::Tensor& t, const char* name) {
 // columns, cuda::Tiles::kMmaWide), simt-wide (the float32 forward and grad_input
 // on 128 x 64 FMA tiles read as 16-byte vectors), wgmma (the float16/bfloat16 channels-last
 // forward and grad_input of more than 64 columns on Hopper's wgmma, cuda::Tiles::kWgmma, on a
-// compute-capability-9.0 device with a build holding sm_90a code; elsewhere as mma).
+// compute-capability-9.0 device with a build holding sm_90a code; elsewhere as mma),
+// wgmma-wide (the same on 128 x 256 tiles where a pass has more than 128 columns).
 using Pass = cuda::GemmPass;
 
 std::string cuda_algorithm() {
@@ -91,15 +92,16 @@ std::optional<cuda::Tiles> cuda_tiles() {
   const char* env = std::getenv("FULLCONV_CUDA_TILES");
   const std::string v = env ? env : "auto";
   TORCH_CHECK_VALUE(v == "auto" || v == "base" || v == "mma" || v == "mma-narrow" || v == "mma-wide" ||
-                        v == "simt-wide" || v == "wgmma" || v.empty(),
-                    "FULLCONV_CUDA_TILES must be auto, base, mma, mma-narrow, mma-wide, simt-wide or wgmma, got '", v,
-                    "'");
+                        v == "simt-wide" || v == "wgmma" || v == "wgmma-wide" || v.empty(),
+                    "FULLCONV_CUDA_TILES must be auto, base, mma, mma-narrow, mma-wide, simt-wide, wgmma or wgmma-wide, "
+                    "got '", v, "'");
   if (v == "base") return cuda::Tiles::kBase;
   if (v == "mma") return cuda::Tiles::kMma;
   if (v == "mma-narrow") return cuda::Tiles::kMmaNarrow;
   if (v == "mma-wide") return cuda::Tiles::kMmaWide;
   if (v == "simt-wide") return cuda::Tiles::kSimtWide;
   if (v == "wgmma") return cuda::Tiles::kWgmma;
+  if (v == "wgmma-wide") return cuda::Tiles::kWgmmaWide;
   return std::nullopt;
 }
 
@@ -120,9 +122,10 @@ int device_attribute(cudaDeviceAttr attr) {
   return value;
 }
 
-// Tensor cores on the current device: compute capability 8.0+ and kernels built for it
-// (asked once per device).
-bool tensor_cores_usable() {
+// ask() for the current device, asked once per device (each question a lambda of its own type,
+// so each has its own answers).
+template <typename F>
+bool per_device(F&& ask) {
   int device = 0;
   check_launch(cudaGetDevice(&device), "device query");
   static std::mutex mutex;
@@ -130,9 +133,13 @@ bool tensor_cores_usable() {
   const std::lock_guard<std::mutex> lock(mutex);
   const auto it = known.find(device);
   if (it != known.end()) return it->second;
-  const bool usable = device_attribute(cudaDevAttrComputeCapabilityMajor) >= 8 && cuda::tensor_core_kernels_built();
-  known[device] = usable;
-  return usable;
+  return known[device] = ask();
+}
+
+// Tensor cores on the current device: compute capability 8.0+ and kernels built for it.
+bool tensor_cores_usable() {
+  return per_device(
+      [] { return device_attribute(cudaDevAttrComputeCapabilityMajor) >= 8 && cuda::tensor_core_kernels_built(); });
 }
 
 // float32 runs on TF32 tensor cores only where PyTorch's convolutions may: the cuDNN
@@ -163,19 +170,12 @@ bool tf32_for_convolutions(const Ctx& ctx, Priority<0>) {
 }
 
 // Hopper's wgmma tiles on the current device: compute capability 9.0 exactly (sm_90a code runs
-// nowhere else) and a build holding that code (asked once per device).
+// nowhere else) and a build holding that code.
 bool wgmma_usable() {
-  int device = 0;
-  check_launch(cudaGetDevice(&device), "device query");
-  static std::mutex mutex;
-  static std::unordered_map<int, bool> known;
-  const std::lock_guard<std::mutex> lock(mutex);
-  const auto it = known.find(device);
-  if (it != known.end()) return it->second;
-  const bool usable = cuda::wgmma_kernels_built() && device_attribute(cudaDevAttrComputeCapabilityMajor) == 9 &&
-                      device_attribute(cudaDevAttrComputeCapabilityMinor) == 0;
-  known[device] = usable;
-  return usable;
+  return per_device([] {
+    return cuda::wgmma_kernels_built() && device_attribute(cudaDevAttrComputeCapabilityMajor) == 9 &&
+           device_attribute(cudaDevAttrComputeCapabilityMinor) == 0;
+  });
 }
 
 bool use_tf32(at::ScalarType dtype) {
@@ -190,7 +190,7 @@ bool use_tf32(at::ScalarType dtype) {
 // channels were even or slower on both, and keep the base tiles.
 cuda::Tiles tiles_for(at::ScalarType dtype, const ConvShape& s, Pass pass) {
   if (const auto forced = cuda_tiles())
-    return *forced == cuda::Tiles::kWgmma && !wgmma_usable() ? cuda::Tiles::kMma : *forced;
+    return cuda::is_wgmma(*forced) && !wgmma_usable() ? cuda::Tiles::kMma : *forced;
   if (s.kernel_volume() == 1 || !s.unit_stride()) return cuda::Tiles::kBase;
   if (dtype == at::kHalf || dtype == at::kBFloat16) return cuda::Tiles::kMmaNarrow;
   if (dtype == at::kFloat && !use_tf32(dtype) && pass != Pass::kGradWeight && s.in_channels_per_group() >= 64 &&

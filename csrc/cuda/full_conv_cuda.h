@@ -121,9 +121,13 @@ bool igemm_channels_last_ok(DType dtype, bool tf32, const ConvShape& s, GemmPass
 // forward and grad_input on Hopper's wgmma (128 x 128 tiles of two warpgroups, 64-deep chunks,
 // four stages) where a pass has more than 64 columns, else and for grad_weight as kMma; only
 // for a device of compute capability 9.0 and a build with sm_90a code (wgmma_kernels_built;
-// the binding gives kMma instead elsewhere, where the instructions would trap). The binding
-// resolves its per-problem choice (FULLCONV_CUDA_TILES=auto) to one of these before a launch.
-enum class Tiles { kBase, kMma, kMmaNarrow, kMmaWide, kSimtWide, kWgmma };
+// the binding gives kMma instead elsewhere, where the instructions would trap); kWgmmaWide:
+// as kWgmma with 128 x 256 tiles (two m64n128 products per warpgroup and 16-deep slice, 128
+// accumulators a thread, ~201 KiB of shared memory) where a pass has more than 128 columns.
+// The binding resolves its per-problem choice (FULLCONV_CUDA_TILES=auto) to one of these
+// before a launch.
+enum class Tiles { kBase, kMma, kMmaNarrow, kMmaWide, kSimtWide, kWgmma, kWgmmaWide };
+inline constexpr bool is_wgmma(Tiles t) { return t == Tiles::kWgmma || t == Tiles::kWgmmaWide; }
 
 // Whether this build holds sm_90a code (TORCH_CUDA_ARCH_LIST with 9.0a: setup.py defines
 // FULLCONV_SM90A_BUILT for every unit), which the kWgmma tiles need on a 9.0 device.

@@ -1517,7 +1517,7 @@ cudaError_t with_weight_tiles(const ConvShape& s, Tiles tiles, F&& f) {
         if (weight_cl_smem_bytes<M>() <= max_dynamic_smem()) return f(Type<M>());
       }
     }
-    if (tiles == Tiles::kMma || tiles == Tiles::kMmaNarrow || tiles == Tiles::kMmaWide || tiles == Tiles::kWgmma) {
+    if (tiles == Tiles::kMma || tiles == Tiles::kMmaNarrow || tiles == Tiles::kMmaWide || is_wgmma(tiles)) {
       using E = typename MmaElem<Math>::type;
       const bool rows64 = weight_tile_rows(s) == 64;
       const bool cols128 = tiles != Tiles::kMmaNarrow && s.in_channels_per_group() > 64;
@@ -1561,6 +1561,7 @@ cudaError_t launch_image_cl(const ImageGemm& v, const void* src, const void* pac
 #ifdef FULLCONV_EMULATE
   fullconv_emu::wide_image_launches += M::BM == 256;  // (the emulation test asks which tiles ran)
   fullconv_emu::wgmma_image_launches += IsWgmma<M>::value;
+  fullconv_emu::wgmma_wide_image_launches += IsWgmma<M>::value && M::BN == 256;
 #endif
   FULLCONV_LAUNCH_SMEM(grid, kGemmThreads, bytes, stream, image_gemm_cl_kernel<T, M>)(
       v, static_cast<const T*>(src), static_cast<const T*>(packed), ep, dst_channels_last, static_cast<T*>(dst));
@@ -1582,9 +1583,14 @@ cudaError_t launch_image_any(const ImageGemm& v, IgemmLayout layout, const void*
   }
   if constexpr (MmaElem<Math>::value) {
     using E = typename MmaElem<Math>::type;
-    if (layout.tiles == Tiles::kWgmma && v.cols > 64) {
+    if (is_wgmma(layout.tiles) && v.cols > 64) {
       // (64-deep chunks: a reduction of 24 or 32 channels per tap, flat for them, is tap-major
       // for the 32-deep mma tiles, which take it)
+      if (layout.tiles == Tiles::kWgmmaWide && v.cols > 128) {  // (~201 KiB: else 128 x 128)
+        using M = WgmmaMath<E, 256>;
+        if (image_cl_smem_bytes<M>() <= max_dynamic_smem() && channels_last_fits<M>(v))
+          return launch_image_cl<T, M>(v, src, packed, ep, layout.dst_channels_last, dst, stream);
+      }
       using M = WgmmaMath<E, 128>;
       if (image_cl_smem_bytes<M>() <= max_dynamic_smem() && channels_last_fits<M>(v))
         return launch_image_cl<T, M>(v, src, packed, ep, layout.dst_channels_last, dst, stream);
@@ -1603,7 +1609,7 @@ cudaError_t launch_image_any(const ImageGemm& v, IgemmLayout layout, const void*
       }
     }
     if (layout.tiles == Tiles::kMma || layout.tiles == Tiles::kMmaNarrow || layout.tiles == Tiles::kMmaWide ||
-        layout.tiles == Tiles::kWgmma) {
+        is_wgmma(layout.tiles)) {
       if (v.cols > 64 && layout.tiles != Tiles::kMmaNarrow)
         return launch_image_cl<T, MmaMath<E, true, 128, 128>>(v, src, packed, ep, layout.dst_channels_last, dst, stream);
       return launch_image_cl<T, MmaMath<E, true, 128, 64>>(v, src, packed, ep, layout.dst_channels_last, dst, stream);

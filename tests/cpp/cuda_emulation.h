@@ -81,7 +81,8 @@ inline long launches = 0;
 // the opt-in shared memory per block the emulated device grants (max_dynamic_smem() of the
 // tiles; sm_90: 227 KiB), and the launches of 256-row tile kernels (image, grad_weight)
 inline int max_dynamic_smem_bytes = 227 * 1024;
-inline long wide_image_launches = 0, wide_weight_launches = 0, wgmma_image_launches = 0;
+inline long wide_image_launches = 0, wide_weight_launches = 0, wgmma_image_launches = 0,
+            wgmma_wide_image_launches = 0;
 // grid_cap() of csrc/cuda/launch.cuh: lowered by tests so that block-stride loops go round
 inline long long grid_cap_value = 1LL << 24;
 inline int launch_errors = 0;

@@ -428,11 +428,13 @@ int main(int argc, char** argv) {
                 std::string("igemm channels-last ") + (dst_cl ? "in and out " : "in ") + cfg.name + " " + describe(cl),
                 true, dst_cl);
         if (cfg.dtype == fc::DType::kFloat16 || cfg.dtype == fc::DType::kBFloat16) {  // again on mma.sync tiles
-          const fc::Tiles kinds[] = {fc::Tiles::kMma, fc::Tiles::kMmaNarrow, fc::Tiles::kMmaWide, fc::Tiles::kWgmma};
-          const char* kind_names[] = {"mma tiles ", "narrow mma tiles ", "wide mma tiles ", "wgmma tiles "};
-          g_tiles = kinds[i % 4];
+          const fc::Tiles kinds[] = {fc::Tiles::kMma, fc::Tiles::kMmaNarrow, fc::Tiles::kMmaWide, fc::Tiles::kWgmma,
+                                     fc::Tiles::kWgmmaWide};
+          const char* kind_names[] = {"mma tiles ", "narrow mma tiles ", "wide mma tiles ", "wgmma tiles ",
+                                      "wide wgmma tiles "};
+          g_tiles = kinds[i % 5];
           run_any(cl, cfg, true, sm_count, !residual, relu,
-                  std::string("igemm channels-last ") + kind_names[i % 4] +
+                  std::string("igemm channels-last ") + kind_names[i % 5] +
                       (dst_cl ? "in " : "in and out ") + cfg.name + " " + describe(cl),
                   true, !dst_cl);
           g_tiles = fc::Tiles::kBase;
@@ -662,6 +664,30 @@ int main(int argc, char** argv) {
       EXPECT(fullconv_emu::wgmma_image_launches == at + c[2], "wgmma tiles, %d -> %d channels: %ld launches, %d expected\n",
              c[0], c[1], fullconv_emu::wgmma_image_launches - at, c[2]);
     }
+    g_tiles = fc::Tiles::kBase;
+    // 128 x 256 (kWgmmaWide): 200 -> 264 channels, the forward's 264 columns on a whole and a
+    // partial column tile, grad_input's 200 on one partial tile; then on a device of 163 KiB
+    // per block (sm_80's), where only the 128 x 128 tiles fit
+    ConvShape wide = s;
+    wide.out_channels = 264;
+    const Problem P4 = problem_of(wide, 0.05, rng);
+    g_tiles = fc::Tiles::kWgmmaWide;
+    for (const int smem_kib : {227, 163}) {
+      fullconv_emu::max_dynamic_smem_bytes = smem_kib * 1024;
+      for (const Config& cfg : configs) {
+        if (cfg.dtype != fc::DType::kFloat16 && cfg.dtype != fc::DType::kBFloat16) continue;
+        const long at = fullconv_emu::wgmma_image_launches, at_wide = fullconv_emu::wgmma_wide_image_launches;
+        run_any(P4, cfg, true, 132, smem_kib == 227, true,
+                std::string("igemm channels-last wide wgmma tiles, 200 -> 264 channels, ") + std::to_string(smem_kib) +
+                    " KiB " + cfg.name,
+                true, smem_kib == 227);
+        const long expect_wide = smem_kib == 227 ? 3 : 0;
+        EXPECT(fullconv_emu::wgmma_image_launches == at + 3 && fullconv_emu::wgmma_wide_image_launches == at_wide + expect_wide,
+               "wide wgmma tiles, %d KiB: %ld wgmma launches (3 expected), %ld of 128 x 256 (%ld expected)\n", smem_kib,
+               fullconv_emu::wgmma_image_launches - at, fullconv_emu::wgmma_wide_image_launches - at_wide, expect_wide);
+      }
+    }
+    fullconv_emu::max_dynamic_smem_bytes = 227 * 1024;
     g_tiles = fc::Tiles::kBase;
   }
   // The direct forward's and grad_input's register-blocked kernels on shapes chosen for their
