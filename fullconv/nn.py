@@ -4,7 +4,8 @@
 in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode,
 device, dtype), initialisation and state_dict, so weights move freely between the two.
 ``padding`` is ``'full'`` (the default) or the full padding ``dilation * (kernel_size - 1)``
-itself, which ``.padding`` reports; other paddings and padding modes are refused.
+itself, which ``.padding`` reports (recomputed when ``kernel_size`` or ``dilation`` is
+reassigned); other paddings and padding modes are refused.
 """
 from __future__ import annotations
 
@@ -52,6 +53,27 @@ class _FullConvMixin:
         if any(s <= 0 for s in self.stride):
             raise FullConvError(f"stride must be positive, got {self.stride}")
 
+    # ``padding`` follows kernel_size and dilation (reassigning either after construction keeps
+    # it the full padding); assigning it accepts only 'full' or the full padding itself.
+    @property
+    def padding(self) -> tuple:
+        kernel = _tuple(self.kernel_size, self._nd, "kernel_size")
+        dil = _tuple(self.dilation, self._nd, "dilation")
+        return tuple(d * (k - 1) for d, k in zip(dil, kernel))
+
+    @padding.setter
+    def padding(self, value) -> None:
+        if "dilation" not in self.__dict__ or "kernel_size" not in self.__dict__:
+            return  # nn.ConvNd.__init__ sets padding before them (_init_full checked it)
+        if isinstance(value, str) and value == "full":
+            return
+        full = self.padding
+        given = value if isinstance(value, str) else _tuple(value, self._nd, "padding")
+        if given != full:
+            raise FullConvError(
+                f"{type(self).__name__} always uses full padding dilation*(kernel_size-1) = {full}; "
+                f"it cannot be set to {value!r} (it follows kernel_size and dilation)")
+
     def forward(self, input: Tensor) -> Tensor:
         return type(self)._functional(input, self.weight, self.bias, self.stride,
                                       self.dilation, self.groups)
@@ -96,6 +118,7 @@ class _FullConvMixin:
         conv.padding_mode = "zeros"
         conv._reversed_padding_repeated_twice = [p for p in reversed(pads) for _ in range(2)]
         conv.__class__ = _parametrized_class(cls, type(conv)) if parametrize.is_parametrized(conv) else cls
+        conv.__dict__.pop("padding", None)  # the class's property reports it from now on
         return conv
 
     @classmethod

@@ -97,6 +97,33 @@ def test_empty_batch_gradients(device):
     assert torch.equal(b.grad, torch.zeros_like(b))
 
 
+@pytest.mark.parametrize("nd", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_zero_input_channels_gradients(nd, dtype, device):
+    # a reduction over no input channel: every output is the bias (zero without one); the
+    # gradients are empty for the input, zero for the weight, grad_output's sum for the bias
+    for groups, bias in ((1, True), (2, True), (1, False)):
+        x = torch.randn(2, 0, *(5,) * nd, device=device, dtype=dtype, requires_grad=True)
+        w = torch.randn(4, 0, *(3,) * nd, device=device, dtype=dtype, requires_grad=True)
+        b = torch.randn(4, device=device, dtype=dtype, requires_grad=True) if bias else None
+        full = {1: fullconv.full_conv1d, 2: fullconv.full_conv2d, 3: fullconv.full_conv3d}[nd]
+        y = full(x, w, b, 2, 1, groups)
+        assert y.shape == (2, 4, *(4,) * nd)
+        expect = b.detach().view(1, 4, *(1,) * nd).expand_as(y) if bias else torch.zeros_like(y)
+        assert torch.equal(y.detach(), expect)
+        gy = torch.randn_like(y)
+        y.backward(gy)
+        assert x.grad.shape == x.shape
+        assert w.grad.shape == w.shape
+        if bias:
+            torch.testing.assert_close(b.grad, gy.sum(dim=[0, *range(2, 2 + nd)]))
+        for mask in ([True, True, False], [True, False, False], [False, True, False]):
+            gx, gw, _ = torch.ops.fullconv.full_conv_backward(gy, x.detach(), w.detach(), [2] * nd, [1] * nd,
+                                                             groups, mask)
+            assert gx.shape == (x.shape if mask[0] else (0,))
+            assert gw.shape == (w.shape if mask[1] else (0,))
+
+
 # --- forward-mode AD, autocast with mixed dtypes, non-finite grad_output ---------------------
 
 @pytest.mark.parametrize("nd", [1, 2, 3])

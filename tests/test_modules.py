@@ -112,3 +112,54 @@ def test_from_conv_refuses_other_padding_modes_and_uninitialized_lazy_convs():
         fullconv.FullConv2d.from_conv(lazy)
     lazy(torch.randn(1, 3, 5, 5))  # initialised: converts like any Conv2d
     assert fullconv.FullConv2d.from_conv(lazy).in_channels == 3
+
+
+@pytest.mark.parametrize("nd,base,cls", PAIRS)
+def test_padding_follows_kernel_size_and_dilation(nd, base, cls):
+    torch.manual_seed(2)
+    m = cls(2, 3, 3)
+    assert m.padding == (2,) * nd
+    m.dilation = (2,) * nd  # reassigned after construction: .padding follows, as the forward does
+    assert m.padding == (4,) * nd
+    x = torch.randn(1, 2, *(6,) * nd, dtype=torch.float64)
+    m.double()
+    torch.testing.assert_close(m(x), full_conv_reference(x, m.weight, m.bias, 1, 2, 1))
+    ref = base(2, 3, 3, padding=m.padding, dilation=2, dtype=torch.float64)
+    ref.load_state_dict(m.state_dict())
+    torch.testing.assert_close(m(x), ref(x))
+    m.padding = "full"  # accepted: it is the full padding
+    m.padding = (4,) * nd
+    with pytest.raises(fullconv.FullConvError, match="full padding"):
+        m.padding = (1,) * nd
+    assert m.padding == (4,) * nd
+    # a converted nn.ConvNd reports the full padding the same way
+    c = cls.convert_in_place(base(2, 3, 3, padding=1))
+    c.dilation = (3,) * nd
+    assert c.padding == (6,) * nd and "padding" not in c.__dict__
+    # copies and pickles keep it
+    import copy
+    import io
+    assert copy.deepcopy(m).padding == (4,) * nd
+    buf = io.BytesIO()
+    torch.save(m, buf)
+    buf.seek(0)
+    assert torch.load(buf, weights_only=False).padding == (4,) * nd
+
+
+def test_export_and_jit_trace_record_the_op():
+    torch.manual_seed(3)
+    m = nn.Sequential(fullconv.FullConv2d(3, 4, 3, stride=2), nn.ReLU(), fullconv.FullConv2d(4, 2, 2, dilation=2))
+    x = torch.randn(2, 3, 9, 9)
+    ep = torch.export.export(m, (x,))
+    targets = [str(n.target) for n in ep.graph.nodes if n.op == "call_function"]
+    assert sum("fullconv.full_conv" in t for t in targets) == 2, targets
+    torch.testing.assert_close(ep.module()(x), m(x))
+    traced = torch.jit.trace(m, x)
+    assert "fullconv::full_conv" in str(traced.inlined_graph)
+    x2 = torch.randn(1, 3, 6, 7)  # the op itself, not a recorded shape
+    torch.testing.assert_close(traced(x2), m(x2))
+    import io
+    buf = io.BytesIO()
+    torch.jit.save(traced, buf)
+    buf.seek(0)
+    torch.testing.assert_close(torch.jit.load(buf)(x2), m(x2))

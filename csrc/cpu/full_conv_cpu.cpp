@@ -1153,7 +1153,7 @@ std::pair<at::Tensor, at::Tensor> unblocked_backward(const ConvShape& s, Algorit
     for (size_t ci = 0; ci < plan.classes.size(); ++ci) {
       const auto& rc = plan.classes[ci];
       gw.index_copy_(1, at::tensor(rc.taps, at::kLong),
-                     gw_mats[ci].view({s.groups, -1, cout_g, cin_g}));
+                     gw_mats[ci].view({s.groups, static_cast<int64_t>(rc.taps.size()), cout_g, cin_g}));
     }
     grad_weight = gw.permute({0, 2, 3, 1})
                       .reshape(weight.sizes())
