@@ -79,11 +79,11 @@ def measure(stmt, env, min_time):
     return {"median": m.median, "min": min(m.times), "max": max(m.times)}
 
 
-def run_case(case, min_time, narrow=False):
+def run_case(case, min_time, narrow=False, dtype=torch.float32):
     name, nd, n, cin, cout, k, s, d, g, L = case
-    x = torch.randn(n, cin, *(L,) * nd)
-    w = torch.randn(cout, cin // g, *(k,) * nd) / math.sqrt(cin // g * k ** nd)
-    b = torch.randn(cout)
+    x = torch.randn(n, cin, *(L,) * nd).to(dtype)
+    w = (torch.randn(cout, cin // g, *(k,) * nd) / math.sqrt(cin // g * k ** nd)).to(dtype)
+    b = torch.randn(cout).to(dtype)
     p = d * (k - 1)
     env = dict(F=F, fc=FULL[nd], conv=CONV[nd], x=x, w=w, b=b, s=s, d=d, g=g, p=p,
                same=p // 2, pads=(p,) * (2 * nd))
@@ -96,9 +96,20 @@ def run_case(case, min_time, narrow=False):
     if narrow:
         env["narrow"] = WithEnv({"FULLCONV_CPU_BLOCKED_TILE": "narrow"}, FULL[nd])
         fwd["fullconv-narrow"] = "narrow(x, w, b, s, d, g)"
-    # correctness guard: the benchmark refuses to time a wrong answer
-    torch.testing.assert_close(FULL[nd](x, w, b, s, d, g), CONV[nd](x, w, b, s, p, d, g),
-                               rtol=1e-3, atol=1e-3)
+    if dtype == torch.bfloat16:
+        # the bfloat16 tiles against the float32 tiles on the same bfloat16 values
+        env["f32tiles"] = WithEnv({"FULLCONV_CPU_BF16_TILES": "off"}, FULL[nd])
+        fwd["fullconv-f32tiles"] = "f32tiles(x, w, b, s, d, g)"
+    # correctness guard: the benchmark refuses to time a wrong answer (bfloat16: against the
+    # float64 reference, relative to the output's scale)
+    if dtype == torch.float32:
+        torch.testing.assert_close(FULL[nd](x, w, b, s, d, g), CONV[nd](x, w, b, s, p, d, g),
+                                   rtol=1e-3, atol=1e-3)
+    else:
+        got = FULL[nd](x, w, b, s, d, g).double()
+        want = CONV[nd](x.double(), w.double(), b.double(), s, p, d, g)
+        scale = max(want.abs().max().item(), 1.0)
+        assert (got - want).abs().max().item() <= 3e-2 * scale, f"{name}: bfloat16 result off"
     res = {"forward": side_by_side({v: timer(stmt, env) for v, stmt in fwd.items()}, min_time)}
     xg, wg, bg = (t.clone().requires_grad_() for t in (x, w, b))
     env.update(x=xg, w=wg, b=bg, torch=torch)
@@ -204,7 +215,7 @@ def cpu_isa() -> list:
             flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
     except OSError:
         flags = []
-    return [x for x in ("avx2", "fma", "avx512f") if x in flags]
+    return [x for x in ("avx2", "fma", "avx512f", "avx512_bf16") if x in flags]
 
 
 def main(argv=None):
@@ -214,6 +225,9 @@ def main(argv=None):
     ap.add_argument("--min-time", type=float, default=None, help="seconds per measurement")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     ap.add_argument("--no-network", action="store_true", help="skip the ResNet-18 train step")
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                    help="the layers' dtype; bfloat16 also times the float32 tiles on the same values "
+                         "(FULLCONV_CPU_BF16_TILES=off) and skips the memory and network parts")
     ap.add_argument("--narrow-tiles", action="store_true",
                     help="also time fullconv on the two-vector register tiles (FULLCONV_CPU_BLOCKED_TILE=narrow)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
@@ -223,6 +237,7 @@ def main(argv=None):
     env = {"machine": platform.machine(), "processor": platform.processor() or cpu_model(),
            "isa": cpu_isa(), "blocked_isa": os.environ.get("FULLCONV_CPU_BLOCKED_ISA", "auto"),
            "blocked_tile": os.environ.get("FULLCONV_CPU_BLOCKED_TILE", "auto"), "narrow_tiles_column": args.narrow_tiles,
+           "dtype": args.dtype, "bf16_tiles": os.environ.get("FULLCONV_CPU_BF16_TILES", "auto"),
            "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
            "torch": torch.__version__, "mkldnn": torch.backends.mkldnn.is_available(),
            "date": datetime.datetime.now().isoformat(timespec="seconds")}
@@ -234,14 +249,18 @@ def main(argv=None):
         def tqdm(it, **_):
             return it
     cases = suite(args.quick)
-    results = [run_case(c, min_time, args.narrow_tiles) for c in tqdm(cases, desc="shapes", file=sys.stderr)]
+    dtype = getattr(torch, args.dtype)
+    if dtype != torch.float32:
+        args.no_memory = args.no_network = True
+    results = [run_case(c, min_time, args.narrow_tiles, dtype) for c in tqdm(cases, desc="shapes", file=sys.stderr)]
     sgemm = sgemm_gflops(min_time)
     if not args.no_memory and sys.platform.startswith("linux"):
         for c, r in zip(tqdm(cases, desc="peak memory", file=sys.stderr), results):
             r["peak_memory_bytes"] = peak_memory(c, args.threads)
     network = None if args.no_network else resnet18_train_step(max(min_time, 1.0), args.threads)
     hdr = (f"{'shape':<26}{'mode':<8}{'fullconv ms':>12}{'GFLOP/s':>9}"
-           f"{'padded/fc':>10}{'pad+conv/fc':>12}{'same/fc':>9}" + (f"{'narrow/fc':>11}" if args.narrow_tiles else ""))
+           f"{'padded/fc':>10}{'pad+conv/fc':>12}{'same/fc':>9}" + (f"{'narrow/fc':>11}" if args.narrow_tiles else "")
+           + (f"{'f32tiles/fc':>13}" if dtype == torch.bfloat16 else ""))
     print(hdr)
     print("-" * len(hdr))
     summary = {}
@@ -249,6 +268,8 @@ def main(argv=None):
         ratios = {"padded": [], "pad+conv": [], "same": []}
         if args.narrow_tiles:
             ratios["fullconv-narrow"] = []
+        if dtype == torch.bfloat16:
+            ratios["fullconv-f32tiles"] = []
         for r in results:
             t = r["times_s"][mode]
             fc = t["fullconv"]["median"]
@@ -260,7 +281,8 @@ def main(argv=None):
             r.setdefault("useful_gflops", {})[mode] = gflops
             print(f"{r['name']:<26}{tag:<8}{fc * 1e3:>12.3f}{gflops:>9.1f}"
                   f"{row['padded']:>10.2f}{row['pad+conv']:>12.2f}{row['same']:>9.2f}"
-                  + (f"{row['fullconv-narrow']:>11.2f}" if args.narrow_tiles else ""))
+                  + (f"{row['fullconv-narrow']:>11.2f}" if args.narrow_tiles else "")
+                  + (f"{row['fullconv-f32tiles']:>13.2f}" if dtype == torch.bfloat16 else ""))
         summary[mode] = {v: {"geomean": geomean(xs), "min": min(xs), "max": max(xs)}
                          for v, xs in ratios.items()}
     print()
@@ -270,7 +292,10 @@ def main(argv=None):
               f"geomean {s['pad+conv']['geomean']:.2f}x" + (
                   f"; narrow tiles / default: geomean {s['fullconv-narrow']['geomean']:.2f}x (min "
                   f"{s['fullconv-narrow']['min']:.2f}, max {s['fullconv-narrow']['max']:.2f})"
-                  if "fullconv-narrow" in s else ""))
+                  if "fullconv-narrow" in s else "") + (
+                  f"; float32 tiles / bfloat16 tiles: geomean {s['fullconv-f32tiles']['geomean']:.2f}x (min "
+                  f"{s['fullconv-f32tiles']['min']:.2f}, max {s['fullconv-f32tiles']['max']:.2f})"
+                  if "fullconv-f32tiles" in s else ""))
     wide = [r for r in results if r["kernel"] == 3 and r["groups"] == 1 and r["nd"] == 2
             and 64 <= r["in_channels"] <= 512 and 64 <= r["out_channels"] <= 512]
     wide_fraction = [r["useful_gflops"]["forward"] / sgemm for r in wide]
@@ -306,7 +331,8 @@ def main(argv=None):
         print(f"  ResNet-18 step     {au / fc:.2f}x {'met' if au / fc >= 1.25 else 'NOT met'}")
     os.makedirs(args.out, exist_ok=True)
     stamp = datetime.date.today().isoformat()
-    path = os.path.join(args.out, f"cpu-{env['machine']}-{env['threads']}t{'-quick' if args.quick else ''}-{stamp}.json")
+    tag = "" if dtype == torch.float32 else f"-{args.dtype}"
+    path = os.path.join(args.out, f"cpu-{env['machine']}-{env['threads']}t{tag}{'-quick' if args.quick else ''}-{stamp}.json")
     with open(path, "w") as f:
         json.dump({"environment": env, "quick": args.quick, "summary": summary,
                    "results": results}, f, indent=1)

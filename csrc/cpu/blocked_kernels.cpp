@@ -35,6 +35,10 @@ namespace blocked {
 FULLCONV_DECLARE_BUILD(avx2)
 FULLCONV_DECLARE_BUILD(avx512)
 #undef FULLCONV_DECLARE_BUILD
+namespace avx512bf16 {  // blocked_kernels_avx512bf16.cpp
+void forward_bf16(const Problem& p, const Bf16* in, const Bf16* w_packed, const float* bias, bool accumulate,
+                  float* out, int64_t task_begin, int64_t task_end, int64_t block);
+}
 
 int64_t forward_task_count(const Problem& p, int64_t block) {
   const int64_t ocb = ceil_div(p.out_channels_per_group(), block);
@@ -127,6 +131,20 @@ void grad_weight(Isa isa, const Problem& p, const T* gy_blocked, const T* x_bloc
                                     block); });
 }
 
+bool bf16_available() {
+  static const bool ok = [] {
+    __builtin_cpu_init();
+    return best_isa() == Isa::kAvx512 && __builtin_cpu_supports("avx512bf16");
+  }();
+  return ok;
+}
+
+void forward_bf16(const Problem& p, const Bf16* in, const Bf16* w_packed, const float* bias, bool accumulate,
+                  float* out, int64_t task_begin, int64_t task_end, int64_t block) {
+  if (!bf16_available()) throw std::logic_error("bfloat16 tiles called on a CPU without AVX512_BF16");
+  avx512bf16::forward_bf16(p, in, w_packed, bias, accumulate, out, task_begin, task_end, block);
+}
+
 namespace {
 // Whole 8 x 8 blocks of transpose_to_runs for float32; returns the rows done (a multiple of 8)
 // and sets *nonfinite if an element it moved is infinite or NaN.
@@ -185,6 +203,10 @@ bool transpose_to_runs(const T* src, int64_t ld, int64_t rows, int64_t cols, con
 #else  // not x86-64 with GCC/Clang: no blocked kernels; callers check available()
 
 Isa isa() { return Isa::kNone; }
+bool bf16_available() { return false; }
+void forward_bf16(const Problem&, const Bf16*, const Bf16*, const float*, bool, float*, int64_t, int64_t, int64_t) {
+  throw std::logic_error("blocked kernels are not built for this CPU");
+}
 
 template <typename T>
 void forward(Isa, const Problem&, const T*, const T*, const T*, bool, T*, int64_t, int64_t, int64_t) {

@@ -60,6 +60,11 @@ struct Problem {
   int64_t kernel_volume() const { return kernel[0] * kernel[1] * kernel[2]; }
 };
 
+// A bfloat16 value, its bits (at::BFloat16's layout), for the bfloat16 tiles.
+struct Bf16 {
+  uint16_t bits;
+};
+
 // Instruction sets the kernels are built for (one build each, chosen at run time).
 enum class Isa { kNone, kAvx2, kAvx512 };
 
@@ -101,6 +106,15 @@ int64_t forward_task_count(const Problem& p, int64_t block);
 template <typename T>
 void forward(Isa isa, const Problem& p, const T* in, const T* w_packed, const T* bias, bool accumulate,
              T* out, int64_t task_begin, int64_t task_end, int64_t block);
+
+// The forward tiles on bfloat16 operands: `in` channels-last (in_stride_c == 1) with an even
+// number of channels per group, the weight packed as forward()'s with each pair of input
+// channels side by side per output channel ([G, OCB, K0, K1, K2, Cin_g / 2, B, 2]), products
+// summed in float32 (AVX512_BF16's vdpbf16ps: both products of a pair per instruction),
+// bias and `out` float32. Tasks and output as forward(). Only where bf16_available().
+bool bf16_available();
+void forward_bf16(const Problem& p, const Bf16* in, const Bf16* w_packed, const float* bias, bool accumulate,
+                  float* out, int64_t task_begin, int64_t task_end, int64_t block);
 
 // Forward with vectors along output rows: for problems with few output channels per group.
 // Needs unit stride along dim 2 (stride[2] == 1) and inputs consecutive along dim 2

@@ -3,6 +3,8 @@
 //   FULLCONV_BLOCKED_ISA     namespace of this build (avx2 | avx512)
 //   FULLCONV_TARGET          function attribute enabling its instructions
 //   FULLCONV_BLOCKED_WIDTH   vector width in bits (256 | 512)
+//   FULLCONV_BLOCKED_BF16    (optional, 512 only) 1: the bfloat16 build, whose target adds
+//                            AVX512_BF16 and which gets only forward_bf16
 // and gets fullconv::blocked::FULLCONV_BLOCKED_ISA::{forward, grad_weight}. Only functions
 // carrying FULLCONV_TARGET use the wider instructions (no file-wide -m flags), so the library
 // still loads on CPUs without them; blocked_kernels.cpp picks the build at run time. See
@@ -154,9 +156,55 @@ struct Segment {
 
 // The products of one segment for the positions [J0, J1) of a tile of NV vectors of output
 // channels x P positions.
-template <typename T, int NV, int P, int J0, int J1>
-FULLCONV_TARGET_INLINE void run_segment(const Segment<T>& sg, int64_t xc, int64_t x_shift,
+#if FULLCONV_BLOCKED_BF16
+// The bfloat16 form (In = Bf16, T = float): the run's channels in pairs, one vdpbf16ps per
+// vector and position adding both products of a pair to the float32 accumulators. The packed
+// weight holds each pair's two values side by side per output channel ([pair][B][2]), so a
+// vector of weights is 16 output channels x 2 channels; the input is channels-last (unit
+// channel step) and a pair is one 32-bit broadcast. Runs have an even length and start at an
+// even channel (callers: an even number of channels per group).
+FULLCONV_TARGET_INLINE __m512bh as_bf16_pairs(__m512i v) {
+  __m512bh r;
+  std::memcpy(&r, &v, sizeof(r));
+  return r;
+}
+
+template <int NV, int P, int J0, int J1>
+FULLCONV_TARGET_INLINE void run_pairs(const Segment<Bf16>& sg, int64_t x_shift, __m512 (&a)[NV][P]) {
+  constexpr int kPairLanes = 32;  // bfloat16 values per vector
+  const Bf16* w = sg.w;
+  const Bf16* xp[P];
+#pragma GCC unroll 8
+  for (int j = J0; j < J1; ++j) xp[j] = sg.x[j] + x_shift;
+  const int64_t pairs = sg.len / 2;
+  int64_t off = 0;
+  for (int64_t i = 0; i < pairs; ++i, off += 2, w += NV * kPairLanes) {
+    __m512bh wv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) wv[v] = as_bf16_pairs(_mm512_loadu_si512(w + v * kPairLanes));
+#pragma GCC unroll 8
+    for (int j = J0; j < J1; ++j) {
+      int32_t pair;
+      std::memcpy(&pair, xp[j] + off, sizeof(pair));
+      const __m512bh b = as_bf16_pairs(_mm512_set1_epi32(pair));
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) a[v][j] = _mm512_dpbf16_ps(a[v][j], wv[v], b);
+    }
+  }
+}
+#endif
+
+template <typename T, typename In, int NV, int P, int J0, int J1>
+FULLCONV_TARGET_INLINE void run_segment(const Segment<In>& sg, int64_t xc, int64_t x_shift,
                                         typename Simd<T>::V (&a)[NV][P]) {
+#if FULLCONV_BLOCKED_BF16
+  if constexpr (std::is_same_v<In, Bf16>) {
+    run_pairs<NV, P, J0, J1>(sg, x_shift, a);
+    return;
+  } else
+#endif
+  {
+  static_assert(std::is_same_v<In, T>, "operands of the accumulators' type, or bfloat16 pairs");
   using S = Simd<T>;
   using V = typename S::V;
   constexpr int L = S::kLanes;
@@ -177,17 +225,18 @@ FULLCONV_TARGET_INLINE void run_segment(const Segment<T>& sg, int64_t xc, int64_
       for (int v = 0; v < NV; ++v) a[v][j] = S::fma(wv[v], b, a[v][j]);
     }
   }
+  }
 }
 
 // A segment covering only part of the tile (row edges): one specialisation per range, so the
 // accumulators stay in registers and no product of padding is computed.
-template <typename T, int NV, int P>
-FULLCONV_TARGET_INLINE void run_partial_segment(const Segment<T>& sg, int64_t xc, int64_t x_shift,
+template <typename T, typename In, int NV, int P>
+FULLCONV_TARGET_INLINE void run_partial_segment(const Segment<In>& sg, int64_t xc, int64_t x_shift,
                                                 typename Simd<T>::V (&a)[NV][P]) {
   static_assert(kMaxPositions == 6, "the cases below cover ranges within 6 positions");
-#define FULLCONV_RANGE_CASE(A, B)                                                   \
-  case (A) * 8 + (B):                                                               \
-    if constexpr ((B) <= P) run_segment<T, NV, P, (A), (B)>(sg, xc, x_shift, a);   \
+#define FULLCONV_RANGE_CASE(A, B)                                                        \
+  case (A) * 8 + (B):                                                                    \
+    if constexpr ((B) <= P) run_segment<T, In, NV, P, (A), (B)>(sg, xc, x_shift, a);   \
     return;
   switch (sg.j0 * 8 + sg.j1) {
     FULLCONV_RANGE_CASE(0, 1) FULLCONV_RANGE_CASE(0, 2) FULLCONV_RANGE_CASE(0, 3)
@@ -279,8 +328,8 @@ FULLCONV_TARGET_INLINE void store_positions(const typename Simd<float>::V (&a)[N
 // once: vector stores when the output's channels are contiguous (oc_step == 1), otherwise
 // through a small transpose (each channel's P positions written with pos_step; float32 with
 // adjacent positions: store_positions).
-template <typename T, int NV, int P, bool kTail>
-FULLCONV_TARGET void forward_tile(const Segment<T>* seg, int64_t nseg, int64_t xc, int64_t x_shift, const T* bias,
+template <typename T, typename In, int NV, int P, bool kTail>
+FULLCONV_TARGET void forward_tile(const Segment<In>* seg, int64_t nseg, int64_t xc, int64_t x_shift, const T* bias,
                                 bool accumulate, T* out, int64_t pos_step, int64_t oc_step, int64_t valid) {
   using S = Simd<T>;
   using V = typename S::V;
@@ -302,8 +351,8 @@ FULLCONV_TARGET void forward_tile(const Segment<T>* seg, int64_t nseg, int64_t x
                                            : b[v];
   }
   for (int64_t q = 0; q < nseg; ++q) {
-    if (seg[q].j0 == 0 && seg[q].j1 == P) run_segment<T, NV, P, 0, P>(seg[q], xc, x_shift, a);
-    else run_partial_segment<T, NV, P>(seg[q], xc, x_shift, a);
+    if (seg[q].j0 == 0 && seg[q].j1 == P) run_segment<T, In, NV, P, 0, P>(seg[q], xc, x_shift, a);
+    else run_partial_segment<T, In, NV, P>(seg[q], xc, x_shift, a);
   }
   if (vector_store) {
 #pragma GCC unroll 8
@@ -332,18 +381,20 @@ FULLCONV_TARGET void forward_tile(const Segment<T>* seg, int64_t nseg, int64_t x
   }
 }
 
-template <typename T, int NV, bool kTail>
-FULLCONV_TARGET void forward_tile_n(int positions, const Segment<T>* seg, int64_t nseg, int64_t xc, int64_t x_shift,
+template <typename T, typename In, int NV, bool kTail>
+FULLCONV_TARGET void forward_tile_n(int positions, const Segment<In>* seg, int64_t nseg, int64_t xc, int64_t x_shift,
                                   const T* bias, bool accumulate, T* out, int64_t pos_step,
                                   int64_t oc_step, int64_t valid) {
   switch (positions) {
-#define FULLCONV_TILE_CASE(N) \
-  case N: return forward_tile<T, NV, N, kTail>(seg, nseg, xc, x_shift, bias, accumulate, out, pos_step, oc_step, valid);
+#define FULLCONV_TILE_CASE(N)                                                                                 \
+  case N:                                                                                                     \
+    return forward_tile<T, In, NV, N, kTail>(seg, nseg, xc, x_shift, bias, accumulate, out, pos_step, oc_step, \
+                                             valid);
     FULLCONV_TILE_CASE(1) FULLCONV_TILE_CASE(2) FULLCONV_TILE_CASE(3)
     FULLCONV_TILE_CASE(4) FULLCONV_TILE_CASE(5)
 #undef FULLCONV_TILE_CASE
-    default: return forward_tile<T, NV, 6, kTail>(seg, nseg, xc, x_shift, bias, accumulate, out, pos_step, oc_step,
-                                                  valid);
+    default: return forward_tile<T, In, NV, 6, kTail>(seg, nseg, xc, x_shift, bias, accumulate, out, pos_step,
+                                                      oc_step, valid);
   }
 }
 
@@ -650,8 +701,9 @@ FULLCONV_TARGET void depthwise_plane(const Problem& p, const T* in_c, const T* w
 namespace {
 
 // forward() with tiles of NV vectors of output channels (B = NV * lanes, the packed weight's block).
-template <typename T, int NV>
-FULLCONV_TARGET void forward_blocks(const Problem& p, const T* in, const T* w_packed, const T* bias,
+// In: the operands' type, T (float32/float64) or Bf16 (pairs of channels; T = float).
+template <typename T, typename In, int NV>
+FULLCONV_TARGET void forward_blocks(const Problem& p, const In* in, const In* w_packed, const T* bias,
                                     bool accumulate, T* out, int64_t task_begin, int64_t task_end) {
   constexpr int64_t B = NV * Simd<T>::kLanes;
   const int64_t cin_g = p.in_channels_per_group(), cout_g = p.out_channels_per_group();
@@ -670,7 +722,7 @@ FULLCONV_TARGET void forward_blocks(const Problem& p, const T* in, const T* w_pa
   // positions along dim 2 at which every tap reads real input
   const int64_t inner_lo = std::max<int64_t>(0, ceil_div(pad2, s2));
   const int64_t inner_hi = std::min<int64_t>(O2 - 1, floor_div(I2 - 1 - (K2 - 1) * d2 + pad2, s2));
-  std::vector<Segment<T>> seg(static_cast<size_t>(ktot)), inner_seg(static_cast<size_t>(ktot));
+  std::vector<Segment<In>> seg(static_cast<size_t>(ktot)), inner_seg(static_cast<size_t>(ktot));
 
   for (int64_t task = task_begin; task < task_end; ++task) {
     int64_t t = task;
@@ -685,21 +737,21 @@ FULLCONV_TARGET void forward_blocks(const Problem& p, const T* in, const T* w_pa
     tap_range_padded(o0, p.in_size[0], p.kernel[0], p.stride[0], p.dilation[0], p.pad[0], &k0_lo, &k0_hi);
     tap_range_padded(o1, p.in_size[1], K1, p.stride[1], p.dilation[1], p.pad[1], &k1_lo, &k1_hi);
     const int64_t valid = std::min(B, cout_g - ocb * B);
-    const T* w_block = w_packed + (g * OCB + ocb) * ktot * cin_g * B;
+    const In* w_block = w_packed + (g * OCB + ocb) * ktot * cin_g * B;
     const T* b_block = bias != nullptr ? bias + g * cout_g + ocb * B : nullptr;
     T* out_row = out + n * osn + o0 * os0 + o1 * os1 + (g * cout_g + ocb * B) * osc;
 
     // The segments of the tile at ow0 with P positions (inner: every tap reads real input).
-    auto build = [&](Segment<T>* segs, int64_t ow0, int P, bool inner) {
+    auto build = [&](Segment<In>* segs, int64_t ow0, int P, bool inner) {
       int64_t nseg = 0;
       for (int64_t k0 = k0_lo; k0 <= k0_hi; ++k0) {
         const int64_t i0 = o0 * p.stride[0] + k0 * p.dilation[0] - p.pad[0];
         for (int64_t k1 = k1_lo; k1 <= k1_hi; ++k1) {
           const int64_t i1 = o1 * p.stride[1] + k1 * p.dilation[1] - p.pad[1];
-          const T* x_row = in + n * isn + i0 * is0 + i1 * is1 + g * cin_g * isc;
-          const T* w_row = w_block + (k0 * K1 + k1) * K2 * cin_g * B;
+          const In* x_row = in + n * isn + i0 * is0 + i1 * is1 + g * cin_g * isc;
+          const In* w_row = w_block + (k0 * K1 + k1) * K2 * cin_g * B;
           if (inner && merge_taps) {
-            Segment<T>& sg = segs[nseg++];
+            Segment<In>& sg = segs[nseg++];
             for (int j = 0; j < P; ++j) sg.x[j] = x_row + ((ow0 + j) * s2 - pad2) * is2;
             sg.w = w_row;
             sg.len = K2 * cin_g;
@@ -707,7 +759,7 @@ FULLCONV_TARGET void forward_blocks(const Problem& p, const T* in, const T* w_pa
             sg.j1 = P;
             continue;
           }
-          Segment<T>* last = nullptr;  // the segment of tap k2 - 1 of this kernel row, if any
+          Segment<In>* last = nullptr;  // the segment of tap k2 - 1 of this kernel row, if any
           for (int64_t k2 = 0; k2 < K2; ++k2) {
             // tile positions j whose input index (ow0 + j)*s2 + k2*d2 - pad2 lies in [0, I2)
             const int64_t shift = k2 * d2 - pad2;
@@ -723,7 +775,7 @@ FULLCONV_TARGET void forward_blocks(const Problem& p, const T* in, const T* w_pa
               last->len += cin_g;
               continue;
             }
-            Segment<T>& sg = segs[nseg++];
+            Segment<In>& sg = segs[nseg++];
             last = &sg;
             for (int64_t j = j0; j < j1; ++j) sg.x[j] = x_row + ((ow0 + j) * s2 + shift) * is2;
             sg.w = w_row + k2 * cin_g * B;
@@ -742,7 +794,7 @@ FULLCONV_TARGET void forward_blocks(const Problem& p, const T* in, const T* w_pa
     for (int64_t ow0 = 0; ow0 < O2; ow0 += kMaxPositions) {
       const int P = static_cast<int>(std::min<int64_t>(kMaxPositions, O2 - ow0));
       const bool inner = ow0 >= inner_lo && ow0 + P - 1 <= inner_hi;
-      const Segment<T>* segs = seg.data();
+      const Segment<In>* segs = seg.data();
       int64_t nseg, x_shift = 0;
       if (inner && P == kMaxPositions) {
         if (inner_nseg < 0) {
@@ -757,9 +809,9 @@ FULLCONV_TARGET void forward_blocks(const Problem& p, const T* in, const T* w_pa
       }
       T* tile_out = out_row + ow0 * os2;
       if (valid == B)
-        forward_tile_n<T, NV, false>(P, segs, nseg, isc, x_shift, b_block, accumulate, tile_out, os2, osc, valid);
+        forward_tile_n<T, In, NV, false>(P, segs, nseg, isc, x_shift, b_block, accumulate, tile_out, os2, osc, valid);
       else
-        forward_tile_n<T, NV, true>(P, segs, nseg, isc, x_shift, b_block, accumulate, tile_out, os2, osc, valid);
+        forward_tile_n<T, In, NV, true>(P, segs, nseg, isc, x_shift, b_block, accumulate, tile_out, os2, osc, valid);
     }
   }
 }
@@ -771,10 +823,10 @@ FULLCONV_TARGET void forward(const Problem& p, const T* in, const T* w_packed, c
                            bool accumulate, T* out, int64_t task_begin, int64_t task_end, int64_t block) {
   constexpr int64_t L = Simd<T>::kLanes;
 #if FULLCONV_BLOCKED_WIDTH == 512
-  if (block == 4 * L) return forward_blocks<T, 4>(p, in, w_packed, bias, accumulate, out, task_begin, task_end);
+  if (block == 4 * L) return forward_blocks<T, T, 4>(p, in, w_packed, bias, accumulate, out, task_begin, task_end);
 #endif
   if (block != 2 * L) throw std::logic_error("blocked forward: a weight packed in blocks this build has no tile for");
-  forward_blocks<T, 2>(p, in, w_packed, bias, accumulate, out, task_begin, task_end);
+  forward_blocks<T, T, 2>(p, in, w_packed, bias, accumulate, out, task_begin, task_end);
 }
 
 template <typename T>
@@ -897,6 +949,19 @@ FULLCONV_TARGET void grad_weight(const Problem& p, const T* gy_blocked, const T*
   grad_weight_blocks<T, 2>(p, gy_blocked, x_blocked, n_begin, n_end, accumulate, gw, ws, task_begin, task_end);
 }
 
+#if FULLCONV_BLOCKED_BF16
+// The bfloat16 build: only the forward tiles on pairs of channels (float32 accumulators, bias
+// and output).
+FULLCONV_TARGET void forward_bf16(const Problem& p, const Bf16* in, const Bf16* w_packed, const float* bias,
+                                  bool accumulate, float* out, int64_t task_begin, int64_t task_end, int64_t block) {
+  constexpr int64_t L = Simd<float>::kLanes;
+  if (p.in_stride_c != 1 || p.in_channels_per_group() % 2 != 0)
+    throw std::logic_error("bfloat16 tiles: the input must be channels-last with an even number of channels per group");
+  if (block == 4 * L) return forward_blocks<float, Bf16, 4>(p, in, w_packed, bias, accumulate, out, task_begin, task_end);
+  if (block != 2 * L) throw std::logic_error("bfloat16 tiles: a weight packed in blocks this build has no tile for");
+  forward_blocks<float, Bf16, 2>(p, in, w_packed, bias, accumulate, out, task_begin, task_end);
+}
+#else
 // The build's kernels, for blocked_kernels.cpp to dispatch to.
 #define FULLCONV_INSTANTIATE(T)                                                                    \
   template void forward<T>(const Problem&, const T*, const T*, const T*, bool, T*, int64_t, int64_t,  \
@@ -910,6 +975,7 @@ FULLCONV_TARGET void grad_weight(const Problem& p, const T* gy_blocked, const T*
 FULLCONV_INSTANTIATE(float)
 FULLCONV_INSTANTIATE(double)
 #undef FULLCONV_INSTANTIATE
+#endif  // FULLCONV_BLOCKED_BF16
 
 }  // namespace FULLCONV_BLOCKED_ISA
 }  // namespace blocked

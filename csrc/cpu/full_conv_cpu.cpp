@@ -555,6 +555,16 @@ Algorithm choose_unblocked(const ConvShape& s) {
 // lanes would be padding (benchmarks/NOTES.md, entry 10).
 constexpr int64_t kRowsBelowChannels = 8;
 constexpr int64_t kRowsMinInputChannels = 4;
+// One-tap grad_weight: output positions per sample from which the GEMM path (stride 1) beats
+// ATen's convolution_backward (measured at 56x56 and against it at 28x28; NOTES entry 38).
+constexpr int64_t kOneTapGemmGradWeightPositions = 1600;
+
+// A batched tensor with ndim spatial dims as a 5-D one (leading spatial dims of size 1).
+at::Tensor as_5d_any(const at::Tensor& t, int ndim) {
+  auto r = t;
+  for (int i = ndim; i < kMaxSpatialDims; ++i) r = r.unsqueeze(2);
+  return r;
+}
 
 bool rows_kernel(int64_t out_channels_per_group, int64_t last_stride) {
   return out_channels_per_group < kRowsBelowChannels && last_stride == 1;
@@ -572,6 +582,28 @@ bool depthwise_kernel(int64_t in_channels_per_group, int64_t out_channels_per_gr
 bool row_vector_kernel(int64_t in_channels_per_group, int64_t out_channels_per_group, int64_t last_stride) {
   return depthwise_kernel(in_channels_per_group, out_channels_per_group, last_stride) ||
          rows_kernel(out_channels_per_group, last_stride);
+}
+
+// Whether a blocked problem on bfloat16 operands (`in_channels_per_group` and
+// `out_channels_per_group` those of the problem the tiles solve) runs on the bfloat16 tiles
+// (blocked::forward_bf16: pairs of input channels, float32 sums) rather than on float32
+// copies: the register-tile kernel (not rows or depthwise), an even number of input channels
+// per group, AVX-512 with AVX512_BF16, and FULLCONV_CPU_BF16_TILES=auto (off: the float32
+// tiles, to time both side by side; another value is a ValueError).
+bool bf16_tiles(blocked::Isa isa, int64_t in_channels_per_group, int64_t out_channels_per_group,
+                int64_t last_stride) {
+  const char* env = std::getenv("FULLCONV_CPU_BF16_TILES");
+  const std::string mode = env != nullptr && *env != '\0' ? env : "auto";
+  TORCH_CHECK_VALUE(mode == "auto" || mode == "off", "FULLCONV_CPU_BF16_TILES must be auto or off, got '", mode, "'");
+  return mode == "auto" && isa == blocked::Isa::kAvx512 && blocked::bf16_available() &&
+         in_channels_per_group % 2 == 0 &&
+         !row_vector_kernel(in_channels_per_group, out_channels_per_group, last_stride);
+}
+
+// A batched 5-D bfloat16 operand of the bfloat16 tiles: channels-last (a copy unless it is).
+at::Tensor bf16_operand(const at::Tensor& t, bool batched, int ndim) {
+  const auto t5 = as_5d_any(batched ? t : t.unsqueeze(0), ndim);
+  return t5.stride(1) == 1 || t5.size(1) == 1 ? t5 : t5.contiguous(at::MemoryFormat::ChannelsLast3d);
 }
 
 // FULLCONV_CPU_ALGORITHM: auto (also when unset or empty), gemm, direct or blocked.
@@ -608,8 +640,8 @@ Algorithm choose_algorithm(const ConvShape& s, at::ScalarType dtype, Pass pass) 
   }
   if (!blocked_ok) return choose_unblocked(s);
   const int64_t last_stride = s.stride[kMaxSpatialDims - 1];
-  // 1x1 kernels: nothing to skip; the tiles still beat BLAS on the forward (no column copy),
-  // BLAS wins their backward
+  // 1x1 kernels: nothing to skip; the tiles beat BLAS on the forward and grad_input (no column
+  // copy), BLAS wins grad_weight (where ATen's does not: full_conv_backward_cpu)
   const bool one_tap = s.kernel_volume() == 1;
   bool blocked = false;
   const int64_t cin_g = s.in_channels_per_group(), cout_g = s.out_channels_per_group();
@@ -621,8 +653,8 @@ Algorithm choose_algorithm(const ConvShape& s, at::ScalarType dtype, Pass pass) 
                 (!one_tap && last_stride == 1 && (cin_g >= kRowsMinInputChannels || cin_g == 1));
       break;
     case Pass::kGradInput:  // the problem's input channels are the forward's output channels
-      blocked = !one_tap && (cin_g >= kRowsBelowChannels ? cout_g >= kRowsBelowChannels
-                                                         : (cout_g >= kRowsMinInputChannels || cout_g == 1));
+      blocked = cin_g >= kRowsBelowChannels ? cout_g >= kRowsBelowChannels
+                                            : (!one_tap && (cout_g >= kRowsMinInputChannels || cout_g == 1));
       break;
     case Pass::kGradWeight:
       blocked = !one_tap && cout_g >= kRowsBelowChannels;
@@ -639,12 +671,7 @@ at::Tensor prepare(const at::Tensor& t, bool batched) {
 
 // ---- blocked formulation: channels-last tensors, register tiles (blocked_kernels.h) --------
 
-// A batched tensor with ndim spatial dims as a 5-D one (leading spatial dims of size 1).
-at::Tensor as_5d(const at::Tensor& t, int ndim) {
-  auto r = t;
-  for (int i = ndim; i < kMaxSpatialDims; ++i) r = r.unsqueeze(2);
-  return r;
-}
+at::Tensor as_5d(const at::Tensor& t, int ndim) { return as_5d_any(t, ndim); }
 // Batched 5-D view (any layout) in the compute dtype.
 at::Tensor batched_5d(const at::Tensor& t, bool batched, int ndim) {
   return as_5d((batched ? t : t.unsqueeze(0)).to(compute_dtype(t.scalar_type())), ndim);
@@ -848,6 +875,27 @@ void blocked_forward(blocked::Isa isa, blocked::Problem p, const at::Tensor& in,
   const int64_t block = depthwise ? 1
                         : rows    ? blocked::kRowsBlock
                                   : tile_block_setting<scalar_t>(isa, p.out_channels_per_group());
+  if (in.scalar_type() == at::kBFloat16) {
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      TORCH_INTERNAL_ASSERT(!rows && !depthwise && p.in_stride_c == 1 && p.in_channels_per_group() % 2 == 0 &&
+                            isa == blocked::Isa::kAvx512);
+      // the float32 packing, then each pair of input channels side by side per output channel
+      const at::Tensor w32 = pack_blocked<float>(block, w6, flip, weight_finite);
+      auto sizes = w32.sizes().vec();  // [G, OCB, K0, K1, K2, Cin', B]
+      const int64_t cin = sizes[5];
+      sizes[5] = cin / 2;
+      sizes.insert(sizes.begin() + 6, 2);
+      const at::Tensor w_pairs = w32.view(sizes).transpose(-1, -2).to(at::kBFloat16).contiguous();
+      const auto* ip = reinterpret_cast<const blocked::Bf16*>(in.const_data_ptr<at::BFloat16>());
+      const auto* wp = reinterpret_cast<const blocked::Bf16*>(w_pairs.const_data_ptr<at::BFloat16>());
+      const float* bp = bias != nullptr ? bias->const_data_ptr<float>() : nullptr;
+      at::parallel_for(0, blocked::forward_task_count(p, block), 1, [&](int64_t begin, int64_t end) {
+        blocked::forward_bf16(p, ip, wp, bp, accumulate, out, begin, end, block);
+      });
+      return;
+    }
+    TORCH_INTERNAL_ASSERT(false, "bfloat16 operands with a float64 output");
+  }
   const at::Tensor w_packed = pack_blocked<scalar_t>(block, w6, flip, weight_finite);
   const int64_t tasks = depthwise ? blocked::depthwise_task_count(p) : blocked::forward_task_count(p, block);
   const scalar_t* ip = in.const_data_ptr<scalar_t>();
@@ -984,7 +1032,11 @@ at::Tensor full_conv_cpu_impl(const at::Tensor& input, const at::Tensor& weight,
   const auto dtype = compute_dtype(input.scalar_type());
   const Algorithm algo = choose_algorithm(s, dtype, Pass::kForward);
   const bool blocked_path = algo == Algorithm::kBlocked;
-  const auto x = blocked_path ? blocked_input(batched_5d(input, batched, s.ndim),
+  const bool bf16 = blocked_path && input.scalar_type() == at::kBFloat16 &&
+                    bf16_tiles(blocked_isa(), s.in_channels_per_group(), s.out_channels_per_group(),
+                               s.stride[kMaxSpatialDims - 1]);
+  const auto x = bf16 ? bf16_operand(input, batched, s.ndim)
+                 : blocked_path ? blocked_input(batched_5d(input, batched, s.ndim),
                                              row_vector_kernel(s.in_channels_per_group(), s.out_channels_per_group(),
                                                                s.stride[kMaxSpatialDims - 1]),
                                              s.in_channels_per_group(), s.groups, max_dilation(s), forward_reuse(s))
@@ -995,7 +1047,8 @@ at::Tensor full_conv_cpu_impl(const at::Tensor& input, const at::Tensor& weight,
   at::Tensor y5, y;
   if (blocked_path) {
     // written in place in the layout returned: no layout copy of the output
-    y = at::empty(output_shape(s, true), x.options().memory_format(batched ? out_format : at::MemoryFormat::Contiguous));
+    y = at::empty(output_shape(s, true),
+                  x.options().dtype(dtype).memory_format(batched ? out_format : at::MemoryFormat::Contiguous));
     y5 = as_5d(y, s.ndim);
   } else {
     y = at::empty(output_shape(s, true), x.options());
@@ -1179,9 +1232,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cpu(
     grad_bias = grad_bias_from(batched ? grad_output : grad_output.unsqueeze(0), input.scalar_type());
   if (!output_mask[0] && !output_mask[1]) return {grad_input, grad_weight, grad_bias};
 
+  const bool nonempty = grad_output.numel() > 0 && input.numel() > 0;
+  // One tap: an ordinary convolution (no padding). Its grad_weight, a reduction over every
+  // position, runs faster on ATen's (oneDNN's) convolution_backward than on the GEMM path,
+  // except at stride 1 on large maps, where the GEMM path reads the input in place (no column
+  // copy) in long GEMMs; its grad_input stays on the tiles (benchmarks/NOTES.md, entry 38).
+  if (output_mask[1] && nonempty && s.kernel_volume() == 1 && cpu_algorithm_setting() == "auto" &&
+      (input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble) &&
+      !(s.unit_stride() && s.out_spatial() >= kOneTapGemmGradWeightPositions)) {
+    grad_weight = std::get<1>(one_tap_backward(grad_output, input, weight, s, stride, dilation, groups,
+                                               {false, true, false}));
+    output_mask[1] = false;
+    if (!output_mask[0]) return {grad_input, grad_weight, grad_bias};
+  }
   const auto w = weight.to(compute_dtype(weight.scalar_type())).contiguous();
   const auto dtype = compute_dtype(input.scalar_type());
-  const bool nonempty = grad_output.numel() > 0 && input.numel() > 0;
   // per pass; an empty problem takes the unblocked path (which writes the zeros)
   auto pick = [&](Pass pass) {
     const Algorithm a = choose_algorithm(s, dtype, pass);
@@ -1217,15 +1282,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cpu(
   if (gx_blocked) {
     // every grad_output element meets every tap of every input channel of its group; the
     // problems (stride 1, or residue classes of stride 1) have Cin_g output channels
-    const auto gy5 = blocked_input(batched_5d(grad_output_dense, batched, s.ndim),
-                                   row_vector_kernel(s.out_channels_per_group(), s.in_channels_per_group(), 1),
-                                   s.out_channels_per_group(),
-                                   s.groups, max_dilation(s), double(s.in_channels_per_group()) * s.kernel_volume());
+    const bool bf16 = grad_output.scalar_type() == at::kBFloat16 &&
+                      bf16_tiles(blocked_isa(), s.out_channels_per_group(), s.in_channels_per_group(), 1);
+    const auto gy5 = bf16 ? bf16_operand(grad_output_dense, batched, s.ndim)
+                          : blocked_input(batched_5d(grad_output_dense, batched, s.ndim),
+                                          row_vector_kernel(s.out_channels_per_group(), s.in_channels_per_group(), 1),
+                                          s.out_channels_per_group(), s.groups, max_dilation(s),
+                                          double(s.in_channels_per_group()) * s.kernel_volume());
     // written in place in the input's layout: no layout copy of grad_input
     auto gx = at::empty(batched ? input.sizes() : input.unsqueeze(0).sizes(),
-                        gy5.options().memory_format(batched ? input.suggest_memory_format() : at::MemoryFormat::Contiguous));
+                        gy5.options().dtype(dtype).memory_format(batched ? input.suggest_memory_format()
+                                                                         : at::MemoryFormat::Contiguous));
     auto gx5 = as_5d(gx, s.ndim);
-    AT_DISPATCH_FLOATING_TYPES(gy5.scalar_type(), "full_conv_grad_input_cpu_blocked", [&] {
+    AT_DISPATCH_FLOATING_TYPES(dtype, "full_conv_grad_input_cpu_blocked", [&] {
       if (s.unit_stride()) {
         // input and output channels swapped, the taps flipped
         const auto isa = blocked_isa();
