@@ -189,6 +189,27 @@ def test_register_tile_widths(cout, groups, dtype, isa, monkeypatch):
         check_against_reference(xt, wt, None, stride, 1, groups)
 
 
+@pytest.mark.skipif(not BLOCKED, reason="no blocked CPU kernels on this CPU")
+@pytest.mark.parametrize("isa", ["avx512", "avx2"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("nd,cout,cin,groups", [(2, 8, 5, 1), (2, 16, 13, 1), (2, 12, 25, 1), (1, 9, 12, 1),
+                                                (3, 16, 24, 2), (2, 24, 14, 2)])
+def test_grad_weight_one_vector_tiles(nd, cout, cin, groups, dtype, isa, monkeypatch):
+    # grad_weight on tiles of one vector of output channels x 12 input channels (AVX-512, at
+    # most one vector of output channels per group: 16 float32, 8 float64) beside the
+    # two-vector tiles (AVX2; and float64's 12- and 16-channel groups on AVX-512), with partial
+    # input-channel blocks (5, 13, 25 channels: 12 + 1, 2 x 12 + 1), strided and dilated
+    if isa == "avx512" and torch.backends.cpu.get_cpu_capability() != "AVX512":
+        pytest.skip("this CPU has no AVX-512")
+    set_cpu_algorithm(monkeypatch, f"blocked-{isa}")
+    torch.manual_seed(cout * 31 + cin)
+    for stride, dilation in ((1, 1), (2, 1), (1, 2)):
+        x = torch.randn(3, cin, *(7, 6, 5)[3 - nd:], dtype=torch.float64).to(dtype)
+        w = (torch.randn(cout, cin // groups, *(3, 2, 3)[3 - nd:], dtype=torch.float64) / 4).to(dtype)
+        b = torch.randn(cout, dtype=torch.float64).to(dtype)
+        check_against_reference(x, w, b, stride, dilation, groups)
+
+
 WEIGHT_LAYOUTS = ["contiguous", "transposed", "sliced", "channels_last"]
 
 

@@ -30,7 +30,7 @@ namespace blocked {
   template <typename T>                                                                             \
   void grad_weight(const Problem& p, const T* gy_blocked, const T* x_blocked, int64_t n_begin,     \
                    int64_t n_end, bool accumulate, T* gw, const WeightStrides& ws,                 \
-                   int64_t task_begin, int64_t task_end, int64_t block);                            \
+                   int64_t task_begin, int64_t task_end, int64_t block, int64_t input_block);       \
   }
 FULLCONV_DECLARE_BUILD(avx2)
 FULLCONV_DECLARE_BUILD(avx512)
@@ -49,9 +49,9 @@ int64_t depthwise_task_count(const Problem& p) {
   return p.out_channels * p.batch * p.out_size[0];
 }
 
-int64_t grad_weight_task_count(const Problem& p, int64_t block) {
+int64_t grad_weight_task_count(const Problem& p, int64_t block, int64_t input_block) {
   const int64_t ocb = ceil_div(p.out_channels_per_group(), block);
-  const int64_t icb = ceil_div(p.in_channels_per_group(), kGradWeightInputBlock);
+  const int64_t icb = ceil_div(p.in_channels_per_group(), input_block);
   return p.groups * ocb * icb * p.kernel_volume();
 }
 
@@ -123,12 +123,12 @@ void depthwise_forward(Isa isa, const Problem& p, const T* in, const T* w_packed
 template <typename T>
 void grad_weight(Isa isa, const Problem& p, const T* gy_blocked, const T* x_blocked, int64_t n_begin,
                  int64_t n_end, bool accumulate, T* gw, const WeightStrides& ws, int64_t task_begin,
-                 int64_t task_end, int64_t block) {
+                 int64_t task_end, int64_t block, int64_t input_block) {
   by_isa(isa,
          [&] { avx512::grad_weight<T>(p, gy_blocked, x_blocked, n_begin, n_end, accumulate, gw, ws, task_begin, task_end,
-                                      block); },
+                                      block, input_block); },
          [&] { avx2::grad_weight<T>(p, gy_blocked, x_blocked, n_begin, n_end, accumulate, gw, ws, task_begin, task_end,
-                                    block); });
+                                    block, input_block); });
 }
 
 bool bf16_available() {
@@ -222,7 +222,7 @@ void depthwise_forward(Isa, const Problem&, const T*, const T*, const T*, bool, 
 }
 template <typename T>
 void grad_weight(Isa, const Problem&, const T*, const T*, int64_t, int64_t, bool, T*, const WeightStrides&,
-                 int64_t, int64_t, int64_t) {
+                 int64_t, int64_t, int64_t, int64_t) {
   throw std::logic_error("blocked kernels are not built for this CPU");
 }
 
@@ -255,9 +255,9 @@ template void depthwise_forward<float>(Isa, const Problem&, const float*, const 
 template void depthwise_forward<double>(Isa, const Problem&, const double*, const double*, const double*,
                                         bool, double*, int64_t, int64_t);
 template void grad_weight<float>(Isa, const Problem&, const float*, const float*, int64_t, int64_t, bool,
-                                 float*, const WeightStrides&, int64_t, int64_t, int64_t);
+                                 float*, const WeightStrides&, int64_t, int64_t, int64_t, int64_t);
 template void grad_weight<double>(Isa, const Problem&, const double*, const double*, int64_t, int64_t,
-                                  bool, double*, const WeightStrides&, int64_t, int64_t, int64_t);
+                                  bool, double*, const WeightStrides&, int64_t, int64_t, int64_t, int64_t);
 
 }  // namespace blocked
 }  // namespace fullconv

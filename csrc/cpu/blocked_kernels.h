@@ -95,8 +95,27 @@ constexpr int64_t tile_block(Isa isa, int64_t out_channels_per_group) {
 // an output row (for few output channels per group), and the packed weight's block.
 constexpr int64_t kRowsBlock = 4;
 
-// Input channels per grad_weight tile.
+// Input channels per grad_weight tile: 6, or up to 12 where the tile has one vector of output
+// channels (AVX-512 with at most one vector of output channels per group: 12 accumulators,
+// where the two-vector tile would leave half or more of its lanes idle).
 constexpr int64_t kGradWeightInputBlock = 6;
+constexpr int64_t kGradWeightWideInputBlock = 12;
+// With one-vector tiles the input channels of a group are split into as few blocks of at most
+// 12 as possible, evenly (16 channels: 2 x 8, not 12 + 4), so no block is mostly padding.
+template <typename T>
+constexpr int64_t grad_weight_input_block(Isa isa, int64_t block, int64_t in_channels_per_group) {
+  if (!(isa == Isa::kAvx512 && block == 64 / static_cast<int64_t>(sizeof(T)))) return kGradWeightInputBlock;
+  const int64_t c = in_channels_per_group > 1 ? in_channels_per_group : 1;
+  const int64_t blocks = (c + kGradWeightWideInputBlock - 1) / kGradWeightWideInputBlock;
+  return (c + blocks - 1) / blocks;
+}
+// The block of grad_weight's output gradient: one vector on AVX-512 where a group has at most
+// one vector of output channels, else tile_block.
+template <typename T>
+constexpr int64_t grad_weight_block(Isa isa, int64_t out_channels_per_group) {
+  const int64_t lanes = 64 / static_cast<int64_t>(sizeof(T));
+  return isa == Isa::kAvx512 && out_channels_per_group <= lanes ? lanes : tile_block<T>(isa, out_channels_per_group);
+}
 
 // Forward: tasks are (group, oc block, sample, out row S0 x S1), in that order (consecutive
 // tasks share packed weights). Writes every element of the rows it owns: bias (per output
@@ -142,15 +161,15 @@ struct WeightStrides {
 // channel-blocked copies of the forward's output gradient and input, zero past the last
 // channel of a group, so each tile streams both operands sequentially:
 //   gy_blocked  [G, OCB, N, O0, O1, O2, B]            B = `block`, tile_block<T>(isa, Cout_g)
-//   x_blocked   [G, ICB, N, I0, I1, I2, kGradWeightInputBlock]
+//   x_blocked   [G, ICB, N, I0, I1, I2, BI]  BI = grad_weight_input_block<T>(isa, block)
 // Sums over samples [n_begin, n_end) and writes (or, with accumulate, adds to) the elements
 // of the weight gradient `gw` (strides `ws`) it owns; callers split large batches so that the
 // slices one thread reuses across taps stay in cache.
-int64_t grad_weight_task_count(const Problem& p, int64_t block);
+int64_t grad_weight_task_count(const Problem& p, int64_t block, int64_t input_block);
 template <typename T>
 void grad_weight(Isa isa, const Problem& p, const T* gy_blocked, const T* x_blocked, int64_t n_begin,
                  int64_t n_end, bool accumulate, T* gw, const WeightStrides& ws, int64_t task_begin,
-                 int64_t task_end, int64_t block);
+                 int64_t task_end, int64_t block, int64_t input_block);
 
 // dst[dst_off[j] + b] = src[b * ld + j] for b < rows, j < cols: the weight packer's transpose
 // (rows: output channels; columns: a run of (input channel, tap) pairs, each going to the run

@@ -402,14 +402,14 @@ FULLCONV_TARGET void forward_tile_n(int positions, const Segment<In>* seg, int64
 // and every output position where the tap reads real input (one contiguous range per dim).
 // Reads the channel-blocked copies (blocked_kernels.h), so both operands stream sequentially.
 template <typename T, int NV, int NI>
-FULLCONV_TARGET void grad_weight_tile(const Problem& p, const T* gy_block, const T* x_block,
+FULLCONV_TARGET void grad_weight_tile(const Problem& p, const T* gy_block, const T* x_block, int64_t BI,
                                     const int64_t* k, int64_t n_begin, int64_t n_end,
                                     bool accumulate, T* dst, int64_t oc_stride, int64_t ic_stride,
                                     int64_t valid) {
   using S = Simd<T>;
   using V = typename S::V;
   constexpr int L = S::kLanes;
-  constexpr int64_t B = NV * Simd<T>::kLanes, BI = kGradWeightInputBlock;
+  constexpr int64_t B = NV * Simd<T>::kLanes;
   V a[NV][NI];
 #pragma GCC unroll 8
   for (int j = 0; j < NI; ++j)
@@ -461,22 +461,26 @@ FULLCONV_TARGET void grad_weight_tile(const Problem& p, const T* gy_block, const
   }
 }
 
-template <typename T, int NV>
+// MaxNI: the largest input-channel block of the caller (BI <= MaxNI).
+template <typename T, int NV, int MaxNI>
 FULLCONV_TARGET void grad_weight_tile_n(int channels, const Problem& p, const T* gy_block,
-                                      const T* x_block, const int64_t* k, int64_t n_begin,
+                                      const T* x_block, int64_t BI, const int64_t* k, int64_t n_begin,
                                       int64_t n_end, bool accumulate, T* dst, int64_t oc_stride,
                                       int64_t ic_stride, int64_t valid) {
-  static_assert(kGradWeightInputBlock == 6, "tile dispatch covers 1..6 input channels");
+  static_assert(MaxNI >= 1 && MaxNI <= 12, "tile dispatch covers 1..12 input channels");
   switch (channels) {
-#define FULLCONV_GW_CASE(N)                                                                       \
-  case N:                                                                                         \
-    return grad_weight_tile<T, NV, N>(p, gy_block, x_block, k, n_begin, n_end, accumulate, dst, oc_stride, \
-                                      ic_stride, valid);
+#define FULLCONV_GW_CASE(N)                                                                              \
+  case N:                                                                                                \
+    if constexpr ((N) <= MaxNI)                                                                          \
+      return grad_weight_tile<T, NV, (N)>(p, gy_block, x_block, BI, k, n_begin, n_end, accumulate, dst,   \
+                                          oc_stride, ic_stride, valid);                                   \
+    return;
     FULLCONV_GW_CASE(1) FULLCONV_GW_CASE(2) FULLCONV_GW_CASE(3) FULLCONV_GW_CASE(4) FULLCONV_GW_CASE(5)
+    FULLCONV_GW_CASE(6) FULLCONV_GW_CASE(7) FULLCONV_GW_CASE(8) FULLCONV_GW_CASE(9) FULLCONV_GW_CASE(10)
+    FULLCONV_GW_CASE(11) FULLCONV_GW_CASE(12)
 #undef FULLCONV_GW_CASE
     default:
-      return grad_weight_tile<T, NV, 6>(p, gy_block, x_block, k, n_begin, n_end, accumulate, dst, oc_stride,
-                                        ic_stride, valid);
+      throw std::logic_error("grad_weight tile: more input channels than its block");
   }
 }
 
@@ -903,11 +907,12 @@ FULLCONV_TARGET void depthwise_forward(const Problem& p, const T* in, const T* w
 namespace {
 
 // grad_weight() with tiles of NV vectors of output channels (B = NV * lanes, gy_blocked's block).
-template <typename T, int NV>
-FULLCONV_TARGET void grad_weight_blocks(const Problem& p, const T* gy_blocked, const T* x_blocked,
+// BI: input channels per block of x_blocked (at most MaxNI).
+template <typename T, int NV, int MaxNI>
+FULLCONV_TARGET void grad_weight_blocks(const Problem& p, const T* gy_blocked, const T* x_blocked, int64_t BI,
                                         int64_t n_begin, int64_t n_end, bool accumulate, T* gw,
                                         const WeightStrides& ws, int64_t task_begin, int64_t task_end) {
-  constexpr int64_t B = NV * Simd<T>::kLanes, BI = kGradWeightInputBlock;
+  constexpr int64_t B = NV * Simd<T>::kLanes;
   const int64_t cin_g = p.in_channels_per_group(), cout_g = p.out_channels_per_group();
   const int64_t OCB = ceil_div(cout_g, B), ICB = ceil_div(cin_g, BI);
   const int64_t ktot = p.kernel_volume();
@@ -926,8 +931,8 @@ FULLCONV_TARGET void grad_weight_blocks(const Problem& p, const T* gy_blocked, c
     const int channels = static_cast<int>(std::min<int64_t>(BI, cin_g - ic0));
     T* dst = gw + oc0 * ws.out_channel + ic0 * ws.in_channel + k[0] * ws.kernel[0] +
              k[1] * ws.kernel[1] + k[2] * ws.kernel[2];
-    grad_weight_tile_n<T, NV>(channels, p, gy_blocked + (g * OCB + ocb) * out_points * B,
-                              x_blocked + (g * ICB + icb) * in_points * BI, k, n_begin, n_end,
+    grad_weight_tile_n<T, NV, MaxNI>(channels, p, gy_blocked + (g * OCB + ocb) * out_points * B,
+                              x_blocked + (g * ICB + icb) * in_points * BI, BI, k, n_begin, n_end,
                               accumulate, dst, ws.out_channel, ws.in_channel,
                               std::min(B, cout_g - ocb * B));
   }
@@ -938,15 +943,23 @@ FULLCONV_TARGET void grad_weight_blocks(const Problem& p, const T* gy_blocked, c
 template <typename T>
 FULLCONV_TARGET void grad_weight(const Problem& p, const T* gy_blocked, const T* x_blocked,
                                int64_t n_begin, int64_t n_end, bool accumulate, T* gw,
-                               const WeightStrides& ws, int64_t task_begin, int64_t task_end, int64_t block) {
+                               const WeightStrides& ws, int64_t task_begin, int64_t task_end, int64_t block,
+                               int64_t input_block) {
   constexpr int64_t L = Simd<T>::kLanes;
+  if (input_block < 1 || input_block > (block == L ? kGradWeightWideInputBlock : kGradWeightInputBlock))
+    throw std::logic_error("blocked grad_weight: an input-channel block this build has no tile for");
 #if FULLCONV_BLOCKED_WIDTH == 512
   if (block == 4 * L)
-    return grad_weight_blocks<T, 4>(p, gy_blocked, x_blocked, n_begin, n_end, accumulate, gw, ws, task_begin,
-                                    task_end);
+    return grad_weight_blocks<T, 4, kGradWeightInputBlock>(p, gy_blocked, x_blocked, input_block, n_begin, n_end,
+                                                           accumulate, gw, ws, task_begin, task_end);
+  // one vector of output channels x up to 12 input channels (kGradWeightWideInputBlock)
+  if (block == L)
+    return grad_weight_blocks<T, 1, kGradWeightWideInputBlock>(p, gy_blocked, x_blocked, input_block, n_begin,
+                                                               n_end, accumulate, gw, ws, task_begin, task_end);
 #endif
   if (block != 2 * L) throw std::logic_error("blocked grad_weight: a gradient blocked in blocks this build has no tile for");
-  grad_weight_blocks<T, 2>(p, gy_blocked, x_blocked, n_begin, n_end, accumulate, gw, ws, task_begin, task_end);
+  grad_weight_blocks<T, 2, kGradWeightInputBlock>(p, gy_blocked, x_blocked, input_block, n_begin, n_end, accumulate,
+                                                  gw, ws, task_begin, task_end);
 }
 
 #if FULLCONV_BLOCKED_BF16
@@ -971,7 +984,7 @@ FULLCONV_TARGET void forward_bf16(const Problem& p, const Bf16* in, const Bf16* 
   template void depthwise_forward<T>(const Problem&, const T*, const T*, const T*, bool, T*,        \
                                      int64_t, int64_t);                                            \
   template void grad_weight<T>(const Problem&, const T*, const T*, int64_t, int64_t, bool, T*,      \
-                               const WeightStrides&, int64_t, int64_t, int64_t);
+                               const WeightStrides&, int64_t, int64_t, int64_t, int64_t);
 FULLCONV_INSTANTIATE(float)
 FULLCONV_INSTANTIATE(double)
 #undef FULLCONV_INSTANTIATE

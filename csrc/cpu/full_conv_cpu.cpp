@@ -823,7 +823,7 @@ void set_output_strides(blocked::Problem& p, const at::Tensor& t5) {
 // benchmarks/NOTES.md, entry 8. `t5`: the 5-D input of a blocked problem with
 // `channels_per_group` channels per group.
 at::Tensor blocked_input(const at::Tensor& t5, bool rows, int64_t channels_per_group, int64_t groups,
-                         int64_t dilation, double macs_per_element) {
+                         int64_t dilation, double macs_per_element, int ndim) {
   // the rows kernel loads consecutive positions of a row as vectors
   if (rows) return t5.stride(4) == 1 || t5.size(4) == 1 ? t5 : t5.contiguous();
   if (t5.stride(1) == 1 || t5.size(1) == 1) return t5;
@@ -832,8 +832,12 @@ at::Tensor blocked_input(const at::Tensor& t5, bool rows, int64_t channels_per_g
   TORCH_CHECK_VALUE(mode == "auto" || mode == "copy" || mode == "inplace",
                     "FULLCONV_CPU_BLOCKED_INPUT must be auto, copy or inplace, got '", mode, "'");
   const bool mergeable = groups == 1 && dilation == 1;
+  // 3-D with at most 32 channels per group: the in-place reads (one broadcast a channel apart,
+  // a D*H*W stride) and the unmerged taps (27 short runs per 3x3x3 tile instead of 9) cost
+  // more than the copy (entry 38: 16 and 32 channels, 8^3-16^3 maps: 1.2-1.4x)
   const bool copy = mode == "copy" ||
-      (mode == "auto" && (channels_per_group < 16 || (mergeable && macs_per_element >= 1024)));
+      (mode == "auto" && (channels_per_group < 16 || (mergeable && macs_per_element >= 1024) ||
+                          (mergeable && ndim == 3 && channels_per_group <= 32)));
   return copy ? t5.contiguous(at::MemoryFormat::ChannelsLast3d) : t5;
 }
 
@@ -850,15 +854,17 @@ double forward_reuse(const ConvShape& s) {
 
 // The register tiles' output channels for the blocked forward and grad_weight:
 // blocked::tile_block, or with FULLCONV_CPU_BLOCKED_TILE=narrow the two-vector tiles everywhere
-// (to time the four-vector AVX-512 tiles against them; an invalid value is a ValueError).
+// (to time the four-vector AVX-512 tiles against them; an invalid value is a ValueError);
+// `grad_weight`: grad_weight's block (blocked::grad_weight_block: one vector for few channels).
 template <typename scalar_t>
-int64_t tile_block_setting(blocked::Isa isa, int64_t out_channels_per_group) {
+int64_t tile_block_setting(blocked::Isa isa, int64_t out_channels_per_group, bool grad_weight = false) {
   const char* env = std::getenv("FULLCONV_CPU_BLOCKED_TILE");
   const std::string mode = env != nullptr && *env != '\0' ? env : "auto";
   TORCH_CHECK_VALUE(mode == "auto" || mode == "narrow", "FULLCONV_CPU_BLOCKED_TILE must be auto or narrow, got '",
                     mode, "'");
-  return mode == "narrow" ? blocked::oc_block<scalar_t>(isa)
-                          : blocked::tile_block<scalar_t>(isa, out_channels_per_group);
+  if (mode == "narrow") return blocked::oc_block<scalar_t>(isa);
+  return grad_weight ? blocked::grad_weight_block<scalar_t>(isa, out_channels_per_group)
+                     : blocked::tile_block<scalar_t>(isa, out_channels_per_group);
 }
 
 // Runs a blocked problem: `in` 5-D in the compute dtype (from blocked_input, for the same
@@ -983,9 +989,10 @@ template <typename scalar_t>
 at::Tensor blocked_grad_weight(blocked::Isa isa, const ConvShape& s, const at::Tensor& gy5, const at::Tensor& x5,
                                at::IntArrayRef weight_sizes, at::MemoryFormat weight_format) {
   const auto p = forward_problem(s);
-  const int64_t B = tile_block_setting<scalar_t>(isa, p.out_channels_per_group());
+  const int64_t B = tile_block_setting<scalar_t>(isa, p.out_channels_per_group(), /*grad_weight=*/true);
+  const int64_t BI = blocked::grad_weight_input_block<scalar_t>(isa, B, s.in_channels_per_group());
   const auto gy_blocked = channel_blocked(gy5, s.groups, B);
-  const auto x_blocked = channel_blocked(x5, s.groups, blocked::kGradWeightInputBlock);
+  const auto x_blocked = channel_blocked(x5, s.groups, BI);
   // written in place in the weight's layout (5-D view with leading kernel dims of size 1)
   auto gw = at::empty(weight_sizes, gy5.options().memory_format(weight_format));
   const auto gw5 = as_5d(gw, s.ndim);
@@ -999,12 +1006,12 @@ at::Tensor blocked_grad_weight(blocked::Isa isa, const ConvShape& s, const at::T
   // Samples in chunks whose slices of one oc block and one input-channel block stay in a
   // core's L2 while a thread runs the taps of that pair (the chunks are summed in order).
   const int64_t sample_bytes = static_cast<int64_t>(sizeof(scalar_t)) *
-      (B * s.out_spatial() + blocked::kGradWeightInputBlock * s.in_spatial());
+      (B * s.out_spatial() + BI * s.in_spatial());
   const int64_t chunk = std::clamp<int64_t>(kGradWeightChunkBytes / std::max<int64_t>(sample_bytes, 1), 1, s.batch);
   for (int64_t n0 = 0; n0 < s.batch; n0 += chunk) {
     const int64_t n1 = std::min(s.batch, n0 + chunk);
-    at::parallel_for(0, blocked::grad_weight_task_count(p, B), 1, [&](int64_t begin, int64_t end) {
-      blocked::grad_weight<scalar_t>(isa, p, gyp, xp, n0, n1, n0 > 0, gwp, ws, begin, end, B);
+    at::parallel_for(0, blocked::grad_weight_task_count(p, B, BI), 1, [&](int64_t begin, int64_t end) {
+      blocked::grad_weight<scalar_t>(isa, p, gyp, xp, n0, n1, n0 > 0, gwp, ws, begin, end, B, BI);
     });
   }
   return gw;
@@ -1039,7 +1046,8 @@ at::Tensor full_conv_cpu_impl(const at::Tensor& input, const at::Tensor& weight,
                  : blocked_path ? blocked_input(batched_5d(input, batched, s.ndim),
                                              row_vector_kernel(s.in_channels_per_group(), s.out_channels_per_group(),
                                                                s.stride[kMaxSpatialDims - 1]),
-                                             s.in_channels_per_group(), s.groups, max_dilation(s), forward_reuse(s))
+                                             s.in_channels_per_group(), s.groups, max_dilation(s), forward_reuse(s),
+                                             s.ndim)
                               : prepare(input, batched);
   const auto w = weight.to(compute_dtype(weight.scalar_type())).contiguous();
   const bool has_bias = bias.has_value() && bias->defined();
@@ -1288,7 +1296,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cpu(
                           : blocked_input(batched_5d(grad_output_dense, batched, s.ndim),
                                           row_vector_kernel(s.out_channels_per_group(), s.in_channels_per_group(), 1),
                                           s.out_channels_per_group(), s.groups, max_dilation(s),
-                                          double(s.in_channels_per_group()) * s.kernel_volume());
+                                          double(s.in_channels_per_group()) * s.kernel_volume(), s.ndim);
     // written in place in the input's layout: no layout copy of grad_input
     auto gx = at::empty(batched ? input.sizes() : input.unsqueeze(0).sizes(),
                         gy5.options().dtype(dtype).memory_format(batched ? input.suggest_memory_format()
