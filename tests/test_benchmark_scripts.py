@@ -115,3 +115,17 @@ def test_gpu_scripts_parse_and_followup_needs_a_gpu_build(tmp_path):
     proc = subprocess.run(["bash", "benchmarks/gpu_followup.sh"], cwd=ROOT, capture_output=True, text=True,
                           env=dict(os.environ, OUT=str(tmp_path)), timeout=120)
     assert proc.returncode == 1 and "no CUDA device" in proc.stdout
+
+
+def test_cpu_variants_smoke():
+    # fullconv under two settings beside oneDNN (benchmarks/cpu_variants.py), each pass
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
+    for which, dtype in (("forward", "bfloat16"), ("grad_input", "float32"), ("grad_weight", "float64")):
+        proc = subprocess.run([sys.executable, "benchmarks/cpu_variants.py", "--rounds", "1", "--threads", "1",
+                               "--pass", which, "--dtype", dtype,
+                               "--variants", "FULLCONV_CPU_ALGORITHM=blocked;FULLCONV_CPU_ALGORITHM=gemm",
+                               "small:2,2,16,16,3,1,1,1,6", "3-D:3,1,8,8,3,2,1,1,5"],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        lines = [ln for ln in proc.stdout.splitlines() if not ln.startswith("#")]
+        assert len(lines) == 2 and all("FULLCONV_CPU_ALGORITHM=gemm" in ln and "oneDNN" in ln for ln in lines), proc.stdout

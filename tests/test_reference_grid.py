@@ -195,10 +195,11 @@ def test_register_tile_widths(cout, groups, dtype, isa, monkeypatch):
 @pytest.mark.parametrize("nd,cout,cin,groups", [(2, 8, 5, 1), (2, 16, 13, 1), (2, 12, 25, 1), (1, 9, 12, 1),
                                                 (3, 16, 24, 2), (2, 24, 14, 2)])
 def test_grad_weight_one_vector_tiles(nd, cout, cin, groups, dtype, isa, monkeypatch):
-    # grad_weight on tiles of one vector of output channels x 12 input channels (AVX-512, at
-    # most one vector of output channels per group: 16 float32, 8 float64) beside the
-    # two-vector tiles (AVX2; and float64's 12- and 16-channel groups on AVX-512), with partial
-    # input-channel blocks (5, 13, 25 channels: 12 + 1, 2 x 12 + 1), strided and dilated
+    # grad_weight on tiles of one vector of output channels x up to 12 input channels (at most
+    # one vector of output channels per group: AVX-512 16 float32 / 8 float64, AVX2 8 / 4; on
+    # an AVX-512 CPU groups of at most 8 float32 channels take AVX2's one-vector tiles) beside
+    # the two-vector tiles, with input channels split evenly into blocks (5; 13 = 7 + 6;
+    # 25 = 9 + 8 + 8; 12), strided and dilated
     if isa == "avx512" and torch.backends.cpu.get_cpu_capability() != "AVX512":
         pytest.skip("this CPU has no AVX-512")
     set_cpu_algorithm(monkeypatch, f"blocked-{isa}")

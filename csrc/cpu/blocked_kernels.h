@@ -96,25 +96,32 @@ constexpr int64_t tile_block(Isa isa, int64_t out_channels_per_group) {
 constexpr int64_t kRowsBlock = 4;
 
 // Input channels per grad_weight tile: 6, or up to 12 where the tile has one vector of output
-// channels (AVX-512 with at most one vector of output channels per group: 12 accumulators,
-// where the two-vector tile would leave half or more of its lanes idle).
+// channels (at most one vector of output channels per group: 12 accumulators, where the
+// two-vector tile would leave half or more of its lanes idle).
 constexpr int64_t kGradWeightInputBlock = 6;
 constexpr int64_t kGradWeightWideInputBlock = 12;
+template <typename T>
+constexpr int64_t vector_lanes(Isa isa) {
+  return (isa == Isa::kAvx512 ? 64 : 32) / static_cast<int64_t>(sizeof(T));
+}
 // With one-vector tiles the input channels of a group are split into as few blocks of at most
 // 12 as possible, evenly (16 channels: 2 x 8, not 12 + 4), so no block is mostly padding.
 template <typename T>
 constexpr int64_t grad_weight_input_block(Isa isa, int64_t block, int64_t in_channels_per_group) {
-  if (!(isa == Isa::kAvx512 && block == 64 / static_cast<int64_t>(sizeof(T)))) return kGradWeightInputBlock;
+  if (block != vector_lanes<T>(isa)) return kGradWeightInputBlock;
   const int64_t c = in_channels_per_group > 1 ? in_channels_per_group : 1;
   const int64_t blocks = (c + kGradWeightWideInputBlock - 1) / kGradWeightWideInputBlock;
   return (c + blocks - 1) / blocks;
 }
-// The block of grad_weight's output gradient: one vector on AVX-512 where a group has at most
-// one vector of output channels, else tile_block.
+// The build and block of grad_weight's tiles: one vector where a group has at most one vector
+// of output channels (AVX2's 8-lane vectors on an AVX-512 CPU where they hold them all), else
+// tile_block. Returns the block; sets *tile_isa.
 template <typename T>
-constexpr int64_t grad_weight_block(Isa isa, int64_t out_channels_per_group) {
-  const int64_t lanes = 64 / static_cast<int64_t>(sizeof(T));
-  return isa == Isa::kAvx512 && out_channels_per_group <= lanes ? lanes : tile_block<T>(isa, out_channels_per_group);
+constexpr int64_t grad_weight_block(Isa isa, int64_t out_channels_per_group, Isa* tile_isa) {
+  *tile_isa = isa;
+  if (isa == Isa::kAvx512 && out_channels_per_group <= vector_lanes<T>(Isa::kAvx2)) *tile_isa = Isa::kAvx2;
+  const int64_t lanes = vector_lanes<T>(*tile_isa);
+  return out_channels_per_group <= lanes ? lanes : tile_block<T>(*tile_isa, out_channels_per_group);
 }
 
 // Forward: tasks are (group, oc block, sample, out row S0 x S1), in that order (consecutive

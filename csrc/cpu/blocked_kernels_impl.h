@@ -952,11 +952,12 @@ FULLCONV_TARGET void grad_weight(const Problem& p, const T* gy_blocked, const T*
   if (block == 4 * L)
     return grad_weight_blocks<T, 4, kGradWeightInputBlock>(p, gy_blocked, x_blocked, input_block, n_begin, n_end,
                                                            accumulate, gw, ws, task_begin, task_end);
-  // one vector of output channels x up to 12 input channels (kGradWeightWideInputBlock)
+#endif
+  // one vector of output channels x up to 12 input channels (kGradWeightWideInputBlock; AVX2:
+  // 12 accumulators, a weight and a broadcast in its 16 registers)
   if (block == L)
     return grad_weight_blocks<T, 1, kGradWeightWideInputBlock>(p, gy_blocked, x_blocked, input_block, n_begin,
                                                                n_end, accumulate, gw, ws, task_begin, task_end);
-#endif
   if (block != 2 * L) throw std::logic_error("blocked grad_weight: a gradient blocked in blocks this build has no tile for");
   grad_weight_blocks<T, 2, kGradWeightInputBlock>(p, gy_blocked, x_blocked, input_block, n_begin, n_end, accumulate,
                                                   gw, ws, task_begin, task_end);

@@ -834,10 +834,11 @@ at::Tensor blocked_input(const at::Tensor& t5, bool rows, int64_t channels_per_g
   const bool mergeable = groups == 1 && dilation == 1;
   // 3-D with at most 32 channels per group: the in-place reads (one broadcast a channel apart,
   // a D*H*W stride) and the unmerged taps (27 short runs per 3x3x3 tile instead of 9) cost
-  // more than the copy (entry 38: 16 and 32 channels, 8^3-16^3 maps: 1.2-1.4x)
+  // more than the copy where each input element meets >= 256 products (entry 38: 16 and 32
+  // channels, 8^3-24^3 maps, stride 1: 1.2-1.4x; stride 2, 216 products: the copy 12% slower)
   const bool copy = mode == "copy" ||
       (mode == "auto" && (channels_per_group < 16 || (mergeable && macs_per_element >= 1024) ||
-                          (mergeable && ndim == 3 && channels_per_group <= 32)));
+                          (mergeable && ndim == 3 && channels_per_group <= 32 && macs_per_element >= 256)));
   return copy ? t5.contiguous(at::MemoryFormat::ChannelsLast3d) : t5;
 }
 
@@ -855,16 +856,18 @@ double forward_reuse(const ConvShape& s) {
 // The register tiles' output channels for the blocked forward and grad_weight:
 // blocked::tile_block, or with FULLCONV_CPU_BLOCKED_TILE=narrow the two-vector tiles everywhere
 // (to time the four-vector AVX-512 tiles against them; an invalid value is a ValueError);
-// `grad_weight`: grad_weight's block (blocked::grad_weight_block: one vector for few channels).
+// `grad_weight_isa` (grad_weight's tiles): set to the build they run on, the block being
+// blocked::grad_weight_block's (one vector for few channels; narrow: two, on `isa`).
 template <typename scalar_t>
-int64_t tile_block_setting(blocked::Isa isa, int64_t out_channels_per_group, bool grad_weight = false) {
+int64_t tile_block_setting(blocked::Isa isa, int64_t out_channels_per_group, blocked::Isa* grad_weight_isa = nullptr) {
   const char* env = std::getenv("FULLCONV_CPU_BLOCKED_TILE");
   const std::string mode = env != nullptr && *env != '\0' ? env : "auto";
   TORCH_CHECK_VALUE(mode == "auto" || mode == "narrow", "FULLCONV_CPU_BLOCKED_TILE must be auto or narrow, got '",
                     mode, "'");
+  if (grad_weight_isa != nullptr) *grad_weight_isa = isa;
   if (mode == "narrow") return blocked::oc_block<scalar_t>(isa);
-  return grad_weight ? blocked::grad_weight_block<scalar_t>(isa, out_channels_per_group)
-                     : blocked::tile_block<scalar_t>(isa, out_channels_per_group);
+  return grad_weight_isa != nullptr ? blocked::grad_weight_block<scalar_t>(isa, out_channels_per_group, grad_weight_isa)
+                                    : blocked::tile_block<scalar_t>(isa, out_channels_per_group);
 }
 
 // Runs a blocked problem: `in` 5-D in the compute dtype (from blocked_input, for the same
@@ -989,8 +992,9 @@ template <typename scalar_t>
 at::Tensor blocked_grad_weight(blocked::Isa isa, const ConvShape& s, const at::Tensor& gy5, const at::Tensor& x5,
                                at::IntArrayRef weight_sizes, at::MemoryFormat weight_format) {
   const auto p = forward_problem(s);
-  const int64_t B = tile_block_setting<scalar_t>(isa, p.out_channels_per_group(), /*grad_weight=*/true);
-  const int64_t BI = blocked::grad_weight_input_block<scalar_t>(isa, B, s.in_channels_per_group());
+  blocked::Isa tile_isa = isa;
+  const int64_t B = tile_block_setting<scalar_t>(isa, p.out_channels_per_group(), &tile_isa);
+  const int64_t BI = blocked::grad_weight_input_block<scalar_t>(tile_isa, B, s.in_channels_per_group());
   const auto gy_blocked = channel_blocked(gy5, s.groups, B);
   const auto x_blocked = channel_blocked(x5, s.groups, BI);
   // written in place in the weight's layout (5-D view with leading kernel dims of size 1)
@@ -1011,7 +1015,7 @@ at::Tensor blocked_grad_weight(blocked::Isa isa, const ConvShape& s, const at::T
   for (int64_t n0 = 0; n0 < s.batch; n0 += chunk) {
     const int64_t n1 = std::min(s.batch, n0 + chunk);
     at::parallel_for(0, blocked::grad_weight_task_count(p, B, BI), 1, [&](int64_t begin, int64_t end) {
-      blocked::grad_weight<scalar_t>(isa, p, gyp, xp, n0, n1, n0 > 0, gwp, ws, begin, end, B, BI);
+      blocked::grad_weight<scalar_t>(tile_isa, p, gyp, xp, n0, n1, n0 > 0, gwp, ws, begin, end, B, BI);
     });
   }
   return gw;
