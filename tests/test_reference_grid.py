@@ -211,6 +211,38 @@ def test_grad_weight_one_vector_tiles(nd, cout, cin, groups, dtype, isa, monkeyp
         check_against_reference(x, w, b, stride, dilation, groups)
 
 
+@pytest.mark.skipif(not BLOCKED, reason="no blocked CPU kernels on this CPU")
+@pytest.mark.parametrize("rows", ["1", "2"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("nd,size,kernel,stride,dilation", [
+    (2, (7, 9), (3, 3), (1, 1), (1, 1)),     # odd number of output rows: a last single row
+    (2, (6, 20), (5, 3), (2, 1), (1, 2)),    # rows two input rows apart, dilated along the row
+    (2, (1, 5), (3, 2), (1, 1), (2, 1)),     # planes of one input row: edge rows read few taps
+    (2, (12, 40), (3, 3), (3, 1), (2, 1)),   # rows wider than two vectors, stride > kernel reach
+    (3, (3, 5, 6), (2, 3, 3), (1, 2, 1), (1, 1, 2)),
+    (1, (19,), (4,), (1,), (3,)),
+])
+def test_depthwise_rows(nd, size, kernel, stride, dilation, dtype, rows, monkeypatch):
+    # the depthwise kernel two output rows per call (FULLCONV_CPU_DEPTHWISE_ROWS=2, the default)
+    # and one; forward and gradients (stride-1 grad_input runs it on grad_output)
+    set_cpu_algorithm(monkeypatch, "blocked")
+    monkeypatch.setenv("FULLCONV_CPU_DEPTHWISE_ROWS", rows)
+    torch.manual_seed(sum(size))
+    for cout_per_group in (1, 2):
+        x = torch.randn(2, 3, *size, dtype=torch.float64).to(dtype)
+        w = torch.randn(3 * cout_per_group, 1, *kernel, dtype=torch.float64).to(dtype)
+        b = torch.randn(3 * cout_per_group, dtype=torch.float64).to(dtype)
+        check_against_reference(x, w, b, list(stride), list(dilation), 3)
+
+
+@pytest.mark.skipif(not BLOCKED, reason="no blocked CPU kernels on this CPU")
+def test_depthwise_rows_setting_is_checked(monkeypatch):
+    set_cpu_algorithm(monkeypatch, "blocked")
+    monkeypatch.setenv("FULLCONV_CPU_DEPTHWISE_ROWS", "4")
+    with pytest.raises(ValueError, match="FULLCONV_CPU_DEPTHWISE_ROWS"):
+        torch.ops.fullconv.full_conv(torch.randn(1, 4, 6, 6), torch.randn(4, 1, 3, 3), None, [1, 1], [1, 1], 4)
+
+
 WEIGHT_LAYOUTS = ["contiguous", "transposed", "sliced", "channels_last"]
 
 

@@ -54,6 +54,8 @@ struct Problem {
   // writes one residue class of input positions per problem through the output strides.
   int64_t in_stride_n = 0, in_stride_c = 1, in_stride[3] = {0, 0, 0};
   int64_t out_stride_n = 0, out_stride_c = 1, out_stride[3] = {0, 0, 0};
+  // depthwise_forward: output rows per call of its row kernel (2, or 1 to time the two)
+  int depthwise_rows = 2;
 
   int64_t in_channels_per_group() const { return in_channels / groups; }
   int64_t out_channels_per_group() const { return out_channels / groups; }

@@ -608,10 +608,12 @@ FULLCONV_TARGET void rows_tile_nv(int nv, const Problem& p, const T* in_n, const
 
 // ---- depthwise: one input channel per group --------------------------------------------
 
-// NV vectors of consecutive output positions of one row of one output channel (which reads a
-// single input channel): every product a broadcast weight times a vector of inputs. `m` and
-// `full`: per tap along the row, the lanes whose input is real (computed once per plane).
-template <typename T, int NV>
+// NV vectors of consecutive output positions of R rows (o1, o1 + 1, ...) of one output channel
+// (which reads a single input channel): every product a broadcast weight times a vector of
+// inputs. Two rows at a time hold twice the independent sums (short rows have only 2-3 vectors:
+// one row's sums alone wait on the multiply-add latency) and share each weight broadcast.
+// `m` and `full`: per tap along the row, the lanes whose input is real (computed once per plane).
+template <typename T, int NV, int R>
 FULLCONV_TARGET void depthwise_row(const Problem& p, const T* in_c, const T* w, T bias, bool accumulate,
                                    T* out_row, int64_t o0, int64_t o1, int64_t ow0,
                                    const typename Simd<T>::M* m, const bool* full, const bool* any) {
@@ -620,49 +622,83 @@ FULLCONV_TARGET void depthwise_row(const Problem& p, const T* in_c, const T* w, 
   using M = typename S::M;
   constexpr int L = S::kLanes;
   const int64_t K1 = p.kernel[1], K2 = p.kernel[2];
-  V a[NV];
+  V a[R][NV];
+#pragma GCC unroll 2
+  for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
-  for (int v = 0; v < NV; ++v) a[v] = S::broadcast(&bias);
-  int64_t k0_lo, k0_hi, k1_lo, k1_hi;
+    for (int v = 0; v < NV; ++v) a[r][v] = S::broadcast(&bias);
+  int64_t k0_lo, k0_hi, k1_lo[R], k1_hi[R];
   tap_range_padded(o0, p.in_size[0], p.kernel[0], p.stride[0], p.dilation[0], p.pad[0], &k0_lo, &k0_hi);
-  tap_range_padded(o1, p.in_size[1], K1, p.stride[1], p.dilation[1], p.pad[1], &k1_lo, &k1_hi);
+  int64_t k1_min = K1, k1_max = -1;
+  for (int r = 0; r < R; ++r) {
+    tap_range_padded(o1 + r, p.in_size[1], K1, p.stride[1], p.dilation[1], p.pad[1], &k1_lo[r], &k1_hi[r]);
+    if (k1_lo[r] <= k1_hi[r]) {
+      k1_min = std::min(k1_min, k1_lo[r]);
+      k1_max = std::max(k1_max, k1_hi[r]);
+    }
+  }
   for (int64_t k0 = k0_lo; k0 <= k0_hi; ++k0) {
     const int64_t i0 = o0 * p.stride[0] + k0 * p.dilation[0] - p.pad[0];
-    for (int64_t k1 = k1_lo; k1 <= k1_hi; ++k1) {
-      const int64_t i1 = o1 * p.stride[1] + k1 * p.dilation[1] - p.pad[1];
-      const T* x_row = in_c + i0 * p.in_stride[0] + i1 * p.in_stride[1];
+    for (int64_t k1 = k1_min; k1 <= k1_max; ++k1) {
+      const T* x_row[R];
+      bool on[R];
+      bool all_on = true;
+#pragma GCC unroll 2
+      for (int r = 0; r < R; ++r) {
+        on[r] = k1 >= k1_lo[r] && k1 <= k1_hi[r];
+        all_on = all_on && on[r];
+        const int64_t i1 = (o1 + r) * p.stride[1] + k1 * p.dilation[1] - p.pad[1];
+        x_row[r] = on[r] ? in_c + i0 * p.in_stride[0] + i1 * p.in_stride[1] + ow0 - p.pad[2] : in_c;
+      }
       const T* wk = w + (k0 * K1 + k1) * K2;
       for (int64_t k2 = 0; k2 < K2; ++k2) {
         if (!any[k2]) continue;
-        const T* x = x_row + ow0 + k2 * p.dilation[2] - p.pad[2];
+        const int64_t shift = k2 * p.dilation[2];
         const V wv = S::broadcast(wk + k2);
-        if (full[k2]) {
+        if (all_on) {  // every row reads this kernel row (loads at the row edges masked)
+          if (full[k2]) {
+#pragma GCC unroll 2
+            for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
-          for (int v = 0; v < NV; ++v) a[v] = S::fma(wv, S::load(x + v * L), a[v]);
-        } else {
+              for (int v = 0; v < NV; ++v) a[r][v] = S::fma(wv, S::load(x_row[r] + shift + v * L), a[r][v]);
+          } else {
+#pragma GCC unroll 2
+            for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
-          for (int v = 0; v < NV; ++v) a[v] = S::fma(wv, S::masked_load(x + v * L, m[k2 * NV + v]), a[v]);
+              for (int v = 0; v < NV; ++v)
+                a[r][v] = S::fma(wv, S::masked_load(x_row[r] + shift + v * L, m[k2 * NV + v]), a[r][v]);
+          }
+        } else {  // at the plane's top or bottom edge: only some rows read it
+#pragma GCC unroll 2
+          for (int r = 0; r < R; ++r) {
+            if (!on[r]) continue;
+#pragma GCC unroll 8
+            for (int v = 0; v < NV; ++v)
+              a[r][v] = S::fma(wv, S::masked_load(x_row[r] + shift + v * L, m[k2 * NV + v]), a[r][v]);
+          }
         }
       }
     }
   }
   const int64_t os2 = p.out_stride[2], O2 = p.out_size[2];
+#pragma GCC unroll 2
+  for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
-  for (int v = 0; v < NV; ++v) {
-    const int64_t n_valid = std::min<int64_t>(L, O2 - (ow0 + v * L));
-    if (n_valid <= 0) break;
-    T* o = out_row + (ow0 + v * L) * os2;
-    if (os2 == 1) {
-      const M mv = S::mask(n_valid);
-      V r = a[v];
-      if (accumulate) r = S::add(r, S::masked_load(o, mv));
-      S::masked_store(o, mv, r);
-    } else {
-      alignas(64) T buf[L];
-      S::store(buf, a[v]);
-      for (int64_t j = 0; j < n_valid; ++j) o[j * os2] = (accumulate ? o[j * os2] : T(0)) + buf[j];
+    for (int v = 0; v < NV; ++v) {
+      const int64_t n_valid = std::min<int64_t>(L, O2 - (ow0 + v * L));
+      if (n_valid <= 0) break;
+      T* o = out_row + r * p.out_stride[1] + (ow0 + v * L) * os2;
+      if (os2 == 1) {
+        const M mv = S::mask(n_valid);
+        V x = a[r][v];
+        if (accumulate) x = S::add(x, S::masked_load(o, mv));
+        S::masked_store(o, mv, x);
+      } else {
+        alignas(64) T buf[L];
+        S::store(buf, a[r][v]);
+        for (int64_t j = 0; j < n_valid; ++j) o[j * os2] = (accumulate ? o[j * os2] : T(0)) + buf[j];
+      }
     }
-  }
 }
 
 constexpr int kDepthwiseMaxVectors = 4;
@@ -695,9 +731,14 @@ FULLCONV_TARGET void depthwise_plane(const Problem& p, const T* in_c, const T* w
     any[k2] = a;
   }
   static_assert(sizeof(bool) == sizeof(char), "flags passed as bool");
-  for (int64_t o1 = 0; o1 < p.out_size[1]; ++o1)
-    depthwise_row<T, NV>(p, in_c, w, bias, accumulate, out_plane + o1 * p.out_stride[1], o0, o1, ow0, m,
-                         reinterpret_cast<const bool*>(full.data()), reinterpret_cast<const bool*>(any.data()));
+  const auto* fl = reinterpret_cast<const bool*>(full.data());
+  const auto* an = reinterpret_cast<const bool*>(any.data());
+  int64_t o1 = 0;
+  if (p.depthwise_rows == 2)
+    for (; o1 + 2 <= p.out_size[1]; o1 += 2)
+      depthwise_row<T, NV, 2>(p, in_c, w, bias, accumulate, out_plane + o1 * p.out_stride[1], o0, o1, ow0, m, fl, an);
+  for (; o1 < p.out_size[1]; ++o1)
+    depthwise_row<T, NV, 1>(p, in_c, w, bias, accumulate, out_plane + o1 * p.out_stride[1], o0, o1, ow0, m, fl, an);
 }
 
 }  // namespace

@@ -910,6 +910,14 @@ void blocked_forward(blocked::Isa isa, blocked::Problem p, const at::Tensor& in,
   const scalar_t* ip = in.const_data_ptr<scalar_t>();
   const scalar_t* wp = w_packed.const_data_ptr<scalar_t>();
   const scalar_t* bp = bias != nullptr ? bias->const_data_ptr<scalar_t>() : nullptr;
+  if (depthwise) {
+    // FULLCONV_CPU_DEPTHWISE_ROWS=2 (default: two output rows per row-kernel call) or 1, to time both
+    const char* env = std::getenv("FULLCONV_CPU_DEPTHWISE_ROWS");
+    const std::string rows_setting = env != nullptr && *env != '\0' ? env : "2";
+    TORCH_CHECK_VALUE(rows_setting == "1" || rows_setting == "2", "FULLCONV_CPU_DEPTHWISE_ROWS must be 1 or 2, got '",
+                      rows_setting, "'");
+    p.depthwise_rows = rows_setting == "1" ? 1 : 2;
+  }
   at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
     if (depthwise) blocked::depthwise_forward<scalar_t>(isa, p, ip, wp, bp, accumulate, out, begin, end);
     else if (rows) blocked::rows_forward<scalar_t>(isa, p, ip, wp, bp, accumulate, out, begin, end);
