@@ -166,11 +166,12 @@ def test_working_dtype_baseline_is_checked_before_use():
 @pytest.mark.skipif(not BLOCKED, reason="no blocked CPU kernels on this CPU")
 @pytest.mark.parametrize("isa", ["avx512", "avx512-narrow", "avx2"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
-@pytest.mark.parametrize("cout,groups", [(24, 1), (47, 1), (64, 1), (100, 2), (130, 1)])
+@pytest.mark.parametrize("cout,groups", [(8, 1), (12, 1), (32, 2), (24, 1), (47, 1), (64, 1), (100, 2), (130, 1)])
 def test_register_tile_widths(cout, groups, dtype, isa, monkeypatch):
     # The blocked forward's and grad_weight's tiles of four vectors of output channels
-    # (AVX-512, groups of at least three vectors: 48 float32 or 24 float64 channels) and of two
-    # (avx512-narrow: FULLCONV_CPU_BLOCKED_TILE=narrow; avx2), with a partial last block,
+    # (AVX-512, groups of at least three vectors: 48 float32 or 24 float64 channels), of two
+    # (avx512-narrow: FULLCONV_CPU_BLOCKED_TILE=narrow; avx2) and of one (groups of at most one
+    # vector: 8-16 float32 channels on AVX-512, 8 on AVX2), with a partial last block,
     # through the forward and both gradients (stride-1 grad_input runs the forward kernel on
     # grad_output; strided, once per residue class), channels-first and last.
     if isa.startswith("avx512") and torch.backends.cpu.get_cpu_capability() != "AVX512":

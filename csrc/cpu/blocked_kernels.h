@@ -77,6 +77,11 @@ Isa isa();
 const char* isa_name(Isa isa);
 inline bool available() { return isa() != Isa::kNone; }
 
+// Lanes of one vector of T in a build.
+template <typename T>
+constexpr int64_t vector_lanes(Isa isa) {
+  return (isa == Isa::kAvx512 ? 64 : 32) / static_cast<int64_t>(sizeof(T));
+}
 // Two vectors of output channels: the narrower tile_block.
 template <typename T>
 constexpr int64_t oc_block(Isa isa) {
@@ -87,9 +92,13 @@ constexpr int64_t oc_block(Isa isa) {
 // AVX-512 four where a group has at least three vectors of output channels (4 x 6
 // accumulators of the 32 registers: 10 loads per 24 multiply-adds instead of 8 per 12;
 // benchmarks/NOTES.md 28, 31). AVX2's 16 registers hold only the two-vector tile.
+// Where a group has at most one vector of output channels, one vector (1 x 6 accumulators:
+// fewer than the latency of the multiply-adds hides, but every lane useful, where the
+// two-vector tile would compute at least half of its products for padding channels).
 template <typename T>
 constexpr int64_t tile_block(Isa isa, int64_t out_channels_per_group) {
   const int64_t two = oc_block<T>(isa);  // (three vectors: 3/2 of two)
+  if (out_channels_per_group <= two / 2) return two / 2;
   return isa == Isa::kAvx512 && 2 * out_channels_per_group >= 3 * two ? 2 * two : two;
 }
 
@@ -102,10 +111,6 @@ constexpr int64_t kRowsBlock = 4;
 // two-vector tile would leave half or more of its lanes idle).
 constexpr int64_t kGradWeightInputBlock = 6;
 constexpr int64_t kGradWeightWideInputBlock = 12;
-template <typename T>
-constexpr int64_t vector_lanes(Isa isa) {
-  return (isa == Isa::kAvx512 ? 64 : 32) / static_cast<int64_t>(sizeof(T));
-}
 // With one-vector tiles the input channels of a group are split into as few blocks of at most
 // 12 as possible, evenly (16 channels: 2 x 8, not 12 + 4), so no block is mostly padding.
 template <typename T>

@@ -870,6 +870,7 @@ FULLCONV_TARGET void forward(const Problem& p, const T* in, const T* w_packed, c
 #if FULLCONV_BLOCKED_WIDTH == 512
   if (block == 4 * L) return forward_blocks<T, T, 4>(p, in, w_packed, bias, accumulate, out, task_begin, task_end);
 #endif
+  if (block == L) return forward_blocks<T, T, 1>(p, in, w_packed, bias, accumulate, out, task_begin, task_end);
   if (block != 2 * L) throw std::logic_error("blocked forward: a weight packed in blocks this build has no tile for");
   forward_blocks<T, T, 2>(p, in, w_packed, bias, accumulate, out, task_begin, task_end);
 }
@@ -1013,6 +1014,7 @@ FULLCONV_TARGET void forward_bf16(const Problem& p, const Bf16* in, const Bf16* 
   if (p.in_stride_c != 1 || p.in_channels_per_group() % 2 != 0)
     throw std::logic_error("bfloat16 tiles: the input must be channels-last with an even number of channels per group");
   if (block == 4 * L) return forward_blocks<float, Bf16, 4>(p, in, w_packed, bias, accumulate, out, task_begin, task_end);
+  if (block == L) return forward_blocks<float, Bf16, 1>(p, in, w_packed, bias, accumulate, out, task_begin, task_end);
   if (block != 2 * L) throw std::logic_error("bfloat16 tiles: a weight packed in blocks this build has no tile for");
   forward_blocks<float, Bf16, 2>(p, in, w_packed, bias, accumulate, out, task_begin, task_end);
 }
