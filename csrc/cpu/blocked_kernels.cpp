@@ -35,10 +35,12 @@ namespace blocked {
 FULLCONV_DECLARE_BUILD(avx2)
 FULLCONV_DECLARE_BUILD(avx512)
 #undef FULLCONV_DECLARE_BUILD
+#if FULLCONV_BLOCKED_BF16_BUILT
 namespace avx512bf16 {  // blocked_kernels_avx512bf16.cpp
 void forward_bf16(const Problem& p, const Bf16* in, const Bf16* w_packed, const float* bias, bool accumulate,
                   float* out, int64_t task_begin, int64_t task_end, int64_t block);
 }
+#endif
 
 int64_t forward_task_count(const Problem& p, int64_t block) {
   const int64_t ocb = ceil_div(p.out_channels_per_group(), block);
@@ -131,6 +133,7 @@ void grad_weight(Isa isa, const Problem& p, const T* gy_blocked, const T* x_bloc
                                     block, input_block); });
 }
 
+#if FULLCONV_BLOCKED_BF16_BUILT
 bool bf16_available() {
   static const bool ok = [] {
     __builtin_cpu_init();
@@ -144,6 +147,12 @@ void forward_bf16(const Problem& p, const Bf16* in, const Bf16* w_packed, const 
   if (!bf16_available()) throw std::logic_error("bfloat16 tiles called on a CPU without AVX512_BF16");
   avx512bf16::forward_bf16(p, in, w_packed, bias, accumulate, out, task_begin, task_end, block);
 }
+#else
+bool bf16_available() { return false; }
+void forward_bf16(const Problem&, const Bf16*, const Bf16*, const float*, bool, float*, int64_t, int64_t, int64_t) {
+  throw std::logic_error("bfloat16 tiles are not built by this compiler");
+}
+#endif
 
 namespace {
 // Whole 8 x 8 blocks of transpose_to_runs for float32; returns the rows done (a multiple of 8)

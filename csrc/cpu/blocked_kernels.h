@@ -33,6 +33,12 @@
 #else
 #define FULLCONV_BLOCKED_X86 0
 #endif
+// The bfloat16 tiles need a compiler that knows the avx512bf16 target.
+#if FULLCONV_BLOCKED_X86 && ((defined(__clang__) && __clang_major__ >= 9) || (!defined(__clang__) && __GNUC__ >= 10))
+#define FULLCONV_BLOCKED_BF16_BUILT 1
+#else
+#define FULLCONV_BLOCKED_BF16_BUILT 0
+#endif
 
 namespace fullconv {
 namespace blocked {
