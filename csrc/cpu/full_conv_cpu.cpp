@@ -40,6 +40,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <initializer_list>
 #include <stdexcept>
 #include <string>
 #include <tuple>
@@ -560,7 +561,7 @@ constexpr int64_t kRowsMinInputChannels = 4;
 constexpr int64_t kOneTapGemmGradWeightPositions = 1600;
 
 // A batched tensor with ndim spatial dims as a 5-D one (leading spatial dims of size 1).
-at::Tensor as_5d_any(const at::Tensor& t, int ndim) {
+at::Tensor as_5d(const at::Tensor& t, int ndim) {
   auto r = t;
   for (int i = ndim; i < kMaxSpatialDims; ++i) r = r.unsqueeze(2);
   return r;
@@ -584,6 +585,22 @@ bool row_vector_kernel(int64_t in_channels_per_group, int64_t out_channels_per_g
          rows_kernel(out_channels_per_group, last_stride);
 }
 
+// An internal switch (read on every call): the environment variable `name`, `fallback` when
+// unset or empty; a value not in `allowed` is a ValueError naming them.
+std::string env_setting(const char* name, const char* fallback, std::initializer_list<const char*> allowed) {
+  const char* env = std::getenv(name);
+  const std::string v = env != nullptr && *env != '\0' ? env : fallback;
+  std::string choices;
+  size_t i = 0;
+  for (const char* a : allowed) {
+    if (v == a) return v;
+    choices += (i == 0 ? "" : i + 1 == allowed.size() ? " or " : ", ") + std::string(a);
+    ++i;
+  }
+  TORCH_CHECK_VALUE(false, name, " must be ", choices, ", got '", v, "'");
+  return v;  // not reached
+}
+
 // Whether a blocked problem on bfloat16 operands (`in_channels_per_group` and
 // `out_channels_per_group` those of the problem the tiles solve) runs on the bfloat16 tiles
 // (blocked::forward_bf16: pairs of input channels, float32 sums) rather than on float32
@@ -592,27 +609,21 @@ bool row_vector_kernel(int64_t in_channels_per_group, int64_t out_channels_per_g
 // tiles, to time both side by side; another value is a ValueError).
 bool bf16_tiles(blocked::Isa isa, int64_t in_channels_per_group, int64_t out_channels_per_group,
                 int64_t last_stride) {
-  const char* env = std::getenv("FULLCONV_CPU_BF16_TILES");
-  const std::string mode = env != nullptr && *env != '\0' ? env : "auto";
-  TORCH_CHECK_VALUE(mode == "auto" || mode == "off", "FULLCONV_CPU_BF16_TILES must be auto or off, got '", mode, "'");
-  return mode == "auto" && isa == blocked::Isa::kAvx512 && blocked::bf16_available() &&
+  return env_setting("FULLCONV_CPU_BF16_TILES", "auto", {"auto", "off"}) == "auto" &&
+         isa == blocked::Isa::kAvx512 && blocked::bf16_available() &&
          in_channels_per_group % 2 == 0 &&
          !row_vector_kernel(in_channels_per_group, out_channels_per_group, last_stride);
 }
 
 // A batched 5-D bfloat16 operand of the bfloat16 tiles: channels-last (a copy unless it is).
 at::Tensor bf16_operand(const at::Tensor& t, bool batched, int ndim) {
-  const auto t5 = as_5d_any(batched ? t : t.unsqueeze(0), ndim);
+  const auto t5 = as_5d(batched ? t : t.unsqueeze(0), ndim);
   return t5.stride(1) == 1 || t5.size(1) == 1 ? t5 : t5.contiguous(at::MemoryFormat::ChannelsLast3d);
 }
 
 // FULLCONV_CPU_ALGORITHM: auto (also when unset or empty), gemm, direct or blocked.
 std::string cpu_algorithm_setting() {
-  const char* env = std::getenv("FULLCONV_CPU_ALGORITHM");
-  const std::string v = env != nullptr && *env != '\0' ? env : "auto";
-  TORCH_CHECK_VALUE(v == "auto" || v == "gemm" || v == "direct" || v == "blocked",
-                    "FULLCONV_CPU_ALGORITHM must be auto, gemm, direct or blocked, got '", v, "'");
-  return v;
+  return env_setting("FULLCONV_CPU_ALGORITHM", "auto", {"auto", "gemm", "direct", "blocked"});
 }
 
 // Which pass of the operator an algorithm is chosen for.
@@ -671,7 +682,6 @@ at::Tensor prepare(const at::Tensor& t, bool batched) {
 
 // ---- blocked formulation: channels-last tensors, register tiles (blocked_kernels.h) --------
 
-at::Tensor as_5d(const at::Tensor& t, int ndim) { return as_5d_any(t, ndim); }
 // Batched 5-D view (any layout) in the compute dtype.
 at::Tensor batched_5d(const at::Tensor& t, bool batched, int ndim) {
   return as_5d((batched ? t : t.unsqueeze(0)).to(compute_dtype(t.scalar_type())), ndim);
@@ -827,10 +837,8 @@ at::Tensor blocked_input(const at::Tensor& t5, bool rows, int64_t channels_per_g
   // the rows kernel loads consecutive positions of a row as vectors
   if (rows) return t5.stride(4) == 1 || t5.size(4) == 1 ? t5 : t5.contiguous();
   if (t5.stride(1) == 1 || t5.size(1) == 1) return t5;
-  const char* env = std::getenv("FULLCONV_CPU_BLOCKED_INPUT");  // tests force both ways
-  const std::string mode = env != nullptr && *env != '\0' ? env : "auto";
-  TORCH_CHECK_VALUE(mode == "auto" || mode == "copy" || mode == "inplace",
-                    "FULLCONV_CPU_BLOCKED_INPUT must be auto, copy or inplace, got '", mode, "'");
+  // (tests force both ways)
+  const std::string mode = env_setting("FULLCONV_CPU_BLOCKED_INPUT", "auto", {"auto", "copy", "inplace"});
   const bool mergeable = groups == 1 && dilation == 1;
   // 3-D with at most 32 channels per group: the in-place reads (one broadcast a channel apart,
   // a D*H*W stride) and the unmerged taps (27 short runs per 3x3x3 tile instead of 9) cost
@@ -860,10 +868,7 @@ double forward_reuse(const ConvShape& s) {
 // blocked::grad_weight_block's (one vector for few channels; narrow: two, on `isa`).
 template <typename scalar_t>
 int64_t tile_block_setting(blocked::Isa isa, int64_t out_channels_per_group, blocked::Isa* grad_weight_isa = nullptr) {
-  const char* env = std::getenv("FULLCONV_CPU_BLOCKED_TILE");
-  const std::string mode = env != nullptr && *env != '\0' ? env : "auto";
-  TORCH_CHECK_VALUE(mode == "auto" || mode == "narrow", "FULLCONV_CPU_BLOCKED_TILE must be auto or narrow, got '",
-                    mode, "'");
+  const std::string mode = env_setting("FULLCONV_CPU_BLOCKED_TILE", "auto", {"auto", "narrow"});
   if (grad_weight_isa != nullptr) *grad_weight_isa = isa;
   if (mode == "narrow") return blocked::oc_block<scalar_t>(isa);
   return grad_weight_isa != nullptr ? blocked::grad_weight_block<scalar_t>(isa, out_channels_per_group, grad_weight_isa)
@@ -912,11 +917,7 @@ void blocked_forward(blocked::Isa isa, blocked::Problem p, const at::Tensor& in,
   const scalar_t* bp = bias != nullptr ? bias->const_data_ptr<scalar_t>() : nullptr;
   if (depthwise) {
     // FULLCONV_CPU_DEPTHWISE_ROWS=2 (default: two output rows per row-kernel call) or 1, to time both
-    const char* env = std::getenv("FULLCONV_CPU_DEPTHWISE_ROWS");
-    const std::string rows_setting = env != nullptr && *env != '\0' ? env : "2";
-    TORCH_CHECK_VALUE(rows_setting == "1" || rows_setting == "2", "FULLCONV_CPU_DEPTHWISE_ROWS must be 1 or 2, got '",
-                      rows_setting, "'");
-    p.depthwise_rows = rows_setting == "1" ? 1 : 2;
+    p.depthwise_rows = env_setting("FULLCONV_CPU_DEPTHWISE_ROWS", "2", {"1", "2"}) == "1" ? 1 : 2;
   }
   at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
     if (depthwise) blocked::depthwise_forward<scalar_t>(isa, p, ip, wp, bp, accumulate, out, begin, end);
