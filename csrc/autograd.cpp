@@ -186,9 +186,18 @@ class PaddedAddBackward : public torch::autograd::Function<PaddedAddBackward> {
 
 namespace {
 
+// Nested tensors reach these kernels through the Autograd alias key, and autograd's own
+// bookkeeping would read their sizes (an internal error): refuse them first, by name.
+void check_not_nested(const char* op_name, std::initializer_list<const at::Tensor*> tensors) {
+  for (const at::Tensor* t : tensors)
+    TORCH_CHECK_TYPE(!(t->defined() && t->is_nested()), op_name,
+                     ": nested tensors are not supported (convolve each component tensor)");
+}
+
 at::Tensor full_conv_autograd(const at::Tensor& input, const at::Tensor& weight,
                               const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                               at::IntArrayRef dilation, int64_t groups) {
+  check_not_nested("full_conv", {&input, &weight, bias.has_value() ? &*bias : &weight});
   return FullConvBackward::apply(input, weight, bias, stride, dilation, groups);
 }
 
@@ -196,12 +205,14 @@ at::Tensor full_conv_residual_autograd(const at::Tensor& input, const at::Tensor
                                        const std::optional<at::Tensor>& bias, const at::Tensor& residual,
                                        at::IntArrayRef stride, at::IntArrayRef dilation, int64_t groups,
                                        at::IntArrayRef residual_padding, bool relu) {
+  check_not_nested("full_conv_residual", {&input, &weight, &residual, bias.has_value() ? &*bias : &weight});
   return FullConvResidualBackward::apply(input, weight, bias, residual, stride, dilation, groups,
                                          residual_padding, relu);
 }
 
 at::Tensor padded_add_autograd(const at::Tensor& input, const at::Tensor& residual,
                                at::IntArrayRef residual_padding, bool relu) {
+  check_not_nested("padded_add", {&input, &residual});
   return PaddedAddBackward::apply(input, residual, residual_padding, relu);
 }
 

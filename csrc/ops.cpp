@@ -140,8 +140,8 @@ void check_grad_output(const at::Tensor& grad_output, const at::Tensor& input,
                        const ConvShape& shape, bool batched) {
   const auto expected = output_shape(shape, batched);
   TORCH_CHECK_VALUE(grad_output.sizes() == at::IntArrayRef(expected),
-                    "full_conv_backward: grad_output must have the output's shape ", expected,
-                    ", got ", grad_output.sizes());
+                    "full_conv_backward: grad_output must have the output's shape ",
+                    shape_str(expected), ", got ", shape_str(grad_output.sizes()));
   TORCH_CHECK_TYPE(grad_output.scalar_type() == input.scalar_type(),
                    "full_conv_backward: grad_output must have dtype ", input.scalar_type(),
                    ", got ", grad_output.scalar_type());

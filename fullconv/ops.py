@@ -118,6 +118,10 @@ def check_arguments(input, weight, bias, stride, dilation, groups, op_name="full
         raise FullConvTypeError(f"{op_name}: weight must be a Tensor, got {type(weight).__name__}")
     if bias is not None and not isinstance(bias, Tensor):
         raise FullConvTypeError(f"{op_name}: bias must be a Tensor or None, got {type(bias).__name__}")
+    for name, t in (("input", input), ("weight", weight), ("bias", bias)):
+        if t is not None and t.is_nested:
+            raise FullConvTypeError(f"{op_name}: {name} is a nested tensor; nested tensors are not "
+                                    "supported (convolve each component tensor)")
     wdim = weight.dim()
     if wdim not in (3, 4, 5):
         raise FullConvError(f"{op_name}: weight must have 3, 4 or 5 dims (out_channels, "

@@ -1,4 +1,6 @@
 """Every bad input gets a clear Python exception naming the problem; never a crash."""
+import re
+
 import pytest
 import torch
 
@@ -113,8 +115,13 @@ def test_raw_op_errors(desc, args, fragment):
 
 def test_backward_op_errors():
     y = fullconv.full_conv2d(x2, w2)
-    with pytest.raises(ValueError, match="grad_output must have the output's shape"):
+    # both shapes as lists, the same in the C++ kernel's message and the fake kernel's
+    expected = re.escape(f"grad_output must have the output's shape {list(y.shape)}, got {list(y[:, :, 1:].shape)}")
+    with pytest.raises(ValueError, match=expected):
         torch.ops.fullconv.full_conv_backward(y[:, :, 1:], x2, w2, [1, 1], [1, 1], 1, [True, True, True])
+    with pytest.raises(ValueError, match=expected):
+        torch.ops.fullconv.full_conv_backward(y[:, :, 1:].to("meta"), x2.to("meta"), w2.to("meta"), [1, 1], [1, 1],
+                                              1, [True, True, True])
     with pytest.raises(TypeError, match="grad_output must have dtype"):
         torch.ops.fullconv.full_conv_backward(y.double(), x2, w2, [1, 1], [1, 1], 1, [True, True, True])
     # the fake kernel checks grad_output like the C++ kernels (a meta grad_output would
@@ -291,3 +298,16 @@ def test_zero_dim_integer_tensors_as_arguments_as_torch():
         fullconv.full_conv2d(x, w, None, t(2.0), 1, 2)
     with pytest.raises(TypeError, match="groups"):
         fullconv.full_conv2d(x, w, None, 1, 1, t(True))
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_nested_tensors_are_refused_by_name(requires_grad):
+    # a strided nested tensor reaches the autograd kernel, whose bookkeeping would otherwise
+    # read its sizes (PyTorch's "Internal error ... Please file an issue")
+    x = torch.nested.nested_tensor([torch.randn(3, 5, 5), torch.randn(3, 4, 6)], requires_grad=requires_grad)
+    w = torch.randn(2, 3, 3, 3)
+    calls = [lambda: fullconv.full_conv2d(x, w), lambda: fullconv.FullConv2d(3, 2, 3)(x),
+             lambda: torch.ops.fullconv.full_conv(x, w, None, [1, 1], [1, 1], 1)]
+    for call in calls:
+        with pytest.raises((TypeError, NotImplementedError), match="nested"):
+            call()

@@ -213,35 +213,50 @@ def test_grad_weight_one_vector_tiles(nd, cout, cin, groups, dtype, isa, monkeyp
 
 
 @pytest.mark.skipif(not BLOCKED, reason="no blocked CPU kernels on this CPU")
-@pytest.mark.parametrize("rows", ["1", "2"])
+@pytest.mark.parametrize("isa", ["avx512", "avx2"])
+@pytest.mark.parametrize("rows,channels", [("2", "auto"), ("1", "auto"), ("2", "1"), ("1", "1")])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize("nd,size,kernel,stride,dilation", [
     (2, (7, 9), (3, 3), (1, 1), (1, 1)),     # odd number of output rows: a last single row
+    (2, (7, 7), (3, 3), (1, 1), (1, 1)),     # a small map: rows of one vector
+    (2, (30, 5), (3, 2), (1, 1), (1, 1)),    # many rows of one vector
+    (2, (25, 20), (5, 3), (1, 1), (2, 1)),   # dilated rows, two vectors a row
+    (2, (20, 40), (3, 3), (3, 1), (1, 1)),   # three vectors a row, rows three input rows apart
+    (2, (4, 75), (2, 3), (1, 1), (1, 1)),    # rows of more than four vectors: two tiles a row
     (2, (6, 20), (5, 3), (2, 1), (1, 2)),    # rows two input rows apart, dilated along the row
     (2, (1, 5), (3, 2), (1, 1), (2, 1)),     # planes of one input row: edge rows read few taps
     (2, (12, 40), (3, 3), (3, 1), (2, 1)),   # rows wider than two vectors, stride > kernel reach
     (3, (3, 5, 6), (2, 3, 3), (1, 2, 1), (1, 1, 2)),
     (1, (19,), (4,), (1,), (3,)),
 ])
-def test_depthwise_rows(nd, size, kernel, stride, dilation, dtype, rows, monkeypatch):
+def test_depthwise_rows(nd, size, kernel, stride, dilation, dtype, rows, channels, isa, monkeypatch):
     # the depthwise kernel two output rows per call (FULLCONV_CPU_DEPTHWISE_ROWS=2, the default)
-    # and one; forward and gradients (stride-1 grad_input runs it on grad_output)
-    set_cpu_algorithm(monkeypatch, "blocked")
+    # or one, the planes of blocks of output channels together (FULLCONV_CPU_DEPTHWISE_CHANNELS
+    # =auto, the default: blocks of 6 on AVX-512, 4 on AVX2, in calls of at most 12 / 8 sums)
+    # or one at a time; both builds; 7 channels (a partial last block) with one or two output
+    # channels each (a block across groups); forward and gradients (stride-1 grad_input runs it
+    # on grad_output)
+    if isa == "avx512" and torch.backends.cpu.get_cpu_capability() != "AVX512":
+        pytest.skip("this CPU has no AVX-512")
+    set_cpu_algorithm(monkeypatch, f"blocked-{isa}")
     monkeypatch.setenv("FULLCONV_CPU_DEPTHWISE_ROWS", rows)
+    monkeypatch.setenv("FULLCONV_CPU_DEPTHWISE_CHANNELS", channels)
     torch.manual_seed(sum(size))
     for cout_per_group in (1, 2):
-        x = torch.randn(2, 3, *size, dtype=torch.float64).to(dtype)
-        w = torch.randn(3 * cout_per_group, 1, *kernel, dtype=torch.float64).to(dtype)
-        b = torch.randn(3 * cout_per_group, dtype=torch.float64).to(dtype)
-        check_against_reference(x, w, b, list(stride), list(dilation), 3)
+        x = torch.randn(2, 7, *size, dtype=torch.float64).to(dtype)
+        w = torch.randn(7 * cout_per_group, 1, *kernel, dtype=torch.float64).to(dtype)
+        b = torch.randn(7 * cout_per_group, dtype=torch.float64).to(dtype)
+        check_against_reference(x, w, b, list(stride), list(dilation), 7)
 
 
 @pytest.mark.skipif(not BLOCKED, reason="no blocked CPU kernels on this CPU")
 def test_depthwise_rows_setting_is_checked(monkeypatch):
     set_cpu_algorithm(monkeypatch, "blocked")
-    monkeypatch.setenv("FULLCONV_CPU_DEPTHWISE_ROWS", "4")
-    with pytest.raises(ValueError, match="FULLCONV_CPU_DEPTHWISE_ROWS"):
-        torch.ops.fullconv.full_conv(torch.randn(1, 4, 6, 6), torch.randn(4, 1, 3, 3), None, [1, 1], [1, 1], 4)
+    for name, bad in (("FULLCONV_CPU_DEPTHWISE_ROWS", "4"), ("FULLCONV_CPU_DEPTHWISE_CHANNELS", "6")):
+        monkeypatch.setenv(name, bad)
+        with pytest.raises(ValueError, match=name):
+            torch.ops.fullconv.full_conv(torch.randn(1, 4, 6, 6), torch.randn(4, 1, 3, 3), None, [1, 1], [1, 1], 4)
+        monkeypatch.delenv(name)
 
 
 WEIGHT_LAYOUTS = ["contiguous", "transposed", "sliced", "channels_last"]

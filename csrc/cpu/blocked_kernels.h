@@ -60,8 +60,10 @@ struct Problem {
   // writes one residue class of input positions per problem through the output strides.
   int64_t in_stride_n = 0, in_stride_c = 1, in_stride[3] = {0, 0, 0};
   int64_t out_stride_n = 0, out_stride_c = 1, out_stride[3] = {0, 0, 0};
-  // depthwise_forward: output rows per call of its row kernel (2, or 1 to time the two)
+  // depthwise_forward: output rows per call of its row kernel (2, or 1 to time the two), and
+  // output channels per task (depthwise_channel_block(), or 1 to time against)
   int depthwise_rows = 2;
+  int64_t depthwise_channels = 1;
 
   int64_t in_channels_per_group() const { return in_channels / groups; }
   int64_t out_channels_per_group() const { return out_channels / groups; }
@@ -166,7 +168,14 @@ void rows_forward(Isa isa, const Problem& p, const T* in, const T* w_packed, con
 // Forward of a problem with one input channel per group (depthwise; any number of output
 // channels per group), vectors along output rows. Needs stride[2] == 1 and in_stride[2] == 1.
 // The packed weight is [G * Cout_g, K0, K1, K2] (blocks of one output channel). Tasks are
-// (output channel, sample, out S0) planes: depthwise_task_count().
+// (block of p.depthwise_channels output channels, sample, out S0) planes:
+// depthwise_task_count(). The planes of a block run together (a row kernel call holds at most
+// kDepthwiseSums512/256 vectors of sums: planes x rows x vectors along the row).
+constexpr int kDepthwiseSums512 = 12, kDepthwiseSums256 = 8;
+// Output channels per task where every plane's row fits one vector and rows go two at a time.
+inline int64_t depthwise_channel_block(Isa isa) {
+  return (isa == Isa::kAvx512 ? kDepthwiseSums512 : kDepthwiseSums256) / 2;
+}
 int64_t depthwise_task_count(const Problem& p);
 template <typename T>
 void depthwise_forward(Isa isa, const Problem& p, const T* in, const T* w_packed, const T* bias,

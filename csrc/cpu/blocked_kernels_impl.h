@@ -608,25 +608,39 @@ FULLCONV_TARGET void rows_tile_nv(int nv, const Problem& p, const T* in_n, const
 
 // ---- depthwise: one input channel per group --------------------------------------------
 
-// NV vectors of consecutive output positions of R rows (o1, o1 + 1, ...) of one output channel
-// (which reads a single input channel): every product a broadcast weight times a vector of
-// inputs. Two rows at a time hold twice the independent sums (short rows have only 2-3 vectors:
-// one row's sums alone wait on the multiply-add latency) and share each weight broadcast.
-// `m` and `full`: per tap along the row, the lanes whose input is real (computed once per plane).
-template <typename T, int NV, int R>
-FULLCONV_TARGET void depthwise_row(const Problem& p, const T* in_c, const T* w, T bias, bool accumulate,
-                                   T* out_row, int64_t o0, int64_t o1, int64_t ow0,
+// The planes (output channels) a depthwise_row call computes together: CB consecutive output
+// channels of one sample and out S0 index, each with its own input channel, weights and bias.
+// Their planes share every offset, mask and tap range: only the base pointers differ.
+template <typename T, int CB>
+struct DepthwisePlanes {
+  const T* in[CB];   // the output channel's input channel (sample n)
+  const T* w[CB];    // its packed taps [K0, K1, K2]
+  T bias[CB];
+  T* out[CB];        // its output plane at (n, o0)
+};
+
+// NV vectors of consecutive output positions of R rows (o1, o1 + 1, ...) of CB planes:
+// every product a broadcast weight times a vector of inputs. Rows and planes multiply the
+// independent sums (short rows have only 1-3 vectors: one row's sums alone wait on the
+// multiply-add latency) and share the loop's offsets, masks and branches, which are most of
+// the instructions where a row holds few positions (a 7x7 map: 9 positions, one vector).
+// `m` and `full`: per tap along the row, the lanes whose input is real (computed once per task).
+template <typename T, int NV, int R, int CB>
+FULLCONV_TARGET void depthwise_row(const Problem& p, const DepthwisePlanes<T, CB>& pl, bool accumulate,
+                                   int64_t o0, int64_t o1, int64_t ow0,
                                    const typename Simd<T>::M* m, const bool* full, const bool* any) {
   using S = Simd<T>;
   using V = typename S::V;
   using M = typename S::M;
   constexpr int L = S::kLanes;
   const int64_t K1 = p.kernel[1], K2 = p.kernel[2];
-  V a[R][NV];
+  V a[CB][R][NV];
+#pragma GCC unroll 12
+  for (int c = 0; c < CB; ++c)
 #pragma GCC unroll 2
-  for (int r = 0; r < R; ++r)
+    for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) a[r][v] = S::broadcast(&bias);
+      for (int v = 0; v < NV; ++v) a[c][r][v] = S::broadcast(&pl.bias[c]);
   int64_t k0_lo, k0_hi, k1_lo[R], k1_hi[R];
   tap_range_padded(o0, p.in_size[0], p.kernel[0], p.stride[0], p.dilation[0], p.pad[0], &k0_lo, &k0_hi);
   int64_t k1_min = K1, k1_max = -1;
@@ -640,7 +654,7 @@ FULLCONV_TARGET void depthwise_row(const Problem& p, const T* in_c, const T* w, 
   for (int64_t k0 = k0_lo; k0 <= k0_hi; ++k0) {
     const int64_t i0 = o0 * p.stride[0] + k0 * p.dilation[0] - p.pad[0];
     for (int64_t k1 = k1_min; k1 <= k1_max; ++k1) {
-      const T* x_row[R];
+      int64_t x_off[R];  // element offset of the row's first load (any plane)
       bool on[R];
       bool all_on = true;
 #pragma GCC unroll 2
@@ -648,67 +662,133 @@ FULLCONV_TARGET void depthwise_row(const Problem& p, const T* in_c, const T* w, 
         on[r] = k1 >= k1_lo[r] && k1 <= k1_hi[r];
         all_on = all_on && on[r];
         const int64_t i1 = (o1 + r) * p.stride[1] + k1 * p.dilation[1] - p.pad[1];
-        x_row[r] = on[r] ? in_c + i0 * p.in_stride[0] + i1 * p.in_stride[1] + ow0 - p.pad[2] : in_c;
+        x_off[r] = on[r] ? i0 * p.in_stride[0] + i1 * p.in_stride[1] + ow0 - p.pad[2] : 0;
       }
-      const T* wk = w + (k0 * K1 + k1) * K2;
+      const int64_t wk = (k0 * K1 + k1) * K2;
       for (int64_t k2 = 0; k2 < K2; ++k2) {
         if (!any[k2]) continue;
         const int64_t shift = k2 * p.dilation[2];
-        const V wv = S::broadcast(wk + k2);
-        if (all_on) {  // every row reads this kernel row (loads at the row edges masked)
-          if (full[k2]) {
+        if (all_on && full[k2]) {  // every row reads this kernel row, no lane at a row edge
+#pragma GCC unroll 12
+          for (int c = 0; c < CB; ++c) {
+            const V wv = S::broadcast(pl.w[c] + wk + k2);
+            const T* x = pl.in[c] + shift;
 #pragma GCC unroll 2
             for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
-              for (int v = 0; v < NV; ++v) a[r][v] = S::fma(wv, S::load(x_row[r] + shift + v * L), a[r][v]);
-          } else {
+              for (int v = 0; v < NV; ++v) a[c][r][v] = S::fma(wv, S::load(x + x_off[r] + v * L), a[c][r][v]);
+          }
+        } else if (all_on) {  // loads at the row edges masked
+#pragma GCC unroll 12
+          for (int c = 0; c < CB; ++c) {
+            const V wv = S::broadcast(pl.w[c] + wk + k2);
+            const T* x = pl.in[c] + shift;
 #pragma GCC unroll 2
             for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
               for (int v = 0; v < NV; ++v)
-                a[r][v] = S::fma(wv, S::masked_load(x_row[r] + shift + v * L, m[k2 * NV + v]), a[r][v]);
+                a[c][r][v] = S::fma(wv, S::masked_load(x + x_off[r] + v * L, m[k2 * NV + v]), a[c][r][v]);
           }
         } else {  // at the plane's top or bottom edge: only some rows read it
+#pragma GCC unroll 12
+          for (int c = 0; c < CB; ++c) {
+            const V wv = S::broadcast(pl.w[c] + wk + k2);
+            const T* x = pl.in[c] + shift;
 #pragma GCC unroll 2
-          for (int r = 0; r < R; ++r) {
-            if (!on[r]) continue;
+            for (int r = 0; r < R; ++r) {
+              if (!on[r]) continue;
 #pragma GCC unroll 8
-            for (int v = 0; v < NV; ++v)
-              a[r][v] = S::fma(wv, S::masked_load(x_row[r] + shift + v * L, m[k2 * NV + v]), a[r][v]);
+              for (int v = 0; v < NV; ++v)
+                a[c][r][v] = S::fma(wv, S::masked_load(x + x_off[r] + v * L, m[k2 * NV + v]), a[c][r][v]);
+            }
           }
         }
       }
     }
   }
   const int64_t os2 = p.out_stride[2], O2 = p.out_size[2];
+#pragma GCC unroll 12
+  for (int c = 0; c < CB; ++c)
 #pragma GCC unroll 2
-  for (int r = 0; r < R; ++r)
+    for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) {
-      const int64_t n_valid = std::min<int64_t>(L, O2 - (ow0 + v * L));
-      if (n_valid <= 0) break;
-      T* o = out_row + r * p.out_stride[1] + (ow0 + v * L) * os2;
-      if (os2 == 1) {
-        const M mv = S::mask(n_valid);
-        V x = a[r][v];
-        if (accumulate) x = S::add(x, S::masked_load(o, mv));
-        S::masked_store(o, mv, x);
-      } else {
-        alignas(64) T buf[L];
-        S::store(buf, a[r][v]);
-        for (int64_t j = 0; j < n_valid; ++j) o[j * os2] = (accumulate ? o[j * os2] : T(0)) + buf[j];
+      for (int v = 0; v < NV; ++v) {
+        const int64_t n_valid = std::min<int64_t>(L, O2 - (ow0 + v * L));
+        if (n_valid <= 0) break;
+        T* o = pl.out[c] + (o1 + r) * p.out_stride[1] + (ow0 + v * L) * os2;
+        if (os2 == 1) {
+          const M mv = S::mask(n_valid);
+          V x = a[c][r][v];
+          if (accumulate) x = S::add(x, S::masked_load(o, mv));
+          S::masked_store(o, mv, x);
+        } else {
+          alignas(64) T buf[L];
+          S::store(buf, a[c][r][v]);
+          for (int64_t j = 0; j < n_valid; ++j) o[j * os2] = (accumulate ? o[j * os2] : T(0)) + buf[j];
+        }
       }
-    }
 }
 
 constexpr int kDepthwiseMaxVectors = 4;
+// Independent sums a depthwise_row call holds at most (planes x rows x vectors): enough to
+// cover the multiply-add latency, within the register file (32 vector registers on AVX-512,
+// 16 on AVX2, which also holds the weight broadcast, a load and its mask).
+constexpr int kDepthwiseSums = FULLCONV_BLOCKED_WIDTH == 512 ? kDepthwiseSums512 : kDepthwiseSums256;
 
-// All rows of output channel planes (n, oc, o0): the row tiles' masks are computed once per
-// plane, then every row runs loads and FMAs only.
+// All rows of the planes of `pl` (the row tiles' masks `m`, `full`, `any` computed once by the
+// caller), R rows at a time (a last odd row alone).
+template <typename T, int NV, int R, int CB>
+FULLCONV_TARGET void depthwise_planes(const Problem& p, const DepthwisePlanes<T, CB>& pl, bool accumulate,
+                                      int64_t o0, int64_t ow0, const typename Simd<T>::M* m, const bool* full,
+                                      const bool* any) {
+  int64_t o1 = 0;
+  if constexpr (R == 2)
+    for (; o1 + 2 <= p.out_size[1]; o1 += 2) depthwise_row<T, NV, 2, CB>(p, pl, accumulate, o0, o1, ow0, m, full, any);
+  for (; o1 < p.out_size[1]; ++o1) depthwise_row<T, NV, 1, CB>(p, pl, accumulate, o0, o1, ow0, m, full, any);
+}
+
+// Output channels oc0 .. oc0 + nc - 1 of (n, o0), row tiles of NV vectors from ow0 on, in
+// calls of as many planes as kDepthwiseSums allows for NV vectors and R rows.
+template <typename T, int NV, int R>
+FULLCONV_TARGET void depthwise_channels(const Problem& p, const T* in, const T* w_packed, const T* bias,
+                                        bool accumulate, T* out, int64_t n, int64_t o0, int64_t oc0, int64_t nc,
+                                        int64_t ow0, const typename Simd<T>::M* m, const bool* full,
+                                        const bool* any) {
+  // (a task holds at most kDepthwiseSums / 2 channels: depthwise_channel_block)
+  constexpr int kMaxCB = std::min(kDepthwiseSums / 2, std::max(1, kDepthwiseSums / (R * NV)));
+  const int64_t cout_g = p.out_channels_per_group(), ktot = p.kernel_volume();
+  for (int64_t c0 = 0; c0 < nc;) {
+    const int64_t cb = std::min<int64_t>(kMaxCB, nc - c0);
+    auto run = [&](auto cb_const) {
+      constexpr int CB = decltype(cb_const)::value;
+      DepthwisePlanes<T, CB> pl;
+      for (int c = 0; c < CB; ++c) {
+        const int64_t oc = oc0 + c0 + c;
+        pl.in[c] = in + n * p.in_stride_n + (oc / cout_g) * p.in_stride_c;
+        pl.w[c] = w_packed + oc * ktot;
+        pl.bias[c] = bias != nullptr ? bias[oc] : T(0);
+        pl.out[c] = out + n * p.out_stride_n + oc * p.out_stride_c + o0 * p.out_stride[0];
+      }
+      depthwise_planes<T, NV, R, CB>(p, pl, accumulate, o0, ow0, m, full, any);
+    };
+    static_assert(kMaxCB <= 6, "cases below");
+    switch (cb) {
+      case 1: run(std::integral_constant<int, 1>{}); break;
+      case 2: if constexpr (kMaxCB >= 2) run(std::integral_constant<int, 2>{}); break;
+      case 3: if constexpr (kMaxCB >= 3) run(std::integral_constant<int, 3>{}); break;
+      case 4: if constexpr (kMaxCB >= 4) run(std::integral_constant<int, 4>{}); break;
+      case 5: if constexpr (kMaxCB >= 5) run(std::integral_constant<int, 5>{}); break;
+      default: if constexpr (kMaxCB >= 6) run(std::integral_constant<int, 6>{}); break;
+    }
+    c0 += cb;
+  }
+}
+
+// The masks of row tiles of NV vectors at ow0 (per tap along the row: the lanes whose input is
+// real, whether all are, whether any is) into the caller's buffers; returns the masks.
 template <typename T, int NV>
-FULLCONV_TARGET void depthwise_plane(const Problem& p, const T* in_c, const T* w, T bias, bool accumulate,
-                                     T* out_plane, int64_t o0, int64_t ow0, std::vector<char>& mask_buf,
-                                     std::vector<char>& full, std::vector<char>& any) {
+FULLCONV_TARGET typename Simd<T>::M* depthwise_masks(const Problem& p, int64_t ow0, std::vector<char>& mask_buf,
+                                                     std::vector<char>& full, std::vector<char>& any) {
   using M = typename Simd<T>::M;
   constexpr int L = Simd<T>::kLanes;
   const int64_t K2 = p.kernel[2], I2 = p.in_size[2];
@@ -730,15 +810,23 @@ FULLCONV_TARGET void depthwise_plane(const Problem& p, const T* in_c, const T* w
     full[k2] = f;
     any[k2] = a;
   }
+  return m;
+}
+
+// One task's row tiles of NV vectors at ow0: its channels R rows at a time.
+template <typename T, int NV>
+FULLCONV_TARGET void depthwise_tile(const Problem& p, const T* in, const T* w_packed, const T* bias,
+                                    bool accumulate, T* out, int64_t n, int64_t o0, int64_t oc0, int64_t nc,
+                                    int64_t ow0, std::vector<char>& mask_buf, std::vector<char>& full,
+                                    std::vector<char>& any) {
+  const auto* m = depthwise_masks<T, NV>(p, ow0, mask_buf, full, any);
   static_assert(sizeof(bool) == sizeof(char), "flags passed as bool");
   const auto* fl = reinterpret_cast<const bool*>(full.data());
   const auto* an = reinterpret_cast<const bool*>(any.data());
-  int64_t o1 = 0;
   if (p.depthwise_rows == 2)
-    for (; o1 + 2 <= p.out_size[1]; o1 += 2)
-      depthwise_row<T, NV, 2>(p, in_c, w, bias, accumulate, out_plane + o1 * p.out_stride[1], o0, o1, ow0, m, fl, an);
-  for (; o1 < p.out_size[1]; ++o1)
-    depthwise_row<T, NV, 1>(p, in_c, w, bias, accumulate, out_plane + o1 * p.out_stride[1], o0, o1, ow0, m, fl, an);
+    depthwise_channels<T, NV, 2>(p, in, w_packed, bias, accumulate, out, n, o0, oc0, nc, ow0, m, fl, an);
+  else
+    depthwise_channels<T, NV, 1>(p, in, w_packed, bias, accumulate, out, n, o0, oc0, nc, ow0, m, fl, an);
 }
 
 }  // namespace
@@ -920,26 +1008,23 @@ template <typename T>
 FULLCONV_TARGET void depthwise_forward(const Problem& p, const T* in, const T* w_packed, const T* bias,
                                        bool accumulate, T* out, int64_t task_begin, int64_t task_end) {
   constexpr int L = Simd<T>::kLanes;
-  const int64_t cout_g = p.out_channels_per_group(), ktot = p.kernel_volume();
   const int64_t O0 = p.out_size[0], O2 = p.out_size[2];
+  const int64_t cb = std::max<int64_t>(1, p.depthwise_channels);
   std::vector<char> m, full, any;
-  for (int64_t task = task_begin; task < task_end; ++task) {  // (oc, n, o0)
+  for (int64_t task = task_begin; task < task_end; ++task) {  // (output channel block, n, o0)
     int64_t t = task;
     const int64_t o0 = t % O0;
     t /= O0;
-    const int64_t n = t % p.batch, oc = t / p.batch, g = oc / cout_g;
-    const T* in_c = in + n * p.in_stride_n + g * p.in_stride_c;
-    const T* w = w_packed + oc * ktot;
-    const T b = bias != nullptr ? bias[oc] : T(0);
-    T* out_plane = out + n * p.out_stride_n + oc * p.out_stride_c + o0 * p.out_stride[0];
+    const int64_t n = t % p.batch, oc0 = (t / p.batch) * cb;
+    const int64_t nc = std::min(cb, p.out_channels - oc0);
     for (int64_t ow0 = 0; ow0 < O2;) {
       const int nv = static_cast<int>(std::min<int64_t>(kDepthwiseMaxVectors, ceil_div(O2 - ow0, int64_t(L))));
       static_assert(kDepthwiseMaxVectors == 4, "cases below");
       switch (nv) {
-        case 1: depthwise_plane<T, 1>(p, in_c, w, b, accumulate, out_plane, o0, ow0, m, full, any); break;
-        case 2: depthwise_plane<T, 2>(p, in_c, w, b, accumulate, out_plane, o0, ow0, m, full, any); break;
-        case 3: depthwise_plane<T, 3>(p, in_c, w, b, accumulate, out_plane, o0, ow0, m, full, any); break;
-        default: depthwise_plane<T, 4>(p, in_c, w, b, accumulate, out_plane, o0, ow0, m, full, any); break;
+        case 1: depthwise_tile<T, 1>(p, in, w_packed, bias, accumulate, out, n, o0, oc0, nc, ow0, m, full, any); break;
+        case 2: depthwise_tile<T, 2>(p, in, w_packed, bias, accumulate, out, n, o0, oc0, nc, ow0, m, full, any); break;
+        case 3: depthwise_tile<T, 3>(p, in, w_packed, bias, accumulate, out, n, o0, oc0, nc, ow0, m, full, any); break;
+        default: depthwise_tile<T, 4>(p, in, w_packed, bias, accumulate, out, n, o0, oc0, nc, ow0, m, full, any); break;
       }
       ow0 += nv * L;
     }

@@ -911,14 +911,18 @@ void blocked_forward(blocked::Isa isa, blocked::Problem p, const at::Tensor& in,
     TORCH_INTERNAL_ASSERT(false, "bfloat16 operands with a float64 output");
   }
   const at::Tensor w_packed = pack_blocked<scalar_t>(block, w6, flip, weight_finite);
-  const int64_t tasks = depthwise ? blocked::depthwise_task_count(p) : blocked::forward_task_count(p, block);
   const scalar_t* ip = in.const_data_ptr<scalar_t>();
   const scalar_t* wp = w_packed.const_data_ptr<scalar_t>();
   const scalar_t* bp = bias != nullptr ? bias->const_data_ptr<scalar_t>() : nullptr;
   if (depthwise) {
-    // FULLCONV_CPU_DEPTHWISE_ROWS=2 (default: two output rows per row-kernel call) or 1, to time both
+    // FULLCONV_CPU_DEPTHWISE_ROWS=2 (default: two output rows per row-kernel call) or 1;
+    // FULLCONV_CPU_DEPTHWISE_CHANNELS=auto (default: blocks of output channels per task, their
+    // planes computed together) or 1 (a plane at a time); to time them side by side
     p.depthwise_rows = env_setting("FULLCONV_CPU_DEPTHWISE_ROWS", "2", {"1", "2"}) == "1" ? 1 : 2;
+    p.depthwise_channels =
+        env_setting("FULLCONV_CPU_DEPTHWISE_CHANNELS", "auto", {"auto", "1"}) == "1" ? 1 : blocked::depthwise_channel_block(isa);
   }
+  const int64_t tasks = depthwise ? blocked::depthwise_task_count(p) : blocked::forward_task_count(p, block);
   at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
     if (depthwise) blocked::depthwise_forward<scalar_t>(isa, p, ip, wp, bp, accumulate, out, begin, end);
     else if (rows) blocked::rows_forward<scalar_t>(isa, p, ip, wp, bp, accumulate, out, begin, end);
