@@ -49,9 +49,12 @@ def parse_variants(text: str):
     return out
 
 
-def time_layer(layer, variants, which, dtype, rounds):
+def time_layer(layer, variants, which, dtype, rounds, channels_last=False):
     name, nd, n, cin, cout, k, s, d, g, size = layer
     x = torch.randn(n, cin, *(size,) * nd).to(dtype)
+    fmt = {1: torch.contiguous_format, 2: torch.channels_last, 3: torch.channels_last_3d}[nd]
+    if channels_last:
+        x = x.contiguous(memory_format=fmt)
     w = (torch.randn(cout, cin // g, *(k,) * nd) / (cin // g * k ** nd) ** 0.5).to(dtype)
     b = torch.randn(cout).to(dtype)
     st, dl, pad = [s] * nd, [d] * nd, [d * (k - 1)] * nd
@@ -64,6 +67,8 @@ def time_layer(layer, variants, which, dtype, rounds):
             return torch.ops.aten.convolution(x, w, b, st, pad, dl, False, [0] * nd, g)
     else:
         gy = torch.randn_like(torch.ops.fullconv.full_conv(x, w, b, st, dl, g))
+        if channels_last:
+            gy = gy.contiguous(memory_format=fmt)
 
         def ours():
             return torch.ops.fullconv.full_conv_backward(gy, x, w, st, dl, g, mask)
@@ -89,14 +94,17 @@ def main(argv=None):
     ap.add_argument("--dtype", choices=["float32", "float64", "bfloat16", "float16"], default="float32")
     ap.add_argument("--rounds", type=int, default=14)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--channels-last", action="store_true",
+                    help="channels-last input (and grad_output) for both sides (2-D and 3-D layers)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     variants = parse_variants(args.variants)
     dtype = getattr(torch, args.dtype)
-    print(f"# {args.which}, {args.dtype}, torch {torch.__version__}, {args.threads} threads, {args.rounds} rounds; "
+    print(f"# {args.which}, {args.dtype}{', channels-last' if args.channels_last else ''}, torch {torch.__version__}, "
+          f"{args.threads} threads, {args.rounds} rounds; "
           f"ms: median (min); ratio: oneDNN median / variant median")
     for layer in map(parse_layer, args.layers):
-        res = time_layer(layer, variants, args.which, dtype, args.rounds)
+        res = time_layer(layer, variants, args.which, dtype, args.rounds, args.channels_last)
         ref = res["oneDNN"][0]
         cells = [f"{label}: {med * 1e3:.2f} ({mn * 1e3:.2f})" + ("" if label == "oneDNN" else f" = {ref / med:.2f}x")
                  for label, (med, mn) in res.items()]

@@ -120,9 +120,10 @@ def test_gpu_scripts_parse_and_followup_needs_a_gpu_build(tmp_path):
 def test_cpu_variants_smoke():
     # fullconv under two settings beside oneDNN (benchmarks/cpu_variants.py), each pass
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
-    for which, dtype in (("forward", "bfloat16"), ("grad_input", "float32"), ("grad_weight", "float64")):
+    for which, dtype, layout in (("forward", "bfloat16", []), ("grad_input", "float32", ["--channels-last"]),
+                                 ("grad_weight", "float64", [])):
         proc = subprocess.run([sys.executable, "benchmarks/cpu_variants.py", "--rounds", "1", "--threads", "1",
-                               "--pass", which, "--dtype", dtype,
+                               "--pass", which, "--dtype", dtype, *layout,
                                "--variants", "FULLCONV_CPU_ALGORITHM=blocked;FULLCONV_CPU_ALGORITHM=gemm",
                                "small:2,2,16,16,3,1,1,1,6", "3-D:3,1,8,8,3,2,1,1,5"],
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

@@ -5,8 +5,10 @@ import itertools
 import pytest
 import torch
 
+import fullconv
 from conftest import BLOCKED, set_cpu_algorithm
-from helpers import check_against_reference
+from fullconv.reference import full_conv_reference
+from helpers import assert_close_scaled, check_against_reference
 
 DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
 
@@ -95,8 +97,6 @@ def test_many_column_chunks():  # the GEMM path's chunking
 def test_output_layout_matches_reference(any_device):
     x = torch.randn(2, 4, 6, 6, device=any_device).contiguous(memory_format=torch.channels_last)
     w = torch.randn(5, 4, 3, 3, device=any_device)
-    import fullconv
-    from fullconv.reference import full_conv_reference
     y = fullconv.full_conv2d(x, w)
     r = full_conv_reference(x, w)
     assert y.is_contiguous(memory_format=torch.channels_last) == r.is_contiguous(memory_format=torch.channels_last)
@@ -108,8 +108,6 @@ def test_output_layout_matches_reference(any_device):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_nonfinite_propagation(dtype, device):
-    import fullconv
-    from fullconv.reference import full_conv_reference
     x = torch.randn(2, 3, 6, 5, dtype=dtype)
     x[0, 1, 2, 3] = float("nan")
     x[1, 0, 0, 0] = float("inf")
@@ -259,6 +257,48 @@ def test_depthwise_rows_setting_is_checked(monkeypatch):
         monkeypatch.delenv(name)
 
 
+@pytest.mark.skipif(not BLOCKED, reason="no blocked CPU kernels on this CPU")
+@pytest.mark.parametrize("isa", ["avx512", "avx2"])
+@pytest.mark.parametrize("setting", ["auto", "off"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("channels", [3, 8, 16, 23, 40, 48, 70])
+def test_depthwise_channels_last(channels, dtype, setting, isa, monkeypatch):
+    # channels-last inputs of depthwise layers (one output channel per input channel) read in
+    # place with vectors across channels (FULLCONV_CPU_DEPTHWISE_CL=auto) or copied to NCHW for
+    # the row kernel (off): channel counts of whole two-vector chunks, a partial chunk of more
+    # or fewer than one vector, exactly one vector more (AVX-512 float32: 32-lane chunks; AVX2
+    # float64: 8); strides along the row too (auto: the same kernel; off: the direct one); a
+    # channels-last grad_output, so grad_input runs the same kernel (strided: on each residue
+    # class, writing every s-th position)
+    if isa == "avx512" and torch.backends.cpu.get_cpu_capability() != "AVX512":
+        pytest.skip("this CPU has no AVX-512")
+    set_cpu_algorithm(monkeypatch, f"blocked-{isa}")
+    monkeypatch.setenv("FULLCONV_CPU_DEPTHWISE_CL", setting)
+    torch.manual_seed(channels)
+    cases = [((2, 9, 13), (3, 3), (1, 1), (1, 1)), ((1, 5, 30), (5, 3), (2, 1), (1, 2)),
+             ((2, 4, 3), (3, 5), (1, 1), (2, 1)), ((1, 3, 6, 7), (2, 3, 3), (1, 2, 1), (1, 1, 1)),
+             ((2, 9, 13), (3, 3), (1, 2), (1, 1)), ((1, 4, 3, 11), (3, 3, 3), (2, 1, 3), (1, 1, 2))]
+    for size, kernel, stride, dilation in cases:
+        n, *spatial = size
+        memory_format = torch.channels_last if len(spatial) == 2 else torch.channels_last_3d
+        x = torch.randn(n, channels, *spatial, dtype=torch.float64).contiguous(memory_format=memory_format)
+        w = torch.randn(channels, 1, *kernel, dtype=torch.float64)
+        b = torch.randn(channels, dtype=torch.float64)
+        leaves = [t.to(dtype).requires_grad_() for t in (x, w, b)]
+        assert leaves[0].is_contiguous(memory_format=memory_format)
+        y = fullconv.full_conv2d(*leaves, stride, dilation, channels) if len(spatial) == 2 else \
+            fullconv.full_conv3d(*leaves, stride, dilation, channels)
+        refs = [t.clone().requires_grad_() for t in (x, w, b)]
+        y_ref = full_conv_reference(*refs, list(stride), list(dilation), channels)
+        assert y.is_contiguous(memory_format=memory_format)
+        assert_close_scaled(y, y_ref, dtype, "forward vs fp64 reference")
+        gy = torch.randn(y_ref.shape, dtype=torch.float64).contiguous(memory_format=memory_format)
+        got = torch.autograd.grad(y, leaves, gy.to(dtype))
+        want = torch.autograd.grad(y_ref, refs, gy)
+        for name, g, r in zip(("grad_input", "grad_weight", "grad_bias"), got, want):
+            assert_close_scaled(g, r, dtype, f"{name} vs fp64 reference")
+
+
 WEIGHT_LAYOUTS = ["contiguous", "transposed", "sliced", "channels_last"]
 
 
@@ -304,8 +344,6 @@ def test_nonfinite_weight_seen_by_the_blocked_packing(where, value, dtype, monke
     non-finite value inside an 8 x 8 register transpose, in a row past the last whole block of
     8 output channels, or in a column past the last whole block of 8 (input channel, tap)
     pairs must still give the reference's NaNs (0 * inf at the padding)."""
-    import fullconv
-    from fullconv.reference import full_conv_reference
     set_cpu_algorithm(monkeypatch, "blocked")
     torch.manual_seed(0)
     x = torch.randn(2, 40, 5, 6, dtype=dtype)

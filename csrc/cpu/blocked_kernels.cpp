@@ -48,6 +48,7 @@ int64_t forward_task_count(const Problem& p, int64_t block) {
 }
 
 int64_t depthwise_task_count(const Problem& p) {
+  if (p.depthwise_channels_last) return p.batch * p.out_size[0] * p.out_size[1];
   return ceil_div(p.out_channels, std::max<int64_t>(1, p.depthwise_channels)) * p.batch * p.out_size[0];
 }
 

@@ -64,6 +64,9 @@ struct Problem {
   // output channels per task (depthwise_channel_block(), or 1 to time against)
   int depthwise_rows = 2;
   int64_t depthwise_channels = 1;
+  // depthwise_forward with vectors across channels (one output channel per input channel,
+  // unit input channel stride; the packed weight [K0, K1, K2, C]) instead of along rows
+  bool depthwise_channels_last = false;
 
   int64_t in_channels_per_group() const { return in_channels / groups; }
   int64_t out_channels_per_group() const { return out_channels / groups; }
@@ -171,6 +174,9 @@ void rows_forward(Isa isa, const Problem& p, const T* in, const T* w_packed, con
 // (block of p.depthwise_channels output channels, sample, out S0) planes:
 // depthwise_task_count(). The planes of a block run together (a row kernel call holds at most
 // kDepthwiseSums512/256 vectors of sums: planes x rows x vectors along the row).
+// With p.depthwise_channels_last (one output channel per group, in_stride_c == 1, any
+// in_stride[2] and last stride): vectors across channels, the packed weight [K0, K1, K2, C],
+// tasks the output rows (sample, out S0, out S1).
 constexpr int kDepthwiseSums512 = 12, kDepthwiseSums256 = 8;
 // Output channels per task where every plane's row fits one vector and rows go two at a time.
 inline int64_t depthwise_channel_block(Isa isa) {

@@ -949,6 +949,144 @@ FULLCONV_TARGET void forward_blocks(const Problem& p, const In* in, const In* w_
   }
 }
 
+// ---- depthwise, channels last: vectors across channels ---------------------------------
+
+// One output channel per input channel (groups == channels), input with unit channel stride:
+// out[n, o, c] = bias[c] + sum_k w[k, c] * x[n, o*s + k*d - pad, c]. Vectors run across
+// channels (each load a whole vector of real values, no row-edge masks; aligned where the
+// channel count is a multiple of the vector), the weight packed [K0, K1, K2, C] so a tap's
+// weights are one load per vector. A tile is P positions along the row x NVC vectors of
+// channels (P * NVC = kDepthwiseSums independent sums); each product reads one input
+// vector. Masked: the last vectors of a channel count that is not a multiple of the vector
+// (masks `cm`). Positions at the row's ends skip their taps in the padding one by one.
+template <typename T, int NVC, int P, bool Masked>
+FULLCONV_TARGET void depthwise_cl_tile(const Problem& p, const T* x_n, const T* w, const T* bias, bool accumulate,
+                                       T* out_row, int64_t c0, const typename Simd<T>::M* cm, int64_t ow0, int np,
+                                       int64_t k0_lo, int64_t k0_hi, int64_t k1_lo, int64_t k1_hi, int64_t i0_base,
+                                       int64_t i1_base) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int L = S::kLanes;
+  const int64_t C = p.out_channels, K1 = p.kernel[1], K2 = p.kernel[2];
+  const int64_t s2 = p.stride[2], d2 = p.dilation[2], I2 = p.in_size[2], is2 = p.in_stride[2];
+  V a[P][NVC];
+#pragma GCC unroll 8
+  for (int v = 0; v < NVC; ++v) {
+    const V b = bias == nullptr ? S::zero() : Masked ? S::masked_load(bias + c0 + v * L, cm[v]) : S::load(bias + c0 + v * L);
+#pragma GCC unroll 12
+    for (int q = 0; q < P; ++q) a[q][v] = b;
+  }
+  const int64_t first = ow0 * s2 - p.pad[2];
+  const bool interior = np == P && first >= 0 && first + (P - 1) * s2 + (K2 - 1) * d2 < I2;
+  for (int64_t k0 = k0_lo; k0 <= k0_hi; ++k0) {
+    for (int64_t k1 = k1_lo; k1 <= k1_hi; ++k1) {
+      const T* xr = x_n + (i0_base + k0 * p.dilation[0]) * p.in_stride[0] +
+                    (i1_base + k1 * p.dilation[1]) * p.in_stride[1] + c0;
+      const T* wr = w + (k0 * K1 + k1) * K2 * C + c0;
+      for (int64_t k2 = 0; k2 < K2; ++k2) {
+        V wv[NVC];
+#pragma GCC unroll 8
+        for (int v = 0; v < NVC; ++v) wv[v] = Masked ? S::masked_load(wr + k2 * C + v * L, cm[v]) : S::load(wr + k2 * C + v * L);
+        const int64_t base = first + k2 * d2;
+        if (interior) {
+#pragma GCC unroll 12
+          for (int q = 0; q < P; ++q) {
+            const T* xp = xr + (base + q * s2) * is2;
+#pragma GCC unroll 8
+            for (int v = 0; v < NVC; ++v)
+              a[q][v] = S::fma(wv[v], Masked ? S::masked_load(xp + v * L, cm[v]) : S::load(xp + v * L), a[q][v]);
+          }
+        } else {
+#pragma GCC unroll 12
+          for (int q = 0; q < P; ++q) {
+            const int64_t iw = base + q * s2;
+            if (q >= np || iw < 0 || iw >= I2) continue;
+            const T* xp = xr + iw * is2;
+#pragma GCC unroll 8
+            for (int v = 0; v < NVC; ++v)
+              a[q][v] = S::fma(wv[v], Masked ? S::masked_load(xp + v * L, cm[v]) : S::load(xp + v * L), a[q][v]);
+          }
+        }
+      }
+    }
+  }
+  const int64_t os2 = p.out_stride[2], osc = p.out_stride_c;
+#pragma GCC unroll 12
+  for (int q = 0; q < P; ++q) {
+    if (q >= np) break;
+    T* o = out_row + (ow0 + q) * os2 + c0 * osc;
+#pragma GCC unroll 8
+    for (int v = 0; v < NVC; ++v) {
+      if (osc == 1) {
+        V r = a[q][v];
+        if (Masked) {
+          if (accumulate) r = S::add(r, S::masked_load(o + v * L, cm[v]));
+          S::masked_store(o + v * L, cm[v], r);
+        } else {
+          if (accumulate) r = S::add(r, S::load(o + v * L));
+          S::store(o + v * L, r);
+        }
+      } else {  // an output not channels-last (e.g. a strided grad_input's residue class is; others are not)
+        alignas(64) T buf[L];
+        S::store(buf, a[q][v]);
+        const int64_t n_valid = std::min<int64_t>(L, C - c0 - v * L);
+        for (int64_t j = 0; j < n_valid; ++j) {
+          T* oj = o + (v * L + j) * osc;
+          *oj = (accumulate ? *oj : T(0)) + buf[j];
+        }
+      }
+    }
+  }
+}
+
+// depthwise_forward where p.depthwise_channels_last: tasks are output rows (n, o0, o1), each
+// all channels: chunks of two vectors (P = kDepthwiseSums / 2 positions a tile), the last
+// partial chunk masked (one vector: twice the positions).
+template <typename T>
+FULLCONV_TARGET void depthwise_cl_forward(const Problem& p, const T* in, const T* w_cl, const T* bias,
+                                          bool accumulate, T* out, int64_t task_begin, int64_t task_end) {
+  using S = Simd<T>;
+  using M = typename S::M;
+  constexpr int L = S::kLanes;
+  constexpr int P2 = kDepthwiseSums / 2, P1 = kDepthwiseSums;
+  const int64_t C = p.out_channels, O0 = p.out_size[0], O1 = p.out_size[1], O2 = p.out_size[2];
+  const int64_t c_whole = C / (2 * L) * (2 * L), rem = C - c_whole;
+  alignas(64) M cm[2] = {S::mask(rem), S::mask(rem - L)};
+  for (int64_t task = task_begin; task < task_end; ++task) {  // (n, o0, o1)
+    int64_t t = task;
+    const int64_t o1 = t % O1;
+    t /= O1;
+    const int64_t o0 = t % O0, n = t / O0;
+    int64_t k0_lo, k0_hi, k1_lo, k1_hi;
+    tap_range_padded(o0, p.in_size[0], p.kernel[0], p.stride[0], p.dilation[0], p.pad[0], &k0_lo, &k0_hi);
+    tap_range_padded(o1, p.in_size[1], p.kernel[1], p.stride[1], p.dilation[1], p.pad[1], &k1_lo, &k1_hi);
+    const int64_t i0_base = o0 * p.stride[0] - p.pad[0], i1_base = o1 * p.stride[1] - p.pad[1];
+    const T* x_n = in + n * p.in_stride_n;
+    T* out_row = out + n * p.out_stride_n + o0 * p.out_stride[0] + o1 * p.out_stride[1];
+    for (int64_t c0 = 0; c0 < c_whole; c0 += 2 * L)
+      for (int64_t ow0 = 0; ow0 < O2; ow0 += P2)
+        depthwise_cl_tile<T, 2, P2, false>(p, x_n, w_cl, bias, accumulate, out_row, c0, cm,
+                                           ow0, static_cast<int>(std::min<int64_t>(P2, O2 - ow0)), k0_lo, k0_hi,
+                                           k1_lo, k1_hi, i0_base, i1_base);
+    if (rem > L) {
+      for (int64_t ow0 = 0; ow0 < O2; ow0 += P2)
+        depthwise_cl_tile<T, 2, P2, true>(p, x_n, w_cl, bias, accumulate, out_row, c_whole, cm,
+                                          ow0, static_cast<int>(std::min<int64_t>(P2, O2 - ow0)), k0_lo, k0_hi,
+                                          k1_lo, k1_hi, i0_base, i1_base);
+    } else if (rem > 0) {
+      for (int64_t ow0 = 0; ow0 < O2; ow0 += P1) {
+        const int np = static_cast<int>(std::min<int64_t>(P1, O2 - ow0));
+        if (rem == L)
+          depthwise_cl_tile<T, 1, P1, false>(p, x_n, w_cl, bias, accumulate, out_row, c_whole, cm, ow0, np,
+                                             k0_lo, k0_hi, k1_lo, k1_hi, i0_base, i1_base);
+        else
+          depthwise_cl_tile<T, 1, P1, true>(p, x_n, w_cl, bias, accumulate, out_row, c_whole, cm, ow0, np,
+                                            k0_lo, k0_hi, k1_lo, k1_hi, i0_base, i1_base);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 template <typename T>
@@ -1007,6 +1145,7 @@ FULLCONV_TARGET void rows_forward(const Problem& p, const T* in, const T* w_pack
 template <typename T>
 FULLCONV_TARGET void depthwise_forward(const Problem& p, const T* in, const T* w_packed, const T* bias,
                                        bool accumulate, T* out, int64_t task_begin, int64_t task_end) {
+  if (p.depthwise_channels_last) return depthwise_cl_forward<T>(p, in, w_packed, bias, accumulate, out, task_begin, task_end);
   constexpr int L = Simd<T>::kLanes;
   const int64_t O0 = p.out_size[0], O2 = p.out_size[2];
   const int64_t cb = std::max<int64_t>(1, p.depthwise_channels);

@@ -601,6 +601,16 @@ std::string env_setting(const char* name, const char* fallback, std::initializer
   return v;  // not reached
 }
 
+// Whether a depthwise layer of one output channel per input channel reads its channels-last
+// input `t5` (5-D) in place with vectors across channels (blocked::Problem::
+// depthwise_channels_last) rather than copying it to NCHW for the row-vector kernel:
+// FULLCONV_CPU_DEPTHWISE_CL=auto (default) or off (the copy, to time both).
+bool depthwise_channels_last_input(const at::Tensor& t5, int64_t in_channels_per_group,
+                                   int64_t out_channels_per_group) {
+  return in_channels_per_group == 1 && out_channels_per_group == 1 && t5.size(1) > 1 && t5.stride(1) == 1 &&
+         t5.stride(4) != 1 && env_setting("FULLCONV_CPU_DEPTHWISE_CL", "auto", {"auto", "off"}) == "auto";
+}
+
 // Whether a blocked problem on bfloat16 operands (`in_channels_per_group` and
 // `out_channels_per_group` those of the problem the tiles solve) runs on the bfloat16 tiles
 // (blocked::forward_bf16: pairs of input channels, float32 sums) rather than on float32
@@ -882,10 +892,15 @@ template <typename scalar_t>
 void blocked_forward(blocked::Isa isa, blocked::Problem p, const at::Tensor& in, const at::Tensor& w6, bool flip,
                      const at::Tensor* bias, bool accumulate, scalar_t* out, bool* weight_finite = nullptr) {
   set_input_strides(p, in);
-  const bool depthwise = depthwise_kernel(p.in_channels_per_group(), p.out_channels_per_group(), p.stride[2]);
+  // a channels-last input of a depthwise layer (blocked_input kept it so): vectors across
+  // channels, at any stride
+  const bool depthwise_cl = p.in_channels_per_group() == 1 && p.out_channels_per_group() == 1 && p.in_channels > 1 &&
+                            p.in_stride_c == 1 && p.in_stride[2] != 1 && p.in_size[2] > 1;
+  const bool depthwise =
+      depthwise_cl || depthwise_kernel(p.in_channels_per_group(), p.out_channels_per_group(), p.stride[2]);
   const bool rows = !depthwise && rows_kernel(p.out_channels_per_group(), p.stride[2]);
-  TORCH_INTERNAL_ASSERT(!(rows || depthwise) || p.in_stride[2] == 1 || p.in_size[2] == 1);
-  if (rows || depthwise) p.in_stride[2] = 1;
+  TORCH_INTERNAL_ASSERT(!(rows || depthwise) || depthwise_cl || p.in_stride[2] == 1 || p.in_size[2] == 1);
+  if ((rows || depthwise) && !depthwise_cl) p.in_stride[2] = 1;
   const int64_t block = depthwise ? 1
                         : rows    ? blocked::kRowsBlock
                                   : tile_block_setting<scalar_t>(isa, p.out_channels_per_group());
@@ -910,7 +925,8 @@ void blocked_forward(blocked::Isa isa, blocked::Problem p, const at::Tensor& in,
     }
     TORCH_INTERNAL_ASSERT(false, "bfloat16 operands with a float64 output");
   }
-  const at::Tensor w_packed = pack_blocked<scalar_t>(block, w6, flip, weight_finite);
+  at::Tensor w_packed = pack_blocked<scalar_t>(block, w6, flip, weight_finite);
+  if (depthwise_cl) w_packed = w_packed.view({p.out_channels, p.kernel_volume()}).t().contiguous();  // [K.., C]
   const scalar_t* ip = in.const_data_ptr<scalar_t>();
   const scalar_t* wp = w_packed.const_data_ptr<scalar_t>();
   const scalar_t* bp = bias != nullptr ? bias->const_data_ptr<scalar_t>() : nullptr;
@@ -921,6 +937,7 @@ void blocked_forward(blocked::Isa isa, blocked::Problem p, const at::Tensor& in,
     p.depthwise_rows = env_setting("FULLCONV_CPU_DEPTHWISE_ROWS", "2", {"1", "2"}) == "1" ? 1 : 2;
     p.depthwise_channels =
         env_setting("FULLCONV_CPU_DEPTHWISE_CHANNELS", "auto", {"auto", "1"}) == "1" ? 1 : blocked::depthwise_channel_block(isa);
+    p.depthwise_channels_last = depthwise_cl;
   }
   const int64_t tasks = depthwise ? blocked::depthwise_task_count(p) : blocked::forward_task_count(p, block);
   at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
@@ -1054,7 +1071,14 @@ at::Tensor full_conv_cpu_impl(const at::Tensor& input, const at::Tensor& weight,
     return one_tap_convolution(input, weight, bias, s, stride, dilation, groups);
   }
   const auto dtype = compute_dtype(input.scalar_type());
-  const Algorithm algo = choose_algorithm(s, dtype, Pass::kForward);
+  Algorithm algo = choose_algorithm(s, dtype, Pass::kForward);
+  // depthwise layers with a channels-last input run the channels-vector kernel at any stride
+  // (choose_algorithm, blind to layouts, gives strided ones the direct kernel: 0.1-0.15x oneDNN)
+  if (algo != Algorithm::kBlocked && cpu_algorithm_setting() == "auto" && blocked_isa() != blocked::Isa::kNone &&
+      (dtype == at::kFloat || dtype == at::kDouble) && s.kernel_volume() > 1 &&
+      depthwise_channels_last_input(as_5d(batched ? input : input.unsqueeze(0), s.ndim), s.in_channels_per_group(),
+                                    s.out_channels_per_group()))
+    algo = Algorithm::kBlocked;
   const bool blocked_path = algo == Algorithm::kBlocked;
   const bool bf16 = blocked_path && input.scalar_type() == at::kBFloat16 &&
                     bf16_tiles(blocked_isa(), s.in_channels_per_group(), s.out_channels_per_group(),
@@ -1062,7 +1086,10 @@ at::Tensor full_conv_cpu_impl(const at::Tensor& input, const at::Tensor& weight,
   const auto x = bf16 ? bf16_operand(input, batched, s.ndim)
                  : blocked_path ? blocked_input(batched_5d(input, batched, s.ndim),
                                              row_vector_kernel(s.in_channels_per_group(), s.out_channels_per_group(),
-                                                               s.stride[kMaxSpatialDims - 1]),
+                                                               s.stride[kMaxSpatialDims - 1]) &&
+                                                 !depthwise_channels_last_input(as_5d(batched ? input : input.unsqueeze(0), s.ndim),
+                                                                                s.in_channels_per_group(),
+                                                                                s.out_channels_per_group()),
                                              s.in_channels_per_group(), s.groups, max_dilation(s), forward_reuse(s),
                                              s.ndim)
                               : prepare(input, batched);
@@ -1311,7 +1338,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cpu(
                       bf16_tiles(blocked_isa(), s.out_channels_per_group(), s.in_channels_per_group(), 1);
     const auto gy5 = bf16 ? bf16_operand(grad_output_dense, batched, s.ndim)
                           : blocked_input(batched_5d(grad_output_dense, batched, s.ndim),
-                                          row_vector_kernel(s.out_channels_per_group(), s.in_channels_per_group(), 1),
+                                          row_vector_kernel(s.out_channels_per_group(), s.in_channels_per_group(), 1) &&
+                                              !depthwise_channels_last_input(as_5d(batched ? grad_output_dense : grad_output_dense.unsqueeze(0), s.ndim),
+                                                                             s.out_channels_per_group(),
+                                                                             s.in_channels_per_group()),
                                           s.out_channels_per_group(), s.groups, max_dilation(s),
                                           double(s.in_channels_per_group()) * s.kernel_volume(), s.ndim);
     // written in place in the input's layout: no layout copy of grad_input
