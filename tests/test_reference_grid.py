@@ -250,10 +250,16 @@ def test_depthwise_rows(nd, size, kernel, stride, dilation, dtype, rows, channel
 @pytest.mark.skipif(not BLOCKED, reason="no blocked CPU kernels on this CPU")
 def test_depthwise_rows_setting_is_checked(monkeypatch):
     set_cpu_algorithm(monkeypatch, "blocked")
-    for name, bad in (("FULLCONV_CPU_DEPTHWISE_ROWS", "4"), ("FULLCONV_CPU_DEPTHWISE_CHANNELS", "6")):
+    x, w = torch.randn(2, 16, 6, 6), torch.randn(16, 1, 3, 3)
+    gy = torch.randn(2, 16, 8, 8)
+    for name, bad in (("FULLCONV_CPU_DEPTHWISE_ROWS", "4"), ("FULLCONV_CPU_DEPTHWISE_CHANNELS", "6"),
+                      ("FULLCONV_CPU_DEPTHWISE_CL", "on"), ("FULLCONV_CPU_GATHER", "fast")):
         monkeypatch.setenv(name, bad)
         with pytest.raises(ValueError, match=name):
-            torch.ops.fullconv.full_conv(torch.randn(1, 4, 6, 6), torch.randn(4, 1, 3, 3), None, [1, 1], [1, 1], 4)
+            torch.ops.fullconv.full_conv(x, w, None, [1, 1], [1, 1], 16)
+            # grad_weight of a dense layer: its operands copied into channel blocks
+            torch.ops.fullconv.full_conv_backward(gy, x, torch.randn(16, 16, 3, 3), [1, 1], [1, 1], 1,
+                                                  [False, True, False])
         monkeypatch.delenv(name)
 
 
@@ -297,6 +303,33 @@ def test_depthwise_channels_last(channels, dtype, setting, isa, monkeypatch):
         want = torch.autograd.grad(y_ref, refs, gy)
         for name, g, r in zip(("grad_input", "grad_weight", "grad_bias"), got, want):
             assert_close_scaled(g, r, dtype, f"{name} vs fp64 reference")
+
+
+@pytest.mark.skipif(not BLOCKED, reason="no blocked CPU kernels on this CPU")
+@pytest.mark.parametrize("gather", ["auto", "aten"])
+@pytest.mark.parametrize("layout", ["contiguous", "channel_sliced", "batch_sliced"])
+@pytest.mark.parametrize("nd,cin,cout,groups,size", [(2, 3, 32, 1, (11, 13)), (2, 13, 24, 1, (9, 7)),
+                                                     (2, 40, 40, 2, (5, 6)), (3, 8, 16, 1, (3, 5, 7)),
+                                                     (1, 20, 16, 4, (37,)), (2, 16, 16, 1, (1, 9))])
+def test_channel_gather_copies(nd, cin, cout, groups, size, layout, gather, monkeypatch):
+    # float32 NCHW-like operands copied into channel blocks (grad_weight's x and grad_output)
+    # and channels-last (the forward's and grad_input's copies, forced) by register transposes:
+    # spatial sizes that are not multiples of 8 (tails), blocks that are not (3, 13, 5 input
+    # channels a block), partial blocks (zero rows), channel and sample strides of views
+    set_cpu_algorithm(monkeypatch, "blocked-copy")
+    monkeypatch.setenv("FULLCONV_CPU_GATHER", gather)
+    torch.manual_seed(cin * 7 + cout)
+    if layout == "channel_sliced":
+        x = torch.randn(3, 2 * cin, *size)[:, ::2]
+    elif layout == "batch_sliced":
+        x = torch.randn(6, cin, *size)[::2]
+    else:
+        x = torch.randn(3, cin, *size)
+    assert x.is_contiguous() == (layout == "contiguous")
+    w = torch.randn(cout, cin // groups, *(3,) * nd) / 4
+    b = torch.randn(cout)
+    for stride in (1, 2):
+        check_against_reference(x, w, b, stride, 1, groups)
 
 
 WEIGHT_LAYOUTS = ["contiguous", "transposed", "sliced", "channels_last"]

@@ -2,6 +2,7 @@
 // parts that need no vector instructions. No torch headers here.
 #include "blocked_kernels.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -198,6 +199,65 @@ int64_t transpose_blocks<float>(const float* src, int64_t ld, int64_t rows, int6
 }
 }  // namespace
 
+namespace {
+// One task of gather_channel_blocks: `rows` (<= block) source rows of S contiguous elements,
+// `sc` apart, into [S][block] (rows past `rows` zero), positions from s0 on.
+template <typename T>
+void gather_rows_scalar(const T* src, int64_t sc, int64_t rows, int64_t S, int64_t block, T* dst, int64_t s0) {
+  for (int64_t s = s0; s < S; ++s) {
+    T* d = dst + s * block;
+    for (int64_t j = 0; j < rows; ++j) d[j] = src[j * sc + s];
+    for (int64_t j = rows; j < block; ++j) d[j] = T(0);
+  }
+}
+
+// Whole 8-position chunks through 8 x 8 transposes (8 channels x 8 positions in, one 8-channel
+// store per position out, masked where the block ends within the 8); returns the positions done.
+__attribute__((target("avx2"))) int64_t gather_rows_avx2(const float* src, int64_t sc, int64_t rows, int64_t S,
+                                                         int64_t block, float* dst) {
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i tail_mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(block % 8)), lane);
+  int64_t s0 = 0;
+  for (; s0 + 8 <= S; s0 += 8) {
+    for (int64_t j0 = 0; j0 < block; j0 += 8) {
+      __m256 r[8], col[8];
+      for (int i = 0; i < 8; ++i) r[i] = j0 + i < rows ? _mm256_loadu_ps(src + (j0 + i) * sc + s0) : zero;
+      transpose8x8(r, col);
+      float* d = dst + s0 * block + j0;
+      if (j0 + 8 <= block) {
+        for (int k = 0; k < 8; ++k) _mm256_storeu_ps(d + k * block, col[k]);
+      } else {
+        for (int k = 0; k < 8; ++k) _mm256_maskstore_ps(d + k * block, tail_mask, col[k]);
+      }
+    }
+  }
+  return s0;
+}
+
+template <typename T>
+int64_t gather_rows_fast(const T*, int64_t, int64_t, int64_t, int64_t, T*) {
+  return 0;
+}
+template <>
+int64_t gather_rows_fast<float>(const float* src, int64_t sc, int64_t rows, int64_t S, int64_t block, float* dst) {
+  return best_isa() == Isa::kNone ? 0 : gather_rows_avx2(src, sc, rows, S, block, dst);
+}
+}  // namespace
+
+template <typename T>
+void gather_channel_blocks(const T* src, int64_t sn, int64_t sc, int64_t N, int64_t /*G: tasks know it*/, int64_t cg,
+                           int64_t S, int64_t block, T* dst, int64_t task_begin, int64_t task_end) {
+  const int64_t CB = ceil_div(cg, block);
+  for (int64_t task = task_begin; task < task_end; ++task) {  // (g, cb, n)
+    const int64_t n = task % N, gcb = task / N, cb = gcb % CB, g = gcb / CB;
+    const T* s_task = src + n * sn + (g * cg + cb * block) * sc;
+    T* d_task = dst + task * S * block;
+    const int64_t rows = std::min(block, cg - cb * block);
+    gather_rows_scalar(s_task, sc, rows, S, block, d_task, gather_rows_fast<T>(s_task, sc, rows, S, block, d_task));
+  }
+}
+
 template <typename T>
 bool transpose_to_runs(const T* src, int64_t ld, int64_t rows, int64_t cols, const int64_t* dst_off, T* dst) {
   bool nonfinite = false;
@@ -248,9 +308,28 @@ bool transpose_to_runs(const T* src, int64_t ld, int64_t rows, int64_t cols, con
   return !nonfinite;
 }
 
+
+template <typename T>
+void gather_channel_blocks(const T* src, int64_t sn, int64_t sc, int64_t N, int64_t /*G: tasks know it*/, int64_t cg,
+                           int64_t S, int64_t block, T* dst, int64_t task_begin, int64_t task_end) {
+  const int64_t CB = ceil_div(cg, block);
+  for (int64_t task = task_begin; task < task_end; ++task) {
+    const int64_t n = task % N, gcb = task / N, cb = gcb % CB, g = gcb / CB;
+    const T* s_task = src + n * sn + (g * cg + cb * block) * sc;
+    T* d_task = dst + task * S * block;
+    const int64_t rows = std::min(block, cg - cb * block);
+    for (int64_t s = 0; s < S; ++s)
+      for (int64_t j = 0; j < block; ++j) d_task[s * block + j] = j < rows ? s_task[j * sc + s] : T(0);
+  }
+}
+
 #endif
 
 template bool transpose_to_runs<float>(const float*, int64_t, int64_t, int64_t, const int64_t*, float*);
+template void gather_channel_blocks<float>(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                                           int64_t, float*, int64_t, int64_t);
+template void gather_channel_blocks<double>(const double*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                                            int64_t, double*, int64_t, int64_t);
 template bool transpose_to_runs<double>(const double*, int64_t, int64_t, int64_t, const int64_t*, double*);
 template void forward<float>(Isa, const Problem&, const float*, const float*, const float*, bool, float*,
                              int64_t, int64_t, int64_t);

@@ -216,5 +216,15 @@ void grad_weight(Isa isa, const Problem& p, const T* gy_blocked, const T* x_bloc
 template <typename T>
 bool transpose_to_runs(const T* src, int64_t ld, int64_t rows, int64_t cols, const int64_t* dst_off, T* dst);
 
+// Channels gathered into blocks, from a source whose (flattened) spatial dims are contiguous
+// (NCHW-like; sample and channel strides `sn`, `sc`):
+//   dst[g][cb][n][s][j] = src[n * sn + (g * cg + cb * block + j) * sc + s],  0 where cb * block + j >= cg,
+// for the tasks (g, cb, n) in [task_begin, task_end) of G * ceil(cg / block) * N (each writes
+// S * block elements). With G = 1 and block = cg it is a channels-last copy. float32 on AVX2
+// through 8 x 8 register transposes (whole 8-position chunks); otherwise element by element.
+template <typename T>
+void gather_channel_blocks(const T* src, int64_t sn, int64_t sc, int64_t N, int64_t G, int64_t cg, int64_t S,
+                           int64_t block, T* dst, int64_t task_begin, int64_t task_end);
+
 }  // namespace blocked
 }  // namespace fullconv
