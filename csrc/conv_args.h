@@ -7,6 +7,7 @@
 #include <c10/util/Optional.h>
 
 #include <array>
+#include <string>
 #include <tuple>
 
 #include "conv_shape.h"
@@ -19,6 +20,11 @@ namespace fullconv {
 ConvShape check_and_make_shape(const at::Tensor& input, const at::Tensor& weight,
                                const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                                at::IntArrayRef dilation, int64_t groups, const char* op_name);
+
+// Calls so far of a CPU blocked kernel or copy by name: tiles, bf16_tiles, rows, depthwise,
+// depthwise_cl, grad_weight_tiles, gather (defined in cpu/full_conv_cpu.cpp; for tests: which
+// kernel a problem took). An unknown name is a ValueError.
+int64_t cpu_kernel_calls(const std::string& name);
 
 // Checks of full_conv_backward's grad_output against the problem (shape, dtype, device).
 void check_grad_output(const at::Tensor& grad_output, const at::Tensor& input,

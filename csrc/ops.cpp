@@ -492,6 +492,8 @@ TORCH_LIBRARY(fullconv, m) {
   // Whether this CPU runs the register-blocked kernels (AVX2 + FMA); tests force that path
   // only where it exists.
   m.def("_cpu_blocked_available() -> bool", []() { return fullconv::blocked::available(); });
+  // Calls so far of a CPU blocked kernel or copy, by name (tests: which kernel a problem took).
+  m.def("_cpu_kernel_calls(str name) -> int", [](std::string name) { return fullconv::cpu_kernel_calls(name); });
 }
 
 TORCH_LIBRARY_IMPL(fullconv, AutocastCPU, m) {

@@ -311,3 +311,9 @@ def test_nested_tensors_are_refused_by_name(requires_grad):
     for call in calls:
         with pytest.raises((TypeError, NotImplementedError), match="nested"):
             call()
+
+
+def test_cpu_kernel_calls_names_its_kernels():
+    assert torch.ops.fullconv._cpu_kernel_calls("tiles") >= 0
+    with pytest.raises(ValueError, match="unknown kernel 'nope'.*depthwise_cl"):
+        torch.ops.fullconv._cpu_kernel_calls("nope")

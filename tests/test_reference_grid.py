@@ -240,11 +240,13 @@ def test_depthwise_rows(nd, size, kernel, stride, dilation, dtype, rows, channel
     monkeypatch.setenv("FULLCONV_CPU_DEPTHWISE_ROWS", rows)
     monkeypatch.setenv("FULLCONV_CPU_DEPTHWISE_CHANNELS", channels)
     torch.manual_seed(sum(size))
+    calls_before = torch.ops.fullconv._cpu_kernel_calls("depthwise")
     for cout_per_group in (1, 2):
         x = torch.randn(2, 7, *size, dtype=torch.float64).to(dtype)
         w = torch.randn(7 * cout_per_group, 1, *kernel, dtype=torch.float64).to(dtype)
         b = torch.randn(7 * cout_per_group, dtype=torch.float64).to(dtype)
         check_against_reference(x, w, b, list(stride), list(dilation), 7)
+    assert torch.ops.fullconv._cpu_kernel_calls("depthwise") - calls_before >= 2  # the forwards at least
 
 
 @pytest.mark.skipif(not BLOCKED, reason="no blocked CPU kernels on this CPU")
@@ -256,29 +258,34 @@ def test_depthwise_rows_setting_is_checked(monkeypatch):
                       ("FULLCONV_CPU_DEPTHWISE_CL", "on"), ("FULLCONV_CPU_GATHER", "fast")):
         monkeypatch.setenv(name, bad)
         with pytest.raises(ValueError, match=name):
-            torch.ops.fullconv.full_conv(x, w, None, [1, 1], [1, 1], 16)
-            # grad_weight of a dense layer: its operands copied into channel blocks
-            torch.ops.fullconv.full_conv_backward(gy, x, torch.randn(16, 16, 3, 3), [1, 1], [1, 1], 1,
-                                                  [False, True, False])
+            if name == "FULLCONV_CPU_GATHER":  # grad_weight of a dense layer: copies into channel blocks
+                torch.ops.fullconv.full_conv_backward(gy, x, torch.randn(16, 16, 3, 3), [1, 1], [1, 1], 1,
+                                                      [False, True, False])
+            else:
+                torch.ops.fullconv.full_conv(x, w, None, [1, 1], [1, 1], 16)
         monkeypatch.delenv(name)
 
 
 @pytest.mark.skipif(not BLOCKED, reason="no blocked CPU kernels on this CPU")
+@pytest.mark.parametrize("algorithm", ["auto", "blocked"])
 @pytest.mark.parametrize("isa", ["avx512", "avx2"])
 @pytest.mark.parametrize("setting", ["auto", "off"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
-@pytest.mark.parametrize("channels", [3, 8, 16, 23, 40, 48, 70])
-def test_depthwise_channels_last(channels, dtype, setting, isa, monkeypatch):
+@pytest.mark.parametrize("channels", [3, 8, 13, 16, 23, 29, 40, 48, 70])
+def test_depthwise_channels_last(channels, dtype, setting, isa, algorithm, monkeypatch):
     # channels-last inputs of depthwise layers (one output channel per input channel) read in
     # place with vectors across channels (FULLCONV_CPU_DEPTHWISE_CL=auto) or copied to NCHW for
     # the row kernel (off): channel counts of whole two-vector chunks, a partial chunk of more
     # or fewer than one vector, exactly one vector more (AVX-512 float32: 32-lane chunks; AVX2
-    # float64: 8); strides along the row too (auto: the same kernel; off: the direct one); a
-    # channels-last grad_output, so grad_input runs the same kernel (strided: on each residue
-    # class, writing every s-th position)
+    # float64: 8; a partial chunk of more than one vector: 13, 29); strides along the row too
+    # (auto: the same kernel; off: the direct one, or the tiles where the blocked path is
+    # forced); a channels-last grad_output, so grad_input runs the same kernel (strided: on
+    # each residue class, writing every s-th position), also into an NCHW grad_input (an NCHW
+    # input with a channels-last grad_output: the kernel's strided store); the operator's own
+    # choice (auto) and the blocked path forced, on both builds
     if isa == "avx512" and torch.backends.cpu.get_cpu_capability() != "AVX512":
         pytest.skip("this CPU has no AVX-512")
-    set_cpu_algorithm(monkeypatch, f"blocked-{isa}")
+    set_cpu_algorithm(monkeypatch, f"{algorithm}-{isa}")
     monkeypatch.setenv("FULLCONV_CPU_DEPTHWISE_CL", setting)
     torch.manual_seed(channels)
     cases = [((2, 9, 13), (3, 3), (1, 1), (1, 1)), ((1, 5, 30), (5, 3), (2, 1), (1, 2)),
@@ -292,6 +299,7 @@ def test_depthwise_channels_last(channels, dtype, setting, isa, monkeypatch):
         b = torch.randn(channels, dtype=torch.float64)
         leaves = [t.to(dtype).requires_grad_() for t in (x, w, b)]
         assert leaves[0].is_contiguous(memory_format=memory_format)
+        calls_before = torch.ops.fullconv._cpu_kernel_calls("depthwise_cl")
         y = fullconv.full_conv2d(*leaves, stride, dilation, channels) if len(spatial) == 2 else \
             fullconv.full_conv3d(*leaves, stride, dilation, channels)
         refs = [t.clone().requires_grad_() for t in (x, w, b)]
@@ -303,6 +311,19 @@ def test_depthwise_channels_last(channels, dtype, setting, isa, monkeypatch):
         want = torch.autograd.grad(y_ref, refs, gy)
         for name, g, r in zip(("grad_input", "grad_weight", "grad_bias"), got, want):
             assert_close_scaled(g, r, dtype, f"{name} vs fp64 reference")
+        # the kernel ran (forward and grad_input) where it should, and not where it should not
+        calls = torch.ops.fullconv._cpu_kernel_calls("depthwise_cl") - calls_before
+        assert calls >= 2 if setting == "auto" else calls == 0, calls
+        # an NCHW input, a channels-last grad_output: grad_input on the kernel, written NCHW
+        x_nchw = x.contiguous().to(dtype).requires_grad_()
+        y = fullconv.full_conv2d(x_nchw, leaves[1], None, stride, dilation, channels) if len(spatial) == 2 else \
+            fullconv.full_conv3d(x_nchw, leaves[1], None, stride, dilation, channels)
+        calls_before = torch.ops.fullconv._cpu_kernel_calls("depthwise_cl")
+        (gx,) = torch.autograd.grad(y, [x_nchw], gy.to(dtype))
+        assert gx.is_contiguous()
+        assert_close_scaled(gx, want[0], dtype, "grad_input (NCHW) vs fp64 reference")
+        calls = torch.ops.fullconv._cpu_kernel_calls("depthwise_cl") - calls_before
+        assert calls >= 1 if setting == "auto" else calls == 0, calls
 
 
 @pytest.mark.skipif(not BLOCKED, reason="no blocked CPU kernels on this CPU")
@@ -319,17 +340,25 @@ def test_channel_gather_copies(nd, cin, cout, groups, size, layout, gather, monk
     set_cpu_algorithm(monkeypatch, "blocked-copy")
     monkeypatch.setenv("FULLCONV_CPU_GATHER", gather)
     torch.manual_seed(cin * 7 + cout)
+    n = max(3, torch.get_num_threads())  # the channels-last copies gather with a sample a thread
     if layout == "channel_sliced":
-        x = torch.randn(3, 2 * cin, *size)[:, ::2]
+        x = torch.randn(n, 2 * cin, *size)[:, ::2]
     elif layout == "batch_sliced":
-        x = torch.randn(6, cin, *size)[::2]
+        x = torch.randn(2 * n, cin, *size)[::2]
     else:
-        x = torch.randn(3, cin, *size)
+        x = torch.randn(n, cin, *size)
     assert x.is_contiguous() == (layout == "contiguous")
     w = torch.randn(cout, cin // groups, *(3,) * nd) / 4
     b = torch.randn(cout)
+    calls_before = torch.ops.fullconv._cpu_kernel_calls("gather")
     for stride in (1, 2):
         check_against_reference(x, w, b, stride, 1, groups)
+    # grad_weight's tiles (>= 8 output channels a group) copy both operands into blocks
+    calls = torch.ops.fullconv._cpu_kernel_calls("gather") - calls_before
+    if gather == "aten":
+        assert calls == 0, calls
+    elif cout // groups >= 8:
+        assert calls >= 4, calls
 
 
 WEIGHT_LAYOUTS = ["contiguous", "transposed", "sliced", "channels_last"]

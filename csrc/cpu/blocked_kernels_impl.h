@@ -1026,7 +1026,7 @@ FULLCONV_TARGET void depthwise_cl_tile(const Problem& p, const T* x_n, const T* 
           if (accumulate) r = S::add(r, S::load(o + v * L));
           S::store(o + v * L, r);
         }
-      } else {  // an output not channels-last (e.g. a strided grad_input's residue class is; others are not)
+      } else {  // an output not channels-last (grad_input of an NCHW input from a channels-last grad_output; unbatched)
         alignas(64) T buf[L];
         S::store(buf, a[q][v]);
         const int64_t n_valid = std::min<int64_t>(L, C - c0 - v * L);

@@ -52,6 +52,31 @@
 namespace fullconv {
 namespace {
 
+// Calls of the CPU's blocked kernels and copies by name (one relaxed increment per call at the
+// operator level), so tests can see which kernel a problem took: cpu_kernel_calls().
+enum class KernelCount { kTiles, kBf16Tiles, kRows, kDepthwise, kDepthwiseCl, kGradWeightTiles, kGather, kCount };
+constexpr const char* kKernelCountNames[] = {"tiles", "bf16_tiles", "rows", "depthwise", "depthwise_cl",
+                                             "grad_weight_tiles", "gather"};
+static_assert(sizeof(kKernelCountNames) / sizeof(kKernelCountNames[0]) == static_cast<size_t>(KernelCount::kCount),
+              "a name per counter");
+std::atomic<int64_t> g_kernel_calls[static_cast<int>(KernelCount::kCount)];
+
+void count_call(KernelCount k) { g_kernel_calls[static_cast<int>(k)].fetch_add(1, std::memory_order_relaxed); }
+
+}  // namespace
+
+int64_t cpu_kernel_calls(const std::string& name) {
+  std::string known;
+  for (int i = 0; i < static_cast<int>(KernelCount::kCount); ++i) {
+    if (name == kKernelCountNames[i]) return g_kernel_calls[i].load(std::memory_order_relaxed);
+    known += std::string(i == 0 ? "" : ", ") + kKernelCountNames[i];
+  }
+  TORCH_CHECK_VALUE(false, "_cpu_kernel_calls: unknown kernel '", name, "' (known: ", known, ")");
+  return 0;  // not reached
+}
+
+namespace {
+
 constexpr int64_t kColumnBudget = int64_t(1) << 22;
 constexpr int64_t kCacheColumnElems = int64_t(1) << 16;
 constexpr int64_t kMinChunkColumns = 128;
@@ -605,11 +630,12 @@ std::string env_setting(const char* name, const char* fallback, std::initializer
 // input `t5` (5-D) in place with vectors across channels (blocked::Problem::
 // depthwise_channels_last) rather than copying it to NCHW for the row-vector kernel:
 // FULLCONV_CPU_DEPTHWISE_CL=auto (default) or off (the copy, to time both).
+bool depthwise_cl_setting() { return env_setting("FULLCONV_CPU_DEPTHWISE_CL", "auto", {"auto", "off"}) == "auto"; }
+
 bool depthwise_channels_last_input(const at::Tensor& t5, int64_t in_channels_per_group,
                                    int64_t out_channels_per_group) {
-  const bool on = env_setting("FULLCONV_CPU_DEPTHWISE_CL", "auto", {"auto", "off"}) == "auto";
-  return on && in_channels_per_group == 1 && out_channels_per_group == 1 && t5.size(1) > 1 && t5.stride(1) == 1 &&
-         t5.stride(4) != 1;
+  return depthwise_cl_setting() && in_channels_per_group == 1 && out_channels_per_group == 1 && t5.size(1) > 1 &&
+         t5.stride(1) == 1 && t5.size(4) > 1 && t5.stride(4) != 1;
 }
 
 // Whether a blocked problem on bfloat16 operands (`in_channels_per_group` and
@@ -868,6 +894,7 @@ at::Tensor channels_last_copy(const at::Tensor& t5) {
   const int64_t S = t5.size(2) * t5.size(3) * t5.size(4);
   const float* src = t5.const_data_ptr<float>();
   float* dst = out.mutable_data_ptr<float>();  // [N][S][C]: one group, one block of all channels
+  count_call(KernelCount::kGather);
   at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
     blocked::gather_channel_blocks<float>(src, t5.stride(0), t5.stride(1), n, 1, c, S, c, dst, begin, end);
   });
@@ -925,9 +952,10 @@ void blocked_forward(blocked::Isa isa, blocked::Problem p, const at::Tensor& in,
                      const at::Tensor* bias, bool accumulate, scalar_t* out, bool* weight_finite = nullptr) {
   set_input_strides(p, in);
   // a channels-last input of a depthwise layer (blocked_input kept it so): vectors across
-  // channels, at any stride
+  // channels, at any stride (FULLCONV_CPU_DEPTHWISE_CL=off: never, also where a forced blocked
+  // path keeps a channels-last input at strides the row kernel does not take)
   const bool depthwise_cl = p.in_channels_per_group() == 1 && p.out_channels_per_group() == 1 && p.in_channels > 1 &&
-                            p.in_stride_c == 1 && p.in_stride[2] != 1 && p.in_size[2] > 1;
+                            p.in_stride_c == 1 && p.in_stride[2] != 1 && p.in_size[2] > 1 && depthwise_cl_setting();
   const bool depthwise =
       depthwise_cl || depthwise_kernel(p.in_channels_per_group(), p.out_channels_per_group(), p.stride[2]);
   const bool rows = !depthwise && rows_kernel(p.out_channels_per_group(), p.stride[2]);
@@ -950,6 +978,7 @@ void blocked_forward(blocked::Isa isa, blocked::Problem p, const at::Tensor& in,
       const auto* ip = reinterpret_cast<const blocked::Bf16*>(in.const_data_ptr<at::BFloat16>());
       const auto* wp = reinterpret_cast<const blocked::Bf16*>(w_pairs.const_data_ptr<at::BFloat16>());
       const float* bp = bias != nullptr ? bias->const_data_ptr<float>() : nullptr;
+      count_call(KernelCount::kBf16Tiles);
       at::parallel_for(0, blocked::forward_task_count(p, block), 1, [&](int64_t begin, int64_t end) {
         blocked::forward_bf16(p, ip, wp, bp, accumulate, out, begin, end, block);
       });
@@ -971,6 +1000,10 @@ void blocked_forward(blocked::Isa isa, blocked::Problem p, const at::Tensor& in,
         env_setting("FULLCONV_CPU_DEPTHWISE_CHANNELS", "auto", {"auto", "1"}) == "1" ? 1 : blocked::depthwise_channel_block(isa);
     p.depthwise_channels_last = depthwise_cl;
   }
+  count_call(depthwise_cl ? KernelCount::kDepthwiseCl
+             : depthwise  ? KernelCount::kDepthwise
+             : rows       ? KernelCount::kRows
+                          : KernelCount::kTiles);
   const int64_t tasks = depthwise ? blocked::depthwise_task_count(p) : blocked::forward_task_count(p, block);
   at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
     if (depthwise) blocked::depthwise_forward<scalar_t>(isa, p, ip, wp, bp, accumulate, out, begin, end);
@@ -1041,6 +1074,7 @@ at::Tensor channel_blocked(const at::Tensor& t5, int64_t groups, int64_t block) 
     const int64_t S = t5.size(2) * t5.size(3) * t5.size(4);
     const float* src = t5.const_data_ptr<float>();
     float* dst = out.mutable_data_ptr<float>();
+    count_call(KernelCount::kGather);
     at::parallel_for(0, groups * cb * n, 1, [&](int64_t begin, int64_t end) {
       blocked::gather_channel_blocks<float>(src, t5.stride(0), t5.stride(1), n, groups, cg, S, block, dst, begin, end);
     });
@@ -1084,6 +1118,7 @@ at::Tensor blocked_grad_weight(blocked::Isa isa, const ConvShape& s, const at::T
   const int64_t sample_bytes = static_cast<int64_t>(sizeof(scalar_t)) *
       (B * s.out_spatial() + BI * s.in_spatial());
   const int64_t chunk = std::clamp<int64_t>(kGradWeightChunkBytes / std::max<int64_t>(sample_bytes, 1), 1, s.batch);
+  count_call(KernelCount::kGradWeightTiles);
   for (int64_t n0 = 0; n0 < s.batch; n0 += chunk) {
     const int64_t n1 = std::min(s.batch, n0 + chunk);
     at::parallel_for(0, blocked::grad_weight_task_count(p, B, BI), 1, [&](int64_t begin, int64_t end) {
