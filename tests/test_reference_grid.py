@@ -300,8 +300,8 @@ def test_depthwise_channels_last(channels, dtype, setting, isa, algorithm, monke
         leaves = [t.to(dtype).requires_grad_() for t in (x, w, b)]
         assert leaves[0].is_contiguous(memory_format=memory_format)
         calls_before = torch.ops.fullconv._cpu_kernel_calls("depthwise_cl")
-        y = fullconv.full_conv2d(*leaves, stride, dilation, channels) if len(spatial) == 2 else \
-            fullconv.full_conv3d(*leaves, stride, dilation, channels)
+        conv = fullconv.full_conv2d if len(spatial) == 2 else fullconv.full_conv3d
+        y = conv(*leaves, stride, dilation, channels)
         refs = [t.clone().requires_grad_() for t in (x, w, b)]
         y_ref = full_conv_reference(*refs, list(stride), list(dilation), channels)
         assert y.is_contiguous(memory_format=memory_format)
@@ -316,8 +316,7 @@ def test_depthwise_channels_last(channels, dtype, setting, isa, algorithm, monke
         assert calls >= 2 if setting == "auto" else calls == 0, calls
         # an NCHW input, a channels-last grad_output: grad_input on the kernel, written NCHW
         x_nchw = x.contiguous().to(dtype).requires_grad_()
-        y = fullconv.full_conv2d(x_nchw, leaves[1], None, stride, dilation, channels) if len(spatial) == 2 else \
-            fullconv.full_conv3d(x_nchw, leaves[1], None, stride, dilation, channels)
+        y = conv(x_nchw, leaves[1], None, stride, dilation, channels)
         calls_before = torch.ops.fullconv._cpu_kernel_calls("depthwise_cl")
         (gx,) = torch.autograd.grad(y, [x_nchw], gy.to(dtype))
         assert gx.is_contiguous()

@@ -200,17 +200,6 @@ int64_t transpose_blocks<float>(const float* src, int64_t ld, int64_t rows, int6
 }  // namespace
 
 namespace {
-// One task of gather_channel_blocks: `rows` (<= block) source rows of S contiguous elements,
-// `sc` apart, into [S][block] (rows past `rows` zero), positions from s0 on.
-template <typename T>
-void gather_rows_scalar(const T* src, int64_t sc, int64_t rows, int64_t S, int64_t block, T* dst, int64_t s0) {
-  for (int64_t s = s0; s < S; ++s) {
-    T* d = dst + s * block;
-    for (int64_t j = 0; j < rows; ++j) d[j] = src[j * sc + s];
-    for (int64_t j = rows; j < block; ++j) d[j] = T(0);
-  }
-}
-
 // Whole 8-position chunks through 8 x 8 transposes (8 channels x 8 positions in, one 8-channel
 // store per position out, masked where the block ends within the 8); returns the positions done.
 __attribute__((target("avx2"))) int64_t gather_rows_avx2(const float* src, int64_t sc, int64_t rows, int64_t S,
@@ -244,19 +233,6 @@ int64_t gather_rows_fast<float>(const float* src, int64_t sc, int64_t rows, int6
   return best_isa() == Isa::kNone ? 0 : gather_rows_avx2(src, sc, rows, S, block, dst);
 }
 }  // namespace
-
-template <typename T>
-void gather_channel_blocks(const T* src, int64_t sn, int64_t sc, int64_t N, int64_t /*G: tasks know it*/, int64_t cg,
-                           int64_t S, int64_t block, T* dst, int64_t task_begin, int64_t task_end) {
-  const int64_t CB = ceil_div(cg, block);
-  for (int64_t task = task_begin; task < task_end; ++task) {  // (g, cb, n)
-    const int64_t n = task % N, gcb = task / N, cb = gcb % CB, g = gcb / CB;
-    const T* s_task = src + n * sn + (g * cg + cb * block) * sc;
-    T* d_task = dst + task * S * block;
-    const int64_t rows = std::min(block, cg - cb * block);
-    gather_rows_scalar(s_task, sc, rows, S, block, d_task, gather_rows_fast<T>(s_task, sc, rows, S, block, d_task));
-  }
-}
 
 template <typename T>
 bool transpose_to_runs(const T* src, int64_t ld, int64_t rows, int64_t cols, const int64_t* dst_off, T* dst) {
@@ -308,22 +284,43 @@ bool transpose_to_runs(const T* src, int64_t ld, int64_t rows, int64_t cols, con
   return !nonfinite;
 }
 
+namespace {
+// no vector path: gather_channel_blocks moves every element one by one
+template <typename T>
+int64_t gather_rows_fast(const T*, int64_t, int64_t, int64_t, int64_t, T*) {
+  return 0;
+}
+}  // namespace
+
+#endif
+
+namespace {
+// One task of gather_channel_blocks: `rows` (<= block) source rows of S contiguous elements,
+// `sc` apart, into [S][block] (rows past `rows` zero), positions from s0 on.
+template <typename T>
+void gather_rows_scalar(const T* src, int64_t sc, int64_t rows, int64_t S, int64_t block, T* dst, int64_t s0) {
+  for (int64_t s = s0; s < S; ++s) {
+    T* d = dst + s * block;
+    for (int64_t j = 0; j < rows; ++j) d[j] = src[j * sc + s];
+    for (int64_t j = rows; j < block; ++j) d[j] = T(0);
+  }
+}
+
+}  // namespace
 
 template <typename T>
 void gather_channel_blocks(const T* src, int64_t sn, int64_t sc, int64_t N, int64_t /*G: tasks know it*/, int64_t cg,
                            int64_t S, int64_t block, T* dst, int64_t task_begin, int64_t task_end) {
   const int64_t CB = ceil_div(cg, block);
-  for (int64_t task = task_begin; task < task_end; ++task) {
+  for (int64_t task = task_begin; task < task_end; ++task) {  // (g, cb, n)
     const int64_t n = task % N, gcb = task / N, cb = gcb % CB, g = gcb / CB;
     const T* s_task = src + n * sn + (g * cg + cb * block) * sc;
     T* d_task = dst + task * S * block;
     const int64_t rows = std::min(block, cg - cb * block);
-    for (int64_t s = 0; s < S; ++s)
-      for (int64_t j = 0; j < block; ++j) d_task[s * block + j] = j < rows ? s_task[j * sc + s] : T(0);
+    gather_rows_scalar(s_task, sc, rows, S, block, d_task, gather_rows_fast<T>(s_task, sc, rows, S, block, d_task));
   }
 }
 
-#endif
 
 template bool transpose_to_runs<float>(const float*, int64_t, int64_t, int64_t, const int64_t*, float*);
 template void gather_channel_blocks<float>(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,

@@ -959,11 +959,19 @@ FULLCONV_TARGET void forward_blocks(const Problem& p, const In* in, const In* w_
 // channels (P * NVC = kDepthwiseSums independent sums); each product reads one input
 // vector. Masked: the last vectors of a channel count that is not a multiple of the vector
 // (masks `cm`). Positions at the row's ends skip their taps in the padding one by one.
+// One output row (n, o0, o1) of depthwise_cl_forward: its sample's input, its output, the taps
+// of the two outer dims whose input is real, and the input index of tap 0 there.
+template <typename T>
+struct DepthwiseClRow {
+  const T* x_n;
+  T* out;
+  int64_t k0_lo, k0_hi, k1_lo, k1_hi, i0_base, i1_base;
+};
+
 template <typename T, int NVC, int P, bool Masked>
-FULLCONV_TARGET void depthwise_cl_tile(const Problem& p, const T* x_n, const T* w, const T* bias, bool accumulate,
-                                       T* out_row, int64_t c0, const typename Simd<T>::M* cm, int64_t ow0, int np,
-                                       int64_t k0_lo, int64_t k0_hi, int64_t k1_lo, int64_t k1_hi, int64_t i0_base,
-                                       int64_t i1_base) {
+FULLCONV_TARGET void depthwise_cl_tile(const Problem& p, const DepthwiseClRow<T>& row, const T* w, const T* bias,
+                                       bool accumulate, int64_t c0, const typename Simd<T>::M* cm, int64_t ow0,
+                                       int np) {
   using S = Simd<T>;
   using V = typename S::V;
   constexpr int L = S::kLanes;
@@ -978,10 +986,10 @@ FULLCONV_TARGET void depthwise_cl_tile(const Problem& p, const T* x_n, const T* 
   }
   const int64_t first = ow0 * s2 - p.pad[2];
   const bool interior = np == P && first >= 0 && first + (P - 1) * s2 + (K2 - 1) * d2 < I2;
-  for (int64_t k0 = k0_lo; k0 <= k0_hi; ++k0) {
-    for (int64_t k1 = k1_lo; k1 <= k1_hi; ++k1) {
-      const T* xr = x_n + (i0_base + k0 * p.dilation[0]) * p.in_stride[0] +
-                    (i1_base + k1 * p.dilation[1]) * p.in_stride[1] + c0;
+  for (int64_t k0 = row.k0_lo; k0 <= row.k0_hi; ++k0) {
+    for (int64_t k1 = row.k1_lo; k1 <= row.k1_hi; ++k1) {
+      const T* xr = row.x_n + (row.i0_base + k0 * p.dilation[0]) * p.in_stride[0] +
+                    (row.i1_base + k1 * p.dilation[1]) * p.in_stride[1] + c0;
       const T* wr = w + (k0 * K1 + k1) * K2 * C + c0;
       for (int64_t k2 = 0; k2 < K2; ++k2) {
         V wv[NVC];
@@ -1014,7 +1022,7 @@ FULLCONV_TARGET void depthwise_cl_tile(const Problem& p, const T* x_n, const T* 
 #pragma GCC unroll 12
   for (int q = 0; q < P; ++q) {
     if (q >= np) break;
-    T* o = out_row + (ow0 + q) * os2 + c0 * osc;
+    T* o = row.out + (ow0 + q) * os2 + c0 * osc;
 #pragma GCC unroll 8
     for (int v = 0; v < NVC; ++v) {
       if (osc == 1) {
@@ -1039,6 +1047,16 @@ FULLCONV_TARGET void depthwise_cl_tile(const Problem& p, const T* x_n, const T* 
   }
 }
 
+// The tiles of a whole output row for the channels c0 .. c0 + NVC vectors (P positions a tile).
+template <typename T, int NVC, int P, bool Masked>
+FULLCONV_TARGET void depthwise_cl_chunk(const Problem& p, const DepthwiseClRow<T>& row, const T* w, const T* bias,
+                                        bool accumulate, int64_t c0, const typename Simd<T>::M* cm) {
+  const int64_t O2 = p.out_size[2];
+  for (int64_t ow0 = 0; ow0 < O2; ow0 += P)
+    depthwise_cl_tile<T, NVC, P, Masked>(p, row, w, bias, accumulate, c0, cm, ow0,
+                                         static_cast<int>(std::min<int64_t>(P, O2 - ow0)));
+}
+
 // depthwise_forward where p.depthwise_channels_last: tasks are output rows (n, o0, o1), each
 // all channels: chunks of two vectors (P = kDepthwiseSums / 2 positions a tile), the last
 // partial chunk masked (one vector: twice the positions).
@@ -1049,7 +1067,7 @@ FULLCONV_TARGET void depthwise_cl_forward(const Problem& p, const T* in, const T
   using M = typename S::M;
   constexpr int L = S::kLanes;
   constexpr int P2 = kDepthwiseSums / 2, P1 = kDepthwiseSums;
-  const int64_t C = p.out_channels, O0 = p.out_size[0], O1 = p.out_size[1], O2 = p.out_size[2];
+  const int64_t C = p.out_channels, O0 = p.out_size[0], O1 = p.out_size[1];
   const int64_t c_whole = C / (2 * L) * (2 * L), rem = C - c_whole;
   alignas(64) M cm[2] = {S::mask(rem), S::mask(rem - L)};
   for (int64_t task = task_begin; task < task_end; ++task) {  // (n, o0, o1)
@@ -1057,33 +1075,18 @@ FULLCONV_TARGET void depthwise_cl_forward(const Problem& p, const T* in, const T
     const int64_t o1 = t % O1;
     t /= O1;
     const int64_t o0 = t % O0, n = t / O0;
-    int64_t k0_lo, k0_hi, k1_lo, k1_hi;
-    tap_range_padded(o0, p.in_size[0], p.kernel[0], p.stride[0], p.dilation[0], p.pad[0], &k0_lo, &k0_hi);
-    tap_range_padded(o1, p.in_size[1], p.kernel[1], p.stride[1], p.dilation[1], p.pad[1], &k1_lo, &k1_hi);
-    const int64_t i0_base = o0 * p.stride[0] - p.pad[0], i1_base = o1 * p.stride[1] - p.pad[1];
-    const T* x_n = in + n * p.in_stride_n;
-    T* out_row = out + n * p.out_stride_n + o0 * p.out_stride[0] + o1 * p.out_stride[1];
+    DepthwiseClRow<T> row;
+    row.x_n = in + n * p.in_stride_n;
+    row.out = out + n * p.out_stride_n + o0 * p.out_stride[0] + o1 * p.out_stride[1];
+    tap_range_padded(o0, p.in_size[0], p.kernel[0], p.stride[0], p.dilation[0], p.pad[0], &row.k0_lo, &row.k0_hi);
+    tap_range_padded(o1, p.in_size[1], p.kernel[1], p.stride[1], p.dilation[1], p.pad[1], &row.k1_lo, &row.k1_hi);
+    row.i0_base = o0 * p.stride[0] - p.pad[0];
+    row.i1_base = o1 * p.stride[1] - p.pad[1];
     for (int64_t c0 = 0; c0 < c_whole; c0 += 2 * L)
-      for (int64_t ow0 = 0; ow0 < O2; ow0 += P2)
-        depthwise_cl_tile<T, 2, P2, false>(p, x_n, w_cl, bias, accumulate, out_row, c0, cm,
-                                           ow0, static_cast<int>(std::min<int64_t>(P2, O2 - ow0)), k0_lo, k0_hi,
-                                           k1_lo, k1_hi, i0_base, i1_base);
-    if (rem > L) {
-      for (int64_t ow0 = 0; ow0 < O2; ow0 += P2)
-        depthwise_cl_tile<T, 2, P2, true>(p, x_n, w_cl, bias, accumulate, out_row, c_whole, cm,
-                                          ow0, static_cast<int>(std::min<int64_t>(P2, O2 - ow0)), k0_lo, k0_hi,
-                                          k1_lo, k1_hi, i0_base, i1_base);
-    } else if (rem > 0) {
-      for (int64_t ow0 = 0; ow0 < O2; ow0 += P1) {
-        const int np = static_cast<int>(std::min<int64_t>(P1, O2 - ow0));
-        if (rem == L)
-          depthwise_cl_tile<T, 1, P1, false>(p, x_n, w_cl, bias, accumulate, out_row, c_whole, cm, ow0, np,
-                                             k0_lo, k0_hi, k1_lo, k1_hi, i0_base, i1_base);
-        else
-          depthwise_cl_tile<T, 1, P1, true>(p, x_n, w_cl, bias, accumulate, out_row, c_whole, cm, ow0, np,
-                                            k0_lo, k0_hi, k1_lo, k1_hi, i0_base, i1_base);
-      }
-    }
+      depthwise_cl_chunk<T, 2, P2, false>(p, row, w_cl, bias, accumulate, c0, cm);
+    if (rem > L) depthwise_cl_chunk<T, 2, P2, true>(p, row, w_cl, bias, accumulate, c_whole, cm);
+    else if (rem == L) depthwise_cl_chunk<T, 1, P1, false>(p, row, w_cl, bias, accumulate, c_whole, cm);
+    else if (rem > 0) depthwise_cl_chunk<T, 1, P1, true>(p, row, w_cl, bias, accumulate, c_whole, cm);
   }
 }
 

@@ -592,6 +592,11 @@ at::Tensor as_5d(const at::Tensor& t, int ndim) {
   return r;
 }
 
+// The same, of a tensor that may be unbatched (`batched` false: a batch of one).
+at::Tensor as_batched_5d(const at::Tensor& t, bool batched, int ndim) {
+  return as_5d(batched ? t : t.unsqueeze(0), ndim);
+}
+
 bool rows_kernel(int64_t out_channels_per_group, int64_t last_stride) {
   return out_channels_per_group < kRowsBelowChannels && last_stride == 1;
 }
@@ -654,7 +659,7 @@ bool bf16_tiles(blocked::Isa isa, int64_t in_channels_per_group, int64_t out_cha
 
 // A batched 5-D bfloat16 operand of the bfloat16 tiles: channels-last (a copy unless it is).
 at::Tensor bf16_operand(const at::Tensor& t, bool batched, int ndim) {
-  const auto t5 = as_5d(batched ? t : t.unsqueeze(0), ndim);
+  const auto t5 = as_batched_5d(t, batched, ndim);
   return t5.stride(1) == 1 || t5.size(1) == 1 ? t5 : t5.contiguous(at::MemoryFormat::ChannelsLast3d);
 }
 
@@ -721,7 +726,7 @@ at::Tensor prepare(const at::Tensor& t, bool batched) {
 
 // Batched 5-D view (any layout) in the compute dtype.
 at::Tensor batched_5d(const at::Tensor& t, bool batched, int ndim) {
-  return as_5d((batched ? t : t.unsqueeze(0)).to(compute_dtype(t.scalar_type())), ndim);
+  return as_batched_5d(t.to(compute_dtype(t.scalar_type())), batched, ndim);
 }
 
 blocked::Problem forward_problem(const ConvShape& s) {
@@ -863,12 +868,6 @@ void set_output_strides(blocked::Problem& p, const at::Tensor& t5) {
   for (int i = 0; i < kMaxSpatialDims; ++i) p.out_stride[i] = t5.stride(2 + i);
 }
 
-// The blocked kernels read any input layout in place. A channels-last copy pays off where
-// rows of products are short (few channels per group) or where, with unit dilation and one
-// group, it lets a tile's kernel row run as one long (tap, channel) loop and the copy is
-// small next to the products each element takes part in (`macs_per_element`); measured in
-// benchmarks/NOTES.md, entry 8. `t5`: the 5-D input of a blocked problem with
-// `channels_per_group` channels per group.
 // Whether a 5-D tensor's copies into channel blocks (channel_blocked, channels_last_copy) take
 // blocked::gather_channel_blocks: float32, its spatial dims contiguous (one run of D*H*W
 // elements per sample and channel; dims of size 1 aside), a CPU with AVX2, and
@@ -885,22 +884,35 @@ bool gather_applies(const at::Tensor& t5) {
   return true;
 }
 
-// A 5-D tensor copied channels-last (ChannelsLast3d), through gather_channel_blocks where it
-// applies and there is a sample for every thread (its tasks are samples), else ATen's copy.
-at::Tensor channels_last_copy(const at::Tensor& t5) {
-  const int64_t n = t5.size(0), c = t5.size(1);
-  if (!gather_applies(t5) || n < at::get_num_threads()) return t5.contiguous(at::MemoryFormat::ChannelsLast3d);
-  auto out = at::empty(t5.sizes(), t5.options().memory_format(at::MemoryFormat::ChannelsLast3d));
+// gather_channel_blocks of t5 (gather_applies) into `out`, [G, CB, N, S0, S1, S2, block] in memory
+// order, over G * CB * N tasks.
+void gather_into(const at::Tensor& t5, int64_t groups, int64_t block, at::Tensor& out) {
+  const int64_t n = t5.size(0), cg = t5.size(1) / groups;
   const int64_t S = t5.size(2) * t5.size(3) * t5.size(4);
   const float* src = t5.const_data_ptr<float>();
-  float* dst = out.mutable_data_ptr<float>();  // [N][S][C]: one group, one block of all channels
+  float* dst = out.mutable_data_ptr<float>();
   count_call(KernelCount::kGather);
-  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
-    blocked::gather_channel_blocks<float>(src, t5.stride(0), t5.stride(1), n, 1, c, S, c, dst, begin, end);
+  at::parallel_for(0, groups * ceil_div(cg, block) * n, 1, [&](int64_t begin, int64_t end) {
+    blocked::gather_channel_blocks<float>(src, t5.stride(0), t5.stride(1), n, groups, cg, S, block, dst, begin, end);
   });
+}
+
+// A 5-D tensor copied channels-last (ChannelsLast3d: [N][S][C], one group and one block of all
+// channels), through gather_channel_blocks where it applies and there is a sample for every
+// thread (its tasks are samples), else ATen's copy.
+at::Tensor channels_last_copy(const at::Tensor& t5) {
+  if (!gather_applies(t5) || t5.size(0) < at::get_num_threads()) return t5.contiguous(at::MemoryFormat::ChannelsLast3d);
+  auto out = at::empty(t5.sizes(), t5.options().memory_format(at::MemoryFormat::ChannelsLast3d));
+  gather_into(t5, 1, t5.size(1), out);
   return out;
 }
 
+// The blocked kernels read any input layout in place. A channels-last copy pays off where
+// rows of products are short (few channels per group) or where, with unit dilation and one
+// group, it lets a tile's kernel row run as one long (tap, channel) loop and the copy is
+// small next to the products each element takes part in (`macs_per_element`); measured in
+// benchmarks/NOTES.md, entry 8. `t5`: the 5-D input of a blocked problem with
+// `channels_per_group` channels per group.
 at::Tensor blocked_input(const at::Tensor& t5, bool rows, int64_t channels_per_group, int64_t groups,
                          int64_t dilation, double macs_per_element, int ndim) {
   // the rows kernel loads consecutive positions of a row as vectors
@@ -1069,20 +1081,13 @@ void blocked_grad_input_strided(blocked::Isa isa, const ConvShape& s, const at::
 // CB = ceil(Cg / block), zero past each group's channels: one copy.
 at::Tensor channel_blocked(const at::Tensor& t5, int64_t groups, int64_t block) {
   const int64_t n = t5.size(0), cg = t5.size(1) / groups, cb = ceil_div(cg, block);
+  auto out = at::empty({groups, cb, n, t5.size(2), t5.size(3), t5.size(4), block}, t5.options());
   if (gather_applies(t5)) {  // NCHW-like float32: register transposes (NOTES 39)
-    auto out = at::empty({groups, cb, n, t5.size(2), t5.size(3), t5.size(4), block}, t5.options());
-    const int64_t S = t5.size(2) * t5.size(3) * t5.size(4);
-    const float* src = t5.const_data_ptr<float>();
-    float* dst = out.mutable_data_ptr<float>();
-    count_call(KernelCount::kGather);
-    at::parallel_for(0, groups * cb * n, 1, [&](int64_t begin, int64_t end) {
-      blocked::gather_channel_blocks<float>(src, t5.stride(0), t5.stride(1), n, groups, cg, S, block, dst, begin, end);
-    });
+    gather_into(t5, groups, block, out);
     return out;
   }
   const auto v = t5.reshape({n, groups, cg, t5.size(2), t5.size(3), t5.size(4)})
                      .permute({1, 0, 3, 4, 5, 2});  // [G, N, S0, S1, S2, Cg]
-  auto out = at::empty({groups, cb, n, t5.size(2), t5.size(3), t5.size(4), block}, t5.options());
   auto dst = out.permute({0, 2, 3, 4, 5, 1, 6});  // [G, N, S0, S1, S2, CB, block]
   if (cb * block == cg) {
     dst.copy_(v.unflatten(-1, {cb, block}));
@@ -1149,12 +1154,13 @@ at::Tensor full_conv_cpu_impl(const at::Tensor& input, const at::Tensor& weight,
   }
   const auto dtype = compute_dtype(input.scalar_type());
   Algorithm algo = choose_algorithm(s, dtype, Pass::kForward);
+  const bool depthwise_cl =
+      depthwise_channels_last_input(as_batched_5d(input, batched, s.ndim), s.in_channels_per_group(),
+                                    s.out_channels_per_group());
   // depthwise layers with a channels-last input run the channels-vector kernel at any stride
   // (choose_algorithm, blind to layouts, gives strided ones the direct kernel: 0.1-0.15x oneDNN)
   if (algo != Algorithm::kBlocked && cpu_algorithm_setting() == "auto" && blocked_isa() != blocked::Isa::kNone &&
-      (dtype == at::kFloat || dtype == at::kDouble) && s.kernel_volume() > 1 &&
-      depthwise_channels_last_input(as_5d(batched ? input : input.unsqueeze(0), s.ndim), s.in_channels_per_group(),
-                                    s.out_channels_per_group()))
+      (dtype == at::kFloat || dtype == at::kDouble) && s.kernel_volume() > 1 && depthwise_cl)
     algo = Algorithm::kBlocked;
   const bool blocked_path = algo == Algorithm::kBlocked;
   const bool bf16 = blocked_path && input.scalar_type() == at::kBFloat16 &&
@@ -1164,9 +1170,7 @@ at::Tensor full_conv_cpu_impl(const at::Tensor& input, const at::Tensor& weight,
                  : blocked_path ? blocked_input(batched_5d(input, batched, s.ndim),
                                              row_vector_kernel(s.in_channels_per_group(), s.out_channels_per_group(),
                                                                s.stride[kMaxSpatialDims - 1]) &&
-                                                 !depthwise_channels_last_input(as_5d(batched ? input : input.unsqueeze(0), s.ndim),
-                                                                                s.in_channels_per_group(),
-                                                                                s.out_channels_per_group()),
+                                                 !depthwise_cl,
                                              s.in_channels_per_group(), s.groups, max_dilation(s), forward_reuse(s),
                                              s.ndim)
                               : prepare(input, batched);
@@ -1416,7 +1420,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cpu(
     const auto gy5 = bf16 ? bf16_operand(grad_output_dense, batched, s.ndim)
                           : blocked_input(batched_5d(grad_output_dense, batched, s.ndim),
                                           row_vector_kernel(s.out_channels_per_group(), s.in_channels_per_group(), 1) &&
-                                              !depthwise_channels_last_input(as_5d(batched ? grad_output_dense : grad_output_dense.unsqueeze(0), s.ndim),
+                                              !depthwise_channels_last_input(as_batched_5d(grad_output_dense, batched, s.ndim),
                                                                              s.out_channels_per_group(),
                                                                              s.in_channels_per_group()),
                                           s.out_channels_per_group(), s.groups, max_dilation(s),
