@@ -33,6 +33,13 @@ void check_grad_output(const at::Tensor& grad_output, const at::Tensor& input,
 // grad_bias = grad_output summed over batch and space (accumulated in float32 or wider).
 at::Tensor grad_bias_from(const at::Tensor& grad_output, at::ScalarType dtype);
 
+// t.to(dtype).contiguous(fmt), where a CPU tensor of 4 or 5 dims dense in NCHW or
+// channels-last order changes between them, through register transposes
+// (blocked::transpose_matrices; float32 or float64 on one side of the dtype change):
+// ATen's permuted copies ran at 4-25 GB/s on the 2-core machine of benchmarks/NOTES.md,
+// entry 40. FULLCONV_CPU_GATHER=aten keeps ATen's copy (to time both).
+at::Tensor to_layout(const at::Tensor& t, at::ScalarType dtype, at::MemoryFormat fmt);
+
 // grad_input computed batched and contiguous (possibly in a wider dtype) -> the input's
 // shape, dtype and memory format.
 at::Tensor finish_grad_input(const at::Tensor& gx, const at::Tensor& input, bool batched);

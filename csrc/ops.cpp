@@ -163,7 +163,7 @@ at::Tensor grad_bias_from(const at::Tensor& grad_output, at::ScalarType dtype) {
 at::Tensor finish_grad_input(const at::Tensor& gx, const at::Tensor& input, bool batched) {
   auto g = gx.view(batched ? input.sizes() : input.unsqueeze(0).sizes());
   if (!batched) g = g.squeeze(0);
-  return g.to(input.scalar_type()).contiguous(input.suggest_memory_format());
+  return to_layout(g, input.scalar_type(), input.suggest_memory_format());
 }
 
 void check_residual(const at::Tensor& residual, at::IntArrayRef out_shape,
@@ -249,6 +249,7 @@ at::Tensor one_tap_convolution(const at::Tensor& input, const at::Tensor& weight
   const auto fmt = batched ? output_memory_format(input, weight) : at::MemoryFormat::Contiguous;
   const auto like = at::empty(y.sizes(), y.options().device(at::kMeta).memory_format(fmt));
   if (y.strides() == like.strides()) return y;
+  if (y.is_non_overlapping_and_dense()) return to_layout(y, y.scalar_type(), fmt);
   auto out = at::empty(y.sizes(), y.options().memory_format(fmt));
   out.copy_(y);
   return out;
@@ -494,6 +495,14 @@ TORCH_LIBRARY(fullconv, m) {
   m.def("_cpu_blocked_available() -> bool", []() { return fullconv::blocked::available(); });
   // Calls so far of a CPU blocked kernel or copy, by name (tests: which kernel a problem took).
   m.def("_cpu_kernel_calls(str name) -> int", [](std::string name) { return fullconv::cpu_kernel_calls(name); });
+  // to_layout (conv_args.h): t in `dtype`, NCHW or channels-last (tests of the layout copies).
+  m.def("_to_layout(Tensor t, ScalarType dtype, bool channels_last) -> Tensor",
+        [](const at::Tensor& t, c10::ScalarType dtype, bool channels_last) {
+          const auto fmt = !channels_last ? at::MemoryFormat::Contiguous
+                           : t.dim() == 5 ? at::MemoryFormat::ChannelsLast3d
+                                          : at::MemoryFormat::ChannelsLast;
+          return fullconv::to_layout(t, dtype, fmt);
+        });
 }
 
 TORCH_LIBRARY_IMPL(fullconv, AutocastCPU, m) {

@@ -189,6 +189,40 @@ def test_register_tile_widths(cout, groups, dtype, isa, monkeypatch):
 
 
 @pytest.mark.skipif(not BLOCKED, reason="no blocked CPU kernels on this CPU")
+@pytest.mark.parametrize("positions", ["auto", "6"])
+@pytest.mark.parametrize("isa", ["avx512", "avx2"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("cout,cin,groups,kernel,stride,dilation,width", [
+    (16, 5, 1, (3, 3), 1, 1, 23),   # rows of 25: 8 + 8 + 8 + 1 positions (AVX-512 float32: one vector)
+    (13, 7, 1, (2, 5), 1, 1, 9),    # a partial vector; rows of 13: 8 + 5
+    (8, 12, 1, (1, 7), 1, 2, 18),   # one vector everywhere (float64 on AVX-512, float32 on AVX2); 8+8+8+6
+    (20, 6, 2, (3, 4), 1, 1, 29),   # two groups of 10; rows of 32: whole tiles only
+    (12, 8, 1, (3, 3), 2, 1, 40),   # strided: rows of 21 = 8 + 8 + 5
+    (9, 3, 1, (5, 6), 1, 3, 4),     # rows of 19; taps in the padding at most positions: partial segments
+], ids=str)
+def test_wide_one_vector_tiles(cout, cin, groups, kernel, stride, dilation, width, dtype, isa, positions,
+                               monkeypatch):
+    """The forward's tiles of one vector of output channels span kWidePositions (8) positions
+    of a row (FULLCONV_CPU_TILE_POSITIONS=6: six, as the wider tiles): tile widths from 1 to 8
+    at rows' ends, every range of positions a tap's segment can cover at the row edges, NCHW
+    outputs (one transpose of the tile's positions) and channels-last ones, bias, partial
+    vectors, groups, stride and dilation; forward and gradients (stride-1 grad_input runs the
+    same tiles on grad_output) against the reference, and the tiles seen to run."""
+    if isa == "avx512" and torch.backends.cpu.get_cpu_capability() != "AVX512":
+        pytest.skip("this CPU has no AVX-512")
+    set_cpu_algorithm(monkeypatch, f"blocked-{isa}")
+    monkeypatch.setenv("FULLCONV_CPU_TILE_POSITIONS", positions)
+    torch.manual_seed(cout * width + cin)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x = torch.randn(2, cin, 5, width, dtype=torch.float64).contiguous(memory_format=layout).to(dtype)
+        w = (torch.randn(cout, cin // groups, *kernel, dtype=torch.float64) / 4).to(dtype)
+        b = torch.randn(cout, dtype=torch.float64).to(dtype)
+        before = torch.ops.fullconv._cpu_kernel_calls("tiles")
+        check_against_reference(x, w, b, stride, dilation, groups)
+        assert torch.ops.fullconv._cpu_kernel_calls("tiles") > before
+
+
+@pytest.mark.skipif(not BLOCKED, reason="no blocked CPU kernels on this CPU")
 @pytest.mark.parametrize("isa", ["avx512", "avx2"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize("nd,cout,cin,groups", [(2, 8, 5, 1), (2, 16, 13, 1), (2, 12, 25, 1), (1, 9, 12, 1),
@@ -358,6 +392,75 @@ def test_channel_gather_copies(nd, cin, cout, groups, size, layout, gather, monk
         assert calls == 0, calls
     elif cout // groups >= 8:
         assert calls >= 4, calls
+
+
+def channels_last_format(t):
+    return torch.channels_last if t.dim() == 4 else torch.channels_last_3d
+
+
+@pytest.mark.parametrize("gather", ["auto", "aten"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (3, 37, 9, 11), (1, 8, 8, 8), (2, 16, 1, 64), (2, 33, 4, 5, 6),
+                                   (1, 100, 3, 70), (2, 1, 6, 6), (1, 70, 1, 1)], ids=str)
+def test_layout_copies(shape, dtype, gather, monkeypatch):
+    """to_layout, the CPU's changes between NCHW and channels-last (register transposes of
+    8 x 8 float32, 4 x 4 float64 tiles; element by element at row and column tails): every
+    element in place, bit for bit (infinities and NaN too), both directions, with a dtype change
+    before or after, and ATen's copy where nothing changes (one channel, one position) or the
+    source is in neither layout."""
+    monkeypatch.setenv("FULLCONV_CPU_GATHER", gather)
+    torch.manual_seed(sum(shape))
+    x = torch.randn(shape).to(dtype)
+    x.view(-1)[:: max(1, x.numel() // 5)] = float("nan")
+    x.view(-1)[1:: max(1, x.numel() // 3)] = float("-inf")
+    cl = channels_last_format(x)
+    sliced = torch.randn(shape[0], 2 * shape[1], *shape[2:]).to(dtype)[:, ::2]
+    for src in (x, x.contiguous(memory_format=cl), sliced):
+        for out_dtype in (dtype, torch.float32, torch.float64):
+            for to_cl in (False, True):
+                fmt = cl if to_cl else torch.contiguous_format
+                before = torch.ops.fullconv._cpu_kernel_calls("transpose")
+                y = torch.ops.fullconv._to_layout(src, out_dtype, to_cl)
+                calls = torch.ops.fullconv._cpu_kernel_calls("transpose") - before
+                want = src.to(out_dtype).contiguous(memory_format=fmt)
+                assert y.dtype == out_dtype and y.shape == want.shape and y.stride() == want.stride()
+                torch.testing.assert_close(y, want, rtol=0, atol=0, equal_nan=True)
+                flips = (not src.is_contiguous(memory_format=fmt) and
+                         src.is_contiguous(memory_format=torch.contiguous_format if to_cl else cl))
+                vector = {src.dtype, out_dtype} & {torch.float32, torch.float64}  # bfloat16 alone: ATen's
+                assert calls == (1 if gather == "auto" and flips and vector else 0), (calls, flips)
+
+
+@pytest.mark.skipif(not BLOCKED, reason="the blocked kernels need AVX2 + FMA")
+@pytest.mark.parametrize("gather", ["auto", "aten"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("nd,cin,cout,groups,kernel,stride", [
+    (2, 32, 8, 4, 3, 1),     # the rows kernel (2 output channels a group): an NCHW copy of the input
+    (2, 12, 6, 1, 3, 2),     # few channels, strided: the GEMM path's NCHW columns, output back to channels-last
+    (3, 16, 24, 1, 1, 1),    # one tap: ATen's convolution, its output to channels-last
+    (3, 16, 6, 2, 2, 1),     # 3-D rows kernel (3 output channels a group)
+], ids=str)
+def test_channels_last_through_layout_copies(nd, cin, cout, groups, kernel, stride, dtype, gather, monkeypatch):
+    """Channels-last inputs of the paths that compute in NCHW: the forward and every gradient
+    against the reference, outputs and grad_input in the input's layout, and the transposes
+    (not ATen's copies) used unless FULLCONV_CPU_GATHER=aten."""
+    monkeypatch.setenv("FULLCONV_CPU_GATHER", gather)
+    torch.manual_seed(cin + cout)
+    size = (7, 10) if nd == 2 else (4, 5, 6)
+    x = torch.randn(3, cin, *size, dtype=dtype)
+    x = x.contiguous(memory_format=channels_last_format(x))
+    w = torch.randn(cout, cin // groups, *(kernel,) * nd, dtype=dtype) / 4
+    b = torch.randn(cout, dtype=dtype)
+    before = torch.ops.fullconv._cpu_kernel_calls("transpose")
+    check_against_reference(x, w, b, stride, 1, groups)
+    calls = torch.ops.fullconv._cpu_kernel_calls("transpose") - before
+    copies = gather == "auto" and not (kernel == 1 and dtype == torch.float32)  # (oneDNN: channels-last itself)
+    assert calls >= 1 if copies else calls == 0, calls
+    xg = x.detach().requires_grad_()
+    y = {2: fullconv.full_conv2d, 3: fullconv.full_conv3d}[nd](xg, w, b, stride, 1, groups)
+    assert y.is_contiguous(memory_format=channels_last_format(y)), y.stride()
+    (gx,) = torch.autograd.grad(y, xg, torch.randn_like(y))
+    assert gx.stride() == x.stride()
 
 
 WEIGHT_LAYOUTS = ["contiguous", "transposed", "sliced", "channels_last"]

@@ -234,6 +234,54 @@ int64_t gather_rows_fast<float>(const float* src, int64_t sc, int64_t rows, int6
 }
 }  // namespace
 
+namespace {
+// Rows [i0, i1) of one matrix of transpose_matrices, columns [j0, j1): whole tiles of 8 x 8
+// float32 (4 x 4 float64) through register transposes, one store of a tile's column per
+// destination row; returns the rows done (a multiple of the tile), the caller moves the rest.
+__attribute__((target("avx2"))) int64_t transpose_tiles_avx2(const float* src, int64_t ld_src, int64_t i0, int64_t i1,
+                                                             int64_t j0, int64_t j1, float* dst, int64_t ld_dst) {
+  int64_t i = i0;
+  for (; i + 8 <= i1; i += 8) {
+    int64_t j = j0;
+    for (; j + 8 <= j1; j += 8) {
+      __m256 r[8], col[8];
+      for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(src + (i + k) * ld_src + j);
+      transpose8x8(r, col);
+      for (int k = 0; k < 8; ++k) _mm256_storeu_ps(dst + (j + k) * ld_dst + i, col[k]);
+    }
+    for (; j < j1; ++j)
+      for (int k = 0; k < 8; ++k) dst[j * ld_dst + i + k] = src[(i + k) * ld_src + j];
+  }
+  return i;
+}
+__attribute__((target("avx2"))) int64_t transpose_tiles_avx2(const double* src, int64_t ld_src, int64_t i0, int64_t i1,
+                                                             int64_t j0, int64_t j1, double* dst, int64_t ld_dst) {
+  int64_t i = i0;
+  for (; i + 4 <= i1; i += 4) {
+    int64_t j = j0;
+    for (; j + 4 <= j1; j += 4) {
+      __m256d r[4];
+      for (int k = 0; k < 4; ++k) r[k] = _mm256_loadu_pd(src + (i + k) * ld_src + j);
+      // (r0[0] r1[0] r0[2] r1[2]), (r0[1] r1[1] r0[3] r1[3]), the same of rows 2 and 3
+      const __m256d t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]);
+      const __m256d t2 = _mm256_unpacklo_pd(r[2], r[3]), t3 = _mm256_unpackhi_pd(r[2], r[3]);
+      _mm256_storeu_pd(dst + j * ld_dst + i, _mm256_permute2f128_pd(t0, t2, 0x20));
+      _mm256_storeu_pd(dst + (j + 1) * ld_dst + i, _mm256_permute2f128_pd(t1, t3, 0x20));
+      _mm256_storeu_pd(dst + (j + 2) * ld_dst + i, _mm256_permute2f128_pd(t0, t2, 0x31));
+      _mm256_storeu_pd(dst + (j + 3) * ld_dst + i, _mm256_permute2f128_pd(t1, t3, 0x31));
+    }
+    for (; j < j1; ++j)
+      for (int k = 0; k < 4; ++k) dst[j * ld_dst + i + k] = src[(i + k) * ld_src + j];
+  }
+  return i;
+}
+template <typename T>
+int64_t transpose_tiles(const T* src, int64_t ld_src, int64_t i0, int64_t i1, int64_t j0, int64_t j1, T* dst,
+                        int64_t ld_dst) {
+  return best_isa() == Isa::kNone ? i0 : transpose_tiles_avx2(src, ld_src, i0, i1, j0, j1, dst, ld_dst);
+}
+}  // namespace
+
 template <typename T>
 bool transpose_to_runs(const T* src, int64_t ld, int64_t rows, int64_t cols, const int64_t* dst_off, T* dst) {
   bool nonfinite = false;
@@ -285,7 +333,12 @@ bool transpose_to_runs(const T* src, int64_t ld, int64_t rows, int64_t cols, con
 }
 
 namespace {
-// no vector path: gather_channel_blocks moves every element one by one
+// no vector path: transpose_matrices and gather_channel_blocks move every element one by one
+template <typename T>
+int64_t transpose_tiles(const T*, int64_t, int64_t i0, int64_t, int64_t, int64_t, T*, int64_t) {
+  return i0;
+}
+
 template <typename T>
 int64_t gather_rows_fast(const T*, int64_t, int64_t, int64_t, int64_t, T*) {
   return 0;
@@ -321,6 +374,31 @@ void gather_channel_blocks(const T* src, int64_t sn, int64_t sc, int64_t N, int6
   }
 }
 
+int64_t transpose_task_count(int64_t N, int64_t rows) { return N * ceil_div(rows, kTransposeRows); }
+
+template <typename T>
+void transpose_matrices(const T* src, int64_t sn, int64_t ld_src, int64_t /*N: tasks know it*/, int64_t rows,
+                        int64_t cols, T* dst, int64_t dn, int64_t ld_dst, int64_t task_begin, int64_t task_end) {
+  // columns in blocks, so the destination rows a block writes stay in cache across its rows
+  constexpr int64_t kColumns = 64;
+  const int64_t chunks = ceil_div(rows, kTransposeRows);
+  for (int64_t task = task_begin; task < task_end; ++task) {  // (n, chunk of rows)
+    const int64_t n = task / chunks, i0 = (task % chunks) * kTransposeRows;
+    const int64_t i1 = std::min(rows, i0 + kTransposeRows);
+    const T* s = src + n * sn;
+    T* d = dst + n * dn;
+    for (int64_t j0 = 0; j0 < cols; j0 += kColumns) {
+      const int64_t j1 = std::min(cols, j0 + kColumns);
+      for (int64_t i = transpose_tiles<T>(s, ld_src, i0, i1, j0, j1, d, ld_dst); i < i1; ++i)
+        for (int64_t j = j0; j < j1; ++j) d[j * ld_dst + i] = s[i * ld_src + j];
+    }
+  }
+}
+
+template void transpose_matrices<float>(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, float*, int64_t,
+                                        int64_t, int64_t, int64_t);
+template void transpose_matrices<double>(const double*, int64_t, int64_t, int64_t, int64_t, int64_t, double*,
+                                         int64_t, int64_t, int64_t, int64_t);
 
 template bool transpose_to_runs<float>(const float*, int64_t, int64_t, int64_t, const int64_t*, float*);
 template void gather_channel_blocks<float>(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,

@@ -43,6 +43,12 @@
 namespace fullconv {
 namespace blocked {
 
+// Positions of the forward's register tiles: 6 for two or four vectors of output channels; 8
+// for one (8 independent sums, where 6 left the multiply-adds waiting on their latency: 1.1-1.35x
+// faster; 12 ran 2x slower, its input pointers spilled; benchmarks/NOTES.md, entry 40).
+constexpr int kTilePositions = 6;
+constexpr int kWidePositions = 8;
+
 struct Problem {
   int64_t batch = 0;
   int64_t groups = 1;
@@ -67,6 +73,9 @@ struct Problem {
   // depthwise_forward with vectors across channels (one output channel per input channel,
   // unit input channel stride; the packed weight [K0, K1, K2, C]) instead of along rows
   bool depthwise_channels_last = false;
+  // forward(): positions per register tile of one vector of output channels (kWidePositions,
+  // or 6 as the wider tiles, to time the two)
+  int one_vector_positions = kWidePositions;
 
   int64_t in_channels_per_group() const { return in_channels / groups; }
   int64_t out_channels_per_group() const { return out_channels / groups; }
@@ -225,6 +234,18 @@ bool transpose_to_runs(const T* src, int64_t ld, int64_t rows, int64_t cols, con
 template <typename T>
 void gather_channel_blocks(const T* src, int64_t sn, int64_t sc, int64_t N, int64_t G, int64_t cg, int64_t S,
                            int64_t block, T* dst, int64_t task_begin, int64_t task_end);
+
+// Batched 2-D transposes, the layout changes between NCHW and channels-last (matrix n: [C][S]
+// to [S][C] or back):
+//   dst[n * dn + j * ld_dst + i] = src[n * sn + i * ld_src + j],  i < rows, j < cols,
+// for the tasks (n, chunk of kTransposeRows rows) in [task_begin, task_end) of
+// transpose_task_count(N, rows). float32 (float64) on AVX2 through 8 x 8 (4 x 4) register
+// transposes; otherwise element by element.
+constexpr int64_t kTransposeRows = 32;
+int64_t transpose_task_count(int64_t N, int64_t rows);
+template <typename T>
+void transpose_matrices(const T* src, int64_t sn, int64_t ld_src, int64_t N, int64_t rows, int64_t cols, T* dst,
+                        int64_t dn, int64_t ld_dst, int64_t task_begin, int64_t task_end);
 
 }  // namespace blocked
 }  // namespace fullconv

@@ -31,7 +31,8 @@ namespace FULLCONV_BLOCKED_ISA {
 
 namespace {
 
-constexpr int kMaxPositions = 6;
+constexpr int kMaxPositions = kWidePositions;
+static_assert(kWidePositions == 8, "forward_tile_n has the cases of up to 8 positions");
 
 template <typename T>
 struct Simd;
@@ -228,27 +229,23 @@ FULLCONV_TARGET_INLINE void run_segment(const Segment<In>& sg, int64_t xc, int64
   }
 }
 
-// A segment covering only part of the tile (row edges): one specialisation per range, so the
-// accumulators stay in registers and no product of padding is computed.
-template <typename T, typename In, int NV, int P>
+// A segment covering only part of the tile (row edges): one specialisation per range [A, B),
+// so the accumulators stay in registers and no product of padding is computed.
+template <typename T, typename In, int NV, int P, int A, int B>
+FULLCONV_TARGET_INLINE void run_range(const Segment<In>& sg, int64_t xc, int64_t x_shift,
+                                      typename Simd<T>::V (&a)[NV][P]) {
+  if constexpr (B <= P) {
+    if (sg.j1 == B) return run_segment<T, In, NV, P, A, B>(sg, xc, x_shift, a);
+    run_range<T, In, NV, P, A, B + 1>(sg, xc, x_shift, a);
+  }
+}
+template <typename T, typename In, int NV, int P, int A = 0>
 FULLCONV_TARGET_INLINE void run_partial_segment(const Segment<In>& sg, int64_t xc, int64_t x_shift,
                                                 typename Simd<T>::V (&a)[NV][P]) {
-  static_assert(kMaxPositions == 6, "the cases below cover ranges within 6 positions");
-#define FULLCONV_RANGE_CASE(A, B)                                                        \
-  case (A) * 8 + (B):                                                                    \
-    if constexpr ((B) <= P) run_segment<T, In, NV, P, (A), (B)>(sg, xc, x_shift, a);   \
-    return;
-  switch (sg.j0 * 8 + sg.j1) {
-    FULLCONV_RANGE_CASE(0, 1) FULLCONV_RANGE_CASE(0, 2) FULLCONV_RANGE_CASE(0, 3)
-    FULLCONV_RANGE_CASE(0, 4) FULLCONV_RANGE_CASE(0, 5) FULLCONV_RANGE_CASE(0, 6)
-    FULLCONV_RANGE_CASE(1, 2) FULLCONV_RANGE_CASE(1, 3) FULLCONV_RANGE_CASE(1, 4)
-    FULLCONV_RANGE_CASE(1, 5) FULLCONV_RANGE_CASE(1, 6) FULLCONV_RANGE_CASE(2, 3)
-    FULLCONV_RANGE_CASE(2, 4) FULLCONV_RANGE_CASE(2, 5) FULLCONV_RANGE_CASE(2, 6)
-    FULLCONV_RANGE_CASE(3, 4) FULLCONV_RANGE_CASE(3, 5) FULLCONV_RANGE_CASE(3, 6)
-    FULLCONV_RANGE_CASE(4, 5) FULLCONV_RANGE_CASE(4, 6) FULLCONV_RANGE_CASE(5, 6)
-    default: return;
+  if constexpr (A < P) {
+    if (sg.j0 == A) return run_range<T, In, NV, P, A, A + 1>(sg, xc, x_shift, a);
+    run_partial_segment<T, In, NV, P, A + 1>(sg, xc, x_shift, a);
   }
-#undef FULLCONV_RANGE_CASE
 }
 
 // store_positions' store of channel c (its positions: the lanes of pm), unless c >= valid.
@@ -392,10 +389,16 @@ FULLCONV_TARGET void forward_tile_n(int positions, const Segment<In>* seg, int64
                                              valid);
     FULLCONV_TILE_CASE(1) FULLCONV_TILE_CASE(2) FULLCONV_TILE_CASE(3)
     FULLCONV_TILE_CASE(4) FULLCONV_TILE_CASE(5)
-#undef FULLCONV_TILE_CASE
-    default: return forward_tile<T, In, NV, 6, kTail>(seg, nseg, xc, x_shift, bias, accumulate, out, pos_step,
-                                                      oc_step, valid);
+    default: break;
   }
+  if constexpr (NV == 1) {  // the wide tiles of one vector
+    switch (positions) {
+      FULLCONV_TILE_CASE(7) FULLCONV_TILE_CASE(8)
+      default: break;
+    }
+  }
+#undef FULLCONV_TILE_CASE
+  forward_tile<T, In, NV, 6, kTail>(seg, nseg, xc, x_shift, bias, accumulate, out, pos_step, oc_step, valid);
 }
 
 // B = NV vectors of output channels x NI input channels of one tap, summed over every sample
@@ -852,6 +855,8 @@ FULLCONV_TARGET void forward_blocks(const Problem& p, const In* in, const In* w_
   // (tap k2, input channel) pairs are evenly spaced in `in` and contiguous in the packed
   // weight: one run per kernel row at tiles where every tap reads real input
   const bool merge_taps = d2 == 1 && isc == 1 && is2 == cin_g;
+  // positions per tile: up to kWidePositions with one vector of output channels
+  const int64_t PT = NV == 1 ? std::clamp<int64_t>(p.one_vector_positions, 1, kMaxPositions) : kTilePositions;
   // positions along dim 2 at which every tap reads real input
   const int64_t inner_lo = std::max<int64_t>(0, ceil_div(pad2, s2));
   const int64_t inner_hi = std::min<int64_t>(O2 - 1, floor_div(I2 - 1 - (K2 - 1) * d2 + pad2, s2));
@@ -924,12 +929,12 @@ FULLCONV_TARGET void forward_blocks(const Problem& p, const In* in, const In* w_
     // once per row (at ow0 = inner_ref) and each such tile reads them shifted by
     // (ow0 - inner_ref) * s2 positions.
     int64_t inner_nseg = -1, inner_ref = 0;
-    for (int64_t ow0 = 0; ow0 < O2; ow0 += kMaxPositions) {
-      const int P = static_cast<int>(std::min<int64_t>(kMaxPositions, O2 - ow0));
+    for (int64_t ow0 = 0; ow0 < O2; ow0 += PT) {
+      const int P = static_cast<int>(std::min<int64_t>(PT, O2 - ow0));
       const bool inner = ow0 >= inner_lo && ow0 + P - 1 <= inner_hi;
       const Segment<In>* segs = seg.data();
       int64_t nseg, x_shift = 0;
-      if (inner && P == kMaxPositions) {
+      if (inner && P == PT) {
         if (inner_nseg < 0) {
           inner_nseg = build(inner_seg.data(), ow0, P, true);
           inner_ref = ow0;

@@ -54,9 +54,11 @@ namespace {
 
 // Calls of the CPU's blocked kernels and copies by name (one relaxed increment per call at the
 // operator level), so tests can see which kernel a problem took: cpu_kernel_calls().
-enum class KernelCount { kTiles, kBf16Tiles, kRows, kDepthwise, kDepthwiseCl, kGradWeightTiles, kGather, kCount };
+enum class KernelCount {
+  kTiles, kBf16Tiles, kRows, kDepthwise, kDepthwiseCl, kGradWeightTiles, kGather, kTranspose, kCount
+};
 constexpr const char* kKernelCountNames[] = {"tiles", "bf16_tiles", "rows", "depthwise", "depthwise_cl",
-                                             "grad_weight_tiles", "gather"};
+                                             "grad_weight_tiles", "gather", "transpose"};
 static_assert(sizeof(kKernelCountNames) / sizeof(kKernelCountNames[0]) == static_cast<size_t>(KernelCount::kCount),
               "a name per counter");
 std::atomic<int64_t> g_kernel_calls[static_cast<int>(KernelCount::kCount)];
@@ -719,7 +721,7 @@ Algorithm choose_algorithm(const ConvShape& s, at::ScalarType dtype, Pass pass) 
 // Batched, contiguous view of a tensor in the compute dtype.
 at::Tensor prepare(const at::Tensor& t, bool batched) {
   auto b = batched ? t : t.unsqueeze(0);
-  return b.to(compute_dtype(t.scalar_type())).contiguous();
+  return to_layout(b, compute_dtype(t.scalar_type()), at::MemoryFormat::Contiguous);
 }
 
 // ---- blocked formulation: channels-last tensors, register tiles (blocked_kernels.h) --------
@@ -901,11 +903,48 @@ void gather_into(const at::Tensor& t5, int64_t groups, int64_t block, at::Tensor
 // channels), through gather_channel_blocks where it applies and there is a sample for every
 // thread (its tasks are samples), else ATen's copy.
 at::Tensor channels_last_copy(const at::Tensor& t5) {
-  if (!gather_applies(t5) || t5.size(0) < at::get_num_threads()) return t5.contiguous(at::MemoryFormat::ChannelsLast3d);
+  if (!gather_applies(t5) || t5.size(0) < at::get_num_threads())
+    return to_layout(t5, t5.scalar_type(), at::MemoryFormat::ChannelsLast3d);
   auto out = at::empty(t5.sizes(), t5.options().memory_format(at::MemoryFormat::ChannelsLast3d));
   gather_into(t5, 1, t5.size(1), out);
   return out;
 }
+
+}  // namespace
+
+at::Tensor to_layout(const at::Tensor& t, at::ScalarType dtype, at::MemoryFormat fmt) {
+  auto flip_layout = [&](const at::Tensor& src) {
+    const int64_t N = src.size(0), C = src.size(1), S = src.numel() / (N * C);
+    const bool to_cl = fmt != at::MemoryFormat::Contiguous;
+    const int64_t rows = to_cl ? C : S, cols = to_cl ? S : C;  // of each sample's matrix
+    auto out = at::empty(src.sizes(), src.options().memory_format(fmt));
+    count_call(KernelCount::kTranspose);
+    AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "fullconv_to_layout", [&] {
+      const scalar_t* sp = src.const_data_ptr<scalar_t>();
+      scalar_t* dp = out.mutable_data_ptr<scalar_t>();
+      at::parallel_for(0, blocked::transpose_task_count(N, rows), 1, [&](int64_t begin, int64_t end) {
+        blocked::transpose_matrices<scalar_t>(sp, C * S, cols, N, rows, cols, dp, C * S, rows, begin, end);
+      });
+    });
+    return out;
+  };
+  // NCHW to channels-last or back, of a tensor dense in the one layout (not in both: one
+  // channel or one position is either)
+  auto changes = [&](const at::Tensor& src) {
+    if (!src.is_cpu() || (src.dim() != 4 && src.dim() != 5) || src.numel() == 0 || src.is_contiguous(fmt)) return false;
+    const auto cl = src.dim() == 4 ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::ChannelsLast3d;
+    if (fmt == at::MemoryFormat::Contiguous) return src.is_contiguous(cl);
+    return fmt == cl && src.is_contiguous();
+  };
+  auto vector_dtype = [](at::ScalarType d) { return d == at::kFloat || d == at::kDouble; };
+  if (env_setting("FULLCONV_CPU_GATHER", "auto", {"auto", "aten"}) == "auto" && changes(t)) {
+    if (vector_dtype(t.scalar_type())) return flip_layout(t).to(dtype);
+    if (vector_dtype(dtype)) return flip_layout(t.to(dtype));
+  }
+  return t.to(dtype).contiguous(fmt);
+}
+
+namespace {
 
 // The blocked kernels read any input layout in place. A channels-last copy pays off where
 // rows of products are short (few channels per group) or where, with unit dilation and one
@@ -916,7 +955,7 @@ at::Tensor channels_last_copy(const at::Tensor& t5) {
 at::Tensor blocked_input(const at::Tensor& t5, bool rows, int64_t channels_per_group, int64_t groups,
                          int64_t dilation, double macs_per_element, int ndim) {
   // the rows kernel loads consecutive positions of a row as vectors
-  if (rows) return t5.stride(4) == 1 || t5.size(4) == 1 ? t5 : t5.contiguous();
+  if (rows) return t5.stride(4) == 1 || t5.size(4) == 1 ? t5 : to_layout(t5, t5.scalar_type(), at::MemoryFormat::Contiguous);
   if (t5.stride(1) == 1 || t5.size(1) == 1) return t5;
   // (tests force both ways)
   const std::string mode = env_setting("FULLCONV_CPU_BLOCKED_INPUT", "auto", {"auto", "copy", "inplace"});
@@ -1003,6 +1042,11 @@ void blocked_forward(blocked::Isa isa, blocked::Problem p, const at::Tensor& in,
   const scalar_t* ip = in.const_data_ptr<scalar_t>();
   const scalar_t* wp = w_packed.const_data_ptr<scalar_t>();
   const scalar_t* bp = bias != nullptr ? bias->const_data_ptr<scalar_t>() : nullptr;
+  // FULLCONV_CPU_TILE_POSITIONS=auto (default: one-vector tiles of blocked::kWidePositions
+  // positions) or 6 (as the wider tiles), to time them side by side
+  p.one_vector_positions =
+      env_setting("FULLCONV_CPU_TILE_POSITIONS", "auto", {"auto", "6"}) == "6" ? blocked::kTilePositions
+                                                                                : blocked::kWidePositions;
   if (depthwise) {
     // FULLCONV_CPU_DEPTHWISE_ROWS=2 (default: two output rows per row-kernel call) or 1;
     // FULLCONV_CPU_DEPTHWISE_CHANNELS=auto (default: blocks of output channels per task, their
@@ -1229,7 +1273,7 @@ at::Tensor full_conv_cpu_impl(const at::Tensor& input, const at::Tensor& weight,
   if (!weight_finite) apply_nonfinite_weight_padding(y, weight, s);  // (else a second pass over the weight)
   if (relu) y.relu_();
   if (!batched) y = y.squeeze(0);
-  return y.to(input.scalar_type()).contiguous(out_format);
+  return to_layout(y, input.scalar_type(), out_format);
 }
 
 at::Tensor full_conv_cpu(const at::Tensor& input, const at::Tensor& weight,
