@@ -29,6 +29,9 @@ CASES = [
     (3, 1, 16, 16, (4, 3, 5), (3, 2, 3), (1, 1, 2), (1, 2, 1), 1, False),
     (2, 2, 10, 20, (6, 6), (3, 3), (1, 1), (1, 1), 1, False),   # 10 channels: even, below a vector
     (2, 2, 9, 20, (6, 6), (3, 3), (1, 1), (1, 1), 1, False),    # odd: the float32 tiles
+    (2, 2, 16, 32, (9, 7), (1, 1), (1, 1), (1, 1), 1, True),    # one tap: ATen's where it has AVX512_BF16
+    (3, 1, 16, 24, (4, 3, 5), (1, 1, 1), (2, 1, 1), (1, 1, 1), 2, False),
+    (1, 2, 12, 20, (17,), (1,), (2,), (1,), 1, False),
 ]
 
 
@@ -65,6 +68,29 @@ def test_bf16_tiles_run_where_the_cpu_has_them(monkeypatch):
         assert not torch.equal(outs["auto"], outs["off"]), "the bfloat16 tiles did not run"
     else:
         assert torch.equal(outs["auto"], outs["off"])
+
+
+def test_bf16_one_tap_on_aten_where_the_cpu_has_bf16(monkeypatch):
+    # one-tap layers (ordinary convolutions) run on ATen's oneDNN kernels where the CPU has
+    # AVX512_BF16 (elsewhere ATen's bfloat16 convolution is not oneDNN's: the tiles), forward
+    # and both gradients; FULLCONV_CPU_ALGORITHM=blocked keeps them on the tiles
+    torch.manual_seed(1)
+    x = torch.randn(4, 32, 10, 10).bfloat16().requires_grad_()
+    w = (torch.randn(48, 32, 1, 1) / 6).bfloat16().requires_grad_()
+    for algorithm in ("auto", "blocked"):
+        monkeypatch.setenv("FULLCONV_CPU_ALGORITHM", algorithm)
+        before = torch.ops.fullconv._cpu_kernel_calls("bf16_tiles") + torch.ops.fullconv._cpu_kernel_calls("tiles")
+        y = fullconv.full_conv2d(x, w)
+        gx, gw = torch.autograd.grad(y, (x, w), torch.ones_like(y))
+        calls = torch.ops.fullconv._cpu_kernel_calls("bf16_tiles") + torch.ops.fullconv._cpu_kernel_calls("tiles") - before
+        on_aten = algorithm == "auto" and cpu_has_bf16_tiles()
+        assert (calls == 0) == on_aten, (algorithm, calls)
+        xr, wr = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
+        yr = torch.nn.functional.conv2d(xr, wr)
+        gxr, gwr = torch.autograd.grad(yr, (xr, wr), torch.ones_like(yr))
+        for got, want, name in ((y, yr, "forward"), (gx, gxr, "grad_input"), (gw, gwr, "grad_weight")):
+            assert got.dtype == torch.bfloat16
+            assert_close_scaled(got, want, torch.bfloat16, f"{algorithm} {name}")
 
 
 def test_bf16_tiles_setting_is_checked(monkeypatch):

@@ -587,6 +587,11 @@ constexpr int64_t kRowsMinInputChannels = 4;
 // ATen's convolution_backward (measured at 56x56 and against it at 28x28; NOTES entry 38).
 constexpr int64_t kOneTapGemmGradWeightPositions = 1600;
 
+// Whether a one-tap convolution in `dtype` runs on ATen's convolution (see full_conv_cpu_impl).
+bool one_tap_on_aten(at::ScalarType dtype) {
+  return dtype == at::kFloat || dtype == at::kDouble || (dtype == at::kBFloat16 && blocked::bf16_available());
+}
+
 // A batched tensor with ndim spatial dims as a 5-D one (leading spatial dims of size 1).
 at::Tensor as_5d(const at::Tensor& t, int ndim) {
   auto r = t;
@@ -1190,10 +1195,11 @@ at::Tensor full_conv_cpu_impl(const at::Tensor& input, const at::Tensor& weight,
     check_residual(*residual, output_shape(s, batched), residual_padding, input, op_name);
   // A kernel of one tap has no padding (d*(k-1) = 0 in every dim): it is an ordinary
   // convolution, which ATen's (oneDNN's) runs faster than the tiles here in float32/float64,
-  // strided ones above all (benchmarks/NOTES.md, entry 20). FULLCONV_CPU_ALGORITHM other than
-  // auto keeps fullconv's kernels.
+  // strided ones above all (benchmarks/NOTES.md, entry 20), and in bfloat16 where the CPU has
+  // AVX512_BF16 (1.1-2.5x; entry 40; without it ATen's bfloat16 convolution is not oneDNN's).
+  // FULLCONV_CPU_ALGORITHM other than auto keeps fullconv's kernels.
   if (residual == nullptr && s.kernel_volume() == 1 && cpu_algorithm_setting() == "auto" &&
-      (input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble) && input.numel() > 0) {
+      one_tap_on_aten(input.scalar_type()) && input.numel() > 0) {
     return one_tap_convolution(input, weight, bias, s, stride, dilation, groups);
   }
   const auto dtype = compute_dtype(input.scalar_type());
@@ -1414,6 +1420,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> full_conv_backward_cpu(
   // position, runs faster on ATen's (oneDNN's) convolution_backward than on the GEMM path,
   // except at stride 1 on large maps, where the GEMM path reads the input in place (no column
   // copy) in long GEMMs; its grad_input stays on the tiles (benchmarks/NOTES.md, entry 38).
+  // bfloat16 (where the forward is ATen's): both gradients ATen's (1.1-3.7x; entry 40).
+  if (nonempty && s.kernel_volume() == 1 && cpu_algorithm_setting() == "auto" &&
+      input.scalar_type() == at::kBFloat16 && one_tap_on_aten(at::kBFloat16)) {
+    auto grads = one_tap_backward(grad_output, input, weight, s, stride, dilation, groups,
+                                  {output_mask[0], output_mask[1], false});
+    return {output_mask[0] ? std::get<0>(grads) : grad_input, output_mask[1] ? std::get<1>(grads) : grad_weight,
+            grad_bias};
+  }
   if (output_mask[1] && nonempty && s.kernel_volume() == 1 && cpu_algorithm_setting() == "auto" &&
       (input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble) &&
       !(s.unit_stride() && s.out_spatial() >= kOneTapGemmGradWeightPositions)) {
