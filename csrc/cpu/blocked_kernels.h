@@ -73,6 +73,9 @@ struct Problem {
   // depthwise_forward with vectors across channels (one output channel per input channel,
   // unit input channel stride; the packed weight [K0, K1, K2, C]) instead of along rows
   bool depthwise_channels_last = false;
+  // ... with a row's last tile compiled for its positions (false: for the tiles' full width,
+  // to time the two)
+  bool depthwise_cl_exact_tiles = true;
   // forward(): positions per register tile of one vector of output channels (kWidePositions,
   // or 6 as the wider tiles, to time the two)
   int one_vector_positions = kWidePositions;

@@ -1052,14 +1052,29 @@ FULLCONV_TARGET void depthwise_cl_tile(const Problem& p, const DepthwiseClRow<T>
   }
 }
 
-// The tiles of a whole output row for the channels c0 .. c0 + NVC vectors (P positions a tile).
+// A tile of np <= P positions as a tile of exactly np positions, compiled for it (the last tile
+// of a row: no per-position test of np, and the branch-free path where it reads no padding).
+template <typename T, int NVC, int P, bool Masked, int N = 1>
+FULLCONV_TARGET_INLINE void depthwise_cl_tile_n(const Problem& p, const DepthwiseClRow<T>& row, const T* w,
+                                                const T* bias, bool accumulate, int64_t c0,
+                                                const typename Simd<T>::M* cm, int64_t ow0, int np) {
+  if constexpr (N <= P) {
+    if (np == N) return depthwise_cl_tile<T, NVC, N, Masked>(p, row, w, bias, accumulate, c0, cm, ow0, N);
+    depthwise_cl_tile_n<T, NVC, P, Masked, N + 1>(p, row, w, bias, accumulate, c0, cm, ow0, np);
+  }
+}
+
+// The tiles of a whole output row for the channels c0 .. c0 + NVC vectors (P positions a tile;
+// the last one as wide as its positions unless !p.depthwise_cl_exact_tiles).
 template <typename T, int NVC, int P, bool Masked>
 FULLCONV_TARGET void depthwise_cl_chunk(const Problem& p, const DepthwiseClRow<T>& row, const T* w, const T* bias,
                                         bool accumulate, int64_t c0, const typename Simd<T>::M* cm) {
   const int64_t O2 = p.out_size[2];
-  for (int64_t ow0 = 0; ow0 < O2; ow0 += P)
-    depthwise_cl_tile<T, NVC, P, Masked>(p, row, w, bias, accumulate, c0, cm, ow0,
-                                         static_cast<int>(std::min<int64_t>(P, O2 - ow0)));
+  for (int64_t ow0 = 0; ow0 < O2; ow0 += P) {
+    const int np = static_cast<int>(std::min<int64_t>(P, O2 - ow0));
+    if (p.depthwise_cl_exact_tiles) depthwise_cl_tile_n<T, NVC, P, Masked>(p, row, w, bias, accumulate, c0, cm, ow0, np);
+    else depthwise_cl_tile<T, NVC, P, Masked>(p, row, w, bias, accumulate, c0, cm, ow0, np);
+  }
 }
 
 // depthwise_forward where p.depthwise_channels_last: tasks are output rows (n, o0, o1), each

@@ -641,8 +641,11 @@ std::string env_setting(const char* name, const char* fallback, std::initializer
 // Whether a depthwise layer of one output channel per input channel reads its channels-last
 // input `t5` (5-D) in place with vectors across channels (blocked::Problem::
 // depthwise_channels_last) rather than copying it to NCHW for the row-vector kernel:
-// FULLCONV_CPU_DEPTHWISE_CL=auto (default) or off (the copy, to time both).
-bool depthwise_cl_setting() { return env_setting("FULLCONV_CPU_DEPTHWISE_CL", "auto", {"auto", "off"}) == "auto"; }
+// FULLCONV_CPU_DEPTHWISE_CL=auto (default), fixed (the kernel with every tile compiled for its
+// full width, the last of a row testing each position; to time the two) or off (the copy, to
+// time both).
+std::string depthwise_cl_mode() { return env_setting("FULLCONV_CPU_DEPTHWISE_CL", "auto", {"auto", "fixed", "off"}); }
+bool depthwise_cl_setting() { return depthwise_cl_mode() != "off"; }
 
 bool depthwise_channels_last_input(const at::Tensor& t5, int64_t in_channels_per_group,
                                    int64_t out_channels_per_group) {
@@ -1060,6 +1063,7 @@ void blocked_forward(blocked::Isa isa, blocked::Problem p, const at::Tensor& in,
     p.depthwise_channels =
         env_setting("FULLCONV_CPU_DEPTHWISE_CHANNELS", "auto", {"auto", "1"}) == "1" ? 1 : blocked::depthwise_channel_block(isa);
     p.depthwise_channels_last = depthwise_cl;
+    p.depthwise_cl_exact_tiles = depthwise_cl_mode() == "auto";
   }
   count_call(depthwise_cl ? KernelCount::kDepthwiseCl
              : depthwise  ? KernelCount::kDepthwise
