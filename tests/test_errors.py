@@ -153,6 +153,7 @@ def test_unknown_cpu_algorithm_is_refused(monkeypatch):
     ("FULLCONV_CPU_BLOCKED_TILE", "wide", "auto or narrow"),
     ("FULLCONV_CPU_TILE_POSITIONS", "12", "auto or 6"),
     ("FULLCONV_CPU_GATHER", "numpy", "auto or aten"),
+    ("FULLCONV_CPU_GROUPED", "on", "auto or off"),
 ])
 def test_unknown_blocked_switch_value_is_refused(monkeypatch, variable, value, message):
     monkeypatch.setenv("FULLCONV_CPU_ALGORITHM", "blocked")

@@ -396,6 +396,44 @@ def test_channel_gather_copies(nd, cin, cout, groups, size, layout, gather, monk
         assert calls >= 4, calls
 
 
+@pytest.mark.skipif(not BLOCKED, reason="the blocked kernels need AVX2 + FMA")
+@pytest.mark.parametrize("setting", ["auto", "off"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("nd,cin,cout,groups,kernel,dilation", [
+    (2, 16, 32, 2, 3, 1),    # 8 -> 16 channels a group
+    (2, 24, 24, 8, 3, 1),    # 3 -> 3: the rows kernel (no copy of this kind)
+    (2, 30, 40, 5, (2, 5), 1),  # 6 -> 8
+    (1, 12, 32, 4, 7, 1),
+    (3, 32, 32, 2, 3, 1),    # 16 -> 16 in 3-D (the 3-D copy rule)
+    (2, 16, 32, 2, 3, 2),    # dilation: no run to merge, no copy of this kind
+], ids=str)
+def test_group_blocked_copies(nd, cin, cout, groups, kernel, dilation, dtype, setting, monkeypatch):
+    """Grouped layers whose input the tiles read through a copy: each group's channels by
+    themselves ([G][N][S][Cg], FULLCONV_CPU_GROUPED=auto) so a kernel row's taps are one run,
+    or channels-last (off); channels-last outputs with the tiles' tasks groups-inner (auto) or
+    group-major (off); NCHW and channels-last inputs, strides 1 and 2, forward and gradients
+    (grad_input's problem copies grad_output the same way) against the reference, and the copy
+    seen to be made where it applies."""
+    monkeypatch.setenv("FULLCONV_CPU_GROUPED", setting)
+    torch.manual_seed(cin + cout + groups)
+    size = {1: (29,), 2: (9, 11), 3: (5, 6, 7)}[nd]
+    kernel = kernel if isinstance(kernel, tuple) else (kernel,) * nd
+    applies = setting == "auto" and dilation == 1 and cout // groups >= 8 and cin // groups > 1
+    for layout in ("contiguous", "channels_last"):
+        if layout == "channels_last" and nd == 1:
+            continue
+        x = torch.randn(2, cin, *size, dtype=dtype)
+        if layout == "channels_last":
+            x = x.contiguous(memory_format=channels_last_format(x))
+        w = torch.randn(cout, cin // groups, *kernel, dtype=dtype) / 4
+        b = torch.randn(cout, dtype=dtype)
+        for stride in (1, 2):
+            before = torch.ops.fullconv._cpu_kernel_calls("group_blocked")
+            check_against_reference(x, w, b, stride, dilation, groups)
+            calls = torch.ops.fullconv._cpu_kernel_calls("group_blocked") - before
+            assert calls >= 1 if applies else calls == 0, (calls, stride, layout)
+
+
 def channels_last_format(t):
     return torch.channels_last if t.dim() == 4 else torch.channels_last_3d
 

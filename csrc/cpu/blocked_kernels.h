@@ -65,6 +65,13 @@ struct Problem {
   // place (no copy) and written through a small transpose per tile. A strided grad_input
   // writes one residue class of input positions per problem through the output strides.
   int64_t in_stride_n = 0, in_stride_c = 1, in_stride[3] = {0, 0, 0};
+  // forward(): element offset between the groups of `in` (-1: in_channels_per_group() *
+  // in_stride_c, as in NCHW or channels-last; a group-blocked copy [G][N][S][Cin_g] sets it)
+  int64_t in_stride_g = -1;
+  // forward(): tasks ordered (sample, output row, group, channel block) rather than (group,
+  // channel block, sample, output row): the groups of an output row written together, where
+  // their channels share cache lines (channels-last outputs of narrow groups)
+  bool groups_inner = false;
   int64_t out_stride_n = 0, out_stride_c = 1, out_stride[3] = {0, 0, 0};
   // depthwise_forward: output rows per call of its row kernel (2, or 1 to time the two), and
   // output channels per task (depthwise_channel_block(), or 1 to time against)
@@ -155,7 +162,7 @@ constexpr int64_t grad_weight_block(Isa isa, int64_t out_channels_per_group, Isa
 }
 
 // Forward: tasks are (group, oc block, sample, out row S0 x S1), in that order (consecutive
-// tasks share packed weights). Writes every element of the rows it owns: bias (per output
+// tasks share packed weights; p.groups_inner: (sample, out row, group, oc block)). Writes every element of the rows it owns: bias (per output
 // channel, may be null) + (accumulate ? the value already in `out` : 0) + the correlation.
 int64_t forward_task_count(const Problem& p, int64_t block);
 // `block`: the packed weight's block, tile_block<T>(isa, out channels per group).

@@ -854,6 +854,7 @@ FULLCONV_TARGET void forward_blocks(const Problem& p, const In* in, const In* w_
                 os2 = p.out_stride[2];
   // (tap k2, input channel) pairs are evenly spaced in `in` and contiguous in the packed
   // weight: one run per kernel row at tiles where every tap reads real input
+  const int64_t isg = p.in_stride_g >= 0 ? p.in_stride_g : cin_g * isc;
   const bool merge_taps = d2 == 1 && isc == 1 && is2 == cin_g;
   // positions per tile: up to kWidePositions with one vector of output channels
   const int64_t PT = NV == 1 ? std::clamp<int64_t>(p.one_vector_positions, 1, kMaxPositions) : kTilePositions;
@@ -863,14 +864,26 @@ FULLCONV_TARGET void forward_blocks(const Problem& p, const In* in, const In* w_
   std::vector<Segment<In>> seg(static_cast<size_t>(ktot)), inner_seg(static_cast<size_t>(ktot));
 
   for (int64_t task = task_begin; task < task_end; ++task) {
-    int64_t t = task;
-    const int64_t o1 = t % O1;
-    t /= O1;
-    const int64_t o0 = t % O0;
-    t /= O0;
-    const int64_t n = t % p.batch;
-    t /= p.batch;
-    const int64_t ocb = t % OCB, g = t / OCB;
+    int64_t t = task, o1, o0, n, ocb, g;
+    if (p.groups_inner) {  // (n, o0, o1, g, ocb)
+      ocb = t % OCB;
+      t /= OCB;
+      g = t % p.groups;
+      t /= p.groups;
+      o1 = t % O1;
+      t /= O1;
+      o0 = t % O0;
+      n = t / O0;
+    } else {  // (g, ocb, n, o0, o1)
+      o1 = t % O1;
+      t /= O1;
+      o0 = t % O0;
+      t /= O0;
+      n = t % p.batch;
+      t /= p.batch;
+      ocb = t % OCB;
+      g = t / OCB;
+    }
     int64_t k0_lo, k0_hi, k1_lo, k1_hi;
     tap_range_padded(o0, p.in_size[0], p.kernel[0], p.stride[0], p.dilation[0], p.pad[0], &k0_lo, &k0_hi);
     tap_range_padded(o1, p.in_size[1], K1, p.stride[1], p.dilation[1], p.pad[1], &k1_lo, &k1_hi);
@@ -886,7 +899,7 @@ FULLCONV_TARGET void forward_blocks(const Problem& p, const In* in, const In* w_
         const int64_t i0 = o0 * p.stride[0] + k0 * p.dilation[0] - p.pad[0];
         for (int64_t k1 = k1_lo; k1 <= k1_hi; ++k1) {
           const int64_t i1 = o1 * p.stride[1] + k1 * p.dilation[1] - p.pad[1];
-          const In* x_row = in + n * isn + i0 * is0 + i1 * is1 + g * cin_g * isc;
+          const In* x_row = in + n * isn + i0 * is0 + i1 * is1 + g * isg;
           const In* w_row = w_block + (k0 * K1 + k1) * K2 * cin_g * B;
           if (inner && merge_taps) {
             Segment<In>& sg = segs[nseg++];

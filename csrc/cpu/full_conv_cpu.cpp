@@ -55,10 +55,10 @@ namespace {
 // Calls of the CPU's blocked kernels and copies by name (one relaxed increment per call at the
 // operator level), so tests can see which kernel a problem took: cpu_kernel_calls().
 enum class KernelCount {
-  kTiles, kBf16Tiles, kRows, kDepthwise, kDepthwiseCl, kGradWeightTiles, kGather, kTranspose, kCount
+  kTiles, kBf16Tiles, kRows, kDepthwise, kDepthwiseCl, kGradWeightTiles, kGather, kTranspose, kGroupBlocked, kCount
 };
 constexpr const char* kKernelCountNames[] = {"tiles", "bf16_tiles", "rows", "depthwise", "depthwise_cl",
-                                             "grad_weight_tiles", "gather", "transpose"};
+                                             "grad_weight_tiles", "gather", "transpose", "group_blocked"};
 static_assert(sizeof(kKernelCountNames) / sizeof(kKernelCountNames[0]) == static_cast<size_t>(KernelCount::kCount),
               "a name per counter");
 std::atomic<int64_t> g_kernel_calls[static_cast<int>(KernelCount::kCount)];
@@ -867,10 +867,13 @@ at::Tensor pack_blocked(int64_t B, const at::Tensor& w, bool flip, bool* all_fin
 }
 
 // Element strides of a 5-D tensor as the blocked problem's input or output.
-void set_input_strides(blocked::Problem& p, const at::Tensor& t5) {
-  p.in_stride_n = t5.stride(0);
-  p.in_stride_c = t5.stride(1);
-  for (int i = 0; i < kMaxSpatialDims; ++i) p.in_stride[i] = t5.stride(2 + i);
+// From a 5-D input, or a 6-D group-blocked one [G, N, S0, S1, S2, Cg] (group_blocked_copy).
+void set_input_strides(blocked::Problem& p, const at::Tensor& t) {
+  const bool grouped = t.dim() == 6;
+  p.in_stride_g = grouped ? t.stride(0) : -1;
+  p.in_stride_n = t.stride(grouped ? 1 : 0);
+  p.in_stride_c = t.stride(grouped ? 5 : 1);
+  for (int i = 0; i < kMaxSpatialDims; ++i) p.in_stride[i] = t.stride(2 + i);
 }
 void set_output_strides(blocked::Problem& p, const at::Tensor& t5) {
   p.out_stride_n = t5.stride(0);
@@ -954,6 +957,21 @@ at::Tensor to_layout(const at::Tensor& t, at::ScalarType dtype, at::MemoryFormat
 
 namespace {
 
+at::Tensor channel_blocked(const at::Tensor& t5, int64_t groups, int64_t block);
+
+// FULLCONV_CPU_GROUPED=auto (default: group_blocked_copy where blocked_input copies a grouped
+// input; the forward tiles' tasks groups-inner for channels-last outputs of several groups) or
+// off (channels-last copies and group-major tasks, as for one group; to time the two).
+bool grouped_setting() { return env_setting("FULLCONV_CPU_GROUPED", "auto", {"auto", "off"}) == "auto"; }
+
+// A 5-D input [N, C, S0, S1, S2] (any layout, C = groups x Cg) copied group by group as
+// [G, N, S0, S1, S2, Cg]: each group's channels adjacent (channel_blocked with a block of a
+// whole group), for blocked::Problem::in_stride_g.
+at::Tensor group_blocked_copy(const at::Tensor& t5, int64_t groups) {
+  count_call(KernelCount::kGroupBlocked);
+  return channel_blocked(t5, groups, t5.size(1) / groups).squeeze(1);
+}
+
 // The blocked kernels read any input layout in place. A channels-last copy pays off where
 // rows of products are short (few channels per group) or where, with unit dilation and one
 // group, it lets a tile's kernel row run as one long (tap, channel) loop and the copy is
@@ -964,10 +982,10 @@ at::Tensor blocked_input(const at::Tensor& t5, bool rows, int64_t channels_per_g
                          int64_t dilation, double macs_per_element, int ndim) {
   // the rows kernel loads consecutive positions of a row as vectors
   if (rows) return t5.stride(4) == 1 || t5.size(4) == 1 ? t5 : to_layout(t5, t5.scalar_type(), at::MemoryFormat::Contiguous);
-  if (t5.stride(1) == 1 || t5.size(1) == 1) return t5;
   // (tests force both ways)
   const std::string mode = env_setting("FULLCONV_CPU_BLOCKED_INPUT", "auto", {"auto", "copy", "inplace"});
-  const bool mergeable = groups == 1 && dilation == 1;
+  const bool group_blocked = grouped_setting();
+  const bool mergeable = dilation == 1;
   // 3-D with at most 32 channels per group: the in-place reads (one broadcast a channel apart,
   // a D*H*W stride) and the unmerged taps (27 short runs per 3x3x3 tile instead of 9) cost
   // more than the copy where each input element meets >= 256 products (entry 38: 16 and 32
@@ -975,6 +993,12 @@ at::Tensor blocked_input(const at::Tensor& t5, bool rows, int64_t channels_per_g
   const bool copy = mode == "copy" ||
       (mode == "auto" && (channels_per_group < 16 || (mergeable && macs_per_element >= 1024) ||
                           (mergeable && ndim == 3 && channels_per_group <= 32 && macs_per_element >= 256)));
+  // Several groups: channels-last interleaves them, so a tile's (tap, channel) runs stop at
+  // every group's channels; a copy of each group's channels by themselves ([G][N][S][Cg]) makes
+  // a kernel row's taps one run (unit dilation), channels-last inputs too (entry 40)
+  if (copy && groups > 1 && channels_per_group > 1 && mergeable && group_blocked)
+    return group_blocked_copy(t5, groups);
+  if (t5.stride(1) == 1 || t5.size(1) == 1) return t5;
   return copy ? channels_last_copy(t5) : t5;
 }
 
@@ -1019,6 +1043,7 @@ void blocked_forward(blocked::Isa isa, blocked::Problem p, const at::Tensor& in,
       depthwise_cl || depthwise_kernel(p.in_channels_per_group(), p.out_channels_per_group(), p.stride[2]);
   const bool rows = !depthwise && rows_kernel(p.out_channels_per_group(), p.stride[2]);
   TORCH_INTERNAL_ASSERT(!(rows || depthwise) || depthwise_cl || p.in_stride[2] == 1 || p.in_size[2] == 1);
+  TORCH_INTERNAL_ASSERT(in.dim() == 5 || !(rows || depthwise || in.scalar_type() == at::kBFloat16));
   if ((rows || depthwise) && !depthwise_cl) p.in_stride[2] = 1;
   const int64_t block = depthwise ? 1
                         : rows    ? blocked::kRowsBlock
@@ -1065,6 +1090,9 @@ void blocked_forward(blocked::Isa isa, blocked::Problem p, const at::Tensor& in,
     p.depthwise_channels_last = depthwise_cl;
     p.depthwise_cl_exact_tiles = depthwise_cl_mode() == "auto";
   }
+  // several groups into a channels-last output: a row's groups together (their channels share
+  // cache lines that group-major tasks wrote in part, each, across the whole output)
+  p.groups_inner = p.groups > 1 && p.out_stride_c == 1 && grouped_setting();
   count_call(depthwise_cl ? KernelCount::kDepthwiseCl
              : depthwise  ? KernelCount::kDepthwise
              : rows       ? KernelCount::kRows
