@@ -130,3 +130,12 @@ def test_cpu_variants_smoke():
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
         lines = [ln for ln in proc.stdout.splitlines() if not ln.startswith("#")]
         assert len(lines) == 2 and all("FULLCONV_CPU_ALGORITHM=gemm" in ln and "oneDNN" in ln for ln in lines), proc.stdout
+
+
+def test_sweep_cpu_smoke(tmp_path):
+    out, data = run_script(["benchmarks/sweep_cpu.py", "--problems", "3", "--budget", "0.01", "--seed", "5"], tmp_path)
+    assert len(data["rows"]) == 3 and "geometric mean" in out and "worst forward ratios" in out
+    for row in data["rows"]:
+        assert row["problem"] in out
+        for mode in ("forward", "forward+backward"):
+            assert row["ratio"][mode] == row["padded_s"][mode] / row["fullconv_s"][mode] > 0
