@@ -143,7 +143,7 @@ def main():
     for m, v in summary.items():
         print(f"{m}: geometric mean {v['geomean']:.2f}x, min {v['min']:.2f}x, {v['below_0.9']} of {len(rows)} "
               "below 0.9x")
-    save_results(args.out, "sweep-cpu", f"{platform.machine()}-{torch.get_num_threads()}t", False,
+    save_results(args.out, f"sweep-cpu-seed{args.seed}", f"{platform.machine()}-{torch.get_num_threads()}t", False,
                  {"torch": torch.__version__, "threads": torch.get_num_threads(), "seed": args.seed,
                   "cpu_capability": torch.backends.cpu.get_cpu_capability(), "summary": summary, "rows": rows})
 

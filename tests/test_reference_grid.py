@@ -189,6 +189,28 @@ def test_register_tile_widths(cout, groups, dtype, isa, monkeypatch):
 
 
 @pytest.mark.skipif(not BLOCKED, reason="no blocked CPU kernels on this CPU")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("nd,cin,cout,groups,stride", [(2, 32, 4, 1, (2, 2)), (2, 64, 16, 4, (1, 2)), (2, 3, 4, 1, (2, 2)),
+                                                       (3, 16, 6, 2, (2, 2, 2)), (1, 8, 2, 1, (3,)),
+                                                       (2, 16, 16, 16, (2, 2))], ids=str)
+def test_strided_forward_of_few_output_channels(nd, cin, cout, groups, stride, dtype):
+    """Forwards strided along the row with fewer than 8 output channels a group (no rows
+    kernel there) run on the register tiles, most lanes idle, where a group has >= 2 input
+    channels (the GEMM path was 1.3-3.9x slower); depthwise ones stay on the direct kernel."""
+    torch.manual_seed(cin + cout)
+    size = {1: (23,), 2: (9, 11), 3: (5, 6, 7)}[nd]
+    x = torch.randn(2, cin, *size, dtype=dtype)
+    w = torch.randn(cout, cin // groups, *(3,) * nd, dtype=dtype) / 4
+    b = torch.randn(cout, dtype=dtype)
+    before = torch.ops.fullconv._cpu_kernel_calls("tiles")
+    y = {1: fullconv.full_conv1d, 2: fullconv.full_conv2d, 3: fullconv.full_conv3d}[nd](x, w, b, stride, 1, groups)
+    calls = torch.ops.fullconv._cpu_kernel_calls("tiles") - before
+    assert calls == (1 if cin // groups >= 2 else 0), calls
+    assert_close_scaled(y, full_conv_reference(x.double(), w.double(), b.double(), stride, 1, groups), dtype, "forward")
+    check_against_reference(x, w, b, stride, 1, groups)
+
+
+@pytest.mark.skipif(not BLOCKED, reason="no blocked CPU kernels on this CPU")
 @pytest.mark.parametrize("positions", ["auto", "6"])
 @pytest.mark.parametrize("isa", ["avx512", "avx2"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
@@ -401,7 +423,7 @@ def test_channel_gather_copies(nd, cin, cout, groups, size, layout, gather, monk
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("nd,cin,cout,groups,kernel,dilation", [
     (2, 16, 32, 2, 3, 1),    # 8 -> 16 channels a group
-    (2, 24, 24, 8, 3, 1),    # 3 -> 3: the rows kernel (no copy of this kind)
+    (2, 24, 24, 8, 3, 1),    # 3 -> 3: the rows kernel (no copy of this kind); strided: the tiles
     (2, 30, 40, 5, (2, 5), 1),  # 6 -> 8
     (1, 12, 32, 4, 7, 1),
     (3, 32, 32, 2, 3, 1),    # 16 -> 16 in 3-D (the 3-D copy rule)
@@ -418,7 +440,6 @@ def test_group_blocked_copies(nd, cin, cout, groups, kernel, dilation, dtype, se
     torch.manual_seed(cin + cout + groups)
     size = {1: (29,), 2: (9, 11), 3: (5, 6, 7)}[nd]
     kernel = kernel if isinstance(kernel, tuple) else (kernel,) * nd
-    applies = setting == "auto" and dilation == 1 and cout // groups >= 8 and cin // groups > 1
     for layout in ("contiguous", "channels_last"):
         if layout == "channels_last" and nd == 1:
             continue
@@ -428,6 +449,9 @@ def test_group_blocked_copies(nd, cin, cout, groups, kernel, dilation, dtype, se
         w = torch.randn(cout, cin // groups, *kernel, dtype=dtype) / 4
         b = torch.randn(cout, dtype=dtype)
         for stride in (1, 2):
+            # the forward's tiles: >= 8 output channels a group, or strided with >= 2 inputs
+            tiles = cout // groups >= 8 or (stride > 1 and cin // groups >= 2)
+            applies = setting == "auto" and dilation == 1 and cin // groups > 1 and tiles
             before = torch.ops.fullconv._cpu_kernel_calls("group_blocked")
             check_against_reference(x, w, b, stride, dilation, groups)
             calls = torch.ops.fullconv._cpu_kernel_calls("group_blocked") - before

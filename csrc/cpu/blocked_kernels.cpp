@@ -235,43 +235,41 @@ int64_t gather_rows_fast<float>(const float* src, int64_t sc, int64_t rows, int6
 }  // namespace
 
 namespace {
-// Rows [i0, i1) of one matrix of transpose_matrices, columns [j0, j1): whole tiles of 8 x 8
-// float32 (4 x 4 float64) through register transposes, one store of a tile's column per
-// destination row; returns the rows done (a multiple of the tile), the caller moves the rest.
-__attribute__((target("avx2"))) int64_t transpose_tiles_avx2(const float* src, int64_t ld_src, int64_t i0, int64_t i1,
-                                                             int64_t j0, int64_t j1, float* dst, int64_t ld_dst) {
-  int64_t i = i0;
-  for (; i + 8 <= i1; i += 8) {
-    int64_t j = j0;
-    for (; j + 8 <= j1; j += 8) {
-      __m256 r[8], col[8];
-      for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(src + (i + k) * ld_src + j);
-      transpose8x8(r, col);
-      for (int k = 0; k < 8; ++k) _mm256_storeu_ps(dst + (j + k) * ld_dst + i, col[k]);
-    }
-    for (; j < j1; ++j)
-      for (int k = 0; k < 8; ++k) dst[j * ld_dst + i + k] = src[(i + k) * ld_src + j];
-  }
-  return i;
+// One tile of transpose_matrices through registers: 8 x 8 float32 or 4 x 4 float64,
+// d[j * ldd + i] = s[i * lds + j].
+__attribute__((target("avx2"), always_inline)) inline void transpose_tile(const float* s, int64_t lds, float* d,
+                                                                          int64_t ldd) {
+  __m256 r[8], col[8];
+  for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(s + k * lds);
+  transpose8x8(r, col);
+  for (int k = 0; k < 8; ++k) _mm256_storeu_ps(d + k * ldd, col[k]);
 }
-__attribute__((target("avx2"))) int64_t transpose_tiles_avx2(const double* src, int64_t ld_src, int64_t i0, int64_t i1,
-                                                             int64_t j0, int64_t j1, double* dst, int64_t ld_dst) {
+__attribute__((target("avx2"), always_inline)) inline void transpose_tile(const double* s, int64_t lds, double* d,
+                                                                          int64_t ldd) {
+  __m256d r[4];
+  for (int k = 0; k < 4; ++k) r[k] = _mm256_loadu_pd(s + k * lds);
+  // (r0[0] r1[0] r0[2] r1[2]), (r0[1] r1[1] r0[3] r1[3]), the same of rows 2 and 3
+  const __m256d t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]);
+  const __m256d t2 = _mm256_unpacklo_pd(r[2], r[3]), t3 = _mm256_unpackhi_pd(r[2], r[3]);
+  _mm256_storeu_pd(d, _mm256_permute2f128_pd(t0, t2, 0x20));
+  _mm256_storeu_pd(d + ldd, _mm256_permute2f128_pd(t1, t3, 0x20));
+  _mm256_storeu_pd(d + 2 * ldd, _mm256_permute2f128_pd(t0, t2, 0x31));
+  _mm256_storeu_pd(d + 3 * ldd, _mm256_permute2f128_pd(t1, t3, 0x31));
+}
+
+// Rows [i0, i1) of one matrix of transpose_matrices, columns [j0, j1): whole tiles (32 bytes
+// a row) through transpose_tile, the columns past the last whole tile one by one; returns the
+// rows done (a multiple of the tile), the caller moves the rest.
+template <typename T>
+__attribute__((target("avx2"))) int64_t transpose_tiles_avx2(const T* src, int64_t ld_src, int64_t i0, int64_t i1,
+                                                             int64_t j0, int64_t j1, T* dst, int64_t ld_dst) {
+  constexpr int64_t kTile = 32 / sizeof(T);
   int64_t i = i0;
-  for (; i + 4 <= i1; i += 4) {
+  for (; i + kTile <= i1; i += kTile) {
     int64_t j = j0;
-    for (; j + 4 <= j1; j += 4) {
-      __m256d r[4];
-      for (int k = 0; k < 4; ++k) r[k] = _mm256_loadu_pd(src + (i + k) * ld_src + j);
-      // (r0[0] r1[0] r0[2] r1[2]), (r0[1] r1[1] r0[3] r1[3]), the same of rows 2 and 3
-      const __m256d t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]);
-      const __m256d t2 = _mm256_unpacklo_pd(r[2], r[3]), t3 = _mm256_unpackhi_pd(r[2], r[3]);
-      _mm256_storeu_pd(dst + j * ld_dst + i, _mm256_permute2f128_pd(t0, t2, 0x20));
-      _mm256_storeu_pd(dst + (j + 1) * ld_dst + i, _mm256_permute2f128_pd(t1, t3, 0x20));
-      _mm256_storeu_pd(dst + (j + 2) * ld_dst + i, _mm256_permute2f128_pd(t0, t2, 0x31));
-      _mm256_storeu_pd(dst + (j + 3) * ld_dst + i, _mm256_permute2f128_pd(t1, t3, 0x31));
-    }
+    for (; j + kTile <= j1; j += kTile) transpose_tile(src + i * ld_src + j, ld_src, dst + j * ld_dst + i, ld_dst);
     for (; j < j1; ++j)
-      for (int k = 0; k < 4; ++k) dst[j * ld_dst + i + k] = src[(i + k) * ld_src + j];
+      for (int64_t k = 0; k < kTile; ++k) dst[j * ld_dst + i + k] = src[(i + k) * ld_src + j];
   }
   return i;
 }

@@ -685,8 +685,9 @@ enum class Pass { kForward, kGradInput, kGradWeight };
 // compute dtype of float16/bfloat16). Per pass, by the channels its kernel vectorises over
 // (measured in benchmarks/NOTES.md, entries 5, 10 and 14; 1x1 kernels: forward only):
 //   forward     register tiles for >= 8 output channels per group, else vectors along output
-//               rows (stride 1 along the row, >= 4 input channels per group; other
-//               few-channel layers, depthwise among them, stay unblocked)
+//               rows (stride 1 along the row, >= 4 input channels per group), or the tiles
+//               (strided along the row, >= 2 input channels per group); other few-channel
+//               layers, depthwise among them, stay unblocked
 //   grad_input  the same with input and output channels swapped (its residue classes all
 //               have stride 1); tiles only where both sides have >= 8 channels per group
 //   grad_weight register tiles for >= 8 output channels per group, else unblocked
@@ -712,8 +713,12 @@ Algorithm choose_algorithm(const ConvShape& s, at::ScalarType dtype, Pass pass) 
   // kRowsMinInputChannels (depthwise) the direct formulation is faster
   switch (pass) {
     case Pass::kForward:
+      // (strided along the row, few output channels: the register tiles, most of their lanes
+      // idle, still 1.3-3.9x faster than the GEMM path where a group has >= 2 input channels;
+      // depthwise ones stay on the direct kernel; NOTES entry 40)
       blocked = cout_g >= kRowsBelowChannels ||
-                (!one_tap && last_stride == 1 && (cin_g >= kRowsMinInputChannels || cin_g == 1));
+                (!one_tap && last_stride == 1 && (cin_g >= kRowsMinInputChannels || cin_g == 1)) ||
+                (!one_tap && last_stride > 1 && cin_g >= 2);
       break;
     case Pass::kGradInput:  // the problem's input channels are the forward's output channels
       blocked = cin_g >= kRowsBelowChannels ? cout_g >= kRowsBelowChannels
