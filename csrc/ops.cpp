@@ -249,7 +249,10 @@ at::Tensor one_tap_convolution(const at::Tensor& input, const at::Tensor& weight
   const auto fmt = batched ? output_memory_format(input, weight) : at::MemoryFormat::Contiguous;
   const auto like = at::empty(y.sizes(), y.options().device(at::kMeta).memory_format(fmt));
   if (y.strides() == like.strides()) return y;
-  if (y.is_non_overlapping_and_dense()) return to_layout(y, y.scalar_type(), fmt);
+  if (y.is_non_overlapping_and_dense()) {  // (a layout change by transposes on the CPU)
+    auto flipped = to_layout(y, y.scalar_type(), fmt);
+    if (flipped.strides() == like.strides()) return flipped;
+  }
   auto out = at::empty(y.sizes(), y.options().memory_format(fmt));
   out.copy_(y);
   return out;

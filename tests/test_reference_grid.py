@@ -465,11 +465,12 @@ def channels_last_format(t):
 @pytest.mark.parametrize("gather", ["auto", "aten"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("shape", [(2, 3, 5, 7), (3, 37, 9, 11), (1, 8, 8, 8), (2, 16, 1, 64), (2, 33, 4, 5, 6),
-                                   (1, 100, 3, 70), (2, 1, 6, 6), (1, 70, 1, 1)], ids=str)
+                                   (1, 100, 3, 70), (2, 1, 6, 6), (1, 70, 1, 1), (1, 3, 40, 53)], ids=str)
 def test_layout_copies(shape, dtype, gather, monkeypatch):
     """to_layout, the CPU's changes between NCHW and channels-last (register transposes of
     8 x 8 float32, 4 x 4 float64 tiles; element by element at row and column tails): every
-    element in place, bit for bit (infinities and NaN too), both directions, with a dtype change
+    element in place, bit for bit (infinities and NaN too), both directions (rows and columns in
+    chunks: 3 channels x 2120 positions is one chunk of rows, three of columns), with a dtype change
     before or after, and ATen's copy where nothing changes (one channel, one position) or the
     source is in neither layout."""
     monkeypatch.setenv("FULLCONV_CPU_GATHER", gather)

@@ -372,21 +372,24 @@ void gather_channel_blocks(const T* src, int64_t sn, int64_t sc, int64_t N, int6
   }
 }
 
-int64_t transpose_task_count(int64_t N, int64_t rows) { return N * ceil_div(rows, kTransposeRows); }
+int64_t transpose_task_count(int64_t N, int64_t rows, int64_t cols) {
+  return N * ceil_div(rows, kTransposeRows) * ceil_div(cols, kTransposeColumns);
+}
 
 template <typename T>
 void transpose_matrices(const T* src, int64_t sn, int64_t ld_src, int64_t /*N: tasks know it*/, int64_t rows,
                         int64_t cols, T* dst, int64_t dn, int64_t ld_dst, int64_t task_begin, int64_t task_end) {
   // columns in blocks, so the destination rows a block writes stay in cache across its rows
   constexpr int64_t kColumns = 64;
-  const int64_t chunks = ceil_div(rows, kTransposeRows);
-  for (int64_t task = task_begin; task < task_end; ++task) {  // (n, chunk of rows)
-    const int64_t n = task / chunks, i0 = (task % chunks) * kTransposeRows;
-    const int64_t i1 = std::min(rows, i0 + kTransposeRows);
+  const int64_t row_chunks = ceil_div(rows, kTransposeRows), col_chunks = ceil_div(cols, kTransposeColumns);
+  for (int64_t task = task_begin; task < task_end; ++task) {  // (n, chunk of rows, chunk of columns)
+    const int64_t c = task % col_chunks, r = task / col_chunks % row_chunks, n = task / col_chunks / row_chunks;
+    const int64_t i0 = r * kTransposeRows, i1 = std::min(rows, i0 + kTransposeRows);
+    const int64_t c1 = std::min(cols, (c + 1) * kTransposeColumns);
     const T* s = src + n * sn;
     T* d = dst + n * dn;
-    for (int64_t j0 = 0; j0 < cols; j0 += kColumns) {
-      const int64_t j1 = std::min(cols, j0 + kColumns);
+    for (int64_t j0 = c * kTransposeColumns; j0 < c1; j0 += kColumns) {
+      const int64_t j1 = std::min(c1, j0 + kColumns);
       for (int64_t i = transpose_tiles<T>(s, ld_src, i0, i1, j0, j1, d, ld_dst); i < i1; ++i)
         for (int64_t j = j0; j < j1; ++j) d[j * ld_dst + i] = s[i * ld_src + j];
     }

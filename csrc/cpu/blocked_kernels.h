@@ -13,7 +13,8 @@
 //   packed w     [G, OCB, K0, K1, K2, Cin_g, B] output channels in blocks of B (zero beyond
 //                                             Cout_g); B = tile_block<T>(isa, Cout_g): two
 //                                             vectors, or four (AVX-512) for wide groups
-// A register tile is B output channels x up to 6 output positions of one row (forward; each
+// A register tile is B output channels x up to 6 output positions of one row (8 where B is one
+// vector: kWidePositions) (forward; each
 // (tap, channel) run covers only the tile positions where that tap reads real input) or
 // B output channels x up to 6 input channels of one tap (grad_weight), accumulated in
 // registers over every (tap, input channel) or every (sample, position) and stored once.
@@ -248,11 +249,12 @@ void gather_channel_blocks(const T* src, int64_t sn, int64_t sc, int64_t N, int6
 // Batched 2-D transposes, the layout changes between NCHW and channels-last (matrix n: [C][S]
 // to [S][C] or back):
 //   dst[n * dn + j * ld_dst + i] = src[n * sn + i * ld_src + j],  i < rows, j < cols,
-// for the tasks (n, chunk of kTransposeRows rows) in [task_begin, task_end) of
-// transpose_task_count(N, rows). float32 (float64) on AVX2 through 8 x 8 (4 x 4) register
-// transposes; otherwise element by element.
+// for the tasks (n, chunk of kTransposeRows rows, chunk of kTransposeColumns columns) in
+// [task_begin, task_end) of transpose_task_count(N, rows, cols). float32 (float64) on AVX2
+// through 8 x 8 (4 x 4) register transposes; otherwise element by element.
 constexpr int64_t kTransposeRows = 32;
-int64_t transpose_task_count(int64_t N, int64_t rows);
+constexpr int64_t kTransposeColumns = 1024;
+int64_t transpose_task_count(int64_t N, int64_t rows, int64_t cols);
 template <typename T>
 void transpose_matrices(const T* src, int64_t sn, int64_t ld_src, int64_t N, int64_t rows, int64_t cols, T* dst,
                         int64_t dn, int64_t ld_dst, int64_t task_begin, int64_t task_end);

@@ -938,7 +938,7 @@ at::Tensor to_layout(const at::Tensor& t, at::ScalarType dtype, at::MemoryFormat
     AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "fullconv_to_layout", [&] {
       const scalar_t* sp = src.const_data_ptr<scalar_t>();
       scalar_t* dp = out.mutable_data_ptr<scalar_t>();
-      at::parallel_for(0, blocked::transpose_task_count(N, rows), 1, [&](int64_t begin, int64_t end) {
+      at::parallel_for(0, blocked::transpose_task_count(N, rows, cols), 1, [&](int64_t begin, int64_t end) {
         blocked::transpose_matrices<scalar_t>(sp, C * S, cols, N, rows, cols, dp, C * S, rows, begin, end);
       });
     });
@@ -953,7 +953,7 @@ at::Tensor to_layout(const at::Tensor& t, at::ScalarType dtype, at::MemoryFormat
     return fmt == cl && src.is_contiguous();
   };
   auto vector_dtype = [](at::ScalarType d) { return d == at::kFloat || d == at::kDouble; };
-  if (env_setting("FULLCONV_CPU_GATHER", "auto", {"auto", "aten"}) == "auto" && changes(t)) {
+  if (t.is_cpu() && env_setting("FULLCONV_CPU_GATHER", "auto", {"auto", "aten"}) == "auto" && changes(t)) {
     if (vector_dtype(t.scalar_type())) return flip_layout(t).to(dtype);
     if (vector_dtype(dtype)) return flip_layout(t.to(dtype));
   }
@@ -990,7 +990,7 @@ at::Tensor blocked_input(const at::Tensor& t5, bool rows, int64_t channels_per_g
   // (tests force both ways)
   const std::string mode = env_setting("FULLCONV_CPU_BLOCKED_INPUT", "auto", {"auto", "copy", "inplace"});
   const bool group_blocked = grouped_setting();
-  const bool mergeable = dilation == 1;
+  const bool mergeable = dilation == 1 && (groups == 1 || group_blocked);
   // 3-D with at most 32 channels per group: the in-place reads (one broadcast a channel apart,
   // a D*H*W stride) and the unmerged taps (27 short runs per 3x3x3 tile instead of 9) cost
   // more than the copy where each input element meets >= 256 products (entry 38: 16 and 32
@@ -1053,6 +1053,14 @@ void blocked_forward(blocked::Isa isa, blocked::Problem p, const at::Tensor& in,
   const int64_t block = depthwise ? 1
                         : rows    ? blocked::kRowsBlock
                                   : tile_block_setting<scalar_t>(isa, p.out_channels_per_group());
+  // FULLCONV_CPU_TILE_POSITIONS=auto (default: one-vector tiles of blocked::kWidePositions
+  // positions) or 6 (as the wider tiles), to time them side by side
+  p.one_vector_positions =
+      env_setting("FULLCONV_CPU_TILE_POSITIONS", "auto", {"auto", "6"}) == "6" ? blocked::kTilePositions
+                                                                                : blocked::kWidePositions;
+  // several groups into a channels-last output: a row's groups together (their channels share
+  // cache lines that group-major tasks wrote in part, each, across the whole output)
+  p.groups_inner = p.groups > 1 && p.out_stride_c == 1 && grouped_setting();
   if (in.scalar_type() == at::kBFloat16) {
     if constexpr (std::is_same_v<scalar_t, float>) {
       TORCH_INTERNAL_ASSERT(!rows && !depthwise && p.in_stride_c == 1 && p.in_channels_per_group() % 2 == 0 &&
@@ -1080,11 +1088,6 @@ void blocked_forward(blocked::Isa isa, blocked::Problem p, const at::Tensor& in,
   const scalar_t* ip = in.const_data_ptr<scalar_t>();
   const scalar_t* wp = w_packed.const_data_ptr<scalar_t>();
   const scalar_t* bp = bias != nullptr ? bias->const_data_ptr<scalar_t>() : nullptr;
-  // FULLCONV_CPU_TILE_POSITIONS=auto (default: one-vector tiles of blocked::kWidePositions
-  // positions) or 6 (as the wider tiles), to time them side by side
-  p.one_vector_positions =
-      env_setting("FULLCONV_CPU_TILE_POSITIONS", "auto", {"auto", "6"}) == "6" ? blocked::kTilePositions
-                                                                                : blocked::kWidePositions;
   if (depthwise) {
     // FULLCONV_CPU_DEPTHWISE_ROWS=2 (default: two output rows per row-kernel call) or 1;
     // FULLCONV_CPU_DEPTHWISE_CHANNELS=auto (default: blocks of output channels per task, their
@@ -1095,9 +1098,6 @@ void blocked_forward(blocked::Isa isa, blocked::Problem p, const at::Tensor& in,
     p.depthwise_channels_last = depthwise_cl;
     p.depthwise_cl_exact_tiles = depthwise_cl_mode() == "auto";
   }
-  // several groups into a channels-last output: a row's groups together (their channels share
-  // cache lines that group-major tasks wrote in part, each, across the whole output)
-  p.groups_inner = p.groups > 1 && p.out_stride_c == 1 && grouped_setting();
   count_call(depthwise_cl ? KernelCount::kDepthwiseCl
              : depthwise  ? KernelCount::kDepthwise
              : rows       ? KernelCount::kRows
