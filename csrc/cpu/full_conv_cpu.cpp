@@ -891,8 +891,11 @@ void set_output_strides(blocked::Problem& p, const at::Tensor& t5) {
 // elements per sample and channel; dims of size 1 aside), a CPU with AVX2, and
 // FULLCONV_CPU_GATHER=auto (aten: ATen's copies, to time both). ATen's permuted copy of such
 // tensors ran at 4-25 GB/s here (a 30 MB 32-channel gradient: 2.6-8.4 ms, a clone 1.2).
+// (FULLCONV_CPU_GATHER also governs to_layout's copies.)
+bool gather_setting() { return env_setting("FULLCONV_CPU_GATHER", "auto", {"auto", "aten"}) == "auto"; }
+
 bool gather_applies(const at::Tensor& t5) {
-  if (env_setting("FULLCONV_CPU_GATHER", "auto", {"auto", "aten"}) != "auto") return false;
+  if (!gather_setting()) return false;
   if (t5.scalar_type() != at::kFloat || t5.numel() == 0 || blocked_isa() == blocked::Isa::kNone) return false;
   int64_t expected = 1;
   for (int i = 4; i >= 2; --i) {
@@ -947,13 +950,13 @@ at::Tensor to_layout(const at::Tensor& t, at::ScalarType dtype, at::MemoryFormat
   // NCHW to channels-last or back, of a tensor dense in the one layout (not in both: one
   // channel or one position is either)
   auto changes = [&](const at::Tensor& src) {
-    if (!src.is_cpu() || (src.dim() != 4 && src.dim() != 5) || src.numel() == 0 || src.is_contiguous(fmt)) return false;
+    if ((src.dim() != 4 && src.dim() != 5) || src.numel() == 0 || src.is_contiguous(fmt)) return false;
     const auto cl = src.dim() == 4 ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::ChannelsLast3d;
     if (fmt == at::MemoryFormat::Contiguous) return src.is_contiguous(cl);
     return fmt == cl && src.is_contiguous();
   };
   auto vector_dtype = [](at::ScalarType d) { return d == at::kFloat || d == at::kDouble; };
-  if (t.is_cpu() && env_setting("FULLCONV_CPU_GATHER", "auto", {"auto", "aten"}) == "auto" && changes(t)) {
+  if (t.is_cpu() && gather_setting() && changes(t)) {
     if (vector_dtype(t.scalar_type())) return flip_layout(t).to(dtype);
     if (vector_dtype(dtype)) return flip_layout(t.to(dtype));
   }
@@ -989,7 +992,7 @@ at::Tensor blocked_input(const at::Tensor& t5, bool rows, int64_t channels_per_g
   if (rows) return t5.stride(4) == 1 || t5.size(4) == 1 ? t5 : to_layout(t5, t5.scalar_type(), at::MemoryFormat::Contiguous);
   // (tests force both ways)
   const std::string mode = env_setting("FULLCONV_CPU_BLOCKED_INPUT", "auto", {"auto", "copy", "inplace"});
-  const bool group_blocked = grouped_setting();
+  const bool group_blocked = grouped_setting();  // (read, so checked, on every call)
   const bool mergeable = dilation == 1 && (groups == 1 || group_blocked);
   // 3-D with at most 32 channels per group: the in-place reads (one broadcast a channel apart,
   // a D*H*W stride) and the unmerged taps (27 short runs per 3x3x3 tile instead of 9) cost
@@ -1001,7 +1004,7 @@ at::Tensor blocked_input(const at::Tensor& t5, bool rows, int64_t channels_per_g
   // Several groups: channels-last interleaves them, so a tile's (tap, channel) runs stop at
   // every group's channels; a copy of each group's channels by themselves ([G][N][S][Cg]) makes
   // a kernel row's taps one run (unit dilation), channels-last inputs too (entry 40)
-  if (copy && groups > 1 && channels_per_group > 1 && mergeable && group_blocked)
+  if (copy && groups > 1 && channels_per_group > 1 && mergeable)
     return group_blocked_copy(t5, groups);
   if (t5.stride(1) == 1 || t5.size(1) == 1) return t5;
   return copy ? channels_last_copy(t5) : t5;
